@@ -1,0 +1,37 @@
+# Everything a fresh machine needs: python3 (>= 3.11) and make.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys;print(hashlib.sha1(open("pyproject.toml","rb").read()).hexdigest()[:12])')
+
+.PHONY: venv demo test lint bench up clean docs
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/jobqueue demo
+
+up: $(STAMP)
+	$(BIN)/jobqueue up
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python bench/offline_query.py
+
+docs: $(STAMP)
+	$(BIN)/python -m jobqueue.cli.main settings --markdown > docs/settings.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .jobqueue

@@ -1,0 +1,148 @@
+"""Run one planned query on DuckDB: own connection, own spill directory, measured.
+
+Blocking code, meant for a worker thread (`asyncio.to_thread`). Each query gets a fresh
+in-memory connection with `memory_limit`, `threads` and a private `temp_directory` under the
+spill root, removed afterwards. The result goes straight from DuckDB to Parquet (`COPY`), so
+rows never pass through Python. Spill is read from DuckDB's profiling (`peak_temp_dir_size`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from jobqueue.plan import QueryPlan, quote
+from jobqueue.storage import is_local, local_path
+
+ProgressCallback = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    memory_limit_bytes: int
+    threads: int
+    spill_root: Path
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    rows_out: int
+    spilled_bytes: int
+    bytes_written: int
+    peak_memory_bytes: int
+    rows_scanned: int
+    execution_seconds: float
+
+
+class QueryInterrupted(RuntimeError):
+    pass
+
+
+def parquet_scan(path: str) -> str:
+    """`read_parquet(...)` over a file, a directory (all Parquet below it) or a glob."""
+    if is_local(path):
+        p = local_path(path)
+        if p.is_dir():
+            path = str(p / "**" / "*.parquet")
+        elif not any(ch in path for ch in "*?[") and not p.exists():
+            raise FileNotFoundError(f"feature source {path} does not exist")
+    else:
+        raise NotImplementedError(f"remote feature sources ({path}) are not supported yet")
+    return f"read_parquet({_literal(path)}, hive_partitioning = false)"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class QueryRun:
+    """One query execution. `run()` blocks; `interrupt()` may be called from another thread."""
+
+    def __init__(self, plan: QueryPlan, limits: EngineLimits) -> None:
+        self.plan = plan
+        self.limits = limits
+        self.spill_dir = limits.spill_root / f"q-{uuid.uuid4().hex}"
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+        self._interrupted = False
+
+    def progress(self) -> float:
+        """Fraction done in [0, 1] while running; 0 when DuckDB cannot tell yet."""
+        with self._lock:
+            con = self._con
+        if con is None:
+            return 0.0
+        try:
+            value = con.query_progress()
+        except duckdb.Error:
+            return 0.0
+        return max(0.0, min(1.0, value / 100.0)) if value >= 0 else 0.0
+
+    def interrupt(self) -> None:
+        with self._lock:
+            self._interrupted = True
+            if self._con is not None:
+                self._con.interrupt()
+
+    def run(self, input_data: pa.Table | str, result_path: Path) -> EngineResult:
+        """Execute the plan over `input_data` (Arrow table or local Parquet path) into `result_path`."""
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        result_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = result_path.with_name(f".{result_path.name}.{uuid.uuid4().hex}.tmp")
+        con = duckdb.connect(
+            ":memory:",
+            config={
+                "memory_limit": f"{self.limits.memory_limit_bytes}B",
+                "threads": self.limits.threads,
+                "temp_directory": str(self.spill_dir),
+            },
+        )
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET enable_progress_bar = true")
+            con.execute("SET enable_progress_bar_print = false")
+            if isinstance(input_data, pa.Table):
+                con.register("input", input_data)
+            else:
+                con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet({_literal(input_data)})")
+            for join in self.plan.joins:
+                con.execute(f"CREATE VIEW {quote(join.relation)} AS SELECT * FROM {parquet_scan(join.source.path)}")
+            con.execute("SET enable_profiling = 'no_output'")
+            with self._lock:
+                if self._interrupted:
+                    raise QueryInterrupted("query was interrupted before it started")
+                self._con = con
+            started = time.perf_counter()
+            try:
+                row = con.execute(
+                    f"COPY ({self.plan.sql}) TO {_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
+                ).fetchone()
+            except duckdb.InterruptException as e:
+                raise QueryInterrupted("query was interrupted") from e
+            elapsed = time.perf_counter() - started
+            profile = json.loads(con.get_profiling_information(format="json"))
+            tmp.replace(result_path)
+        finally:
+            with self._lock:
+                self._con = None
+            con.close()
+            tmp.unlink(missing_ok=True)
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+        system, io, query = profile.get("system", {}), profile.get("io", {}), profile.get("query", {})
+        return EngineResult(
+            rows_out=int(row[0]) if row else 0,
+            spilled_bytes=int(system.get("peak_temp_dir_size", 0)),
+            bytes_written=int(io.get("total_bytes_written", 0)),
+            peak_memory_bytes=int(system.get("peak_buffer_memory", 0)),
+            rows_scanned=int(query.get("total_rows_scanned", 0)),
+            execution_seconds=elapsed,
+        )

@@ -1,0 +1,80 @@
+"""One offline query from payload to result file and performance summary.
+
+Shared by the arq consumer and the SDK's in-process mode (`run_asynchronously=False`):
+load the staged input, plan (pure), run on DuckDB under the configured limits, place the result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from consumer.engine import EngineLimits, QueryRun
+from consumer.resources import container_memory_bytes, memory_limit_bytes
+from jobqueue.models import PerformanceSummary, QueryJob
+from jobqueue.plan import QueryPlan, plan_query
+from jobqueue.registry import Registry
+from jobqueue.settings import Settings
+from jobqueue.storage import is_local, job_uri, local_path, read_table, upload_file
+
+
+def engine_limits(settings: Settings) -> EngineLimits:
+    if settings.container_memory_bytes is not None:
+        container = settings.container_memory_bytes
+    else:
+        container, _ = container_memory_bytes()
+    return EngineLimits(
+        memory_limit_bytes=memory_limit_bytes(container, settings.query_memory_limit_percent),
+        threads=settings.query_threads or os.cpu_count() or 1,
+        spill_root=settings.spill_root,
+    )
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    result_uri: str
+    summary: PerformanceSummary
+
+
+class PreparedQuery:
+    """A validated job bound to its plan and limits; `execute()` blocks (run it in a thread)."""
+
+    def __init__(self, job: QueryJob, registry: Registry, settings: Settings, consumer_id: str) -> None:
+        self.job = job
+        self.settings = settings
+        self.consumer_id = consumer_id
+        self.plan: QueryPlan = plan_query(job.input_columns, job.output, registry)
+        self.limits = engine_limits(settings)
+        self.run = QueryRun(self.plan, self.limits)
+
+    def execute(self, started_at: datetime | None = None) -> QueryOutcome:
+        t0 = time.perf_counter()
+        started_at = started_at or datetime.now(UTC)
+        result_uri = job_uri(self.settings.results, self.job.job_id, "result.parquet")
+        input_data = str(local_path(self.job.input_uri)) if is_local(self.job.input_uri) else read_table(
+            self.job.input_uri
+        )
+        if is_local(result_uri):
+            result = self.run.run(input_data, local_path(result_uri))
+        else:
+            staged = self.limits.spill_root / f"result-{self.job.job_id.replace(':', '_')}.parquet"
+            result = self.run.run(input_data, staged)
+            upload_file(staged, result_uri)
+        summary = PerformanceSummary(
+            consumer_id=self.consumer_id,
+            spill_enabled=True,
+            spilled_bytes=result.spilled_bytes,
+            bytes_written=result.bytes_written,
+            memory_limit_bytes=self.limits.memory_limit_bytes,
+            peak_memory_bytes=result.peak_memory_bytes,
+            threads=self.limits.threads,
+            rows_in=self.job.input_rows,
+            rows_out=result.rows_out,
+            rows_scanned=result.rows_scanned,
+            queue_wait_seconds=max(0.0, (started_at - self.job.submitted_at).total_seconds()),
+            execution_seconds=result.execution_seconds,
+            total_seconds=time.perf_counter() - t0,
+        )
+        return QueryOutcome(result_uri=result_uri, summary=summary)

@@ -1,0 +1,49 @@
+"""Container limits from cgroups: pure parsing plus one reader with an injectable root.
+
+Memory: cgroup v2 `memory.max`, then v1 `memory.limit_in_bytes`, then physical RAM.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# cgroup v1 reports "no limit" as a huge page-aligned number (e.g. 9223372036854771712).
+_V1_UNLIMITED_THRESHOLD = 1 << 60
+
+
+def parse_cgroup_v2_memory_max(text: str) -> int | None:
+    value = text.strip()
+    if value == "max" or not value:
+        return None
+    return int(value)
+
+
+def parse_cgroup_v1_memory_limit(text: str) -> int | None:
+    value = int(text.strip())
+    return None if value >= _V1_UNLIMITED_THRESHOLD else value
+
+
+def physical_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def container_memory_bytes(cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[int, str]:
+    """(bytes, where it came from): the tightest container limit, else physical RAM."""
+    physical = physical_memory_bytes()
+    v2 = cgroup_root / "memory.max"
+    if v2.is_file():
+        limit = parse_cgroup_v2_memory_max(v2.read_text())
+        if limit is not None:
+            return min(limit, physical), "cgroup v2 memory.max"
+    v1 = cgroup_root / "memory" / "memory.limit_in_bytes"
+    if v1.is_file():
+        limit = parse_cgroup_v1_memory_limit(v1.read_text())
+        if limit is not None:
+            return min(limit, physical), "cgroup v1 memory.limit_in_bytes"
+    return physical, "physical memory"
+
+
+def memory_limit_bytes(container_bytes: int, percent: float) -> int:
+    """DuckDB's memory_limit: `percent` of the container's memory, at least 16 MiB."""
+    return max(16 << 20, int(container_bytes * percent / 100))

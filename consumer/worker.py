@@ -1,0 +1,225 @@
+"""The consumer process: an arq worker on one resource group's queue.
+
+Thin glue: arq hands us a job; we validate the payload, claim the job record (queued -> running),
+run the query in a thread (`consumer.execute`), and record the outcome. A malformed payload is
+logged once and rejected; the worker keeps serving. Presence and busy jobs are published as a
+heartbeat so the manager never stops a busy consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+import structlog
+from arq import Worker
+from arq.worker import func
+from pydantic import ValidationError
+
+from consumer.execute import PreparedQuery
+from jobqueue import serializer
+from jobqueue.client import connect_redis
+from jobqueue.jobstore import JobStore
+from jobqueue.keys import ARQ_FUNCTION, Keys
+from jobqueue.logs import get_logger
+from jobqueue.models import ConsumerInfo, JobStatus, QueryJob
+from jobqueue.registry import Registry, load_registry
+from jobqueue.settings import Settings
+from jobqueue.storage import delete_job_dir
+
+log = get_logger("jobqueue.consumer")
+PROGRESS_SECONDS = 0.5
+
+
+class Consumer:
+    """State of one consumer process: identity, Redis handles, and the jobs it is running."""
+
+    def __init__(self, settings: Settings, group: str, registry: Registry) -> None:
+        self.settings = settings
+        self.group = group
+        self.registry = registry
+        self.keys = Keys.for_environment(settings.environment)
+        self.redis = connect_redis(settings)
+        self.store = JobStore(self.redis, self.keys, settings.job_ttl_seconds)
+        self.consumer_id = settings.consumer_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.started_at = time.time()
+        self.running: set[str] = set()
+        self.draining = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- arq hooks ---------------------------------------------------------------------------
+    async def startup(self, ctx: dict[str, Any]) -> None:
+        structlog.contextvars.bind_contextvars(consumer_id=self.consumer_id, resource_group=self.group)
+        await self.publish_presence()
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+        log.info("consumer started", queue=self.keys.queue(self.group))
+
+    async def shutdown(self, ctx: dict[str, Any]) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.redis.hdel(self.keys.consumers(self.group), self.consumer_id)
+        log.info("consumer stopped")
+
+    async def job_started(self, ctx: dict[str, Any]) -> None:
+        self.running.add(ctx["job_id"])
+        await self.redis.hset(self.keys.running(self.group), ctx["job_id"], self.consumer_id)
+
+    async def job_ended(self, ctx: dict[str, Any]) -> None:
+        # after arq recorded the outcome and removed the job from the queue
+        self.running.discard(ctx["job_id"])
+        await self.redis.hdel(self.keys.running(self.group), ctx["job_id"])
+        await self.publish_presence()
+
+    # --- presence ------------------------------------------------------------------------------
+    async def publish_presence(self) -> None:
+        info = ConsumerInfo(
+            consumer_id=self.consumer_id, resource_group=self.group, host=socket.gethostname(),
+            pid=os.getpid(), started_at=self.started_at, seen_at=time.time(),
+            running=sorted(self.running), draining=self.draining,
+        )
+        await self.redis.hset(self.keys.consumers(self.group), self.consumer_id, info.model_dump_json())
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.consumer_heartbeat_seconds)
+            try:
+                await self.publish_presence()
+            except Exception:  # Redis blips must not kill the consumer
+                log.warning("heartbeat failed", exc_info=True)
+
+    # --- the job -------------------------------------------------------------------------------
+    async def run(self, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        with structlog.contextvars.bound_contextvars(job_id=job_id):
+            job = await self._validate(job_id, payload)
+            if job is None:
+                return {"rejected": True}
+            if not await self.store.mark_running(job_id, self.consumer_id):
+                record = await self.store.get(job_id)
+                log.info("job not claimable, skipped", status=record.status.value if record else None)
+                return {"skipped": True}
+            return await self._execute(job)
+
+    async def _validate(self, job_id: str, payload: dict[str, Any]) -> QueryJob | None:
+        try:
+            job = QueryJob.model_validate(payload.get("job"))
+            problems = [
+                f"{name} is {got!r}, expected {want!r}"
+                for name, got, want in (
+                    ("job_id", job.job_id, job_id),
+                    ("resource_group", job.resource_group, self.group),
+                    ("environment", job.environment, self.settings.environment),
+                )
+                if got != want
+            ]
+            if problems:
+                raise ValueError("; ".join(problems))
+            return job
+        except (ValidationError, ValueError) as e:
+            reason = f"malformed job payload: {e}".replace("\n", " ")[:2000]
+            log.error("job payload rejected", reason=reason)
+            await self.store.mark_failed(job_id, reason)
+            return None
+
+    async def _execute(self, job: QueryJob) -> dict[str, Any]:
+        started = time.time()
+        prepared: PreparedQuery | None = None
+        try:
+            prepared = PreparedQuery(job, self.registry, self.settings, self.consumer_id)
+            outcome = await self._run_with_progress(prepared)
+        except asyncio.CancelledError:
+            # hard shutdown: arq will run the job again, so hand it back instead of failing it
+            await asyncio.shield(self.store.transition(job.job_id, [JobStatus.RUNNING], JobStatus.QUEUED))
+            raise
+        except Exception as e:
+            log.error("job failed", error=f"{type(e).__name__}: {e}", exc_info=True)
+            await self.store.mark_failed(job.job_id, f"{type(e).__name__}: {e}")
+            await asyncio.to_thread(delete_job_dir, self.settings.staging, job.job_id)
+            return {"failed": str(e)}
+        await self.store.mark_succeeded(job.job_id, outcome.result_uri, outcome.summary)
+        await asyncio.to_thread(delete_job_dir, self.settings.staging, job.job_id)
+        s = outcome.summary
+        log.info(
+            "job succeeded", rows_out=s.rows_out, spilled_bytes=s.spilled_bytes,
+            memory_limit_bytes=s.memory_limit_bytes, seconds=round(time.time() - started, 3),
+        )
+        return {"result_uri": outcome.result_uri}
+
+    async def _run_with_progress(self, prepared: PreparedQuery) -> Any:
+        task = asyncio.ensure_future(asyncio.to_thread(prepared.execute))
+        try:
+            while not task.done():
+                await asyncio.wait([task], timeout=PROGRESS_SECONDS)
+                if not task.done():
+                    await self.store.set_progress(prepared.job.job_id, prepared.run.progress())
+            return task.result()
+        except asyncio.CancelledError:
+            prepared.run.interrupt()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+            raise
+
+
+async def run_offline_query(ctx: dict[str, Any], **payload: Any) -> dict[str, Any]:
+    consumer: Consumer = ctx["consumer"]
+    return await consumer.run(ctx["job_id"], payload)
+
+
+def build_worker(settings: Settings, group: str, max_jobs: int, registry: Registry | None = None) -> Worker:
+    """An arq Worker for `group`, wired to a `Consumer`. Call inside a running event loop."""
+    consumer = Consumer(settings, group, registry if registry is not None else load_registry(settings.registry_path))
+    return Worker(
+        functions=[func(run_offline_query, name=ARQ_FUNCTION, max_tries=3)],
+        queue_name=consumer.keys.queue(group),
+        redis_pool=consumer.redis,
+        max_jobs=max_jobs,
+        job_timeout=settings.job_timeout_seconds,
+        keep_result=60,
+        poll_delay=settings.consumer_poll_seconds,
+        job_completion_wait=settings.consumer_drain_seconds,
+        health_check_interval=max(1, int(settings.consumer_heartbeat_seconds)),
+        on_startup=consumer.startup,
+        on_shutdown=consumer.shutdown,
+        on_job_start=consumer.job_started,
+        after_job_end=consumer.job_ended,
+        ctx={"consumer": consumer},
+        job_serializer=serializer.dumps,
+        job_deserializer=serializer.loads,
+        log_results=False,
+    )
+
+
+async def serve(settings: Settings, group: str, max_jobs: int) -> None:
+    """Run a consumer until SIGTERM/SIGINT (drain) or, if configured, until the parent dies."""
+    worker = build_worker(settings, group, max_jobs)
+    consumer: Consumer = worker.ctx["consumer"]
+
+    def drain() -> None:
+        if not consumer.draining:
+            consumer.draining = True
+            log.info("draining: no new jobs; waiting for running ones", running=sorted(consumer.running))
+            worker.handle_sig_wait_for_completion(signal.SIGTERM)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, drain)
+    watcher = asyncio.create_task(_watch_parent(drain)) if settings.consumer_exit_with_parent else None
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.async_run()
+    finally:
+        if watcher:
+            watcher.cancel()
+        await worker.close()
+
+
+async def _watch_parent(drain: Any) -> None:
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("parent process exited; draining")
+    drain()

@@ -1,0 +1,52 @@
+"""The CLI's one output wrapper: rich console, clean one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import typer
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rich.console import Console
+
+from jobqueue.errors import JobQueueError
+from jobqueue.settings import Settings, UnknownSettingError, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _error(message: str, code: int) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    """Load settings or exit 2 with a message naming the bad variable."""
+    try:
+        return load_settings()
+    except UnknownSettingError as e:
+        raise _error(str(e), 2) from None
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            name = loc if loc.isupper() else f"JOBQUEUE_{loc.upper()}" if loc else "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise _error("invalid settings: " + "; ".join(problems), 2) from None
+
+
+@contextlib.contextmanager
+def fail_cleanly() -> Iterator[None]:
+    """Known failures become one line on stderr and an exit code; bugs keep their traceback."""
+    try:
+        yield
+    except JobQueueError as e:
+        raise _error(str(e), 1) from None
+    except RedisConnectionError as e:
+        raise _error(f"cannot reach Redis ({e}); is `jobqueue up` running or JOBQUEUE_REDIS_URL set?", 1) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,48 @@
+"""`jobqueue status`: each group's bounds, consumers and queue, with the manager's last decision."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.table import Table
+
+from jobqueue.client import connect_redis
+from jobqueue.keys import Keys
+from jobqueue.settings import Settings
+
+
+async def read_status(settings: Settings) -> list[dict[str, Any]]:
+    keys = Keys.for_environment(settings.environment)
+    redis = connect_redis(settings)
+    try:
+        groups = {k.decode(): json.loads(v) for k, v in (await redis.hgetall(keys.groups)).items()}
+        rows = []
+        for name in sorted(groups):
+            raw = await redis.hget(keys.group_state(name), "state")
+            state = json.loads(raw) if raw else {}
+            rows.append({
+                "group": name,
+                "min": groups[name]["min_instances"],
+                "max": groups[name]["max_instances"],
+                **{k: state.get(k) for k in ("desired", "current", "busy", "ready", "in_flight", "deferred")},
+                "decision": state.get("reason"),
+                "detail": state.get("detail"),
+                "age_seconds": round(time.time() - state["at"], 1) if state else None,
+            })
+        return rows
+    finally:
+        await redis.aclose()
+
+
+def render_status(rows: list[dict[str, Any]]) -> Table:
+    table = Table("group", "min", "max", "desired", "current", "busy", "ready", "in flight", "deferred",
+                  "last decision", title="jobqueue status")
+    for r in rows:
+        cells = [r["group"], r["min"], r["max"], r["desired"], r["current"], r["busy"], r["ready"],
+                 r["in_flight"], r["deferred"], f"{r['decision']}: {r['detail']}" if r["decision"] else "-"]
+        table.add_row(*("-" if c is None else str(c) for c in cells))
+    if not rows:
+        table.caption = "no manager has published groups for this environment yet (is `jobqueue up` running?)"
+    return table

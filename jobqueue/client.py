@@ -1,0 +1,227 @@
+"""The SDK: `AsyncJobQueueClient` does the I/O; `JobQueueClient` is its thin synchronous twin.
+
+    client = JobQueueClient()
+    job = client.offline_query(
+        input={"user.id": [1, 2, 3]},
+        output=["user.age", "user.score"],
+        run_asynchronously=True,
+        resources=ResourceRequests(resource_group="default"),
+    )
+    job.wait(show_progress=True)
+    df = job.to_pandas()
+
+Submitting validates everything first (group, features, input shape) and raises
+`InvalidQueryError` before anything is staged or enqueued. The input is staged as Parquet; only
+a small JSON payload goes through Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
+
+from jobqueue import serializer
+from jobqueue.errors import InvalidQueryError, JobNotFoundError, JobStateError
+from jobqueue.groups import ResourceGroup, load_groups
+from jobqueue.handles import AsyncJobHandle, JobHandle, LocalResult
+from jobqueue.inputs import to_arrow, with_times
+from jobqueue.jobstore import JobStore
+from jobqueue.keys import ARQ_FUNCTION, Keys
+from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
+from jobqueue.plan import plan_query
+from jobqueue.registry import Registry, load_registry
+from jobqueue.settings import Settings, load_settings
+from jobqueue.storage import job_uri, write_table
+from jobqueue.sync import LoopThread
+
+
+def connect_redis(settings: Settings) -> ArqRedis:
+    """An arq-capable Redis client using the JSON serializer (never pickle)."""
+    pool = ConnectionPool.from_url(
+        settings.resolved_redis_url(), health_check_interval=30, socket_keepalive=True
+    )
+    return ArqRedis(pool, job_serializer=serializer.dumps, job_deserializer=serializer.loads)
+
+
+class AsyncJobQueueClient:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: Registry | None = None,
+        groups: dict[str, ResourceGroup] | None = None,
+        redis: ArqRedis | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.keys = Keys.for_environment(self.settings.environment)
+        self.registry = registry if registry is not None else load_registry(self.settings.registry_path)
+        self._local_groups = groups
+        self._redis = redis
+        self._owns_redis = redis is None
+
+    @property
+    def redis(self) -> ArqRedis:
+        if self._redis is None:
+            self._redis = connect_redis(self.settings)
+        return self._redis
+
+    @property
+    def store(self) -> JobStore:
+        return JobStore(self.redis, self.keys, self.settings.job_ttl_seconds)
+
+    async def aclose(self) -> None:
+        if self._redis is not None and self._owns_redis:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def __aenter__(self) -> AsyncJobQueueClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def known_groups(self) -> list[str]:
+        """Groups the running manager serves (published in Redis), else the local config's."""
+        published = await self.redis.hkeys(self.keys.groups)
+        if published:
+            return sorted(g.decode() for g in published)
+        groups = self._local_groups or load_groups(self.settings.resource_groups_path)
+        return sorted(groups)
+
+    async def offline_query(
+        self,
+        input: Any,
+        output: list[str],
+        input_times: Any = None,
+        *,
+        run_asynchronously: bool = True,
+        resources: ResourceRequests | None = None,
+    ) -> AsyncJobHandle | LocalResult:
+        """Validate, stage and enqueue one offline query; or run it here when not asynchronous."""
+        resources = resources or ResourceRequests()
+        now = datetime.now(UTC)
+        table, columns = self._prepare(input, output, input_times, now)
+        if not run_asynchronously:
+            return await asyncio.to_thread(self._run_in_process, table, columns, output, now)
+        known = await self.known_groups()
+        if resources.resource_group not in known:
+            raise InvalidQueryError(
+                "resources.resource_group",
+                f"unknown resource group {resources.resource_group!r}; known groups: {', '.join(known)}",
+            )
+        job_id = uuid.uuid4().hex
+        input_uri = job_uri(self.settings.staging, job_id, "input.parquet")
+        await asyncio.to_thread(write_table, table, input_uri)
+        job = QueryJob(
+            job_id=job_id, environment=self.settings.environment, resource_group=resources.resource_group,
+            output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
+            submitted_at=now,
+        )
+        await self._enqueue(job)
+        return AsyncJobHandle(job_id, self)
+
+    def _prepare(
+        self, input: Any, output: list[str], input_times: Any, now: datetime
+    ) -> tuple[pa.Table, list[str]]:
+        if isinstance(output, str) or not isinstance(output, (list, tuple)):
+            raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
+        table = to_arrow(input)
+        columns = list(table.column_names)
+        plan_query(columns, output, self.registry)  # raises InvalidQueryError on any mismatch
+        return with_times(table, input_times, now), columns
+
+    async def _enqueue(self, job: QueryJob) -> None:
+        record = JobRecord(
+            job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
+            output=job.output, input_rows=job.input_rows, submitted_at=job.submitted_at,
+        )
+        await self.store.create(record)
+        arq_job = await self.redis.enqueue_job(
+            ARQ_FUNCTION,
+            job=job.model_dump(mode="json"),
+            _job_id=job.job_id,
+            _queue_name=self.keys.queue(job.resource_group),
+            _expires=self.settings.job_ttl_seconds,
+        )
+        if arq_job is None:  # the id already exists in arq: never silently drop the submission
+            await self.store.mark_failed(job.job_id, "enqueue refused: duplicate job id")
+            raise JobStateError(f"job id {job.job_id} already exists in the queue")
+        await self.redis.publish(self.keys.events, f"submitted:{job.resource_group}")
+
+    def _run_in_process(self, table: pa.Table, columns: list[str], output: list[str], now: datetime) -> LocalResult:
+        from consumer.execute import PreparedQuery  # the engine is only needed for in-process runs
+
+        job_id = uuid.uuid4().hex
+        input_uri = job_uri(self.settings.staging, job_id, "input.parquet")
+        write_table(table, input_uri)
+        job = QueryJob(
+            job_id=job_id, environment=self.settings.environment, resource_group="in-process",
+            output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
+            submitted_at=now,
+        )
+        outcome = PreparedQuery(job, self.registry, self.settings, consumer_id="in-process").execute()
+        return LocalResult(job_id, outcome.result_uri, outcome.summary)
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        record = await self.store.get(job_id)
+        if record is None:
+            raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
+        return record
+
+    def job(self, job_id: str) -> AsyncJobHandle:
+        return AsyncJobHandle(job_id, self)
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued job: it is marked cancelled and removed from its queue."""
+        applied = await self.store.mark_cancelled(job_id)
+        if applied == -1:
+            raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
+        record = await self.get_job(job_id)
+        if applied == 0 and record.status is not JobStatus.CANCELLED:
+            raise JobStateError(f"job {job_id} is {record.status.value}; only queued jobs can be cancelled")
+        await self.redis.zrem(self.keys.queue(record.resource_group), job_id)
+        await self.redis.delete(f"arq:job:{job_id}")
+        return record
+
+
+class JobQueueClient:
+    """Synchronous twin of `AsyncJobQueueClient`: same arguments, blocking calls."""
+
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        self._loop = LoopThread()
+        self._async = AsyncJobQueueClient(settings, **kwargs)
+
+    @property
+    def settings(self) -> Settings:
+        return self._async.settings
+
+    def offline_query(
+        self, input: Any, output: list[str], input_times: Any = None, **kwargs: Any
+    ) -> JobHandle | LocalResult:
+        result = self._loop.run(self._async.offline_query(input, output, input_times, **kwargs))
+        return JobHandle(result, self._loop) if isinstance(result, AsyncJobHandle) else result
+
+    def job(self, job_id: str) -> JobHandle:
+        return JobHandle(self._async.job(job_id), self._loop)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        return self._loop.run(self._async.get_job(job_id))
+
+    def cancel(self, job_id: str) -> JobRecord:
+        return self._loop.run(self._async.cancel(job_id))
+
+    def close(self) -> None:
+        self._loop.run(self._async.aclose())
+        self._loop.stop()
+
+    def __enter__(self) -> JobQueueClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,52 @@
+"""Errors raised to jobqueue users.
+
+    JobQueueError
+    ├── InvalidQueryError        bad input rejected at submit, before anything is enqueued;
+    │                            `.field` names the offending argument, the message says the fix
+    ├── ConfigError              a registry or resource-group file that does not validate
+    ├── JobNotFoundError         no record for that job id (expired or never submitted)
+    ├── JobFailedError           the job ended `failed`; `.record` holds the error and summary
+    ├── JobCancelledError        the job ended `cancelled`
+    └── JobStateError            the operation does not fit the job's state (e.g. cancel a running job)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobqueue.models import JobRecord
+
+
+class JobQueueError(Exception):
+    """Base class of every jobqueue error."""
+
+
+class InvalidQueryError(JobQueueError, ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class ConfigError(JobQueueError, ValueError):
+    pass
+
+
+class JobNotFoundError(JobQueueError, KeyError):
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "job not found"
+
+
+class JobFailedError(JobQueueError):
+    def __init__(self, record: JobRecord) -> None:
+        super().__init__(f"job {record.job_id} failed: {record.error}")
+        self.record = record
+
+
+class JobCancelledError(JobQueueError):
+    pass
+
+
+class JobStateError(JobQueueError):
+    pass

@@ -1,0 +1,165 @@
+"""Job handles returned by `offline_query`: status, wait with progress, results, cancel.
+
+`AsyncJobHandle` talks to Redis through its client; `JobHandle` is its blocking twin;
+`LocalResult` is what `run_asynchronously=False` returns (already finished, same surface).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from jobqueue.errors import JobCancelledError, JobFailedError, JobStateError
+from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
+from jobqueue.storage import read_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from jobqueue.client import AsyncJobQueueClient
+    from jobqueue.sync import LoopThread
+
+_POLL_MIN, _POLL_MAX = 0.05, 0.5
+
+
+def _check_final(record: JobRecord) -> JobRecord:
+    if record.status is JobStatus.FAILED:
+        raise JobFailedError(record)
+    if record.status is JobStatus.CANCELLED:
+        raise JobCancelledError(f"job {record.job_id} was cancelled")
+    return record
+
+
+class AsyncJobHandle:
+    def __init__(self, job_id: str, client: AsyncJobQueueClient) -> None:
+        self.id = job_id
+        self._client = client
+        self._record: JobRecord | None = None
+
+    def __repr__(self) -> str:
+        status = self._record.status.value if self._record else "?"
+        return f"<AsyncJobHandle {self.id} {status}>"
+
+    async def record(self) -> JobRecord:
+        self._record = await self._client.get_job(self.id)
+        return self._record
+
+    async def status(self) -> JobStatus:
+        return (await self.record()).status
+
+    @property
+    def performance_summary(self) -> PerformanceSummary | None:
+        """The summary from the last observed record (set once the job has succeeded)."""
+        return self._record.summary if self._record else None
+
+    async def wait(self, timeout: float | None = None, show_progress: bool | None = None) -> JobRecord:
+        """Block until the job is final; raise `JobFailedError` / `JobCancelledError` if it did not succeed.
+
+        `show_progress` (default: when stderr is a terminal) draws a rich progress bar.
+        """
+        if show_progress is None:
+            show_progress = sys.stderr.isatty()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not show_progress:
+            return _check_final(await self._poll(deadline, None))
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=False,
+        ) as progress:
+            task = progress.add_task(f"job {self.id[:8]}", total=1.0, status="queued")
+
+            def update(record: JobRecord) -> None:
+                progress.update(task, completed=record.progress, status=record.status.value)
+
+            return _check_final(await self._poll(deadline, update))
+
+    async def _poll(self, deadline: float | None, on_update: Any) -> JobRecord:
+        delay = _POLL_MIN
+        while True:
+            record = await self.record()
+            if on_update:
+                on_update(record)
+            if record.status.is_final:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.id} is still {record.status.value} after the timeout")
+            await asyncio.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+            delay = min(delay * 1.5, _POLL_MAX)
+
+    async def to_arrow(self) -> pa.Table:
+        record = await self.record()
+        if record.status is not JobStatus.SUCCEEDED or not record.result_uri:
+            _check_final(record)
+            raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
+        return await asyncio.to_thread(read_table, record.result_uri)
+
+    async def to_pandas(self) -> pd.DataFrame:
+        return (await self.to_arrow()).to_pandas()
+
+    async def cancel(self) -> JobRecord:
+        self._record = await self._client.cancel(self.id)
+        return self._record
+
+
+class JobHandle:
+    """Blocking twin of `AsyncJobHandle`."""
+
+    def __init__(self, handle: AsyncJobHandle, loop: LoopThread) -> None:
+        self._handle = handle
+        self._loop = loop
+        self.id = handle.id
+
+    def __repr__(self) -> str:
+        return repr(self._handle).replace("AsyncJobHandle", "JobHandle")
+
+    def record(self) -> JobRecord:
+        return self._loop.run(self._handle.record())
+
+    def status(self) -> JobStatus:
+        return self._loop.run(self._handle.status())
+
+    @property
+    def performance_summary(self) -> PerformanceSummary | None:
+        return self._handle.performance_summary
+
+    def wait(self, timeout: float | None = None, show_progress: bool | None = None) -> JobRecord:
+        return self._loop.run(self._handle.wait(timeout, show_progress))
+
+    def to_arrow(self) -> pa.Table:
+        return self._loop.run(self._handle.to_arrow())
+
+    def to_pandas(self) -> pd.DataFrame:
+        return self.to_arrow().to_pandas()
+
+    def cancel(self) -> JobRecord:
+        return self._loop.run(self._handle.cancel())
+
+
+class LocalResult:
+    """The outcome of an in-process query (`run_asynchronously=False`): already succeeded."""
+
+    def __init__(self, job_id: str, result_uri: str, summary: PerformanceSummary) -> None:
+        self.id = job_id
+        self.result_uri = result_uri
+        self.performance_summary = summary
+
+    def status(self) -> JobStatus:
+        return JobStatus.SUCCEEDED
+
+    def wait(self, timeout: float | None = None, show_progress: bool | None = None) -> LocalResult:
+        return self
+
+    def to_arrow(self) -> pa.Table:
+        return read_table(self.result_uri)
+
+    def to_pandas(self) -> pd.DataFrame:
+        return self.to_arrow().to_pandas()
+
+    def cancel(self) -> None:
+        raise JobStateError(f"job {self.id} ran in-process and has already finished")

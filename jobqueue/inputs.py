@@ -1,0 +1,89 @@
+"""Query input normalisation: dict / pandas / Arrow -> one Arrow table with `__ts__` and `__row__`.
+
+Pure, no I/O. Every rejection is an `InvalidQueryError` naming the argument and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from jobqueue.errors import InvalidQueryError
+from jobqueue.plan import ROW_COLUMN, TS_COLUMN
+
+TS_TYPE = pa.timestamp("us", tz="UTC")
+
+
+def to_arrow(input: Any) -> pa.Table:
+    """Accept a column dict, a pandas DataFrame or an Arrow table."""
+    if isinstance(input, pa.Table):
+        table = input
+    elif isinstance(input, pa.RecordBatch):
+        table = pa.Table.from_batches([input])
+    elif hasattr(input, "to_dict") and hasattr(input, "columns") and hasattr(input, "iloc"):
+        table = pa.Table.from_pandas(input, preserve_index=False)
+    elif isinstance(input, Mapping):
+        table = _from_mapping(input)
+    else:
+        raise InvalidQueryError(
+            "input", f"got {type(input).__name__}; pass a dict of columns, a pandas DataFrame or an Arrow table"
+        )
+    if table.num_columns == 0 or table.num_rows == 0:
+        raise InvalidQueryError("input", "is empty; pass at least one row with the primary key column")
+    return table
+
+
+def _from_mapping(input: Mapping[str, Any]) -> pa.Table:
+    columns: dict[str, Any] = {}
+    lengths: dict[str, int] = {}
+    for name, values in input.items():
+        if not isinstance(name, str):
+            raise InvalidQueryError("input", f"column name {name!r} must be a string like 'user.id'")
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+            raise InvalidQueryError(f"input[{name!r}]", "must be a list of values, one per row")
+        columns[name] = values
+        lengths[name] = len(values)
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k!r}: {v}" for k, v in lengths.items())
+        raise InvalidQueryError(
+            "input", f"columns have different lengths ({detail}); give every column one value per row"
+        )
+    try:
+        return pa.table(columns)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InvalidQueryError("input", f"a column mixes value types: {e}") from None
+
+
+def with_times(table: pa.Table, input_times: Any, now: datetime) -> pa.Table:
+    """Append `__ts__` (the as-of time per row; default `now`) and `__row__` (input order)."""
+    n = table.num_rows
+    if input_times is None:
+        ts = pa.array([now.astimezone(UTC)] * n, type=TS_TYPE)
+    else:
+        if isinstance(input_times, (datetime, str)) or not hasattr(input_times, "__len__"):
+            raise InvalidQueryError("input_times", "must be a list of datetimes, one per input row")
+        if len(input_times) != n:
+            raise InvalidQueryError(
+                "input_times", f"has {len(input_times)} values but the input has {n} rows; give one per row"
+            )
+        ts = _timestamps(input_times)
+    return table.append_column(TS_COLUMN, ts).append_column(ROW_COLUMN, pa.array(range(n), type=pa.int64()))
+
+
+def _timestamps(values: Sequence[Any]) -> pa.Array:
+    try:
+        arr = pa.array(values) if not isinstance(values, (pa.Array, pa.ChunkedArray)) else values
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InvalidQueryError("input_times", f"must be datetimes: {e}") from None
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not pa.types.is_timestamp(arr.type) and not pa.types.is_date(arr.type):
+        raise InvalidQueryError("input_times", f"must be datetimes, got values of type {arr.type}")
+    if arr.null_count:
+        raise InvalidQueryError("input_times", "contains nulls; give every row a time")
+    if pa.types.is_timestamp(arr.type) and arr.type.tz is None:
+        arr = arr.cast(pa.timestamp(arr.type.unit)).cast(pa.timestamp(arr.type.unit, tz="UTC"))  # naive = UTC
+    return arr.cast(TS_TYPE)

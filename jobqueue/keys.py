@@ -1,0 +1,61 @@
+"""The Redis layout: every key jobqueue reads or writes, in one place. Pure, no I/O.
+
+All keys live under `jobqueue:<environment>:` so environments can share one Redis.
+
+    <p>queue:<group>            arq queue (zset job_id -> score ms); ready when score <= now,
+                                deferred when score > now. Running jobs stay in it until done.
+    <p>running:<group>          zset job_id -> start ms of jobs a consumer is executing (in flight)
+    <p>consumers:<group>        hash consumer_id -> JSON ConsumerInfo (presence + busy jobs)
+    <p>job:<id>                 hash: one job's record (status, request, summary, error, result)
+    <p>jobs                     zset job_id -> submit ms, for listing recent jobs
+    <p>group-state:<group>      hash: the manager's last decision for a group (for `jobqueue status`)
+    <p>groups                   hash group -> JSON config, published by the manager for SDKs
+    <p>events                   pub/sub channel: `submitted:<group>` wakes the manager early
+
+arq keeps its own per-job keys (`arq:job:<id>`, `arq:in-progress:<id>`, `arq:retry:<id>`,
+`arq:result:<id>`). Job ids are random 128-bit hex, so those never collide across environments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ARQ_FUNCTION = "run_offline_query"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one environment."""
+
+    prefix: str
+
+    @classmethod
+    def for_environment(cls, environment: str) -> Keys:
+        return cls(prefix=f"jobqueue:{environment}:")
+
+    def queue(self, group: str) -> str:
+        return f"{self.prefix}queue:{group}"
+
+    def running(self, group: str) -> str:
+        return f"{self.prefix}running:{group}"
+
+    def consumers(self, group: str) -> str:
+        return f"{self.prefix}consumers:{group}"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    @property
+    def jobs_index(self) -> str:
+        return f"{self.prefix}jobs"
+
+    def group_state(self, group: str) -> str:
+        return f"{self.prefix}group-state:{group}"
+
+    @property
+    def groups(self) -> str:
+        return f"{self.prefix}groups"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"

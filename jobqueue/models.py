@@ -1,0 +1,103 @@
+"""Pydantic models shared by SDK, manager and consumers: the data half of the wire contract.
+
+Pure data, no I/O. Everything that travels through Redis is one of these models as JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ResourceRequests(_Strict):
+    """Where and how a query runs. `resource_group` picks the queue and consumer pool."""
+
+    resource_group: str = "default"
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class QueryJob(_Strict):
+    """The payload of one queued offline query: validated on enqueue and again on dequeue.
+
+    `input_uri` points at the staged Parquet input (columns: the input features, `__ts__` and
+    `__row__`); the input itself never travels through Redis.
+    """
+
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    environment: str
+    resource_group: str
+    output: list[str] = Field(min_length=1, max_length=10_000)
+    input_uri: str = Field(min_length=1, max_length=4096)
+    input_columns: list[str] = Field(min_length=1, max_length=10_000)
+    input_rows: int = Field(ge=1)
+    submitted_at: datetime
+
+
+class PerformanceSummary(_Strict):
+    """What a consumer measured while running one query."""
+
+    consumer_id: str
+    spill_enabled: bool
+    spilled_bytes: int = Field(description="DuckDB's peak temp-directory size for the query, in bytes.")
+    bytes_written: int = Field(
+        default=0, description="Total bytes DuckDB wrote for the query: spill files plus the result file."
+    )
+    memory_limit_bytes: int
+    peak_memory_bytes: int = Field(description="DuckDB's peak buffer-manager memory for the query.")
+    threads: int
+    rows_in: int
+    rows_out: int
+    rows_scanned: int = 0
+    queue_wait_seconds: float
+    execution_seconds: float
+    total_seconds: float
+
+
+class JobRecord(_Strict):
+    """A job as the SDK and CLI see it: stored as the hash `<prefix>job:<id>`."""
+
+    job_id: str
+    status: JobStatus
+    resource_group: str
+    output: list[str]
+    input_rows: int
+    submitted_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    consumer_id: str | None = None
+    progress: float = 0.0
+    error: str | None = None
+    result_uri: str | None = None
+    summary: PerformanceSummary | None = None
+
+
+class ConsumerInfo(_Strict):
+    """A consumer's heartbeat: who it is, where it runs and which jobs it is executing."""
+
+    consumer_id: str
+    resource_group: str
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float
+    running: list[str] = Field(default_factory=list)
+    draining: bool = False

@@ -1,0 +1,134 @@
+"""The feature registry: namespaces, their primary keys, and the sources that hold their features.
+
+    namespaces:
+      user:
+        primary_key: id
+        sources:
+          - name: user_profile
+            kind: parquet
+            path: data/user_profile/*.parquet     # file, directory or glob; relative to this file
+            key: user_id                          # column matched against `user.id`
+            timestamp: ts                         # point-in-time column
+            features: [age, score]                # or {feature_name: column_name}
+
+A feature is addressed as `namespace.feature`; the primary key as `namespace.<primary_key>`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from jobqueue.errors import ConfigError
+
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSource(_Frozen):
+    name: str
+    kind: Literal["parquet"] = "parquet"
+    path: str = Field(min_length=1)
+    key: str
+    timestamp: str
+    features: dict[str, str] = Field(min_length=1, description="feature name -> source column")
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _list_to_mapping(cls, v: object) -> object:
+        if isinstance(v, list):
+            return {str(f): str(f) for f in v}
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not _IDENT_RE.match(v):
+            raise ValueError(f"source name {v!r} must be an identifier")
+        return v
+
+
+class Namespace(_Frozen):
+    name: str
+    primary_key: str
+    sources: list[FeatureSource] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Namespace:
+        for ident in (self.name, self.primary_key, *(f for s in self.sources for f in s.features)):
+            if not _IDENT_RE.match(ident):
+                raise ValueError(f"{ident!r} is not a valid identifier (letters, digits, '_')")
+        seen: dict[str, str] = {}
+        for src in self.sources:
+            for feature in src.features:
+                if feature in seen:
+                    raise ValueError(f"feature {feature!r} is defined by both {seen[feature]!r} and {src.name!r}")
+                if feature == self.primary_key:
+                    raise ValueError(f"feature {feature!r} has the name of the primary key")
+                seen[feature] = src.name
+        return self
+
+    @property
+    def key_feature(self) -> str:
+        return f"{self.name}.{self.primary_key}"
+
+    def source_of(self, feature: str) -> FeatureSource | None:
+        return next((s for s in self.sources if feature in s.features), None)
+
+    def feature_names(self) -> list[str]:
+        return [f for s in self.sources for f in s.features]
+
+
+class Registry(_Frozen):
+    namespaces: dict[str, Namespace] = Field(default_factory=dict)
+
+    def resolve(self, feature: str) -> tuple[Namespace, FeatureSource] | None:
+        ns_name, _, name = feature.partition(".")
+        ns = self.namespaces.get(ns_name)
+        src = ns.source_of(name) if ns else None
+        return (ns, src) if ns and src else None
+
+
+def parse_registry(data: object, base_dir: Path, source: str = "<registry>") -> Registry:
+    """Validate a parsed YAML document; relative local source paths resolve against `base_dir`."""
+    if not isinstance(data, dict) or not isinstance(data.get("namespaces"), dict):
+        raise ConfigError(f"{source}: expected a mapping with key 'namespaces: {{name: {{...}}}}'")
+    namespaces: dict[str, Namespace] = {}
+    for name, body in data["namespaces"].items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"{source}: namespace {name!r} must be a mapping")
+        sources = [
+            {**s, "path": _absolute(s.get("path", ""), base_dir)} if isinstance(s, dict) else s
+            for s in body.get("sources", [])
+        ]
+        try:
+            namespaces[str(name)] = Namespace.model_validate({**body, "name": str(name), "sources": sources})
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"{source}: namespace {name!r}: {loc}: {err['msg']}") from e
+    return Registry(namespaces=namespaces)
+
+
+def load_registry(path: Path | None) -> Registry:
+    if path is None:
+        return Registry()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    return parse_registry(data, path.resolve().parent, str(path))
+
+
+def _absolute(path: str, base_dir: Path) -> str:
+    if not path or "://" in path or Path(path).is_absolute():
+        return path
+    return str(base_dir / path)

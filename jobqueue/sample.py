@@ -1,0 +1,102 @@
+"""A generated offline store for the demo, tests and benchmarks: Parquet sources plus a registry.
+
+Namespace `user` (primary key `id`) with two sources:
+- `user_profile`: `user_id`, `ts`, and float features `f0..f{n-1}` (n = `features`)
+- `user_activity`: `user_id`, `ts`, `logins`, `segment`
+Each user has `snapshots` rows per source at distinct random times in 2024. Deterministic per seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+YEAR_START = datetime(2024, 1, 1, tzinfo=UTC)
+YEAR_SECONDS = 366 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class SampleStore:
+    root: Path
+    registry_path: Path
+    users: int
+    feature_rows: int
+
+    @property
+    def profile_features(self) -> list[str]:
+        return [f for f in self.read_registry()["namespaces"]["user"]["sources"][0]["features"]]
+
+    def read_registry(self) -> dict:
+        return yaml.safe_load(self.registry_path.read_text())
+
+
+def _timestamps(rng: np.random.Generator, users: int, snapshots: int) -> np.ndarray:
+    """`snapshots` distinct times per user (sorted), as int64 microseconds since the epoch."""
+    base = int(YEAR_START.timestamp())
+    slot = YEAR_SECONDS // snapshots
+    offsets = rng.integers(0, slot, size=(users, snapshots)) + np.arange(snapshots) * slot
+    return ((base + offsets) * 1_000_000).reshape(-1)
+
+
+def write_sample_store(
+    root: Path,
+    users: int = 100_000,
+    snapshots: int = 10,
+    features: int = 4,
+    seed: int = 7,
+    files: int = 4,
+) -> SampleStore:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    user_ids = np.repeat(np.arange(users, dtype=np.int64), snapshots)
+    ts = pa.array(_timestamps(rng, users, snapshots), type=pa.timestamp("us"))
+    profile = pa.table(
+        {"user_id": user_ids, "ts": ts, **{f"f{i}": rng.random(users * snapshots) for i in range(features)}}
+    )
+    activity = pa.table({
+        "user_id": user_ids,
+        "ts": pa.array(_timestamps(rng, users, snapshots), type=pa.timestamp("us")),
+        "logins": rng.integers(0, 50, users * snapshots),
+        "segment": pa.array(np.array(["free", "pro", "team"])[rng.integers(0, 3, users * snapshots)]),
+    })
+    for name, table in (("user_profile", profile), ("user_activity", activity)):
+        d = root / name
+        d.mkdir(exist_ok=True)
+        for f in d.glob("*.parquet"):
+            f.unlink()
+        # shuffle rows across files so no source is pre-sorted for the join
+        order = rng.permutation(table.num_rows)
+        for i, chunk in enumerate(np.array_split(order, files)):
+            pq.write_table(table.take(pa.array(chunk)), d / f"part-{i}.parquet", row_group_size=256_000)
+    registry = {
+        "namespaces": {
+            "user": {
+                "primary_key": "id",
+                "sources": [
+                    {"name": "user_profile", "kind": "parquet", "path": "user_profile", "key": "user_id",
+                     "timestamp": "ts", "features": [f"f{i}" for i in range(features)]},
+                    {"name": "user_activity", "kind": "parquet", "path": "user_activity", "key": "user_id",
+                     "timestamp": "ts", "features": ["logins", "segment"]},
+                ],
+            }
+        }
+    }
+    registry_path = root / "registry.yaml"
+    registry_path.write_text(yaml.safe_dump(registry, sort_keys=False))
+    return SampleStore(root, registry_path, users, users * snapshots)
+
+
+def sample_input(users: int, rows: int, seed: int = 11, unknown_fraction: float = 0.02) -> tuple[dict, list]:
+    """Random lookups: user ids (a few unknown) with as-of times spread over 2024 (some before any data)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, int(users * (1 + unknown_fraction)) + 1, rows)
+    base = int(YEAR_START.timestamp()) - 7 * 24 * 3600
+    seconds = base + rng.integers(0, YEAR_SECONDS + 7 * 24 * 3600, rows)
+    times = pa.array(seconds * 1_000_000, type=pa.timestamp("us", tz="UTC"))
+    return {"user.id": pa.array(ids, type=pa.int64())}, times

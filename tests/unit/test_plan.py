@@ -1,0 +1,68 @@
+"""The query plan and submit-time validation: request + registry -> SQL or a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobqueue.errors import InvalidQueryError
+from jobqueue.plan import plan_query
+from jobqueue.registry import parse_registry
+
+REGISTRY = parse_registry(
+    {
+        "namespaces": {
+            "user": {
+                "primary_key": "id",
+                "sources": [
+                    {"name": "profile", "path": "p", "key": "uid", "timestamp": "ts", "features": ["age", "score"]},
+                    {"name": "activity", "path": "a", "key": "uid", "timestamp": "at", "features": {"logins": "n"}},
+                ],
+            },
+            "merchant": {
+                "primary_key": "mid",
+                "sources": [{"name": "merchants", "path": "m", "key": "id", "timestamp": "ts", "features": ["risk"]}],
+            },
+        }
+    },
+    Path("/data"),
+)
+
+
+def test_one_source_one_asof_join_in_input_order():
+    plan = plan_query(["user.id"], ["user.age", "user.score"], REGISTRY)
+    assert [j.source.name for j in plan.joins] == ["profile"]
+    assert plan.output_columns == ("user.id", "user.age", "user.score")
+    assert plan.sql.count("ASOF LEFT JOIN") == 1
+    assert 'i."user.id" = s0.__k AND i.__ts__ >= s0.__t' in plan.sql
+    assert plan.sql.rstrip().endswith("ORDER BY i.__row__")
+    assert plan.joins[0].source.path == "/data/p"  # relative paths resolve against the registry file
+
+
+def test_feature_column_mapping_and_two_namespaces():
+    plan = plan_query(["user.id", "merchant.mid"], ["user.logins", "merchant.risk"], REGISTRY)
+    assert [j.relation for j in plan.joins] == ["src_activity", "src_merchants"]
+    assert '"n" AS "logins"' in plan.sql
+    assert plan.output_columns == ("user.id", "merchant.mid", "user.logins", "merchant.risk")
+
+
+@pytest.mark.parametrize(
+    ("columns", "output", "field", "words"),
+    [
+        (["user.id"], ["usr.age"], "output[0]", ["unknown namespace", "merchant, user"]),
+        (["user.id"], ["age"], "output[0]", ["namespace.feature"]),
+        (["user.id"], ["user.age", "user.agee"], "output[1]", ["unknown feature 'user.agee'", "age, score, logins"]),
+        (["user.age"], ["user.score"], "input", ["primary key 'user.id'"]),
+        (["user.id"], ["user.age", "merchant.risk"], "output", ["no join path", "'merchant.mid'"]),
+        (["user.id", "foo"], ["user.age"], "input", ["'foo'"]),
+        (["user.id", "__ts__"], ["user.age"], "input", ["reserved"]),
+        (["user.id"], [], "output", ["empty"]),
+    ],
+)
+def test_bad_requests_name_the_field_and_fix(columns, output, field, words):
+    with pytest.raises(InvalidQueryError) as info:
+        plan_query(columns, output, REGISTRY)
+    assert info.value.field == field
+    for word in words:
+        assert word in str(info.value)
