@@ -46,7 +46,9 @@ def connect_redis(settings: Settings) -> ArqRedis:
     pool = ConnectionPool.from_url(
         settings.resolved_redis_url(), health_check_interval=30, socket_keepalive=True
     )
-    return ArqRedis(pool, job_serializer=serializer.dumps, job_deserializer=serializer.loads)
+    client = ArqRedis(pool, job_serializer=serializer.dumps, job_deserializer=serializer.loads)
+    client.auto_close_connection_pool = True  # aclose() also closes the pool's connections
+    return client
 
 
 class AsyncJobQueueClient:

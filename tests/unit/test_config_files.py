@@ -13,7 +13,8 @@ from jobqueue.registry import parse_registry
 
 def test_default_group_always_exists():
     assert list(parse_groups(None)) == ["default"]
-    groups = parse_groups({"resource_groups": {"big": {"max_instances": 3, "memory": "2GiB", "memory_limit_percent": 50}}})
+    big = {"max_instances": 3, "memory": "2GiB", "memory_limit_percent": 50}
+    groups = parse_groups({"resource_groups": {"big": big}})
     assert set(groups) == {"big", "default"}
     assert groups["big"].consumer_env() == {
         "JOBQUEUE_CONTAINER_MEMORY_BYTES": str(2 << 30), "JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT": "50.0",

@@ -1,0 +1,52 @@
+"""Test helpers: bounded waits on a condition (never a bare sleep) and a running manager."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jobqueue.groups import load_groups
+from jobqueue.settings import Settings
+from manager.backends.local import LocalBackend
+from manager.runner import run_manager
+
+
+async def eventually(check: Callable[[], Any | Awaitable[Any]], timeout: float = 30.0, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(0.05)
+
+
+def with_groups(settings: Settings, tmp_path: Path, groups: dict[str, dict[str, Any]], **extra: Any) -> Settings:
+    path = tmp_path / "groups.yaml"
+    path.write_text(yaml.safe_dump({"resource_groups": groups}))
+    return settings.model_copy(update={"resource_groups_path": path, **extra})
+
+
+@contextlib.asynccontextmanager
+async def running_manager(settings: Settings) -> AsyncIterator[LocalBackend]:
+    """The real manager loop with the local backend, in this event loop; drains on exit."""
+    backend = LocalBackend(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_manager(settings, stop, groups=load_groups(settings.resource_groups_path), backend=backend)
+    )
+    try:
+        yield backend
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)

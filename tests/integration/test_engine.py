@@ -1,0 +1,75 @@
+"""The DuckDB engine alone: point-in-time correctness against pandas, and real spilling."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from consumer.engine import EngineLimits, QueryInterrupted, QueryRun
+from jobqueue.inputs import to_arrow, with_times
+from jobqueue.plan import plan_query
+from jobqueue.registry import load_registry
+from jobqueue.sample import sample_input, write_sample_store
+from jobqueue.storage import read_table
+from tests.reference import assert_same, reference
+
+OUTPUT = ["user.f0", "user.f2", "user.logins", "user.segment"]
+
+
+def run(store, tmp_path, ids, times, memory=1 << 30, output=OUTPUT):
+    plan = plan_query(["user.id"], output, load_registry(store.registry_path))
+    table = with_times(to_arrow({"user.id": ids}), times, datetime.now(UTC))
+    q = QueryRun(plan, EngineLimits(memory, 2, tmp_path / "spill"))
+    result = q.run(table, tmp_path / "out" / "result.parquet")
+    return q, result, read_table(str(tmp_path / "out" / "result.parquet")).to_pandas()
+
+
+def test_matches_pandas_merge_asof(store, tmp_path):
+    ids, times = sample_input(store.users, 5_000, seed=3)
+    _, result, df = run(store, tmp_path, ids["user.id"], times)
+    assert result.rows_out == 5_000 and result.spilled_bytes == 0
+    assert_same(df, reference(store, ids["user.id"], times, OUTPUT))
+    assert df["user.f0"].isna().any() and df["user.f0"].notna().any()  # both unmatched and matched rows
+
+
+def test_rows_before_any_data_and_unknown_keys_are_null(store, tmp_path):
+    import pyarrow as pa
+
+    ids = pa.array([0, 10**9], type=pa.int64())
+    times = pa.array([datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)])
+    _, _, df = run(store, tmp_path, ids, times)
+    assert df[["user.f0", "user.logins"]].isna().all().all()
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory):
+    return write_sample_store(tmp_path_factory.mktemp("big"), users=100_000, snapshots=10, features=3)
+
+
+def test_small_memory_limit_spills_and_stays_correct(big_store, tmp_path):
+    ids, times = sample_input(big_store.users, 300_000, seed=5)
+    q, result, df = run(big_store, tmp_path, ids["user.id"], times, memory=48 << 20)
+    assert result.spilled_bytes > 0
+    assert result.rows_out == 300_000
+    assert not (tmp_path / "spill" / q.spill_dir.name).exists(), "per-query temp dir must be removed"
+    assert_same(df, reference(big_store, ids["user.id"], times, OUTPUT))
+
+
+def test_interrupt_before_start(store, tmp_path):
+    plan = plan_query(["user.id"], ["user.f0"], load_registry(store.registry_path))
+    q = QueryRun(plan, EngineLimits(1 << 30, 1, tmp_path))
+    q.interrupt()
+    table = with_times(to_arrow({"user.id": [1]}), None, datetime.now(UTC))
+    with pytest.raises(QueryInterrupted):
+        q.run(table, tmp_path / "r.parquet")
+    assert not (tmp_path / "r.parquet").exists()
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    s = write_sample_store(tmp_path / "s", users=10, snapshots=1)
+    import shutil
+
+    shutil.rmtree(s.root / "user_profile")
+    with pytest.raises(FileNotFoundError, match="user_profile"):
+        run(s, tmp_path, [1], None, output=["user.f0"])
