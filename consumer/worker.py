@@ -190,6 +190,7 @@ def build_worker(settings: Settings, group: str, max_jobs: int, registry: Regist
         job_serializer=serializer.dumps,
         job_deserializer=serializer.loads,
         log_results=False,
+        handle_signals=False,  # serve() installs drain handlers; tests run workers in-process
     )
 
 

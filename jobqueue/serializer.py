@@ -43,7 +43,7 @@ def loads(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise PayloadError(f"payload of {len(raw)} bytes is over the {MAX_PAYLOAD_BYTES} byte limit")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PayloadError(f"payload is not JSON: {e}") from None
     if not isinstance(data, dict):

@@ -98,7 +98,6 @@ async def test_sigterm_lets_a_busy_consumer_finish_its_job(settings, big_store, 
     ids, times = sample_input(big_store.users, 1_500_000, seed=4)
     async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
         job = await client.offline_query(ids, OUTPUT, times)
-        await eventually(lambda: job.status(), what="job handle")
         await eventually(lambda: _is(job, JobStatus.RUNNING), timeout=60, what="job running")
         (consumer,) = backend.active("default")
         backend._stop(consumer)  # what a scale-down or pod deletion does: SIGTERM

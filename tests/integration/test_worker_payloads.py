@@ -1,0 +1,79 @@
+"""Malformed payloads written straight into a queue are rejected and logged; the worker keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import pickle
+import time
+
+import structlog
+
+from consumer.worker import build_worker
+from jobqueue import AsyncJobQueueClient, JobStatus
+from jobqueue.models import JobRecord
+from tests.helpers import eventually
+
+
+class Boom:
+    """Unpickling this runs code: the payload a Redis writer could plant if pickle were accepted."""
+
+
+def envelope(kwargs) -> bytes:
+    return json.dumps({"t": 1, "f": "run_offline_query", "a": [], "k": kwargs, "et": int(time.time() * 1000)}).encode()
+
+
+async def inject(client: AsyncJobQueueClient, job_id: str, raw: bytes, with_record: bool = False) -> None:
+    if with_record:
+        from datetime import UTC, datetime
+
+        await client.store.create(JobRecord(
+            job_id=job_id, status=JobStatus.QUEUED, resource_group="default", output=["user.f0"], input_rows=1,
+            submitted_at=datetime.now(UTC),
+        ))
+    await client.redis.set(f"arq:job:{job_id}", raw)
+    await client.redis.zadd(client.keys.queue("default"), {job_id: int(time.time() * 1000)})
+
+
+async def test_bad_payloads_do_not_stop_the_worker(settings, store, caplog, tmp_path):
+    marker = tmp_path / "pwned"
+    Boom.__reduce__ = lambda self: (exec, (f"open({str(marker)!r}, 'w').write('x')",))
+    bad = {
+        "pickled": (pickle.dumps({"t": 1, "f": "run_offline_query", "a": [], "k": {"x": Boom()}, "et": 1}), False),
+        "not-json": (b"\x00\x01garbage", False),
+        "wrong-shape": (b'{"hello": "world"}', False),
+        "unknown-function": (json.dumps({"t": 1, "f": "os.system", "a": [], "k": {}, "et": 1}).encode(), False),
+        "wrong-types": (envelope({"job": {"job_id": 5, "output": "user.f0"}}), True),
+        "unknown-fields": (envelope({"job": {"evil": True}}), True),
+    }
+    async with AsyncJobQueueClient(settings) as client:
+        for job_id, (raw, with_record) in bad.items():
+            await inject(client, job_id, raw, with_record)
+        good = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
+
+        worker = build_worker(settings, "default", max_jobs=2)
+        caplog.set_level(logging.INFO)
+        with structlog.testing.capture_logs() as events:
+            task = asyncio.create_task(worker.async_run())
+            try:
+                record = await good.wait(timeout=30, show_progress=False)
+
+                async def drained():
+                    return await client.redis.zcard(client.keys.queue("default")) == 0
+
+                await eventually(drained, what="queue drained")
+            finally:
+                await worker.close()
+                task.cancel()
+        assert record.status is JobStatus.SUCCEEDED
+        assert not marker.exists(), "a pickle payload must never be executed"
+        for job_id in ("wrong-types", "unknown-fields"):
+            rec = await client.get_job(job_id)
+            assert rec.status is JobStatus.FAILED and rec.error.startswith("malformed job payload")
+        rejected = [e for e in events if e["event"] == "job payload rejected"]
+        assert len(rejected) == 2 and all(e["reason"].startswith("malformed job payload") for e in rejected)
+        arq_lines = [r.getMessage() for r in caplog.records if r.name == "arq.worker"]
+        for job_id in ("pickled", "not-json", "wrong-shape"):
+            assert sum(f"deserializing job {job_id} failed" in m for m in arq_lines) == 1
+        assert any("unknown-function" in m and "not found" in m for m in arq_lines)
