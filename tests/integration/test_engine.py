@@ -49,7 +49,7 @@ def big_store(tmp_path_factory):
 
 def test_small_memory_limit_spills_and_stays_correct(big_store, tmp_path):
     ids, times = sample_input(big_store.users, 300_000, seed=5)
-    q, result, df = run(big_store, tmp_path, ids["user.id"], times, memory=48 << 20)
+    q, result, df = run(big_store, tmp_path, ids["user.id"], times, memory=96 << 20)
     assert result.spilled_bytes > 0
     assert result.rows_out == 300_000
     assert not (tmp_path / "spill" / q.spill_dir.name).exists(), "per-query temp dir must be removed"

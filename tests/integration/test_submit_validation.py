@@ -10,7 +10,8 @@ from jobqueue import AsyncJobQueueClient, InvalidQueryError, ResourceRequests
 from tests.helpers import with_groups
 
 CASES = [
-    ("unknown group", dict(input={"user.id": [1]}, output=["user.f0"], resources=ResourceRequests(resource_group="gpu")),
+    ("unknown group",
+     dict(input={"user.id": [1]}, output=["user.f0"], resources=ResourceRequests(resource_group="gpu")),
      "resources.resource_group", ["'gpu'", "known groups: default, tight"]),
     ("unknown feature", dict(input={"user.id": [1]}, output=["user.nope"]), "output[0]", ["unknown feature"]),
     ("unknown namespace", dict(input={"user.id": [1]}, output=["card.limit"]), "output[0]", ["unknown namespace"]),
