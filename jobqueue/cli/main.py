@@ -119,7 +119,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
 @app.command()
 def demo(
     users: Annotated[int, typer.Option(help="Users in the generated offline store.")] = 100_000,
-    rows: Annotated[int, typer.Option(help="Input rows per query.")] = 50_000,
+    rows: Annotated[int, typer.Option(help="Input rows per query of the default group.")] = 200_000,
     home: Annotated[Path | None, typer.Option(help="Directory for the demo's data and state.")] = None,
 ) -> None:
     """Generate a sample store, start the embedded stack, run queries on two groups, show scaling."""
