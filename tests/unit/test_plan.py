@@ -38,6 +38,14 @@ def test_one_source_one_asof_join_in_input_order():
     assert 'i."user.id" = s0.__k AND i.__ts__ >= s0.__t' in plan.sql
     assert plan.sql.rstrip().endswith("ORDER BY i.__row__")
     assert plan.joins[0].source.path == "/data/p"  # relative paths resolve against the registry file
+    # key pruning: the source side is cut to keys the input holds before the ASOF join sorts it
+    assert 'WITH __keys_0 AS (SELECT DISTINCT "user.id" AS k FROM input)' in plan.sql
+    assert 'FROM src_profile AS src SEMI JOIN __keys_0 ON src."uid" = __keys_0.k' in plan.sql
+
+
+def test_only_keys_requested_needs_no_join():
+    plan = plan_query(["user.id"], ["user.id"], REGISTRY)
+    assert plan.joins == () and plan.sql.startswith("SELECT") and "JOIN" not in plan.sql
 
 
 def test_feature_column_mapping_and_two_namespaces():

@@ -1,0 +1,220 @@
+"""Offline-query benchmark: our consumer path vs raw DuckDB SQL vs pandas `merge_asof`, side by side.
+
+    python bench/offline_query.py                  # 2M ids x 10 snapshots = 20M feature rows, 2M input rows
+    python bench/offline_query.py --ids 200000     # a quick run
+
+Each variant runs in its own child process, so its wall time and peak RSS (from wait4) are its
+own. The same query then runs through our path again under a container memory cap (default
+500 MB; DuckDB gets JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT of it), and must spill instead of failing.
+All variants answer the same point-in-time question; their results are cross-checked.
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+OUTPUT = [f"user.{f}" for f in FEATURES]
+
+
+def generate(data: Path, ids: int, snapshots: int, input_rows: int) -> None:
+    """Feature rows (shuffled, several files), a registry, and a staged input like the SDK writes."""
+    from jobqueue.inputs import to_arrow, with_times
+    from jobqueue.sample import _timestamps, sample_input
+
+    rng = np.random.default_rng(1)
+    src = data / "features"
+    src.mkdir(parents=True, exist_ok=True)
+    n = ids * snapshots
+    order = rng.permutation(n)
+    user_ids = np.repeat(np.arange(ids, dtype=np.int64), snapshots)[order]
+    ts = _timestamps(rng, ids, snapshots)[order]
+    for i, part in enumerate(np.array_split(np.arange(n), 8)):
+        table = pa.table({
+            "user_id": user_ids[part], "ts": pa.array(ts[part], type=pa.timestamp("us")),
+            **{f: rng.random(len(part)) for f in FEATURES},
+        })
+        pq.write_table(table, src / f"part-{i}.parquet", row_group_size=1 << 20)
+    (data / "registry.yaml").write_text(yaml.safe_dump({"namespaces": {"user": {"primary_key": "id", "sources": [
+        {"name": "features", "path": str(src), "key": "user_id", "timestamp": "ts", "features": FEATURES}]}}}))
+    inp, times = sample_input(ids, input_rows, seed=2)
+    staged = with_times(to_arrow(inp), times, datetime.now(UTC))
+    pq.write_table(staged, data / "input.parquet")
+    (data / "READY").write_text(json.dumps({"ids": ids, "snapshots": snapshots, "input_rows": input_rows}))
+
+
+def run_ours(data: Path, out: Path, container_bytes: int | None) -> dict:
+    from consumer.execute import PreparedQuery
+    from jobqueue.models import QueryJob
+    from jobqueue.registry import load_registry
+    from jobqueue.settings import Settings
+
+    settings = Settings(
+        home=out.parent, results_uri=str(out.parent / "results"), spill_directory=out.parent / "spill",
+        container_memory_bytes=container_bytes,
+    )
+    job = QueryJob(
+        job_id=f"bench-{out.stem}", environment="bench", resource_group="default", output=OUTPUT,
+        input_uri=str(data / "input.parquet"), input_columns=["user.id"],
+        input_rows=pq.ParquetFile(data / "input.parquet").metadata.num_rows, submitted_at=datetime.now(UTC),
+    )
+    t0 = time.perf_counter()
+    outcome = PreparedQuery(job, load_registry(data / "registry.yaml"), settings, "bench").execute()
+    seconds = time.perf_counter() - t0
+    Path(outcome.result_uri).replace(out)
+    s = outcome.summary
+    return {"seconds": seconds, "spilled_bytes": s.spilled_bytes, "memory_limit_bytes": s.memory_limit_bytes}
+
+
+def run_raw(data: Path, out: Path) -> dict:
+    import duckdb
+
+    con = duckdb.connect()
+    cols = ", ".join(f"f.{f} AS \"user.{f}\"" for f in FEATURES)
+    t0 = time.perf_counter()
+    con.execute(f"""
+        COPY (
+            SELECT i."user.id", {cols}
+            FROM read_parquet('{data / "input.parquet"}') i
+            ASOF LEFT JOIN read_parquet('{data / "features"}/*.parquet') f
+              ON i."user.id" = f.user_id AND i.__ts__ >= f.ts
+            ORDER BY i.__row__
+        ) TO '{out}' (FORMAT parquet, COMPRESSION zstd)""")
+    return {"seconds": time.perf_counter() - t0}
+
+
+def run_pandas(data: Path, out: Path) -> dict:
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    left = pd.read_parquet(data / "input.parquet")
+    right = pd.read_parquet(data / "features")
+    right["ts"] = right["ts"].dt.tz_localize("UTC").astype(left["__ts__"].dtype)
+    merged = pd.merge_asof(
+        left.sort_values("__ts__"), right.sort_values("ts"), left_on="__ts__", right_on="ts",
+        left_by="user.id", right_by="user_id", direction="backward",
+    ).sort_values("__row__")
+    result = merged[["user.id", *FEATURES]].rename(columns={f: f"user.{f}" for f in FEATURES})
+    result.to_parquet(out, compression="zstd", index=False)
+    return {"seconds": time.perf_counter() - t0}
+
+
+def child(mode: str, data: Path, out: Path, cap: int | None) -> None:
+    runners = {
+        "ours": lambda: run_ours(data, out, None), "raw": lambda: run_raw(data, out),
+        "pandas": lambda: run_pandas(data, out), "capped": lambda: run_ours(data, out, cap),
+    }
+    result = runners[mode]()
+    result["peak_rss_bytes"] = peak_rss_bytes()
+    print(json.dumps(result))
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak RSS (VmHWM). Not ru_maxrss: after vfork+exec Linux carries the
+    parent's high-water mark into the child's ru_maxrss, which would charge it the parent's memory."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def measure(mode: str, data: Path, work: Path, cap: int) -> dict:
+    out = work / f"{mode}.parquet"
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", mode, "--data", str(data), "--out", str(out), "--cap-bytes", str(cap)],
+        stdout=subprocess.PIPE, env={**os.environ, "JOBQUEUE_QUERY_THREADS": str(os.cpu_count())},
+    )
+    stdout, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} failed with exit code {proc.returncode}")
+    result = json.loads(stdout.decode().strip().splitlines()[-1])
+    print(f"{mode:>7}: {result['seconds']:7.2f}s  peak RSS {result['peak_rss_bytes'] / 2**20:8.1f} MiB"
+          + (f"  spilled {result['spilled_bytes'] / 2**20:.1f} MiB" if "spilled_bytes" in result else ""), flush=True)
+    return result
+
+
+def median_run(results: list[dict]) -> dict:
+    """The run with the median wall time; peak RSS is the worst seen over all runs."""
+    ordered = sorted(results, key=lambda r: r["seconds"])
+    return {**ordered[len(ordered) // 2], "peak_rss_bytes": max(r["peak_rss_bytes"] for r in results)}
+
+
+def fingerprint(path: Path) -> tuple[int, list[float], list[int]]:
+    t = pq.read_table(path)
+    return (t.num_rows, [round(float(pa.compute.sum(t[c]).as_py() or 0), 3) for c in OUTPUT],
+            [t[c].null_count for c in OUTPUT])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ids", type=int, default=2_000_000)
+    p.add_argument("--snapshots", type=int, default=10)
+    p.add_argument("--input-rows", type=int, default=2_000_000)
+    p.add_argument("--cap-mb", type=int, default=500)
+    p.add_argument("--repeat", type=int, default=3, help="rounds; the median run of each variant is reported")
+    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "jobqueue-bench")
+    p.add_argument("--child")
+    p.add_argument("--data", type=Path)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--cap-bytes", type=int)
+    args = p.parse_args()
+    if args.child:
+        return child(args.child, args.data, args.out, args.cap_bytes)
+
+    data = args.cache / f"ids{args.ids}-s{args.snapshots}-in{args.input_rows}"
+    if not (data / "READY").exists():
+        print(f"generating {args.ids * args.snapshots:,} feature rows and {args.input_rows:,} input rows in {data}")
+        generate(data, args.ids, args.snapshots, args.input_rows)
+    work = data / "runs"
+    work.mkdir(exist_ok=True)
+    cap = args.cap_mb * 1000 * 1000
+    print(f"{args.ids * args.snapshots:,} feature rows, {args.input_rows:,} input rows, {os.cpu_count()} threads")
+    runs: dict[str, list[dict]] = {m: [] for m in ("ours", "raw", "pandas", "capped")}
+    for i in range(args.repeat):  # interleaved, so drift on the machine hits every variant alike
+        print(f"round {i + 1}/{args.repeat}")
+        for mode in runs:
+            runs[mode].append(measure(mode, data, work, cap))
+    ours, raw, pandas_, capped = (median_run(runs[m]) for m in ("ours", "raw", "pandas", "capped"))
+    prints = {m: fingerprint(work / f"{m}.parquet") for m in ("ours", "raw", "pandas", "capped")}
+    agree = len({json.dumps(v) for v in prints.values()}) == 1
+    print(f"results agree across all four runs: {agree}")
+    figures = {
+        "feature_rows": args.ids * args.snapshots,
+        "input_rows": args.input_rows,
+        "ours_seconds": round(ours["seconds"], 3),
+        "raw_duckdb_seconds": round(raw["seconds"], 3),
+        "pandas_seconds": round(pandas_["seconds"], 3),
+        "ours_over_raw_duckdb": round(ours["seconds"] / raw["seconds"], 3),
+        "pandas_over_ours": round(pandas_["seconds"] / ours["seconds"], 3),
+        "ours_peak_rss_bytes": ours["peak_rss_bytes"],
+        "raw_duckdb_peak_rss_bytes": raw["peak_rss_bytes"],
+        "pandas_peak_rss_bytes": pandas_["peak_rss_bytes"],
+        "cap_bytes": cap,
+        "capped_memory_limit_bytes": capped["memory_limit_bytes"],
+        "capped_seconds": round(capped["seconds"], 3),
+        "capped_peak_rss_bytes": capped["peak_rss_bytes"],
+        "capped_rss_over_cap": round(capped["peak_rss_bytes"] / cap, 3),
+        "capped_spilled_bytes": capped["spilled_bytes"],
+        "results_agree": agree,
+        "repeat": args.repeat,
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
