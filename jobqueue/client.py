@@ -66,6 +66,7 @@ class AsyncJobQueueClient:
         self._local_groups = groups
         self._redis = redis
         self._owns_redis = redis is None
+        self._store: JobStore | None = None
 
     @property
     def redis(self) -> ArqRedis:
@@ -75,12 +76,15 @@ class AsyncJobQueueClient:
 
     @property
     def store(self) -> JobStore:
-        return JobStore(self.redis, self.keys, self.settings.job_ttl_seconds)
+        if self._store is None:
+            self._store = JobStore(self.redis, self.keys, self.settings.job_ttl_seconds)
+        return self._store
 
     async def aclose(self) -> None:
         if self._redis is not None and self._owns_redis:
             await self._redis.aclose()
             self._redis = None
+            self._store = None
 
     async def __aenter__(self) -> AsyncJobQueueClient:
         return self

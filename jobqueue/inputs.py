@@ -85,5 +85,5 @@ def _timestamps(values: Sequence[Any]) -> pa.Array:
     if arr.null_count:
         raise InvalidQueryError("input_times", "contains nulls; give every row a time")
     if pa.types.is_timestamp(arr.type) and arr.type.tz is None:
-        arr = arr.cast(pa.timestamp(arr.type.unit)).cast(pa.timestamp(arr.type.unit, tz="UTC"))  # naive = UTC
+        arr = arr.cast(pa.timestamp(arr.type.unit, tz="UTC"))  # naive times are taken as UTC
     return arr.cast(TS_TYPE)

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobqueue.keys import Keys
 from jobqueue.sizes import parse_bytes
 
 ENV_PREFIX = "JOBQUEUE_"
@@ -161,7 +162,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def key_prefix(self) -> str:
-        return f"jobqueue:{self.environment}:"
+        return Keys.for_environment(self.environment).prefix
 
     @property
     def staging(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 
@@ -75,10 +76,7 @@ def delete_job_dir(root: str, job_id: str) -> None:
     """Remove `<root>/<job_id>/` if present (staged input after the job ends)."""
     uri = job_uri(root, job_id, "x").rsplit("/", 1)[0]
     if is_local(uri):
-        d = local_path(uri)
-        for f in d.glob("*"):
-            f.unlink(missing_ok=True)
-        d.rmdir() if d.exists() else None
+        shutil.rmtree(local_path(uri), ignore_errors=True)
         return
     fs, path = pafs.FileSystem.from_uri(uri)
     fs.delete_dir_contents(path, missing_dir_ok=True)

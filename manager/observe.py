@@ -10,7 +10,6 @@ pure, so the counting rules are unit-tested without Redis:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -97,7 +96,3 @@ async def read_groups(
             int(oldest[0][1]) if oldest else None, now, stale_after,
         )
     return out
-
-
-def encode_state(payload: dict[str, object]) -> str:
-    return json.dumps(payload, separators=(",", ":"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from jobqueue.keys import Keys
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
-from manager.observe import GroupObservation, encode_state, read_groups
+from manager.observe import GroupObservation, read_groups
 from manager.policy import Decision, ScaleState, ScalingSpec, decide
 
 log = get_logger("jobqueue.manager")
@@ -93,12 +94,13 @@ class Reconciler:
             await self.backend.scale(group, decision.replicas, obs)
         if obs.stale_consumers:
             await self.redis.hdel(self.keys.consumers(group.name), *obs.stale_consumers)
-        await self.redis.hset(self.keys.group_state(group.name), mapping={"state": encode_state({
+        state = {
             "at": now, "current": current, "desired": decision.replicas, "direction": decision.direction,
             "reason": decision.reason, "detail": decision.detail, "ready": obs.stats.ready,
             "in_flight": obs.stats.in_flight, "deferred": obs.stats.deferred,
             "busy": obs.stats.busy_consumers, "orphaned": len(obs.orphaned_jobs),
-        })})
+        }
+        await self.redis.hset(self.keys.group_state(group.name), "state", json.dumps(state))
         return GroupStatus(obs, current, decision)
 
     async def run(self, stop: asyncio.Event) -> None:
