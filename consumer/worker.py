@@ -66,6 +66,8 @@ class Consumer:
         log.info("consumer stopped")
 
     async def job_started(self, ctx: dict[str, Any]) -> None:
+        # runs inside arq's per-job task, so every line logged for this job (arq's too) carries its id
+        structlog.contextvars.bind_contextvars(job_id=ctx["job_id"])
         self.running.add(ctx["job_id"])
         await self.redis.hset(self.keys.running(self.group), ctx["job_id"], self.consumer_id)
 

@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+from rich import box
+from rich.console import Group
 from rich.table import Table
 
 from jobqueue.client import connect_redis
@@ -36,13 +38,14 @@ async def read_status(settings: Settings) -> list[dict[str, Any]]:
         await redis.aclose()
 
 
-def render_status(rows: list[dict[str, Any]]) -> Table:
+def render_status(rows: list[dict[str, Any]]) -> Group:
     table = Table("group", "min", "max", "desired", "current", "busy", "ready", "in flight", "deferred",
-                  "last decision", title="jobqueue status")
+                  "decision", title="jobqueue status", box=box.SIMPLE)
     for r in rows:
         cells = [r["group"], r["min"], r["max"], r["desired"], r["current"], r["busy"], r["ready"],
-                 r["in_flight"], r["deferred"], f"{r['decision']}: {r['detail']}" if r["decision"] else "-"]
+                 r["in_flight"], r["deferred"], r["decision"]]
         table.add_row(*("-" if c is None else str(c) for c in cells))
     if not rows:
         table.caption = "no manager has published groups for this environment yet (is `jobqueue up` running?)"
-    return table
+    details = [f"[bold]{r['group']}[/]: {r['detail']} ({r['age_seconds']}s ago)" for r in rows if r["detail"]]
+    return Group(table, *details)
