@@ -8,10 +8,11 @@ import logging
 import pickle
 import time
 
+import pytest
 import structlog
 
 from consumer.worker import build_worker
-from jobqueue import AsyncJobQueueClient, JobStatus
+from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus
 from jobqueue.models import JobRecord
 from tests.helpers import eventually
 
@@ -77,3 +78,21 @@ async def test_bad_payloads_do_not_stop_the_worker(settings, store, caplog, tmp_
         for job_id in ("pickled", "not-json", "wrong-shape"):
             assert sum(f"deserializing job {job_id} failed" in m for m in arq_lines) == 1
         assert any("unknown-function" in m and "not found" in m for m in arq_lines)
+
+
+async def test_a_failing_query_is_recorded_and_the_worker_serves_the_next(settings):
+    async with AsyncJobQueueClient(settings) as client:
+        bad = await client.offline_query({"user.id": ["not-a-number"]}, ["user.f0"])  # type clash in the join
+        good = await client.offline_query({"user.id": [1]}, ["user.f0"])
+        worker = build_worker(settings, "default", max_jobs=1)
+        task = asyncio.create_task(worker.async_run())
+        try:
+            with pytest.raises(JobFailedError) as info:
+                await bad.wait(timeout=30, show_progress=False)
+            failed = info.value.record
+            record = await good.wait(timeout=30, show_progress=False)
+        finally:
+            await worker.close()
+            task.cancel()
+        assert failed.status is JobStatus.FAILED and "Conversion Error" in failed.error, failed.error
+        assert record.status is JobStatus.SUCCEEDED
