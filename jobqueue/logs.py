@@ -45,7 +45,7 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # keeps reconfiguration (tests, CLI) effective everywhere
     )
     _configured = True
 
