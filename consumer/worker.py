@@ -21,19 +21,17 @@ from arq import Worker
 from arq.worker import func
 from pydantic import ValidationError
 
-from consumer.execute import PreparedQuery
+from consumer.job import JobRun
 from jobqueue import serializer
 from jobqueue.client import connect_redis
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
 from jobqueue.logs import get_logger
-from jobqueue.models import ConsumerInfo, JobStatus, QueryJob
+from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings
-from jobqueue.storage import delete_job_dir
 
 log = get_logger("jobqueue.consumer")
-PROGRESS_SECONDS = 0.5
 
 
 class Consumer:
@@ -69,12 +67,19 @@ class Consumer:
         # runs inside arq's per-job task, so every line logged for this job (arq's too) carries its id
         structlog.contextvars.bind_contextvars(job_id=ctx["job_id"])
         self.running.add(ctx["job_id"])
-        await self.redis.hset(self.keys.running(self.group), ctx["job_id"], self.consumer_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.running(self.group), ctx["job_id"], self.consumer_id)
+            pipe.set(self.keys.heartbeat(ctx["job_id"]), self.consumer_id,
+                     ex=max(1, int(self.settings.job_heartbeat_ttl_seconds)))
+            await pipe.execute()
 
     async def job_ended(self, ctx: dict[str, Any]) -> None:
         # after arq recorded the outcome and removed the job from the queue
         self.running.discard(ctx["job_id"])
-        await self.redis.hdel(self.keys.running(self.group), ctx["job_id"])
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.running(self.group), ctx["job_id"])
+            pipe.delete(self.keys.heartbeat(ctx["job_id"]))
+            await pipe.execute()
         await self.publish_presence()
 
     # --- presence ------------------------------------------------------------------------------
@@ -100,11 +105,7 @@ class Consumer:
             job = await self._validate(job_id, payload)
             if job is None:
                 return {"rejected": True}
-            if not await self.store.mark_running(job_id, self.consumer_id):
-                record = await self.store.get(job_id)
-                log.info("job not claimable, skipped", status=record.status.value if record else None)
-                return {"skipped": True}
-            return await self._execute(job)
+            return await JobRun(self, job)()
 
     async def _validate(self, job_id: str, payload: dict[str, Any]) -> QueryJob | None:
         try:
@@ -127,44 +128,6 @@ class Consumer:
             await self.store.mark_failed(job_id, reason)
             return None
 
-    async def _execute(self, job: QueryJob) -> dict[str, Any]:
-        started = time.time()
-        prepared: PreparedQuery | None = None
-        try:
-            prepared = PreparedQuery(job, self.registry, self.settings, self.consumer_id)
-            outcome = await self._run_with_progress(prepared)
-        except asyncio.CancelledError:
-            # hard shutdown: arq will run the job again, so hand it back instead of failing it
-            await asyncio.shield(self.store.transition(job.job_id, [JobStatus.RUNNING], JobStatus.QUEUED))
-            raise
-        except Exception as e:
-            log.error("job failed", error=f"{type(e).__name__}: {e}", exc_info=True)
-            await self.store.mark_failed(job.job_id, f"{type(e).__name__}: {e}")
-            await asyncio.to_thread(delete_job_dir, self.settings.staging, job.job_id)
-            return {"failed": str(e)}
-        await self.store.mark_succeeded(job.job_id, outcome.result_uri, outcome.summary)
-        await asyncio.to_thread(delete_job_dir, self.settings.staging, job.job_id)
-        s = outcome.summary
-        log.info(
-            "job succeeded", rows_out=s.rows_out, spilled_bytes=s.spilled_bytes,
-            memory_limit_bytes=s.memory_limit_bytes, seconds=round(time.time() - started, 3),
-        )
-        return {"result_uri": outcome.result_uri}
-
-    async def _run_with_progress(self, prepared: PreparedQuery) -> Any:
-        task = asyncio.ensure_future(asyncio.to_thread(prepared.execute))
-        try:
-            while not task.done():
-                await asyncio.wait([task], timeout=PROGRESS_SECONDS)
-                if not task.done():
-                    await self.store.set_progress(prepared.job.job_id, prepared.run.progress())
-            return task.result()
-        except asyncio.CancelledError:
-            prepared.run.interrupt()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
-            raise
-
 
 async def run_offline_query(ctx: dict[str, Any], **payload: Any) -> dict[str, Any]:
     consumer: Consumer = ctx["consumer"]
@@ -175,7 +138,8 @@ def build_worker(settings: Settings, group: str, max_jobs: int, registry: Regist
     """An arq Worker for `group`, wired to a `Consumer`. Call inside a running event loop."""
     consumer = Consumer(settings, group, registry if registry is not None else load_registry(settings.registry_path))
     return Worker(
-        functions=[func(run_offline_query, name=ARQ_FUNCTION, max_tries=3)],
+        # attempts are counted and limited by JobRun (max_retries per query), not by arq
+        functions=[func(run_offline_query, name=ARQ_FUNCTION, max_tries=10_000)],
         queue_name=consumer.keys.queue(group),
         redis_pool=consumer.redis,
         max_jobs=max_jobs,

@@ -18,8 +18,9 @@ a small JSON payload goes through Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -27,11 +28,11 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
 from jobqueue import serializer
-from jobqueue.errors import InvalidQueryError, JobNotFoundError, JobStateError
+from jobqueue.errors import InvalidQueryError, JobNotFoundError, JobQueueError, JobStateError
 from jobqueue.groups import ResourceGroup, load_groups
 from jobqueue.handles import AsyncJobHandle, JobHandle, LocalResult
 from jobqueue.inputs import to_arrow, with_times
-from jobqueue.jobstore import JobStore
+from jobqueue.jobstore import CANCEL_QUEUED, CANCEL_RUNNING, JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
 from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
 from jobqueue.plan import plan_query
@@ -108,10 +109,19 @@ class AsyncJobQueueClient:
         *,
         run_asynchronously: bool = True,
         resources: ResourceRequests | None = None,
+        max_retries: int = 2,
+        completion_deadline: datetime | timedelta | None = None,
     ) -> AsyncJobHandle | LocalResult:
-        """Validate, stage and enqueue one offline query; or run it here when not asynchronous."""
+        """Validate, stage and enqueue one offline query; or run it here when not asynchronous.
+
+        `max_retries`: failed attempts retried (default 2, so 3 attempts). `completion_deadline`:
+        a time (or a delay from now) after which the job is `expired` if not done.
+        """
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
+        deadline = _deadline(completion_deadline, now)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 100:
+            raise InvalidQueryError("max_retries", f"must be a whole number from 0 to 100, got {max_retries!r}")
         table, columns = self._prepare(input, output, input_times, now)
         if not run_asynchronously:
             return await asyncio.to_thread(self._run_in_process, table, columns, output, now)
@@ -127,7 +137,7 @@ class AsyncJobQueueClient:
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group=resources.resource_group,
             output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
-            submitted_at=now,
+            submitted_at=now, max_retries=max_retries, completion_deadline=deadline,
         )
         await self._enqueue(job)
         return AsyncJobHandle(job_id, self)
@@ -146,6 +156,7 @@ class AsyncJobQueueClient:
         record = JobRecord(
             job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
             output=job.output, input_rows=job.input_rows, submitted_at=job.submitted_at,
+            max_retries=job.max_retries, completion_deadline=job.completion_deadline,
         )
         await self.store.create(record)
         arq_job = await self.redis.enqueue_job(
@@ -183,17 +194,38 @@ class AsyncJobQueueClient:
     def job(self, job_id: str) -> AsyncJobHandle:
         return AsyncJobHandle(job_id, self)
 
-    async def cancel(self, job_id: str) -> JobRecord:
-        """Cancel a queued job: it is marked cancelled and removed from its queue."""
-        applied = await self.store.mark_cancelled(job_id)
-        if applied == -1:
+    async def cancel(self, job_id: str, wait: float | None = 30.0) -> JobRecord:
+        """Cancel a job. A queued one is cancelled at once and leaves its queue; a running one is
+        interrupted by its consumer (temp files removed), and this waits up to `wait` seconds for
+        that. Cancelling a cancelled job is a no-op; a finished one raises `JobStateError`."""
+        result = await self.store.request_cancel(job_id)
+        if result == -1:
             raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
         record = await self.get_job(job_id)
-        if applied == 0 and record.status is not JobStatus.CANCELLED:
-            raise JobStateError(f"job {job_id} is {record.status.value}; only queued jobs can be cancelled")
-        await self.redis.zrem(self.keys.queue(record.resource_group), job_id)
-        await self.redis.delete(f"arq:job:{job_id}")
+        if result == CANCEL_QUEUED:
+            await self.redis.zrem(self.keys.queue(record.resource_group), job_id)
+            await self.redis.delete(f"arq:job:{job_id}")
+        elif result == CANCEL_RUNNING and wait:
+            with contextlib.suppress(TimeoutError, JobQueueError):
+                record = await AsyncJobHandle(job_id, self).wait(timeout=wait, show_progress=False)
+            record = await self.get_job(job_id)
+        elif result == 0 and record.status is not JobStatus.CANCELLED:
+            raise JobStateError(f"job {job_id} is {record.status.value}; it can no longer be cancelled")
         return record
+
+
+def _deadline(value: datetime | timedelta | None, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = now + value
+    if not isinstance(value, datetime):
+        raise InvalidQueryError("completion_deadline", "must be a datetime or a timedelta from now")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # naive times are UTC, as for input_times
+    if value <= now:
+        raise InvalidQueryError("completion_deadline", f"{value.isoformat()} is already past; give a future time")
+    return value
 
 
 class JobQueueClient:
@@ -219,8 +251,8 @@ class JobQueueClient:
     def get_job(self, job_id: str) -> JobRecord:
         return self._loop.run(self._async.get_job(job_id))
 
-    def cancel(self, job_id: str) -> JobRecord:
-        return self._loop.run(self._async.cancel(job_id))
+    def cancel(self, job_id: str, wait: float | None = 30.0) -> JobRecord:
+        return self._loop.run(self._async.cancel(job_id, wait))
 
     def close(self) -> None:
         self._loop.run(self._async.aclose())

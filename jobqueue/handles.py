@@ -27,7 +27,7 @@ _POLL_MIN, _POLL_MAX = 0.05, 0.5
 
 
 def _check_final(record: JobRecord) -> JobRecord:
-    if record.status is JobStatus.FAILED:
+    if record.status in (JobStatus.FAILED, JobStatus.EXPIRED):
         raise JobFailedError(record)
     if record.status is JobStatus.CANCELLED:
         raise JobCancelledError(f"job {record.job_id} was cancelled")
@@ -102,8 +102,9 @@ class AsyncJobHandle:
     async def to_pandas(self) -> pd.DataFrame:
         return (await self.to_arrow()).to_pandas()
 
-    async def cancel(self) -> JobRecord:
-        self._record = await self._client.cancel(self.id)
+    async def cancel(self, wait: float | None = 30.0) -> JobRecord:
+        """Cancel (see `AsyncJobQueueClient.cancel`); returns the record afterwards."""
+        self._record = await self._client.cancel(self.id, wait)
         return self._record
 
 
@@ -137,8 +138,8 @@ class JobHandle:
     def to_pandas(self) -> pd.DataFrame:
         return self.to_arrow().to_pandas()
 
-    def cancel(self) -> JobRecord:
-        return self._loop.run(self._handle.cancel())
+    def cancel(self, wait: float | None = 30.0) -> JobRecord:
+        return self._loop.run(self._handle.cancel(wait))
 
 
 class LocalResult:

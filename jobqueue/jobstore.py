@@ -1,8 +1,14 @@
 """Job records in Redis: create, read, and move between states atomically.
 
 A record is the hash `<prefix>job:<id>`. `status` is a plain field so that a transition can be
-checked and applied in one Lua call: the SDK's cancel and a consumer's start race safely, and
-exactly one of them wins. Every other field holds JSON.
+checked and applied in one Lua call: the SDK's cancel, a consumer's claim and the manager's
+reaper race safely, and exactly one of them wins. `attempts` is a plain integer (HINCRBY);
+every other field holds JSON.
+
+    queued ──claim──▶ running ──▶ succeeded | failed | cancelled | expired
+      ▲                  │
+      └──requeue─────────┘  (retryable failure, lost consumer, hard shutdown)
+    queued ──▶ cancelled | expired
 """
 
 from __future__ import annotations
@@ -18,22 +24,45 @@ from jobqueue.keys import Keys
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 
 # KEYS[1] job hash; ARGV[1] comma-separated allowed current states; ARGV[2] new state;
-# ARGV[3..] field/value pairs to set with it. Returns 1 applied, 0 wrong state, -1 no such job.
+# ARGV[3] a field to HINCRBY by 1 ('' for none); ARGV[4] required consumer_id ('' for any);
+# ARGV[5..] field/value pairs. Returns 1 applied, 0 wrong state or owner, -1 no such job.
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return -1 end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'consumer_id') ~= ARGV[4] then return 0 end
 for s in string.gmatch(ARGV[1], '[^,]+') do
   if s == cur then
     redis.call('HSET', KEYS[1], 'status', ARGV[2])
-    for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[3], 1) end
+    for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
     return 1
   end
 end
 return 0
 """
 
-_JSON_FIELDS = ("resource_group", "output", "input_rows", "submitted_at", "started_at", "finished_at",
-                "consumer_id", "progress", "error", "result_uri", "summary")
+# KEYS[1] job hash. queued -> cancelled (1); running -> cancel_requested (2); else 0; none -1.
+_REQUEST_CANCEL = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return -1 end
+if cur == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  return 1
+end
+if cur == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', 'true')
+  return 2
+end
+return 0
+"""
+
+_JSON_FIELDS = (
+    "resource_group", "output", "input_rows", "submitted_at", "started_at", "finished_at", "consumer_id",
+    "progress", "attempts", "max_retries", "completion_deadline", "cancel_requested", "errors", "error",
+    "result_uri", "summary",
+)
+QUEUED, RUNNING = [JobStatus.QUEUED], [JobStatus.RUNNING]
+CANCEL_QUEUED, CANCEL_RUNNING = 1, 2
 
 
 def _now() -> datetime:
@@ -56,6 +85,7 @@ class JobStore:
         self.keys = keys
         self.ttl_seconds = ttl_seconds
         self._transition = redis.register_script(_TRANSITION)
+        self._request_cancel = redis.register_script(_REQUEST_CANCEL)
 
     async def create(self, record: JobRecord) -> None:
         key = self.keys.job(record.job_id)
@@ -64,6 +94,8 @@ class JobStore:
             pipe.hset(key, mapping={"status": record.status.value, **fields})
             pipe.expire(key, self.ttl_seconds)
             pipe.zadd(self.keys.jobs_index, {record.job_id: record.submitted_at.timestamp() * 1000})
+            if record.completion_deadline is not None:
+                pipe.zadd(self.keys.deadlines, {record.job_id: record.completion_deadline.timestamp() * 1000})
             await pipe.execute()
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -78,42 +110,83 @@ class JobStore:
         return JobRecord.model_validate(values)
 
     async def transition(
-        self, job_id: str, allowed: Iterable[JobStatus], new: JobStatus, **fields: Any
+        self,
+        job_id: str,
+        allowed: Iterable[JobStatus],
+        new: JobStatus,
+        *,
+        increment: str = "",
+        owner: str = "",
+        **fields: Any,
     ) -> int:
-        """Set `status=new` (and `fields`) only if the current status is in `allowed`.
-
-        Returns 1 when applied, 0 when the job is in another state, -1 when there is no record.
-        """
-        args: list[str] = [",".join(s.value for s in allowed), new.value]
+        """Set `status=new` (and `fields`) only if the status is in `allowed` (and, with `owner`,
+        the job belongs to that consumer). Returns 1 applied, 0 not applied, -1 no record."""
+        args: list[str] = [",".join(s.value for s in allowed), new.value, increment, _encode(owner) if owner else ""]
         for name, value in fields.items():
             if name not in _JSON_FIELDS:
                 raise ValueError(f"unknown job field {name!r}")
             args += [name, _encode(value)]
-        return int(await self._transition(keys=[self.keys.job(job_id)], args=args))
+        applied = int(await self._transition(keys=[self.keys.job(job_id)], args=args))
+        if applied == 1 and new.is_final:
+            await self.redis.zrem(self.keys.deadlines, job_id)
+        return applied
 
-    async def mark_running(self, job_id: str, consumer_id: str) -> bool:
+    async def claim(self, job_id: str, consumer_id: str) -> bool:
+        """queued -> running for `consumer_id`; counts the attempt."""
         applied = await self.transition(
-            job_id, [JobStatus.QUEUED], JobStatus.RUNNING, started_at=_now(), consumer_id=consumer_id
+            job_id, QUEUED, JobStatus.RUNNING, increment="attempts",
+            started_at=_now(), consumer_id=consumer_id, progress=0.0,
         )
         return applied == 1
 
-    async def mark_succeeded(self, job_id: str, result_uri: str, summary: PerformanceSummary) -> bool:
+    async def requeue(self, job_id: str, errors: list[str], owner: str = "") -> bool:
+        """running -> queued, keeping the attempt history; `owner` guards against a stale consumer."""
+        applied = await self.transition(job_id, RUNNING, JobStatus.QUEUED, owner=owner, errors=errors, progress=0.0)
+        return applied == 1
+
+    async def mark_succeeded(
+        self, job_id: str, result_uri: str, summary: PerformanceSummary, owner: str = ""
+    ) -> bool:
         applied = await self.transition(
-            job_id, [JobStatus.RUNNING], JobStatus.SUCCEEDED,
+            job_id, RUNNING, JobStatus.SUCCEEDED, owner=owner,
             finished_at=_now(), result_uri=result_uri, summary=summary, progress=1.0,
         )
         return applied == 1
 
-    async def mark_failed(self, job_id: str, error: str, allowed: Iterable[JobStatus] | None = None) -> bool:
-        allowed = allowed or [JobStatus.QUEUED, JobStatus.RUNNING]
-        applied = await self.transition(job_id, allowed, JobStatus.FAILED, finished_at=_now(), error=error)
+    async def mark_failed(
+        self, job_id: str, error: str, errors: list[str] | None = None, owner: str = ""
+    ) -> bool:
+        applied = await self.transition(
+            job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.FAILED, owner=owner,
+            finished_at=_now(), error=error, errors=errors if errors is not None else [error],
+        )
         return applied == 1
 
-    async def mark_cancelled(self, job_id: str) -> int:
-        return await self.transition(job_id, [JobStatus.QUEUED], JobStatus.CANCELLED, finished_at=_now())
+    async def mark_cancelled(self, job_id: str, owner: str = "") -> bool:
+        applied = await self.transition(
+            job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.CANCELLED, owner=owner, finished_at=_now()
+        )
+        return applied == 1
+
+    async def mark_expired(self, job_id: str, error: str) -> bool:
+        applied = await self.transition(
+            job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.EXPIRED, finished_at=_now(), error=error
+        )
+        return applied == 1
+
+    async def request_cancel(self, job_id: str) -> int:
+        """Cancel a queued job now (1), or ask the running consumer to stop it (2); 0 final, -1 none."""
+        result = int(await self._request_cancel(keys=[self.keys.job(job_id)], args=[_encode(_now())]))
+        if result == CANCEL_QUEUED:
+            await self.redis.zrem(self.keys.deadlines, job_id)
+        return result
 
     async def set_progress(self, job_id: str, progress: float) -> None:
         await self.redis.hset(self.keys.job(job_id), "progress", json.dumps(round(progress, 4)))
+
+    async def due_deadlines(self, now: datetime, limit: int = 1000) -> list[str]:
+        ids = await self.redis.zrangebyscore(self.keys.deadlines, "-inf", now.timestamp() * 1000, 0, limit)
+        return [i.decode() for i in ids]
 
     async def recent(self, limit: int = 50) -> list[str]:
         ids = await self.redis.zrevrange(self.keys.jobs_index, 0, limit - 1)

@@ -7,6 +7,9 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>running:<group>          zset job_id -> start ms of jobs a consumer is executing (in flight)
     <p>consumers:<group>        hash consumer_id -> JSON ConsumerInfo (presence + busy jobs)
     <p>job:<id>                 hash: one job's record (status, request, summary, error, result)
+    <p>heartbeat:<id>           string with a short TTL, renewed by the consumer running the job;
+                                when it expires while the job is running, the reaper re-queues it
+    <p>deadlines                zset job_id -> completion deadline ms (jobs that have one)
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
     <p>group-state:<group>      hash: the manager's last decision for a group (for `jobqueue status`)
     <p>groups                   hash group -> JSON config, published by the manager for SDKs
@@ -44,6 +47,13 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
+
+    def heartbeat(self, job_id: str) -> str:
+        return f"{self.prefix}heartbeat:{job_id}"
+
+    @property
+    def deadlines(self) -> str:
+        return f"{self.prefix}deadlines"
 
     @property
     def jobs_index(self) -> str:

@@ -29,10 +29,11 @@ class JobStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # not done by its completion_deadline
 
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
 
 
 class QueryJob(_Strict):
@@ -50,6 +51,8 @@ class QueryJob(_Strict):
     input_columns: list[str] = Field(min_length=1, max_length=10_000)
     input_rows: int = Field(ge=1)
     submitted_at: datetime
+    max_retries: int = Field(default=2, ge=0, le=100)
+    completion_deadline: datetime | None = None
 
 
 class PerformanceSummary(_Strict):
@@ -85,6 +88,11 @@ class JobRecord(_Strict):
     finished_at: datetime | None = None
     consumer_id: str | None = None
     progress: float = 0.0
+    attempts: int = 0
+    max_retries: int = 2
+    completion_deadline: datetime | None = None
+    cancel_requested: bool = False
+    errors: list[str] = Field(default_factory=list, description="One entry per failed attempt, oldest first.")
     error: str | None = None
     result_uri: str | None = None
     summary: PerformanceSummary | None = None

@@ -116,6 +116,14 @@ class Settings(BaseSettings):
         default=False,
         description="Drain and exit when the parent process dies (set by the local backend).",
     )
+    job_heartbeat_ttl_seconds: float = Field(
+        default=15.0, gt=0,
+        description="A running job's heartbeat key lives this long unless renewed (every 0.5 s). When it "
+        "expires, the manager's reaper re-queues the job (or fails it when its retries are used up).",
+    )
+    retry_backoff_seconds: float = Field(
+        default=5.0, ge=0, description="Delay before a failed attempt is retried; doubles per attempt (cap 300 s)."
+    )
     job_timeout_seconds: int = Field(default=6 * 3600, gt=0, description="Hard cap on one query's run time.")
     job_ttl_seconds: int = Field(
         default=7 * 24 * 3600, gt=0, description="How long job records stay in Redis after submission."

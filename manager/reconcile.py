@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from jobqueue.groups import ResourceGroup
+from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
 from manager.observe import GroupObservation, read_groups
 from manager.policy import Decision, ScaleState, ScalingSpec, decide
+from manager.reaper import Reaper
 
 log = get_logger("jobqueue.manager")
 
@@ -52,6 +54,8 @@ class Reconciler:
         self.clock = clock
         self.states: dict[str, ScaleState] = {}
         self.last: dict[str, GroupStatus] = {}
+        store = JobStore(redis, self.keys, settings.job_ttl_seconds)
+        self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds)
 
     def spec(self, group: ResourceGroup) -> ScalingSpec:
         return ScalingSpec(
@@ -71,6 +75,7 @@ class Reconciler:
             await pipe.execute()
 
     async def tick(self) -> dict[str, GroupStatus]:
+        await self.reaper.run(list(self.groups))
         now = self.clock()
         observed = await read_groups(
             self.redis, self.keys, self.groups, now, self.settings.consumer_stale_seconds

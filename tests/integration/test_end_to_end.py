@@ -129,6 +129,6 @@ def test_sync_client_and_in_process_mode(settings, store, tmp_path, redis_url):
         assert handle.status() is JobStatus.SUCCEEDED
         assert handle.to_arrow().equals(local.to_arrow())
         assert isinstance(handle.to_arrow(), pa.Table)
-        with pytest.raises(JobStateError, match="succeeded; only queued jobs can be cancelled"):
+        with pytest.raises(JobStateError, match="is succeeded; it can no longer be cancelled"):
             handle.cancel()
     assert os.path.isdir(settings.home)

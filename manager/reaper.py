@@ -1,0 +1,104 @@
+"""Never lose a job: re-queue jobs whose consumer died, and expire jobs past their deadline.
+
+Runs on every manager tick. Without it a job whose consumer was killed would wait for arq's
+in-progress key to expire (the job timeout: hours) before anyone ran it again.
+
+- A `running:<group>` entry whose heartbeat key has expired belongs to a lost consumer. If the
+  record is still `running` for that consumer, it goes back to `queued` (its attempt counted,
+  the loss recorded) and arq's in-progress lock is released so another consumer picks it up;
+  when its retries are used up it becomes `failed` instead.
+- A job past its `completion_deadline` that is still queued becomes `expired` and leaves the
+  queue. A running one is stopped by its own consumer's watcher (or reaped as above).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from jobqueue.jobstore import JobStore
+from jobqueue.keys import Keys
+from jobqueue.logs import get_logger
+from jobqueue.models import JobStatus
+
+log = get_logger("jobqueue.manager.reaper")
+ARQ_IN_PROGRESS = "arq:in-progress:"
+ARQ_JOB = "arq:job:"
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    requeued: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    expired: tuple[str, ...] = ()
+
+
+class Reaper:
+    def __init__(self, redis: Redis, keys: Keys, store: JobStore, heartbeat_ttl: float) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.store = store
+        self.heartbeat_ttl = heartbeat_ttl
+
+    async def run(self, groups: list[str], now: datetime | None = None) -> ReapReport:
+        now = now or datetime.now(UTC)
+        requeued: list[str] = []
+        failed: list[str] = []
+        for group in groups:
+            for job_id, owner in await self._lost(group):
+                outcome = await self._recover(group, job_id, owner)
+                (requeued if outcome == "requeued" else failed if outcome == "failed" else []).append(job_id)
+        expired = await self._expire(now)
+        return ReapReport(tuple(requeued), tuple(failed), tuple(expired))
+
+    async def _lost(self, group: str) -> list[tuple[str, str]]:
+        running = {k.decode(): v.decode() for k, v in (await self.redis.hgetall(self.keys.running(group))).items()}
+        if not running:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in running:
+                pipe.exists(self.keys.heartbeat(job_id))
+            alive = await pipe.execute()
+        return [(job_id, owner) for (job_id, owner), ok in zip(running.items(), alive, strict=True) if not ok]
+
+    async def _recover(self, group: str, job_id: str, owner: str) -> str:
+        record = await self.store.get(job_id)
+        outcome = "cleaned"
+        if record is not None and record.status is JobStatus.RUNNING and record.consumer_id == owner:
+            loss = f"attempt {record.attempts}: consumer {owner} lost (no heartbeat for {self.heartbeat_ttl:g}s)"
+            errors = [*record.errors, loss]
+            if record.attempts <= record.max_retries and await self.store.requeue(job_id, errors, owner=owner):
+                outcome = "requeued"
+            elif await self.store.mark_failed(job_id, loss, errors=errors, owner=owner):
+                outcome = "failed"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.running(group), job_id)
+            pipe.delete(ARQ_IN_PROGRESS + job_id)  # lets any consumer of the group pick it up again
+            if outcome == "failed" or (record is not None and record.status.is_final):
+                pipe.zrem(self.keys.queue(group), job_id)
+                pipe.delete(ARQ_JOB + job_id)
+            await pipe.execute()
+        if outcome != "cleaned":
+            log.warning("reaped job of a lost consumer", job_id=job_id, consumer_id=owner, outcome=outcome,
+                        group=group)
+        return outcome
+
+    async def _expire(self, now: datetime) -> list[str]:
+        expired = []
+        for job_id in await self.store.due_deadlines(now):
+            record = await self.store.get(job_id)
+            if record is None or record.status.is_final:
+                await self.redis.zrem(self.keys.deadlines, job_id)
+                continue
+            if record.status is JobStatus.QUEUED and await self.store.mark_expired(
+                job_id, "completion deadline passed while queued"
+            ):
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zrem(self.keys.queue(record.resource_group), job_id)
+                    pipe.delete(ARQ_JOB + job_id)
+                    await pipe.execute()
+                expired.append(job_id)
+                log.info("job expired in queue", job_id=job_id, group=record.resource_group)
+        return expired
