@@ -1,0 +1,112 @@
+"""Job lifecycle on real consumer processes: crash recovery, retries, deadlines, cancel while running."""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import timedelta
+
+import pytest
+
+from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus, ResourceRequests
+from jobqueue.sample import sample_input, write_sample_store
+from tests.helpers import eventually, running_manager, with_groups
+from tests.reference import assert_same, reference
+
+OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory):
+    return write_sample_store(tmp_path_factory.mktemp("big"), users=100_000, snapshots=10, features=3)
+
+
+def lifecycle_settings(settings, tmp_path, store, groups):
+    return with_groups(
+        settings, tmp_path, groups, registry_path=store.registry_path,
+        job_heartbeat_ttl_seconds=1.5, retry_backoff_seconds=0.1,
+    )
+
+
+async def status_is(job, *statuses):
+    return (await job.record()).status in statuses
+
+
+async def test_killed_consumer_mid_query_job_completes_on_another(settings, big_store, tmp_path):
+    settings = lifecycle_settings(settings, tmp_path, big_store, {"default": {"max_instances": 1}})
+    ids, times = sample_input(big_store.users, 1_500_000, seed=31)
+    async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
+        job = await client.offline_query(ids, OUTPUT, times)
+        await eventually(lambda: status_is(job, JobStatus.RUNNING), timeout=60, what="job running")
+        (victim,) = backend.active("default")
+        os.kill(victim.pid, signal.SIGKILL)
+        record = await job.wait(timeout=120, show_progress=False)
+        assert record.status is JobStatus.SUCCEEDED
+        assert record.attempts == 2
+        assert len(record.errors) == 1 and f"consumer {victim.consumer_id} lost" in record.errors[0]
+        assert record.consumer_id != victim.consumer_id
+        assert_same(await job.to_pandas(), reference(big_store, ids["user.id"], times, OUTPUT))
+
+
+async def test_retryable_failure_is_retried_until_max_retries(settings, store, tmp_path):
+    # a 320 KiB container leaves DuckDB its 16 MiB floor: this join runs out of memory on every attempt
+    settings = lifecycle_settings(settings, tmp_path, store, {"default": {"max_instances": 1, "memory": "320KiB"}})
+    ids, times = sample_input(store.users, 1_000, seed=3)
+    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+        job = await client.offline_query(ids, OUTPUT, times, max_retries=1)
+        with pytest.raises(JobFailedError) as info:
+            await job.wait(timeout=60, show_progress=False)
+    record = info.value.record
+    assert record.attempts == 2 and len(record.errors) == 2, record
+    assert all("OutOfMemory" in e for e in record.errors)
+    assert record.errors[0].startswith("attempt 1:") and record.errors[1].startswith("attempt 2:")
+
+
+async def test_deterministic_failure_is_not_retried(settings, store, tmp_path):
+    settings = lifecycle_settings(settings, tmp_path, store, {"default": {"max_instances": 1}})
+    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+        job = await client.offline_query({"user.id": ["x"]}, ["user.f0"], max_retries=5)
+        with pytest.raises(JobFailedError) as info:
+            await job.wait(timeout=60, show_progress=False)
+    assert info.value.record.attempts == 1 and "Conversion Error" in info.value.record.error
+
+
+async def test_deadline_expires_a_queued_job(settings, store, tmp_path):
+    settings = lifecycle_settings(settings, tmp_path, store, {"paused": {"max_instances": 0}})
+    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+        job = await client.offline_query({"user.id": [1]}, ["user.f0"], completion_deadline=timedelta(seconds=0.5),
+                                         resources=ResourceRequests(resource_group="paused"))
+        with pytest.raises(JobFailedError) as info:
+            await job.wait(timeout=30, show_progress=False)
+        assert info.value.record.status is JobStatus.EXPIRED
+        assert "while queued" in info.value.record.error
+        assert await client.redis.zcard(client.keys.queue("paused")) == 0
+
+
+async def test_deadline_interrupts_a_running_query(settings, big_store, tmp_path):
+    spilling = {"min_instances": 1, "max_instances": 1, "memory": "320MiB", "memory_limit_percent": 30}
+    settings = lifecycle_settings(settings, tmp_path, big_store, {"default": spilling})  # slow: ~5 s
+    ids, times = sample_input(big_store.users, 1_500_000, seed=8)
+    async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
+        await eventually(lambda: backend.active("default"), what="warm consumer")
+        job = await client.offline_query(ids, OUTPUT, times, completion_deadline=timedelta(seconds=2))
+        with pytest.raises(JobFailedError) as info:
+            await job.wait(timeout=60, show_progress=False)
+        record = info.value.record
+        assert record.status is JobStatus.EXPIRED and "while running" in record.error
+        assert record.attempts == 1
+
+
+async def test_cancel_a_running_query_removes_its_temp_files(settings, big_store, tmp_path):
+    settings = lifecycle_settings(
+        settings, tmp_path, big_store,
+        {"default": {"max_instances": 1, "memory": "320MiB", "memory_limit_percent": 30}},  # spills
+    )
+    ids, times = sample_input(big_store.users, 1_500_000, seed=12)
+    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+        job = await client.offline_query(ids, OUTPUT, times)
+        await eventually(lambda: status_is(job, JobStatus.RUNNING), timeout=60, what="job running")
+        record = await job.cancel(wait=30)
+        assert record.status is JobStatus.CANCELLED
+        assert not list(settings.spill_root.glob("q-*")), "the query's temp directory is removed"
+        assert not (settings.home / "staging").exists() or not any((settings.home / "staging").rglob("*.parquet"))
