@@ -10,8 +10,16 @@
             key: user_id                          # column matched against `user.id`
             timestamp: ts                         # point-in-time column
             features: [age, score]                # or {feature_name: column_name}
+          - name: transactions                    # an event source: windowed aggregations
+            path: data/transactions
+            key: user_id
+            timestamp: ts
+            aggregations:
+              txn_sum_30d: {function: sum, column: amount, window: 30d}
+              txn_count_7d: {function: count, window: 7d}
 
 A feature is addressed as `namespace.feature`; the primary key as `namespace.<primary_key>`.
+A windowed aggregation at input time t covers the source rows with `t - window < ts <= t`.
 """
 
 from __future__ import annotations
@@ -32,13 +40,52 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_WINDOW_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+AggregationFunction = Literal["sum", "count", "mean", "min", "max", "count_distinct"]
+
+
+def parse_window(text: str) -> int:
+    """`30d`, `12h`, `15m`, `90s`, `2w` -> seconds."""
+    m = _WINDOW_RE.match(str(text))
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"window {text!r} must be a positive whole number with a unit s, m, h, d or w (e.g. 30d)")
+    return int(m.group(1)) * _WINDOW_UNITS[m.group(2)]
+
+
+class Aggregation(_Frozen):
+    function: AggregationFunction
+    column: str | None = None
+    window: str
+
+    @property
+    def window_seconds(self) -> int:
+        return parse_window(self.window)
+
+    @model_validator(mode="after")
+    def _check(self) -> Aggregation:
+        parse_window(self.window)
+        if self.column is None and self.function != "count":
+            raise ValueError(f"function {self.function!r} needs a 'column'")
+        return self
+
+
 class FeatureSource(_Frozen):
     name: str
     kind: Literal["parquet"] = "parquet"
     path: str = Field(min_length=1)
     key: str
     timestamp: str
-    features: dict[str, str] = Field(min_length=1, description="feature name -> source column")
+    features: dict[str, str] = Field(default_factory=dict, description="feature name -> source column")
+    aggregations: dict[str, Aggregation] = Field(
+        default_factory=dict, description="feature name -> windowed aggregation over this source's rows"
+    )
+
+    @model_validator(mode="after")
+    def _has_features(self) -> FeatureSource:
+        if not self.features and not self.aggregations:
+            raise ValueError(f"source {self.name!r} defines no 'features' and no 'aggregations'")
+        return self
 
     @field_validator("features", mode="before")
     @classmethod
@@ -62,12 +109,12 @@ class Namespace(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> Namespace:
-        for ident in (self.name, self.primary_key, *(f for s in self.sources for f in s.features)):
+        for ident in (self.name, self.primary_key, *self.feature_names()):
             if not _IDENT_RE.match(ident):
                 raise ValueError(f"{ident!r} is not a valid identifier (letters, digits, '_')")
         seen: dict[str, str] = {}
         for src in self.sources:
-            for feature in src.features:
+            for feature in [*src.features, *src.aggregations]:
                 if feature in seen:
                     raise ValueError(f"feature {feature!r} is defined by both {seen[feature]!r} and {src.name!r}")
                 if feature == self.primary_key:
@@ -80,10 +127,10 @@ class Namespace(_Frozen):
         return f"{self.name}.{self.primary_key}"
 
     def source_of(self, feature: str) -> FeatureSource | None:
-        return next((s for s in self.sources if feature in s.features), None)
+        return next((s for s in self.sources if feature in s.features or feature in s.aggregations), None)
 
     def feature_names(self) -> list[str]:
-        return [f for s in self.sources for f in s.features]
+        return [f for s in self.sources for f in [*s.features, *s.aggregations]]
 
 
 class Registry(_Frozen):

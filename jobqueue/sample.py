@@ -3,6 +3,9 @@
 Namespace `user` (primary key `id`) with two sources:
 - `user_profile`: `user_id`, `ts`, and float features `f0..f{n-1}` (n = `features`)
 - `user_activity`: `user_id`, `ts`, `logins`, `segment`
+- `transactions` (when `events_per_user` > 0): `user_id`, `ts`, `amount`, `merchant`, with the
+  windowed aggregations `txn_sum_30d`, `txn_count_7d`, `txn_mean_30d`, `txn_min_30d`,
+  `txn_max_30d` and `merchants_30d` (count distinct)
 Each user has `snapshots` rows per source at distinct random times in 2024. Deterministic per seed.
 """
 
@@ -51,6 +54,7 @@ def write_sample_store(
     features: int = 4,
     seed: int = 7,
     files: int = 4,
+    events_per_user: int = 0,
 ) -> SampleStore:
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -65,7 +69,16 @@ def write_sample_store(
         "logins": rng.integers(0, 50, users * snapshots),
         "segment": pa.array(np.array(["free", "pro", "team"])[rng.integers(0, 3, users * snapshots)]),
     })
-    for name, table in (("user_profile", profile), ("user_activity", activity)):
+    tables = [("user_profile", profile), ("user_activity", activity)]
+    if events_per_user:
+        n = users * events_per_user
+        tables.append(("transactions", pa.table({
+            "user_id": np.repeat(np.arange(users, dtype=np.int64), events_per_user),
+            "ts": pa.array(_timestamps(rng, users, events_per_user), type=pa.timestamp("us")),
+            "amount": np.round(rng.exponential(40.0, n), 2),
+            "merchant": rng.integers(0, 25, n),
+        })))
+    for name, table in tables:
         d = root / name
         d.mkdir(exist_ok=True)
         for f in d.glob("*.parquet"):
@@ -83,7 +96,17 @@ def write_sample_store(
                      "timestamp": "ts", "features": [f"f{i}" for i in range(features)]},
                     {"name": "user_activity", "kind": "parquet", "path": "user_activity", "key": "user_id",
                      "timestamp": "ts", "features": ["logins", "segment"]},
-                ],
+                ] + ([{
+                    "name": "transactions", "kind": "parquet", "path": "transactions", "key": "user_id",
+                    "timestamp": "ts", "aggregations": {
+                        "txn_sum_30d": {"function": "sum", "column": "amount", "window": "30d"},
+                        "txn_count_7d": {"function": "count", "window": "7d"},
+                        "txn_mean_30d": {"function": "mean", "column": "amount", "window": "30d"},
+                        "txn_min_30d": {"function": "min", "column": "amount", "window": "30d"},
+                        "txn_max_30d": {"function": "max", "column": "amount", "window": "30d"},
+                        "merchants_30d": {"function": "count_distinct", "column": "merchant", "window": "30d"},
+                    },
+                }] if events_per_user else []),
             }
         }
     }

@@ -43,7 +43,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def store(tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
-    return write_sample_store(tmp_path_factory.mktemp("store"), users=2_000, snapshots=6, features=3)
+    return write_sample_store(
+        tmp_path_factory.mktemp("store"), users=2_000, snapshots=6, features=3, events_per_user=40
+    )
 
 
 @pytest.fixture

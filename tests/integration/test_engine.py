@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 
 from consumer.engine import EngineLimits, QueryInterrupted, QueryRun
@@ -73,3 +74,42 @@ def test_missing_source_is_a_clear_error(tmp_path):
     shutil.rmtree(s.root / "user_profile")
     with pytest.raises(FileNotFoundError, match="user_profile"):
         run(s, tmp_path, [1], None, output=["user.f0"])
+
+
+AGGREGATES = ["user.txn_sum_30d", "user.txn_count_7d", "user.txn_mean_30d", "user.txn_min_30d",
+              "user.txn_max_30d", "user.merchants_30d"]
+
+
+def test_windowed_aggregations_match_a_brute_force_reference(store, tmp_path):
+    ids, times = sample_input(store.users, 3_000, seed=17)
+    output = ["user.f0", *AGGREGATES]
+    _, result, df = run(store, tmp_path, ids["user.id"], times, output=output)
+    expected = reference(store, ids["user.id"], times, output)
+    assert_same(df, expected)
+    assert (df["user.txn_count_7d"] > 0).any() and (df["user.txn_count_7d"] == 0).any()
+    assert df["user.txn_sum_30d"].isna().any()  # no events in the window: null, while counts are 0
+
+
+def test_aggregations_never_see_the_future(tmp_path):
+    import pyarrow as pa
+
+    s = write_sample_store(tmp_path / "s", users=1, snapshots=1, events_per_user=50)
+    events = pa.parquet.read_table(s.root / "transactions").to_pandas().sort_values("ts")
+    t = events["ts"].iloc[10].tz_localize("UTC")  # exactly at the 11th event
+    _, _, df = run(s, tmp_path, [0], pa.array([t.to_pydatetime()]), output=["user.txn_count_7d", "user.txn_max_30d"])
+    at = events["ts"].iloc[10]
+    week = events[(events["ts"] > at - pd.Timedelta(days=7)) & (events["ts"] <= at)]
+    month = events[(events["ts"] > at - pd.Timedelta(days=30)) & (events["ts"] <= at)]
+    assert df["user.txn_count_7d"].iloc[0] == len(week)  # includes the event at t, nothing after it
+    assert df["user.txn_max_30d"].iloc[0] == month["amount"].max()
+
+
+def test_aggregations_spill_under_a_small_limit_with_the_same_answer(tmp_path):
+    s = write_sample_store(tmp_path / "events", users=50_000, snapshots=1, features=1, events_per_user=40)
+    ids, times = sample_input(s.users, 200_000, seed=23)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, free, expected = run(s, tmp_path / "a", ids["user.id"], times, output=AGGREGATES)
+    _, capped, df = run(s, tmp_path / "b", ids["user.id"], times, memory=64 << 20, output=AGGREGATES)
+    assert free.spilled_bytes == 0 and capped.spilled_bytes > 0
+    pd.testing.assert_frame_equal(df, expected)

@@ -63,3 +63,20 @@ def test_bad_registry(ns, words):
         parse_registry({"namespaces": {"user": ns}}, Path("/"), "reg.yaml")
     for w in ["reg.yaml", *words]:
         assert w in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("agg", "words"),
+    [
+        ({"function": "sum", "window": "30d"}, ["needs a 'column'"]),
+        ({"function": "sum", "column": "x", "window": "30 days"}, ["window '30 days'", "e.g. 30d"]),
+        ({"function": "median", "column": "x", "window": "1d"}, ["function"]),
+        ({"function": "count", "window": "0d"}, ["positive"]),
+    ],
+)
+def test_bad_aggregation(agg, words):
+    src = {"name": "s", "path": "p", "key": "k", "timestamp": "t", "aggregations": {"a": agg}}
+    with pytest.raises(ConfigError) as info:
+        parse_registry({"namespaces": {"user": {"primary_key": "id", "sources": [src]}}}, Path("/"), "reg.yaml")
+    for w in ["reg.yaml", "'user'", *words]:
+        assert w in str(info.value)

@@ -74,3 +74,17 @@ def test_bad_requests_name_the_field_and_fix(columns, output, field, words):
     assert info.value.field == field
     for word in words:
         assert word in str(info.value)
+
+
+def test_windowed_aggregations_plan_one_range_join_per_source():
+    reg = parse_registry({"namespaces": {"user": {"primary_key": "id", "sources": [
+        {"name": "txns", "path": "t", "key": "uid", "timestamp": "ts", "features": {"last_amount": "amount"},
+         "aggregations": {"sum_30d": {"function": "sum", "column": "amount", "window": "30d"},
+                          "n_7d": {"function": "count", "window": "7d"}}},
+    ]}}}, Path("/"))
+    plan = plan_query(["user.id"], ["user.sum_30d", "user.n_7d", "user.last_amount"], reg)
+    assert len(plan.joins) == 1 and plan.joins[0].aggregations == ("sum_30d", "n_7d")
+    assert "INTERVAL '2592000 seconds'" in plan.sql and "INTERVAL '604800 seconds'" in plan.sql
+    assert 'coalesce(a0."n_7d", 0)' in plan.sql and 'a0."sum_30d" AS "user.sum_30d"' in plan.sql
+    assert "<= i.__ts__" in plan.sql  # never past the input time
+    assert plan.sql.count("ASOF LEFT JOIN") == 1  # the latest-value feature of the same source
