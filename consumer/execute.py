@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import pyarrow as pa
 
 from consumer.engine import EngineLimits, QueryRun
 from consumer.resources import container_memory_bytes, memory_limit_bytes
@@ -17,7 +20,7 @@ from jobqueue.models import PerformanceSummary, QueryJob
 from jobqueue.plan import QueryPlan, plan_query
 from jobqueue.registry import Registry
 from jobqueue.settings import Settings
-from jobqueue.storage import is_local, job_uri, local_path, read_table, upload_file
+from jobqueue.storage import Storage, is_local, job_uri, local_path
 
 
 def engine_limits(settings: Settings) -> EngineLimits:
@@ -42,31 +45,40 @@ class PreparedQuery:
     """A validated job bound to its plan and limits; `execute()` blocks (run it in a thread)."""
 
     def __init__(self, job: QueryJob, registry: Registry, settings: Settings, consumer_id: str) -> None:
+        t0 = time.perf_counter()
         self.job = job
         self.settings = settings
         self.consumer_id = consumer_id
+        self.storage = Storage(settings)
         self.plan: QueryPlan = plan_query(job.input_columns, job.output, registry)
         self.limits = engine_limits(settings)
-        self.run = QueryRun(self.plan, self.limits)
+        self.run = QueryRun(self.plan, self.limits, self.storage)
+        self.plan_seconds = time.perf_counter() - t0
 
     def execute(self, started_at: datetime | None = None) -> QueryOutcome:
         t0 = time.perf_counter()
         started_at = started_at or datetime.now(UTC)
         result_uri = job_uri(self.settings.results, self.job.job_id, "result.parquet")
-        input_data = str(local_path(self.job.input_uri)) if is_local(self.job.input_uri) else read_table(
-            self.job.input_uri
-        )
+        if is_local(self.job.input_uri):
+            input_data: pa.Table | str = str(local_path(self.job.input_uri))
+        else:
+            input_data = self.storage.read_table(self.job.input_uri)
+        t_input = time.perf_counter()
         if is_local(result_uri):
             result = self.run.run(input_data, local_path(result_uri))
+            t_exec = time.perf_counter()
         else:
-            staged = self.limits.spill_root / f"result-{self.job.job_id.replace(':', '_')}.parquet"
+            staged = self.limits.spill_root / f"result-{self.job.job_id.replace(':', '_')}-{uuid.uuid4().hex}.parquet"
             result = self.run.run(input_data, staged)
-            upload_file(staged, result_uri)
+            t_exec = time.perf_counter()
+            self.storage.upload_file(staged, result_uri)
+        t_done = time.perf_counter()
         summary = PerformanceSummary(
             consumer_id=self.consumer_id,
             spill_enabled=True,
             spilled_bytes=result.spilled_bytes,
             bytes_written=result.bytes_written,
+            bytes_read=result.bytes_read,
             memory_limit_bytes=self.limits.memory_limit_bytes,
             peak_memory_bytes=result.peak_memory_bytes,
             threads=self.limits.threads,
@@ -75,6 +87,12 @@ class PreparedQuery:
             rows_scanned=result.rows_scanned,
             queue_wait_seconds=max(0.0, (started_at - self.job.submitted_at).total_seconds()),
             execution_seconds=result.execution_seconds,
-            total_seconds=time.perf_counter() - t0,
+            total_seconds=t_done - t0 + self.plan_seconds,
+            stage_seconds={
+                "stage_input": round(t_input - t0, 6),
+                "plan": round(self.plan_seconds, 6),
+                "execute": round(t_exec - t_input, 6),
+                "write_result": round(t_done - t_exec, 6),
+            },
         )
         return QueryOutcome(result_uri=result_uri, summary=summary)

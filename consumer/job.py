@@ -22,7 +22,6 @@ from consumer.engine import QueryInterrupted
 from consumer.execute import PreparedQuery, QueryOutcome
 from jobqueue.errors import InvalidQueryError
 from jobqueue.models import JobRecord, JobStatus, QueryJob
-from jobqueue.storage import delete_job_dir
 
 if TYPE_CHECKING:
     from consumer.worker import Consumer
@@ -156,5 +155,5 @@ class JobRun:
         return await self._final("failed")
 
     async def _final(self, outcome: str) -> dict[str, Any]:
-        await asyncio.to_thread(delete_job_dir, self.consumer.settings.staging, self.job.job_id)
+        await asyncio.to_thread(self.consumer.storage.delete_job_dir, self.consumer.settings.staging, self.job.job_id)
         return {"outcome": outcome}

@@ -30,6 +30,7 @@ from jobqueue.logs import get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings
+from jobqueue.storage import Storage
 
 log = get_logger("jobqueue.consumer")
 
@@ -44,6 +45,7 @@ class Consumer:
         self.keys = Keys.for_environment(settings.environment)
         self.redis = connect_redis(settings)
         self.store = JobStore(self.redis, self.keys, settings.job_ttl_seconds)
+        self.storage = Storage(settings)
         self.consumer_id = settings.consumer_id or f"{socket.gethostname()}-{os.getpid()}"
         self.started_at = time.time()
         self.running: set[str] = set()

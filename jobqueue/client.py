@@ -38,7 +38,7 @@ from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
 from jobqueue.plan import plan_query
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings, load_settings
-from jobqueue.storage import job_uri, write_table
+from jobqueue.storage import Storage, job_uri
 from jobqueue.sync import LoopThread
 
 
@@ -68,6 +68,7 @@ class AsyncJobQueueClient:
         self._redis = redis
         self._owns_redis = redis is None
         self._store: JobStore | None = None
+        self.storage = Storage(self.settings)
 
     @property
     def redis(self) -> ArqRedis:
@@ -133,7 +134,7 @@ class AsyncJobQueueClient:
             )
         job_id = uuid.uuid4().hex
         input_uri = job_uri(self.settings.staging, job_id, "input.parquet")
-        await asyncio.to_thread(write_table, table, input_uri)
+        await asyncio.to_thread(self.storage.write_table, table, input_uri)
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group=resources.resource_group,
             output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
@@ -176,14 +177,14 @@ class AsyncJobQueueClient:
 
         job_id = uuid.uuid4().hex
         input_uri = job_uri(self.settings.staging, job_id, "input.parquet")
-        write_table(table, input_uri)
+        self.storage.write_table(table, input_uri)
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group="in-process",
             output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
             submitted_at=now,
         )
         outcome = PreparedQuery(job, self.registry, self.settings, consumer_id="in-process").execute()
-        return LocalResult(job_id, outcome.result_uri, outcome.summary)
+        return LocalResult(job_id, outcome.result_uri, outcome.summary, self.storage)
 
     async def get_job(self, job_id: str) -> JobRecord:
         record = await self.store.get(job_id)

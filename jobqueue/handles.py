@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from jobqueue.errors import JobCancelledError, JobFailedError, JobStateError
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
-from jobqueue.storage import read_table
+from jobqueue.storage import Storage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,7 +97,7 @@ class AsyncJobHandle:
         if record.status is not JobStatus.SUCCEEDED or not record.result_uri:
             _check_final(record)
             raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
-        return await asyncio.to_thread(read_table, record.result_uri)
+        return await asyncio.to_thread(self._client.storage.read_table, record.result_uri)
 
     async def to_pandas(self) -> pd.DataFrame:
         return (await self.to_arrow()).to_pandas()
@@ -145,10 +145,11 @@ class JobHandle:
 class LocalResult:
     """The outcome of an in-process query (`run_asynchronously=False`): already succeeded."""
 
-    def __init__(self, job_id: str, result_uri: str, summary: PerformanceSummary) -> None:
+    def __init__(self, job_id: str, result_uri: str, summary: PerformanceSummary, storage: Storage) -> None:
         self.id = job_id
         self.result_uri = result_uri
         self.performance_summary = summary
+        self._storage = storage
 
     def status(self) -> JobStatus:
         return JobStatus.SUCCEEDED
@@ -157,7 +158,7 @@ class LocalResult:
         return self
 
     def to_arrow(self) -> pa.Table:
-        return read_table(self.result_uri)
+        return self._storage.read_table(self.result_uri)
 
     def to_pandas(self) -> pd.DataFrame:
         return self.to_arrow().to_pandas()

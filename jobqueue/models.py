@@ -70,9 +70,14 @@ class PerformanceSummary(_Strict):
     rows_in: int
     rows_out: int
     rows_scanned: int = 0
+    bytes_read: int = Field(default=0, description="Bytes DuckDB read (local files and spill), per its profiler.")
     queue_wait_seconds: float
     execution_seconds: float
     total_seconds: float
+    stage_seconds: dict[str, float] = Field(
+        default_factory=dict, description="stage_input, plan, execute (DuckDB, incl. the local result file), "
+        "write_result (upload or rename)."
+    )
 
 
 class JobRecord(_Strict):

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobqueue.keys import Keys
@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         default=None,
         description="Where consumers write query results as Parquet. Default `<home>/results`.",
     )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint (e.g. `http://127.0.0.1:9000` for MinIO); unset: AWS."
+    )
+    s3_region: str | None = Field(default=None, description="S3 region; unset: from the AWS config.")
+    s3_access_key_id: str | None = Field(default=None, description="S3 access key; unset: the AWS chain.")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key (never logged).")
     registry_path: Path | None = Field(
         default=None,
         description="Feature registry YAML (namespaces, primary keys, feature sources).",
@@ -194,6 +200,8 @@ class Settings(BaseSettings):
         for name in Settings.model_fields:
             value = getattr(self, name)
             if value is not None and name != "consumer_id":
+                if isinstance(value, SecretStr):
+                    value = value.get_secret_value()
                 env[ENV_PREFIX + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
         env["JOBQUEUE_REDIS_URL"] = self.resolved_redis_url()
         return env

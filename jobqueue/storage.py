@@ -1,28 +1,41 @@
-"""Staging and result storage: Parquet files under a root that is a local dir or a pyarrow URI.
+"""Staging, results and source files: Parquet on a local disk or an object store (S3 via pyarrow).
 
 The SDK stages a query's input at `<staging>/<job_id>/input.parquet`; consumers write results
-to `<results>/<job_id>/result.parquet`. Job ids are validated, so a path never leaves its root.
-Writes go to a temporary name and are renamed (local) or uploaded whole (object stores), so a
-reader never sees half a file.
+to `<results>/<job_id>/result.parquet`. Job ids are validated, so a path never leaves its root,
+and each job writes under its own prefix, so no job overwrites another's result. Writes go to a
+temporary name and are renamed (local) or uploaded whole (object stores): a reader never sees
+half a file, and a re-run replaces the result whole.
+
+S3 endpoint, region and credentials come from settings (`JOBQUEUE_S3_*`), else from the usual
+AWS environment and config files.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shutil
 import uuid
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from jobqueue.settings import Settings
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$")
 
 
-def is_local(root: str) -> bool:
-    return "://" not in root or root.startswith("file://")
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
 
 
 def job_uri(root: str, job_id: str, filename: str) -> str:
@@ -32,51 +45,82 @@ def job_uri(root: str, job_id: str, filename: str) -> str:
     return f"{root.rstrip('/')}/{job_id.replace(':', '_')}/{filename}"
 
 
-def local_path(uri: str) -> Path:
-    return Path(uri.removeprefix("file://"))
+class Storage:
+    """File access for one set of settings: local paths, `s3://bucket/key` and other pyarrow URIs."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
-def write_table(table: pa.Table, uri: str) -> int:
-    """Write `table` as Parquet at `uri`; returns bytes written."""
-    if is_local(uri):
-        path = local_path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-        return path.stat().st_size
-    fs, path = pafs.FileSystem.from_uri(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
-        pq.write_table(table, out, compression="zstd")
-    return int(fs.get_file_info(path).size or 0)
+    @cached_property
+    def s3(self) -> pafs.S3FileSystem:
+        s = self.settings
+        options: dict[str, object] = {"region": s.s3_region} if s.s3_region else {}
+        if s.s3_endpoint_url:
+            scheme, _, host = s.s3_endpoint_url.partition("://")
+            options.update(endpoint_override=host.rstrip("/"), scheme=scheme or "https")
+        if s.s3_access_key_id and s.s3_secret_access_key:
+            options.update(access_key=s.s3_access_key_id, secret_key=s.s3_secret_access_key.get_secret_value())
+        return pafs.S3FileSystem(**options)
 
+    def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        """(filesystem, path inside it) for a URI or local path."""
+        if is_local(uri):
+            return pafs.LocalFileSystem(), str(local_path(uri).absolute())
+        if uri.startswith("s3://"):
+            return self.s3, uri.removeprefix("s3://")
+        return pafs.FileSystem.from_uri(uri)
 
-def read_table(uri: str) -> pa.Table:
-    if is_local(uri):
-        return pq.read_table(local_path(uri))
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return pq.read_table(path, filesystem=fs)
+    def write_table(self, table: pa.Table, uri: str) -> int:
+        """Write `table` as Parquet at `uri`; returns bytes written."""
+        if is_local(uri):
+            path = local_path(uri)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, path)
+            return path.stat().st_size
+        fs, path = self.resolve(uri)
+        with fs.open_output_stream(path) as out:  # object stores publish the object on close
+            pq.write_table(table, out, compression="zstd")
+        return int(fs.get_file_info(path).size or 0)
 
+    def read_table(self, uri: str) -> pa.Table:
+        fs, path = self.resolve(uri)
+        return pq.read_table(path, filesystem=fs)
 
-def upload_file(local: Path, uri: str) -> None:
-    """Place a finished local file at `uri` (rename when local, upload otherwise)."""
-    if is_local(uri):
-        dest = local_path(uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(local, dest)
-        return
-    fs, path = pafs.FileSystem.from_uri(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pafs.copy_files(str(local), path, destination_filesystem=fs)
-    local.unlink()
+    def upload_file(self, local: Path, uri: str) -> None:
+        """Place a finished local file at `uri` (rename when local, upload otherwise)."""
+        if is_local(uri):
+            dest = local_path(uri)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(local, dest)
+            return
+        fs, path = self.resolve(uri)
+        pafs.copy_files(str(local), path, destination_filesystem=fs)
+        local.unlink()
 
+    def delete_job_dir(self, root: str, job_id: str) -> None:
+        """Remove `<root>/<job_id>/` if present (staged input after the job ends)."""
+        uri = job_uri(root, job_id, "x").rsplit("/", 1)[0]
+        if is_local(uri):
+            shutil.rmtree(local_path(uri), ignore_errors=True)
+            return
+        fs, path = self.resolve(uri)
+        fs.delete_dir_contents(path, missing_dir_ok=True)
 
-def delete_job_dir(root: str, job_id: str) -> None:
-    """Remove `<root>/<job_id>/` if present (staged input after the job ends)."""
-    uri = job_uri(root, job_id, "x").rsplit("/", 1)[0]
-    if is_local(uri):
-        shutil.rmtree(local_path(uri), ignore_errors=True)
-        return
-    fs, path = pafs.FileSystem.from_uri(uri)
-    fs.delete_dir_contents(path, missing_dir_ok=True)
+    def parquet_dataset(self, uri: str) -> pads.Dataset:
+        """A Parquet dataset over a file, a directory or a glob (`*` in the last part) on any store."""
+        fs, path = self.resolve(uri)
+        directory, _, pattern = path.rpartition("/")
+        if any(ch in pattern for ch in "*?["):
+            infos = fs.get_file_info(pafs.FileSelector(directory, recursive=False))
+            files = sorted(
+                i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.base_name, pattern)
+            )
+            if not files:
+                raise FileNotFoundError(f"no files match {uri}")
+            return pads.dataset(files, filesystem=fs, format="parquet")
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"{uri} does not exist")
+        return pads.dataset(path, filesystem=fs, format="parquet")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from consumer.engine import EngineLimits, QueryInterrupted, QueryRun
@@ -12,7 +13,6 @@ from jobqueue.inputs import to_arrow, with_times
 from jobqueue.plan import plan_query
 from jobqueue.registry import load_registry
 from jobqueue.sample import sample_input, write_sample_store
-from jobqueue.storage import read_table
 from tests.reference import assert_same, reference
 
 OUTPUT = ["user.f0", "user.f2", "user.logins", "user.segment"]
@@ -23,7 +23,7 @@ def run(store, tmp_path, ids, times, memory=1 << 30, output=OUTPUT):
     table = with_times(to_arrow({"user.id": ids}), times, datetime.now(UTC))
     q = QueryRun(plan, EngineLimits(memory, 2, tmp_path / "spill"))
     result = q.run(table, tmp_path / "out" / "result.parquet")
-    return q, result, read_table(str(tmp_path / "out" / "result.parquet")).to_pandas()
+    return q, result, pq.read_table(tmp_path / "out" / "result.parquet").to_pandas()
 
 
 def test_matches_pandas_merge_asof(store, tmp_path):
