@@ -106,7 +106,8 @@ class Storage:
             shutil.rmtree(local_path(uri), ignore_errors=True)
             return
         fs, path = self.resolve(uri)
-        fs.delete_dir_contents(path, missing_dir_ok=True)
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_dir(path)  # contents and the directory marker object
 
     def parquet_dataset(self, uri: str) -> pads.Dataset:
         """A Parquet dataset over a file, a directory or a glob (`*` in the last part) on any store."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from jobqueue.client import connect_redis
 from jobqueue.sample import SampleStore, write_sample_store
@@ -82,3 +83,37 @@ async def arq_redis(settings: Settings) -> AsyncIterator:
     client = connect_redis(settings)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 HTTP API (moto's server) on loopback. Functional tests only: it copies whole
+    objects per GET, so it says nothing about throughput."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> Iterator[str]:
+    import boto3
+
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    client.create_bucket(Bucket=name)
+    yield name
+    client.close()
+
+
+@pytest.fixture
+def s3_settings(settings: Settings, s3_endpoint: str, s3_bucket: str) -> Settings:
+    return settings.model_copy(update={
+        "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1", "s3_access_key_id": "test",
+        "s3_secret_access_key": SecretStr("test"),
+        "staging_uri": f"s3://{s3_bucket}/staging", "results_uri": f"s3://{s3_bucket}/results",
+    })

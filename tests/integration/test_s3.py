@@ -1,0 +1,63 @@
+"""Object storage over a real S3 HTTP API (moto): staging, results and Parquet sources on S3."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+import yaml
+
+from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus
+from jobqueue.sample import sample_input
+from tests.helpers import eventually, running_manager, with_groups
+from tests.reference import assert_same, reference
+
+OUTPUT = ["user.f0", "user.logins", "user.txn_sum_30d"]
+
+
+def s3_client(settings):
+    return boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def upload_store(settings, store, bucket, tmp_path, missing: str | None = None):
+    """Copy the sample store's Parquet to S3 and write a registry whose sources point there."""
+    s3 = s3_client(settings)
+    for f in store.root.rglob("*.parquet"):
+        s3.upload_file(str(f), bucket, f"store/{f.relative_to(store.root)}")
+    registry = store.read_registry()
+    for src in registry["namespaces"]["user"]["sources"]:
+        src["path"] = f"s3://{bucket}/store/{src['path']}" + ("-gone" if src["name"] == missing else "")
+    path = tmp_path / "registry-s3.yaml"
+    path.write_text(yaml.safe_dump(registry))
+    return path
+
+
+async def test_sources_staging_and_results_on_s3(s3_settings, store, s3_bucket, tmp_path):
+    registry = upload_store(s3_settings, store, s3_bucket, tmp_path)
+    settings = with_groups(s3_settings, tmp_path, {"default": {"max_instances": 2}}, registry_path=registry)
+    inputs = [sample_input(store.users, 2_000, seed=s) for s in (5, 6)]
+    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+        jobs = [await client.offline_query(ids, OUTPUT, times) for ids, times in inputs]
+        for job, (ids, times) in zip(jobs, inputs, strict=True):
+            record = await job.wait(timeout=60, show_progress=False)
+            assert record.result_uri == f"s3://{s3_bucket}/results/{job.id}/result.parquet"
+            assert_same(await job.to_pandas(), reference(store, ids["user.id"], times, OUTPUT))
+    keys = [o["Key"] for o in s3_client(settings).list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert sorted(k for k in keys if k.startswith("results/")) == sorted(f"results/{j.id}/result.parquet" for j in jobs)
+    assert not [k for k in keys if k.startswith("staging/") and k != "staging/"], "staged inputs are removed"
+    assert not any(settings.spill_root.glob("result-*")), "local copies of uploaded results are removed"
+
+
+async def test_missing_s3_object_fails_clearly_and_the_consumer_carries_on(s3_settings, store, s3_bucket, tmp_path):
+    registry = upload_store(s3_settings, store, s3_bucket, tmp_path, missing="user_activity")
+    settings = with_groups(s3_settings, tmp_path, {"default": {"max_instances": 1}}, registry_path=registry)
+    async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
+        bad = await client.offline_query({"user.id": [1]}, ["user.logins"])
+        with pytest.raises(JobFailedError) as info:
+            await bad.wait(timeout=60, show_progress=False)
+        assert info.value.record.attempts == 1  # a missing object is not retried
+        assert f"s3://{s3_bucket}/store/user_activity-gone does not exist" in info.value.record.error
+        (consumer,) = await eventually(lambda: backend.active("default"), what="consumer")
+        good = await client.offline_query({"user.id": [1]}, ["user.f0"])
+        assert (await good.wait(timeout=60, show_progress=False)).status is JobStatus.SUCCEEDED
+        assert consumer.process.poll() is None
