@@ -13,15 +13,16 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from jobqueue.plan import QueryPlan, quote
-from jobqueue.storage import Storage, is_local, local_path
+from consumer.sources import TableSource
+from jobqueue.plan import QueryPlan
 
 ProgressCallback = Callable[[float], None]
 
@@ -42,20 +43,11 @@ class EngineResult:
     rows_scanned: int
     bytes_read: int
     execution_seconds: float
+    sources: dict[str, dict[str, Any]]
 
 
 class QueryInterrupted(RuntimeError):
     pass
-
-
-def parquet_scan(path: str) -> str:
-    """`read_parquet(...)` over a local file, a directory (all Parquet below it) or a glob."""
-    p = local_path(path)
-    if p.is_dir():
-        path = str(p / "**" / "*.parquet")
-    elif not any(ch in path for ch in "*?[") and not p.exists():
-        raise FileNotFoundError(f"feature source {path} does not exist")
-    return f"read_parquet({_literal(path)}, hive_partitioning = false)"
 
 
 def _literal(text: str) -> str:
@@ -65,10 +57,10 @@ def _literal(text: str) -> str:
 class QueryRun:
     """One query execution. `run()` blocks; `interrupt()` may be called from another thread."""
 
-    def __init__(self, plan: QueryPlan, limits: EngineLimits, storage: Storage | None = None) -> None:
+    def __init__(self, plan: QueryPlan, limits: EngineLimits, sources: Mapping[str, TableSource]) -> None:
         self.plan = plan
         self.limits = limits
-        self.storage = storage
+        self.sources = sources  # relation name -> table source
         self.spill_dir = limits.spill_root / f"q-{uuid.uuid4().hex}"
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
@@ -92,16 +84,6 @@ class QueryRun:
             if self._con is not None:
                 self._con.interrupt()
 
-    def _attach_source(self, con: duckdb.DuckDBPyConnection, relation: str, path: str) -> None:
-        """Local Parquet is read by DuckDB itself; object stores through a pyarrow dataset, which
-        DuckDB scans with projection and filter pushdown (DuckDB's httpfs is not available)."""
-        if is_local(path):
-            con.execute(f"CREATE VIEW {quote(relation)} AS SELECT * FROM {parquet_scan(path)}")
-            return
-        if self.storage is None:
-            raise NotImplementedError(f"source {path} is remote but no storage settings were given")
-        con.register(relation, self.storage.parquet_dataset(path))
-
     def run(self, input_data: pa.Table | str, result_path: Path) -> EngineResult:
         """Execute the plan over `input_data` (Arrow table or local Parquet path) into `result_path`."""
         self.spill_dir.mkdir(parents=True, exist_ok=True)
@@ -123,8 +105,8 @@ class QueryRun:
                 con.register("input", input_data)
             else:
                 con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet({_literal(input_data)})")
-            for join in self.plan.joins:
-                self._attach_source(con, join.relation, join.source.path)
+            facts = {join.source.name: self.sources[join.relation].attach(con, join.relation)
+                     for join in self.plan.joins}
             con.execute("SET enable_profiling = 'no_output'")
             with self._lock:
                 if self._interrupted:
@@ -154,5 +136,6 @@ class QueryRun:
             peak_memory_bytes=int(system.get("peak_buffer_memory", 0)),
             rows_scanned=int(query.get("total_rows_scanned", 0)),
             bytes_read=int(io.get("total_bytes_read", 0)),
+            sources=facts,
             execution_seconds=elapsed,
         )

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from consumer.engine import EngineLimits, QueryRun
 from consumer.resources import container_memory_bytes, memory_limit_bytes
+from consumer.sources import TableSource, TimeBounds, make_source
 from jobqueue.models import PerformanceSummary, QueryJob
 from jobqueue.plan import QueryPlan, plan_query
 from jobqueue.registry import Registry
@@ -35,6 +36,20 @@ def engine_limits(settings: Settings) -> EngineLimits:
     )
 
 
+def table_sources(plan: QueryPlan, job: QueryJob, storage: Storage) -> dict[str, TableSource]:
+    """A table source per relation, told the input's time range so it can prune what it reads."""
+    sources: dict[str, TableSource] = {}
+    for join in plan.joins:
+        bounds = None
+        if job.input_time_min is not None and job.input_time_max is not None:
+            lookback = None if join.features else max(
+                join.source.aggregations[f].window_seconds for f in join.aggregations
+            )
+            bounds = TimeBounds(job.input_time_min, job.input_time_max, lookback)
+        sources[join.relation] = make_source(join.source, storage, bounds)
+    return sources
+
+
 @dataclass(frozen=True)
 class QueryOutcome:
     result_uri: str
@@ -52,7 +67,7 @@ class PreparedQuery:
         self.storage = Storage(settings)
         self.plan: QueryPlan = plan_query(job.input_columns, job.output, registry)
         self.limits = engine_limits(settings)
-        self.run = QueryRun(self.plan, self.limits, self.storage)
+        self.run = QueryRun(self.plan, self.limits, table_sources(self.plan, job, self.storage))
         self.plan_seconds = time.perf_counter() - t0
 
     def execute(self, started_at: datetime | None = None) -> QueryOutcome:
@@ -85,6 +100,7 @@ class PreparedQuery:
             rows_in=self.job.input_rows,
             rows_out=result.rows_out,
             rows_scanned=result.rows_scanned,
+            sources=result.sources,
             queue_wait_seconds=max(0.0, (started_at - self.job.submitted_at).total_seconds()),
             execution_seconds=result.execution_seconds,
             total_seconds=t_done - t0 + self.plan_seconds,

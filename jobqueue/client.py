@@ -31,7 +31,7 @@ from jobqueue import serializer
 from jobqueue.errors import InvalidQueryError, JobNotFoundError, JobQueueError, JobStateError
 from jobqueue.groups import ResourceGroup, load_groups
 from jobqueue.handles import AsyncJobHandle, JobHandle, LocalResult
-from jobqueue.inputs import to_arrow, with_times
+from jobqueue.inputs import time_range, to_arrow, with_times
 from jobqueue.jobstore import CANCEL_QUEUED, CANCEL_RUNNING, JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
 from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
@@ -138,7 +138,7 @@ class AsyncJobQueueClient:
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group=resources.resource_group,
             output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
-            submitted_at=now, max_retries=max_retries, completion_deadline=deadline,
+            submitted_at=now, max_retries=max_retries, completion_deadline=deadline, **time_range(table),
         )
         await self._enqueue(job)
         return AsyncJobHandle(job_id, self)
@@ -181,7 +181,7 @@ class AsyncJobQueueClient:
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group="in-process",
             output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
-            submitted_at=now,
+            submitted_at=now, **time_range(table),
         )
         outcome = PreparedQuery(job, self.registry, self.settings, consumer_id="in-process").execute()
         return LocalResult(job_id, outcome.result_uri, outcome.summary, self.storage)

@@ -87,3 +87,11 @@ def _timestamps(values: Sequence[Any]) -> pa.Array:
     if pa.types.is_timestamp(arr.type) and arr.type.tz is None:
         arr = arr.cast(pa.timestamp(arr.type.unit, tz="UTC"))  # naive times are taken as UTC
     return arr.cast(TS_TYPE)
+
+
+def time_range(table: pa.Table) -> dict[str, datetime]:
+    """`input_time_min` / `input_time_max` of a table made by `with_times`."""
+    import pyarrow.compute as pc
+
+    bounds = pc.min_max(table.column(TS_COLUMN))
+    return {"input_time_min": bounds["min"].as_py(), "input_time_max": bounds["max"].as_py()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +54,8 @@ class QueryJob(_Strict):
     submitted_at: datetime
     max_retries: int = Field(default=2, ge=0, le=100)
     completion_deadline: datetime | None = None
+    input_time_min: datetime | None = None  # the input's as-of range: lets sources prune files
+    input_time_max: datetime | None = None
 
 
 class PerformanceSummary(_Strict):
@@ -74,6 +77,9 @@ class PerformanceSummary(_Strict):
     queue_wait_seconds: float
     execution_seconds: float
     total_seconds: float
+    sources: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per source: kind, and for Iceberg the snapshot id read and files scanned."
+    )
     stage_seconds: dict[str, float] = Field(
         default_factory=dict, description="stage_input, plan, execute (DuckDB, incl. the local result file), "
         "write_result (upload or rename)."

@@ -72,8 +72,13 @@ class Aggregation(_Frozen):
 
 class FeatureSource(_Frozen):
     name: str
-    kind: Literal["parquet"] = "parquet"
-    path: str = Field(min_length=1)
+    kind: Literal["parquet", "iceberg"] = "parquet"
+    path: str = Field(default="", description="parquet: a file, directory or glob, local or s3://")
+    table: str | None = Field(default=None, description="iceberg: the table identifier, e.g. `db.events`")
+    catalog: dict[str, str] | None = Field(
+        default=None, description="iceberg: pyiceberg catalog properties, e.g. {type: sql, uri: ..., warehouse: ...}"
+    )
+    snapshot_id: int | None = Field(default=None, description="iceberg: pin a snapshot (default: current)")
     key: str
     timestamp: str
     features: dict[str, str] = Field(default_factory=dict, description="feature name -> source column")
@@ -85,6 +90,10 @@ class FeatureSource(_Frozen):
     def _has_features(self) -> FeatureSource:
         if not self.features and not self.aggregations:
             raise ValueError(f"source {self.name!r} defines no 'features' and no 'aggregations'")
+        if self.kind == "parquet" and not self.path:
+            raise ValueError(f"parquet source {self.name!r} needs a 'path'")
+        if self.kind == "iceberg" and not (self.table and self.catalog):
+            raise ValueError(f"iceberg source {self.name!r} needs 'table' and 'catalog'")
         return self
 
     @field_validator("features", mode="before")
@@ -152,7 +161,7 @@ def parse_registry(data: object, base_dir: Path, source: str = "<registry>") -> 
         if not isinstance(body, dict):
             raise ConfigError(f"{source}: namespace {name!r} must be a mapping")
         sources = [
-            {**s, "path": _absolute(s.get("path", ""), base_dir)} if isinstance(s, dict) else s
+            {**s, "path": _absolute(s["path"], base_dir)} if isinstance(s, dict) and s.get("path") else s
             for s in body.get("sources", [])
         ]
         try:

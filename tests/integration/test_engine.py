@@ -9,19 +9,27 @@ import pyarrow.parquet as pq
 import pytest
 
 from consumer.engine import EngineLimits, QueryInterrupted, QueryRun
+from consumer.sources import ParquetSource
 from jobqueue.inputs import to_arrow, with_times
 from jobqueue.plan import plan_query
 from jobqueue.registry import load_registry
 from jobqueue.sample import sample_input, write_sample_store
+from jobqueue.settings import Settings
+from jobqueue.storage import Storage
 from tests.reference import assert_same, reference
 
 OUTPUT = ["user.f0", "user.f2", "user.logins", "user.segment"]
 
 
+def parquet_sources(plan):
+    storage = Storage(Settings())
+    return {j.relation: ParquetSource(j.source, storage) for j in plan.joins}
+
+
 def run(store, tmp_path, ids, times, memory=1 << 30, output=OUTPUT):
     plan = plan_query(["user.id"], output, load_registry(store.registry_path))
     table = with_times(to_arrow({"user.id": ids}), times, datetime.now(UTC))
-    q = QueryRun(plan, EngineLimits(memory, 2, tmp_path / "spill"))
+    q = QueryRun(plan, EngineLimits(memory, 2, tmp_path / "spill"), parquet_sources(plan))
     result = q.run(table, tmp_path / "out" / "result.parquet")
     return q, result, pq.read_table(tmp_path / "out" / "result.parquet").to_pandas()
 
@@ -59,7 +67,7 @@ def test_small_memory_limit_spills_and_stays_correct(big_store, tmp_path):
 
 def test_interrupt_before_start(store, tmp_path):
     plan = plan_query(["user.id"], ["user.f0"], load_registry(store.registry_path))
-    q = QueryRun(plan, EngineLimits(1 << 30, 1, tmp_path))
+    q = QueryRun(plan, EngineLimits(1 << 30, 1, tmp_path), parquet_sources(plan))
     q.interrupt()
     table = with_times(to_arrow({"user.id": [1]}), None, datetime.now(UTC))
     with pytest.raises(QueryInterrupted):
