@@ -1,0 +1,82 @@
+"""Iceberg sources through pyiceberg: current and pinned snapshots, pruning by the input's time range."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from jobqueue import JobQueueClient
+from jobqueue.sample import sample_input
+
+OUTPUT = ["user.f0", "user.f1"]
+
+
+@pytest.fixture
+def iceberg(tmp_path, store):
+    """`db.user_profile` (month-partitioned) with two snapshots: the sample values, then +100."""
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.transforms import MonthTransform
+
+    catalog_props = {"type": "sql", "uri": f"sqlite:///{tmp_path}/catalog.db", "warehouse": f"file://{tmp_path}/wh"}
+    catalog = SqlCatalog("jobqueue", **{k: v for k, v in catalog_props.items() if k != "type"})
+    catalog.create_namespace("db")
+    data = pq.read_table(store.root / "user_profile").select(["user_id", "ts", "f0", "f1"])
+    table = catalog.create_table("db.user_profile", schema=data.schema)
+    with table.update_spec() as spec:
+        spec.add_field("ts", MonthTransform(), "ts_month")
+    table.append(data)
+    first = table.current_snapshot().snapshot_id
+    bumped = data.set_column(2, "f0", pc.add(data["f0"], 100.0))
+    table.overwrite(bumped)
+    return {"catalog": catalog_props, "first": first, "current": table.current_snapshot().snapshot_id,
+            "files": len(list(table.scan().plan_files()))}
+
+
+def registry(tmp_path, iceberg, snapshot_id=None):
+    source = {"name": "user_profile", "kind": "iceberg", "table": "db.user_profile", "catalog": iceberg["catalog"],
+              "key": "user_id", "timestamp": "ts", "features": ["f0", "f1"]}
+    if snapshot_id:
+        source["snapshot_id"] = snapshot_id
+    path = tmp_path / f"registry-{snapshot_id or 'current'}.yaml"
+    path.write_text(yaml.safe_dump({"namespaces": {"user": {"primary_key": "id", "sources": [source]}}}))
+    return path
+
+
+def run(settings, registry_path, ids, times):
+    with JobQueueClient(settings.model_copy(update={"registry_path": registry_path})) as client:
+        result = client.offline_query(ids, OUTPUT, times, run_asynchronously=False)
+        return result.to_arrow(), result.performance_summary
+
+
+def test_current_and_pinned_snapshots(settings, store, tmp_path, iceberg):
+    ids, times = sample_input(store.users, 2_000, seed=41)
+    parquet, _ = run(settings, store.registry_path, ids, times)  # the same data as plain Parquet
+    current, summary = run(settings, registry(tmp_path, iceberg), ids, times)
+    old, old_summary = run(settings, registry(tmp_path, iceberg, iceberg["first"]), ids, times)
+    assert summary.sources["user_profile"]["snapshot_id"] == iceberg["current"]
+    assert old_summary.sources["user_profile"]["snapshot_id"] == iceberg["first"]
+    assert old.equals(parquet)
+    assert current.column("user.f1").equals(parquet.column("user.f1"))
+    assert pc.all(pc.equal(current.column("user.f0"), pc.add(parquet.column("user.f0"), 100.0))).as_py()
+
+
+def test_files_after_the_latest_input_time_are_pruned(settings, store, tmp_path, iceberg):
+    ids = {"user.id": pa.array(range(100), pa.int64())}
+    times = pa.array([datetime(2024, 2, 10, tzinfo=UTC)] * 100)
+    parquet, _ = run(settings, store.registry_path, ids, times)
+    result, summary = run(settings, registry(tmp_path, iceberg), ids, times)
+    facts = summary.sources["user_profile"]
+    assert facts["files"] < iceberg["files"], facts  # only the January and February partitions
+    assert result.column("user.f1").equals(parquet.column("user.f1"))
+
+
+def test_missing_table_is_a_clear_error(settings, store, tmp_path, iceberg):
+    path = registry(tmp_path, iceberg)
+    path.write_text(path.read_text().replace("db.user_profile", "db.nope"))
+    with pytest.raises(FileNotFoundError, match="Iceberg table 'db.nope' not found"):
+        run(settings, path, {"user.id": [1]}, None)
