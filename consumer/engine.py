@@ -32,6 +32,7 @@ class EngineLimits:
     memory_limit_bytes: int
     threads: int
     spill_root: Path
+    max_temp_directory_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class QueryRun:
         )
         try:
             con.execute("SET TimeZone = 'UTC'")
+            if self.limits.max_temp_directory_bytes:  # after temp_directory, which resets it
+                con.execute(f"SET max_temp_directory_size = '{self.limits.max_temp_directory_bytes}B'")
             con.execute("SET enable_progress_bar = true")
             con.execute("SET enable_progress_bar_print = false")
             if isinstance(input_data, pa.Table):

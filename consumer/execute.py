@@ -6,7 +6,7 @@ load the staged input, plan (pure), run on DuckDB under the configured limits, p
 
 from __future__ import annotations
 
-import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,7 +15,13 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from consumer.engine import EngineLimits, QueryRun
-from consumer.resources import container_memory_bytes, memory_limit_bytes
+from consumer.resources import (
+    container_cpus,
+    container_memory_bytes,
+    memory_limit_bytes,
+    temp_directory_cap,
+    threads_for,
+)
 from consumer.sources import TableSource, TimeBounds, make_source
 from jobqueue.models import PerformanceSummary, QueryJob
 from jobqueue.plan import QueryPlan, plan_query
@@ -25,14 +31,19 @@ from jobqueue.storage import Storage, is_local, job_uri, local_path
 
 
 def engine_limits(settings: Settings) -> EngineLimits:
+    """Memory from the container limit, threads from the CPU quota, temp space from the spill volume."""
     if settings.container_memory_bytes is not None:
         container = settings.container_memory_bytes
     else:
         container, _ = container_memory_bytes()
+    settings.spill_root.mkdir(parents=True, exist_ok=True)
     return EngineLimits(
         memory_limit_bytes=memory_limit_bytes(container, settings.query_memory_limit_percent),
-        threads=settings.query_threads or os.cpu_count() or 1,
+        threads=settings.query_threads or threads_for(container_cpus()[0]),
         spill_root=settings.spill_root,
+        max_temp_directory_bytes=temp_directory_cap(
+            shutil.disk_usage(settings.spill_root).free, settings.spill_reserve_bytes
+        ),
     )
 
 
@@ -95,6 +106,7 @@ class PreparedQuery:
             bytes_written=result.bytes_written,
             bytes_read=result.bytes_read,
             memory_limit_bytes=self.limits.memory_limit_bytes,
+            max_temp_directory_bytes=self.limits.max_temp_directory_bytes,
             peak_memory_bytes=result.peak_memory_bytes,
             threads=self.limits.threads,
             rows_in=self.job.input_rows,

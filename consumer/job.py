@@ -141,6 +141,9 @@ class JobRun:
 
     async def _record_failure(self, record: JobRecord, error: Exception) -> dict[str, Any]:
         message = f"{type(error).__name__}: {error}"
+        if "max_temp_directory_size" in str(error):
+            message = (f"spill space exhausted in {self.consumer.settings.spill_root} (free space minus "
+                       f"JOBQUEUE_SPILL_RESERVE_BYTES): {message}")
         errors = [*record.errors, f"attempt {record.attempts}: {message}"]
         retryable = not isinstance(error, NOT_RETRYABLE)
         owner = self.consumer.consumer_id

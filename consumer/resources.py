@@ -47,3 +47,44 @@ def container_memory_bytes(cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[
 def memory_limit_bytes(container_bytes: int, percent: float) -> int:
     """DuckDB's memory_limit: `percent` of the container's memory, at least 16 MiB."""
     return max(16 << 20, int(container_bytes * percent / 100))
+
+
+def parse_cgroup_v2_cpu_max(text: str) -> float | None:
+    """`cpu.max` is "<quota> <period>" or "max <period>"; returns CPUs or None when unlimited."""
+    quota, _, period = text.strip().partition(" ")
+    if quota == "max" or not quota:
+        return None
+    return int(quota) / int(period or 100000)
+
+
+def parse_cgroup_v1_cpu_quota(quota_text: str, period_text: str) -> float | None:
+    quota = int(quota_text.strip())
+    return None if quota <= 0 else quota / int(period_text.strip())
+
+
+def container_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[float, str]:
+    """(CPUs, where it came from): the cgroup CPU quota (v2 `cpu.max`, v1 cfs quota/period),
+    else the CPUs this process may run on."""
+    available = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    v2 = cgroup_root / "cpu.max"
+    if v2.is_file():
+        cpus = parse_cgroup_v2_cpu_max(v2.read_text())
+        if cpus is not None:
+            return min(cpus, available), "cgroup v2 cpu.max"
+    quota, period = cgroup_root / "cpu" / "cpu.cfs_quota_us", cgroup_root / "cpu" / "cpu.cfs_period_us"
+    if quota.is_file() and period.is_file():
+        cpus = parse_cgroup_v1_cpu_quota(quota.read_text(), period.read_text())
+        if cpus is not None:
+            return min(cpus, available), "cgroup v1 cpu.cfs_quota_us"
+    return available, "cpu count"
+
+
+def threads_for(cpus: float) -> int:
+    """DuckDB threads for a CPU quota: whole CPUs, at least 1 (more threads than quota only throttle)."""
+    return max(1, int(cpus))
+
+
+def temp_directory_cap(free_bytes: int, reserve_bytes: int) -> int:
+    """DuckDB `max_temp_directory_size`: the spill volume's free space minus a reserve, at least 1 MiB,
+    so a query that needs more fails with a clear out-of-space error instead of filling the disk."""
+    return max(1 << 20, free_bytes - reserve_bytes)

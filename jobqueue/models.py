@@ -68,6 +68,9 @@ class PerformanceSummary(_Strict):
         default=0, description="Total bytes DuckDB wrote for the query: spill files plus the result file."
     )
     memory_limit_bytes: int
+    max_temp_directory_bytes: int | None = Field(
+        default=None, description="DuckDB max_temp_directory_size: spill volume free space minus the reserve."
+    )
     peak_memory_bytes: int = Field(description="DuckDB's peak buffer-manager memory for the query.")
     threads: int
     rows_in: int

@@ -104,7 +104,14 @@ class Settings(BaseSettings):
         "from a resource group's `memory` to emulate a container limit.",
     )
     query_threads: int | None = Field(
-        default=None, gt=0, description="DuckDB `threads` per query. Default: the CPU count."
+        default=None, gt=0,
+        description="DuckDB `threads` per query. Default: the cgroup CPU quota (v2 `cpu.max`, v1 "
+        "`cpu.cfs_quota_us`/`cpu.cfs_period_us`) in whole CPUs, else the CPUs available.",
+    )
+    spill_reserve_bytes: ByteSize = Field(
+        default=1 << 30, ge=0,
+        description="Free space kept on the spill volume: DuckDB `max_temp_directory_size` is the volume's "
+        "free space minus this (e.g. `10GiB`).",
     )
     consumer_id: str | None = Field(
         default=None, description="Consumer identity. Default `<hostname>-<pid>` (the pod name on Kubernetes)."

@@ -121,3 +121,16 @@ def test_aggregations_spill_under_a_small_limit_with_the_same_answer(tmp_path):
     _, capped, df = run(s, tmp_path / "b", ids["user.id"], times, memory=64 << 20, output=AGGREGATES)
     assert free.spilled_bytes == 0 and capped.spilled_bytes > 0
     pd.testing.assert_frame_equal(df, expected)
+
+
+def test_spill_space_cap_fails_clearly(big_store, tmp_path):
+    import duckdb
+
+    ids, times = sample_input(big_store.users, 300_000, seed=5)
+    plan = plan_query(["user.id"], OUTPUT, load_registry(big_store.registry_path))
+    table = with_times(to_arrow({"user.id": ids["user.id"]}), times, datetime.now(UTC))
+    q = QueryRun(plan, EngineLimits(96 << 20, 2, tmp_path / "spill", max_temp_directory_bytes=1 << 20),
+                 parquet_sources(plan))
+    with pytest.raises(duckdb.OutOfMemoryException, match="max_temp_directory_size"):
+        q.run(table, tmp_path / "r.parquet")
+    assert not (tmp_path / "spill" / q.spill_dir.name).exists()
