@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from consumer.schema_check import check_source
 from consumer.sources import TableSource
 from jobqueue.plan import QueryPlan
 
@@ -110,6 +111,9 @@ class QueryRun:
                 con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet({_literal(input_data)})")
             facts = {join.source.name: self.sources[join.relation].attach(con, join.relation)
                      for join in self.plan.joins}
+            input_types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM input").fetchall()}
+            for join in self.plan.joins:
+                check_source(con, join, self.plan.registry_origin, input_types[join.namespace.key_feature])
             con.execute("SET enable_profiling = 'no_output'")
             with self._lock:
                 if self._interrupted:

@@ -40,6 +40,7 @@ class QueryPlan:
     sql: str
     joins: tuple[SourceJoin, ...]
     output_columns: tuple[str, ...]
+    registry_origin: str = "<registry>"
 
 
 def quote(identifier: str) -> str:
@@ -133,7 +134,7 @@ def plan_query(input_columns: Sequence[str], output: Sequence[str], registry: Re
     select = ", ".join(f"{exprs[c]} AS {quote(c)}" for c in output_columns)
     sql = (f"WITH {', '.join(ctes)}\n" if ctes else "") + f"SELECT {select}\n" + "\n".join(from_clause)
     sql += f"\nORDER BY i.{ROW_COLUMN}"
-    return QueryPlan(sql=sql, joins=joins, output_columns=output_columns)
+    return QueryPlan(sql=sql, joins=joins, output_columns=output_columns, registry_origin=registry.origin)
 
 
 def _group_by_source(output: Sequence[str], registry: Registry) -> tuple[SourceJoin, ...]:

@@ -144,6 +144,7 @@ class Namespace(_Frozen):
 
 class Registry(_Frozen):
     namespaces: dict[str, Namespace] = Field(default_factory=dict)
+    origin: str = "<registry>"  # the file it came from, named in errors
 
     def resolve(self, feature: str) -> tuple[Namespace, FeatureSource] | None:
         ns_name, _, name = feature.partition(".")
@@ -170,7 +171,7 @@ def parse_registry(data: object, base_dir: Path, source: str = "<registry>") -> 
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
             raise ConfigError(f"{source}: namespace {name!r}: {loc}: {err['msg']}") from e
-    return Registry(namespaces=namespaces)
+    return Registry(namespaces=namespaces, origin=source)
 
 
 def load_registry(path: Path | None) -> Registry:

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from consumer.engine import EngineLimits, QueryInterrupted, QueryRun
+from consumer.schema_check import SourceSchemaError
 from consumer.sources import ParquetSource
 from jobqueue.inputs import to_arrow, with_times
 from jobqueue.plan import plan_query
@@ -134,3 +135,28 @@ def test_spill_space_cap_fails_clearly(big_store, tmp_path):
     with pytest.raises(duckdb.OutOfMemoryException, match="max_temp_directory_size"):
         q.run(table, tmp_path / "r.parquet")
     assert not (tmp_path / "spill" / q.spill_dir.name).exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"timestamp": "f0"}, ["source 'user_profile'", "timestamp column 'f0' is DOUBLE, not a timestamp"]),
+        ({"features": {"f0": "nope"}}, ["feature 'f0' column 'nope' is not in the data", "it has: user_id, ts"]),
+        ({"key": "ts"}, ["key column 'ts' is TIMESTAMP but the input's 'user.id' is BIGINT"]),
+    ],
+)
+def test_registry_and_data_disagree(store, tmp_path, change, words):
+    import yaml
+
+    doc = store.read_registry()
+    doc["namespaces"]["user"]["sources"][0].update(change)
+    for src in doc["namespaces"]["user"]["sources"]:
+        src["path"] = str(store.root / src["path"])
+    path = tmp_path / "bad-registry.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    plan = plan_query(["user.id"], ["user.f0"], load_registry(path))
+    table = with_times(to_arrow({"user.id": [1]}), None, datetime.now(UTC))
+    with pytest.raises(SourceSchemaError) as info:
+        QueryRun(plan, EngineLimits(1 << 30, 1, tmp_path), parquet_sources(plan)).run(table, tmp_path / "r.parquet")
+    for w in [f"registry {path}", "namespace 'user'", *words]:
+        assert w in str(info.value)

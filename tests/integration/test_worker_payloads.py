@@ -94,5 +94,5 @@ async def test_a_failing_query_is_recorded_and_the_worker_serves_the_next(settin
         finally:
             await worker.close()
             task.cancel()
-        assert failed.status is JobStatus.FAILED and "Conversion Error" in failed.error, failed.error
+        assert failed.status is JobStatus.FAILED and "is BIGINT but the input's 'user.id' is VARCHAR" in failed.error
         assert record.status is JobStatus.SUCCEEDED
