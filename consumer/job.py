@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,9 @@ from arq.worker import Retry
 from consumer.engine import QueryInterrupted
 from consumer.execute import PreparedQuery, QueryOutcome
 from jobqueue.errors import InvalidQueryError
-from jobqueue.models import JobRecord, JobStatus, QueryJob
+from jobqueue.jobstore import Claim
+from jobqueue.models import JobStatus, QueryJob
+from jobqueue.storage import is_local
 
 if TYPE_CHECKING:
     from consumer.worker import Consumer
@@ -62,27 +65,30 @@ class JobRun:
         if job.completion_deadline and datetime.now(UTC) >= job.completion_deadline:
             await store.mark_expired(job.job_id, "completion deadline passed before the job started")
             return await self._final("expired before start")
-        if not await store.claim(job.job_id, self.consumer.consumer_id):
-            record = await store.get(job.job_id)
-            log.info("job not claimable, skipped", status=record.status.value if record else None)
+        claim = await store.claim(
+            job.job_id, self.consumer.consumer_id, self.consumer.group, self.consumer.settings.job_heartbeat_ttl_seconds
+        )
+        if not claim.claimed:
+            log.info("job not claimable, skipped", status=claim.status)
             return {"skipped": True}
-        record = await store.get(job.job_id)
-        assert record is not None
-        structlog.contextvars.bind_contextvars(attempt=record.attempts)
+        structlog.contextvars.bind_contextvars(attempt=claim.attempt)
         started = time.time()
+        owner, group = self.consumer.consumer_id, self.consumer.group
         try:
-            prepared = PreparedQuery(job, self.consumer.registry, self.consumer.settings, self.consumer.consumer_id)
+            prepared = self.consumer.prepare(job)
             outcome = await self._watched(prepared)
         except asyncio.CancelledError:
             # hard shutdown (drain grace exceeded): arq runs the job again; hand the record back
-            await asyncio.shield(store.requeue(job.job_id, record.errors, owner=self.consumer.consumer_id))
+            await asyncio.shield(self._released(store.requeue(job.job_id, claim.errors, owner=owner, release=group)))
             raise
         except Stopped as stop:
             await self._record_stop(stop)
             return await self._final(stop.status.value)
         except Exception as e:
-            return await self._record_failure(record, e)
-        await store.mark_succeeded(job.job_id, outcome.result_uri, outcome.summary, owner=self.consumer.consumer_id)
+            return await self._record_failure(claim, e)
+        await self._released(
+            store.mark_succeeded(job.job_id, outcome.result_uri, outcome.summary, owner=owner, release=group)
+        )
         s = outcome.summary
         log.info(
             "job succeeded", rows_out=s.rows_out, spilled_bytes=s.spilled_bytes,
@@ -128,35 +134,44 @@ class JobRun:
             log.info("interrupting query", reason=str(self.stop))
             prepared.run.interrupt()
 
+    async def _released(self, transition: Awaitable[bool]) -> bool:
+        """Run a transition that also released the job's running entry and heartbeat."""
+        applied = await transition
+        self.consumer.running.discard(self.job.job_id)
+        return applied
+
     async def _record_stop(self, stop: Stopped) -> None:
-        owner = self.consumer.consumer_id
+        owner, group = self.consumer.consumer_id, self.consumer.group
         if stop.status is JobStatus.CANCELLED:
-            await self.store.mark_cancelled(self.job.job_id, owner=owner)
+            await self._released(self.store.mark_cancelled(self.job.job_id, owner=owner, release=group))
         else:
-            await self.store.transition(
-                self.job.job_id, [JobStatus.RUNNING], JobStatus.EXPIRED, owner=owner,
-                finished_at=datetime.now(UTC), error=str(stop),
-            )
+            await self._released(self.store.mark_expired(self.job.job_id, str(stop), owner=owner, release=group))
         log.info("job stopped", status=stop.status.value, reason=str(stop))
 
-    async def _record_failure(self, record: JobRecord, error: Exception) -> dict[str, Any]:
+    async def _record_failure(self, claim: Claim, error: Exception) -> dict[str, Any]:
         message = f"{type(error).__name__}: {error}"
         if "max_temp_directory_size" in str(error):
             message = (f"spill space exhausted in {self.consumer.settings.spill_root} (free space minus "
                        f"JOBQUEUE_SPILL_RESERVE_BYTES): {message}")
-        errors = [*record.errors, f"attempt {record.attempts}: {message}"]
+        errors = [*claim.errors, f"attempt {claim.attempt}: {message}"]
         retryable = not isinstance(error, NOT_RETRYABLE)
-        owner = self.consumer.consumer_id
-        if retryable and record.attempts <= self.job.max_retries:
-            delay = retry_delay(record.attempts, self.consumer.settings.retry_backoff_seconds)
+        owner, group = self.consumer.consumer_id, self.consumer.group
+        if retryable and claim.attempt <= self.job.max_retries:
+            delay = retry_delay(claim.attempt, self.consumer.settings.retry_backoff_seconds)
             log.warning("job attempt failed; retrying", error=message, retry_in_seconds=delay)
-            await self.store.requeue(self.job.job_id, errors, owner=owner)
+            await self._released(self.store.requeue(self.job.job_id, errors, owner=owner, release=group))
             raise Retry(defer=timedelta(seconds=delay))
-        why = "not retryable" if not retryable else f"{record.attempts} attempt(s) used"
+        why = "not retryable" if not retryable else f"{claim.attempt} attempt(s) used"
         log.error("job failed", error=message, why=why, exc_info=error)
-        await self.store.mark_failed(self.job.job_id, message, errors=errors, owner=owner)
+        await self._released(self.store.mark_failed(self.job.job_id, message, errors=errors, owner=owner,
+                                                    release=group))
         return await self._final("failed")
 
     async def _final(self, outcome: str) -> dict[str, Any]:
-        await asyncio.to_thread(self.consumer.storage.delete_job_dir, self.consumer.settings.staging, self.job.job_id)
+        """Remove the staged input: inline when local (one small file), in a thread for object stores."""
+        staging, storage = self.consumer.settings.staging, self.consumer.storage
+        if is_local(staging):
+            storage.delete_job_dir(staging, self.job.job_id)
+        else:
+            await asyncio.to_thread(storage.delete_job_dir, staging, self.job.job_id)
         return {"outcome": outcome}

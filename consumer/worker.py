@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -21,6 +22,7 @@ from arq import Worker
 from arq.worker import func
 from pydantic import ValidationError
 
+from consumer.execute import PreparedQuery
 from consumer.job import JobRun
 from jobqueue import serializer
 from jobqueue.client import connect_redis
@@ -38,7 +40,9 @@ log = get_logger("jobqueue.consumer")
 class Consumer:
     """State of one consumer process: identity, Redis handles, and the jobs it is running."""
 
-    def __init__(self, settings: Settings, group: str, registry: Registry) -> None:
+    def __init__(
+        self, settings: Settings, group: str, registry: Registry, prepare: Callable[..., Any] | None = None
+    ) -> None:
         self.settings = settings
         self.group = group
         self.registry = registry
@@ -51,6 +55,11 @@ class Consumer:
         self.running: set[str] = set()
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._prepare = prepare or PreparedQuery
+
+    def prepare(self, job: QueryJob) -> PreparedQuery:
+        """Plan a job for execution (the seam the consumer-overhead benchmark replaces with a no-op)."""
+        return self._prepare(job, self.registry, self.settings, self.consumer_id)
 
     # --- arq hooks ---------------------------------------------------------------------------
     async def startup(self, ctx: dict[str, Any]) -> None:
@@ -68,21 +77,16 @@ class Consumer:
     async def job_started(self, ctx: dict[str, Any]) -> None:
         # runs inside arq's per-job task, so every line logged for this job (arq's too) carries its id
         structlog.contextvars.bind_contextvars(job_id=ctx["job_id"])
-        self.running.add(ctx["job_id"])
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.running(self.group), ctx["job_id"], self.consumer_id)
-            pipe.set(self.keys.heartbeat(ctx["job_id"]), self.consumer_id,
-                     ex=max(1, int(self.settings.job_heartbeat_ttl_seconds)))
-            await pipe.execute()
+        self.running.add(ctx["job_id"])  # the running entry and heartbeat are set by the claim
 
     async def job_ended(self, ctx: dict[str, Any]) -> None:
-        # after arq recorded the outcome and removed the job from the queue
-        self.running.discard(ctx["job_id"])
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.keys.running(self.group), ctx["job_id"])
-            pipe.delete(self.keys.heartbeat(ctx["job_id"]))
-            await pipe.execute()
-        await self.publish_presence()
+        """Fallback release: the job's final transition normally released it in the same round trip."""
+        if ctx["job_id"] in self.running:
+            self.running.discard(ctx["job_id"])
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.keys.running(self.group), ctx["job_id"])
+                pipe.delete(self.keys.heartbeat(ctx["job_id"]))
+                await pipe.execute()
 
     # --- presence ------------------------------------------------------------------------------
     async def publish_presence(self) -> None:
@@ -136,10 +140,15 @@ async def run_offline_query(ctx: dict[str, Any], **payload: Any) -> dict[str, An
     return await consumer.run(ctx["job_id"], payload)
 
 
-def build_worker(settings: Settings, group: str, max_jobs: int, registry: Registry | None = None) -> Worker:
-    """An arq Worker for `group`, wired to a `Consumer`. Call inside a running event loop."""
-    consumer = Consumer(settings, group, registry if registry is not None else load_registry(settings.registry_path))
-    return Worker(
+def build_worker(
+    settings: Settings, group: str, max_jobs: int, registry: Registry | None = None, **worker_options: Any
+) -> Worker:
+    """An arq Worker for `group`, wired to a `Consumer`. Call inside a running event loop.
+    `prepare` (in `worker_options`) replaces query planning; other options go to arq's Worker."""
+    prepare = worker_options.pop("prepare", None)
+    registry = registry if registry is not None else load_registry(settings.registry_path)
+    consumer = Consumer(settings, group, registry, prepare)
+    options: dict[str, Any] = dict(
         # attempts are counted and limited by JobRun (max_retries per query), not by arq
         functions=[func(run_offline_query, name=ARQ_FUNCTION, max_tries=10_000)],
         queue_name=consumer.keys.queue(group),
@@ -160,6 +169,7 @@ def build_worker(settings: Settings, group: str, max_jobs: int, registry: Regist
         log_results=False,
         handle_signals=False,  # serve() installs drain handlers; tests run workers in-process
     )
+    return Worker(**{**options, **worker_options})
 
 
 async def serve(settings: Settings, group: str, max_jobs: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,9 +24,11 @@ from redis.asyncio import Redis
 from jobqueue.keys import Keys
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 
-# KEYS[1] job hash; ARGV[1] comma-separated allowed current states; ARGV[2] new state;
-# ARGV[3] a field to HINCRBY by 1 ('' for none); ARGV[4] required consumer_id ('' for any);
-# ARGV[5..] field/value pairs. Returns 1 applied, 0 wrong state or owner, -1 no such job.
+# KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] running hash ('' unused), KEYS[4] heartbeat.
+# ARGV[1] comma-separated allowed current states; ARGV[2] new state; ARGV[3] job id;
+# ARGV[4] required consumer_id, JSON ('' for any); ARGV[5] '1' when the new state is final;
+# ARGV[6] '1' to release the job from its consumer (running entry, heartbeat); ARGV[7..] field/value
+# pairs. One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return -1 end
@@ -33,12 +36,31 @@ if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'consumer_id') ~= ARGV[4] then 
 for s in string.gmatch(ARGV[1], '[^,]+') do
   if s == cur then
     redis.call('HSET', KEYS[1], 'status', ARGV[2])
-    if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[3], 1) end
-    for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    if ARGV[5] == '1' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+    if ARGV[6] == '1' then
+      redis.call('HDEL', KEYS[3], ARGV[3])
+      redis.call('DEL', KEYS[4])
+    end
     return 1
   end
 end
 return 0
+"""
+
+# KEYS[1] job hash, KEYS[2] running hash, KEYS[3] heartbeat. ARGV[1] consumer id, ARGV[2] the same
+# as JSON, ARGV[3] started_at JSON, ARGV[4] heartbeat TTL seconds, ARGV[5] job id.
+# queued -> running, attempt counted, running entry and heartbeat set: one round trip.
+# Returns {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record.
+_CLAIM = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return {-1} end
+if cur ~= 'queued' then return {0, cur} end
+redis.call('HSET', KEYS[1], 'status', 'running', 'consumer_id', ARGV[2], 'started_at', ARGV[3], 'progress', '0.0')
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4])
+return {1, attempts, redis.call('HGET', KEYS[1], 'errors') or '[]'}
 """
 
 # KEYS[1] job hash. queued -> cancelled (1); running -> cancel_requested (2); else 0; none -1.
@@ -62,6 +84,14 @@ _JSON_FIELDS = (
     "result_uri", "summary",
 )
 QUEUED, RUNNING = [JobStatus.QUEUED], [JobStatus.RUNNING]
+
+
+@dataclass(frozen=True)
+class Claim:
+    claimed: bool
+    attempt: int
+    errors: list[str]  # earlier attempts' errors
+    status: str | None  # the status found (when not claimed)
 CANCEL_QUEUED, CANCEL_RUNNING = 1, 2
 
 
@@ -85,6 +115,7 @@ class JobStore:
         self.keys = keys
         self.ttl_seconds = ttl_seconds
         self._transition = redis.register_script(_TRANSITION)
+        self._claim = redis.register_script(_CLAIM)
         self._request_cancel = redis.register_script(_REQUEST_CANCEL)
 
     async def create(self, record: JobRecord) -> None:
@@ -115,62 +146,72 @@ class JobStore:
         allowed: Iterable[JobStatus],
         new: JobStatus,
         *,
-        increment: str = "",
         owner: str = "",
+        release: str = "",
         **fields: Any,
     ) -> int:
         """Set `status=new` (and `fields`) only if the status is in `allowed` (and, with `owner`,
-        the job belongs to that consumer). Returns 1 applied, 0 not applied, -1 no record."""
-        args: list[str] = [",".join(s.value for s in allowed), new.value, increment, _encode(owner) if owner else ""]
+        the job belongs to that consumer). With `release=<group>` the job's running entry and
+        heartbeat go in the same round trip. Returns 1 applied, 0 not applied, -1 no record."""
+        args: list[str] = [
+            ",".join(s.value for s in allowed), new.value, job_id, _encode(owner) if owner else "",
+            "1" if new.is_final else "0", "1" if release else "0",
+        ]
         for name, value in fields.items():
             if name not in _JSON_FIELDS:
                 raise ValueError(f"unknown job field {name!r}")
             args += [name, _encode(value)]
-        applied = int(await self._transition(keys=[self.keys.job(job_id)], args=args))
-        if applied == 1 and new.is_final:
-            await self.redis.zrem(self.keys.deadlines, job_id)
-        return applied
+        keys = [self.keys.job(job_id), self.keys.deadlines,
+                self.keys.running(release) if release else self.keys.deadlines, self.keys.heartbeat(job_id)]
+        return int(await self._transition(keys=keys, args=args))
 
-    async def claim(self, job_id: str, consumer_id: str) -> bool:
-        """queued -> running for `consumer_id`; counts the attempt."""
+    async def claim(self, job_id: str, consumer_id: str, group: str, heartbeat_ttl: float) -> Claim:
+        """queued -> running for `consumer_id`: counts the attempt, sets the running entry and the
+        heartbeat, and returns the attempt number and earlier errors, in one round trip."""
+        reply = await self._claim(
+            keys=[self.keys.job(job_id), self.keys.running(group), self.keys.heartbeat(job_id)],
+            args=[consumer_id, _encode(consumer_id), _encode(_now()), max(1, int(heartbeat_ttl)), job_id],
+        )
+        if int(reply[0]) != 1:
+            return Claim(False, 0, [], reply[1].decode() if len(reply) > 1 else None)
+        return Claim(True, int(reply[1]), json.loads(reply[2]), JobStatus.RUNNING.value)
+
+    async def requeue(self, job_id: str, errors: list[str], owner: str = "", release: str = "") -> bool:
+        """running -> queued, keeping the attempt history; `owner` guards against a stale consumer."""
         applied = await self.transition(
-            job_id, QUEUED, JobStatus.RUNNING, increment="attempts",
-            started_at=_now(), consumer_id=consumer_id, progress=0.0,
+            job_id, RUNNING, JobStatus.QUEUED, owner=owner, release=release, errors=errors, progress=0.0
         )
         return applied == 1
 
-    async def requeue(self, job_id: str, errors: list[str], owner: str = "") -> bool:
-        """running -> queued, keeping the attempt history; `owner` guards against a stale consumer."""
-        applied = await self.transition(job_id, RUNNING, JobStatus.QUEUED, owner=owner, errors=errors, progress=0.0)
-        return applied == 1
-
     async def mark_succeeded(
-        self, job_id: str, result_uri: str, summary: PerformanceSummary, owner: str = ""
+        self, job_id: str, result_uri: str, summary: PerformanceSummary, owner: str = "", release: str = ""
     ) -> bool:
         applied = await self.transition(
-            job_id, RUNNING, JobStatus.SUCCEEDED, owner=owner,
+            job_id, RUNNING, JobStatus.SUCCEEDED, owner=owner, release=release,
             finished_at=_now(), result_uri=result_uri, summary=summary, progress=1.0,
         )
         return applied == 1
 
     async def mark_failed(
-        self, job_id: str, error: str, errors: list[str] | None = None, owner: str = ""
+        self, job_id: str, error: str, errors: list[str] | None = None, owner: str = "", release: str = ""
     ) -> bool:
         applied = await self.transition(
-            job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.FAILED, owner=owner,
+            job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.FAILED, owner=owner, release=release,
             finished_at=_now(), error=error, errors=errors if errors is not None else [error],
         )
         return applied == 1
 
-    async def mark_cancelled(self, job_id: str, owner: str = "") -> bool:
+    async def mark_cancelled(self, job_id: str, owner: str = "", release: str = "") -> bool:
         applied = await self.transition(
-            job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.CANCELLED, owner=owner, finished_at=_now()
+            job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.CANCELLED, owner=owner, release=release,
+            finished_at=_now(),
         )
         return applied == 1
 
-    async def mark_expired(self, job_id: str, error: str) -> bool:
+    async def mark_expired(self, job_id: str, error: str, owner: str = "", release: str = "") -> bool:
         applied = await self.transition(
-            job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.EXPIRED, finished_at=_now(), error=error
+            job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.EXPIRED, owner=owner, release=release,
+            finished_at=_now(), error=error,
         )
         return applied == 1
 

@@ -59,7 +59,8 @@ def summarize(
     in_flight = [job for job, owner in running.items() if owner in live_ids]
     orphaned = [job for job, owner in running.items() if owner not in live_ids]
     owners = set(running.values())
-    busy_ids = frozenset(c.consumer_id for c in live if c.running or c.consumer_id in owners)
+    # busy = holds a running entry (set atomically with the claim, released with the outcome)
+    busy_ids = frozenset(c.consumer_id for c in live if c.consumer_id in owners)
     stats = QueueStats(
         ready=max(0, ready_total - len(running)),
         in_flight=len(in_flight),
