@@ -30,6 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 OUTPUT = [f"user.{f}" for f in FEATURES]
+AGGREGATIONS = {
+    "txn_sum_30d": {"function": "sum", "column": "amount", "window": "30d"},
+    "txn_count_7d": {"function": "count", "window": "7d"},
+    "merchants_30d": {"function": "count_distinct", "column": "merchant", "window": "30d"},
+}
+AGG_OUTPUT = [f"user.{f}" for f in AGGREGATIONS]
 
 
 def generate(data: Path, ids: int, snapshots: int, input_rows: int) -> None:
@@ -50,15 +56,24 @@ def generate(data: Path, ids: int, snapshots: int, input_rows: int) -> None:
             **{f: rng.random(len(part)) for f in FEATURES},
         })
         pq.write_table(table, src / f"part-{i}.parquet", row_group_size=1 << 20)
+    events = data / "events"
+    events.mkdir(exist_ok=True)
+    for i, part in enumerate(np.array_split(np.arange(n), 8)):  # as many events as feature rows
+        pq.write_table(pa.table({
+            "user_id": user_ids[part], "ts": pa.array(ts[part], type=pa.timestamp("us")),
+            "amount": np.round(rng.exponential(40.0, len(part)), 2), "merchant": rng.integers(0, 500, len(part)),
+        }), events / f"part-{i}.parquet", row_group_size=1 << 20)
     (data / "registry.yaml").write_text(yaml.safe_dump({"namespaces": {"user": {"primary_key": "id", "sources": [
-        {"name": "features", "path": str(src), "key": "user_id", "timestamp": "ts", "features": FEATURES}]}}}))
+        {"name": "features", "path": str(src), "key": "user_id", "timestamp": "ts", "features": FEATURES},
+        {"name": "events", "path": str(events), "key": "user_id", "timestamp": "ts", "aggregations": AGGREGATIONS},
+    ]}}}))
     inp, times = sample_input(ids, input_rows, seed=2)
     staged = with_times(to_arrow(inp), times, datetime.now(UTC))
     pq.write_table(staged, data / "input.parquet")
     (data / "READY").write_text(json.dumps({"ids": ids, "snapshots": snapshots, "input_rows": input_rows}))
 
 
-def run_ours(data: Path, out: Path, container_bytes: int | None) -> dict:
+def run_ours(data: Path, out: Path, container_bytes: int | None, output: list[str] = OUTPUT) -> dict:
     from consumer.execute import PreparedQuery
     from jobqueue.models import QueryJob
     from jobqueue.registry import load_registry
@@ -69,7 +84,7 @@ def run_ours(data: Path, out: Path, container_bytes: int | None) -> dict:
         container_memory_bytes=container_bytes,
     )
     job = QueryJob(
-        job_id=f"bench-{out.stem}", environment="bench", resource_group="default", output=OUTPUT,
+        job_id=f"bench-{out.stem}", environment="bench", resource_group="default", output=output,
         input_uri=str(data / "input.parquet"), input_columns=["user.id"],
         input_rows=pq.ParquetFile(data / "input.parquet").metadata.num_rows, submitted_at=datetime.now(UTC),
     )
@@ -118,6 +133,7 @@ def child(mode: str, data: Path, out: Path, cap: int | None) -> None:
     runners = {
         "ours": lambda: run_ours(data, out, None), "raw": lambda: run_raw(data, out),
         "pandas": lambda: run_pandas(data, out), "capped": lambda: run_ours(data, out, cap),
+        "agg_capped": lambda: run_ours(data, out, cap, AGG_OUTPUT),
     }
     result = runners[mode]()
     result["peak_rss_bytes"] = peak_rss_bytes()
@@ -176,7 +192,7 @@ def main() -> None:
     if args.child:
         return child(args.child, args.data, args.out, args.cap_bytes)
 
-    data = args.cache / f"ids{args.ids}-s{args.snapshots}-in{args.input_rows}"
+    data = args.cache / f"v2-ids{args.ids}-s{args.snapshots}-in{args.input_rows}"
     if not (data / "READY").exists():
         print(f"generating {args.ids * args.snapshots:,} feature rows and {args.input_rows:,} input rows in {data}")
         generate(data, args.ids, args.snapshots, args.input_rows)
@@ -190,6 +206,7 @@ def main() -> None:
         for mode in runs:
             runs[mode].append(measure(mode, data, work, cap))
     ours, raw, pandas_, capped = (median_run(runs[m]) for m in ("ours", "raw", "pandas", "capped"))
+    agg = measure("agg_capped", data, work, cap)  # windowed aggregations, same cap
     prints = {m: fingerprint(work / f"{m}.parquet") for m in ("ours", "raw", "pandas", "capped")}
     agree = len({json.dumps(v) for v in prints.values()}) == 1
     print(f"results agree across all four runs: {agree}")
@@ -211,6 +228,10 @@ def main() -> None:
         "capped_rss_over_cap": round(capped["peak_rss_bytes"] / cap, 3),
         "capped_spilled_bytes": capped["spilled_bytes"],
         "results_agree": agree,
+        "agg_capped_seconds": round(agg["seconds"], 3),
+        "agg_capped_peak_rss_bytes": agg["peak_rss_bytes"],
+        "agg_capped_rss_over_cap": round(agg["peak_rss_bytes"] / cap, 3),
+        "agg_capped_spilled_bytes": agg["spilled_bytes"],
         "repeat": args.repeat,
     }
     print(json.dumps(figures))
