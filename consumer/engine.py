@@ -143,6 +143,39 @@ class QueryRun:
             peak_memory_bytes=int(system.get("peak_buffer_memory", 0)),
             rows_scanned=int(query.get("total_rows_scanned", 0)),
             bytes_read=int(io.get("total_bytes_read", 0)),
-            sources=facts,
+            sources=_with_scan_counts(facts, profile, self.plan),
             execution_seconds=elapsed,
         )
+
+
+def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [node] if node.get("type") == "TABLE_SCAN" else []
+    for child in node.get("children", []):
+        found += _scans(child)
+    return found
+
+
+def _with_scan_counts(facts: dict[str, dict[str, Any]], profile: dict[str, Any], plan: QueryPlan) -> dict:
+    """Add rows read per source from DuckDB's operator profile. Parquet scans name their files;
+    scans through Arrow (object stores) are matched by the columns they project."""
+    scans = [s for op in profile.get("operator", []) for s in _scans(op)]
+    by_source: dict[str, int] = {}
+    columns = {
+        j.source.name: {j.source.key, j.source.timestamp, *j.source.features.values(),
+                        *(a.column for a in j.source.aggregations.values() if a.column)}
+        for j in plan.joins
+    }
+    for scan in scans:
+        info = scan.get("extra_info", {})
+        rows = int(scan.get("operator_rows_scanned") or scan.get("rows_scanned") or 0) or int(
+            scan.get("intermediate_rows", 0)
+        )
+        files = str(info.get("Filename(s)", ""))
+        owners = [j.source.name for j in plan.joins
+                  if j.source.path and files.startswith(j.source.path.split("*", 1)[0].rstrip("/"))]
+        if not owners:  # Arrow scans (object stores) and Iceberg file lists: match by projected columns
+            projected = set(info.get("Projections", []))
+            owners = [name for name, cols in columns.items() if projected and projected <= cols]
+        if len(owners) == 1:
+            by_source[owners[0]] = by_source.get(owners[0], 0) + rows
+    return {name: {**f, "rows_read": by_source.get(name)} for name, f in facts.items()}

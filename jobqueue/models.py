@@ -81,7 +81,8 @@ class PerformanceSummary(_Strict):
     execution_seconds: float
     total_seconds: float
     sources: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per source: kind, and for Iceberg the snapshot id read and files scanned."
+        default_factory=dict,
+        description="Per source: kind, rows_read, and for Iceberg the snapshot id read and data files scanned.",
     )
     stage_seconds: dict[str, float] = Field(
         default_factory=dict, description="stage_input, plan, execute (DuckDB, incl. the local result file), "

@@ -160,3 +160,11 @@ def test_registry_and_data_disagree(store, tmp_path, change, words):
         QueryRun(plan, EngineLimits(1 << 30, 1, tmp_path), parquet_sources(plan)).run(table, tmp_path / "r.parquet")
     for w in [f"registry {path}", "namespace 'user'", *words]:
         assert w in str(info.value)
+
+
+def test_rows_read_are_reported_per_source(store, tmp_path):
+    ids, times = sample_input(store.users, 1_000, seed=2)
+    _, result, _ = run(store, tmp_path, ids["user.id"], times, output=["user.f0", "user.logins"])
+    rows = {name: facts["rows_read"] for name, facts in result.sources.items()}
+    assert set(rows) == {"user_profile", "user_activity"}
+    assert all(0 < n <= store.feature_rows for n in rows.values()), rows

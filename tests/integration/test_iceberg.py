@@ -72,6 +72,7 @@ def test_files_after_the_latest_input_time_are_pruned(settings, store, tmp_path,
     result, summary = run(settings, registry(tmp_path, iceberg), ids, times)
     facts = summary.sources["user_profile"]
     assert facts["files"] < iceberg["files"], facts  # only the January and February partitions
+    assert 0 < facts["rows_read"] < store.feature_rows, facts
     assert result.column("user.f1").equals(parquet.column("user.f1"))
 
 

@@ -42,6 +42,8 @@ async def test_sources_staging_and_results_on_s3(s3_settings, store, s3_bucket, 
             record = await job.wait(timeout=60, show_progress=False)
             assert record.result_uri == f"s3://{s3_bucket}/results/{job.id}/result.parquet"
             assert_same(await job.to_pandas(), reference(store, ids["user.id"], times, OUTPUT))
+            rows_read = {name: f["rows_read"] for name, f in job.performance_summary.sources.items()}
+            assert all(n and n > 0 for n in rows_read.values()), rows_read
     keys = [o["Key"] for o in s3_client(settings).list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert sorted(k for k in keys if k.startswith("results/")) == sorted(f"results/{j.id}/result.parquet" for j in jobs)
     assert not [k for k in keys if k.startswith("staging/") and k != "staging/"], "staged inputs are removed"
