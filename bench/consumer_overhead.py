@@ -125,6 +125,16 @@ async def run_arq(settings: Settings, jobs: int, concurrency: int) -> float:
     return elapsed
 
 
+async def forget(settings: Settings) -> None:
+    """Delete this round's job records and arq results, so rounds do not slow each other down."""
+    redis = connect_redis(settings)
+    for pattern in (f"{settings.key_prefix}*", "arq:result:*"):
+        keys = [k async for k in redis.scan_iter(match=pattern, count=1000)]
+        for i in range(0, len(keys), 1000):
+            await redis.delete(*keys[i:i + 1000])
+    await redis.aclose()
+
+
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=2000)
@@ -140,6 +150,7 @@ async def main() -> None:
                                     log_level="error", consumer_heartbeat_seconds=2)
                 bare.append(args.jobs / await run_arq(settings, args.jobs, args.concurrency))
                 ours.append(args.jobs / await run_ours(settings, args.jobs, args.concurrency))
+                await forget(settings)
             print(f"round {i + 1}: arq {bare[-1]:8.1f} jobs/s   ours {ours[-1]:8.1f} jobs/s", flush=True)
     finally:
         if server:

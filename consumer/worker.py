@@ -22,6 +22,7 @@ from arq import Worker
 from arq.worker import func
 from pydantic import ValidationError
 
+from consumer.arq_worker import JobQueueWorker
 from consumer.execute import PreparedQuery
 from consumer.job import JobRun
 from jobqueue import serializer
@@ -169,7 +170,7 @@ def build_worker(
         log_results=False,
         handle_signals=False,  # serve() installs drain handlers; tests run workers in-process
     )
-    return Worker(**{**options, **worker_options})
+    return JobQueueWorker(**{**options, **worker_options})
 
 
 async def serve(settings: Settings, group: str, max_jobs: int) -> None:
