@@ -1,9 +1,11 @@
 """Consumer overhead: 2,000 no-op jobs through our consumer vs through a bare arq worker.
 
-    python bench/consumer_overhead.py [--jobs 2000] [--rounds 3] [--concurrency 10]
+    python bench/consumer_overhead.py [--jobs 2000] [--rounds 3] [--concurrency 1 10]
 
 Both workers drain a pre-filled queue on the same Redis with the same JSON serializer, poll delay
-and concurrency, in burst mode; rounds alternate between them. "Ours" is the real consumer: payload
+and concurrency, in burst mode; rounds alternate between them. Concurrency 1 is a consumer's
+default (`jobs_per_consumer: 1`) and gives `ours_over_arq`; every other level is reported as
+`ours_over_arq_concurrency_<n>`. "Ours" is the real consumer: payload
 validation, claim (Lua), running/heartbeat bookkeeping, the watcher, the outcome transition and
 cleanup; only the DuckDB query is replaced by a no-op. Uses REDIS_URL, else 127.0.0.1:6379, else
 an embedded Valkey. The last line printed is one JSON object with `ours_over_arq`.
@@ -139,28 +141,29 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--concurrency", type=int, default=10)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 10])
     args = p.parse_args()
     url, server = redis_url()
-    ours, bare = [], []
+    figures: dict[str, Any] = {"jobs": args.jobs, "rounds": args.rounds}
     try:
-        for i in range(args.rounds):
-            with tempfile.TemporaryDirectory() as home:
-                settings = Settings(redis_url=url, environment=f"bench-{uuid.uuid4().hex[:8]}", home=Path(home),
-                                    log_level="error", consumer_heartbeat_seconds=2)
-                bare.append(args.jobs / await run_arq(settings, args.jobs, args.concurrency))
-                ours.append(args.jobs / await run_ours(settings, args.jobs, args.concurrency))
-                await forget(settings)
-            print(f"round {i + 1}: arq {bare[-1]:8.1f} jobs/s   ours {ours[-1]:8.1f} jobs/s", flush=True)
+        for concurrency in args.concurrency:
+            ours, bare = [], []
+            for i in range(args.rounds):
+                with tempfile.TemporaryDirectory() as home:
+                    settings = Settings(redis_url=url, environment=f"bench-{uuid.uuid4().hex[:8]}",
+                                        home=Path(home), log_level="error", consumer_heartbeat_seconds=2)
+                    bare.append(args.jobs / await run_arq(settings, args.jobs, concurrency))
+                    ours.append(args.jobs / await run_ours(settings, args.jobs, concurrency))
+                    await forget(settings)
+                print(f"concurrency {concurrency} round {i + 1}: arq {bare[-1]:8.1f} jobs/s   "
+                      f"ours {ours[-1]:8.1f} jobs/s", flush=True)
+            suffix = "" if concurrency == 1 else f"_concurrency_{concurrency}"
+            figures[f"arq_jobs_per_second{suffix}"] = round(statistics.median(bare), 1)
+            figures[f"ours_jobs_per_second{suffix}"] = round(statistics.median(ours), 1)
+            figures[f"ours_over_arq{suffix}"] = round(statistics.median(ours) / statistics.median(bare), 3)
     finally:
         if server:
             server.stop()
-    figures = {
-        "jobs": args.jobs, "rounds": args.rounds, "concurrency": args.concurrency,
-        "arq_jobs_per_second": round(statistics.median(bare), 1),
-        "ours_jobs_per_second": round(statistics.median(ours), 1),
-        "ours_over_arq": round(statistics.median(ours) / statistics.median(bare), 3),
-    }
     print(json.dumps(figures))
 
 
