@@ -36,6 +36,7 @@ from consumer.execute import QueryOutcome  # noqa: E402
 from consumer.worker import build_worker  # noqa: E402
 from jobqueue import serializer  # noqa: E402
 from jobqueue.client import AsyncJobQueueClient, connect_redis  # noqa: E402
+from jobqueue.inputs import to_arrow, with_times  # noqa: E402
 from jobqueue.models import PerformanceSummary, QueryJob  # noqa: E402
 from jobqueue.registry import parse_registry  # noqa: E402
 from jobqueue.settings import Settings  # noqa: E402
@@ -92,13 +93,9 @@ def redis_url() -> tuple[str, Any]:
 async def run_ours(settings: Settings, jobs: int, concurrency: int) -> float:
     async with AsyncJobQueueClient(settings, registry=REGISTRY) as client:
         now = datetime.now(UTC)
-        for _ in range(jobs):
-            job_id = uuid.uuid4().hex
-            await client._enqueue(QueryJob(
-                job_id=job_id, environment=settings.environment, resource_group="default", output=["user.f"],
-                input_uri=f"{settings.staging}/{job_id}/input.parquet", input_columns=["user.id"], input_rows=1,
-                submitted_at=now,
-            ))
+        table = with_times(to_arrow({"user.id": [1]}), None, now)
+        for _ in range(jobs):  # staged and recorded exactly as the SDK does it
+            await client.submit_prepared(table, ["user.id"], ["user.f"], "default", uuid.uuid4().hex, now)
         worker = build_worker(settings, "default", concurrency, registry=REGISTRY, prepare=NoopQuery, burst=True,
                               poll_delay=0.01)
         t0 = time.perf_counter()

@@ -133,15 +133,41 @@ class AsyncJobQueueClient:
                 f"unknown resource group {resources.resource_group!r}; known groups: {', '.join(known)}",
             )
         job_id = uuid.uuid4().hex
+        await self.submit_prepared(table, columns, output, resources.resource_group, job_id, now, max_retries, deadline)
+        return AsyncJobHandle(job_id, self)
+
+    async def submit_prepared(
+        self,
+        table: pa.Table,
+        columns: list[str],
+        output: list[str],
+        group: str,
+        job_id: str,
+        now: datetime,
+        max_retries: int = 2,
+        deadline: datetime | None = None,
+        exclusive: bool = False,
+    ) -> bool:
+        """Stage a checked input (with `__ts__`/`__row__`) and enqueue it under `job_id`.
+        With `exclusive`, a job id that already exists is not submitted again (returns False)."""
         input_uri = job_uri(self.settings.staging, job_id, "input.parquet")
-        await asyncio.to_thread(self.storage.write_table, table, input_uri)
         job = QueryJob(
-            job_id=job_id, environment=self.settings.environment, resource_group=resources.resource_group,
+            job_id=job_id, environment=self.settings.environment, resource_group=group,
             output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
             submitted_at=now, max_retries=max_retries, completion_deadline=deadline, **time_range(table),
         )
+        record = JobRecord(
+            job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
+            output=job.output, input_rows=job.input_rows, submitted_at=job.submitted_at,
+            max_retries=job.max_retries, completion_deadline=job.completion_deadline,
+        )
+        if exclusive and await self.redis.exists(self.keys.job(job_id)):
+            return False
+        await asyncio.to_thread(self.storage.write_table, table, input_uri)
+        if not await self.store.create(record, exclusive=exclusive):
+            return False  # another manager won the race; its staged input is the same file
         await self._enqueue(job)
-        return AsyncJobHandle(job_id, self)
+        return True
 
     def _prepare(
         self, input: Any, output: list[str], input_times: Any, now: datetime
@@ -154,12 +180,7 @@ class AsyncJobQueueClient:
         return with_times(table, input_times, now), columns
 
     async def _enqueue(self, job: QueryJob) -> None:
-        record = JobRecord(
-            job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
-            output=job.output, input_rows=job.input_rows, submitted_at=job.submitted_at,
-            max_retries=job.max_retries, completion_deadline=job.completion_deadline,
-        )
-        await self.store.create(record)
+        """Put a job whose record exists on its group's queue."""
         arq_job = await self.redis.enqueue_job(
             ARQ_FUNCTION,
             job=job.model_dump(mode="json"),

@@ -118,9 +118,13 @@ class JobStore:
         self._claim = redis.register_script(_CLAIM)
         self._request_cancel = redis.register_script(_REQUEST_CANCEL)
 
-    async def create(self, record: JobRecord) -> None:
+    async def create(self, record: JobRecord, exclusive: bool = False) -> bool:
+        """Write a new record. With `exclusive`, only if no record has that id (False otherwise):
+        deterministic ids (scheduled runs) are created once however many managers try."""
         key = self.keys.job(record.job_id)
         fields = {name: _encode(getattr(record, name)) for name in _JSON_FIELDS}
+        if exclusive and not await self.redis.hsetnx(key, "status", record.status.value):
+            return False
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"status": record.status.value, **fields})
             pipe.expire(key, self.ttl_seconds)
@@ -128,6 +132,7 @@ class JobStore:
             if record.completion_deadline is not None:
                 pipe.zadd(self.keys.deadlines, {record.job_id: record.completion_deadline.timestamp() * 1000})
             await pipe.execute()
+        return True
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.hgetall(self.keys.job(job_id))

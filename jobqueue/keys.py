@@ -13,6 +13,9 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
     <p>group-state:<group>      hash: the manager's last decision for a group (for `jobqueue status`)
     <p>groups                   hash group -> JSON config, published by the manager for SDKs
+    <p>schedules                hash name -> JSON definition, published by the manager (+ `!errors`)
+    <p>schedule:<name>          hash: checkpoint, paused, run_requested, last_job, last_due, last_reason
+    <p>schedule-runs:<name>     zset job_id -> due ms: the runs of one schedule
     <p>events                   pub/sub channel: `submitted:<group>` wakes the manager early
 
 arq keeps its own per-job keys (`arq:job:<id>`, `arq:in-progress:<id>`, `arq:retry:<id>`,
@@ -65,6 +68,16 @@ class Keys:
     @property
     def groups(self) -> str:
         return f"{self.prefix}groups"
+
+    @property
+    def schedules(self) -> str:
+        return f"{self.prefix}schedules"
+
+    def schedule(self, name: str) -> str:
+        return f"{self.prefix}schedule:{name}"
+
+    def schedule_runs(self, name: str) -> str:
+        return f"{self.prefix}schedule-runs:{name}"
 
     @property
     def events(self) -> str:

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         default=None,
         description="Feature registry YAML (namespaces, primary keys, feature sources).",
     )
+    schedules_path: Path | None = Field(
+        default=None, description="Scheduled queries YAML (cron definitions); the manager fires them."
+    )
+    schedule_grace_seconds: float = Field(
+        default=60.0, gt=0,
+        description="A due time this recent still runs; older ones count as missed (manager was down).",
+    )
     resource_groups_path: Path | None = Field(
         default=None,
         description="Resource groups YAML. Without it only the `default` group exists.",
@@ -175,7 +182,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_paths(self) -> Settings:
-        for name in ("registry_path", "resource_groups_path"):
+        for name in ("registry_path", "resource_groups_path", "schedules_path"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"JOBQUEUE_{name.upper()}: file {path} does not exist")

@@ -26,6 +26,7 @@ from manager.backends.base import ScalerBackend
 from manager.observe import GroupObservation, read_groups
 from manager.policy import Decision, ScaleState, ScalingSpec, decide
 from manager.reaper import Reaper
+from manager.scheduler import Scheduler
 
 log = get_logger("jobqueue.manager")
 
@@ -45,6 +46,7 @@ class Reconciler:
         groups: dict[str, ResourceGroup],
         backend: ScalerBackend,
         clock: Callable[[], float] = time.time,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -52,6 +54,7 @@ class Reconciler:
         self.groups = groups
         self.backend = backend
         self.clock = clock
+        self.scheduler = scheduler
         self.states: dict[str, ScaleState] = {}
         self.last: dict[str, GroupStatus] = {}
         store = JobStore(redis, self.keys, settings.job_ttl_seconds)
@@ -111,12 +114,16 @@ class Reconciler:
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until `stop` is set; a submission notification cuts the wait short."""
         await self.publish_groups()
+        if self.scheduler is not None:
+            await self.scheduler.publish()
         wake = asyncio.Event()
         listener = asyncio.create_task(self._listen(wake), name="events")
         try:
             while not stop.is_set():
                 started = time.monotonic()
                 try:
+                    if self.scheduler is not None:  # before scaling, so a fired run is seen this tick
+                        await self.scheduler.tick()
                     await self.tick()
                 except Exception:  # e.g. Redis down: log, back off a tick, try again
                     log.exception("tick failed")

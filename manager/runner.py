@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from jobqueue.client import connect_redis
+from jobqueue.client import AsyncJobQueueClient, connect_redis
 from jobqueue.errors import ConfigError
 from jobqueue.groups import ResourceGroup, load_groups
 from jobqueue.logs import get_logger
+from jobqueue.schedules import load_schedules
 from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
 from manager.backends.local import LocalBackend
 from manager.reconcile import Reconciler
+from manager.scheduler import Scheduler
 
 log = get_logger("jobqueue.manager")
 
@@ -44,8 +46,11 @@ async def run_manager(
         "manager started", environment=settings.environment, backend=backend.name,
         groups={n: f"{g.min_instances}..{g.max_instances}" for n, g in groups.items()},
     )
+    client = AsyncJobQueueClient(settings, groups=groups, redis=redis)
+    schedules, errors = load_schedules(settings.schedules_path, client.registry, groups)
+    scheduler = Scheduler(client, schedules, errors) if schedules or errors else None
     try:
-        await Reconciler(redis, settings, groups, backend).run(stop)
+        await Reconciler(redis, settings, groups, backend, scheduler=scheduler).run(stop)
     finally:
         log.info("manager stopping; draining consumers")
         await backend.aclose()
