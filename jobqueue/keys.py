@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ARQ_FUNCTION = "run_offline_query"
+SCHEDULE_ERRORS_FIELD = "!errors"  # in <p>schedules: the load errors, as a JSON list
 
 
 @dataclass(frozen=True)

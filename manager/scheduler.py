@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 
 from jobqueue.client import AsyncJobQueueClient
 from jobqueue.inputs import to_arrow, with_times
+from jobqueue.keys import SCHEDULE_ERRORS_FIELD
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
 from jobqueue.schedules import ScheduledQuery, spine_columns
 from manager.schedule_policy import next_due, plan_firing
 
 log = get_logger("jobqueue.manager.scheduler")
-ERRORS_FIELD = "!errors"
 
 
 def run_id(environment: str, name: str, due: datetime, manual: bool = False) -> str:
@@ -60,7 +60,7 @@ class Scheduler:
     async def publish(self) -> None:
         """Definitions (and load errors) for `jobqueue schedules` on any machine."""
         mapping = {name: sq.model_dump_json() for name, sq in self.schedules.items()}
-        mapping[ERRORS_FIELD] = json.dumps(self.errors)
+        mapping[SCHEDULE_ERRORS_FIELD] = json.dumps(self.errors)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.keys.schedules)
             pipe.hset(self.keys.schedules, mapping=mapping)

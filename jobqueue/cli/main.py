@@ -11,12 +11,15 @@ from typing import Annotated
 import typer
 
 from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
+from jobqueue.cli.schedules import app as schedules_app
 from jobqueue.logs import configure_logging
 
 app = typer.Typer(
     name="jobqueue", help="Async job queue for offline feature queries.", no_args_is_help=True,
     pretty_exceptions_enable=False, add_completion=False,
 )
+
+app.add_typer(schedules_app, name="schedules")
 
 GroupOption = Annotated[str, typer.Option("--resource-group", "-g", help="Resource group to serve.")]
 

@@ -126,3 +126,43 @@ async def test_manager_fires_a_requested_run_and_a_consumer_runs_it(settings, st
         (job_id,) = await eventually(lambda: runs(client, "nightly"), what="run submitted")
         record = await client.job(job_id).wait(timeout=60, show_progress=False)
         assert record.status is JobStatus.SUCCEEDED and record.summary.rows_out == 2
+
+
+def test_cli_lists_pauses_resumes_and_requests_runs(settings, store, redis_url, environment, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    async def publish():
+        async with AsyncJobQueueClient(settings) as client:
+            s = make(client, store)
+            await s.publish()
+            await s.tick(T0)
+            await s.tick(T0 + timedelta(hours=1, seconds=1))  # one submitted run
+
+    import asyncio
+
+    asyncio.run(publish())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
+    env.update(JOBQUEUE_REDIS_URL=redis_url, JOBQUEUE_ENVIRONMENT=environment, JOBQUEUE_HOME=str(tmp_path),
+               COLUMNS="200")
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "jobqueue.cli.main", "schedules", *args], env=env,
+                           capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout + p.stderr
+
+    code, out = cli()
+    assert code == 0 and "hourly" in out and "0 * * * * (UTC)" in out and "queued" in out, out
+    assert cli("pause", "hourly")[0] == 0 and "paused" in cli()[1]
+    assert cli("resume", "hourly")[0] == 0 and "enabled" in cli()[1]
+    code, out = cli("runs", "hourly")
+    assert code == 0 and f"scheduled:{environment}:hourly:20260501T110000Z" in out, out
+    assert cli("run", "hourly")[0] == 0
+    code, out = cli("pause", "nope")
+    assert code == 1 and "no schedule 'nope'; known schedules: hourly" in out, out
+    import redis as sync_redis
+
+    r = sync_redis.Redis.from_url(redis_url)
+    assert r.hget(f"jobqueue:{environment}:schedule:hourly", "run_requested")
+    r.close()

@@ -1,0 +1,137 @@
+"""`jobqueue schedules`: list scheduled queries, their runs; run now, pause, resume.
+
+Reads the definitions the manager publishes in Redis, so it works from any machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from jobqueue.cli.console import console, err_console, fail_cleanly, settings_or_exit
+from jobqueue.client import AsyncJobQueueClient
+from jobqueue.errors import JobQueueError
+from jobqueue.keys import SCHEDULE_ERRORS_FIELD
+from jobqueue.schedules import ScheduledQuery
+from jobqueue.sizes import format_bytes
+
+app = typer.Typer(help="Scheduled queries: list, runs, run now, pause, resume.", no_args_is_help=False)
+NameArg = Annotated[str, typer.Argument(help="Schedule name.")]
+T = TypeVar("T")
+
+
+def _with_client(fn: Callable[[AsyncJobQueueClient], Awaitable[T]]) -> T:
+    settings = settings_or_exit()
+
+    async def go() -> T:
+        async with AsyncJobQueueClient(settings) as client:
+            return await fn(client)
+
+    with fail_cleanly():
+        return asyncio.run(go())
+
+
+async def _definitions(client: AsyncJobQueueClient) -> tuple[dict[str, ScheduledQuery], list[str]]:
+    raw = {k.decode(): v.decode() for k, v in (await client.redis.hgetall(client.keys.schedules)).items()}
+    errors = json.loads(raw.pop(SCHEDULE_ERRORS_FIELD, "[]"))
+    return {name: ScheduledQuery.model_validate_json(body) for name, body in raw.items()}, errors
+
+
+async def _one(client: AsyncJobQueueClient, name: str) -> ScheduledQuery:
+    definitions, _ = await _definitions(client)
+    if name not in definitions:
+        known = ", ".join(sorted(definitions)) or "none (is the manager running with JOBQUEUE_SCHEDULES_PATH?)"
+        raise JobQueueError(f"no schedule {name!r}; known schedules: {known}")
+    return definitions[name]
+
+
+@app.callback(invoke_without_command=True)
+def list_schedules(ctx: typer.Context) -> None:
+    """Name, cron, group, state, next run and last run of every schedule."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    async def rows(client: AsyncJobQueueClient) -> tuple[list[list[str]], list[str]]:
+        from manager.schedule_policy import next_due
+
+        definitions, errors = await _definitions(client)
+        now, out = datetime.now(UTC), []
+        for name, sq in sorted(definitions.items()):
+            raw = await client.redis.hgetall(client.keys.schedule(name))
+            state = {k.decode(): v.decode() for k, v in raw.items()}
+            last = await client.store.get(state["last_job"]) if state.get("last_job") else None
+            nxt = next_due(sq, now)
+            paused = state.get("paused") == "true"
+            out.append([
+                name, f"{sq.schedule} ({sq.timezone})", sq.resource_group,
+                "paused" if paused else "enabled" if sq.enabled else "disabled",
+                nxt.isoformat(timespec="minutes") if nxt else "-",
+                f"{last.status.value} ({state.get('last_due', '')[:16]})" if last else "-",
+                state.get("last_reason", "-"),
+            ])
+        return out, errors
+
+    table_rows, errors = _with_client(rows)
+    table = Table("name", "cron", "group", "state", "next run", "last run", "last decision", title="schedules")
+    for row in table_rows:
+        table.add_row(*row)
+    console.print(table)
+    for error in errors:
+        err_console.print(f"[red]not loaded:[/] {error}", highlight=False)
+
+
+@app.command("runs")
+def list_runs(name: NameArg, limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 10) -> None:
+    """The last runs of a schedule: status, duration, spilled bytes."""
+
+    async def rows(client: AsyncJobQueueClient) -> list[list[str]]:
+        await _one(client, name)
+        ids = await client.redis.zrevrange(client.keys.schedule_runs(name), 0, limit - 1)
+        out = []
+        for job_id in (i.decode() for i in ids):
+            r = await client.store.get(job_id)
+            if r is None:
+                out.append([job_id, "expired record", "-", "-"])
+                continue
+            took = (r.finished_at - r.started_at).total_seconds() if r.finished_at and r.started_at else None
+            spilled = format_bytes(r.summary.spilled_bytes) if r.summary else "-"
+            out.append([job_id, r.status.value, f"{took:.1f}s" if took is not None else "-", spilled])
+        return out
+
+    table = Table("job", "status", "duration", "spilled", title=f"runs of {name}")
+    for row in _with_client(rows):
+        table.add_row(*row)
+    console.print(table)
+
+
+def _flag(name: str, field: str, value: str, done: str) -> None:
+    async def set_flag(client: AsyncJobQueueClient) -> Any:
+        await _one(client, name)
+        await client.redis.hset(client.keys.schedule(name), field, value)
+
+    _with_client(set_flag)
+    console.print(done)
+
+
+@app.command("run")
+def run_now(name: NameArg) -> None:
+    """Trigger a run now (the manager submits it on its next tick)."""
+    _flag(name, "run_requested", datetime.now(UTC).isoformat(), f"requested a run of {name}")
+
+
+@app.command("pause")
+def pause(name: NameArg) -> None:
+    """Stop firing until resumed; due times while paused are not caught up."""
+    _flag(name, "paused", "true", f"paused {name}")
+
+
+@app.command("resume")
+def resume(name: NameArg) -> None:
+    """Fire again from the next due time."""
+    _flag(name, "paused", "false", f"resumed {name}")
