@@ -16,6 +16,7 @@ from jobqueue.errors import (
 )
 from jobqueue.handles import AsyncJobHandle, JobHandle, LocalResult
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, ResourceRequests
+from jobqueue.schedules import ScheduledQuery
 from jobqueue.settings import Settings, load_settings
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "LocalResult",
     "PerformanceSummary",
     "ResourceRequests",
+    "ScheduledQuery",
     "Settings",
     "load_settings",
 ]

@@ -166,3 +166,16 @@ def test_cli_lists_pauses_resumes_and_requests_runs(settings, store, redis_url, 
     r = sync_redis.Redis.from_url(redis_url)
     assert r.hget(f"jobqueue:{environment}:schedule:hourly", "run_requested")
     r.close()
+
+
+async def test_a_parquet_spine_is_used_as_the_input(settings, store, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spine = tmp_path / "spine.parquet"
+    pq.write_table(pa.table({"user.id": pa.array([3, 4, 5], pa.int64()), "extra": ["a", "b", "c"]}), spine)
+    async with AsyncJobQueueClient(settings) as client:
+        s = make(client, store, input=None, input_path=str(spine))
+        fired = await s.fire(s.schedules["hourly"], T0)
+        record = await client.get_job(fired.job_id)
+        assert record.input_rows == 3 and record.output == ["user.f0"]
