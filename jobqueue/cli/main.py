@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 
 from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
+from jobqueue.cli.jobs import app as jobs_app
+from jobqueue.cli.jobs import cancel as cancel_job
 from jobqueue.cli.schedules import app as schedules_app
 from jobqueue.logs import configure_logging
 
@@ -20,6 +22,8 @@ app = typer.Typer(
 )
 
 app.add_typer(schedules_app, name="schedules")
+app.add_typer(jobs_app, name="jobs")
+app.command("cancel")(cancel_job)
 
 GroupOption = Annotated[str, typer.Option("--resource-group", "-g", help="Resource group to serve.")]
 
@@ -106,12 +110,19 @@ def settings_markdown(rows: list[tuple[str, str, str]]) -> str:
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh live until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 1.0,
+) -> None:
     """Per-group consumers and queue depth, with the manager's last scaling decision."""
-    from jobqueue.cli.status import read_status, render_status
+    from jobqueue.cli.status import read_status, render_status, watch_status
 
     settings = settings_or_exit()
     with fail_cleanly():
+        if watch:
+            asyncio.run(watch_status(settings, interval))
+            return
         rows = asyncio.run(read_status(settings))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -49,3 +49,17 @@ def render_status(rows: list[dict[str, Any]]) -> Group:
         table.caption = "no manager has published groups for this environment yet (is `jobqueue up` running?)"
     details = [f"[bold]{r['group']}[/]: {r['detail']} ({r['age_seconds']}s ago)" for r in rows if r["detail"]]
     return Group(table, *details)
+
+
+async def watch_status(settings: Settings, interval: float) -> None:
+    """Redraw the status table every `interval` seconds until interrupted."""
+    import asyncio
+
+    from rich.live import Live
+
+    from jobqueue.cli.console import console
+
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            live.update(render_status(await read_status(settings)))
+            await asyncio.sleep(interval)

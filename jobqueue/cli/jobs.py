@@ -1,0 +1,79 @@
+"""`jobqueue jobs`: recent jobs (by group and state), one job's full record, and cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.table import Table
+
+from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
+from jobqueue.client import AsyncJobQueueClient
+from jobqueue.models import JobRecord, JobStatus
+from jobqueue.sizes import format_bytes
+
+app = typer.Typer(help="Recent jobs, one job's record, cancel.", no_args_is_help=False)
+T = TypeVar("T")
+IdArg = Annotated[str, typer.Argument(help="Job id.")]
+
+
+def with_client(fn: Callable[[AsyncJobQueueClient], Awaitable[T]]) -> T:
+    settings = settings_or_exit()
+
+    async def go() -> T:
+        async with AsyncJobQueueClient(settings) as client:
+            return await fn(client)
+
+    with fail_cleanly():
+        return asyncio.run(go())
+
+
+def _seconds(record: JobRecord) -> tuple[str, str]:
+    wait = (record.started_at - record.submitted_at).total_seconds() if record.started_at else None
+    run = (record.finished_at - record.started_at).total_seconds() if record.finished_at and record.started_at else None
+    return (f"{wait:.1f}s" if wait is not None else "-", f"{run:.1f}s" if run is not None else "-")
+
+
+@app.callback(invoke_without_command=True)
+def list_jobs(
+    ctx: typer.Context,
+    group: Annotated[str | None, typer.Option("--group", "-g", help="Only this resource group.")] = None,
+    state: Annotated[JobStatus | None, typer.Option("--state", "-s", help="Only this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many, newest first.")] = 20,
+) -> None:
+    """Recent jobs with their wait and run times and spilled bytes."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    async def fetch(client: AsyncJobQueueClient) -> list[JobRecord]:
+        found: list[JobRecord] = []
+        for job_id in await client.store.recent(limit * 20 if group or state else limit):
+            record = await client.store.get(job_id)
+            if record and (not group or record.resource_group == group) and (not state or record.status is state):
+                found.append(record)
+            if len(found) >= limit:
+                break
+        return found
+
+    table = Table("job", "group", "status", "submitted", "wait", "run", "attempts", "spilled", title="jobs")
+    for r in with_client(fetch):
+        wait, run = _seconds(r)
+        spilled = format_bytes(r.summary.spilled_bytes) if r.summary else "-"
+        table.add_row(r.job_id, r.resource_group, r.status.value, r.submitted_at.isoformat(timespec="seconds"),
+                      wait, run, str(r.attempts), spilled)
+    console.print(table)
+
+
+@app.command("show")
+def show(job_id: IdArg) -> None:
+    """The full record of one job: status, timings, errors of every attempt, performance summary."""
+    record = with_client(lambda client: client.get_job(job_id))
+    console.print_json(record.model_dump_json())
+
+
+def cancel(job_id: IdArg, wait: Annotated[float, typer.Option(help="Seconds to wait for a running job.")] = 30) -> None:
+    """Cancel a job: a queued one at once, a running one interrupted by its consumer."""
+    record = with_client(lambda client: client.cancel(job_id, wait))
+    console.print(f"job {job_id} is {record.status.value}")
