@@ -24,7 +24,8 @@ from redis.asyncio import Redis
 from jobqueue.keys import Keys
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 
-# KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] running hash ('' unused), KEYS[4] heartbeat.
+# KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] running hash, KEYS[4] heartbeat, KEYS[5] counters
+# (`<state>:<group>` per transition, `retried` for back-to-queued, and `spilled_bytes:<group>`).
 # ARGV[1] comma-separated allowed current states; ARGV[2] new state; ARGV[3] job id;
 # ARGV[4] required consumer_id, JSON ('' for any); ARGV[5] '1' when the new state is final;
 # ARGV[6] '1' to release the job from its consumer (running entry, heartbeat); ARGV[7..] field/value
@@ -36,7 +37,16 @@ if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'consumer_id') ~= ARGV[4] then 
 for s in string.gmatch(ARGV[1], '[^,]+') do
   if s == cur then
     redis.call('HSET', KEYS[1], 'status', ARGV[2])
-    for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    local group = cjson.decode(redis.call('HGET', KEYS[1], 'resource_group') or '""')
+    local counter = ARGV[2]
+    if counter == 'queued' then counter = 'retried' end
+    redis.call('HINCRBY', KEYS[5], counter .. ':' .. group, 1)
+    for i = 7, #ARGV, 2 do
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+      if ARGV[i] == 'summary' then
+        redis.call('HINCRBY', KEYS[5], 'spilled_bytes:' .. group, cjson.decode(ARGV[i + 1])['spilled_bytes'])
+      end
+    end
     if ARGV[5] == '1' then redis.call('ZREM', KEYS[2], ARGV[3]) end
     if ARGV[6] == '1' then
       redis.call('HDEL', KEYS[3], ARGV[3])
@@ -48,7 +58,7 @@ end
 return 0
 """
 
-# KEYS[1] job hash, KEYS[2] running hash, KEYS[3] heartbeat. ARGV[1] consumer id, ARGV[2] the same
+# KEYS[1] job hash, KEYS[2] running hash, KEYS[3] heartbeat, KEYS[4] counters. ARGV[1] consumer id, ARGV[2] the same
 # as JSON, ARGV[3] started_at JSON, ARGV[4] heartbeat TTL seconds, ARGV[5] job id.
 # queued -> running, attempt counted, running entry and heartbeat set: one round trip.
 # Returns {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record.
@@ -57,6 +67,7 @@ local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {-1} end
 if cur ~= 'queued' then return {0, cur} end
 redis.call('HSET', KEYS[1], 'status', 'running', 'consumer_id', ARGV[2], 'started_at', ARGV[3], 'progress', '0.0')
+redis.call('HINCRBY', KEYS[4], 'started:' .. cjson.decode(redis.call('HGET', KEYS[1], 'resource_group') or '""'), 1)
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[2], ARGV[5], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4])
@@ -69,6 +80,7 @@ local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return -1 end
 if cur == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  redis.call('HINCRBY', KEYS[2], 'cancelled:' .. cjson.decode(redis.call('HGET', KEYS[1], 'resource_group') or '""'), 1)
   return 1
 end
 if cur == 'running' then
@@ -129,6 +141,7 @@ class JobStore:
             pipe.hset(key, mapping={"status": record.status.value, **fields})
             pipe.expire(key, self.ttl_seconds)
             pipe.zadd(self.keys.jobs_index, {record.job_id: record.submitted_at.timestamp() * 1000})
+            pipe.hincrby(self.keys.counters, f"enqueued:{record.resource_group}", 1)
             if record.completion_deadline is not None:
                 pipe.zadd(self.keys.deadlines, {record.job_id: record.completion_deadline.timestamp() * 1000})
             await pipe.execute()
@@ -167,14 +180,15 @@ class JobStore:
                 raise ValueError(f"unknown job field {name!r}")
             args += [name, _encode(value)]
         keys = [self.keys.job(job_id), self.keys.deadlines,
-                self.keys.running(release) if release else self.keys.deadlines, self.keys.heartbeat(job_id)]
+                self.keys.running(release) if release else self.keys.deadlines, self.keys.heartbeat(job_id),
+                self.keys.counters]
         return int(await self._transition(keys=keys, args=args))
 
     async def claim(self, job_id: str, consumer_id: str, group: str, heartbeat_ttl: float) -> Claim:
         """queued -> running for `consumer_id`: counts the attempt, sets the running entry and the
         heartbeat, and returns the attempt number and earlier errors, in one round trip."""
         reply = await self._claim(
-            keys=[self.keys.job(job_id), self.keys.running(group), self.keys.heartbeat(job_id)],
+            keys=[self.keys.job(job_id), self.keys.running(group), self.keys.heartbeat(job_id), self.keys.counters],
             args=[consumer_id, _encode(consumer_id), _encode(_now()), max(1, int(heartbeat_ttl)), job_id],
         )
         if int(reply[0]) != 1:
@@ -222,7 +236,8 @@ class JobStore:
 
     async def request_cancel(self, job_id: str) -> int:
         """Cancel a queued job now (1), or ask the running consumer to stop it (2); 0 final, -1 none."""
-        result = int(await self._request_cancel(keys=[self.keys.job(job_id)], args=[_encode(_now())]))
+        result = int(await self._request_cancel(keys=[self.keys.job(job_id), self.keys.counters],
+                                                args=[_encode(_now())]))
         if result == CANCEL_QUEUED:
             await self.redis.zrem(self.keys.deadlines, job_id)
         return result

@@ -13,6 +13,8 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
     <p>group-state:<group>      hash: the manager's last decision for a group (for `jobqueue status`)
     <p>groups                   hash group -> JSON config, published by the manager for SDKs
+    <p>counters                 hash `<event>:<group>` -> count (enqueued, started, succeeded, failed,
+                                retried, cancelled, expired, spilled_bytes): exported by the manager
     <p>schedules                hash name -> JSON definition, published by the manager (+ `!errors`)
     <p>schedule:<name>          hash: checkpoint, paused, run_requested, last_job, last_due, last_reason
     <p>schedule-runs:<name>     zset job_id -> due ms: the runs of one schedule
@@ -69,6 +71,10 @@ class Keys:
     @property
     def groups(self) -> str:
         return f"{self.prefix}groups"
+
+    @property
+    def counters(self) -> str:
+        return f"{self.prefix}counters"
 
     @property
     def schedules(self) -> str:

@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     manager_tick_seconds: float = Field(
         default=0.5, gt=0, description="Manager reconcile period: observe queues, decide, act."
     )
+    manager_http_port: int = Field(
+        default=9464, ge=-1, le=65535,
+        description="Manager port for /metrics, /healthz, /readyz (0: any free port; -1: off).",
+    )
     scale_down_stabilization_seconds: float = Field(
         default=30.0,
         ge=0,

@@ -23,6 +23,7 @@ from jobqueue.keys import Keys
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
+from manager.metrics import ManagerMetrics
 from manager.observe import GroupObservation, read_groups
 from manager.policy import Decision, ScaleState, ScalingSpec, decide
 from manager.reaper import Reaper
@@ -47,6 +48,7 @@ class Reconciler:
         backend: ScalerBackend,
         clock: Callable[[], float] = time.time,
         scheduler: Scheduler | None = None,
+        metrics: ManagerMetrics | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -55,6 +57,8 @@ class Reconciler:
         self.backend = backend
         self.clock = clock
         self.scheduler = scheduler
+        self.metrics = metrics or ManagerMetrics()
+        self.last_tick_at = time.monotonic()
         self.states: dict[str, ScaleState] = {}
         self.last: dict[str, GroupStatus] = {}
         store = JobStore(redis, self.keys, settings.job_ttl_seconds)
@@ -78,6 +82,7 @@ class Reconciler:
             await pipe.execute()
 
     async def tick(self) -> dict[str, GroupStatus]:
+        started = time.perf_counter()
         await self.reaper.run(list(self.groups))
         now = self.clock()
         observed = await read_groups(
@@ -85,9 +90,16 @@ class Reconciler:
         )
         for name, group in self.groups.items():
             try:
-                self.last[name] = await self._reconcile_group(group, observed[name], now)
-            except Exception:
+                status = self.last[name] = await self._reconcile_group(group, observed[name], now)
+                self.metrics.observe_group(group, status.observed, status.current, status.decision, now)
+            except Exception as e:
+                self.metrics.backend_errors.labels(self.backend.name, type(e).__name__).inc()
                 log.exception("reconcile failed for group", group=name)
+        raw = await self.redis.hgetall(self.keys.counters)
+        self.metrics.counters.snapshot = {k.decode(): int(v) for k, v in raw.items()}
+        self.metrics.leader.set(1)
+        self.metrics.tick.observe(time.perf_counter() - started)
+        self.last_tick_at = time.monotonic()
         return self.last
 
     async def _reconcile_group(self, group: ResourceGroup, obs: GroupObservation, now: float) -> GroupStatus:
@@ -110,6 +122,14 @@ class Reconciler:
         }
         await self.redis.hset(self.keys.group_state(group.name), "state", json.dumps(state))
         return GroupStatus(obs, current, decision)
+
+    def healthy(self) -> bool:
+        """Liveness: the loop has completed a tick recently."""
+        return time.monotonic() - self.last_tick_at < max(30.0, 20 * self.settings.manager_tick_seconds)
+
+    async def ready(self) -> bool:
+        """Readiness: Redis answers."""
+        return bool(await self.redis.ping())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until `stop` is set; a submission notification cuts the wait short."""

@@ -9,6 +9,7 @@ from jobqueue.client import AsyncJobQueueClient, connect_redis
 from jobqueue.errors import ConfigError
 from jobqueue.groups import ResourceGroup, load_groups
 from jobqueue.logs import get_logger
+from jobqueue.ops_server import OpsServer
 from jobqueue.schedules import load_schedules
 from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
@@ -49,9 +50,16 @@ async def run_manager(
     client = AsyncJobQueueClient(settings, groups=groups, redis=redis)
     schedules, errors = load_schedules(settings.schedules_path, client.registry, groups)
     scheduler = Scheduler(client, schedules, errors) if schedules or errors else None
+    reconciler = Reconciler(redis, settings, groups, backend, scheduler=scheduler)
+    ops = None
+    if settings.manager_http_port >= 0:
+        ops = OpsServer(settings.manager_http_port, reconciler.metrics.registry, reconciler.healthy, reconciler.ready)
+        await ops.start()
     try:
-        await Reconciler(redis, settings, groups, backend, scheduler=scheduler).run(stop)
+        await reconciler.run(stop)
     finally:
+        if ops is not None:
+            await ops.stop()
         log.info("manager stopping; draining consumers")
         await backend.aclose()
         await redis.aclose()

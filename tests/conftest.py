@@ -75,6 +75,7 @@ def settings(redis_url: str, environment: str, tmp_path: Path, store: SampleStor
         scale_down_stabilization_seconds=0.5,
         scale_to_zero_cooldown_seconds=1.0,
         log_format="json",
+        manager_http_port=0,  # any free port: tests never collide with a running `jobqueue up`
     )
 
 

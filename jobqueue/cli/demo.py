@@ -76,7 +76,7 @@ async def run_demo(settings: Settings, users: int, rows: int, home: Path | None)
         "home": home, "registry_path": store.registry_path, "resource_groups_path": groups_path,
         "manager_tick_seconds": 0.25, "scale_down_stabilization_seconds": 2.0,
         "scale_to_zero_cooldown_seconds": 4.0, "consumer_poll_seconds": 0.1,
-        "consumer_heartbeat_seconds": 0.5, "log_format": "json",
+        "consumer_heartbeat_seconds": 0.5, "log_format": "json", "manager_http_port": 0,
     })
     async with contextlib.AsyncExitStack() as stack:
         if settings.redis_url is None:

@@ -1,0 +1,89 @@
+"""The manager's Prometheus metrics: one `jobqueue_` prefix, base units, no job ids as labels.
+
+Gauges describe each group as of the last tick. Job counters are kept in Redis (consumers and
+SDKs increment `<prefix>counters` inside the same atomic transitions that change a job's state),
+so they are right however many consumers and managers there are; the manager exports a snapshot
+taken every tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from jobqueue.groups import ResourceGroup
+from manager.observe import GroupObservation
+from manager.policy import Decision
+
+JOB_EVENTS = ("enqueued", "started", "succeeded", "failed", "retried", "cancelled", "expired")
+
+
+class RedisCounters(Collector):
+    """Counters aggregated in Redis, exported from the last snapshot."""
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, int] = {}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        families = {
+            event: CounterMetricFamily(f"jobqueue_jobs_{event}", f"Jobs {event}, all consumers.", labels=["group"])
+            for event in JOB_EVENTS
+        }
+        spilled = CounterMetricFamily("jobqueue_spilled_bytes", "Peak spill bytes summed over jobs.", labels=["group"])
+        for field, value in sorted(self.snapshot.items()):
+            event, _, group = field.partition(":")
+            if event in families:
+                families[event].add_metric([group], value)
+            elif event == "spilled_bytes":
+                spilled.add_metric([group], value)
+        yield from families.values()
+        yield spilled
+
+
+class ManagerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"jobqueue_{name}", doc, ["group"], registry=r)
+
+        self.ready = gauge("queue_ready_jobs", "Jobs due now and not running.")
+        self.deferred = gauge("queue_deferred_jobs", "Jobs queued for later (retries, delays).")
+        self.in_flight = gauge("jobs_in_flight", "Jobs being executed by live consumers.")
+        self.oldest = gauge("queue_oldest_ready_age_seconds", "Age of the oldest due job.")
+        self.desired = gauge("consumers_desired", "Consumers the manager wants.")
+        self.current = gauge("consumers_current", "Consumers running and not being stopped.")
+        self.live = gauge("consumers_ready", "Consumers with a fresh heartbeat.")
+        self.busy = gauge("consumers_busy", "Consumers executing a job.")
+        self.minimum = gauge("consumers_min", "The group's min_instances.")
+        self.maximum = gauge("consumers_max", "The group's max_instances.")
+        self.tick = Histogram("jobqueue_manager_tick_seconds", "Duration of one reconcile tick.", registry=r,
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.leader = Gauge("jobqueue_manager_is_leader", "1 when this manager acts.", registry=r)
+        self.decisions = Counter("jobqueue_scale_decisions", "Scaling actions taken.", ["direction", "reason"],
+                                 registry=r)
+        self.backend_errors = Counter("jobqueue_backend_errors", "Failed backend calls.", ["backend", "kind"],
+                                      registry=r)
+        self.counters = RedisCounters()
+        r.register(self.counters)
+
+    def observe_group(
+        self, group: ResourceGroup, obs: GroupObservation, current: int, decision: Decision, now: float
+    ) -> None:
+        g = group.name
+        self.ready.labels(g).set(obs.stats.ready)
+        self.deferred.labels(g).set(obs.stats.deferred)
+        self.in_flight.labels(g).set(obs.stats.in_flight)
+        self.oldest.labels(g).set(max(0.0, now - obs.oldest_ready_ms / 1000) if obs.oldest_ready_ms else 0.0)
+        self.desired.labels(g).set(decision.replicas)
+        self.current.labels(g).set(current)
+        self.live.labels(g).set(len(obs.consumers))
+        self.busy.labels(g).set(obs.stats.busy_consumers)
+        self.minimum.labels(g).set(group.min_instances)
+        self.maximum.labels(g).set(group.max_instances)
+        if decision.replicas != current:
+            self.decisions.labels(decision.direction, decision.reason).inc()

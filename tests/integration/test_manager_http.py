@@ -1,0 +1,83 @@
+"""The manager's /metrics, /healthz and /readyz while it runs real consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import pytest
+
+from jobqueue import AsyncJobQueueClient, ResourceRequests
+from jobqueue.groups import load_groups
+from jobqueue.ops_server import OpsServer
+from manager.backends.local import LocalBackend
+from manager.reconcile import Reconciler
+from tests.helpers import eventually, with_groups
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text: str, line_start: str) -> float:
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(line_start)]
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_metrics_and_health(settings, tmp_path, arq_redis):
+    settings = with_groups(settings, tmp_path, {"default": {"max_instances": 2}, "paused": {"max_instances": 0}})
+    backend = LocalBackend(settings)
+    reconciler = Reconciler(arq_redis, settings, load_groups(settings.resource_groups_path), backend)
+    ops = OpsServer(0, reconciler.metrics.registry, reconciler.healthy, reconciler.ready, host="127.0.0.1")
+    await ops.start()
+    stop = asyncio.Event()
+    loop = asyncio.create_task(reconciler.run(stop))
+    try:
+        async with AsyncJobQueueClient(settings) as client:
+            job = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
+            await job.wait(timeout=60, show_progress=False)
+            paused = ResourceRequests(resource_group="paused")
+            await client.offline_query({"user.id": [1]}, ["user.f0"], resources=paused)
+
+        async def scraped():
+            status, text = await asyncio.to_thread(get, ops.bound_port, "/metrics")
+            return text if status == 200 and 'jobqueue_queue_ready_jobs{group="paused"} 1.0' in text else None
+
+        text = await eventually(scraped, what="a tick that saw the paused job")
+        assert metric(text, 'jobqueue_jobs_succeeded_total{group="default"}') == 1
+        assert metric(text, 'jobqueue_jobs_enqueued_total{group="default"}') == 1
+        assert metric(text, 'jobqueue_jobs_started_total{group="default"}') == 1
+        assert metric(text, 'jobqueue_queue_ready_jobs{group="paused"}') == 1
+        assert metric(text, 'jobqueue_consumers_max{group="default"}') == 2
+        assert metric(text, 'jobqueue_scale_decisions_total{direction="up",reason="queue"}') >= 1
+        assert metric(text, "jobqueue_manager_is_leader") == 1
+        assert "jobqueue_manager_tick_seconds_count" in text
+        assert await asyncio.to_thread(get, ops.bound_port, "/healthz") == (200, "ok\n")
+        assert await asyncio.to_thread(get, ops.bound_port, "/readyz") == (200, "ok\n")
+        assert (await asyncio.to_thread(get, ops.bound_port, "/nope"))[0] == 404
+    finally:
+        stop.set()
+        await loop
+        await backend.aclose(timeout=30)
+        await ops.stop()
+    reconciler.last_tick_at -= 3600  # a loop that stopped ticking is not live
+    assert not reconciler.healthy()
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+async def test_probes_fail_when_unhealthy(path):
+    from prometheus_client import CollectorRegistry
+
+    async def not_ready() -> bool:
+        raise ConnectionError("redis down")
+
+    ops = OpsServer(0, CollectorRegistry(), lambda: False, not_ready, host="127.0.0.1")
+    await ops.start()
+    try:
+        assert (await asyncio.to_thread(get, ops.bound_port, path))[0] == 503
+    finally:
+        await ops.stop()
