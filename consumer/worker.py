@@ -31,6 +31,7 @@ from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
 from jobqueue.logs import get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
+from jobqueue.ops_server import OpsServer
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage
@@ -52,7 +53,7 @@ class Consumer:
         self.store = JobStore(self.redis, self.keys, settings.job_ttl_seconds)
         self.storage = Storage(settings)
         self.consumer_id = settings.consumer_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.started_at = time.time()
+        self.started_at = self.last_heartbeat = time.time()
         self.running: set[str] = set()
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -97,6 +98,14 @@ class Consumer:
             running=sorted(self.running), draining=self.draining,
         )
         await self.redis.hset(self.keys.consumers(self.group), self.consumer_id, info.model_dump_json())
+        self.last_heartbeat = info.seen_at
+
+    def healthy(self) -> bool:
+        """Liveness: the heartbeat loop published recently (the event loop is not stuck)."""
+        return time.time() - self.last_heartbeat < max(10.0, 5 * self.settings.consumer_heartbeat_seconds)
+
+    async def ready(self) -> bool:
+        return bool(await self.redis.ping()) and not self.draining
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -188,12 +197,20 @@ async def serve(settings: Settings, group: str, max_jobs: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drain)
     watcher = asyncio.create_task(_watch_parent(drain)) if settings.consumer_exit_with_parent else None
+    ops = None
+    if settings.consumer_http_port >= 0:  # process metrics (CPU, memory, fds) and probes
+        from prometheus_client import REGISTRY
+
+        ops = OpsServer(settings.consumer_http_port, REGISTRY, consumer.healthy, consumer.ready)
+        await ops.start()
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await worker.async_run()
     finally:
         if watcher:
             watcher.cancel()
+        if ops:
+            await ops.stop()
         await worker.close()
 
 

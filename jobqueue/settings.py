@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     consumer_id: str | None = Field(
         default=None, description="Consumer identity. Default `<hostname>-<pid>` (the pod name on Kubernetes)."
     )
+    consumer_http_port: int = Field(
+        default=-1, ge=-1, le=65535,
+        description="Consumer port for /metrics (process metrics), /healthz, /readyz; -1: off (the "
+        "local backend runs several consumers per machine), set it on Kubernetes.",
+    )
     consumer_poll_seconds: float = Field(default=0.2, gt=0, description="How often an idle consumer polls.")
     consumer_heartbeat_seconds: float = Field(
         default=2.0, gt=0, description="How often a consumer publishes its presence and busy jobs."
