@@ -31,6 +31,17 @@ from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 # ARGV[6] '1' to release the job from its consumer (running entry, heartbeat); ARGV[7..] field/value
 # pairs. One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
 _TRANSITION = """
+-- histograms kept as cumulative bucket counters: hist:<name>:<group>:<le>, and :sum
+local SECONDS = {0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 10800}
+local BYTES = {0, 1048576, 16777216, 134217728, 1073741824, 8589934592, 68719476736}
+local function observe(key, name, group, value, buckets)
+  local prefix = 'hist:' .. name .. ':' .. group .. ':'
+  for _, le in ipairs(buckets) do
+    if value <= le then redis.call('HINCRBY', key, prefix .. le, 1) end
+  end
+  redis.call('HINCRBY', key, prefix .. '+Inf', 1)
+  redis.call('HINCRBYFLOAT', key, prefix .. 'sum', value)
+end
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return -1 end
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'consumer_id') ~= ARGV[4] then return 0 end
@@ -44,7 +55,11 @@ for s in string.gmatch(ARGV[1], '[^,]+') do
     for i = 7, #ARGV, 2 do
       redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
       if ARGV[i] == 'summary' then
-        redis.call('HINCRBY', KEYS[5], 'spilled_bytes:' .. group, cjson.decode(ARGV[i + 1])['spilled_bytes'])
+        local sm = cjson.decode(ARGV[i + 1])
+        redis.call('HINCRBY', KEYS[5], 'spilled_bytes:' .. group, sm['spilled_bytes'])
+        observe(KEYS[5], 'job_queue_wait_seconds', group, sm['queue_wait_seconds'], SECONDS)
+        observe(KEYS[5], 'job_run_seconds', group, sm['total_seconds'], SECONDS)
+        observe(KEYS[5], 'job_spilled_bytes', group, sm['spilled_bytes'], BYTES)
       end
     end
     if ARGV[5] == '1' then redis.call('ZREM', KEYS[2], ARGV[3]) end

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from jobqueue.groups import ResourceGroup
@@ -25,22 +25,49 @@ class RedisCounters(Collector):
     """Counters aggregated in Redis, exported from the last snapshot."""
 
     def __init__(self) -> None:
-        self.snapshot: dict[str, int] = {}
+        self.snapshot: dict[str, float] = {}
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         families = {
             event: CounterMetricFamily(f"jobqueue_jobs_{event}", f"Jobs {event}, all consumers.", labels=["group"])
             for event in JOB_EVENTS
         }
         spilled = CounterMetricFamily("jobqueue_spilled_bytes", "Peak spill bytes summed over jobs.", labels=["group"])
+        histograms: dict[tuple[str, str], dict[str, float]] = {}
         for field, value in sorted(self.snapshot.items()):
             event, _, group = field.partition(":")
             if event in families:
                 families[event].add_metric([group], value)
             elif event == "spilled_bytes":
                 spilled.add_metric([group], value)
+            elif event == "hist":
+                name, group, le = group.split(":")
+                histograms.setdefault((name, group), {})[le] = value
         yield from families.values()
         yield spilled
+        yield from _histograms(histograms)
+
+
+HISTOGRAM_DOCS = {
+    "job_queue_wait_seconds": "Seconds from submission to start, per succeeded job.",
+    "job_run_seconds": "Seconds a consumer spent on a succeeded job.",
+    "job_spilled_bytes": "Peak spill bytes per succeeded job.",
+}
+
+
+def _histograms(data: dict[tuple[str, str], dict[str, float]]) -> Iterator[HistogramMetricFamily]:
+    families: dict[str, HistogramMetricFamily] = {}
+    for (name, group), fields in sorted(data.items()):
+        family = families.setdefault(name, HistogramMetricFamily(
+            f"jobqueue_{name}", HISTOGRAM_DOCS.get(name, name), labels=["group"]))
+        les = sorted((float(le), le) for le in fields if le not in ("sum", "+Inf"))
+        buckets = [(_le(raw), fields[raw]) for _, raw in les] + [("+Inf", fields.get("+Inf", 0))]
+        family.add_metric([group], buckets=buckets, sum_value=fields.get("sum", 0.0))
+    yield from families.values()
+
+
+def _le(raw: str) -> str:
+    return str(float(raw))
 
 
 class ManagerMetrics:

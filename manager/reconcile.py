@@ -96,7 +96,7 @@ class Reconciler:
                 self.metrics.backend_errors.labels(self.backend.name, type(e).__name__).inc()
                 log.exception("reconcile failed for group", group=name)
         raw = await self.redis.hgetall(self.keys.counters)
-        self.metrics.counters.snapshot = {k.decode(): int(v) for k, v in raw.items()}
+        self.metrics.counters.snapshot = {k.decode(): float(v) for k, v in raw.items()}
         self.metrics.leader.set(1)
         self.metrics.tick.observe(time.perf_counter() - started)
         self.last_tick_at = time.monotonic()

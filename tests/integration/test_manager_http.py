@@ -56,6 +56,9 @@ async def test_metrics_and_health(settings, tmp_path, arq_redis):
         assert metric(text, 'jobqueue_scale_decisions_total{direction="up",reason="queue"}') >= 1
         assert metric(text, "jobqueue_manager_is_leader") == 1
         assert "jobqueue_manager_tick_seconds_count" in text
+        assert metric(text, 'jobqueue_job_run_seconds_count{group="default"}') == 1
+        assert metric(text, 'jobqueue_job_queue_wait_seconds_bucket{group="default",le="+Inf"}') == 1
+        assert metric(text, 'jobqueue_job_spilled_bytes_bucket{group="default",le="0.0"}') == 1  # did not spill
         assert await asyncio.to_thread(get, ops.bound_port, "/healthz") == (200, "ok\n")
         assert await asyncio.to_thread(get, ops.bound_port, "/readyz") == (200, "ok\n")
         assert (await asyncio.to_thread(get, ops.bound_port, "/nope"))[0] == 404
