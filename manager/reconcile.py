@@ -119,6 +119,7 @@ class Reconciler:
             "reason": decision.reason, "detail": decision.detail, "ready": obs.stats.ready,
             "in_flight": obs.stats.in_flight, "deferred": obs.stats.deferred,
             "busy": obs.stats.busy_consumers, "orphaned": len(obs.orphaned_jobs),
+            "oldest_wait_seconds": round(max(0.0, now - obs.oldest_ready_ms / 1000), 1) if obs.oldest_ready_ms else 0,
         }
         await self.redis.hset(self.keys.group_state(group.name), "state", json.dumps(state))
         return GroupStatus(obs, current, decision)

@@ -28,7 +28,8 @@ async def read_status(settings: Settings) -> list[dict[str, Any]]:
                 "group": name,
                 "min": groups[name]["min_instances"],
                 "max": groups[name]["max_instances"],
-                **{k: state.get(k) for k in ("desired", "current", "busy", "ready", "in_flight", "deferred")},
+                **{k: state.get(k) for k in ("desired", "current", "busy", "ready", "in_flight", "deferred",
+                                             "oldest_wait_seconds")},
                 "decision": state.get("reason"),
                 "detail": state.get("detail"),
                 "age_seconds": round(time.time() - state["at"], 1) if state else None,
@@ -40,10 +41,11 @@ async def read_status(settings: Settings) -> list[dict[str, Any]]:
 
 def render_status(rows: list[dict[str, Any]]) -> Group:
     table = Table("group", "min", "max", "desired", "current", "busy", "ready", "in flight", "deferred",
-                  "decision", title="jobqueue status", box=box.SIMPLE)
+                  "oldest wait", "decision", title="jobqueue status", box=box.SIMPLE)
     for r in rows:
+        oldest = f"{r['oldest_wait_seconds']}s" if r.get("oldest_wait_seconds") is not None else None
         cells = [r["group"], r["min"], r["max"], r["desired"], r["current"], r["busy"], r["ready"],
-                 r["in_flight"], r["deferred"], r["decision"]]
+                 r["in_flight"], r["deferred"], oldest, r["decision"]]
         table.add_row(*("-" if c is None else str(c) for c in cells))
     if not rows:
         table.caption = "no manager has published groups for this environment yet (is `jobqueue up` running?)"

@@ -45,3 +45,22 @@ async def test_jobs_show_and_cancel(settings, redis_url, environment, tmp_path):
 def test_status_json_without_a_manager_is_empty(redis_url, environment, tmp_path):
     code, out = cli(redis_url, environment, tmp_path, "status", "--json")
     assert code == 0 and json.loads(out) == []
+
+
+async def test_status_shows_groups_the_manager_published(settings, redis_url, environment, tmp_path):
+    from tests.helpers import eventually, running_manager
+
+    settings = with_groups(settings, tmp_path, {"paused": {"max_instances": 0}})
+    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+        await client.offline_query({"user.id": [1]}, ["user.f0"], resources=ResourceRequests(resource_group="paused"))
+
+        async def reported():
+            code, out = cli(redis_url, environment, tmp_path, "status", "--json")
+            rows = {r["group"]: r for r in json.loads(out)} if code == 0 else {}
+            return rows if rows.get("paused", {}).get("ready") == 1 else None
+
+        rows = await eventually(reported, what="status with the queued job")
+    assert rows["paused"]["max"] == 0 and rows["paused"]["desired"] == 0
+    assert rows["paused"]["oldest_wait_seconds"] >= 0 and rows["default"]["ready"] == 0
+    code, out = cli(redis_url, environment, tmp_path, "status")
+    assert code == 0 and "paused" in out and "oldest wait" in out, out
