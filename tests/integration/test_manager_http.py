@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +61,13 @@ async def test_metrics_and_health(settings, tmp_path, arq_redis):
         assert metric(text, 'jobqueue_job_run_seconds_count{group="default"}') == 1
         assert metric(text, 'jobqueue_job_queue_wait_seconds_bucket{group="default",le="+Inf"}') == 1
         assert metric(text, 'jobqueue_job_spilled_bytes_bucket{group="default",le="0.0"}') == 1  # did not spill
+        dashboard = (Path(__file__).parents[2] / "helm" / "jobqueue" / "dashboards" / "jobqueue.json").read_text()
+        used = set(re.findall(r"jobqueue_[a-z_]+", dashboard)) - {"jobqueue"}
+        suffixes = {"counter": ["", "_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+        exposed = {name + sfx for _, _, name, kind in (ln.split(" ") for ln in text.splitlines()
+                                                      if ln.startswith("# TYPE jobqueue_"))
+                   for sfx in suffixes[kind]}
+        assert used and used <= exposed, f"dashboard queries metrics the manager does not expose: {used - exposed}"
         assert await asyncio.to_thread(get, ops.bound_port, "/healthz") == (200, "ok\n")
         assert await asyncio.to_thread(get, ops.bound_port, "/readyz") == (200, "ok\n")
         assert (await asyncio.to_thread(get, ops.bound_port, "/nope"))[0] == 404
