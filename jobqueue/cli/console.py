@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import typer
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 
+from jobqueue.client import AsyncJobQueueClient
 from jobqueue.errors import JobQueueError
 from jobqueue.settings import Settings, UnknownSettingError, load_settings
 
+T = TypeVar("T")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -50,3 +54,15 @@ def fail_cleanly() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+
+
+def with_client(fn: Callable[[AsyncJobQueueClient], Awaitable[T]]) -> T:
+    """Run `fn` with an SDK client for the configured environment; failures become clean errors."""
+    settings = settings_or_exit()
+
+    async def go() -> T:
+        async with AsyncJobQueueClient(settings) as client:
+            return await fn(client)
+
+    with fail_cleanly():
+        return asyncio.run(go())

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import typer
 from rich.table import Table
 
-from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
+from jobqueue.cli.console import console, with_client
 from jobqueue.client import AsyncJobQueueClient
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.sizes import format_bytes
@@ -17,17 +15,6 @@ from jobqueue.sizes import format_bytes
 app = typer.Typer(help="Recent jobs, one job's record, cancel.", no_args_is_help=False)
 T = TypeVar("T")
 IdArg = Annotated[str, typer.Argument(help="Job id.")]
-
-
-def with_client(fn: Callable[[AsyncJobQueueClient], Awaitable[T]]) -> T:
-    settings = settings_or_exit()
-
-    async def go() -> T:
-        async with AsyncJobQueueClient(settings) as client:
-            return await fn(client)
-
-    with fail_cleanly():
-        return asyncio.run(go())
 
 
 def _seconds(record: JobRecord) -> tuple[str, str]:

@@ -5,16 +5,14 @@ Reads the definitions the manager publishes in Redis, so it works from any machi
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
-from jobqueue.cli.console import console, err_console, fail_cleanly, settings_or_exit
+from jobqueue.cli.console import console, err_console, with_client
 from jobqueue.client import AsyncJobQueueClient
 from jobqueue.errors import JobQueueError
 from jobqueue.keys import SCHEDULE_ERRORS_FIELD
@@ -24,17 +22,6 @@ from jobqueue.sizes import format_bytes
 app = typer.Typer(help="Scheduled queries: list, runs, run now, pause, resume.", no_args_is_help=False)
 NameArg = Annotated[str, typer.Argument(help="Schedule name.")]
 T = TypeVar("T")
-
-
-def _with_client(fn: Callable[[AsyncJobQueueClient], Awaitable[T]]) -> T:
-    settings = settings_or_exit()
-
-    async def go() -> T:
-        async with AsyncJobQueueClient(settings) as client:
-            return await fn(client)
-
-    with fail_cleanly():
-        return asyncio.run(go())
 
 
 async def _definitions(client: AsyncJobQueueClient) -> tuple[dict[str, ScheduledQuery], list[str]]:
@@ -77,7 +64,7 @@ def list_schedules(ctx: typer.Context) -> None:
             ])
         return out, errors
 
-    table_rows, errors = _with_client(rows)
+    table_rows, errors = with_client(rows)
     table = Table("name", "cron", "group", "state", "next run", "last run", "last decision", title="schedules")
     for row in table_rows:
         table.add_row(*row)
@@ -105,7 +92,7 @@ def list_runs(name: NameArg, limit: Annotated[int, typer.Option(min=1, help="How
         return out
 
     table = Table("job", "status", "duration", "spilled", title=f"runs of {name}")
-    for row in _with_client(rows):
+    for row in with_client(rows):
         table.add_row(*row)
     console.print(table)
 
@@ -115,7 +102,7 @@ def _flag(name: str, field: str, value: str, done: str) -> None:
         await _one(client, name)
         await client.redis.hset(client.keys.schedule(name), field, value)
 
-    _with_client(set_flag)
+    with_client(set_flag)
     console.print(done)
 
 
