@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -54,8 +55,8 @@ async def test_status_shows_groups_the_manager_published(settings, redis_url, en
     async with running_manager(settings), AsyncJobQueueClient(settings) as client:
         await client.offline_query({"user.id": [1]}, ["user.f0"], resources=ResourceRequests(resource_group="paused"))
 
-        async def reported():
-            code, out = cli(redis_url, environment, tmp_path, "status", "--json")
+        async def reported():  # the CLI runs in a thread, so the manager's loop keeps ticking meanwhile
+            code, out = await asyncio.to_thread(cli, redis_url, environment, tmp_path, "status", "--json")
             rows = {r["group"]: r for r in json.loads(out)} if code == 0 else {}
             return rows if rows.get("paused", {}).get("ready") == 1 else None
 
