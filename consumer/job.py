@@ -78,8 +78,11 @@ class JobRun:
             prepared = self.consumer.prepare(job)
             outcome = await self._watched(prepared)
         except asyncio.CancelledError:
-            # hard shutdown (drain grace exceeded): arq runs the job again; hand the record back
-            await asyncio.shield(self._released(store.requeue(job.job_id, claim.errors, owner=owner, release=group)))
+            # hard shutdown (drain grace exceeded): arq runs the job again; hand the record back,
+            # and the cut-off run does not count against max_retries
+            await asyncio.shield(self._released(store.requeue(
+                job.job_id, claim.errors, owner=owner, release=group, attempts=claim.attempt - 1
+            )))
             raise
         except Stopped as stop:
             await self._record_stop(stop)

@@ -210,11 +210,15 @@ class JobStore:
             return Claim(False, 0, [], reply[1].decode() if len(reply) > 1 else None)
         return Claim(True, int(reply[1]), json.loads(reply[2]), JobStatus.RUNNING.value)
 
-    async def requeue(self, job_id: str, errors: list[str], owner: str = "", release: str = "") -> bool:
-        """running -> queued, keeping the attempt history; `owner` guards against a stale consumer."""
-        applied = await self.transition(
-            job_id, RUNNING, JobStatus.QUEUED, owner=owner, release=release, errors=errors, progress=0.0
-        )
+    async def requeue(
+        self, job_id: str, errors: list[str], owner: str = "", release: str = "", attempts: int | None = None
+    ) -> bool:
+        """running -> queued, keeping the attempt history; `owner` guards against a stale consumer.
+        `attempts` resets the count (a run cut off by a shutdown does not use up a retry)."""
+        fields: dict[str, Any] = {"errors": errors, "progress": 0.0}
+        if attempts is not None:
+            fields["attempts"] = attempts
+        applied = await self.transition(job_id, RUNNING, JobStatus.QUEUED, owner=owner, release=release, **fields)
         return applied == 1
 
     async def mark_succeeded(

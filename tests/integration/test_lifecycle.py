@@ -111,3 +111,20 @@ async def test_cancel_a_running_query_removes_its_temp_files(settings, big_store
         assert record.status is JobStatus.CANCELLED
         assert not list(settings.spill_root.glob("q-*")), "the query's temp directory is removed"
         assert not (settings.home / "staging").exists() or not any((settings.home / "staging").rglob("*.parquet"))
+
+
+async def test_drain_grace_exceeded_hands_the_job_back_without_using_a_retry(settings, big_store, tmp_path):
+    spilling = {"max_instances": 1, "memory": "320MiB", "memory_limit_percent": 30}  # a ~5 s query
+    settings = lifecycle_settings(settings, tmp_path, big_store, {"default": spilling})
+    settings = settings.model_copy(update={"consumer_drain_seconds": 1})
+    ids, times = sample_input(big_store.users, 1_500_000, seed=19)
+    async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
+        job = await client.offline_query(ids, OUTPUT, times, max_retries=0)
+        await eventually(lambda: status_is(job, JobStatus.RUNNING), timeout=60, what="job running")
+        (first,) = backend.active("default")
+        backend._stop(first)  # SIGTERM: 1 s of grace, then the query is cut off and handed back
+        record = await job.wait(timeout=120, show_progress=False)
+        assert first.process.wait(timeout=30) == 0
+    assert record.status is JobStatus.SUCCEEDED  # with max_retries=0, a counted attempt would have failed it
+    assert record.attempts == 1 and record.errors == []
+    assert record.consumer_id != first.consumer_id
