@@ -88,8 +88,11 @@ async def test_deadline_interrupts_a_running_query(settings, big_store, tmp_path
     spilling = {"min_instances": 1, "max_instances": 1, "memory": "320MiB", "memory_limit_percent": 30}
     settings = lifecycle_settings(settings, tmp_path, big_store, {"default": spilling})  # slow: ~5 s
     ids, times = sample_input(big_store.users, 1_500_000, seed=8)
-    async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
-        await eventually(lambda: backend.active("default"), what="warm consumer")
+    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+        async def polling():  # registered means its arq worker is about to poll: the job starts at once
+            return await client.redis.hlen(client.keys.consumers("default")) == 1
+
+        await eventually(polling, timeout=60, what="a warm consumer polling the queue")
         job = await client.offline_query(ids, OUTPUT, times, completion_deadline=timedelta(seconds=2))
         with pytest.raises(JobFailedError) as info:
             await job.wait(timeout=60, show_progress=False)
