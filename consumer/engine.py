@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from consumer.schema_check import check_source
 from consumer.sources import TableSource
-from jobqueue.plan import QueryPlan
+from jobqueue.plan import QueryPlan, literal
 
 ProgressCallback = Callable[[float], None]
 
@@ -50,10 +50,6 @@ class EngineResult:
 
 class QueryInterrupted(RuntimeError):
     pass
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 class QueryRun:
@@ -108,7 +104,7 @@ class QueryRun:
             if isinstance(input_data, pa.Table):
                 con.register("input", input_data)
             else:
-                con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet({_literal(input_data)})")
+                con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet({literal(input_data)})")
             facts = {join.source.name: self.sources[join.relation].attach(con, join.relation)
                      for join in self.plan.joins}
             input_types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM input").fetchall()}
@@ -122,7 +118,7 @@ class QueryRun:
             started = time.perf_counter()
             try:
                 row = con.execute(
-                    f"COPY ({self.plan.sql}) TO {_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
+                    f"COPY ({self.plan.sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
                 ).fetchone()
             except duckdb.InterruptException as e:
                 raise QueryInterrupted("query was interrupted") from e

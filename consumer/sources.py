@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import duckdb
 
-from jobqueue.plan import quote
+from jobqueue.plan import literal, quote
 from jobqueue.registry import FeatureSource
 from jobqueue.storage import Storage, is_local, local_path
 
@@ -38,12 +38,8 @@ class TimeBounds:
     lookback_seconds: int | None = None  # None: latest-value features need any older row
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def read_parquet_sql(paths: list[str]) -> str:
-    return f"read_parquet([{', '.join(_literal(p) for p in paths)}], hive_partitioning = false)"
+    return f"read_parquet([{', '.join(literal(p) for p in paths)}], hive_partitioning = false)"
 
 
 @dataclass

@@ -261,9 +261,6 @@ class JobStore:
             await self.redis.zrem(self.keys.deadlines, job_id)
         return result
 
-    async def set_progress(self, job_id: str, progress: float) -> None:
-        await self.redis.hset(self.keys.job(job_id), "progress", json.dumps(round(progress, 4)))
-
     async def due_deadlines(self, now: datetime, limit: int = 1000) -> list[str]:
         ids = await self.redis.zrangebyscore(self.keys.deadlines, "-inf", now.timestamp() * 1000, 0, limit)
         return [i.decode() for i in ids]

@@ -47,6 +47,11 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def literal(text: str) -> str:
+    """A SQL string literal (file paths in read_parquet / COPY)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _split(feature: str) -> tuple[str, str]:
     ns, dot, name = feature.partition(".")
     return ns, (name if dot else "")

@@ -31,10 +31,6 @@ class SampleStore:
     users: int
     feature_rows: int
 
-    @property
-    def profile_features(self) -> list[str]:
-        return [f for f in self.read_registry()["namespaces"]["user"]["sources"][0]["features"]]
-
     def read_registry(self) -> dict:
         return yaml.safe_load(self.registry_path.read_text())
 

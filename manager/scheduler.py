@@ -19,7 +19,7 @@ from jobqueue.keys import SCHEDULE_ERRORS_FIELD
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
 from jobqueue.schedules import ScheduledQuery, spine_columns
-from manager.schedule_policy import next_due, plan_firing
+from manager.schedule_policy import plan_firing
 
 log = get_logger("jobqueue.manager.scheduler")
 
@@ -130,6 +130,3 @@ class Scheduler:
             assert sq.input_path is not None
             table = self.client.storage.read_table(sq.input_path).select(spine_columns(sq, self.client.registry))
         return with_times(table, None, due)
-
-    def next_run(self, sq: ScheduledQuery, now: datetime) -> datetime | None:
-        return next_due(sq, now)
