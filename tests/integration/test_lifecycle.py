@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from datetime import timedelta
 
 import pytest
+import yaml
+from pydantic import SecretStr
 
 from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus, ResourceRequests
 from jobqueue.sample import sample_input, write_sample_store
@@ -26,6 +29,12 @@ def lifecycle_settings(settings, tmp_path, store, groups):
         settings, tmp_path, groups, registry_path=store.registry_path,
         job_heartbeat_ttl_seconds=1.5, retry_backoff_seconds=0.1,
     )
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 async def status_is(job, *statuses):
@@ -49,8 +58,16 @@ async def test_killed_consumer_mid_query_job_completes_on_another(settings, big_
 
 
 async def test_retryable_failure_is_retried_until_max_retries(settings, store, tmp_path):
-    # a 320 KiB container leaves DuckDB its 16 MiB floor: this join runs out of memory on every attempt
-    settings = lifecycle_settings(settings, tmp_path, store, {"default": {"max_instances": 1, "memory": "320KiB"}})
+    # an object store that refuses connections is a transient failure: retried, then failed with every attempt's error
+    registry = store.read_registry()
+    for src in registry["namespaces"]["user"]["sources"]:
+        src["path"] = f"s3://unreachable/store/{src['path']}"
+    (tmp_path / "registry-s3.yaml").write_text(yaml.safe_dump(registry))
+    settings = lifecycle_settings(settings, tmp_path, store, {"default": {"max_instances": 1}})
+    settings = settings.model_copy(update={
+        "registry_path": tmp_path / "registry-s3.yaml", "s3_endpoint_url": f"http://127.0.0.1:{closed_port()}",
+        "s3_region": "us-east-1", "s3_access_key_id": "test", "s3_secret_access_key": SecretStr("test"),
+    })
     ids, times = sample_input(store.users, 1_000, seed=3)
     async with running_manager(settings), AsyncJobQueueClient(settings) as client:
         job = await client.offline_query(ids, OUTPUT, times, max_retries=1)
@@ -58,8 +75,8 @@ async def test_retryable_failure_is_retried_until_max_retries(settings, store, t
             await job.wait(timeout=60, show_progress=False)
     record = info.value.record
     assert record.attempts == 2 and len(record.errors) == 2, record
-    assert all("OutOfMemory" in e for e in record.errors)
-    assert record.errors[0].startswith("attempt 1:") and record.errors[1].startswith("attempt 2:")
+    assert all("Could not connect" in e for e in record.errors), record.errors
+    assert record.errors[0].startswith("attempt 1: OSError") and record.errors[1].startswith("attempt 2: OSError")
 
 
 async def test_deterministic_failure_is_not_retried(settings, store, tmp_path):
