@@ -1,7 +1,11 @@
-"""Resource groups: named consumer pools, each with its own queue, scale bounds and engine limits.
+"""Resource groups: named consumer pools, each with its own queue, scale bounds, engine limits and pod shape.
 
-Loaded from YAML (`JOBQUEUE_RESOURCE_GROUPS_PATH`). A `default` group always exists.
+Loaded from YAML (`JOBQUEUE_RESOURCE_GROUPS_PATH`). A `default` group always exists. `defaults`
+is merged into every group (mappings key by key, the group's own value wins):
 
+    defaults:
+      image: ghcr.io/acme/jobqueue:1.4.0
+      env_from: [{secretRef: {name: jobqueue-env}}]
     resource_groups:
       default: {min_instances: 0, max_instances: 2}
       big:
@@ -13,26 +17,62 @@ Loaded from YAML (`JOBQUEUE_RESOURCE_GROUPS_PATH`). A `default` group always exi
         spill_directory: /mnt/nvme/spill
         threads: 4
         env: {JOBQUEUE_LOG_LEVEL: debug}
+        # Kubernetes only: the consumer Deployment's pod template
+        resources: {requests: {cpu: "4"}, limits: {memory: 8Gi, ephemeral-storage: 200Gi}}
+        node_selector: {pool: nvme}
+        tolerations: [{key: dedicated, value: queries, effect: NoSchedule}]
+        termination_grace_period_seconds: 3600
+
+The manager loads groups leniently (`read_groups_config`): a broken group is reported by name
+and left alone while the others run. Everything else (the SDK, the CLI) loads strictly.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from jobqueue.errors import ConfigError
 from jobqueue.sizes import parse_bytes
 
 DEFAULT_GROUP = "default"
 _GROUP_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+_QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+_MERGED = ("env", "node_selector", "labels", "annotations")
+
+
+def _camel(name: str) -> AliasChoices:
+    head, *rest = name.split("_")
+    return AliasChoices(name, head + "".join(p.title() for p in rest))
+
+
+def _check_quantities(value: dict[str, str]) -> dict[str, str]:
+    for name, quantity in value.items():
+        if name not in _RESOURCE_NAMES:
+            raise ValueError(f"unknown resource {name!r}; use {', '.join(_RESOURCE_NAMES)}")
+        if not _QUANTITY_RE.match(str(quantity)):
+            raise ValueError(f"{name}: {quantity!r} is not a Kubernetes quantity (e.g. 500m, 2, 8Gi)")
+    return {k: str(v) for k, v in value.items()}
+
+
+Quantities = Annotated[dict[str, str], BeforeValidator(lambda v: _check_quantities(v or {}))]
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests: Quantities = Field(default_factory=dict)
+    limits: Quantities = Field(default_factory=dict)
 
 
 class ResourceGroup(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str
     min_instances: int = Field(default=0, ge=0)
@@ -43,6 +83,20 @@ class ResourceGroup(BaseModel):
     spill_directory: str | None = None
     threads: int | None = Field(default=None, gt=0)
     env: dict[str, str] = Field(default_factory=dict)
+    # Kubernetes: the consumer Deployment's pod template (ignored by the local backend)
+    image: str | None = None
+    image_pull_policy: str | None = Field(default=None, validation_alias=_camel("image_pull_policy"))
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(default_factory=dict, validation_alias=_camel("node_selector"))
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    env_from: list[dict[str, Any]] = Field(default_factory=list, validation_alias=_camel("env_from"))
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list, validation_alias=_camel("volume_mounts"))
+    service_account: str | None = Field(default=None, validation_alias=_camel("service_account"))
+    termination_grace_period_seconds: int | None = Field(
+        default=None, ge=0, validation_alias=_camel("termination_grace_period_seconds"))
 
     @model_validator(mode="after")
     def _check(self) -> ResourceGroup:
@@ -57,10 +111,11 @@ class ResourceGroup(BaseModel):
             )
         return self
 
-    def consumer_env(self) -> dict[str, str]:
-        """Settings a consumer of this group runs with, on top of the manager's own."""
+    def consumer_env(self, emulate_memory: bool = True) -> dict[str, str]:
+        """Settings a consumer of this group runs with, on top of the manager's own. On Kubernetes the
+        container's cgroup is the memory limit, so `emulate_memory=False` leaves it out."""
         env: dict[str, str] = {}
-        if self.memory is not None:
+        if self.memory is not None and emulate_memory:
             env["JOBQUEUE_CONTAINER_MEMORY_BYTES"] = str(self.memory)
         if self.memory_limit_percent is not None:
             env["JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT"] = str(self.memory_limit_percent)
@@ -72,35 +127,77 @@ class ResourceGroup(BaseModel):
         return env
 
 
-def parse_groups(data: object, source: str = "<resource groups>") -> dict[str, ResourceGroup]:
-    """Validate a parsed YAML document into groups; always includes `default`."""
+@dataclass(frozen=True)
+class GroupsConfig:
+    """What the manager runs: the valid groups, and each broken group's error by name."""
+
+    groups: dict[str, ResourceGroup]
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def _merge(defaults: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    merged = {**defaults, **body}
+    for key in _MERGED:
+        camel = _camel(key).choices[1]
+        for k in {key, camel}:
+            if isinstance(defaults.get(k), dict) and isinstance(body.get(k), dict):
+                merged[k] = {**defaults[k], **body[k]}
+    return merged
+
+
+def read_groups_config(data: object, source: str = "<resource groups>") -> GroupsConfig:
+    """Validate a parsed YAML document; per-group errors are collected, not raised. Always has `default`
+    (unless `default` itself is broken). A broken document as a whole raises `ConfigError`."""
     if data is None:
         data = {}
     if not isinstance(data, dict) or not isinstance(data.get("resource_groups", {}), dict):
         raise ConfigError(f"{source}: expected a mapping with key 'resource_groups: {{name: {{...}}}}'")
-    extra = set(data) - {"resource_groups"}
+    extra = set(data) - {"resource_groups", "defaults"}
     if extra:
-        raise ConfigError(f"{source}: unknown top-level key(s) {sorted(extra)}; only 'resource_groups'")
+        raise ConfigError(f"{source}: unknown top-level key(s) {sorted(extra)}; only 'resource_groups', 'defaults'")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{source}: 'defaults' must be a mapping of group fields")
     groups: dict[str, ResourceGroup] = {}
-    for name, body in (data.get("resource_groups") or {}).items():
+    errors: dict[str, str] = {}
+    bodies = dict(data.get("resource_groups") or {})
+    bodies.setdefault(DEFAULT_GROUP, {})
+    for name, body in bodies.items():
+        if body is not None and not isinstance(body, dict):
+            errors[str(name)] = f"{source}: resource group {name!r} must be a mapping"
+            continue
         try:
-            groups[str(name)] = ResourceGroup.model_validate({"name": str(name), **(body or {})})
+            groups[str(name)] = ResourceGroup.model_validate({**_merge(defaults, body or {}), "name": str(name)})
         except ValidationError as e:
-            raise ConfigError(f"{source}: resource group {name!r}: {_first_error(e)}") from e
-        except TypeError as e:
-            raise ConfigError(f"{source}: resource group {name!r} must be a mapping") from e
-    groups.setdefault(DEFAULT_GROUP, ResourceGroup(name=DEFAULT_GROUP))
-    return groups
+            errors[str(name)] = f"{source}: resource group {name!r}: {_first_error(e)}"
+    return GroupsConfig(groups, errors)
+
+
+def parse_groups(data: object, source: str = "<resource groups>") -> dict[str, ResourceGroup]:
+    """Strict: the first broken group raises `ConfigError` naming it and the field."""
+    config = read_groups_config(data, source)
+    if config.errors:
+        raise ConfigError(next(iter(config.errors.values())))
+    return config.groups
+
+
+def _read_yaml(path: Path) -> object:
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
 
 
 def load_groups(path: Path | None) -> dict[str, ResourceGroup]:
     if path is None:
         return parse_groups(None)
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    return parse_groups(data, str(path))
+    return parse_groups(_read_yaml(path), str(path))
+
+
+def load_groups_config(path: Path | None) -> GroupsConfig:
+    if path is None:
+        return read_groups_config(None)
+    return read_groups_config(_read_yaml(path), str(path))
 
 
 def _first_error(e: ValidationError) -> str:

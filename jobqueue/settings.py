@@ -174,6 +174,33 @@ class Settings(BaseSettings):
     scaler_backend: Literal["local", "kubernetes"] = Field(
         default="local", description="How the manager runs consumers: local processes or Kubernetes."
     )
+    kubernetes_namespace: str = Field(
+        default="default", description="Namespace of the consumer Deployments and the leader Lease (the "
+        "chart sets it to the release namespace)."
+    )
+    kubernetes_release: str = Field(
+        default="jobqueue", pattern=r"^[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?$",
+        description="Prefix of every object the manager creates: Deployment `<release>-consumer-<group>`, "
+        "Lease `<release>-manager`. Objects also carry the label `jobqueue.io/release`.",
+    )
+    kubernetes_consumer_image: str | None = Field(
+        default=None, description="Consumer image for groups that set none (the chart passes its own image)."
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="Kubeconfig for the Kubernetes backend; unset: the in-cluster service account."
+    )
+    kubernetes_lease_seconds: int = Field(
+        default=15, ge=2, description="Leader Lease duration: a standby manager takes over this long after the "
+        "leader stops renewing. Renewal deadline is 2/3 of it, retries every 1/5 (at least 1 s).",
+    )
+    kubernetes_busy_deletion_cost: int = Field(
+        default=1_000_000, ge=1, description="`controller.kubernetes.io/pod-deletion-cost` put on a busy consumer's "
+        "pod before a scale-down (idle pods get 0), so the ReplicaSet removes idle pods first.",
+    )
+    pod_name: str | None = Field(
+        default=None, description="This manager's identity for leader election (the chart sets it from the pod "
+        "name). Default `<hostname>-<pid>`.",
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="`json` for production, `console` for a terminal, `auto` picks by TTY."
     )

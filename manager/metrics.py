@@ -88,6 +88,8 @@ class ManagerMetrics:
         self.busy = gauge("consumers_busy", "Consumers executing a job.")
         self.minimum = gauge("consumers_min", "The group's min_instances.")
         self.maximum = gauge("consumers_max", "The group's max_instances.")
+        self.config_errors = gauge("group_config_error", "1 when the group's config is broken (see the logs or "
+                                   "`jobqueue status`); what runs is left alone until it is fixed.")
         self.tick = Histogram("jobqueue_manager_tick_seconds", "Duration of one reconcile tick.", registry=r,
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.leader = Gauge("jobqueue_manager_is_leader", "1 when this manager acts.", registry=r)

@@ -10,8 +10,8 @@ pure, so the counting rules are unit-tested without Redis:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -31,6 +31,7 @@ class GroupObservation:
     oldest_ready_ms: int | None
 
     busy_ids: frozenset[str] = frozenset()
+    running: Mapping[str, str] = field(default_factory=dict)  # job id -> consumer id, live or not
 
 
 def summarize(
@@ -68,7 +69,7 @@ def summarize(
         busy_consumers=len(busy_ids),
     )
     return GroupObservation(
-        group, stats, tuple(live), tuple(stale), tuple(orphaned), oldest_ready_ms, busy_ids
+        group, stats, tuple(live), tuple(stale), tuple(orphaned), oldest_ready_ms, busy_ids, running
     )
 
 

@@ -13,6 +13,7 @@ in-progress key to expire (the job timeout: hours) before anyone ran it again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -42,26 +43,27 @@ class Reaper:
         self.store = store
         self.heartbeat_ttl = heartbeat_ttl
 
-    async def run(self, groups: list[str], now: datetime | None = None) -> ReapReport:
+    async def run(self, running: Mapping[str, Mapping[str, str]], now: datetime | None = None) -> ReapReport:
+        """`running`: each group's running entries (job id -> consumer id), as the tick observed them."""
         now = now or datetime.now(UTC)
         requeued: list[str] = []
         failed: list[str] = []
-        for group in groups:
-            for job_id, owner in await self._lost(group):
-                outcome = await self._recover(group, job_id, owner)
-                (requeued if outcome == "requeued" else failed if outcome == "failed" else []).append(job_id)
+        for group, job_id, owner in await self._lost(running):
+            outcome = await self._recover(group, job_id, owner)
+            (requeued if outcome == "requeued" else failed if outcome == "failed" else []).append(job_id)
         expired = await self._expire(now)
         return ReapReport(tuple(requeued), tuple(failed), tuple(expired))
 
-    async def _lost(self, group: str) -> list[tuple[str, str]]:
-        running = {k.decode(): v.decode() for k, v in (await self.redis.hgetall(self.keys.running(group))).items()}
-        if not running:
+    async def _lost(self, running: Mapping[str, Mapping[str, str]]) -> list[tuple[str, str, str]]:
+        """Running entries whose heartbeat key is gone: one pipelined round trip for every group."""
+        entries = [(group, job_id, owner) for group, jobs in running.items() for job_id, owner in jobs.items()]
+        if not entries:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in running:
+            for _, job_id, _ in entries:
                 pipe.exists(self.keys.heartbeat(job_id))
             alive = await pipe.execute()
-        return [(job_id, owner) for (job_id, owner), ok in zip(running.items(), alive, strict=True) if not ok]
+        return [entry for entry, ok in zip(entries, alive, strict=True) if not ok]
 
     async def _recover(self, group: str, job_id: str, owner: str) -> str:
         record = await self.store.get(job_id)

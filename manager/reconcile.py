@@ -14,10 +14,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
-from jobqueue.groups import ResourceGroup
+from jobqueue.errors import ConfigError
+from jobqueue.groups import GroupsConfig, ResourceGroup, load_groups_config
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
 from jobqueue.logs import get_logger
@@ -44,25 +47,34 @@ class Reconciler:
         self,
         redis: Redis,
         settings: Settings,
-        groups: dict[str, ResourceGroup],
+        groups: dict[str, ResourceGroup] | GroupsConfig,
         backend: ScalerBackend,
         clock: Callable[[], float] = time.time,
         scheduler: Scheduler | None = None,
         metrics: ManagerMetrics | None = None,
+        groups_path: Path | None = None,
+        leader: Callable[[], bool] | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys.for_environment(settings.environment)
-        self.groups = groups
+        self.config = groups if isinstance(groups, GroupsConfig) else GroupsConfig(groups)
+        self.groups_path = groups_path  # re-read when it changes (a mounted ConfigMap)
+        self._groups_mtime = groups_path.stat().st_mtime_ns if groups_path else None
         self.backend = backend
         self.clock = clock
         self.scheduler = scheduler
         self.metrics = metrics or ManagerMetrics()
+        self.leader = leader or (lambda: True)
         self.last_tick_at = time.monotonic()
         self.states: dict[str, ScaleState] = {}
         self.last: dict[str, GroupStatus] = {}
         store = JobStore(redis, self.keys, settings.job_ttl_seconds)
         self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds)
+
+    @property
+    def groups(self) -> dict[str, ResourceGroup]:
+        return self.config.groups
 
     def spec(self, group: ResourceGroup) -> ScalingSpec:
         return ScalingSpec(
@@ -81,56 +93,105 @@ class Reconciler:
             pipe.hset(key, mapping={name: g.model_dump_json() for name, g in self.groups.items()})
             await pipe.execute()
 
+    async def _reload_groups(self) -> None:
+        if self.groups_path is None:
+            return
+        try:
+            mtime = self.groups_path.stat().st_mtime_ns
+            if mtime == self._groups_mtime:
+                return
+            self._groups_mtime = mtime
+            config = load_groups_config(self.groups_path)
+        except (OSError, ConfigError) as e:  # keep running the last good config
+            log.error("resource groups file unreadable; keeping the previous config", error=str(e))
+            return
+        changed = sorted(n for n in set(config.groups) | set(self.groups) if config.groups.get(n) != self.groups.get(n))
+        log.info("resource groups reloaded", changed=changed, errors=config.errors)
+        self.config = config
+        await self.publish_groups()
+
     async def tick(self) -> dict[str, GroupStatus]:
         started = time.perf_counter()
-        await self.reaper.run(list(self.groups))
+        await self._reload_groups()
+        names = set(self.groups) | set(self.config.errors) | self.backend.managed_groups()
         now = self.clock()
-        observed = await read_groups(
-            self.redis, self.keys, self.groups, now, self.settings.consumer_stale_seconds
-        )
-        for name, group in self.groups.items():
-            try:
-                status = self.last[name] = await self._reconcile_group(group, observed[name], now)
-                self.metrics.observe_group(group, status.observed, status.current, status.decision, now)
-            except Exception as e:
-                self.metrics.backend_errors.labels(self.backend.name, type(e).__name__).inc()
-                log.exception("reconcile failed for group", group=name)
-        raw = await self.redis.hgetall(self.keys.counters)
-        self.metrics.counters.snapshot = {k.decode(): float(v) for k, v in raw.items()}
+        observed = await self._observe(names, now)
+        report = await self.reaper.run({g: o.running for g, o in observed.items()})
+        if report.requeued or report.failed:  # the queue changed under us: look again
+            observed = await self._observe(names, now)
+        states: dict[str, str] = {}
+        stale: dict[str, tuple[str, ...]] = {}
+        for name in sorted(names):
+            obs = observed[name]
+            stale[name] = obs.stale_consumers
+            states[name] = json.dumps(await self._reconcile_group(name, obs, now))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, ids in stale.items():
+                if ids:
+                    pipe.hdel(self.keys.consumers(name), *ids)
+            for name, state in states.items():
+                pipe.hset(self.keys.group_state(name), "state", state)
+            pipe.hgetall(self.keys.counters)
+            replies = await pipe.execute()
+        self.metrics.counters.snapshot = {k.decode(): float(v) for k, v in replies[-1].items()}
         self.metrics.leader.set(1)
         self.metrics.tick.observe(time.perf_counter() - started)
         self.last_tick_at = time.monotonic()
         return self.last
 
-    async def _reconcile_group(self, group: ResourceGroup, obs: GroupObservation, now: float) -> GroupStatus:
-        current = await self.backend.current_replicas(group.name)
-        decision = decide(obs.stats, self.spec(group), current, self.states.get(group.name, ScaleState()), now)
-        self.states[group.name] = decision.state
-        if decision.replicas != current:
-            log.info(
-                "scaling", group=group.name, direction=decision.direction, current=current,
-                desired=decision.replicas, reason=decision.reason, detail=decision.detail,
-            )
-            await self.backend.scale(group, decision.replicas, obs)
-        if obs.stale_consumers:
-            await self.redis.hdel(self.keys.consumers(group.name), *obs.stale_consumers)
-        state = {
+    async def _observe(self, names: set[str], now: float) -> dict[str, GroupObservation]:
+        return await read_groups(self.redis, self.keys, sorted(names), now, self.settings.consumer_stale_seconds)
+
+    async def _reconcile_group(self, name: str, obs: GroupObservation, now: float) -> dict[str, Any]:
+        """Decide and act for one group; a failure is reported in its state and does not stop the others."""
+        group = self.groups.get(name)
+        error = self.config.errors.get(name)
+        self.metrics.config_errors.labels(name).set(1 if error else 0)
+        try:
+            current = await self.backend.current_replicas(name)
+            if group is None and error is not None:  # broken config: leave what runs alone until it is fixed
+                decision = Decision(current, "none", "config_error", error, ScaleState())
+            else:
+                spec = self.spec(group) if group is not None else ScalingSpec(0, 0, stabilization_seconds=0,
+                                                                             cooldown_seconds=0)
+                decision = decide(obs.stats, spec, current, self.states.get(name, ScaleState()), now)
+                self.states[name] = decision.state
+                if decision.replicas != current:
+                    log.info(
+                        "scaling", group=name, direction=decision.direction, current=current,
+                        desired=decision.replicas, reason=decision.reason if group else "removed",
+                        detail=decision.detail,
+                    )
+                if group is not None:
+                    await self.backend.converge(group, decision.replicas, obs)
+                else:
+                    await self.backend.retire(name, decision.replicas, obs)
+        except Exception as e:
+            self.metrics.backend_errors.labels(self.backend.name, type(e).__name__).inc()
+            log.exception("reconcile failed for group", group=name)
+            error = f"{type(e).__name__}: {e}"
+            current = self.last[name].current if name in self.last else 0
+            decision = Decision(current, "none", "error", error, self.states.get(name, ScaleState()))
+        self.last[name] = GroupStatus(obs, current, decision)
+        if group is not None:
+            self.metrics.observe_group(group, obs, current, decision, now)
+        return {
             "at": now, "current": current, "desired": decision.replicas, "direction": decision.direction,
             "reason": decision.reason, "detail": decision.detail, "ready": obs.stats.ready,
             "in_flight": obs.stats.in_flight, "deferred": obs.stats.deferred,
             "busy": obs.stats.busy_consumers, "orphaned": len(obs.orphaned_jobs),
             "oldest_wait_seconds": round(max(0.0, now - obs.oldest_ready_ms / 1000), 1) if obs.oldest_ready_ms else 0,
+            "error": error, "configured": group is not None,
         }
-        await self.redis.hset(self.keys.group_state(group.name), "state", json.dumps(state))
-        return GroupStatus(obs, current, decision)
 
     def healthy(self) -> bool:
         """Liveness: the loop has completed a tick recently."""
         return time.monotonic() - self.last_tick_at < max(30.0, 20 * self.settings.manager_tick_seconds)
 
     async def ready(self) -> bool:
-        """Readiness: Redis answers."""
-        return bool(await self.redis.ping())
+        """Readiness: Redis answers and the backend has its view of the cluster (Kubernetes: informer synced)."""
+        synced = getattr(self.backend, "synced", None)
+        return bool(await self.redis.ping()) and (synced is None or synced())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until `stop` is set; a submission notification cuts the wait short."""
@@ -143,9 +204,13 @@ class Reconciler:
             while not stop.is_set():
                 started = time.monotonic()
                 try:
-                    if self.scheduler is not None:  # before scaling, so a fired run is seen this tick
-                        await self.scheduler.tick()
-                    await self.tick()
+                    if not self.leader():  # a standby: stay healthy, act only once elected
+                        self.metrics.leader.set(0)
+                        self.last_tick_at = time.monotonic()
+                    else:
+                        if self.scheduler is not None:  # before scaling, so a fired run is seen this tick
+                            await self.scheduler.tick()
+                        await self.tick()
                 except Exception:  # e.g. Redis down: log, back off a tick, try again
                     log.exception("tick failed")
                 delay = max(0.0, self.settings.manager_tick_seconds - (time.monotonic() - started))

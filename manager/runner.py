@@ -6,26 +6,27 @@ import asyncio
 import signal
 
 from jobqueue.client import AsyncJobQueueClient, connect_redis
-from jobqueue.errors import ConfigError
-from jobqueue.groups import ResourceGroup, load_groups
+from jobqueue.groups import GroupsConfig, ResourceGroup, load_groups_config
 from jobqueue.logs import get_logger
 from jobqueue.ops_server import OpsServer
 from jobqueue.schedules import load_schedules
 from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
+from manager.backends.kubernetes import KubernetesBackend, api_client_from_settings
 from manager.backends.local import LocalBackend
+from manager.leader import LeaseElector
 from manager.reconcile import Reconciler
 from manager.scheduler import Scheduler
 
 log = get_logger("jobqueue.manager")
 
 
-def make_backend(settings: Settings) -> ScalerBackend:
+async def make_backend(settings: Settings) -> tuple[ScalerBackend, LeaseElector | None]:
+    """The backend, and on Kubernetes the leader elector sharing its API client."""
     if settings.scaler_backend == "local":
-        return LocalBackend(settings)
-    raise ConfigError(
-        "JOBQUEUE_SCALER_BACKEND=kubernetes is not available in this version; use 'local'"
-    )
+        return LocalBackend(settings), None
+    api = await api_client_from_settings(settings)
+    return KubernetesBackend(settings, api), LeaseElector(api, settings)
 
 
 async def run_manager(
@@ -33,24 +34,35 @@ async def run_manager(
     stop: asyncio.Event | None = None,
     groups: dict[str, ResourceGroup] | None = None,
     backend: ScalerBackend | None = None,
+    elector: LeaseElector | None = None,
 ) -> None:
     """Reconcile until `stop` is set (or SIGTERM/SIGINT), then drain every consumer."""
-    groups = groups if groups is not None else load_groups(settings.resource_groups_path)
+    config = GroupsConfig(groups) if groups is not None else load_groups_config(settings.resource_groups_path)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     redis = connect_redis(settings)
-    backend = backend or make_backend(settings)
+    if backend is None:
+        backend, elector = await make_backend(settings)
     await redis.ping()
     log.info(
         "manager started", environment=settings.environment, backend=backend.name,
-        groups={n: f"{g.min_instances}..{g.max_instances}" for n, g in groups.items()},
+        groups={n: f"{g.min_instances}..{g.max_instances}" for n, g in config.groups.items()},
+        group_errors=config.errors, leader_election=elector is not None,
     )
-    client = AsyncJobQueueClient(settings, groups=groups, redis=redis)
-    schedules, errors = load_schedules(settings.schedules_path, client.registry, groups)
+    for error in config.errors.values():
+        log.error("resource group not loaded; fix the file, it is re-read while running", error=error)
+    client = AsyncJobQueueClient(settings, groups=config.groups, redis=redis)
+    schedules, errors = load_schedules(settings.schedules_path, client.registry, config.groups)
     scheduler = Scheduler(client, schedules, errors) if schedules or errors else None
-    reconciler = Reconciler(redis, settings, groups, backend, scheduler=scheduler)
+    reconciler = Reconciler(
+        redis, settings, config, backend, scheduler=scheduler,
+        groups_path=settings.resource_groups_path if groups is None else None,
+        leader=elector.is_leader if elector is not None else None,
+    )
+    if elector is not None:
+        elector.start()
     ops = None
     if settings.manager_http_port >= 0:
         ops = OpsServer(settings.manager_http_port, reconciler.metrics.registry, reconciler.healthy, reconciler.ready)
@@ -58,6 +70,8 @@ async def run_manager(
     try:
         await reconciler.run(stop)
     finally:
+        if elector is not None:
+            await elector.stop()
         if ops is not None:
             await ops.stop()
         log.info("manager stopping; draining consumers")

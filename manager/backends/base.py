@@ -1,4 +1,4 @@
-"""The seam between the reconcile loop and whatever runs consumers."""
+"""The seam between the reconcile loop and whatever runs consumers: `local` processes or `kubernetes`."""
 
 from __future__ import annotations
 
@@ -12,18 +12,22 @@ class ScalerBackend(Protocol):
     name: str
 
     async def current_replicas(self, group: str) -> int:
-        """Consumers of `group` that are running and not being stopped."""
+        """Consumers of `group` that are running (or asked for) and not being stopped."""
         ...
 
-    async def scale(self, group: ResourceGroup, replicas: int, observed: GroupObservation) -> None:
-        """Bring `group` to `replicas` consumers; when lowering, stop idle consumers before busy ones
-        and never stop one that `observed` reports busy."""
+    def managed_groups(self) -> set[str]:
+        """Groups this backend runs consumers for, configured or not (a removed group stays until retired)."""
         ...
 
-    async def forget(self, group: str) -> None:
-        """`group` left the config: drain and remove everything it runs."""
+    async def converge(self, group: ResourceGroup, replicas: int, observed: GroupObservation) -> None:
+        """Bring `group` to its config and `replicas` consumers; a no-op when already there. When lowering,
+        stop idle consumers before busy ones and never one that `observed` reports busy."""
+        ...
+
+    async def retire(self, group: str, replicas: int, observed: GroupObservation) -> None:
+        """`group` left the config: go down to `replicas` (its busy consumers) and remove it at zero."""
         ...
 
     async def aclose(self) -> None:
-        """Stop every consumer gracefully (the manager is shutting down)."""
+        """The manager is shutting down."""
         ...

@@ -62,12 +62,23 @@ class LocalBackend:
     async def current_replicas(self, group: str) -> int:
         return len(self.active(group))
 
-    async def scale(self, group: ResourceGroup, replicas: int, observed: GroupObservation) -> None:
+    def managed_groups(self) -> set[str]:
+        self._reap()
+        return {c.group for c in self.consumers.values() if not c.stopping}
+
+    async def converge(self, group: ResourceGroup, replicas: int, observed: GroupObservation) -> None:
         active = self.active(group.name)
         if replicas > len(active):
             for _ in range(replicas - len(active)):
                 self._spawn(group)
-        elif replicas < len(active):
+        else:
+            self._stop_idle(active, replicas, observed)
+
+    async def retire(self, group: str, replicas: int, observed: GroupObservation) -> None:
+        self._stop_idle(self.active(group), replicas, observed)
+
+    def _stop_idle(self, active: list[LocalConsumer], replicas: int, observed: GroupObservation) -> None:
+        if replicas < len(active):
             registered = {c.consumer_id for c in observed.consumers}
             idle = [c for c in active if c.consumer_id not in observed.busy_ids]
             # never-registered (still starting) first, then idle ones, youngest first
@@ -104,10 +115,6 @@ class LocalBackend:
         except ProcessLookupError:
             return
         log.info("consumer stopping (drain)", consumer_id=c.consumer_id, group=c.group, pid=c.pid)
-
-    async def forget(self, group: str) -> None:
-        for c in self.active(group):
-            self._stop(c)
 
     async def aclose(self, timeout: float | None = None) -> None:
         """SIGTERM every consumer, wait for them to drain, SIGKILL what is left after `timeout`."""

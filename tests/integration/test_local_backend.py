@@ -19,7 +19,7 @@ async def test_scale_down_stops_idle_consumers_and_never_a_busy_one(settings, ar
     backend = LocalBackend(settings)
     try:
         observed = (await read_groups(arq_redis, keys, ["default"], time.time(), 15))["default"]
-        await backend.scale(group, 3, observed)
+        await backend.converge(group, 3, observed)
         assert len(backend.active("default")) == 3
 
         async def registered():
@@ -32,11 +32,11 @@ async def test_scale_down_stops_idle_consumers_and_never_a_busy_one(settings, ar
         assert observed.busy_ids == {busy.consumer_id}
 
         others = [c for c in backend.active("default") if c is not busy]
-        await backend.scale(group, 1, observed)
+        await backend.converge(group, 1, observed)
         assert backend.active("default") == [busy]
         assert all(c.process.wait(timeout=30) == 0 for c in others), "idle consumers drain and exit cleanly"
 
-        await backend.scale(group, 0, observed)  # even asked for zero, the busy one stays
+        await backend.converge(group, 0, observed)  # even asked for zero, the busy one stays
         assert backend.active("default") == [busy] and busy.process.poll() is None
     finally:
         await backend.aclose(timeout=30)

@@ -1,0 +1,231 @@
+"""Kubernetes backend: one consumer Deployment per resource group, created on demand and scaled.
+
+- Deployments `<release>-consumer-<group>` are server-side applied (field manager `jobqueue-manager`)
+  when missing or when the group's config hash changed; otherwise only the `scale` subresource is
+  written, and only when the replica count differs.
+- Before lowering replicas, each pod gets `controller.kubernetes.io/pod-deletion-cost`: busy pods
+  (their name holds a job heartbeat: consumers use the pod name as consumer id) high, idle pods 0,
+  so the ReplicaSet removes idle pods. The decision never goes below the busy count, and a
+  consumer that still receives SIGTERM drains (#3).
+- A group gone from the config is scaled to its busy count, then to 0, and its Deployment is
+  deleted once it has no pods.
+- Only objects labelled `app.kubernetes.io/managed-by=jobqueue-manager` and this release are read
+  or written. Replicas come from an informer cache, not one API call per group per tick.
+- API failures: 409 is retried after a fresh read, 429/5xx/timeouts back off with jitter; what
+  still fails is raised to the reconciler, which reports it for that group and retries next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from jobqueue.groups import ResourceGroup
+from jobqueue.logs import get_logger
+from jobqueue.settings import Settings
+from manager.backends.kube_cache import DeploymentCache
+from manager.backends.kube_objects import (
+    CONFIG_HASH,
+    DELETION_COST,
+    FIELD_MANAGER,
+    GROUP_LABEL,
+    consumer_deployment,
+    deployment_name,
+    managed_selector,
+    selector_labels,
+)
+from manager.observe import GroupObservation
+
+log = get_logger("jobqueue.manager.kubernetes")
+T = TypeVar("T")
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+async def api_client_from_settings(settings: Settings) -> ApiClient:
+    """In-cluster service account, or `JOBQUEUE_KUBECONFIG`."""
+    from kubernetes_asyncio import config
+
+    cfg = Configuration()
+    if settings.kubeconfig is not None:
+        await config.load_kube_config(config_file=str(settings.kubeconfig), client_configuration=cfg)
+    else:
+        config.load_incluster_config(client_configuration=cfg)
+    return ApiClient(cfg)
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], what: str, attempts: int = 4, base: float = 0.05) -> T:
+    """Retry 409 (the caller's `call` re-reads), 429, 5xx and timeouts with jittered backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except ApiException as e:
+            if attempt == attempts or (e.status != 409 and e.status not in RETRYABLE_STATUS):
+                raise
+            error = f"{e.status} {e.reason}"
+        except (TimeoutError, aiohttp.ClientError) as e:
+            if attempt == attempts:
+                raise
+            error = f"{type(e).__name__}: {e}"
+        delay = base * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+        log.warning("kubernetes call failed; retrying", call=what, error=error, attempt=attempt,
+                    retry_in_seconds=round(delay, 3))
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def _json(response: Any) -> dict[str, Any]:
+    """The body of a raw (`_preload_content=False`) reply; an error status raises `ApiException` as usual."""
+    async with response:
+        body = await response.read()
+        if response.status >= 400:
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = body.decode(errors="replace")
+            raise error
+        return json.loads(body)
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(self, settings: Settings, api: ApiClient, sync_timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.api = api
+        self.namespace = settings.kubernetes_namespace
+        self.apps = AppsV1Api(api)
+        self.core = CoreV1Api(api)
+        self.cache = DeploymentCache(api, self.namespace, managed_selector(settings))
+        self.sync_timeout = sync_timeout
+        self._started = False
+        self._rendered: dict[str, tuple[ResourceGroup, dict[str, Any]]] = {}
+
+    async def start(self) -> None:
+        if not self._started:
+            self._started = True
+            await self.cache.start()
+            await self.cache.wait_synced(self.sync_timeout)
+
+    def synced(self) -> bool:
+        return self.cache.synced.is_set()
+
+    def _deployment(self, group: str) -> dict[str, Any] | None:
+        return self.cache.get(deployment_name(self.settings, group))
+
+    async def current_replicas(self, group: str) -> int:
+        await self.start()
+        dep = self._deployment(group)
+        return 0 if dep is None else int(dep.get("spec", {}).get("replicas") or 0)
+
+    def managed_groups(self) -> set[str]:
+        return {g for o in self.cache.objects.values() if (g := o["metadata"].get("labels", {}).get(GROUP_LABEL))}
+
+    async def converge(self, group: ResourceGroup, replicas: int, observed: GroupObservation) -> None:
+        """Make the group's Deployment match its config and `replicas`; no API call when it already does."""
+        await self.start()
+        dep = self._deployment(group.name)
+        if dep is None and replicas == 0:
+            return  # created on demand: a group that never had work has no Deployment
+        body = self._render(group, replicas)
+        current = 0 if dep is None else int(dep.get("spec", {}).get("replicas") or 0)
+        if dep is not None and replicas < current:
+            await self._set_deletion_costs(group.name, observed)
+        if dep is None or dep["metadata"].get("annotations", {}).get(CONFIG_HASH) != body["metadata"]["annotations"][
+            CONFIG_HASH
+        ]:
+            log.info("applying consumer deployment", group=group.name, replicas=replicas,
+                     reason="missing" if dep is None else "config changed")
+            await self._apply(body)
+        elif replicas != current:
+            await self._scale(group.name, replicas)
+
+    def _render(self, group: ResourceGroup, replicas: int) -> dict[str, Any]:
+        """Rendering hashes the whole pod template: done once per config object, not on every tick."""
+        cached = self._rendered.get(group.name)
+        if cached is None or cached[0] is not group:
+            cached = self._rendered[group.name] = (group, consumer_deployment(group, self.settings, 0))
+        body = cached[1]
+        return {**body, "spec": {**body["spec"], "replicas": replicas}}
+
+    async def retire(self, group: str, replicas: int, observed: GroupObservation) -> None:
+        """`group` left the config: scale it to `replicas` (its busy count), delete it once it has no pods."""
+        await self.start()
+        dep = self._deployment(group)
+        if dep is None:
+            return
+        current = int(dep.get("spec", {}).get("replicas") or 0)
+        if replicas < current:
+            await self._set_deletion_costs(group, observed)
+            await self._scale(group, replicas)
+        elif current == 0 and not await self._pods(group):
+            name = deployment_name(self.settings, group)
+            log.info("deleting consumer deployment of a removed group", group=group, deployment=name)
+            try:
+                await with_retries(lambda: self.apps.delete_namespaced_deployment(name, self.namespace), "delete")
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+            self.cache.forget(name)
+
+    async def _apply(self, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+
+        async def apply() -> dict[str, Any]:
+            return await _json(await self.apps.patch_namespaced_deployment(
+                name, self.namespace, body, field_manager=FIELD_MANAGER, force=True,
+                _content_type=APPLY, _preload_content=False,
+            ))
+
+        self.cache.observe(await with_retries(apply, f"apply {name}"))
+
+    async def _scale(self, group: str, replicas: int) -> None:
+        name = deployment_name(self.settings, group)
+
+        async def scale() -> dict[str, Any]:
+            return await _json(await self.apps.patch_namespaced_deployment_scale(
+                name, self.namespace, {"spec": {"replicas": replicas}}, field_manager=FIELD_MANAGER,
+                _content_type=MERGE, _preload_content=False,
+            ))
+
+        scaled = await with_retries(scale, f"scale {name}")
+        dep = self.cache.get(name)
+        if dep is not None:  # the Scale reply carries the Deployment's new resourceVersion
+            spec = {**dep.get("spec", {}), "replicas": scaled.get("spec", {}).get("replicas", replicas)}
+            metadata = {**dep["metadata"], "resourceVersion": scaled.get("metadata", {}).get("resourceVersion")}
+            self.cache.observe({**dep, "metadata": metadata, "spec": spec})
+
+    async def _pods(self, group: str) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in selector_labels(self.settings, group).items())
+
+        async def pods() -> dict[str, Any]:
+            return await _json(await self.core.list_namespaced_pod(
+                self.namespace, label_selector=selector, _preload_content=False))
+
+        return [p for p in (await with_retries(pods, f"list pods of {group}"))["items"]
+                if not p["metadata"].get("deletionTimestamp")]
+
+    async def _set_deletion_costs(self, group: str, observed: GroupObservation) -> None:
+        """Busy pods high, idle pods 0, written only where the annotation differs."""
+        for pod in await self._pods(group):
+            name = pod["metadata"]["name"]
+            cost = str(self.settings.kubernetes_busy_deletion_cost if name in observed.busy_ids else 0)
+            if (pod["metadata"].get("annotations") or {}).get(DELETION_COST) == cost:
+                continue
+            patch = {"metadata": {"annotations": {DELETION_COST: cost}}}
+            await with_retries(lambda n=name, p=patch: self.core.patch_namespaced_pod(  # type: ignore[misc]
+                n, self.namespace, p, _content_type=MERGE), f"annotate pod {name}")
+
+    async def forget(self, group: str) -> None:
+        """Nothing to do at once: `retire` drains and deletes over the next ticks."""
+
+    async def aclose(self) -> None:
+        """The manager is stopping: consumers keep running (they are the cluster's, not this process's)."""
+        await self.cache.aclose()
+        await self.api.close()

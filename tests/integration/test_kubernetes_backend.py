@@ -1,0 +1,234 @@
+"""The Kubernetes backend against kmock's emulator over real HTTP (tests/kube_emulator.py), Redis real.
+
+Ticks are driven by hand: queue load and busy consumers are written to Redis in the wire format
+(jobqueue/keys.py), then one reconcile tick must leave the emulated cluster in the expected state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import kmock
+import pytest
+import yaml
+from kubernetes_asyncio.client import ApiClient, Configuration
+
+from jobqueue.groups import load_groups_config
+from jobqueue.keys import Keys
+from jobqueue.models import ConsumerInfo
+from manager.backends.kube_objects import CONFIG_HASH, DELETION_COST
+from manager.backends.kubernetes import KubernetesBackend
+from manager.leader import LeaseElector
+from manager.reconcile import Reconciler
+from tests.helpers import eventually
+from tests.kube_emulator import PODS, ClusterEmulator
+
+DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
+NS = "jq"
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[tuple[ClusterEmulator, str]]:
+    async with ClusterEmulator() as emulator, kmock.Server(emulator) as server:
+        yield emulator, str(server.url).rstrip("/")
+
+
+def api_client(url: str) -> ApiClient:
+    return ApiClient(Configuration(host=url))
+
+
+@pytest.fixture
+def kube_settings(settings):
+    return settings.model_copy(update={
+        "scaler_backend": "kubernetes", "kubernetes_namespace": NS, "kubernetes_consumer_image": "jobqueue:test",
+        "scale_down_stabilization_seconds": 0.0, "scale_to_zero_cooldown_seconds": 0.0,
+        "kubernetes_lease_seconds": 3,
+    })
+
+
+def write_groups(path, groups, defaults=None):
+    path.write_text(yaml.safe_dump({"resource_groups": groups, **({"defaults": defaults} if defaults else {})}))
+
+
+@pytest.fixture
+async def manager(cluster, kube_settings, arq_redis, tmp_path) -> AsyncIterator[Reconciler]:
+    _, url = cluster
+    path = tmp_path / "groups.yaml"
+    write_groups(path, {"etl": {"max_instances": 3}, "adhoc": {"max_instances": 2}})
+    backend = KubernetesBackend(kube_settings, api_client(url))
+    reconciler = Reconciler(arq_redis, kube_settings, load_groups_config(path), backend, groups_path=path)
+    yield reconciler
+    await backend.aclose()
+
+
+def deployments(emulator: ClusterEmulator) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in emulator.items(DEPLOYMENTS, NS)}
+
+
+def pods(emulator: ClusterEmulator, group: str) -> dict[str, dict]:
+    return {p["metadata"]["name"]: p for p in emulator.items(PODS, NS, f"jobqueue.io/group={group}")}
+
+
+async def queue(redis, keys: Keys, group: str, n: int, start: int = 0) -> None:
+    now_ms = int(time.time() * 1000)
+    await redis.zadd(keys.queue(group), {f"{group}-job-{i}": now_ms for i in range(start, start + n)})
+
+
+async def mark_busy(redis, keys: Keys, group: str, pod: str, job: str) -> None:
+    now = time.time()
+    info = ConsumerInfo(consumer_id=pod, resource_group=group, host=pod, pid=1, started_at=now, seen_at=now,
+                        running=[job])
+    await redis.zadd(keys.queue(group), {job: int(now * 1000)})  # arq keeps running jobs in the queue
+    await redis.hset(keys.consumers(group), pod, info.model_dump_json())
+    await redis.hset(keys.running(group), job, pod)
+    await redis.set(keys.heartbeat(job), "1", ex=60)
+
+
+async def test_deployments_are_created_on_demand_and_follow_the_queue(cluster, manager, arq_redis):
+    emulator, _ = cluster
+    keys = manager.keys
+    await manager.tick()
+    assert deployments(emulator) == {}, "a group that never had work gets no Deployment"
+
+    await queue(arq_redis, keys, "etl", 2)
+    await manager.tick()
+    (dep,) = deployments(emulator).values()
+    assert dep["metadata"]["name"] == "jobqueue-consumer-etl" and dep["spec"]["replicas"] == 2
+    assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "jobqueue-manager"
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "jobqueue:test"
+    assert container["args"] == ["--resource-group", "etl", "--max-jobs", "1"]
+    assert {"name": "JOBQUEUE_CONSUMER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container[
+        "env"]
+    assert len(pods(emulator, "etl")) == 2
+
+    await queue(arq_redis, keys, "etl", 5, start=2)  # 7 jobs, max 3
+    await manager.tick()
+    assert deployments(emulator)["jobqueue-consumer-etl"]["spec"]["replicas"] == 3
+    writes = len(emulator.scale_writes)
+    await manager.tick()
+    assert len(emulator.scale_writes) == writes, "nothing is written when the cluster already matches"
+
+    await arq_redis.delete(keys.queue("etl"))
+    await manager.tick()
+    assert deployments(emulator)["jobqueue-consumer-etl"]["spec"]["replicas"] == 0
+    assert pods(emulator, "etl") == {}
+    state = manager.last["etl"]
+    assert (state.current, state.decision.replicas, state.decision.reason) == (3, 0, "idle")
+
+
+async def test_scale_down_marks_busy_pods_and_never_goes_below_them(cluster, manager, arq_redis):
+    emulator, _ = cluster
+    keys = manager.keys
+    await queue(arq_redis, keys, "etl", 3)
+    await manager.tick()
+    names = sorted(pods(emulator, "etl"))
+    busy = names[1]
+    await arq_redis.delete(keys.queue("etl"))
+    await mark_busy(arq_redis, keys, "etl", busy, "long-query")
+    await manager.tick()
+    assert deployments(emulator)["jobqueue-consumer-etl"]["spec"]["replicas"] == 1
+    (survivor,) = pods(emulator, "etl").values()
+    assert survivor["metadata"]["name"] == busy, "the ReplicaSet removed the idle pods, not the busy one"
+    assert survivor["metadata"]["annotations"][DELETION_COST] == "1000000"
+    assert manager.last["etl"].decision.replicas == 1  # the busy pod's in-flight job
+
+
+async def test_config_change_is_reapplied_and_a_removed_group_drains_then_goes(cluster, manager, arq_redis, tmp_path):
+    emulator, _ = cluster
+    keys = manager.keys
+    await queue(arq_redis, keys, "etl", 1)
+    await queue(arq_redis, keys, "adhoc", 2)
+    await manager.tick()
+    before = deployments(emulator)["jobqueue-consumer-etl"]
+    write_groups(tmp_path / "groups.yaml", {"etl": {"max_instances": 3, "env": {"JOBQUEUE_LOG_LEVEL": "debug"},
+                                                    "node_selector": {"pool": "nvme"}}})
+    (busy,) = [n for n in pods(emulator, "adhoc")][:1]
+    await arq_redis.delete(keys.queue("adhoc"))
+    await mark_busy(arq_redis, keys, "adhoc", busy, "adhoc-running")
+    await manager.tick()
+
+    after = deployments(emulator)["jobqueue-consumer-etl"]
+    assert after["metadata"]["annotations"][CONFIG_HASH] != before["metadata"]["annotations"][CONFIG_HASH]
+    assert after["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "nvme"}
+    assert {"name": "JOBQUEUE_LOG_LEVEL", "value": "debug"} in after["spec"]["template"]["spec"]["containers"][0][
+        "env"]
+    assert after["spec"]["replicas"] == 1
+    adhoc = deployments(emulator)["jobqueue-consumer-adhoc"]
+    assert adhoc["spec"]["replicas"] == 1 and list(pods(emulator, "adhoc")) == [busy], "removed, but busy: kept"
+
+    await arq_redis.delete(keys.running("adhoc"), keys.queue("adhoc"))  # the query finished
+    await manager.tick()
+    assert deployments(emulator)["jobqueue-consumer-adhoc"]["spec"]["replicas"] == 0
+    await manager.tick()
+    assert "jobqueue-consumer-adhoc" not in deployments(emulator)
+    assert "adhoc" not in await manager.redis.hkeys(keys.groups) and "etl" in {
+        k.decode() for k in await manager.redis.hkeys(keys.groups)}
+
+
+async def test_conflicts_and_server_errors_are_retried(cluster, manager, arq_redis):
+    emulator, _ = cluster
+    emulator.fail("PATCH", "deployments", 409)
+    emulator.fail("PATCH", "deployments", 500, times=2)
+    await queue(arq_redis, manager.keys, "etl", 2)
+    await manager.tick()
+    assert deployments(emulator)["jobqueue-consumer-etl"]["spec"]["replicas"] == 2
+    assert manager.last["etl"].decision.reason == "queue"
+
+
+async def test_a_failing_group_is_reported_and_does_not_stop_the_others(cluster, manager, arq_redis):
+    emulator, _ = cluster
+    emulator.fail("PATCH", "deployments", 503, times=4)  # more than one call's retries
+    await queue(arq_redis, manager.keys, "adhoc", 1)
+    await queue(arq_redis, manager.keys, "etl", 1)
+    await manager.tick()
+    failed = [g for g in ("adhoc", "etl") if manager.last[g].decision.reason == "error"]
+    assert len(failed) == 1 and "503" in manager.last[failed[0]].decision.detail
+    (ok,) = {"adhoc", "etl"} - set(failed)
+    assert deployments(emulator)[f"jobqueue-consumer-{ok}"]["spec"]["replicas"] == 1
+    state = await manager.redis.hget(manager.keys.group_state(failed[0]), "state")
+    assert b"503" in state
+    await manager.tick()  # the next tick converges
+    assert deployments(emulator)[f"jobqueue-consumer-{failed[0]}"]["spec"]["replicas"] == 1
+
+
+async def test_a_broken_group_config_is_reported_while_the_others_run(cluster, manager, arq_redis, tmp_path):
+    emulator, _ = cluster
+    write_groups(tmp_path / "groups.yaml", {"etl": {"max_instances": 3},
+                                            "adhoc": {"resources": {"limits": {"memory": "lots"}}}})
+    await queue(arq_redis, manager.keys, "etl", 1)
+    await manager.tick()
+    assert deployments(emulator)["jobqueue-consumer-etl"]["spec"]["replicas"] == 1
+    assert manager.last["adhoc"].decision.reason == "config_error"
+    assert "'adhoc'" in manager.last["adhoc"].decision.detail and "not a Kubernetes quantity" in manager.last[
+        "adhoc"].decision.detail
+    assert manager.metrics.config_errors.labels("adhoc")._value.get() == 1
+
+
+async def test_exactly_one_leader_and_handover(cluster, kube_settings):
+    _, url = cluster
+    apis = [api_client(url), api_client(url)]
+    a, b = (LeaseElector(api, kube_settings, identity=name) for api, name in zip(apis, ("a", "b"), strict=True))
+    try:
+        a.start()
+        await eventually(a.is_leader, timeout=10, what="a leads")
+        b.start()
+        await asyncio.sleep(0)  # b campaigns against a held lease
+        assert a.is_leader() and not b.is_leader()
+        started = time.monotonic()
+        await a.stop(release=False)  # a dies without giving the lease up
+        await eventually(b.is_leader, timeout=10, what="b takes over")
+        took = time.monotonic() - started
+        assert took <= kube_settings.kubernetes_lease_seconds + 2, took
+        assert not a.is_leader()
+        a = LeaseElector(apis[0], kube_settings, identity="a")
+        a.start()
+        await b.stop()  # graceful: released at once, a takes over without waiting out the lease
+        await eventually(a.is_leader, timeout=kube_settings.kubernetes_lease_seconds, what="a takes over")
+    finally:
+        await a.stop()
+        await b.stop()
+        for api in apis:
+            await api.close()
