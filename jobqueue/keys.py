@@ -4,14 +4,15 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
 
     <p>queue:<group>            arq queue (zset job_id -> score ms); ready when score <= now,
                                 deferred when score > now. Running jobs stay in it until done.
-    <p>running:<group>          zset job_id -> start ms of jobs a consumer is executing (in flight)
+    <p>running:<group>          hash job_id -> consumer_id of jobs a consumer is executing (in flight)
     <p>consumers:<group>        hash consumer_id -> JSON ConsumerInfo (presence + busy jobs)
     <p>job:<id>                 hash: one job's record (status, request, summary, error, result)
     <p>heartbeat:<id>           string with a short TTL, renewed by the consumer running the job;
                                 when it expires while the job is running, the reaper re-queues it
     <p>deadlines                zset job_id -> completion deadline ms (jobs that have one)
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
-    <p>group-state:<group>      hash: the manager's last decision for a group (for `jobqueue status`)
+    <p>group-states             hash group -> JSON of the manager's last decision (`jobqueue status`)
+    <p>manager                  hash: `tick_at`, the leader's last tick (epoch seconds)
     <p>groups                   hash group -> JSON config, published by the manager for SDKs
     <p>counters                 hash `<event>:<group>` -> count (enqueued, started, succeeded, failed,
                                 retried, cancelled, expired, spilled_bytes): exported by the manager
@@ -65,8 +66,15 @@ class Keys:
     def jobs_index(self) -> str:
         return f"{self.prefix}jobs"
 
-    def group_state(self, group: str) -> str:
-        return f"{self.prefix}group-state:{group}"
+    @property
+    def group_states(self) -> str:
+        """Hash: group -> JSON of the manager's last decision (written when it changes)."""
+        return f"{self.prefix}group-states"
+
+    @property
+    def manager_state(self) -> str:
+        """Hash: `tick_at` (epoch seconds of the leader's last tick)."""
+        return f"{self.prefix}manager"
 
     @property
     def groups(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from jobqueue.groups import ResourceGroup
@@ -70,26 +70,41 @@ def _le(raw: str) -> str:
     return str(float(raw))
 
 
+GROUP_GAUGES = (
+    ("queue_ready_jobs", "Jobs due now and not running."),
+    ("queue_deferred_jobs", "Jobs queued for later (retries, delays)."),
+    ("jobs_in_flight", "Jobs being executed by live consumers."),
+    ("queue_oldest_ready_age_seconds", "Age of the oldest due job."),
+    ("consumers_desired", "Consumers the manager wants."),
+    ("consumers_current", "Consumers running and not being stopped."),
+    ("consumers_ready", "Consumers with a fresh heartbeat."),
+    ("consumers_busy", "Consumers executing a job."),
+    ("consumers_min", "The group's min_instances."),
+    ("consumers_max", "The group's max_instances."),
+    ("group_config_error", "1 when the group's config is broken (see the logs or `jobqueue status`); what runs "
+     "is left alone until it is fixed."),
+)
+
+
+class GroupGauges(Collector):
+    """Per-group gauges, rendered at scrape time from what the last tick saw: a tick only stores one
+    tuple per group, so its cost does not include Prometheus label lookups for every group."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[float, ...]] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = [GaugeMetricFamily(f"jobqueue_{name}", doc, labels=["group"]) for name, doc in GROUP_GAUGES]
+        for group, values in sorted(self.values.items()):
+            for family, value in zip(families, values, strict=True):
+                family.add_metric([group], value)
+        yield from families
+
+
 class ManagerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-
-        def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(f"jobqueue_{name}", doc, ["group"], registry=r)
-
-        self.ready = gauge("queue_ready_jobs", "Jobs due now and not running.")
-        self.deferred = gauge("queue_deferred_jobs", "Jobs queued for later (retries, delays).")
-        self.in_flight = gauge("jobs_in_flight", "Jobs being executed by live consumers.")
-        self.oldest = gauge("queue_oldest_ready_age_seconds", "Age of the oldest due job.")
-        self.desired = gauge("consumers_desired", "Consumers the manager wants.")
-        self.current = gauge("consumers_current", "Consumers running and not being stopped.")
-        self.live = gauge("consumers_ready", "Consumers with a fresh heartbeat.")
-        self.busy = gauge("consumers_busy", "Consumers executing a job.")
-        self.minimum = gauge("consumers_min", "The group's min_instances.")
-        self.maximum = gauge("consumers_max", "The group's max_instances.")
-        self.config_errors = gauge("group_config_error", "1 when the group's config is broken (see the logs or "
-                                   "`jobqueue status`); what runs is left alone until it is fixed.")
         self.tick = Histogram("jobqueue_manager_tick_seconds", "Duration of one reconcile tick.", registry=r,
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.leader = Gauge("jobqueue_manager_is_leader", "1 when this manager acts.", registry=r)
@@ -97,22 +112,24 @@ class ManagerMetrics:
                                  registry=r)
         self.backend_errors = Counter("jobqueue_backend_errors", "Failed backend calls.", ["backend", "kind"],
                                       registry=r)
+        self.groups = GroupGauges()
+        r.register(self.groups)
         self.counters = RedisCounters()
         r.register(self.counters)
 
     def observe_group(
-        self, group: ResourceGroup, obs: GroupObservation, current: int, decision: Decision, now: float
+        self, name: str, group: ResourceGroup | None, obs: GroupObservation, current: int, decision: Decision,
+        now: float, config_error: bool = False,
     ) -> None:
-        g = group.name
-        self.ready.labels(g).set(obs.stats.ready)
-        self.deferred.labels(g).set(obs.stats.deferred)
-        self.in_flight.labels(g).set(obs.stats.in_flight)
-        self.oldest.labels(g).set(max(0.0, now - obs.oldest_ready_ms / 1000) if obs.oldest_ready_ms else 0.0)
-        self.desired.labels(g).set(decision.replicas)
-        self.current.labels(g).set(current)
-        self.live.labels(g).set(len(obs.consumers))
-        self.busy.labels(g).set(obs.stats.busy_consumers)
-        self.minimum.labels(g).set(group.min_instances)
-        self.maximum.labels(g).set(group.max_instances)
+        stats = obs.stats
+        oldest = max(0.0, now - obs.oldest_ready_ms / 1000) if obs.oldest_ready_ms else 0.0
+        bounds = (group.min_instances, group.max_instances) if group is not None else (0, 0)
+        self.groups.values[name] = (
+            stats.ready, stats.deferred, stats.in_flight, oldest, decision.replicas, current, len(obs.consumers),
+            stats.busy_consumers, *bounds, 1 if config_error else 0,
+        )
         if decision.replicas != current:
             self.decisions.labels(decision.direction, decision.reason).inc()
+
+    def forget_group(self, name: str) -> None:
+        self.groups.values.pop(name, None)

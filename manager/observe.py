@@ -1,4 +1,4 @@
-"""Observe every resource group's queue and consumers in one pipelined Redis round trip.
+"""Observe every resource group's queue and consumers in one Redis round trip (one script call).
 
 `read_groups` does the I/O; `summarize` turns raw replies into a frozen `GroupObservation` and is
 pure, so the counting rules are unit-tested without Redis:
@@ -11,7 +11,8 @@ pure, so the counting rules are unit-tested without Redis:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -21,8 +22,7 @@ from jobqueue.models import ConsumerInfo
 from manager.policy import QueueStats
 
 
-@dataclass(frozen=True)
-class GroupObservation:
+class GroupObservation(NamedTuple):
     group: str
     stats: QueueStats
     consumers: tuple[ConsumerInfo, ...]  # live (fresh heartbeat)
@@ -31,7 +31,7 @@ class GroupObservation:
     oldest_ready_ms: int | None
 
     busy_ids: frozenset[str] = frozenset()
-    running: Mapping[str, str] = field(default_factory=dict)  # job id -> consumer id, live or not
+    running: Mapping[str, str] = MappingProxyType({})  # job id -> consumer id, live or not
 
 
 def summarize(
@@ -44,6 +44,8 @@ def summarize(
     now: float,
     stale_after: float,
 ) -> GroupObservation:
+    if not consumers_raw and not running:  # the common case for an idle or not yet started group
+        return GroupObservation(group, QueueStats(ready_total, 0, deferred, 0), (), (), (), oldest_ready_ms)
     live: list[ConsumerInfo] = []
     stale: list[str] = []
     for consumer_id, raw in consumers_raw.items():
@@ -73,8 +75,36 @@ def summarize(
     )
 
 
-def _decode(mapping: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in mapping.items()}
+# Every group's queue counts, oldest ready job, running entries and consumers in one server-side
+# script: a tick's cost in round trips and in client-side command packing does not grow with the
+# number of groups. Keys are built from the prefix inside the script (single Redis, not Cluster).
+_OBSERVE = """
+local prefix, now = ARGV[1], tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV do
+  local g = ARGV[i]
+  local queue = prefix .. 'queue:' .. g
+  local first = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')  -- lowest score: the oldest ready job, if any
+  local total, ready, oldest = 0, 0, false
+  if first[2] then
+    total = redis.call('ZCARD', queue)
+    if tonumber(first[2]) <= now then
+      oldest = first[2]
+      ready = total == 1 and 1 or redis.call('ZCOUNT', queue, '-inf', now)
+    end
+  end
+  out[#out + 1] = {
+    ready, total - ready, oldest,
+    redis.call('HGETALL', prefix .. 'running:' .. g),
+    redis.call('HGETALL', prefix .. 'consumers:' .. g),
+  }
+end
+return out
+"""
+
+
+def _pairs(flat: list[bytes]) -> dict[str, str]:
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
 async def read_groups(
@@ -82,19 +112,11 @@ async def read_groups(
 ) -> dict[str, GroupObservation]:
     names = list(groups)
     now_ms = int(now * 1000)
-    async with redis.pipeline(transaction=False) as pipe:
-        for g in names:
-            pipe.zcount(keys.queue(g), "-inf", now_ms)
-            pipe.zcount(keys.queue(g), f"({now_ms}", "+inf")
-            pipe.hgetall(keys.running(g))
-            pipe.hgetall(keys.consumers(g))
-            pipe.zrangebyscore(keys.queue(g), "-inf", now_ms, start=0, num=1, withscores=True)
-        replies = await pipe.execute()
+    replies = await redis.register_script(_OBSERVE)(args=[keys.prefix, now_ms, *names]) if names else []
     out: dict[str, GroupObservation] = {}
-    for i, g in enumerate(names):
-        ready_total, deferred, running, consumers, oldest = replies[i * 5 : i * 5 + 5]
+    for g, (ready_total, deferred, oldest, running, consumers) in zip(names, replies, strict=True):
         out[g] = summarize(
-            g, int(ready_total), int(deferred), _decode(running), _decode(consumers),
-            int(oldest[0][1]) if oldest else None, now, stale_after,
+            g, int(ready_total), int(deferred), _pairs(running), _pairs(consumers),
+            int(float(oldest)) if oldest else None, now, stale_after,
         )
     return out

@@ -11,19 +11,17 @@ Pure: no I/O, no clock (`now` is an argument). Rules:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class QueueStats:
+class QueueStats(NamedTuple):
     ready: int
     in_flight: int
     deferred: int = 0
     busy_consumers: int = 0
 
 
-@dataclass(frozen=True)
-class ScalingSpec:
+class ScalingSpec(NamedTuple):
     min_instances: int
     max_instances: int
     jobs_per_consumer: int = 1
@@ -31,16 +29,14 @@ class ScalingSpec:
     cooldown_seconds: float = 60.0
 
 
-@dataclass(frozen=True)
-class ScaleState:
+class ScaleState(NamedTuple):
     """What decide() remembers between ticks. Losing it (a restart) only delays scale-down."""
 
     recommendations: tuple[tuple[float, int], ...] = ()
     last_active_at: float | None = None
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     replicas: int
     direction: str  # "up" | "down" | "none"
     reason: str  # short code, a metric label
@@ -53,9 +49,13 @@ def decide(stats: QueueStats, spec: ScalingSpec, current: int, state: ScaleState
     last_active = now if work > 0 else state.last_active_at
     raw = math.ceil(work / spec.jobs_per_consumer)
     target = min(max(raw, spec.min_instances), spec.max_instances)
-    window = tuple((t, r) for t, r in state.recommendations if now - t < spec.stabilization_seconds)
-    window += ((now, target),)
-    new_state = ScaleState(recommendations=window, last_active_at=last_active)
+    # The window keeps only recommendations that can still be its maximum (each higher than every
+    # later one), so it stays a handful of entries however many ticks the window spans.
+    window = [(t, r) for t, r in state.recommendations if now - t < spec.stabilization_seconds]
+    while window and window[-1][1] <= target:
+        window.pop()
+    window.append((now, target))
+    new_state = ScaleState(recommendations=tuple(window), last_active_at=last_active)
     load = f"{stats.ready} ready, {stats.in_flight} in flight"
 
     if target >= current:
@@ -65,7 +65,7 @@ def decide(stats: QueueStats, spec: ScalingSpec, current: int, state: ScaleState
         return Decision(target, "up", reason, f"{load}; need {target} consumer(s)", new_state)
 
     desired, reason, detail = target, "idle" if work == 0 else "queue", f"{load}; need {target}"
-    stabilized = max(r for _, r in window)
+    stabilized = window[0][1]
     if current > spec.max_instances:
         desired, reason, detail = max(target, spec.max_instances), "max_instances", f"above max {spec.max_instances}"
     elif stabilized > desired:

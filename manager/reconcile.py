@@ -35,6 +35,11 @@ from manager.scheduler import Scheduler
 log = get_logger("jobqueue.manager")
 
 
+# What `jobqueue status` reads from <p>group-states, in the order `_reconcile_group` returns it.
+STATE_FIELDS = ("current", "desired", "direction", "reason", "detail", "ready", "in_flight", "deferred", "busy",
+                "orphaned", "oldest_ready_at", "error", "configured")
+
+
 @dataclass(frozen=True)
 class GroupStatus:
     observed: GroupObservation
@@ -69,6 +74,8 @@ class Reconciler:
         self.last_tick_at = time.monotonic()
         self.states: dict[str, ScaleState] = {}
         self.last: dict[str, GroupStatus] = {}
+        self._published: dict[str, tuple[Any, ...]] = {}  # group -> the state last written to Redis
+        self._specs: dict[str, tuple[ResourceGroup, ScalingSpec]] = {}
         store = JobStore(redis, self.keys, settings.job_ttl_seconds)
         self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds)
 
@@ -77,13 +84,16 @@ class Reconciler:
         return self.config.groups
 
     def spec(self, group: ResourceGroup) -> ScalingSpec:
-        return ScalingSpec(
-            min_instances=group.min_instances,
-            max_instances=group.max_instances,
-            jobs_per_consumer=group.jobs_per_consumer,
-            stabilization_seconds=self.settings.scale_down_stabilization_seconds,
-            cooldown_seconds=self.settings.scale_to_zero_cooldown_seconds,
-        )
+        cached = self._specs.get(group.name)
+        if cached is None or cached[0] is not group:
+            cached = self._specs[group.name] = (group, ScalingSpec(
+                min_instances=group.min_instances,
+                max_instances=group.max_instances,
+                jobs_per_consumer=group.jobs_per_consumer,
+                stabilization_seconds=self.settings.scale_down_stabilization_seconds,
+                cooldown_seconds=self.settings.scale_to_zero_cooldown_seconds,
+            ))
+        return cached[1]
 
     async def publish_groups(self) -> None:
         """Tell SDKs which groups exist (they validate `resource_group` against this)."""
@@ -119,20 +129,31 @@ class Reconciler:
         report = await self.reaper.run({g: o.running for g, o in observed.items()})
         if report.requeued or report.failed:  # the queue changed under us: look again
             observed = await self._observe(names, now)
-        states: dict[str, str] = {}
+        changed: dict[str, str] = {}
         stale: dict[str, tuple[str, ...]] = {}
         for name in sorted(names):
             obs = observed[name]
             stale[name] = obs.stale_consumers
-            states[name] = json.dumps(await self._reconcile_group(name, obs, now))
+            state = await self._reconcile_group(name, obs, now)
+            if self._published.get(name) != state:  # steady groups cost no write
+                self._published[name] = state
+                changed[name] = json.dumps(dict(zip(STATE_FIELDS, state, strict=True)))
+        gone = [n for n in self._published if n not in names]
         async with self.redis.pipeline(transaction=False) as pipe:
             for name, ids in stale.items():
                 if ids:
                     pipe.hdel(self.keys.consumers(name), *ids)
-            for name, state in states.items():
-                pipe.hset(self.keys.group_state(name), "state", state)
+            if changed:
+                pipe.hset(self.keys.group_states, mapping=changed)
+            if gone:
+                pipe.hdel(self.keys.group_states, *gone)
+            pipe.hset(self.keys.manager_state, "tick_at", now)
             pipe.hgetall(self.keys.counters)
             replies = await pipe.execute()
+        for name in gone:
+            del self._published[name]
+            self.last.pop(name, None)
+            self.metrics.forget_group(name)
         self.metrics.counters.snapshot = {k.decode(): float(v) for k, v in replies[-1].items()}
         self.metrics.leader.set(1)
         self.metrics.tick.observe(time.perf_counter() - started)
@@ -142,11 +163,10 @@ class Reconciler:
     async def _observe(self, names: set[str], now: float) -> dict[str, GroupObservation]:
         return await read_groups(self.redis, self.keys, sorted(names), now, self.settings.consumer_stale_seconds)
 
-    async def _reconcile_group(self, name: str, obs: GroupObservation, now: float) -> dict[str, Any]:
+    async def _reconcile_group(self, name: str, obs: GroupObservation, now: float) -> tuple[Any, ...]:  # noqa: C901
         """Decide and act for one group; a failure is reported in its state and does not stop the others."""
         group = self.groups.get(name)
         error = self.config.errors.get(name)
-        self.metrics.config_errors.labels(name).set(1 if error else 0)
         try:
             current = await self.backend.current_replicas(name)
             if group is None and error is not None:  # broken config: leave what runs alone until it is fixed
@@ -173,16 +193,11 @@ class Reconciler:
             current = self.last[name].current if name in self.last else 0
             decision = Decision(current, "none", "error", error, self.states.get(name, ScaleState()))
         self.last[name] = GroupStatus(obs, current, decision)
-        if group is not None:
-            self.metrics.observe_group(group, obs, current, decision, now)
-        return {
-            "at": now, "current": current, "desired": decision.replicas, "direction": decision.direction,
-            "reason": decision.reason, "detail": decision.detail, "ready": obs.stats.ready,
-            "in_flight": obs.stats.in_flight, "deferred": obs.stats.deferred,
-            "busy": obs.stats.busy_consumers, "orphaned": len(obs.orphaned_jobs),
-            "oldest_wait_seconds": round(max(0.0, now - obs.oldest_ready_ms / 1000), 1) if obs.oldest_ready_ms else 0,
-            "error": error, "configured": group is not None,
-        }
+        self.metrics.observe_group(name, group, obs, current, decision, now, config_error=name in self.config.errors)
+        stats = obs.stats
+        return (current, decision.replicas, decision.direction, decision.reason, decision.detail, stats.ready,
+                stats.in_flight, stats.deferred, stats.busy_consumers, len(obs.orphaned_jobs),
+                obs.oldest_ready_ms / 1000 if obs.oldest_ready_ms else None, error, group is not None)
 
     def healthy(self) -> bool:
         """Liveness: the loop has completed a tick recently."""

@@ -66,7 +66,8 @@ def matches(labels: dict[str, str], terms: list[tuple[str, str, str | None]]) ->
 @attrs.define(kw_only=True)
 class ClusterEmulator(kmock.KubernetesEmulator):
     faults: list[Fault] = attrs.field(factory=list)
-    scale_writes: list[tuple[float, str, int]] = attrs.field(factory=list)  # (monotonic, deployment, replicas)
+    # replica writes (scale subresource or apply), for the latency benchmark: (monotonic, deployment, replicas)
+    scale_writes: list[tuple[float, str, int]] = attrs.field(factory=list)
     _revision: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
 
     def fail(self, method: str, plural: str, status: int, times: int = 1, subresource: str | None = None) -> None:
@@ -84,9 +85,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         out = []
         for (res, ns, _), obj in self._objects.items():
             if res == resource and (namespace is None or ns == namespace) and not obj.deleted:
-                raw = copy.deepcopy(obj.raw)
+                raw = obj.raw
                 if matches(raw.get("metadata", {}).get("labels") or {}, terms):
-                    out.append(raw)
+                    out.append(copy.deepcopy(raw))
         return out
 
     async def _store(self, resource: Any, obj: dict[str, Any], event: str) -> dict[str, Any]:
@@ -148,6 +149,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if method == "PUT":
             return await self._replace(res, ns, name, current, copy.deepcopy(request.data))
         if method == "PATCH":
+            if res.plural == "deployments" and "replicas" in (request.data.get("spec") or {}):
+                self.scale_writes.append((time.monotonic(), name, int(request.data["spec"]["replicas"])))
             if current is None:  # server-side apply creates
                 return await self._create(res, ns, copy.deepcopy(request.data))
             key = (res, ns, name)

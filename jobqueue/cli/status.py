@@ -20,19 +20,24 @@ async def read_status(settings: Settings) -> list[dict[str, Any]]:
     redis = connect_redis(settings)
     try:
         groups = {k.decode(): json.loads(v) for k, v in (await redis.hgetall(keys.groups)).items()}
+        states = {k.decode(): json.loads(v) for k, v in (await redis.hgetall(keys.group_states)).items()}
+        tick_at = await redis.hget(keys.manager_state, "tick_at")
+        tick_at = float(tick_at) if tick_at else None
         rows = []
-        for name in sorted(groups):
-            raw = await redis.hget(keys.group_state(name), "state")
-            state = json.loads(raw) if raw else {}
+        for name in sorted(set(groups) | set(states)):
+            state, config = states.get(name, {}), groups.get(name, {})
+            oldest = state.get("oldest_ready_at")
             rows.append({
                 "group": name,
-                "min": groups[name]["min_instances"],
-                "max": groups[name]["max_instances"],
-                **{k: state.get(k) for k in ("desired", "current", "busy", "ready", "in_flight", "deferred",
-                                             "oldest_wait_seconds")},
+                "min": config.get("min_instances"),
+                "max": config.get("max_instances"),
+                **{k: state.get(k) for k in ("desired", "current", "busy", "ready", "in_flight", "deferred")},
+                "oldest_wait_seconds": round(max(0.0, tick_at - oldest), 1) if oldest and tick_at else 0,
                 "decision": state.get("reason"),
                 "detail": state.get("detail"),
-                "age_seconds": round(time.time() - state["at"], 1) if state else None,
+                "error": state.get("error"),
+                "configured": state.get("configured", True),
+                "age_seconds": round(time.time() - tick_at, 1) if state and tick_at else None,
             })
         return rows
     finally:
@@ -49,7 +54,10 @@ def render_status(rows: list[dict[str, Any]]) -> Group:
         table.add_row(*("-" if c is None else str(c) for c in cells))
     if not rows:
         table.caption = "no manager has published groups for this environment yet (is `jobqueue up` running?)"
-    details = [f"[bold]{r['group']}[/]: {r['detail']} ({r['age_seconds']}s ago)" for r in rows if r["detail"]]
+    details = [f"[bold]{r['group']}[/]: {r['detail']} ({r['age_seconds']}s ago)" for r in rows
+               if r["detail"] and not r["error"]]
+    details += [f"[bold red]{r['group']}[/]: {r['error']}" for r in rows if r["error"]]
+    details += [f"[bold]{r['group']}[/]: removed from the config; draining" for r in rows if not r["configured"]]
     return Group(table, *details)
 
 

@@ -106,6 +106,7 @@ class KubernetesBackend:
         self.sync_timeout = sync_timeout
         self._started = False
         self._rendered: dict[str, tuple[ResourceGroup, dict[str, Any]]] = {}
+        self._names: dict[str, str] = {}
 
     async def start(self) -> None:
         if not self._started:
@@ -117,10 +118,14 @@ class KubernetesBackend:
         return self.cache.synced.is_set()
 
     def _deployment(self, group: str) -> dict[str, Any] | None:
-        return self.cache.get(deployment_name(self.settings, group))
+        name = self._names.get(group)
+        if name is None:
+            name = self._names[group] = deployment_name(self.settings, group)
+        return self.cache.objects.get(name)
 
     async def current_replicas(self, group: str) -> int:
-        await self.start()
+        if not self._started:
+            await self.start()
         dep = self._deployment(group)
         return 0 if dep is None else int(dep.get("spec", {}).get("replicas") or 0)
 
@@ -129,7 +134,8 @@ class KubernetesBackend:
 
     async def converge(self, group: ResourceGroup, replicas: int, observed: GroupObservation) -> None:
         """Make the group's Deployment match its config and `replicas`; no API call when it already does."""
-        await self.start()
+        if not self._started:
+            await self.start()
         dep = self._deployment(group.name)
         if dep is None and replicas == 0:
             return  # created on demand: a group that never had work has no Deployment

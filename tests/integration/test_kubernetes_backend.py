@@ -188,7 +188,7 @@ async def test_a_failing_group_is_reported_and_does_not_stop_the_others(cluster,
     assert len(failed) == 1 and "503" in manager.last[failed[0]].decision.detail
     (ok,) = {"adhoc", "etl"} - set(failed)
     assert deployments(emulator)[f"jobqueue-consumer-{ok}"]["spec"]["replicas"] == 1
-    state = await manager.redis.hget(manager.keys.group_state(failed[0]), "state")
+    state = await manager.redis.hget(manager.keys.group_states, failed[0])
     assert b"503" in state
     await manager.tick()  # the next tick converges
     assert deployments(emulator)[f"jobqueue-consumer-{failed[0]}"]["spec"]["replicas"] == 1
@@ -204,7 +204,7 @@ async def test_a_broken_group_config_is_reported_while_the_others_run(cluster, m
     assert manager.last["adhoc"].decision.reason == "config_error"
     assert "'adhoc'" in manager.last["adhoc"].decision.detail and "not a Kubernetes quantity" in manager.last[
         "adhoc"].decision.detail
-    assert manager.metrics.config_errors.labels("adhoc")._value.get() == 1
+    assert manager.metrics.groups.values["adhoc"][-1] == 1  # jobqueue_group_config_error
 
 
 async def test_exactly_one_leader_and_handover(cluster, kube_settings):
