@@ -86,6 +86,8 @@ class ResourceGroup(BaseModel):
     # Kubernetes: the consumer Deployment's pod template (ignored by the local backend)
     image: str | None = None
     image_pull_policy: str | None = Field(default=None, validation_alias=_camel("image_pull_policy"))
+    image_pull_secrets: list[dict[str, Any]] = Field(default_factory=list,
+                                                     validation_alias=_camel("image_pull_secrets"))
     resources: Resources = Field(default_factory=Resources)
     node_selector: dict[str, str] = Field(default_factory=dict, validation_alias=_camel("node_selector"))
     tolerations: list[dict[str, Any]] = Field(default_factory=list)

@@ -115,6 +115,8 @@ def _pod_spec(group: ResourceGroup, settings: Settings) -> dict[str, Any]:
     }
     if group.service_account:
         spec["serviceAccountName"] = group.service_account
+    if group.image_pull_secrets:
+        spec["imagePullSecrets"] = list(group.image_pull_secrets)
     if group.node_selector:
         spec["nodeSelector"] = dict(group.node_selector)
     if group.tolerations:

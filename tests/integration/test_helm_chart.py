@@ -1,0 +1,130 @@
+"""The Helm chart with a real helm 3: lint, render, validate against Kubernetes 1.30 schemas, reject bad values.
+
+helm comes from tests/k8s/get-helm.sh (cached under ~/.cache/helm-bin). The resource groups the chart
+renders are loaded by the manager's own strict parser, and the consumer Deployment the manager would
+build from each of them is validated too.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from jobqueue.groups import parse_groups
+from jobqueue.settings import Settings
+from manager.backends.kube_objects import consumer_deployment
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "jobqueue"
+FULL = CHART / "examples" / "full-values.yaml"
+KUBERNETES = "1.30.0"
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    if os.environ.get("HELM"):
+        return os.environ["HELM"]
+    out = subprocess.run(["bash", str(ROOT / "tests" / "k8s" / "get-helm.sh")], capture_output=True, text=True,
+                         check=True)
+    return str(Path(out.stdout.strip().splitlines()[-1]) / "helm")
+
+
+def run(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def render(helm: str, *values: str, **sets: str) -> list[dict]:
+    args = ["template", "jq", str(CHART), "--namespace", "data"]
+    for v in values:
+        args += ["-f", v]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    out = run(helm, *args)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.parametrize("values", [[], [str(FULL)]], ids=["defaults", "full-example"])
+def test_lint_render_and_validate(helm, values):
+    lint = run(helm, "lint", "--strict", str(CHART), *sum((["-f", v] for v in values), []))
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    docs = render(helm, *values)
+    kinds = sorted(d["kind"] for d in docs)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds, "nothing cluster-wide"
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    assert not any("secrets" in r["resources"] for r in role["rules"]), "the manager never reads Secrets"
+    (manager,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = manager["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert manager["spec"]["replicas"] == 2 and pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+    assert {p["httpGet"]["path"] for p in (container["livenessProbe"], container["readinessProbe"])} == {
+        "/healthz", "/readyz"}
+    assert not any("value" in e and "redis" in e["value"] for e in container["env"]), "no Redis URL inline"
+    assert {"PodDisruptionBudget", "Service", "ServiceAccount", "ConfigMap"} <= set(kinds)
+
+
+@pytest.mark.parametrize("values", [[], [str(FULL)]], ids=["defaults", "full-example"])
+def test_rendered_groups_are_what_the_manager_loads_and_their_deployments_validate(helm, values):
+    docs = render(helm, *values)
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")]
+    groups = parse_groups(yaml.safe_load(config["data"]["groups.yaml"]), "groups.yaml")
+    settings = Settings(kubernetes_release="jq-jobqueue", kubernetes_namespace="data")
+    for group in groups.values():
+        deployment = consumer_deployment(group, settings, replicas=1)
+        kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "jq-jobqueue-consumer" and pod["automountServiceAccountToken"] is False
+        assert {"configMapRef": {"name": "jq-jobqueue-env"}} in pod["containers"][0]["envFrom"]
+        assert {"name": "config", "mountPath": "/etc/jobqueue/config", "readOnly": True} in pod["containers"][0][
+            "volumeMounts"]
+    if values:
+        lssd = consumer_deployment(groups["lssd"], settings, replicas=1)["spec"]["template"]["spec"]
+        assert lssd["nodeSelector"] == {"jobqueue.io/pool": "lssd"}
+        assert {"key": "jobqueue.io/pool", "operator": "Equal", "value": "lssd", "effect": "NoSchedule"} in lssd[
+            "tolerations"]
+        assert lssd["containers"][0]["resources"]["limits"]["ephemeral-storage"] == "350Gi"
+        assert {"name": "JOBQUEUE_SPILL_DIRECTORY", "value": "/mnt/nvme/spill"} in lssd["containers"][0]["env"]
+        assert {"name": "JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT", "value": "75.0"} in lssd["containers"][0]["env"]
+        assert lssd["terminationGracePeriodSeconds"] == 7200
+        dashboard = [d for d in docs if d["metadata"]["name"].endswith("-dashboard")]
+        assert dashboard and "jobqueue_queue_ready_jobs" in dashboard[0]["data"]["jobqueue.json"]
+
+
+def test_service_monitor_behind_a_flag(helm):
+    assert not [d for d in render(helm) if d["kind"] == "ServiceMonitor"]
+    docs = render(helm, **{"metrics.serviceMonitor.enabled": "true"})
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+
+
+@pytest.mark.parametrize(
+    ("sets", "words"),
+    [
+        ({"resourceGroups.default.minInstances": "two"}, ["minInstances", "integer"]),
+        ({"resourceGroups.default.minInstances": "3", "resourceGroups.default.maxInstances": "1"},
+         ["resourceGroups.default: minInstances (3) is above maxInstances (1)"]),
+        ({"resourceGroups.default.maxInstancez": "3"}, ["maxInstancez", "not allowed"]),
+        ({"resourceGroups.default.terminationGracePeriodSeconds": "-5"},
+         ["terminationGracePeriodSeconds", "greater than or equal to 0"]),
+        ({"resourceGroups.default.resources.limits.memory": "lots"}, ["limits.memory", "Does not match pattern"]),
+        ({"resourceGroups.Bad_Name.maxInstances": "1"}, ["Bad_Name"]),
+        ({"redis.existingSecret": ""}, ["existingSecret"]),
+    ],
+)
+def test_bad_values_fail_with_a_readable_error(helm, sets, words):
+    args = ["template", "jq", str(CHART)]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    out = run(helm, *args)
+    assert out.returncode != 0
+    for w in words:
+        assert w in out.stderr, out.stderr
