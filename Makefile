@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys;print(hashlib.sha1(open("pyproject.toml","rb").read()).hexdigest()[:12])')
 
-.PHONY: venv demo test lint bench up clean docs
+.PHONY: venv demo test test-apiserver lint bench up clean docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The slow tier: a real kube-apiserver + controller-manager 1.20 (built once, ~12 min, cached under
+# ~/.cache/k8s-control-plane; needs root for apt-get). See tests/k8s/README.md.
+test-apiserver: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/apiserver
 
 bench: $(STAMP)
 	$(BIN)/python bench/offline_query.py

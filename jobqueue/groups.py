@@ -137,13 +137,19 @@ class GroupsConfig:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+def _snake(body: dict[str, Any]) -> dict[str, Any]:
+    """Accept Kubernetes-style camelCase keys (`nodeSelector`) as their snake_case field names."""
+    aliases = {choice: name for name, f in ResourceGroup.model_fields.items()
+               if isinstance(f.validation_alias, AliasChoices) for choice in f.validation_alias.choices}
+    return {aliases.get(k, k): v for k, v in body.items()}
+
+
 def _merge(defaults: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    defaults, body = _snake(defaults), _snake(body)
     merged = {**defaults, **body}
     for key in _MERGED:
-        camel = _camel(key).choices[1]
-        for k in {key, camel}:
-            if isinstance(defaults.get(k), dict) and isinstance(body.get(k), dict):
-                merged[k] = {**defaults[k], **body[k]}
+        if isinstance(defaults.get(key), dict) and isinstance(body.get(key), dict):
+            merged[key] = {**defaults[key], **body[key]}
     return merged
 
 

@@ -61,6 +61,7 @@ async def run_manager(
         groups_path=settings.resource_groups_path if groups is None else None,
         leader=elector.is_leader if elector is not None else None,
     )
+    await backend.start()  # before campaigning: a standby is ready (and warm) too
     if elector is not None:
         elector.start()
     ops = None

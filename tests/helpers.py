@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from jobqueue.groups import load_groups
+from jobqueue.keys import Keys
+from jobqueue.models import ConsumerInfo
 from jobqueue.settings import Settings
 from manager.backends.local import LocalBackend
 from manager.runner import run_manager
@@ -50,3 +52,19 @@ async def running_manager(settings: Settings) -> AsyncIterator[LocalBackend]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+# Queue load and busy consumers in the wire format (jobqueue/keys.py), for driving the manager by hand.
+async def queue(redis, keys: Keys, group: str, n: int, start: int = 0) -> None:
+    now_ms = int(time.time() * 1000)
+    await redis.zadd(keys.queue(group), {f"{group}-job-{i}": now_ms for i in range(start, start + n)})
+
+
+async def mark_busy(redis, keys: Keys, group: str, pod: str, job: str) -> None:
+    now = time.time()
+    info = ConsumerInfo(consumer_id=pod, resource_group=group, host=pod, pid=1, started_at=now, seen_at=now,
+                        running=[job])
+    await redis.zadd(keys.queue(group), {job: int(now * 1000)})  # arq keeps running jobs in the queue
+    await redis.hset(keys.consumers(group), pod, info.model_dump_json())
+    await redis.hset(keys.running(group), job, pod)
+    await redis.set(keys.heartbeat(job), "1", ex=60)

@@ -11,6 +11,10 @@ from manager.observe import GroupObservation
 class ScalerBackend(Protocol):
     name: str
 
+    async def start(self) -> None:
+        """Warm up before the first tick; a standby manager runs it too, so it takes over with a warm cache."""
+        ...
+
     async def current_replicas(self, group: str) -> int:
         """Consumers of `group` that are running (or asked for) and not being stopped."""
         ...

@@ -47,6 +47,9 @@ class LocalBackend:
         self._ids = itertools.count(1)
         self.log_dir = settings.home / "logs"
 
+    async def start(self) -> None:
+        """Nothing to warm up: the consumers are this process's children."""
+
     def _reap(self) -> None:
         for cid, c in list(self.consumers.items()):
             code = c.process.poll()

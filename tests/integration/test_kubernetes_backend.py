@@ -16,13 +16,11 @@ import yaml
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from jobqueue.groups import load_groups_config
-from jobqueue.keys import Keys
-from jobqueue.models import ConsumerInfo
 from manager.backends.kube_objects import CONFIG_HASH, DELETION_COST
 from manager.backends.kubernetes import KubernetesBackend
 from manager.leader import LeaseElector
 from manager.reconcile import Reconciler
-from tests.helpers import eventually
+from tests.helpers import eventually, mark_busy, queue
 from tests.kube_emulator import PODS, ClusterEmulator
 
 DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
@@ -69,21 +67,6 @@ def deployments(emulator: ClusterEmulator) -> dict[str, dict]:
 
 def pods(emulator: ClusterEmulator, group: str) -> dict[str, dict]:
     return {p["metadata"]["name"]: p for p in emulator.items(PODS, NS, f"jobqueue.io/group={group}")}
-
-
-async def queue(redis, keys: Keys, group: str, n: int, start: int = 0) -> None:
-    now_ms = int(time.time() * 1000)
-    await redis.zadd(keys.queue(group), {f"{group}-job-{i}": now_ms for i in range(start, start + n)})
-
-
-async def mark_busy(redis, keys: Keys, group: str, pod: str, job: str) -> None:
-    now = time.time()
-    info = ConsumerInfo(consumer_id=pod, resource_group=group, host=pod, pid=1, started_at=now, seen_at=now,
-                        running=[job])
-    await redis.zadd(keys.queue(group), {job: int(now * 1000)})  # arq keeps running jobs in the queue
-    await redis.hset(keys.consumers(group), pod, info.model_dump_json())
-    await redis.hset(keys.running(group), job, pod)
-    await redis.set(keys.heartbeat(job), "1", ex=60)
 
 
 async def test_deployments_are_created_on_demand_and_follow_the_queue(cluster, manager, arq_redis):
@@ -232,3 +215,26 @@ async def test_exactly_one_leader_and_handover(cluster, kube_settings):
         await b.stop()
         for api in apis:
             await api.close()
+
+
+async def test_a_standby_manager_does_not_act_but_stays_healthy_and_ready(cluster, kube_settings, arq_redis, tmp_path):
+    emulator, url = cluster
+    path = tmp_path / "groups.yaml"
+    write_groups(path, {"etl": {"max_instances": 3}})
+    backend = KubernetesBackend(kube_settings, api_client(url))
+    standby = Reconciler(arq_redis, kube_settings, load_groups_config(path), backend, leader=lambda: False)
+    await backend.start()  # as run_manager does before campaigning
+    await queue(arq_redis, standby.keys, "etl", 2)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(standby.run(stop))
+    try:
+        for _ in range(3):  # three tick periods
+            started = standby.last_tick_at
+            await eventually(lambda s=started: standby.last_tick_at > s, what="the standby loop turning")
+        assert deployments(emulator) == {} and standby.last == {}
+        assert standby.metrics.leader._value.get() == 0
+        assert standby.healthy() and await standby.ready()
+    finally:
+        stop.set()
+        await loop
+        await backend.aclose()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from manager.policy import QueueStats, ScaleState, ScalingSpec, decide
 
@@ -66,3 +68,22 @@ def test_full_cycle_zero_to_n_to_zero():
     assert seen[-1] == 0
     first_zero = seen.index(0)
     assert first_zero >= 4 + 30  # not before the cooldown after the last work at t=4
+
+
+def naive_decide_replicas(history, spec, now):
+    """Reference for the stabilization window: the highest target recommended within it."""
+    return max(r for t, r in history if now - t < spec.stabilization_seconds)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.floats(0.1, 4.0)), min_size=1, max_size=40))
+def test_the_compact_window_keeps_the_same_maximum_as_the_whole_history(steps):
+    spec = ScalingSpec(min_instances=0, max_instances=6, jobs_per_consumer=1, stabilization_seconds=10,
+                       cooldown_seconds=0)
+    state, now, history = ScaleState(), 0.0, []
+    for ready, dt in steps:
+        now += dt
+        target = min(ready, spec.max_instances)
+        history.append((now, target))
+        state = decide(QueueStats(ready, 0), spec, 6, state, now).state
+        assert max(r for _, r in state.recommendations) == naive_decide_replicas(history, spec, now)
