@@ -2,7 +2,8 @@
 
 `read_groups` does the I/O; `summarize` turns raw replies into a frozen `GroupObservation` and is
 pure, so the counting rules are unit-tested without Redis:
-- ready    = queued jobs due now that no consumer is running (arq keeps running jobs in the queue)
+- ready    = queued jobs due now that no consumer is running (arq keeps running jobs in the queue);
+  the oldest ready job is the oldest due one that is not running
 - deferred = queued jobs due later (they do not wake consumers)
 - in flight = jobs a live consumer is running; entries of consumers with no fresh heartbeat are
   reported as orphaned (the reaper of a later issue re-queues them)
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -84,20 +85,25 @@ local out = {}
 for i = 3, #ARGV do
   local g = ARGV[i]
   local queue = prefix .. 'queue:' .. g
-  local first = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')  -- lowest score: the oldest ready job, if any
-  local total, ready, oldest = 0, 0, false
-  if first[2] then
-    total = redis.call('ZCARD', queue)
-    if tonumber(first[2]) <= now then
-      oldest = first[2]
-      ready = total == 1 and 1 or redis.call('ZCOUNT', queue, '-inf', now)
+  local running = redis.call('HGETALL', prefix .. 'running:' .. g)
+  local total, ready, oldest = redis.call('ZCARD', queue), 0, false
+  if total > 0 then
+    -- arq keeps running jobs in the queue: the oldest ready job is the first member that is not
+    -- running, so look at one more member than there are running jobs.
+    local nrun = #running / 2
+    local head = redis.call('ZRANGE', queue, 0, nrun, 'WITHSCORES')
+    local busy = {}
+    for j = 1, #running, 2 do busy[running[j]] = true end
+    for j = 1, #head, 2 do
+      if tonumber(head[j + 1]) > now then break end
+      if not busy[head[j]] then oldest = head[j + 1]; break end
+    end
+    if #head >= 2 and tonumber(head[2]) <= now then
+      if #head / 2 == total and tonumber(head[#head]) <= now then ready = total  -- saw every member
+      else ready = redis.call('ZCOUNT', queue, '-inf', now) end
     end
   end
-  out[#out + 1] = {
-    ready, total - ready, oldest,
-    redis.call('HGETALL', prefix .. 'running:' .. g),
-    redis.call('HGETALL', prefix .. 'consumers:' .. g),
-  }
+  out[#out + 1] = {ready, total - ready, oldest, running, redis.call('HGETALL', prefix .. 'consumers:' .. g)}
 end
 return out
 """
@@ -107,16 +113,41 @@ def _pairs(flat: list[bytes]) -> dict[str, str]:
     return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
+class ObservationCache:
+    """The last observation per group, reused while the group's raw reply is unchanged and no consumer's
+    heartbeat has aged past `stale_after` since: a steady group costs a comparison, not a parse."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[list[Any], GroupObservation, float]] = {}
+
+    def get(self, group: str, raw: list[Any], now: float) -> GroupObservation | None:
+        entry = self.entries.get(group)
+        if entry is not None and entry[0] == raw and now < entry[2]:
+            return entry[1]
+        return None
+
+    def put(self, group: str, raw: list[Any], obs: GroupObservation, stale_after: float) -> None:
+        valid_until = min((c.seen_at + stale_after for c in obs.consumers), default=float("inf"))
+        self.entries[group] = (raw, obs, valid_until)
+
+
 async def read_groups(
-    redis: Redis, keys: Keys, groups: Iterable[str], now: float, stale_after: float
+    redis: Redis, keys: Keys, groups: Iterable[str], now: float, stale_after: float,
+    cache: ObservationCache | None = None,
 ) -> dict[str, GroupObservation]:
     names = list(groups)
     now_ms = int(now * 1000)
     replies = await redis.register_script(_OBSERVE)(args=[keys.prefix, now_ms, *names]) if names else []
     out: dict[str, GroupObservation] = {}
-    for g, (ready_total, deferred, oldest, running, consumers) in zip(names, replies, strict=True):
-        out[g] = summarize(
-            g, int(ready_total), int(deferred), _pairs(running), _pairs(consumers),
-            int(float(oldest)) if oldest else None, now, stale_after,
-        )
+    for g, raw in zip(names, replies, strict=True):
+        obs = cache.get(g, raw, now) if cache is not None else None
+        if obs is None:
+            ready_total, deferred, oldest, running, consumers = raw
+            obs = summarize(
+                g, int(ready_total), int(deferred), _pairs(running), _pairs(consumers),
+                int(float(oldest)) if oldest else None, now, stale_after,
+            )
+            if cache is not None:
+                cache.put(g, raw, obs, stale_after)
+        out[g] = obs
     return out

@@ -82,3 +82,14 @@ def decide(stats: QueueStats, spec: ScalingSpec, current: int, state: ScaleState
     if desired == current:
         return Decision(current, "none", reason, detail, new_state)
     return Decision(desired, "down", reason, detail, new_state)
+
+
+def hold_steady(previous: Decision, stats: QueueStats, now: float) -> Decision:
+    """decide()'s answer when its inputs (stats, spec, current) are those that gave `previous`, a steady
+    decision: the same decision, with the window's newest entry re-stamped at `now`. Entries that
+    expired meanwhile are pruned by the next full decide() before they are used. A test checks that
+    interleaving this with decide() gives the same decisions as decide() alone."""
+    state = previous.state
+    window = state.recommendations[:-1] + ((now, previous.replicas),)
+    last_active = now if stats.ready + stats.in_flight > 0 else state.last_active_at
+    return previous._replace(state=ScaleState(window, last_active))

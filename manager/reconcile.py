@@ -27,8 +27,8 @@ from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
 from manager.metrics import ManagerMetrics
-from manager.observe import GroupObservation, read_groups
-from manager.policy import Decision, ScaleState, ScalingSpec, decide
+from manager.observe import GroupObservation, ObservationCache, read_groups
+from manager.policy import Decision, ScaleState, ScalingSpec, decide, hold_steady
 from manager.reaper import Reaper
 from manager.scheduler import Scheduler
 
@@ -76,6 +76,7 @@ class Reconciler:
         self.last: dict[str, GroupStatus] = {}
         self._published: dict[str, tuple[Any, ...]] = {}  # group -> the state last written to Redis
         self._specs: dict[str, tuple[ResourceGroup, ScalingSpec]] = {}
+        self._observations = ObservationCache()
         store = JobStore(redis, self.keys, settings.job_ttl_seconds)
         self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds)
 
@@ -161,7 +162,8 @@ class Reconciler:
         return self.last
 
     async def _observe(self, names: set[str], now: float) -> dict[str, GroupObservation]:
-        return await read_groups(self.redis, self.keys, sorted(names), now, self.settings.consumer_stale_seconds)
+        return await read_groups(self.redis, self.keys, sorted(names), now, self.settings.consumer_stale_seconds,
+                                 self._observations)
 
     async def _reconcile_group(self, name: str, obs: GroupObservation, now: float) -> tuple[Any, ...]:  # noqa: C901
         """Decide and act for one group; a failure is reported in its state and does not stop the others."""
@@ -171,6 +173,12 @@ class Reconciler:
             current = await self.backend.current_replicas(name)
             if group is None and error is not None:  # broken config: leave what runs alone until it is fixed
                 decision = Decision(current, "none", "config_error", error, ScaleState())
+            elif (group is not None and (prev := self.last.get(name)) is not None and prev.observed is obs
+                  and prev.current == current and prev.decision.reason == "steady"
+                  and self._specs.get(name, (None,))[0] is group):
+                # nothing changed since a steady tick: the same decision, and the backend already matches
+                decision = hold_steady(prev.decision, obs.stats, now)
+                self.states[name] = decision.state
             else:
                 spec = self.spec(group) if group is not None else ScalingSpec(0, 0, stabilization_seconds=0,
                                                                              cooldown_seconds=0)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from manager.policy import QueueStats, ScaleState, ScalingSpec, decide
+from manager.policy import QueueStats, ScaleState, ScalingSpec, decide, hold_steady
 
 SPEC = ScalingSpec(min_instances=0, max_instances=4, jobs_per_consumer=2, stabilization_seconds=10, cooldown_seconds=30)
 
@@ -87,3 +87,28 @@ def test_the_compact_window_keeps_the_same_maximum_as_the_whole_history(steps):
         history.append((now, target))
         state = decide(QueueStats(ready, 0), spec, 6, state, now).state
         assert max(r for _, r in state.recommendations) == naive_decide_replicas(history, spec, now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.floats(0.1, 6.0), st.integers(1, 4)), min_size=1, max_size=40))
+def test_hold_steady_between_full_decisions_decides_the_same(steps):
+    """The manager's fast path for unchanged steady groups: decisions equal decide() alone, step for step."""
+    spec = ScalingSpec(min_instances=0, max_instances=5, jobs_per_consumer=1, stabilization_seconds=8,
+                       cooldown_seconds=5)
+    full, fast = ScaleState(), ScaleState()
+    full_current = fast_current = 0
+    previous: tuple | None = None
+    now = 0.0
+    for ready, dt, repeats in steps:
+        for _ in range(repeats):  # the same inputs several ticks in a row
+            now += dt
+            stats = QueueStats(ready, 0)
+            a = decide(stats, spec, full_current, full, now)
+            if previous is not None and previous[0] == (stats, fast_current) and previous[1].reason == "steady":
+                b = hold_steady(previous[1], stats, now)
+            else:
+                b = decide(stats, spec, fast_current, fast, now)
+            assert (a.replicas, a.direction, a.reason) == (b.replicas, b.direction, b.reason)
+            previous = ((stats, fast_current), b)
+            full, fast = a.state, b.state
+            full_current, fast_current = a.replicas, b.replicas

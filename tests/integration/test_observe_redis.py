@@ -1,0 +1,32 @@
+"""read_groups() against a real Redis: one script call for every group, running jobs not counted as waiting."""
+
+from __future__ import annotations
+
+from jobqueue.keys import Keys
+from jobqueue.models import ConsumerInfo
+from manager.observe import ObservationCache, read_groups
+
+
+async def test_counts_oldest_ready_and_the_cache(arq_redis, environment):
+    keys = Keys.for_environment(environment)
+    now = 10_000.0
+    live = ConsumerInfo(consumer_id="c1", resource_group="g", host="h", pid=1, started_at=now, seen_at=now - 1)
+    await arq_redis.zadd(keys.queue("g"), {"running-old": 1_000_000, "waiting": 2_000_000, "later": 20_000_000})
+    await arq_redis.hset(keys.running("g"), "running-old", "c1")
+    await arq_redis.hset(keys.consumers("g"), "c1", live.model_dump_json())
+    await arq_redis.zadd(keys.queue("only-running"), {"r": 1_000_000})
+    await arq_redis.hset(keys.running("only-running"), "r", "gone")
+    cache = ObservationCache()
+
+    observed = await read_groups(arq_redis, keys, ["g", "only-running", "empty"], now, 5.0, cache)
+    g = observed["g"]
+    assert (g.stats.ready, g.stats.in_flight, g.stats.deferred, g.stats.busy_consumers) == (1, 1, 1, 1)
+    assert g.oldest_ready_ms == 2_000_000, "a running job is not the oldest waiting one"
+    only = observed["only-running"]
+    assert (only.stats.ready, only.oldest_ready_ms, only.orphaned_jobs) == (0, None, ("r",))
+    assert observed["empty"].stats == (0, 0, 0, 0)
+
+    again = await read_groups(arq_redis, keys, ["g"], now + 1, 5.0, cache)
+    assert again["g"] is g, "unchanged: the cached observation"
+    stale = await read_groups(arq_redis, keys, ["g"], now + 4.5, 5.0, cache)
+    assert stale["g"] is not g and stale["g"].stale_consumers == ("c1",), "the heartbeat aged out"
