@@ -8,6 +8,7 @@ taken every tick.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -95,7 +96,10 @@ class GroupGauges(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = [GaugeMetricFamily(f"jobqueue_{name}", doc, labels=["group"]) for name, doc in GROUP_GAUGES]
+        now = time.time()
         for group, values in sorted(self.values.items()):
+            oldest_ms = values[3]  # stored as a time, so a steady group's tuple does not change every tick
+            values = (*values[:3], max(0.0, now - oldest_ms / 1000) if oldest_ms else 0.0, *values[4:])
             for family, value in zip(families, values, strict=True):
                 family.add_metric([group], value)
         yield from families
@@ -122,7 +126,7 @@ class ManagerMetrics:
         now: float, config_error: bool = False,
     ) -> None:
         stats = obs.stats
-        oldest = max(0.0, now - obs.oldest_ready_ms / 1000) if obs.oldest_ready_ms else 0.0
+        oldest = obs.oldest_ready_ms or 0
         bounds = (group.min_instances, group.max_instances) if group is not None else (0, 0)
         self.groups.values[name] = (
             stats.ready, stats.deferred, stats.in_flight, oldest, decision.replicas, current, len(obs.consumers),

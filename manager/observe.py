@@ -1,6 +1,6 @@
-"""Observe every resource group's queue and consumers in one Redis round trip (one script call).
+"""Observe every resource group's queue and consumers in a fixed number of script calls sent at once.
 
-`read_groups` does the I/O; `summarize` turns raw replies into a frozen `GroupObservation` and is
+`observe_in_chunks` / `read_groups` do the I/O; `summarize` turns raw replies into a frozen `GroupObservation` and is
 pure, so the counting rules are unit-tested without Redis:
 - ready    = queued jobs due now that no consumer is running (arq keeps running jobs in the queue);
   the oldest ready job is the oldest due one that is not running
@@ -11,7 +11,8 @@ pure, so the counting rules are unit-tested without Redis:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -82,8 +83,7 @@ def summarize(
 _OBSERVE = """
 local prefix, now = ARGV[1], tonumber(ARGV[2])
 local out = {}
-for i = 3, #ARGV do
-  local g = ARGV[i]
+for g in string.gmatch(ARGV[3], '[^,]+') do  -- group names, comma-separated: one argument to encode
   local queue = prefix .. 'queue:' .. g
   local running = redis.call('HGETALL', prefix .. 'running:' .. g)
   local total, ready, oldest = redis.call('ZCARD', queue), 0, false
@@ -131,13 +131,37 @@ class ObservationCache:
         self.entries[group] = (raw, obs, valid_until)
 
 
-async def read_groups(
+CHUNKS = 4  # concurrent script calls per observation: a fixed number, whatever the number of groups
+
+
+async def observe_in_chunks(
     redis: Redis, keys: Keys, groups: Iterable[str], now: float, stale_after: float,
-    cache: ObservationCache | None = None,
-) -> dict[str, GroupObservation]:
+    cache: ObservationCache | None = None, chunks: int = CHUNKS,
+) -> AsyncIterator[dict[str, GroupObservation]]:
+    """Every group, in `chunks` script calls sent at once; yields each part as it arrives, so the
+    caller works on one part while Redis computes the next (Redis and the manager use different CPUs)."""
     names = list(groups)
+    unnamed = [n for n in names if "," in n]  # a broken config's invalid name: it can have no queue
+    if unnamed:
+        yield {n: GroupObservation(n, QueueStats(0, 0, 0, 0), (), (), (), None) for n in unnamed}
+        names = [n for n in names if "," not in n]
+    if not names:
+        return
+    script = redis.register_script(_OBSERVE)
     now_ms = int(now * 1000)
-    replies = await redis.register_script(_OBSERVE)(args=[keys.prefix, now_ms, *names]) if names else []
+    size = -(-len(names) // chunks)
+    parts = [names[i:i + size] for i in range(0, len(names), size)]
+    calls = [asyncio.ensure_future(script(args=[keys.prefix, now_ms, ",".join(part)])) for part in parts]
+    try:
+        for part, call in zip(parts, calls, strict=True):
+            yield _summarize_part(part, await call, now, stale_after, cache)
+    finally:
+        for call in calls:
+            call.cancel()
+
+
+def _summarize_part(names: list[str], replies: list[Any], now: float, stale_after: float,
+                    cache: ObservationCache | None) -> dict[str, GroupObservation]:
     out: dict[str, GroupObservation] = {}
     for g, raw in zip(names, replies, strict=True):
         obs = cache.get(g, raw, now) if cache is not None else None
@@ -150,4 +174,15 @@ async def read_groups(
             if cache is not None:
                 cache.put(g, raw, obs, stale_after)
         out[g] = obs
+    return out
+
+
+async def read_groups(
+    redis: Redis, keys: Keys, groups: Iterable[str], now: float, stale_after: float,
+    cache: ObservationCache | None = None,
+) -> dict[str, GroupObservation]:
+    """Every group's observation at once."""
+    out: dict[str, GroupObservation] = {}
+    async for part in observe_in_chunks(redis, keys, groups, now, stale_after, cache):
+        out.update(part)
     return out

@@ -13,9 +13,8 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
@@ -27,7 +26,7 @@ from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
 from manager.metrics import ManagerMetrics
-from manager.observe import GroupObservation, ObservationCache, read_groups
+from manager.observe import GroupObservation, ObservationCache, observe_in_chunks
 from manager.policy import Decision, ScaleState, ScalingSpec, decide, hold_steady
 from manager.reaper import Reaper
 from manager.scheduler import Scheduler
@@ -40,8 +39,7 @@ STATE_FIELDS = ("current", "desired", "direction", "reason", "detail", "ready", 
                 "orphaned", "oldest_ready_at", "error", "configured")
 
 
-@dataclass(frozen=True)
-class GroupStatus:
+class GroupStatus(NamedTuple):
     observed: GroupObservation
     current: int
     decision: Decision
@@ -126,24 +124,23 @@ class Reconciler:
         await self._reload_groups()
         names = set(self.groups) | set(self.config.errors) | self.backend.managed_groups()
         now = self.clock()
-        observed = await self._observe(names, now)
-        report = await self.reaper.run({g: o.running for g, o in observed.items()})
-        if report.requeued or report.failed:  # the queue changed under us: look again
-            observed = await self._observe(names, now)
+        observed: dict[str, GroupObservation] = {}
         changed: dict[str, str] = {}
-        stale: dict[str, tuple[str, ...]] = {}
-        for name in sorted(names):
-            obs = observed[name]
-            stale[name] = obs.stale_consumers
-            state = await self._reconcile_group(name, obs, now)
-            if self._published.get(name) != state:  # steady groups cost no write
-                self._published[name] = state
-                changed[name] = json.dumps(dict(zip(STATE_FIELDS, state, strict=True)))
+        async for part in observe_in_chunks(self.redis, self.keys, sorted(names), now,
+                                            self.settings.consumer_stale_seconds, self._observations):
+            for name, obs in part.items():  # while Redis computes the next part
+                observed[name] = obs
+                state = await self._reconcile_group(name, obs, now)
+                if self._published.get(name) != state:  # steady groups cost no write
+                    self._published[name] = state
+                    changed[name] = json.dumps(dict(zip(STATE_FIELDS, state, strict=True)))
+        # jobs of dead consumers go back to their queue now, and count from the next tick
+        await self.reaper.run({g: o.running for g, o in observed.items()})
         gone = [n for n in self._published if n not in names]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for name, ids in stale.items():
-                if ids:
-                    pipe.hdel(self.keys.consumers(name), *ids)
+            for name, obs in observed.items():
+                if obs.stale_consumers:
+                    pipe.hdel(self.keys.consumers(name), *obs.stale_consumers)
             if changed:
                 pipe.hset(self.keys.group_states, mapping=changed)
             if gone:
@@ -161,24 +158,24 @@ class Reconciler:
         self.last_tick_at = time.monotonic()
         return self.last
 
-    async def _observe(self, names: set[str], now: float) -> dict[str, GroupObservation]:
-        return await read_groups(self.redis, self.keys, sorted(names), now, self.settings.consumer_stale_seconds,
-                                 self._observations)
-
     async def _reconcile_group(self, name: str, obs: GroupObservation, now: float) -> tuple[Any, ...]:  # noqa: C901
         """Decide and act for one group; a failure is reported in its state and does not stop the others."""
         group = self.groups.get(name)
+        prev = self.last.get(name)
+        if (group is not None and prev is not None and prev.observed is obs and prev.decision.reason == "steady"
+                and self._specs.get(name, (None,))[0] is group
+                and await self.backend.current_replicas(name) == prev.current):
+            # nothing changed since a steady tick: the same decision, the backend already matches, and
+            # the published state and gauges stay as they are
+            decision = hold_steady(prev.decision, obs.stats, now)
+            self.states[name] = decision.state
+            self.last[name] = prev._replace(decision=decision)
+            return self._published[name]
         error = self.config.errors.get(name)
         try:
             current = await self.backend.current_replicas(name)
             if group is None and error is not None:  # broken config: leave what runs alone until it is fixed
                 decision = Decision(current, "none", "config_error", error, ScaleState())
-            elif (group is not None and (prev := self.last.get(name)) is not None and prev.observed is obs
-                  and prev.current == current and prev.decision.reason == "steady"
-                  and self._specs.get(name, (None,))[0] is group):
-                # nothing changed since a steady tick: the same decision, and the backend already matches
-                decision = hold_steady(prev.decision, obs.stats, now)
-                self.states[name] = decision.state
             else:
                 spec = self.spec(group) if group is not None else ScalingSpec(0, 0, stabilization_seconds=0,
                                                                              cooldown_seconds=0)
@@ -226,6 +223,7 @@ class Reconciler:
         try:
             while not stop.is_set():
                 started = time.monotonic()
+                wake.clear()  # before the tick: a submission announced during it wakes the next one at once
                 try:
                     if not self.leader():  # a standby: stay healthy, act only once elected
                         self.metrics.leader.set(0)
@@ -237,7 +235,6 @@ class Reconciler:
                 except Exception:  # e.g. Redis down: log, back off a tick, try again
                     log.exception("tick failed")
                 delay = max(0.0, self.settings.manager_tick_seconds - (time.monotonic() - started))
-                wake.clear()
                 waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
                 await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 for w in waiters:

@@ -41,6 +41,11 @@ class DeploymentCache:
         self.synced = asyncio.Event()
         self.changed: Callable[[], None] = lambda: None
         self._task: asyncio.Task[None] | None = None
+        self.version = 0  # bumped on every change, for callers that cache what they derive
+
+    def _changed(self) -> None:
+        self.version += 1
+        self.changed()
 
     def get(self, name: str) -> dict[str, Any] | None:
         return self.objects.get(name)
@@ -51,9 +56,11 @@ class DeploymentCache:
         known = self.objects.get(name)
         if known is None or resource_version(obj) >= resource_version(known):
             self.objects[name] = obj
+            self.version += 1
 
     def forget(self, name: str) -> None:
         self.objects.pop(name, None)
+        self.version += 1
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="deployment-informer")
@@ -94,7 +101,7 @@ class DeploymentCache:
             body = json.loads(await response.read())
         self.objects = {o["metadata"]["name"]: o for o in body.get("items", [])}
         self.synced.set()
-        self.changed()
+        self._changed()
         version = body.get("metadata", {}).get("resourceVersion")
         return version if version and version.isdigit() else None
 
@@ -121,4 +128,4 @@ class DeploymentCache:
                     self.objects.pop(name, None)
                 elif name:
                     self.observe(obj)
-                self.changed()
+                self._changed()

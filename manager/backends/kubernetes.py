@@ -107,6 +107,7 @@ class KubernetesBackend:
         self._started = False
         self._rendered: dict[str, tuple[ResourceGroup, dict[str, Any]]] = {}
         self._names: dict[str, str] = {}
+        self._managed: tuple[int, set[str]] = (-1, set())
 
     async def start(self) -> None:
         if not self._started:
@@ -130,7 +131,10 @@ class KubernetesBackend:
         return 0 if dep is None else int(dep.get("spec", {}).get("replicas") or 0)
 
     def managed_groups(self) -> set[str]:
-        return {g for o in self.cache.objects.values() if (g := o["metadata"].get("labels", {}).get(GROUP_LABEL))}
+        if self._managed[0] != self.cache.version:
+            groups = {g for o in self.cache.objects.values() if (g := o["metadata"].get("labels", {}).get(GROUP_LABEL))}
+            self._managed = (self.cache.version, groups)
+        return set(self._managed[1])
 
     async def converge(self, group: ResourceGroup, replicas: int, observed: GroupObservation) -> None:
         """Make the group's Deployment match its config and `replicas`; no API call when it already does."""
