@@ -56,7 +56,7 @@ class NoopRun:
 class NoopQuery:
     """Stands in for PreparedQuery: same interface, no DuckDB."""
 
-    def __init__(self, job: QueryJob, registry: Any, settings: Settings, consumer_id: str) -> None:
+    def __init__(self, job: QueryJob, registry: Any, settings: Settings, consumer_id: str, **_: Any) -> None:
         self.job, self.consumer_id = job, consumer_id
         self.run = NoopRun()
         self.limits = EngineLimits(1, 1, settings.spill_root)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from consumer.cached_fs import cached_filesystem
 from consumer.engine import EngineLimits, QueryRun
 from consumer.resources import (
     container_cpus,
@@ -22,6 +23,7 @@ from consumer.resources import (
     temp_directory_cap,
     threads_for,
 )
+from consumer.scan_cache import BlockCache, ScanStats
 from consumer.sources import TableSource, TimeBounds, make_source
 from jobqueue.models import PerformanceSummary, QueryJob
 from jobqueue.plan import QueryPlan, plan_query
@@ -70,15 +72,21 @@ class QueryOutcome:
 class PreparedQuery:
     """A validated job bound to its plan and limits; `execute()` blocks (run it in a thread)."""
 
-    def __init__(self, job: QueryJob, registry: Registry, settings: Settings, consumer_id: str) -> None:
+    def __init__(self, job: QueryJob, registry: Registry, settings: Settings, consumer_id: str,
+                 scan_cache: BlockCache | None = None) -> None:
         t0 = time.perf_counter()
         self.job = job
         self.settings = settings
         self.consumer_id = consumer_id
         self.storage = Storage(settings)
+        self.scan_cache = scan_cache
+        self.scan_stats = ScanStats()
+        sources = self.storage
+        if scan_cache is not None:
+            sources = self.storage.reading_through(lambda fs: cached_filesystem(fs, scan_cache, self.scan_stats))
         self.plan: QueryPlan = plan_query(job.input_columns, job.output, registry)
         self.limits = engine_limits(settings)
-        self.run = QueryRun(self.plan, self.limits, table_sources(self.plan, job, self.storage))
+        self.run = QueryRun(self.plan, self.limits, table_sources(self.plan, job, sources))
         self.plan_seconds = time.perf_counter() - t0
 
     def execute(self, started_at: datetime | None = None) -> QueryOutcome:
@@ -113,6 +121,12 @@ class PreparedQuery:
             rows_out=result.rows_out,
             rows_scanned=result.rows_scanned,
             sources=result.sources,
+            scan_cache_enabled=self.scan_cache is not None,
+            scan_cache_hits=self.scan_stats.hits,
+            scan_cache_misses=self.scan_stats.misses,
+            bytes_from_cache=self.scan_stats.bytes_from_cache,
+            bytes_from_remote=self.scan_stats.bytes_from_remote,
+            scan_cache_evictions=self.scan_stats.evictions,
             queue_wait_seconds=max(0.0, (started_at - self.job.submitted_at).total_seconds()),
             execution_seconds=result.execution_seconds,
             total_seconds=t_done - t0 + self.plan_seconds,

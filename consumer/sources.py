@@ -7,7 +7,9 @@
                             range, so files outside it are pruned) and DuckDB reads the data files
 
 Warehouse-backed sources (Snowflake, BigQuery, ...) would be a third implementation.
-DuckDB's httpfs/iceberg extensions are not used: bytes from object stores come through pyarrow.
+DuckDB's httpfs/iceberg extensions are not used: bytes from object stores come through pyarrow,
+and through the consumer's scan cache when it has one (`Storage.resolve_source`). Local files are
+read directly.
 """
 
 from __future__ import annotations
@@ -131,8 +133,8 @@ class IcebergSource:
         else:
             import pyarrow.dataset as pads
 
-            fs, _ = self.storage.resolve(paths[0])
-            con.register(relation, pads.dataset([self.storage.resolve(p)[1] for p in paths], filesystem=fs,
+            fs, _ = self.storage.resolve_source(paths[0])
+            con.register(relation, pads.dataset([self.storage.resolve_source(p)[1] for p in paths], filesystem=fs,
                                                 format="parquet"))
         return {**facts, "files": len(paths)}
 

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from consumer.arq_worker import JobQueueWorker
 from consumer.execute import PreparedQuery
 from consumer.job import JobRun
+from consumer.scan_cache import open_scan_cache
 from jobqueue import serializer
 from jobqueue.client import connect_redis
 from jobqueue.jobstore import JobStore
@@ -58,10 +59,11 @@ class Consumer:
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
         self._prepare = prepare or PreparedQuery
+        self.scan_cache = open_scan_cache(settings)
 
     def prepare(self, job: QueryJob) -> PreparedQuery:
         """Plan a job for execution (the seam the consumer-overhead benchmark replaces with a no-op)."""
-        return self._prepare(job, self.registry, self.settings, self.consumer_id)
+        return self._prepare(job, self.registry, self.settings, self.consumer_id, scan_cache=self.scan_cache)
 
     # --- arq hooks ---------------------------------------------------------------------------
     async def startup(self, ctx: dict[str, Any]) -> None:
@@ -74,6 +76,8 @@ class Consumer:
         for task in self._tasks:
             task.cancel()
         await self.redis.hdel(self.keys.consumers(self.group), self.consumer_id)
+        if self.scan_cache is not None:
+            self.scan_cache.close()
         log.info("consumer stopped")
 
     async def job_started(self, ctx: dict[str, Any]) -> None:

@@ -84,6 +84,14 @@ class PerformanceSummary(_Strict):
         default_factory=dict,
         description="Per source: kind, rows_read, and for Iceberg the snapshot id read and data files scanned.",
     )
+    scan_cache_enabled: bool = Field(default=False, description="The consumer read object stores through its "
+                                     "table-scan SSD cache (JOBQUEUE_TABLE_SCAN_CACHE_BYTES > 0).")
+    scan_cache_hits: int = Field(default=0, description="Cache blocks served from local disk.")
+    scan_cache_misses: int = Field(default=0, description="Cache blocks fetched from the object store.")
+    bytes_from_cache: int = Field(default=0, description="Source bytes read from the scan cache.")
+    bytes_from_remote: int = Field(default=0, description="Source bytes fetched from the object store "
+                                   "through the scan cache.")
+    scan_cache_evictions: int = Field(default=0, description="Blocks this query's reads evicted.")
     stage_seconds: dict[str, float] = Field(
         default_factory=dict, description="stage_input, plan, execute (DuckDB, incl. the local result file), "
         "write_result (upload or rename)."

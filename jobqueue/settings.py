@@ -120,6 +120,21 @@ class Settings(BaseSettings):
         description="Free space kept on the spill volume: DuckDB `max_temp_directory_size` is the volume's "
         "free space minus this (e.g. `10GiB`).",
     )
+    table_scan_cache_bytes: ByteSize = Field(
+        default=0, ge=0,
+        validation_alias=AliasChoices("JOBQUEUE_TABLE_SCAN_CACHE_BYTES", "LIBCHALK_VELOX_TABLE_SCAN_SSD_CACHE_BYTES"),
+        description="Table-scan SSD cache size per consumer (e.g. `200GiB`): object-store bytes of Parquet and "
+        "Iceberg sources kept on local disk in 4 MiB blocks, scan-resistant eviction. 0: off. "
+        "Alias: LIBCHALK_VELOX_TABLE_SCAN_SSD_CACHE_BYTES.",
+    )
+    table_scan_cache_directory: Path | None = Field(
+        default=None, description="Scan cache directory. Default `<spill directory>/table_scan_cache`. Each consumer "
+        "holds an exclusive lock on it.",
+    )
+    table_scan_cache_on_locked: Literal["fail", "uncached"] = Field(
+        default="fail", description="When another process holds the cache directory: `fail` (the consumer exits "
+        "with a message) or `uncached` (it runs without a cache).",
+    )
     consumer_id: str | None = Field(
         default=None, description="Consumer identity. Default `<hostname>-<pid>` (the pod name on Kubernetes)."
     )
@@ -239,6 +254,10 @@ class Settings(BaseSettings):
     @property
     def spill_root(self) -> Path:
         return self.spill_directory or self.home / "spill"
+
+    @property
+    def scan_cache_root(self) -> Path:
+        return self.table_scan_cache_directory or self.spill_root / "table_scan_cache"
 
     @property
     def embedded_redis_url_file(self) -> Path:

@@ -12,11 +12,13 @@ AWS environment and config files.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
@@ -109,9 +111,26 @@ class Storage:
         if fs.get_file_info(path).type != pafs.FileType.NotFound:
             fs.delete_dir(path)  # contents and the directory marker object
 
+    def reading_through(self, wrap: Callable[[pafs.FileSystem], pafs.FileSystem]) -> Storage:
+        """A view whose source reads from object stores go through `wrap` (the consumer's scan cache)."""
+        view = copy.copy(self)
+        view._wrap, view._wrapped = wrap, {}
+        return view
+
+    def resolve_source(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        """Like `resolve`, for reading a table source: through the scan cache when there is one."""
+        fs, path = self.resolve(uri)
+        wrap = getattr(self, "_wrap", None)
+        if wrap is None or is_local(uri):
+            return fs, path
+        wrapped = self._wrapped.get(fs.type_name)
+        if wrapped is None:
+            wrapped = self._wrapped[fs.type_name] = wrap(fs)
+        return wrapped, path
+
     def parquet_dataset(self, uri: str) -> pads.Dataset:
         """A Parquet dataset over a file, a directory or a glob (`*` in the last part) on any store."""
-        fs, path = self.resolve(uri)
+        fs, path = self.resolve_source(uri)
         directory, _, pattern = path.rpartition("/")
         if any(ch in pattern for ch in "*?["):
             infos = fs.get_file_info(pafs.FileSelector(directory, recursive=False))

@@ -63,3 +63,21 @@ async def test_missing_s3_object_fails_clearly_and_the_consumer_carries_on(s3_se
         good = await client.offline_query({"user.id": [1]}, ["user.f0"])
         assert (await good.wait(timeout=60, show_progress=False)).status is JobStatus.SUCCEEDED
         assert consumer.process.poll() is None
+
+
+async def test_a_repeated_query_reads_its_s3_sources_from_the_scan_cache(s3_settings, store, s3_bucket, tmp_path):
+    registry = upload_store(s3_settings, store, s3_bucket, tmp_path)
+    settings = with_groups(s3_settings, tmp_path, {"default": {"max_instances": 1}}, registry_path=registry,
+                           table_scan_cache_bytes=64 << 20)
+    ids, times = sample_input(store.users, 2_000, seed=9)
+    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+        first = await client.offline_query(ids, OUTPUT, times)
+        cold = (await first.wait(timeout=60, show_progress=False)).summary
+        second = await client.offline_query(ids, OUTPUT, times)
+        warm = (await second.wait(timeout=60, show_progress=False)).summary
+        assert_same(await second.to_pandas(), reference(store, ids["user.id"], times, OUTPUT))
+    assert cold.scan_cache_enabled and cold.scan_cache_misses > 0 and cold.bytes_from_remote > 0
+    assert warm.scan_cache_misses == 0 and warm.bytes_from_remote == 0, warm
+    assert warm.scan_cache_hits > 0 and warm.bytes_from_cache > 0
+    cache_dir = settings.spill_root / "table_scan_cache"
+    assert sum(p.stat().st_size for p in cache_dir.glob("*/*.blk")) <= 64 << 20

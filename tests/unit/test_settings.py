@@ -14,9 +14,12 @@ from jobqueue.settings import Settings, UnknownSettingError, load_settings, sett
 def test_reference_guide_aliases(monkeypatch, tmp_path):
     monkeypatch.setenv("CHALK_VELOX_SPILL_DIRECTORY", str(tmp_path / "nvme"))
     monkeypatch.setenv("CHALK_VELOX_QUERY_DEFAULT_MEMORY_LIMIT_PERCENT", "75")
+    monkeypatch.setenv("LIBCHALK_VELOX_TABLE_SCAN_SSD_CACHE_BYTES", "200GiB")
     s = load_settings()
     assert s.spill_root == tmp_path / "nvme"
     assert s.query_memory_limit_percent == 75
+    assert s.table_scan_cache_bytes == 200 << 30
+    assert s.scan_cache_root == tmp_path / "nvme" / "table_scan_cache"
 
 
 def test_own_names_and_sizes(monkeypatch, tmp_path):
