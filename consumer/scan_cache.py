@@ -2,15 +2,17 @@
 
 - **Blocks.** An object is cut into `block_size` blocks (4 MiB). Each cached block is one file,
   `<k[:2]>/<k>.<index>.<length>.<crc32>.blk` where `k` hashes the object's identity (URI, version,
-  size): written to a temp name and renamed, and checked (size and CRC-32) on every read. A block
-  that fails the check is deleted and fetched again, never served.
+  size), written to a temp name and renamed. Its size is checked on every read and its CRC-32 on
+  its first read in a process; a block that fails is deleted and fetched again, never served. Reads
+  after the first take only the bytes asked for from the block file.
 - **Fetching.** The missing blocks of a read are merged into runs of adjacent blocks; each run is
   one ranged read, and the runs are fetched in parallel.
-- **Admission and eviction (scan-resistant).** Blocks are evicted least-recently-used first, in
-  batches down to 90% of the cap, so the cap is never exceeded. When the cache is full, a new block
-  is admitted only if it has been requested more often than the block it would evict (a TinyLFU-style
-  frequency sketch, halved periodically so it ages). A scan bigger than the cap therefore does not
-  flush the cache: plain LRU gives ~0 hits on repeated scans of twice the cap, this keeps about half.
+- **Admission and eviction (scan-resistant).** When a new block does not fit, blocks are evicted
+  least-recently-used first, in a batch down to 90% of the cap, so the cap is never exceeded; but
+  only blocks requested less often than the newcomer may go (request counts are kept per block,
+  halved periodically so they age, as in TinyLFU). If those cannot make room, the newcomer is not
+  admitted. A scan bigger than the cap therefore does not flush the cache: plain LRU gets ~0.15
+  hits on repeated scans of twice the cap; this keeps roughly what fits.
 - **Restarts.** The index is rebuilt from the directory at startup (LRU order by file mtime) and
   leftover temp files are deleted, so a restarted consumer keeps its warm cache.
 - **Exclusive.** The process holds a non-blocking `flock` on `<dir>/.lock` for its lifetime: two
@@ -78,12 +80,15 @@ def object_key(uri: str, version: str, size: int) -> str:
 
 
 class BlockCache:
-    def __init__(self, directory: Path, capacity_bytes: int, block_size: int = BLOCK_SIZE) -> None:
+    def __init__(self, directory: Path, capacity_bytes: int, block_size: int = BLOCK_SIZE,
+                 admission: bool = True) -> None:
+        """`admission=False` gives plain LRU (for comparison in bench/scan_cache.py)."""
         if capacity_bytes < block_size:
             raise ValueError(f"scan cache capacity {capacity_bytes} is below one block ({block_size} bytes)")
         self.directory = Path(directory)
         self.capacity = capacity_bytes
         self.block_size = block_size
+        self.admission = admission
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.directory / ".lock", "a+")  # noqa: SIM115 - held for the process's life
         try:
@@ -96,6 +101,7 @@ class BlockCache:
         self._mutex = threading.Lock()
         self._index: OrderedDict[tuple[str, int], _Block] = OrderedDict()  # LRU first
         self._freq: dict[tuple[str, int], int] = {}
+        self._verified: set[tuple[str, int]] = set()
         self._touches = 0
         self.used = 0
         self._pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="scan-cache-fetch")
@@ -137,46 +143,68 @@ class BlockCache:
 
     # --- reads --------------------------------------------------------------------------------------
     def read(self, key: str, size: int, offset: int, length: int, fetch: Callable[[int, int], bytes],
-             stats: ScanStats) -> bytes:
+             stats: ScanStats) -> bytearray:
         """`length` bytes at `offset` of the object `key` (`size` bytes); `fetch(offset, length)` reads the
-        remote object. Returns exactly the object's bytes."""
+        remote object. Returns exactly the object's bytes, read straight into one buffer."""
         end = min(size, offset + length)
         if offset >= end:
-            return b""
+            return bytearray()
+        out = bytearray(end - offset)
+        view = memoryview(out)
         first, last = offset // self.block_size, (end - 1) // self.block_size
-        blocks: dict[int, bytes] = {}
         missing: list[int] = []
         for index in range(first, last + 1):
-            data = self._get((key, index))
-            if data is None:
-                missing.append(index)
+            lo, hi = self._span(index, offset, end)
+            at = index * self.block_size + lo - offset
+            if self._get_into((key, index), lo, view[at:at + hi - lo]):
+                stats.add(hits=1, bytes_from_cache=hi - lo)
             else:
-                blocks[index] = data
-                stats.add(hits=1, bytes_from_cache=len(data))
+                missing.append(index)
         if missing:
-            blocks.update(self._fetch(key, size, missing, fetch, stats))
-        joined = b"".join(blocks[i] for i in range(first, last + 1))
-        start = offset - first * self.block_size
-        return joined[start:start + (end - offset)]
+            for index, block in self._fetch(key, size, missing, fetch, stats).items():
+                lo, hi = self._span(index, offset, end)
+                at = index * self.block_size + lo - offset
+                view[at:at + hi - lo] = block[lo:hi]
+        return out
 
-    def _get(self, block_id: tuple[str, int]) -> bytes | None:
+    def _span(self, index: int, offset: int, end: int) -> tuple[int, int]:
+        """The part [lo, hi) of block `index` that the read [offset, end) covers."""
+        base = index * self.block_size
+        return max(offset, base) - base, min(end, base + self.block_size) - base
+
+    def _get_into(self, block_id: tuple[str, int], lo: int, into: memoryview) -> bool:
+        """Bytes [lo, lo + len(into)) of a cached block, read into `into`; False if it is not cached (or failed
+        its check). Its size is checked on every read, its CRC-32 on the first read in this process (a block
+        written here is checked too, on its first read back)."""
         with self._mutex:
             self._touch(block_id)
             block = self._index.get(block_id)
             if block is None:
-                return None
+                return False
             self._index.move_to_end(block_id)
+            verified = block_id in self._verified
+        found = -1
         try:
-            data = block.path.read_bytes()
+            fd = os.open(block.path, os.O_RDONLY)
+            try:
+                found = os.fstat(fd).st_size
+                if found == block.length and verified:
+                    return os.preadv(fd, [into], lo) == len(into)
+                data = os.pread(fd, found, 0) if found == block.length else b""
+            finally:
+                os.close(fd)
         except OSError:
             data = b""
         crc = block.path.name[:-4].rsplit(".", 1)[-1]
         if len(data) != block.length or f"{zlib.crc32(data):08x}" != crc:
             log.warning("scan cache block failed its check; fetching it again", block=str(block.path),
-                        expected_bytes=block.length, found_bytes=len(data))
+                        expected_bytes=block.length, found_bytes=found)
             self._drop(block_id, block)
-            return None
-        return data
+            return False
+        with self._mutex:
+            self._verified.add(block_id)
+        into[:] = data[lo:lo + len(into)]
+        return True
 
     def _touch(self, block_id: tuple[str, int]) -> None:
         """Count a request for the admission sketch; halve every count now and then, so it ages."""
@@ -216,11 +244,12 @@ class BlockCache:
             if block_id in self._index:
                 return
             if self.used + len(data) > self.capacity:
-                victim = next(iter(self._index), None)
-                if victim is not None and self._freq.get(block_id, 0) <= self._freq.get(victim, 0):
-                    return  # not requested more often than what it would push out: not admitted
-                evicted = self._evict_to(int(self.capacity * LOW_WATER) - len(data))
-                stats.add(evictions=evicted)
+                victims = self._victims(block_id, len(data))
+                if victims is None:
+                    return  # only blocks requested at least as often would make room: not admitted
+                for victim in victims:
+                    self._remove(victim)
+                stats.add(evictions=len(victims))
             self.used += len(data)  # reserved: the cap holds even while the file is written
         path = self.directory / key[:2] / f"{key}.{index}.{len(data)}.{zlib.crc32(data):08x}.blk"
         try:
@@ -236,11 +265,37 @@ class BlockCache:
         with self._mutex:
             self._index[block_id] = _Block(path, len(data))
 
+    def _victims(self, candidate: tuple[str, int], length: int) -> list[tuple[str, int]] | None:
+        """Blocks to evict, least recently used first, down to LOW_WATER of the cap with room for `length`.
+        With admission on, only blocks requested less often than `candidate` may go; None when those do
+        not free enough for it at all. Call with the mutex held."""
+        target = int(self.capacity * LOW_WATER) - length
+        must_free = self.used + length - self.capacity
+        wanted = self.used - max(0, target)
+        limit = self._freq.get(candidate, 0)
+        chosen: list[tuple[str, int]] = []
+        freed = 0
+        for block_id, block in self._index.items():
+            if freed >= wanted:
+                break
+            if self.admission and self._freq.get(block_id, 0) >= limit:
+                continue
+            chosen.append(block_id)
+            freed += block.length
+        return chosen if freed >= must_free else None
+
+    def _remove(self, block_id: tuple[str, int]) -> None:
+        block = self._index.pop(block_id)
+        self._verified.discard(block_id)
+        self.used -= block.length
+        block.path.unlink(missing_ok=True)
+
     def _evict_to(self, target: int) -> int:
         """Drop least-recently-used blocks until at most `target` bytes are used; call with the mutex held."""
         evicted = 0
         while self._index and self.used > max(0, target):
             block_id, block = self._index.popitem(last=False)
+            self._verified.discard(block_id)
             self.used -= block.length
             block.path.unlink(missing_ok=True)
             evicted += 1
@@ -250,6 +305,7 @@ class BlockCache:
         with self._mutex:
             if self._index.get(block_id) == block:
                 del self._index[block_id]
+                self._verified.discard(block_id)
                 self.used -= block.length
         block.path.unlink(missing_ok=True)
 
