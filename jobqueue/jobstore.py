@@ -25,7 +25,8 @@ from jobqueue.keys import Keys
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 
 # KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] running hash, KEYS[4] heartbeat, KEYS[5] counters
-# (`<state>:<group>` per transition, `retried` for back-to-queued, and `spilled_bytes:<group>`).
+# (`<state>:<group>` per transition, `retried` for back-to-queued, `spilled_bytes:<group>`, and with a scan
+# cache `scan_cache_bytes_cache:<group>`, `scan_cache_bytes_remote:<group>`, `scan_cache_evictions:<group>`).
 # ARGV[1] comma-separated allowed current states; ARGV[2] new state; ARGV[3] job id;
 # ARGV[4] required consumer_id, JSON ('' for any); ARGV[5] '1' when the new state is final;
 # ARGV[6] '1' to release the job from its consumer (running entry, heartbeat); ARGV[7..] field/value
@@ -57,6 +58,11 @@ for s in string.gmatch(ARGV[1], '[^,]+') do
       if ARGV[i] == 'summary' then
         local sm = cjson.decode(ARGV[i + 1])
         redis.call('HINCRBY', KEYS[5], 'spilled_bytes:' .. group, sm['spilled_bytes'])
+        if sm['scan_cache_enabled'] then
+          redis.call('HINCRBY', KEYS[5], 'scan_cache_bytes_cache:' .. group, sm['bytes_from_cache'] or 0)
+          redis.call('HINCRBY', KEYS[5], 'scan_cache_bytes_remote:' .. group, sm['bytes_from_remote'] or 0)
+          redis.call('HINCRBY', KEYS[5], 'scan_cache_evictions:' .. group, sm['scan_cache_evictions'] or 0)
+        end
         observe(KEYS[5], 'job_queue_wait_seconds', group, sm['queue_wait_seconds'], SECONDS)
         observe(KEYS[5], 'job_run_seconds', group, sm['total_seconds'], SECONDS)
         observe(KEYS[5], 'job_spilled_bytes', group, sm['spilled_bytes'], BYTES)

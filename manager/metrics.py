@@ -34,6 +34,10 @@ class RedisCounters(Collector):
             for event in JOB_EVENTS
         }
         spilled = CounterMetricFamily("jobqueue_spilled_bytes", "Peak spill bytes summed over jobs.", labels=["group"])
+        cache_bytes = CounterMetricFamily("jobqueue_scan_cache_read_bytes", "Source bytes read through consumers' "
+                                          "table-scan caches, by where they came from.", labels=["group", "origin"])
+        evictions = CounterMetricFamily("jobqueue_scan_cache_evictions", "Scan cache blocks evicted by queries.",
+                                        labels=["group"])
         histograms: dict[tuple[str, str], dict[str, float]] = {}
         for field, value in sorted(self.snapshot.items()):
             event, _, group = field.partition(":")
@@ -41,11 +45,17 @@ class RedisCounters(Collector):
                 families[event].add_metric([group], value)
             elif event == "spilled_bytes":
                 spilled.add_metric([group], value)
+            elif event in ("scan_cache_bytes_cache", "scan_cache_bytes_remote"):
+                cache_bytes.add_metric([group, event.rsplit("_", 1)[1]], value)
+            elif event == "scan_cache_evictions":
+                evictions.add_metric([group], value)
             elif event == "hist":
                 name, group, le = group.split(":")
                 histograms.setdefault((name, group), {})[le] = value
         yield from families.values()
         yield spilled
+        yield cache_bytes
+        yield evictions
         yield from _histograms(histograms)
 
 

@@ -95,6 +95,8 @@ def test_rendered_groups_are_what_the_manager_loads_and_their_deployments_valida
         assert {"name": "JOBQUEUE_SPILL_DIRECTORY", "value": "/mnt/nvme/spill"} in lssd["containers"][0]["env"]
         assert {"name": "JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT", "value": "75.0"} in lssd["containers"][0]["env"]
         assert lssd["terminationGracePeriodSeconds"] == 7200
+        assert {"name": "JOBQUEUE_TABLE_SCAN_CACHE_BYTES", "value": "200Gi"} in lssd["containers"][0]["env"]
+        assert Settings(table_scan_cache_bytes="200Gi").table_scan_cache_bytes == 200 << 30
         dashboard = [d for d in docs if d["metadata"]["name"].endswith("-dashboard")]
         assert dashboard and "jobqueue_queue_ready_jobs" in dashboard[0]["data"]["jobqueue.json"]
 
@@ -118,6 +120,8 @@ def test_service_monitor_behind_a_flag(helm):
         ({"resourceGroups.default.resources.limits.memory": "lots"}, ["limits.memory", "Does not match pattern"]),
         ({"resourceGroups.Bad_Name.maxInstances": "1"}, ["Bad_Name"]),
         ({"redis.existingSecret": ""}, ["existingSecret"]),
+        ({"resourceGroups.default.scanCacheBytes": "-1"}, ["scanCacheBytes", "greater than or equal to 0"]),
+        ({"resourceGroups.default.scanCacheBytes": "lots"}, ["scanCacheBytes", "Does not match pattern"]),
     ],
 )
 def test_bad_values_fail_with_a_readable_error(helm, sets, words):
