@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import boto3
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -84,3 +85,31 @@ async def test_a_repeated_query_reads_its_s3_sources_from_the_scan_cache(s3_sett
     assert warm.scan_cache_hits > 0 and warm.bytes_from_cache > 0
     cache_dir = settings.spill_root / "table_scan_cache"
     assert sum(p.stat().st_size for p in cache_dir.glob("*/*.blk")) <= 64 << 20
+
+
+async def test_iceberg_data_files_on_s3_are_read_through_the_scan_cache(s3_settings, store, s3_bucket, tmp_path):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    s3 = {"s3.endpoint": s3_settings.s3_endpoint_url, "s3.access-key-id": "test", "s3.secret-access-key": "test",
+          "s3.region": "us-east-1"}
+    props = {"uri": f"sqlite:///{tmp_path}/catalog.db", "warehouse": f"s3://{s3_bucket}/wh"}
+    catalog = SqlCatalog("jobqueue", **props, **s3)
+    catalog.create_namespace("db")
+    data = pq.read_table(store.root / "user_profile").select(["user_id", "ts", "f0", "f1"])
+    catalog.create_table("db.user_profile", schema=data.schema).append(data)
+    source = {"name": "user_profile", "kind": "iceberg", "table": "db.user_profile",
+              "catalog": {"type": "sql", **props}, "key": "user_id", "timestamp": "ts", "features": ["f0", "f1"]}
+    path = tmp_path / "registry-iceberg.yaml"
+    path.write_text(yaml.safe_dump({"namespaces": {"user": {"primary_key": "id", "sources": [source]}}}))
+    settings = with_groups(s3_settings, tmp_path, {"default": {"max_instances": 1}}, registry_path=path,
+                           table_scan_cache_bytes=64 << 20)
+    ids, times = sample_input(store.users, 1_000, seed=4)
+    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+        summaries = []
+        for _ in range(2):
+            job = await client.offline_query(ids, ["user.f0", "user.f1"], times)
+            summaries.append((await job.wait(timeout=60, show_progress=False)).summary)
+        assert_same(await job.to_pandas(), reference(store, ids["user.id"], times, ["user.f0", "user.f1"]))
+    cold, warm = summaries
+    assert cold.sources["user_profile"]["kind"] == "iceberg" and cold.bytes_from_remote > 0
+    assert warm.scan_cache_hits > 0 and warm.bytes_from_remote == 0 and warm.scan_cache_misses == 0

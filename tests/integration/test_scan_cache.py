@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -145,3 +146,19 @@ def test_a_locked_directory_fails_the_consumer_or_runs_it_uncached_by_setting(tm
         assert open_scan_cache(settings.model_copy(update={"table_scan_cache_bytes": 0})) is None
     finally:
         first.close()
+
+
+def test_a_cache_larger_than_the_free_space_is_warned_about_with_both_numbers(tmp_path):
+    cache = BlockCache(tmp_path / "c", capacity_bytes=1 << 60, block_size=BLOCK)
+    try:
+        free = shutil.disk_usage(tmp_path).free
+        warning = cache.free_space_warning()
+        assert warning is not None and str(1 << 60) in warning and "bytes free" in warning
+        assert abs(int(warning.split(" has ")[1].split(" bytes")[0]) - free) < (64 << 20)
+    finally:
+        cache.close()
+    small = BlockCache(tmp_path / "d", capacity_bytes=20 * BLOCK, block_size=BLOCK)
+    try:
+        assert small.free_space_warning() is None
+    finally:
+        small.close()
