@@ -26,15 +26,21 @@ from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 
 # KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] running hash, KEYS[4] heartbeat, KEYS[5] counters
 # (`<state>:<group>` per transition, `retried` for back-to-queued, `spilled_bytes:<group>`, and with a scan
-# cache `scan_cache_bytes_cache:<group>`, `scan_cache_bytes_remote:<group>`, `scan_cache_evictions:<group>`).
+# cache `scan_cache_{bytes_cache,bytes_remote,evictions,hits,misses}:<group>`).
 # ARGV[1] comma-separated allowed current states; ARGV[2] new state; ARGV[3] job id;
 # ARGV[4] required consumer_id, JSON ('' for any); ARGV[5] '1' when the new state is final;
 # ARGV[6] '1' to release the job from its consumer (running entry, heartbeat); ARGV[7..] field/value
 # pairs. One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
+SECONDS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 10800)
+BYTES_BUCKETS = (0, 1 << 20, 16 << 20, 128 << 20, 1 << 30, 8 << 30, 64 << 30)
+# histogram name -> bucket upper bounds: the Lua below counts into them, the manager exposes all of them
+HISTOGRAM_BUCKETS = {"job_queue_wait_seconds": SECONDS_BUCKETS, "job_run_seconds": SECONDS_BUCKETS,
+                     "job_spilled_bytes": BYTES_BUCKETS}
+
 _TRANSITION = """
 -- histograms kept as cumulative bucket counters: hist:<name>:<group>:<le>, and :sum
-local SECONDS = {0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 10800}
-local BYTES = {0, 1048576, 16777216, 134217728, 1073741824, 8589934592, 68719476736}
+local SECONDS = {SECONDS_BUCKETS}
+local BYTES = {BYTES_BUCKETS}
 local function observe(key, name, group, value, buckets)
   local prefix = 'hist:' .. name .. ':' .. group .. ':'
   for _, le in ipairs(buckets) do
@@ -62,6 +68,8 @@ for s in string.gmatch(ARGV[1], '[^,]+') do
           redis.call('HINCRBY', KEYS[5], 'scan_cache_bytes_cache:' .. group, sm['bytes_from_cache'] or 0)
           redis.call('HINCRBY', KEYS[5], 'scan_cache_bytes_remote:' .. group, sm['bytes_from_remote'] or 0)
           redis.call('HINCRBY', KEYS[5], 'scan_cache_evictions:' .. group, sm['scan_cache_evictions'] or 0)
+          redis.call('HINCRBY', KEYS[5], 'scan_cache_hits:' .. group, sm['scan_cache_hits'] or 0)
+          redis.call('HINCRBY', KEYS[5], 'scan_cache_misses:' .. group, sm['scan_cache_misses'] or 0)
         end
         observe(KEYS[5], 'job_queue_wait_seconds', group, sm['queue_wait_seconds'], SECONDS)
         observe(KEYS[5], 'job_run_seconds', group, sm['total_seconds'], SECONDS)
@@ -78,6 +86,8 @@ for s in string.gmatch(ARGV[1], '[^,]+') do
 end
 return 0
 """
+_TRANSITION = _TRANSITION.replace("{SECONDS_BUCKETS}", "{" + ", ".join(map(str, SECONDS_BUCKETS)) + "}").replace(
+    "{BYTES_BUCKETS}", "{" + ", ".join(map(str, BYTES_BUCKETS)) + "}")
 
 # KEYS[1] job hash, KEYS[2] running hash, KEYS[3] heartbeat, KEYS[4] counters. ARGV[1] consumer id, ARGV[2] the same
 # as JSON, ARGV[3] started_at JSON, ARGV[4] heartbeat TTL seconds, ARGV[5] job id.

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from jobqueue.groups import ResourceGroup
+from jobqueue.jobstore import HISTOGRAM_BUCKETS
 from manager.observe import GroupObservation
 from manager.policy import Decision
 
@@ -38,6 +39,10 @@ class RedisCounters(Collector):
                                           "table-scan caches, by where they came from.", labels=["group", "origin"])
         evictions = CounterMetricFamily("jobqueue_scan_cache_evictions", "Scan cache blocks evicted by queries.",
                                         labels=["group"])
+        hits = CounterMetricFamily("jobqueue_scan_cache_hits", "Scan cache blocks served from local disk.",
+                                   labels=["group"])
+        misses = CounterMetricFamily("jobqueue_scan_cache_misses", "Scan cache blocks fetched from the object store.",
+                                     labels=["group"])
         histograms: dict[tuple[str, str], dict[str, float]] = {}
         for field, value in sorted(self.snapshot.items()):
             event, _, group = field.partition(":")
@@ -49,13 +54,16 @@ class RedisCounters(Collector):
                 cache_bytes.add_metric([group, event.rsplit("_", 1)[1]], value)
             elif event == "scan_cache_evictions":
                 evictions.add_metric([group], value)
+            elif event == "scan_cache_hits":
+                hits.add_metric([group], value)
+            elif event == "scan_cache_misses":
+                misses.add_metric([group], value)
             elif event == "hist":
                 name, group, le = group.split(":")
                 histograms.setdefault((name, group), {})[le] = value
         yield from families.values()
         yield spilled
-        yield cache_bytes
-        yield evictions
+        yield from (cache_bytes, evictions, hits, misses)
         yield from _histograms(histograms)
 
 
@@ -67,12 +75,14 @@ HISTOGRAM_DOCS = {
 
 
 def _histograms(data: dict[tuple[str, str], dict[str, float]]) -> Iterator[HistogramMetricFamily]:
+    """Every bucket of every histogram: Redis only holds the buckets a job fell into (cumulative), so a
+    missing bucket is a zero."""
     families: dict[str, HistogramMetricFamily] = {}
     for (name, group), fields in sorted(data.items()):
         family = families.setdefault(name, HistogramMetricFamily(
             f"jobqueue_{name}", HISTOGRAM_DOCS.get(name, name), labels=["group"]))
-        les = sorted((float(le), le) for le in fields if le not in ("sum", "+Inf"))
-        buckets = [(_le(raw), fields[raw]) for _, raw in les] + [("+Inf", fields.get("+Inf", 0))]
+        bounds = HISTOGRAM_BUCKETS.get(name, ())
+        buckets = [(_le(str(le)), fields.get(str(le), 0.0)) for le in bounds] + [("+Inf", fields.get("+Inf", 0))]
         family.add_metric([group], buckets=buckets, sum_value=fields.get("sum", 0.0))
     yield from families.values()
 

@@ -36,7 +36,7 @@ log = get_logger("jobqueue.manager")
 
 # What `jobqueue status` reads from <p>group-states, in the order `_reconcile_group` returns it.
 STATE_FIELDS = ("current", "desired", "direction", "reason", "detail", "ready", "in_flight", "deferred", "busy",
-                "orphaned", "oldest_ready_at", "error", "configured")
+                "orphaned", "oldest_ready_at", "error", "configured", "live")
 
 
 class GroupStatus(NamedTuple):
@@ -202,7 +202,8 @@ class Reconciler:
         stats = obs.stats
         return (current, decision.replicas, decision.direction, decision.reason, decision.detail, stats.ready,
                 stats.in_flight, stats.deferred, stats.busy_consumers, len(obs.orphaned_jobs),
-                obs.oldest_ready_ms / 1000 if obs.oldest_ready_ms else None, error, group is not None)
+                obs.oldest_ready_ms / 1000 if obs.oldest_ready_ms else None, error, group is not None,
+                len(obs.consumers))
 
     def healthy(self) -> bool:
         """Liveness: the loop has completed a tick recently."""

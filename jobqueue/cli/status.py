@@ -32,6 +32,7 @@ async def read_status(settings: Settings) -> list[dict[str, Any]]:
                 "min": config.get("min_instances"),
                 "max": config.get("max_instances"),
                 **{k: state.get(k) for k in ("desired", "current", "busy", "ready", "in_flight", "deferred")},
+                "consumers_ready": state.get("live"),
                 "oldest_wait_seconds": round(max(0.0, tick_at - oldest), 1) if oldest and tick_at else 0,
                 "decision": state.get("reason"),
                 "detail": state.get("detail"),
@@ -45,13 +46,15 @@ async def read_status(settings: Settings) -> list[dict[str, Any]]:
 
 
 def render_status(rows: list[dict[str, Any]]) -> Group:
-    table = Table("group", "min", "max", "desired", "current", "busy", "ready", "in flight", "deferred",
+    table = Table("group", "min", "max", "desired", "current", "live", "busy", "ready", "in flight", "deferred",
                   "oldest wait", "decision", title="jobqueue status", box=box.SIMPLE)
     for r in rows:
         oldest = f"{r['oldest_wait_seconds']}s" if r.get("oldest_wait_seconds") is not None else None
-        cells = [r["group"], r["min"], r["max"], r["desired"], r["current"], r["busy"], r["ready"],
-                 r["in_flight"], r["deferred"], oldest, r["decision"]]
+        cells = [r["group"], r["min"], r["max"], r["desired"], r["current"], r["consumers_ready"], r["busy"],
+                 r["ready"], r["in_flight"], r["deferred"], oldest, r["decision"]]
         table.add_row(*("-" if c is None else str(c) for c in cells))
+    table.caption = ("consumers: desired, current (asked for), live (fresh heartbeat), busy (holding a job); "
+                     "jobs: ready (due, not running), in flight, deferred")
     if not rows:
         table.caption = "no manager has published groups for this environment yet (is `jobqueue up` running?)"
     details = [f"[bold]{r['group']}[/]: {r['detail']} ({r['age_seconds']}s ago)" for r in rows

@@ -63,5 +63,6 @@ async def test_status_shows_groups_the_manager_published(settings, redis_url, en
         rows = await eventually(reported, what="status with the queued job")
     assert rows["paused"]["max"] == 0 and rows["paused"]["desired"] == 0
     assert rows["paused"]["oldest_wait_seconds"] >= 0 and rows["default"]["ready"] == 0
+    assert rows["paused"]["consumers_ready"] == 0 and rows["paused"]["decision"] == "steady"
     code, out = cli(redis_url, environment, tmp_path, "status")
     assert code == 0 and "paused" in out and "oldest wait" in out, out

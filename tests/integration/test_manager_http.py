@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import SecretStr
 
-from jobqueue import AsyncJobQueueClient, ResourceRequests
+from jobqueue import AsyncJobQueueClient, JobFailedError, ResourceRequests
 from jobqueue.groups import load_groups
 from jobqueue.ops_server import OpsServer
+from jobqueue.sample import sample_input, write_sample_store
 from manager.backends.local import LocalBackend
 from manager.reconcile import Reconciler
 from tests.helpers import eventually, with_groups
@@ -31,7 +35,24 @@ def metric(text: str, line_start: str) -> float:
 
 
 async def test_metrics_and_health(settings, tmp_path, arq_redis):
-    settings = with_groups(settings, tmp_path, {"default": {"max_instances": 2}, "paused": {"max_instances": 0}})
+    """A scripted run (a success, a deterministic failure, a retried failure, a spilling query) and exact values."""
+    big = write_sample_store(tmp_path / "big", users=100_000, snapshots=10, features=3)
+    registry = big.read_registry()
+    registry["namespaces"]["remote"] = {"primary_key": "id", "sources": [  # an object store that refuses
+        {"name": "far", "path": "s3://unreachable/far.parquet", "key": "user_id", "timestamp": "ts",
+         "features": ["f0"]}]}
+    (big.root / "registry-metrics.yaml").write_text(yaml.safe_dump(registry))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    settings = with_groups(
+        settings, tmp_path,
+        {"default": {"max_instances": 2}, "paused": {"max_instances": 0},
+         "tight": {"max_instances": 1, "memory": "320MiB", "memory_limit_percent": 30}},
+        registry_path=big.root / "registry-metrics.yaml", retry_backoff_seconds=0.1,
+        s3_endpoint_url=f"http://127.0.0.1:{closed}", s3_region="us-east-1", s3_access_key_id="t",
+        s3_secret_access_key=SecretStr("t"),
+    )
     backend = LocalBackend(settings)
     reconciler = Reconciler(arq_redis, settings, load_groups(settings.resource_groups_path), backend)
     ops = OpsServer(0, reconciler.metrics.registry, reconciler.healthy, reconciler.ready, host="127.0.0.1")
@@ -40,8 +61,18 @@ async def test_metrics_and_health(settings, tmp_path, arq_redis):
     loop = asyncio.create_task(reconciler.run(stop))
     try:
         async with AsyncJobQueueClient(settings) as client:
-            job = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
-            await job.wait(timeout=60, show_progress=False)
+            ok = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
+            bad = await client.offline_query({"user.id": ["x"]}, ["user.f0"])
+            flaky = await client.offline_query({"remote.id": [1]}, ["remote.f0"], max_retries=1)
+            ids, times = sample_input(big.users, 1_000_000, seed=5)
+            spill = await client.offline_query(ids, ["user.f0", "user.f1"], times,
+                                               resources=ResourceRequests(resource_group="tight"))
+            await ok.wait(timeout=60, show_progress=False)
+            for job in (bad, flaky):
+                with pytest.raises(JobFailedError):
+                    await job.wait(timeout=60, show_progress=False)
+            spilled = (await spill.wait(timeout=120, show_progress=False)).summary.spilled_bytes
+            assert spilled > 0
             paused = ResourceRequests(resource_group="paused")
             await client.offline_query({"user.id": [1]}, ["user.f0"], resources=paused)
 
@@ -50,17 +81,21 @@ async def test_metrics_and_health(settings, tmp_path, arq_redis):
             return text if status == 200 and 'jobqueue_queue_ready_jobs{group="paused"} 1.0' in text else None
 
         text = await eventually(scraped, what="a tick that saw the paused job")
-        assert metric(text, 'jobqueue_jobs_succeeded_total{group="default"}') == 1
-        assert metric(text, 'jobqueue_jobs_enqueued_total{group="default"}') == 1
-        assert metric(text, 'jobqueue_jobs_started_total{group="default"}') == 1
-        assert metric(text, 'jobqueue_queue_ready_jobs{group="paused"}') == 1
-        assert metric(text, 'jobqueue_consumers_max{group="default"}') == 2
-        assert metric(text, 'jobqueue_scale_decisions_total{direction="up",reason="queue"}') >= 1
+        expected = {
+            'jobqueue_jobs_enqueued_total{group="default"}': 3, 'jobqueue_jobs_started_total{group="default"}': 4,
+            'jobqueue_jobs_succeeded_total{group="default"}': 1, 'jobqueue_jobs_failed_total{group="default"}': 2,
+            'jobqueue_jobs_retried_total{group="default"}': 1, 'jobqueue_jobs_succeeded_total{group="tight"}': 1,
+            'jobqueue_spilled_bytes_total{group="tight"}': spilled, 'jobqueue_spilled_bytes_total{group="default"}': 0,
+            'jobqueue_job_spilled_bytes_count{group="tight"}': 1,
+            'jobqueue_job_spilled_bytes_bucket{group="tight",le="0.0"}': 0,
+            'jobqueue_job_spilled_bytes_bucket{group="default",le="0.0"}': 1,
+            'jobqueue_job_run_seconds_count{group="default"}': 1,
+            'jobqueue_job_queue_wait_seconds_bucket{group="default",le="+Inf"}': 1,
+            'jobqueue_queue_ready_jobs{group="paused"}': 1, 'jobqueue_consumers_max{group="default"}': 2,
+        }
+        assert {k: metric(text, k) for k in expected} == expected
         assert metric(text, "jobqueue_manager_is_leader") == 1
         assert "jobqueue_manager_tick_seconds_count" in text
-        assert metric(text, 'jobqueue_job_run_seconds_count{group="default"}') == 1
-        assert metric(text, 'jobqueue_job_queue_wait_seconds_bucket{group="default",le="+Inf"}') == 1
-        assert metric(text, 'jobqueue_job_spilled_bytes_bucket{group="default",le="0.0"}') == 1  # did not spill
         dashboard = (Path(__file__).parents[2] / "helm" / "jobqueue" / "dashboards" / "jobqueue.json").read_text()
         used = set(re.findall(r"jobqueue_[a-z_]+", dashboard)) - {"jobqueue"}
         suffixes = {"counter": ["", "_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}

@@ -80,6 +80,7 @@ async def test_a_repeated_query_reads_its_s3_sources_from_the_scan_cache(s3_sett
         counters = {k.decode(): int(float(v)) for k, v in (await client.redis.hgetall(client.keys.counters)).items()}
     assert counters["scan_cache_bytes_remote:default"] == cold.bytes_from_remote  # for jobqueue_scan_cache_*
     assert counters["scan_cache_bytes_cache:default"] == cold.bytes_from_cache + warm.bytes_from_cache
+    assert counters["scan_cache_hits:default"] == cold.scan_cache_hits + warm.scan_cache_hits
     assert cold.scan_cache_enabled and cold.scan_cache_misses > 0 and cold.bytes_from_remote > 0
     assert warm.scan_cache_misses == 0 and warm.bytes_from_remote == 0, warm
     assert warm.scan_cache_hits > 0 and warm.bytes_from_cache > 0
