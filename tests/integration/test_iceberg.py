@@ -12,6 +12,7 @@ import yaml
 
 from jobqueue import JobQueueClient
 from jobqueue.sample import sample_input
+from tests.iceberg_rest import RestCatalogServer
 
 OUTPUT = ["user.f0", "user.f1"]
 
@@ -81,3 +82,33 @@ def test_missing_table_is_a_clear_error(settings, store, tmp_path, iceberg):
     path.write_text(path.read_text().replace("db.user_profile", "db.nope"))
     with pytest.raises(FileNotFoundError, match="Iceberg table 'db.nope' not found"):
         run(settings, path, {"user.id": [1]}, None)
+
+
+def test_the_rest_catalog(settings, store, tmp_path, iceberg):
+    """The same table through pyiceberg's REST client: the registry says `type: rest` and the catalog URI."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    props = {k: v for k, v in iceberg["catalog"].items() if k != "type"}
+    server = RestCatalogServer(SqlCatalog("jobqueue", **props))
+    try:
+        rest = {**iceberg, "catalog": {"type": "rest", "uri": server.uri}}
+        ids, times = sample_input(store.users, 2_000, seed=43)
+        via_sql, _ = run(settings, registry(tmp_path, iceberg), ids, times)
+        via_rest, summary = run(settings, rest_registry(tmp_path, rest), ids, times)
+        assert via_rest.equals(via_sql)
+        assert summary.sources["user_profile"]["snapshot_id"] == iceberg["current"]
+        assert any(r.startswith("/v1/namespaces/db/tables/user_profile") for r in server.requests), server.requests
+        missing = rest_registry(tmp_path, rest, table="db.nope")
+        with JobQueueClient(settings.model_copy(update={"registry_path": missing})) as client, \
+                pytest.raises(Exception, match="Iceberg table 'db.nope' not found"):
+            client.offline_query(ids, OUTPUT, times, run_asynchronously=False)
+    finally:
+        server.close()
+
+
+def rest_registry(tmp_path, iceberg, table="db.user_profile"):
+    source = {"name": "user_profile", "kind": "iceberg", "table": table, "catalog": iceberg["catalog"],
+              "key": "user_id", "timestamp": "ts", "features": ["f0", "f1"]}
+    path = tmp_path / f"registry-rest-{table}.yaml"
+    path.write_text(yaml.safe_dump({"namespaces": {"user": {"primary_key": "id", "sources": [source]}}}))
+    return path
