@@ -152,10 +152,12 @@ def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _with_scan_counts(facts: dict[str, dict[str, Any]], profile: dict[str, Any], plan: QueryPlan) -> dict:
-    """Add rows read per source from DuckDB's operator profile. Parquet scans name their files;
-    scans through Arrow (object stores) are matched by the columns they project."""
+    """Add rows read and bytes scanned per source from DuckDB's operator profile (`bytes_scanned`: the
+    decoded bytes its scans produced). Parquet scans name their files; scans through Arrow (object
+    stores) are matched by the columns they project."""
     scans = [s for op in profile.get("operator", []) for s in _scans(op)]
     by_source: dict[str, int] = {}
+    bytes_by_source: dict[str, int] = {}
     columns = {
         j.source.name: {j.source.key, j.source.timestamp, *j.source.features.values(),
                         *(a.column for a in j.source.aggregations.values() if a.column)}
@@ -174,4 +176,7 @@ def _with_scan_counts(facts: dict[str, dict[str, Any]], profile: dict[str, Any],
             owners = [name for name, cols in columns.items() if projected and projected <= cols]
         if len(owners) == 1:
             by_source[owners[0]] = by_source.get(owners[0], 0) + rows
-    return {name: {**f, "rows_read": by_source.get(name)} for name, f in facts.items()}
+            size = int(scan.get("intermediate_size_bytes") or 0)
+            bytes_by_source[owners[0]] = bytes_by_source.get(owners[0], 0) + size
+    return {name: {**f, "rows_read": by_source.get(name), "bytes_scanned": bytes_by_source.get(name)}
+            for name, f in facts.items()}

@@ -82,7 +82,8 @@ class PerformanceSummary(_Strict):
     total_seconds: float
     sources: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Per source: kind, rows_read, and for Iceberg the snapshot id read and data files scanned.",
+        description="Per source: kind, rows_read, bytes_scanned (the decoded bytes DuckDB's scans of it produced), "
+        "and for Iceberg the snapshot id read and data files scanned.",
     )
     scan_cache_enabled: bool = Field(default=False, description="The consumer read object stores through its "
                                      "table-scan SSD cache (JOBQUEUE_TABLE_SCAN_CACHE_BYTES > 0).")

@@ -168,3 +168,5 @@ def test_rows_read_are_reported_per_source(store, tmp_path):
     rows = {name: facts["rows_read"] for name, facts in result.sources.items()}
     assert set(rows) == {"user_profile", "user_activity"}
     assert all(0 < n <= store.feature_rows for n in rows.values()), rows
+    scanned = {name: facts["bytes_scanned"] for name, facts in result.sources.items()}
+    assert all(n and n >= 8 * rows[name] for name, n in scanned.items()), scanned  # at least one 8-byte column
