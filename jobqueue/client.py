@@ -44,8 +44,9 @@ from jobqueue.sync import LoopThread
 
 def connect_redis(settings: Settings) -> ArqRedis:
     """An arq-capable Redis client using the JSON serializer (never pickle)."""
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
     pool = ConnectionPool.from_url(
-        settings.resolved_redis_url(), health_check_interval=30, socket_keepalive=True
+        settings.resolved_redis_url(), health_check_interval=30, socket_keepalive=True, password=password
     )
     client = ArqRedis(pool, job_serializer=serializer.dumps, job_deserializer=serializer.loads)
     client.auto_close_connection_pool = True  # aclose() also closes the pool's connections

@@ -49,9 +49,15 @@ class Settings(BaseSettings):
         "so several environments can share one Redis.",
     )
     redis_url: str | None = Field(
-        default=None,
-        description="Redis URL (`redis://`, `rediss://`). Unset: `jobqueue up` starts an embedded Valkey "
-        "server and clients find it through `<home>/redis.url`.",
+        default=None, repr=False,
+        description="Redis URL (`redis://`, or `rediss://` for TLS; an ACL user as `rediss://user@host:6380/0`). "
+        "TLS files go in the query: `?ssl_ca_certs=/path/ca.crt` (and `ssl_certfile`, `ssl_keyfile` for client "
+        "certificates). Unset: `jobqueue up` starts an embedded Valkey server and clients find it through "
+        "`<home>/redis.url`.",
+    )
+    redis_password: SecretStr | None = Field(
+        default=None, description="Redis password (or the ACL user's), kept out of the URL and of logs; "
+        "a password in the URL wins.",
     )
     home: Path = Field(
         default_factory=_default_home,
