@@ -94,7 +94,11 @@ class PreparedQuery:
         started_at = started_at or datetime.now(UTC)
         result_uri = job_uri(self.settings.results, self.job.job_id, "result.parquet")
         if is_local(self.job.input_uri):
-            input_data: pa.Table | str = str(local_path(self.job.input_uri))
+            staged = local_path(self.job.input_uri)
+            if not staged.is_file():  # deterministic: retrying cannot bring it back
+                raise FileNotFoundError(f"the staged input {self.job.input_uri} is missing (removed, or the SDK and "
+                                        "the consumer use different JOBQUEUE_STAGING_URI)")
+            input_data: pa.Table | str = str(staged)
         else:
             input_data = self.storage.read_table(self.job.input_uri)
         t_input = time.perf_counter()

@@ -35,7 +35,7 @@ from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings
-from jobqueue.storage import Storage
+from jobqueue.storage import Storage, job_uri
 
 log = get_logger("jobqueue.consumer")
 
@@ -130,12 +130,15 @@ class Consumer:
     async def _validate(self, job_id: str, payload: dict[str, Any]) -> QueryJob | None:
         try:
             job = QueryJob.model_validate(payload.get("job"))
+            # the input must be the one staged for this job: a payload cannot make a consumer read elsewhere
+            staged = job_uri(self.settings.staging, job_id, "input.parquet")
             problems = [
                 f"{name} is {got!r}, expected {want!r}"
                 for name, got, want in (
                     ("job_id", job.job_id, job_id),
                     ("resource_group", job.resource_group, self.group),
                     ("environment", job.environment, self.settings.environment),
+                    ("input_uri", job.input_uri, staged),
                 )
                 if got != want
             ]

@@ -46,6 +46,8 @@ def loads(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PayloadError(f"payload is not JSON: {e}") from None
+    except RecursionError:
+        raise PayloadError("payload is nested too deeply") from None
     if not isinstance(data, dict):
         raise PayloadError("payload is not a JSON object")
     keys = set(data)
