@@ -176,6 +176,13 @@ class AsyncJobQueueClient:
         if isinstance(output, str) or not isinstance(output, (list, tuple)):
             raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
         table = to_arrow(input)
+        if table.num_rows > self.settings.max_input_rows:
+            raise InvalidQueryError("input", f"has {table.num_rows} rows, over JOBQUEUE_MAX_INPUT_ROWS="
+                                    f"{self.settings.max_input_rows}; split it into several queries or raise the limit")
+        if table.nbytes > self.settings.max_input_bytes:
+            raise InvalidQueryError("input", f"is {table.nbytes} bytes, over JOBQUEUE_MAX_INPUT_BYTES="
+                                    f"{self.settings.max_input_bytes}; split it into several queries or raise "
+                                    "the limit")
         columns = list(table.column_names)
         plan_query(columns, output, self.registry)  # raises InvalidQueryError on any mismatch
         return with_times(table, input_times, now), columns

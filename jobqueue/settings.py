@@ -126,6 +126,14 @@ class Settings(BaseSettings):
         description="Free space kept on the spill volume: DuckDB `max_temp_directory_size` is the volume's "
         "free space minus this (e.g. `10GiB`).",
     )
+    max_input_rows: int = Field(
+        default=50_000_000, ge=1, description="Largest query input the SDK accepts, in rows; a bigger one is "
+        "refused at submit (split it, or raise this).",
+    )
+    max_input_bytes: ByteSize = Field(
+        default=8 << 30, ge=1, description="Largest query input the SDK accepts, in Arrow bytes (e.g. `8GiB`); a "
+        "bigger one is refused at submit.",
+    )
     table_scan_cache_bytes: ByteSize = Field(
         default=0, ge=0,
         validation_alias=AliasChoices("JOBQUEUE_TABLE_SCAN_CACHE_BYTES", "LIBCHALK_VELOX_TABLE_SCAN_SSD_CACHE_BYTES"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 from datetime import timedelta
@@ -149,3 +150,26 @@ async def test_drain_grace_exceeded_hands_the_job_back_without_using_a_retry(set
     assert record.status is JobStatus.SUCCEEDED  # with max_retries=0, a counted attempt would have failed it
     assert record.attempts == 1 and record.errors == []
     assert record.consumer_id != first.consumer_id
+
+
+async def test_a_full_spill_volume_fails_the_query_clearly_and_the_consumer_serves_the_next(settings, big_store,
+                                                                                            tmp_path):
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    reserve = shutil.disk_usage(spill).free - (2 << 20)  # leaves DuckDB about 2 MiB of temp space
+    group = {"max_instances": 1, "memory": "320MiB", "memory_limit_percent": 30,
+             "env": {"JOBQUEUE_SPILL_RESERVE_BYTES": str(reserve), "JOBQUEUE_SPILL_DIRECTORY": str(spill)}}
+    settings = lifecycle_settings(settings, tmp_path, big_store, {"default": group})
+    ids, times = sample_input(big_store.users, 1_500_000, seed=21)
+    async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
+        big = await client.offline_query(ids, OUTPUT, times, max_retries=0)
+        with pytest.raises(JobFailedError) as info:
+            await big.wait(timeout=120, show_progress=False)
+        error = info.value.record.error
+        assert "spill space exhausted" in error and "JOBQUEUE_SPILL_RESERVE_BYTES" in error
+        (consumer,) = backend.active("default")
+        small = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
+        record = await small.wait(timeout=60, show_progress=False)
+        assert record.status is JobStatus.SUCCEEDED and record.consumer_id == consumer.consumer_id
+        assert consumer.process.poll() is None
+        assert not list(spill.glob("q-*")), "the failed query's temp directory is removed"

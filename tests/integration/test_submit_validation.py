@@ -22,12 +22,17 @@ CASES = [
     ("input_times length", dict(input={"user.id": [1, 2]}, output=["user.f0"], input_times=[datetime.now(UTC)]),
      "input_times", ["1 values but the input has 2 rows"]),
     ("output is a string", dict(input={"user.id": [1]}, output="user.f0"), "output", ["list"]),
+    ("too many rows", dict(input={"user.id": list(range(1001))}, output=["user.f0"]), "input",
+     ["1001 rows, over JOBQUEUE_MAX_INPUT_ROWS=1000", "split it"]),
+    ("too many bytes", dict(input={"user.id": list(range(600))}, output=["user.f0"]), "input",
+     ["4800 bytes, over JOBQUEUE_MAX_INPUT_BYTES=4096"]),
 ]
 
 
 @pytest.mark.parametrize(("case", "kwargs", "field", "words"), CASES, ids=[c[0] for c in CASES])
 async def test_rejected_before_enqueue(settings, tmp_path, case, kwargs, field, words):
-    settings = with_groups(settings, tmp_path, {"tight": {"max_instances": 1}})
+    settings = with_groups(settings, tmp_path, {"tight": {"max_instances": 1}}, max_input_rows=1000,
+                           max_input_bytes=4096)
     async with AsyncJobQueueClient(settings) as client:
         with pytest.raises(InvalidQueryError) as info:
             await client.offline_query(**kwargs)
