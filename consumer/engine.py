@@ -125,6 +125,8 @@ class QueryRun:
             elapsed = time.perf_counter() - started
             profile = json.loads(con.get_profiling_information(format="json"))
             tmp.replace(result_path)
+            for stale in result_path.parent.glob(f".{result_path.name}.*.tmp"):  # from attempts that were killed
+                stale.unlink(missing_ok=True)
         finally:
             with self._lock:
                 self._con = None

@@ -1,0 +1,74 @@
+"""Chaos under load: 1,000 small jobs across 3 groups while consumers are SIGKILLed every second.
+
+The local backend replaces killed consumers; the reaper re-queues their jobs. Bounded: one run of
+1,000 jobs, kills for as long as jobs remain, and a deadline on the whole test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+
+from jobqueue import AsyncJobQueueClient, ResourceRequests
+from tests.helpers import eventually, running_manager, with_groups
+
+GROUPS = ("alpha", "beta", "gamma")
+JOBS = 1_000
+
+
+async def test_no_job_is_lost_while_consumers_are_killed(settings, tmp_path):
+    settings = with_groups(
+        settings, tmp_path, {g: {"max_instances": 3} for g in GROUPS},
+        job_heartbeat_ttl_seconds=1.5, retry_backoff_seconds=0.1, scale_to_zero_cooldown_seconds=30.0,
+    )
+    rng = random.Random(7)
+    kills = 0
+    started = time.monotonic()
+    async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
+        jobs = []
+        for i in range(JOBS):
+            group = GROUPS[i % len(GROUPS)]
+            jobs.append(await client.offline_query({"user.id": [i % 50 + 1]}, ["user.f0"], max_retries=20,
+                                                   resources=ResourceRequests(resource_group=group)))
+        ids = [j.id for j in jobs]
+
+        async def statuses() -> list[str]:
+            async with client.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hget(client.keys.job(job_id), "status")
+                return [(s or b"").decode() for s in await pipe.execute()]
+
+        async def killer() -> None:
+            nonlocal kills
+            while True:
+                await asyncio.sleep(1.0)
+                victims = [c for g in GROUPS for c in backend.active(g)]
+                if victims:
+                    os.kill(rng.choice(victims).pid, signal.SIGKILL)
+                    kills += 1
+
+        chaos = asyncio.create_task(killer())
+        try:
+            async def all_final():
+                return all(s in {"succeeded", "failed", "cancelled", "expired"} for s in await statuses())
+
+            await eventually(all_final, timeout=240, what="every job in a final state")
+        finally:
+            chaos.cancel()
+        final = await statuses()
+        records = [await client.get_job(job_id) for job_id in ids]
+    elapsed = time.monotonic() - started
+    retried = [r for r in records if r.attempts > 1]
+    print(f"\nchaos: {JOBS} jobs over {len(GROUPS)} groups in {elapsed:.1f} s, {kills} consumers killed, "
+          f"{len(retried)} jobs ran again ({sum(r.attempts for r in records) - JOBS} extra attempts), "
+          f"final: {dict((s, final.count(s)) for s in set(final))}")
+    assert kills >= 5, "the run was long enough to kill consumers mid-flight"
+    assert final.count("succeeded") == JOBS, "0 jobs lost: all succeeded"
+    root = settings.home / "results"
+    results = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert results == sorted(f"{job_id}/result.parquet" for job_id in ids), "exactly one result per job, no leftovers"
+    for r in retried:  # every extra attempt is explained by a lost consumer
+        assert len(r.errors) == r.attempts - 1 and all("lost" in e for e in r.errors), r
