@@ -222,6 +222,10 @@ class Settings(BaseSettings):
         default=15, ge=2, description="Leader Lease duration: a standby manager takes over this long after the "
         "leader stops renewing. Renewal deadline is 2/3 of it, retries every 1/5 (at least 1 s).",
     )
+    kubernetes_request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one Kubernetes API call (retried with backoff), so a hung API "
+        "server cannot stall the manager's loop.",
+    )
     kubernetes_busy_deletion_cost: int = Field(
         default=1_000_000, ge=1, description="`controller.kubernetes.io/pod-deletion-cost` put on a busy consumer's "
         "pod before a scale-down (idle pods get 0), so the ReplicaSet removes idle pods first.",

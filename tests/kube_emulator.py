@@ -6,12 +6,13 @@ from the URL, and `watch=True` (only `watch=true`). This adds them, plus:
 - a small Deployment controller: pods follow `spec.replicas`; a scale-down removes pods with the
   lowest `controller.kubernetes.io/pod-deletion-cost` first, as the ReplicaSet controller does
   (Kubernetes >= 1.22), so tests can check which pods survive;
-- injected faults: `emulator.fail("PATCH", "deployments", 409, times=2)`;
+- injected faults: `emulator.fail("PATCH", "deployments", 409, times=2)`, or a hang: `status=None, delay=5`;
 - a record of scale writes with their arrival time, for the latency benchmark.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import json
@@ -33,9 +34,10 @@ PODS = kmock.resource("", "v1", "pods")
 class Fault:
     method: str
     plural: str
-    status: int
+    status: int | None  # None: answer normally, after `delay`
     times: int
     subresource: str | None = None
+    delay: float = 0.0
 
 
 def parse_selector(text: str | None) -> list[tuple[str, str, str | None]]:
@@ -70,8 +72,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     scale_writes: list[tuple[float, str, int]] = attrs.field(factory=list)
     _revision: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
 
-    def fail(self, method: str, plural: str, status: int, times: int = 1, subresource: str | None = None) -> None:
-        self.faults.append(Fault(method.upper(), plural, status, times, subresource))
+    def fail(self, method: str, plural: str, status: int | None, times: int = 1, subresource: str | None = None,
+             delay: float = 0.0) -> None:
+        self.faults.append(Fault(method.upper(), plural, status, times, subresource, delay))
 
     # --- helpers over kmock's object store ---------------------------------------------------------
     def _live(self, resource: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -115,7 +118,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if fault.times > 0 and fault.method == method and fault.plural == request.resource.plural and (
                     fault.subresource is None or fault.subresource == request.subresource):
                 fault.times -= 1
-                raise KubernetesError(status=fault.status, reason="Injected", message=f"injected {fault.status}")
+                if fault.delay:
+                    await asyncio.sleep(fault.delay)  # a hung API server, as the client sees it
+                if fault.status is not None:
+                    raise KubernetesError(status=fault.status, reason="Injected", message=f"injected {fault.status}")
+                break
         if method == "GET" and request.params.get("watch", "").lower() == "true":  # kmock wants "true" only
             return await self._stream(request)
         if method == "GET" and request.name is None:

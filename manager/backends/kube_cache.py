@@ -33,10 +33,11 @@ def resource_version(obj: dict[str, Any]) -> int:
 
 
 class DeploymentCache:
-    def __init__(self, api: ApiClient, namespace: str, selector: str) -> None:
+    def __init__(self, api: ApiClient, namespace: str, selector: str, timeout: float = 10.0) -> None:
         self.apps = AppsV1Api(api)
         self.namespace = namespace
         self.selector = selector
+        self.timeout = timeout
         self.objects: dict[str, dict[str, Any]] = {}
         self.synced = asyncio.Event()
         self.changed: Callable[[], None] = lambda: None
@@ -91,7 +92,8 @@ class DeploymentCache:
                 await asyncio.sleep(delay)
 
     async def _raw(self, call: Callable[..., Awaitable[Any]], **kwargs: Any) -> Any:
-        return await call(self.namespace, label_selector=self.selector, _preload_content=False, **kwargs)
+        return await call(self.namespace, label_selector=self.selector, _preload_content=False,
+                          _request_timeout=self.timeout, **kwargs)
 
     async def _list(self) -> str | None:
         response = await self._raw(self.apps.list_namespaced_deployment)
@@ -110,7 +112,9 @@ class DeploymentCache:
                                   "allow_watch_bookmarks": True}
         if version:
             kwargs["resource_version"] = version
-        response = await self._raw(self.apps.list_namespaced_deployment, **kwargs)
+        # the stream may stay quiet up to the server-side timeout: only the connection is bounded by ours
+        response = await self._raw(self.apps.list_namespaced_deployment, **{
+            **kwargs, "_request_timeout": (self.timeout, WATCH_TIMEOUT_SECONDS + 30)})
         async with response:
             if response.status >= 400:
                 raise RuntimeError(f"watch deployments: {response.status} {(await response.read())[:200]!r}")

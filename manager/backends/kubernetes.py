@@ -102,8 +102,10 @@ class KubernetesBackend:
         self.namespace = settings.kubernetes_namespace
         self.apps = AppsV1Api(api)
         self.core = CoreV1Api(api)
-        self.cache = DeploymentCache(api, self.namespace, managed_selector(settings))
+        self.cache = DeploymentCache(api, self.namespace, managed_selector(settings),
+                                     timeout=settings.kubernetes_request_timeout_seconds)
         self.sync_timeout = sync_timeout
+        self.timeout = settings.kubernetes_request_timeout_seconds  # a hung API server cannot stall a tick
         self._started = False
         self._rendered: dict[str, tuple[ResourceGroup, dict[str, Any]]] = {}
         self._names: dict[str, str] = {}
@@ -178,7 +180,8 @@ class KubernetesBackend:
             name = deployment_name(self.settings, group)
             log.info("deleting consumer deployment of a removed group", group=group, deployment=name)
             try:
-                await with_retries(lambda: self.apps.delete_namespaced_deployment(name, self.namespace), "delete")
+                await with_retries(lambda: self.apps.delete_namespaced_deployment(
+                    name, self.namespace, _request_timeout=self.timeout), "delete")
             except ApiException as e:
                 if e.status != 404:
                     raise
@@ -190,7 +193,7 @@ class KubernetesBackend:
         async def apply() -> dict[str, Any]:
             return await _json(await self.apps.patch_namespaced_deployment(
                 name, self.namespace, body, field_manager=FIELD_MANAGER, force=True,
-                _content_type=APPLY, _preload_content=False,
+                _content_type=APPLY, _preload_content=False, _request_timeout=self.timeout,
             ))
 
         self.cache.observe(await with_retries(apply, f"apply {name}"))
@@ -201,7 +204,7 @@ class KubernetesBackend:
         async def scale() -> dict[str, Any]:
             return await _json(await self.apps.patch_namespaced_deployment_scale(
                 name, self.namespace, {"spec": {"replicas": replicas}}, field_manager=FIELD_MANAGER,
-                _content_type=MERGE, _preload_content=False,
+                _content_type=MERGE, _preload_content=False, _request_timeout=self.timeout,
             ))
 
         scaled = await with_retries(scale, f"scale {name}")
@@ -216,7 +219,7 @@ class KubernetesBackend:
 
         async def pods() -> dict[str, Any]:
             return await _json(await self.core.list_namespaced_pod(
-                self.namespace, label_selector=selector, _preload_content=False))
+                self.namespace, label_selector=selector, _preload_content=False, _request_timeout=self.timeout))
 
         return [p for p in (await with_retries(pods, f"list pods of {group}"))["items"]
                 if not p["metadata"].get("deletionTimestamp")]
@@ -230,7 +233,7 @@ class KubernetesBackend:
                 continue
             patch = {"metadata": {"annotations": {DELETION_COST: cost}}}
             await with_retries(lambda n=name, p=patch: self.core.patch_namespaced_pod(  # type: ignore[misc]
-                n, self.namespace, p, _content_type=MERGE), f"annotate pod {name}")
+                n, self.namespace, p, _content_type=MERGE, _request_timeout=self.timeout), f"annotate pod {name}")
 
     async def forget(self, group: str) -> None:
         """Nothing to do at once: `retire` drains and deletes over the next ticks."""

@@ -238,3 +238,28 @@ async def test_a_standby_manager_does_not_act_but_stays_healthy_and_ready(cluste
         stop.set()
         await loop
         await backend.aclose()
+
+
+async def test_a_hung_api_server_costs_a_timeout_not_the_loop(cluster, kube_settings, arq_redis, tmp_path):
+    emulator, url = cluster
+    settings = kube_settings.model_copy(update={"kubernetes_request_timeout_seconds": 0.5})
+    path = tmp_path / "groups.yaml"
+    write_groups(path, {"etl": {"max_instances": 3}})
+    backend = KubernetesBackend(settings, api_client(url))
+    manager = Reconciler(arq_redis, settings, load_groups_config(path), backend)
+    try:
+        await queue(arq_redis, manager.keys, "etl", 2)
+        emulator.fail("PATCH", "deployments", None, times=2, delay=3.0)  # two calls hang past the timeout
+        started = time.monotonic()
+        await manager.tick()
+        assert time.monotonic() - started < 3.0, "the tick was not held by the hung calls"
+        assert deployments(emulator)["jobqueue-consumer-etl"]["spec"]["replicas"] == 2
+        emulator.fail("PATCH", "deployments", None, times=10, delay=3.0)  # longer than the retries
+        await queue(arq_redis, manager.keys, "etl", 1, start=2)
+        await manager.tick()
+        assert manager.last["etl"].decision.reason == "error" and "Timeout" in manager.last["etl"].decision.detail
+        emulator.faults.clear()  # the API recovers: the next tick converges
+        await manager.tick()
+        assert deployments(emulator)["jobqueue-consumer-etl"]["spec"]["replicas"] == 3
+    finally:
+        await backend.aclose()
