@@ -95,7 +95,7 @@ def corpus(settings, victim: str, secret_file: str) -> dict[str, tuple[bytes, bo
     return bad
 
 
-async def test_a_hostile_corpus_is_rejected_and_the_good_jobs_complete(settings, tmp_path):
+async def test_a_hostile_corpus_is_rejected_and_the_good_jobs_complete(settings, tmp_path, caplog):
     secret = tmp_path / "secret.parquet"
     secret.write_bytes(b"PAR1 not for you")
     Exploit.marker = str(tmp_path / "pwned")
@@ -113,7 +113,7 @@ async def test_a_hostile_corpus_is_rejected_and_the_good_jobs_complete(settings,
         last = await client.offline_query({"user.id": [3]}, ["user.f0"])
 
         worker = build_worker(settings, "default", max_jobs=10)
-        logging.getLogger("arq.worker").setLevel(logging.CRITICAL)  # arq logs each undecodable job once itself
+        caplog.set_level(logging.CRITICAL, logger="arq.worker")  # arq logs each undecodable job once itself
         with structlog.testing.capture_logs() as events:
             task = asyncio.create_task(worker.async_run())
             try:
