@@ -68,3 +68,13 @@ async def mark_busy(redis, keys: Keys, group: str, pod: str, job: str) -> None:
     await redis.hset(keys.consumers(group), pod, info.model_dump_json())
     await redis.hset(keys.running(group), job, pod)
     await redis.set(keys.heartbeat(job), "1", ex=60)
+
+
+async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
+    """Stop an in-process arq worker once its job tasks are done: arq's `close()` cancels unfinished job
+    tasks and re-raises their CancelledError before it closes its Redis pool."""
+    await eventually(lambda: all(t.done() for t in worker.tasks.values()), timeout=30, what="the worker's jobs")
+    await worker.close()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

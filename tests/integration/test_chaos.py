@@ -1,4 +1,4 @@
-"""Chaos under load: 1,000 small jobs across 3 groups while consumers are SIGKILLed every two seconds.
+"""Chaos under load: 1,000 small jobs across 3 groups while consumers are SIGKILLed every 1.5 s.
 
 The local backend replaces killed consumers; the reaper re-queues their jobs. Only consumers that
 have been up for a few seconds are killed: a consumer killed before it could take a job would only
@@ -21,7 +21,7 @@ from tests.helpers import eventually, running_manager, with_groups
 
 GROUPS = ("alpha", "beta", "gamma")
 JOBS = 1_000
-WARM_SECONDS = 4.0
+WARM_SECONDS = 3.0
 
 
 @pytest.mark.timeout(600)
@@ -50,7 +50,7 @@ async def test_no_job_is_lost_while_consumers_are_killed(settings, tmp_path):
         async def killer() -> None:
             nonlocal kills
             while True:
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(1.5)
                 victims = [c for g in GROUPS for c in backend.active(g) if time.time() - c.started_at > WARM_SECONDS]
                 if victims:
                     os.kill(rng.choice(victims).pid, signal.SIGKILL)
@@ -71,7 +71,7 @@ async def test_no_job_is_lost_while_consumers_are_killed(settings, tmp_path):
     print(f"\nchaos: {JOBS} jobs over {len(GROUPS)} groups in {elapsed:.1f} s, {kills} consumers killed, "
           f"{len(retried)} jobs ran again ({sum(r.attempts for r in records) - JOBS} extra attempts), "
           f"final: {dict((s, final.count(s)) for s in set(final))}")
-    assert kills >= 5, "the run was long enough to kill consumers mid-flight"
+    assert kills >= 3 and retried, "consumers were killed mid-flight, and their jobs ran again"
     assert final.count("succeeded") == JOBS, "0 jobs lost: all succeeded"
     root = settings.home / "results"
     results = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())

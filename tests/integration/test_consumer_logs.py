@@ -11,6 +11,7 @@ import structlog
 from consumer.worker import build_worker
 from jobqueue import AsyncJobQueueClient, JobStatus
 from jobqueue.logs import configure_logging
+from tests.helpers import stop_worker
 
 
 async def test_every_job_line_carries_the_job_id(settings, capsys):
@@ -25,8 +26,7 @@ async def test_every_job_line_carries_the_job_id(settings, capsys):
             try:
                 assert (await job.wait(timeout=30, show_progress=False)).status is JobStatus.SUCCEEDED
             finally:
-                await worker.close()
-                task.cancel()
+                await stop_worker(worker, task)
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])

@@ -21,7 +21,7 @@ from consumer.worker import build_worker
 from jobqueue import AsyncJobQueueClient, JobStatus
 from jobqueue.models import JobRecord
 from jobqueue.storage import job_uri
-from tests.helpers import eventually
+from tests.helpers import eventually, stop_worker
 
 
 def envelope(kwargs: Any) -> bytes:
@@ -124,8 +124,7 @@ async def test_a_hostile_corpus_is_rejected_and_the_good_jobs_complete(settings,
 
                 await eventually(drained, timeout=60, what="every injected job taken off the queue")
             finally:
-                await worker.close()
-                task.cancel()
+                await stop_worker(worker, task)
         assert [r.status for r in records] == [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
         assert not (tmp_path / "pwned").exists(), "no pickle was ever executed"
         assert records[0].summary.rows_out == 2, "the colliding payload did not touch the real job"

@@ -14,7 +14,7 @@ import structlog
 from consumer.worker import build_worker
 from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus
 from jobqueue.models import JobRecord
-from tests.helpers import eventually
+from tests.helpers import eventually, stop_worker
 
 
 class Boom:
@@ -65,8 +65,7 @@ async def test_bad_payloads_do_not_stop_the_worker(settings, store, caplog, tmp_
 
                 await eventually(drained, what="queue drained")
             finally:
-                await worker.close()
-                task.cancel()
+                await stop_worker(worker, task)
         assert record.status is JobStatus.SUCCEEDED
         assert not marker.exists(), "a pickle payload must never be executed"
         for job_id in ("wrong-types", "unknown-fields"):
@@ -92,7 +91,6 @@ async def test_a_failing_query_is_recorded_and_the_worker_serves_the_next(settin
             failed = info.value.record
             record = await good.wait(timeout=30, show_progress=False)
         finally:
-            await worker.close()
-            task.cancel()
+            await stop_worker(worker, task)
         assert failed.status is JobStatus.FAILED and "is BIGINT but the input's 'user.id' is VARCHAR" in failed.error
         assert record.status is JobStatus.SUCCEEDED
