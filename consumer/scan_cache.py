@@ -294,19 +294,15 @@ class BlockCache:
         """Drop least-recently-used blocks until at most `target` bytes are used; call with the mutex held."""
         evicted = 0
         while self._index and self.used > max(0, target):
-            block_id, block = self._index.popitem(last=False)
-            self._verified.discard(block_id)
-            self.used -= block.length
-            block.path.unlink(missing_ok=True)
+            self._remove(next(iter(self._index)))
             evicted += 1
         return evicted
 
     def _drop(self, block_id: tuple[str, int], block: _Block) -> None:
         with self._mutex:
             if self._index.get(block_id) == block:
-                del self._index[block_id]
-                self._verified.discard(block_id)
-                self.used -= block.length
+                self._remove(block_id)
+                return
         block.path.unlink(missing_ok=True)
 
     def disk_bytes(self) -> int:

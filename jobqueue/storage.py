@@ -52,6 +52,8 @@ class Storage:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._wrap: Callable[[pafs.FileSystem], pafs.FileSystem] | None = None  # see reading_through
+        self._wrapped: dict[str, pafs.FileSystem] = {}
 
     @cached_property
     def s3(self) -> pafs.S3FileSystem:
@@ -120,12 +122,11 @@ class Storage:
     def resolve_source(self, uri: str) -> tuple[pafs.FileSystem, str]:
         """Like `resolve`, for reading a table source: through the scan cache when there is one."""
         fs, path = self.resolve(uri)
-        wrap = getattr(self, "_wrap", None)
-        if wrap is None or is_local(uri):
+        if self._wrap is None or is_local(uri):
             return fs, path
         wrapped = self._wrapped.get(fs.type_name)
         if wrapped is None:
-            wrapped = self._wrapped[fs.type_name] = wrap(fs)
+            wrapped = self._wrapped[fs.type_name] = self._wrap(fs)
         return wrapped, path
 
     def parquet_dataset(self, uri: str) -> pads.Dataset:

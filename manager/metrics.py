@@ -143,7 +143,7 @@ class ManagerMetrics:
 
     def observe_group(
         self, name: str, group: ResourceGroup | None, obs: GroupObservation, current: int, decision: Decision,
-        now: float, config_error: bool = False,
+        config_error: bool = False,
     ) -> None:
         stats = obs.stats
         oldest = obs.oldest_ready_ms or 0

@@ -198,7 +198,7 @@ class Reconciler:
             current = self.last[name].current if name in self.last else 0
             decision = Decision(current, "none", "error", error, self.states.get(name, ScaleState()))
         self.last[name] = GroupStatus(obs, current, decision)
-        self.metrics.observe_group(name, group, obs, current, decision, now, config_error=name in self.config.errors)
+        self.metrics.observe_group(name, group, obs, current, decision, config_error=name in self.config.errors)
         stats = obs.stats
         return (current, decision.replicas, decision.direction, decision.reason, decision.detail, stats.ready,
                 stats.in_flight, stats.deferred, stats.busy_consumers, len(obs.orphaned_jobs),

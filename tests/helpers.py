@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,13 @@ from jobqueue.models import ConsumerInfo
 from jobqueue.settings import Settings
 from manager.backends.local import LocalBackend
 from manager.runner import run_manager
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (at the moment of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 async def eventually(check: Callable[[], Any | Awaitable[Any]], timeout: float = 30.0, what: str = "") -> Any:

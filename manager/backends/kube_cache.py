@@ -40,13 +40,11 @@ class DeploymentCache:
         self.timeout = timeout
         self.objects: dict[str, dict[str, Any]] = {}
         self.synced = asyncio.Event()
-        self.changed: Callable[[], None] = lambda: None
         self._task: asyncio.Task[None] | None = None
         self.version = 0  # bumped on every change, for callers that cache what they derive
 
     def _changed(self) -> None:
         self.version += 1
-        self.changed()
 
     def get(self, name: str) -> dict[str, Any] | None:
         return self.objects.get(name)

@@ -93,6 +93,11 @@ async def _json(response: Any) -> dict[str, Any]:
         return json.loads(body)
 
 
+def spec_replicas(deployment: dict[str, Any] | None) -> int:
+    """The replicas a Deployment asks for; 0 when there is none."""
+    return 0 if deployment is None else int(deployment.get("spec", {}).get("replicas") or 0)
+
+
 class KubernetesBackend:
     name = "kubernetes"
 
@@ -129,8 +134,7 @@ class KubernetesBackend:
     async def current_replicas(self, group: str) -> int:
         if not self._started:
             await self.start()
-        dep = self._deployment(group)
-        return 0 if dep is None else int(dep.get("spec", {}).get("replicas") or 0)
+        return spec_replicas(self._deployment(group))
 
     def managed_groups(self) -> set[str]:
         if self._managed[0] != self.cache.version:
@@ -146,7 +150,7 @@ class KubernetesBackend:
         if dep is None and replicas == 0:
             return  # created on demand: a group that never had work has no Deployment
         body = self._render(group, replicas)
-        current = 0 if dep is None else int(dep.get("spec", {}).get("replicas") or 0)
+        current = spec_replicas(dep)
         if dep is not None and replicas < current:
             await self._set_deletion_costs(group.name, observed)
         if dep is None or dep["metadata"].get("annotations", {}).get(CONFIG_HASH) != body["metadata"]["annotations"][
@@ -172,7 +176,7 @@ class KubernetesBackend:
         dep = self._deployment(group)
         if dep is None:
             return
-        current = int(dep.get("spec", {}).get("replicas") or 0)
+        current = spec_replicas(dep)
         if replicas < current:
             await self._set_deletion_costs(group, observed)
             await self._scale(group, replicas)

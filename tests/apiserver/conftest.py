@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
+
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "tests" / "k8s"
@@ -43,11 +44,6 @@ class ControlPlane:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
@@ -55,7 +51,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
                              check=True).stdout.strip().splitlines()[-1]
     tools = subprocess.run(["bash", str(SCRIPTS / "get-helm.sh")], capture_output=True, text=True,
                            check=True).stdout.strip().splitlines()[-1]
-    port = int(os.environ.get("APISERVER_PORT") or _free_port() % 20000 + 20000)  # etcd uses port + 7000/7001
+    port = int(os.environ.get("APISERVER_PORT") or free_port() % 20000 + 20000)  # etcd uses port + 7000/7001
     run_dir = tmp_path_factory.mktemp("control-plane")
     started = subprocess.run(["bash", str(SCRIPTS / "start-control-plane.sh"), bin_dir, str(run_dir), str(port)],
                              capture_output=True, text=True, timeout=180)

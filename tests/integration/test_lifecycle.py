@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 from datetime import timedelta
 
 import pytest
@@ -14,7 +13,7 @@ from pydantic import SecretStr
 
 from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus, ResourceRequests
 from jobqueue.sample import sample_input, write_sample_store
-from tests.helpers import eventually, running_manager, with_groups
+from tests.helpers import eventually, free_port, running_manager, with_groups
 from tests.reference import assert_same, reference
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
@@ -31,11 +30,6 @@ def lifecycle_settings(settings, tmp_path, store, groups):
         job_heartbeat_ttl_seconds=1.5, retry_backoff_seconds=0.1,
     )
 
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def status_is(job, *statuses):
@@ -66,7 +60,7 @@ async def test_retryable_failure_is_retried_until_max_retries(settings, store, t
     (tmp_path / "registry-s3.yaml").write_text(yaml.safe_dump(registry))
     settings = lifecycle_settings(settings, tmp_path, store, {"default": {"max_instances": 1}})
     settings = settings.model_copy(update={
-        "registry_path": tmp_path / "registry-s3.yaml", "s3_endpoint_url": f"http://127.0.0.1:{closed_port()}",
+        "registry_path": tmp_path / "registry-s3.yaml", "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",
         "s3_region": "us-east-1", "s3_access_key_id": "test", "s3_secret_access_key": SecretStr("test"),
     })
     ids, times = sample_input(store.users, 1_000, seed=3)

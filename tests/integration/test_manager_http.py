@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from jobqueue.ops_server import OpsServer
 from jobqueue.sample import sample_input, write_sample_store
 from manager.backends.local import LocalBackend
 from manager.reconcile import Reconciler
-from tests.helpers import eventually, with_groups
+from tests.helpers import eventually, free_port, with_groups
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -42,9 +41,7 @@ async def test_metrics_and_health(settings, tmp_path, arq_redis):
         {"name": "far", "path": "s3://unreachable/far.parquet", "key": "user_id", "timestamp": "ts",
          "features": ["f0"]}]}
     (big.root / "registry-metrics.yaml").write_text(yaml.safe_dump(registry))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     settings = with_groups(
         settings, tmp_path,
         {"default": {"max_instances": 2}, "paused": {"max_instances": 0},

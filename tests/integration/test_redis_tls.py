@@ -7,7 +7,6 @@ through its environment). The password travels in `JOBQUEUE_REDIS_PASSWORD`, not
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,15 +17,10 @@ import redis
 from pydantic import SecretStr
 
 from jobqueue import AsyncJobQueueClient, JobStatus
-from tests.helpers import running_manager, with_groups
+from tests.helpers import free_port, running_manager, with_groups
 
 REDIS_SERVER = shutil.which("redis-server")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
