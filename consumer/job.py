@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from consumer.execute import PreparedQuery, QueryOutcome
 from jobqueue.errors import InvalidQueryError
 from jobqueue.jobstore import Claim
 from jobqueue.models import JobStatus, QueryJob
+from jobqueue.outage import REDIS_UNREACHABLE, Outage
 from jobqueue.storage import is_local
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class JobRun:
         self.job = job
         self.store = consumer.store
         self.stop: Stopped | None = None
+        self.outage = Outage(log, "the job's heartbeat")
 
     async def __call__(self) -> dict[str, Any]:
         job, store = self.job, self.store
@@ -80,9 +82,9 @@ class JobRun:
         except asyncio.CancelledError:
             # hard shutdown (drain grace exceeded): arq runs the job again; hand the record back,
             # and the cut-off run does not count against max_retries
-            await asyncio.shield(self._released(store.requeue(
+            await asyncio.shield(self._released(lambda: store.requeue(
                 job.job_id, claim.errors, owner=owner, release=group, attempts=claim.attempt - 1
-            )))
+            ), hand_back=False))
             raise
         except Stopped as stop:
             await self._record_stop(stop)
@@ -90,7 +92,7 @@ class JobRun:
         except Exception as e:
             return await self._record_failure(claim, e)
         await self._released(
-            store.mark_succeeded(job.job_id, outcome.result_uri, outcome.summary, owner=owner, release=group)
+            lambda: store.mark_succeeded(job.job_id, outcome.result_uri, outcome.summary, owner=owner, release=group)
         )
         s = outcome.summary
         log.info(
@@ -121,12 +123,17 @@ class JobRun:
 
     async def _watch_tick(self, prepared: PreparedQuery) -> None:
         job, keys, redis = self.job, self.consumer.keys, self.consumer.redis
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.heartbeat(job.job_id), self.consumer.consumer_id,
-                     ex=max(1, int(self.consumer.settings.job_heartbeat_ttl_seconds)))
-            pipe.hset(keys.job(job.job_id), "progress", str(round(prepared.run.progress(), 4)))
-            pipe.hget(keys.job(job.job_id), "cancel_requested")
-            _, _, cancel = await pipe.execute()
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.set(keys.heartbeat(job.job_id), self.consumer.consumer_id,
+                         ex=max(1, int(self.consumer.settings.job_heartbeat_ttl_seconds)))
+                pipe.hset(keys.job(job.job_id), "progress", str(round(prepared.run.progress(), 4)))
+                pipe.hget(keys.job(job.job_id), "cancel_requested")
+                _, _, cancel = await pipe.execute()
+            self.outage.recovered()
+        except REDIS_UNREACHABLE as e:  # the query goes on; its outcome is recorded once Redis is back
+            self.outage.failed(e)
+            return
         if self.stop is not None:
             return
         if cancel == b"true":
@@ -137,18 +144,35 @@ class JobRun:
             log.info("interrupting query", reason=str(self.stop))
             prepared.run.interrupt()
 
-    async def _released(self, transition: Awaitable[bool]) -> bool:
-        """Run a transition that also released the job's running entry and heartbeat."""
-        applied = await transition
+    async def _released(self, transition: Callable[[], Awaitable[bool]], hand_back: bool = True) -> bool:
+        """Run a transition that also released the job's running entry and heartbeat. While Redis is
+        unreachable it is tried again: the outcome of a finished query is not given up. (If the
+        heartbeat lapsed meanwhile and the job was handed to another consumer, the owner check makes
+        this transition a no-op.)"""
+        outage = Outage(log, "recording the outcome")
+        while True:
+            try:
+                applied = await transition()
+                break
+            except REDIS_UNREACHABLE as e:
+                await asyncio.sleep(outage.failed(e))
+        outage.recovered()
         self.consumer.running.discard(self.job.job_id)
+        if not applied and hand_back:
+            # The job is no longer ours: the manager presumed this consumer lost (its heartbeat lapsed,
+            # e.g. while Redis was down) and put the record back to `queued`. arq must not finish the
+            # job, which would take it off its queue: hand it back, and the record decides the next take.
+            log.warning("job was handed to another consumer meanwhile; giving it back to its queue")
+            raise Retry(defer=timedelta(0))
         return applied
 
     async def _record_stop(self, stop: Stopped) -> None:
         owner, group = self.consumer.consumer_id, self.consumer.group
         if stop.status is JobStatus.CANCELLED:
-            await self._released(self.store.mark_cancelled(self.job.job_id, owner=owner, release=group))
+            await self._released(lambda: self.store.mark_cancelled(self.job.job_id, owner=owner, release=group))
         else:
-            await self._released(self.store.mark_expired(self.job.job_id, str(stop), owner=owner, release=group))
+            await self._released(lambda: self.store.mark_expired(self.job.job_id, str(stop), owner=owner,
+                                                                 release=group))
         log.info("job stopped", status=stop.status.value, reason=str(stop))
 
     async def _record_failure(self, claim: Claim, error: Exception) -> dict[str, Any]:
@@ -162,11 +186,11 @@ class JobRun:
         if retryable and claim.attempt <= self.job.max_retries:
             delay = retry_delay(claim.attempt, self.consumer.settings.retry_backoff_seconds)
             log.warning("job attempt failed; retrying", error=message, retry_in_seconds=delay)
-            await self._released(self.store.requeue(self.job.job_id, errors, owner=owner, release=group))
+            await self._released(lambda: self.store.requeue(self.job.job_id, errors, owner=owner, release=group))
             raise Retry(defer=timedelta(seconds=delay))
         why = "not retryable" if not retryable else f"{claim.attempt} attempt(s) used"
         log.error("job failed", error=message, why=why, exc_info=error)
-        await self._released(self.store.mark_failed(self.job.job_id, message, errors=errors, owner=owner,
+        await self._released(lambda: self.store.mark_failed(self.job.job_id, message, errors=errors, owner=owner,
                                                     release=group))
         return await self._final("failed")
 

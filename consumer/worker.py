@@ -15,11 +15,12 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from arq import Worker
-from arq.worker import func
+from arq.worker import Retry, func
 from pydantic import ValidationError
 
 from consumer.arq_worker import JobQueueWorker
@@ -33,6 +34,7 @@ from jobqueue.keys import ARQ_FUNCTION, Keys
 from jobqueue.logs import get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
+from jobqueue.outage import REDIS_UNREACHABLE, Outage
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage, job_uri
@@ -112,20 +114,29 @@ class Consumer:
         return bool(await self.redis.ping()) and not self.draining
 
     async def _heartbeat_loop(self) -> None:
+        outage = Outage(log, "the presence heartbeat")
         while True:
             await asyncio.sleep(self.settings.consumer_heartbeat_seconds)
             try:
                 await self.publish_presence()
-            except Exception:  # Redis blips must not kill the consumer
+                outage.recovered()
+            except REDIS_UNREACHABLE as e:  # Redis blips must not kill the consumer
+                outage.failed(e)
+            except Exception:
                 log.warning("heartbeat failed", exc_info=True)
 
     # --- the job -------------------------------------------------------------------------------
     async def run(self, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         with structlog.contextvars.bound_contextvars(job_id=job_id):
-            job = await self._validate(job_id, payload)
-            if job is None:
-                return {"rejected": True}
-            return await JobRun(self, job)()
+            try:
+                job = await self._validate(job_id, payload)
+                if job is None:
+                    return {"rejected": True}
+                return await JobRun(self, job)()
+            except REDIS_UNREACHABLE as e:
+                # never an arq failure (that would drop the job from its queue): run it again later
+                log.warning("redis unreachable before the job was recorded; it will be taken again", error=str(e))
+                raise Retry(defer=timedelta(seconds=1)) from e
 
     async def _validate(self, job_id: str, payload: dict[str, Any]) -> QueryJob | None:
         try:

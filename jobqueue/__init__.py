@@ -13,6 +13,7 @@ from jobqueue.errors import (
     JobNotFoundError,
     JobQueueError,
     JobStateError,
+    RedisUnavailableError,
 )
 from jobqueue.handles import AsyncJobHandle, JobHandle, LocalResult
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, ResourceRequests
@@ -32,6 +33,7 @@ __all__ = [
     "JobQueueError",
     "JobRecord",
     "JobStateError",
+    "RedisUnavailableError",
     "JobStatus",
     "LocalResult",
     "PerformanceSummary",

@@ -20,21 +20,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
+from arq.jobs import serialize_job
 from redis.asyncio import ConnectionPool
 
 from jobqueue import serializer
-from jobqueue.errors import InvalidQueryError, JobNotFoundError, JobQueueError, JobStateError
+from jobqueue.errors import (
+    InvalidQueryError,
+    JobNotFoundError,
+    JobQueueError,
+    JobStateError,
+    RedisUnavailableError,
+)
 from jobqueue.groups import ResourceGroup, load_groups
 from jobqueue.handles import AsyncJobHandle, JobHandle, LocalResult
 from jobqueue.inputs import time_range, to_arrow, with_times
 from jobqueue.jobstore import CANCEL_QUEUED, CANCEL_RUNNING, JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
 from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
+from jobqueue.outage import REDIS_UNREACHABLE, redacted
 from jobqueue.plan import plan_query
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings, load_settings
@@ -95,6 +105,17 @@ class AsyncJobQueueClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    @contextlib.contextmanager
+    def _reaching_redis(self, consequence: str) -> Iterator[None]:
+        """A lost or refused Redis connection becomes `RedisUnavailableError` naming the server and the fix."""
+        try:
+            yield
+        except REDIS_UNREACHABLE as e:
+            raise RedisUnavailableError(
+                f"cannot reach Redis at {redacted(self.settings.resolved_redis_url())} ({e}); {consequence}. "
+                "Check that Redis is up (`jobqueue up` on one machine) and JOBQUEUE_REDIS_URL"
+            ) from e
+
     async def known_groups(self) -> list[str]:
         """Groups the running manager serves (published in Redis), else the local config's."""
         published = await self.redis.hkeys(self.keys.groups)
@@ -127,14 +148,18 @@ class AsyncJobQueueClient:
         table, columns = self._prepare(input, output, input_times, now)
         if not run_asynchronously:
             return await asyncio.to_thread(self._run_in_process, table, columns, output, now)
-        known = await self.known_groups()
+        with self._reaching_redis("the query was not submitted"):
+            known = await self.known_groups()
         if resources.resource_group not in known:
             raise InvalidQueryError(
                 "resources.resource_group",
                 f"unknown resource group {resources.resource_group!r}; known groups: {', '.join(known)}",
             )
         job_id = uuid.uuid4().hex
-        await self.submit_prepared(table, columns, output, resources.resource_group, job_id, now, max_retries, deadline)
+        with self._reaching_redis("the query was not submitted (had the connection broken during the final "
+                                  f"write, `jobqueue jobs` would list job {job_id})"):
+            await self.submit_prepared(table, columns, output, resources.resource_group, job_id, now, max_retries,
+                                       deadline)
         return AsyncJobHandle(job_id, self)
 
     async def submit_prepared(
@@ -165,10 +190,7 @@ class AsyncJobQueueClient:
         if exclusive and await self.redis.exists(self.keys.job(job_id)):
             return False
         await asyncio.to_thread(self.storage.write_table, table, input_uri)
-        if not await self.store.create(record, exclusive=exclusive):
-            return False  # another manager won the race; its staged input is the same file
-        await self._enqueue(job)
-        return True
+        return await self._submit(record, job, exclusive)
 
     def _prepare(
         self, input: Any, output: list[str], input_times: Any, now: datetime
@@ -187,19 +209,16 @@ class AsyncJobQueueClient:
         plan_query(columns, output, self.registry)  # raises InvalidQueryError on any mismatch
         return with_times(table, input_times, now), columns
 
-    async def _enqueue(self, job: QueryJob) -> None:
-        """Put a job whose record exists on its group's queue."""
-        arq_job = await self.redis.enqueue_job(
-            ARQ_FUNCTION,
-            job=job.model_dump(mode="json"),
-            _job_id=job.job_id,
-            _queue_name=self.keys.queue(job.resource_group),
-            _expires=self.settings.job_ttl_seconds,
-        )
-        if arq_job is None:  # the id already exists in arq: never silently drop the submission
-            await self.store.mark_failed(job.job_id, "enqueue refused: duplicate job id")
-            raise JobStateError(f"job id {job.job_id} already exists in the queue")
+    async def _submit(self, record: JobRecord, job: QueryJob, exclusive: bool) -> bool:
+        """Create the record and enqueue the job atomically (`JobStore.submit`), then wake the manager."""
+        enqueued_ms = int(job.submitted_at.timestamp() * 1000)
+        payload = serialize_job(ARQ_FUNCTION, (), {"job": job.model_dump(mode="json")}, None, enqueued_ms,
+                                serializer=serializer.dumps)
+        if not await self.store.submit(record, self.keys.queue(job.resource_group), payload,
+                                       self.settings.job_ttl_seconds * 1000, exclusive=exclusive):
+            return False  # another manager won the race; its staged input is the same file
         await self.redis.publish(self.keys.events, f"submitted:{job.resource_group}")
+        return True
 
     def _run_in_process(self, table: pa.Table, columns: list[str], output: list[str], now: datetime) -> LocalResult:
         from consumer.execute import PreparedQuery  # the engine is only needed for in-process runs
@@ -216,7 +235,8 @@ class AsyncJobQueueClient:
         return LocalResult(job_id, outcome.result_uri, outcome.summary, self.storage)
 
     async def get_job(self, job_id: str) -> JobRecord:
-        record = await self.store.get(job_id)
+        with self._reaching_redis(f"job {job_id}'s status is unknown; it goes on without this client"):
+            record = await self.store.get(job_id)
         if record is None:
             raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
         return record
@@ -228,13 +248,14 @@ class AsyncJobQueueClient:
         """Cancel a job. A queued one is cancelled at once and leaves its queue; a running one is
         interrupted by its consumer (temp files removed), and this waits up to `wait` seconds for
         that. Cancelling a cancelled job is a no-op; a finished one raises `JobStateError`."""
-        result = await self.store.request_cancel(job_id)
+        with self._reaching_redis(f"job {job_id} was not cancelled"):
+            result = await self.store.request_cancel(job_id)
         if result == -1:
             raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
         record = await self.get_job(job_id)
         if result == CANCEL_QUEUED:
             await self.redis.zrem(self.keys.queue(record.resource_group), job_id)
-            await self.redis.delete(f"arq:job:{job_id}")
+            await self.redis.delete(job_key_prefix + job_id)
         elif result == CANCEL_RUNNING and wait:
             with contextlib.suppress(TimeoutError, JobQueueError):
                 record = await AsyncJobHandle(job_id, self).wait(timeout=wait, show_progress=False)

@@ -7,7 +7,8 @@
     ├── JobNotFoundError         no record for that job id (expired or never submitted)
     ├── JobFailedError           the job ended `failed`; `.record` holds the error and summary
     ├── JobCancelledError        the job ended `cancelled`
-    └── JobStateError            the operation does not fit the job's state (e.g. cancel a running job)
+    ├── JobStateError            the operation does not fit the job's state (e.g. cancel a running job)
+    └── RedisUnavailableError    Redis could not be reached; also a `ConnectionError`
 """
 
 from __future__ import annotations
@@ -49,4 +50,8 @@ class JobCancelledError(JobQueueError):
 
 
 class JobStateError(JobQueueError):
+    pass
+
+
+class RedisUnavailableError(JobQueueError, ConnectionError):
     pass

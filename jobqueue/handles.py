@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from jobqueue.errors import JobCancelledError, JobFailedError, JobStateError
+from jobqueue.errors import JobCancelledError, JobFailedError, JobStateError, RedisUnavailableError
+from jobqueue.logs import get_logger
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
+from jobqueue.outage import Outage
 from jobqueue.storage import Storage
 
 if TYPE_CHECKING:
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from jobqueue.sync import LoopThread
 
 _POLL_MIN, _POLL_MAX = 0.05, 0.5
+log = get_logger("jobqueue.sdk")
 
 
 def _check_final(record: JobRecord) -> JobRecord:
@@ -80,9 +83,19 @@ class AsyncJobHandle:
             return _check_final(await self._poll(deadline, update))
 
     async def _poll(self, deadline: float | None, on_update: Any) -> JobRecord:
-        delay = _POLL_MIN
+        """Poll the record with backoff. A lost Redis connection is waited out (until the deadline):
+        the job lives in Redis and in the consumers, not in this process, so it goes on meanwhile."""
+        delay, outage = _POLL_MIN, Outage(log, "wait()", every=10.0)
         while True:
-            record = await self.record()
+            try:
+                record = await self.record()
+            except RedisUnavailableError as e:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                pause = outage.failed(e, job_id=self.id)
+                await asyncio.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
+                continue
+            outage.recovered(job_id=self.id)
             if on_update:
                 on_update(record)
             if record.status.is_final:

@@ -19,8 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from arq.constants import job_key_prefix as ARQ_JOB_PREFIX
+from arq.constants import result_key_prefix as ARQ_RESULT_PREFIX
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
+from jobqueue.errors import JobStateError
 from jobqueue.keys import Keys
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 
@@ -36,6 +40,11 @@ BYTES_BUCKETS = (0, 1 << 20, 16 << 20, 128 << 20, 1 << 30, 8 << 30, 64 << 30)
 # histogram name -> bucket upper bounds: the Lua below counts into them, the manager exposes all of them
 HISTOGRAM_BUCKETS = {"job_queue_wait_seconds": SECONDS_BUCKETS, "job_run_seconds": SECONDS_BUCKETS,
                      "job_spilled_bytes": BYTES_BUCKETS}
+
+class DuplicateJobId(JobStateError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job id {job_id} already exists; nothing was submitted")
+
 
 _TRANSITION = """
 -- histograms kept as cumulative bucket counters: hist:<name>:<group>:<le>, and :sum
@@ -162,21 +171,52 @@ class JobStore:
         self._request_cancel = redis.register_script(_REQUEST_CANCEL)
 
     async def create(self, record: JobRecord, exclusive: bool = False) -> bool:
-        """Write a new record. With `exclusive`, only if no record has that id (False otherwise):
-        deterministic ids (scheduled runs) are created once however many managers try."""
+        """Write a new record without enqueueing it. With `exclusive`, only if no record has that id
+        (False otherwise)."""
         key = self.keys.job(record.job_id)
-        fields = {name: _encode(getattr(record, name)) for name in _JSON_FIELDS}
         if exclusive and not await self.redis.hsetnx(key, "status", record.status.value):
             return False
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"status": record.status.value, **fields})
-            pipe.expire(key, self.ttl_seconds)
-            pipe.zadd(self.keys.jobs_index, {record.job_id: record.submitted_at.timestamp() * 1000})
-            pipe.hincrby(self.keys.counters, f"enqueued:{record.resource_group}", 1)
-            if record.completion_deadline is not None:
-                pipe.zadd(self.keys.deadlines, {record.job_id: record.completion_deadline.timestamp() * 1000})
+            self._write_record(pipe, record)
             await pipe.execute()
         return True
+
+    async def submit(self, record: JobRecord, queue: str, arq_job: bytes, expires_ms: int,
+                     exclusive: bool = False) -> bool:
+        """Create the record and put its arq job on `queue` in one transaction, so that no crash or
+        lost connection can leave a record without a queue entry or a queue entry without a record.
+
+        An id that already has a record returns False with `exclusive` (deterministic ids: scheduled
+        runs are created once however many managers try); otherwise it raises `DuplicateJobId` and
+        writes nothing. Retries by itself only when the watched keys changed underneath it."""
+        key, arq_key = self.keys.job(record.job_id), ARQ_JOB_PREFIX + record.job_id
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key, arq_key)
+                    if await pipe.exists(key, arq_key, ARQ_RESULT_PREFIX + record.job_id):
+                        await pipe.reset()
+                        if exclusive:
+                            return False
+                        raise DuplicateJobId(record.job_id)
+                    pipe.multi()
+                    self._write_record(pipe, record)
+                    pipe.psetex(arq_key, expires_ms, arq_job)
+                    pipe.zadd(queue, {record.job_id: int(record.submitted_at.timestamp() * 1000)})
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue  # a racing writer: look again; the exists() check decides
+
+    def _write_record(self, pipe: Any, record: JobRecord) -> None:
+        key = self.keys.job(record.job_id)
+        fields = {name: _encode(getattr(record, name)) for name in _JSON_FIELDS}
+        pipe.hset(key, mapping={"status": record.status.value, **fields})
+        pipe.expire(key, self.ttl_seconds)
+        pipe.zadd(self.keys.jobs_index, {record.job_id: record.submitted_at.timestamp() * 1000})
+        pipe.hincrby(self.keys.counters, f"enqueued:{record.resource_group}", 1)
+        if record.completion_deadline is not None:
+            pipe.zadd(self.keys.deadlines, {record.job_id: record.completion_deadline.timestamp() * 1000})
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.hgetall(self.keys.job(job_id))

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from arq.constants import in_progress_key_prefix as ARQ_IN_PROGRESS
+from arq.constants import job_key_prefix as ARQ_JOB
 from redis.asyncio import Redis
 
 from jobqueue.jobstore import JobStore
@@ -25,8 +27,6 @@ from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
 
 log = get_logger("jobqueue.manager.reaper")
-ARQ_IN_PROGRESS = "arq:in-progress:"
-ARQ_JOB = "arq:job:"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from jobqueue.groups import GroupsConfig, ResourceGroup, load_groups_config
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
 from jobqueue.logs import get_logger
+from jobqueue.outage import REDIS_UNREACHABLE, Outage
 from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
 from manager.metrics import ManagerMetrics
@@ -220,6 +221,7 @@ class Reconciler:
         if self.scheduler is not None:
             await self.scheduler.publish()
         wake = asyncio.Event()
+        outage = Outage(log, "the manager")
         listener = asyncio.create_task(self._listen(wake), name="events")
         try:
             while not stop.is_set():
@@ -233,7 +235,10 @@ class Reconciler:
                         if self.scheduler is not None:  # before scaling, so a fired run is seen this tick
                             await self.scheduler.tick()
                         await self.tick()
-                except Exception:  # e.g. Redis down: log, back off a tick, try again
+                    outage.recovered()
+                except REDIS_UNREACHABLE as e:  # Redis down: one line now and then, try again next tick
+                    outage.failed(e)
+                except Exception:
                     log.exception("tick failed")
                 delay = max(0.0, self.settings.manager_tick_seconds - (time.monotonic() - started))
                 waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
@@ -246,15 +251,20 @@ class Reconciler:
                 await listener
 
     async def _listen(self, wake: asyncio.Event) -> None:
+        outage = Outage(log, "the submission listener")
         while True:
             try:
                 async with self.redis.pubsub() as pubsub:
                     await pubsub.subscribe(self.keys.events)
+                    outage.recovered()
+                    wake.set()  # submissions announced while unsubscribed were missed: look now
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             wake.set()
             except asyncio.CancelledError:
                 raise
+            except REDIS_UNREACHABLE as e:
+                await asyncio.sleep(outage.failed(e))
             except Exception:
                 log.warning("event subscription lost; retrying", exc_info=True)
                 await asyncio.sleep(1.0)

@@ -46,6 +46,7 @@ class LocalBackend:
         self.consumers: dict[str, LocalConsumer] = {}
         self._ids = itertools.count(1)
         self.log_dir = settings.home / "logs"
+        self.unexpected_exits = 0  # consumers that exited without being told to (crash, kill -9, OOM)
 
     async def start(self) -> None:
         """Nothing to warm up: the consumers are this process's children."""
@@ -55,6 +56,7 @@ class LocalBackend:
             code = c.process.poll()
             if code is not None:
                 del self.consumers[cid]
+                self.unexpected_exits += not c.stopping
                 level = log.info if c.stopping or code == 0 else log.warning
                 level("consumer exited", consumer_id=cid, group=c.group, pid=c.pid, exit_code=code)
 
