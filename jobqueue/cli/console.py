@@ -15,6 +15,7 @@ from rich.console import Console
 
 from jobqueue.client import AsyncJobQueueClient
 from jobqueue.errors import JobQueueError
+from jobqueue.preflight import PreflightError
 from jobqueue.settings import Settings, UnknownSettingError, load_settings
 
 T = TypeVar("T")
@@ -47,6 +48,8 @@ def fail_cleanly() -> Iterator[None]:
     """Known failures become one line on stderr and an exit code; bugs keep their traceback."""
     try:
         yield
+    except PreflightError as e:  # a setting that cannot work here: same exit code as an invalid one
+        raise _error(str(e), 2) from None
     except JobQueueError as e:
         raise _error(str(e), 1) from None
     except RedisConnectionError as e:

@@ -15,6 +15,7 @@ from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
 from jobqueue.cli.schedules import app as schedules_app
 from jobqueue.logs import configure_logging
+from jobqueue.preflight import check_redis, check_spill_dir
 
 app = typer.Typer(
     name="jobqueue", help="Async job queue for offline feature queries.", no_args_is_help=True,
@@ -57,6 +58,7 @@ def manager() -> None:
     settings = settings_or_exit()
     configure_logging(settings.log_format, settings.log_level)
     with fail_cleanly():
+        asyncio.run(check_redis(settings))
         asyncio.run(run_manager(settings))
 
 
@@ -71,6 +73,8 @@ def consumer(
     settings = settings_or_exit()
     configure_logging(settings.log_format, settings.log_level)
     with fail_cleanly():
+        check_spill_dir(settings)
+        asyncio.run(check_redis(settings))
         asyncio.run(serve(settings, resource_group, max_jobs))
 
 

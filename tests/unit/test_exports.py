@@ -7,7 +7,8 @@ def test_public_names():
     assert sorted(jobqueue.__all__) == sorted([
         "AsyncJobHandle", "AsyncJobQueueClient", "ConfigError", "InvalidQueryError", "JobCancelledError",
         "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError", "JobRecord",
-        "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "ResourceRequests", "ScheduledQuery",
+        "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "RedisUnavailableError", "ResourceRequests",
+        "ScheduledQuery",
         "Settings",
         "load_settings",
     ])

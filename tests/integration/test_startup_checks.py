@@ -1,0 +1,47 @@
+"""Bad settings fail a process at start-up, with the variable named, instead of failing later.
+
+Each case starts the real `jobqueue manager` / `jobqueue consumer` command and expects exit code 2
+within seconds, and a one-line error naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import free_port
+
+NOT_A_DIR = "{tmp}/a-file/spill"  # a path under a regular file: no one, root included, can create it
+UNWRITABLE = "/sys/jobqueue-spill"  # sysfs: mkdir is refused even to root
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "variable", "words"),
+    [
+        ("consumer", {"JOBQUEUE_CONTAINER_MEMORY_BYTES": "-1GiB"}, "JOBQUEUE_CONTAINER_MEMORY_BYTES", "greater than 0"),
+        ("consumer", {"JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT": "120"}, "JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT",
+         "less than or equal to 100"),
+        ("consumer", {"JOBQUEUE_SPILL_DIRECTORY": NOT_A_DIR}, "JOBQUEUE_SPILL_DIRECTORY",
+         "is not a writable directory"),
+        ("consumer", {"JOBQUEUE_SPILL_DIRECTORY": UNWRITABLE}, "JOBQUEUE_SPILL_DIRECTORY",
+         "is not a writable directory"),
+        ("consumer", {"JOBQUEUE_REDIS_URL": "redis://127.0.0.1:{port}/0"}, "JOBQUEUE_REDIS_URL", "cannot reach Redis"),
+        ("manager", {"JOBQUEUE_REDIS_URL": "redis://127.0.0.1:{port}/0"}, "JOBQUEUE_REDIS_URL", "cannot reach Redis"),
+        ("manager", {"JOBQUEUE_MANAGER_TICK_SECONDS": "-1"}, "JOBQUEUE_MANAGER_TICK_SECONDS", "greater than"),
+    ],
+    ids=["negative-size", "percent-over-100", "spill-not-a-dir", "spill-unwritable", "consumer-no-redis",
+         "manager-no-redis", "negative-tick"],
+)
+def test_bad_settings_fail_fast_naming_the_variable(settings, tmp_path, command, env, variable, words):
+    (tmp_path / "a-file").write_text("not a directory")
+    env = {k: v.format(tmp=tmp_path, port=free_port()) for k, v in env.items()}
+    full_env = {**os.environ, **settings.to_env(), "JOBQUEUE_LOG_FORMAT": "json", **env}
+    done = subprocess.run([sys.executable, "-m", "jobqueue.cli.main", command], env=full_env, capture_output=True,
+                          text=True, timeout=60)
+    stderr = " ".join(done.stderr.split())
+    assert done.returncode == 2, (done.returncode, stderr)
+    assert variable in stderr and words in stderr, stderr
+    assert "Traceback" not in done.stderr
