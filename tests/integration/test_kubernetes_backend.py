@@ -263,3 +263,43 @@ async def test_a_hung_api_server_costs_a_timeout_not_the_loop(cluster, kube_sett
         assert deployments(emulator)["jobqueue-consumer-etl"]["spec"]["replicas"] == 3
     finally:
         await backend.aclose()
+
+
+async def test_a_leader_that_cannot_renew_steps_down_and_scaling_resumes_after(cluster, kube_settings, arq_redis,
+                                                                               tmp_path):
+    """The API refuses every Lease renewal: the leader steps down within the lease and stops acting;
+    once the API recovers, a leader is elected again and the queue is scaled."""
+    emulator, url = cluster
+    path = tmp_path / "groups.yaml"
+    write_groups(path, {"etl": {"max_instances": 3}})
+    api = api_client(url)
+    elector = LeaseElector(api, kube_settings, identity="a")
+    backend = KubernetesBackend(kube_settings, api_client(url))
+    manager = Reconciler(arq_redis, kube_settings, load_groups_config(path), backend, leader=elector.is_leader)
+    stop = asyncio.Event()
+    loop: asyncio.Task[None] | None = None
+    try:
+        await backend.start()
+        elector.start()
+        await eventually(elector.is_leader, timeout=10, what="a leads")
+        emulator.fail("PUT", "leases", 500, times=10_000)  # every renewal (and every new campaign) fails
+        lost_at = time.monotonic()
+        await eventually(lambda: not elector.is_leader(), timeout=10, what="a steps down")
+        assert time.monotonic() - lost_at <= kube_settings.kubernetes_lease_seconds + 2
+        loop = asyncio.create_task(manager.run(stop))
+        await queue(arq_redis, manager.keys, "etl", 2)
+        for _ in range(3):  # three tick periods without the Lease: nothing is created
+            started = manager.last_tick_at
+            await eventually(lambda s=started: manager.last_tick_at > s, what="the loop turning")
+        assert deployments(emulator) == {}
+        emulator.faults.clear()  # the API recovers
+        await eventually(elector.is_leader, timeout=15, what="a leads again")
+        await eventually(lambda: deployments(emulator).get("jobqueue-consumer-etl", {}).get("spec", {}).get(
+            "replicas") == 2, timeout=15, what="the queue scaled once leading again")
+    finally:
+        stop.set()
+        if loop is not None:
+            await loop
+        await elector.stop()
+        await backend.aclose()
+        await api.close()
