@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
+from jobqueue.cli.console import console, err_console, fail_cleanly, settings_or_exit
 from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
 from jobqueue.cli.schedules import app as schedules_app
-from jobqueue.logs import configure_logging
+from jobqueue.logs import configure_logging, get_logger
 from jobqueue.preflight import check_redis, check_spill_dir
+from jobqueue.profiler.targets import announce_role
 
 app = typer.Typer(
     name="jobqueue", help="Async job queue for offline feature queries.", no_args_is_help=True,
@@ -42,6 +44,7 @@ def up(
 
     settings = settings_or_exit()
     configure_logging(settings.log_format, settings.log_level)
+    announce_role("manager")
     use_embedded = settings.redis_url is None if embedded is None else embedded
     with fail_cleanly(), contextlib.ExitStack() as stack:
         if use_embedded:
@@ -57,6 +60,7 @@ def manager() -> None:
 
     settings = settings_or_exit()
     configure_logging(settings.log_format, settings.log_level)
+    announce_role("manager")
     with fail_cleanly():
         asyncio.run(check_redis(settings))
         asyncio.run(run_manager(settings))
@@ -72,10 +76,46 @@ def consumer(
 
     settings = settings_or_exit()
     configure_logging(settings.log_format, settings.log_level)
+    announce_role("consumer")
     with fail_cleanly():
         check_spill_dir(settings)
         asyncio.run(check_redis(settings))
         asyncio.run(serve(settings, resource_group, max_jobs))
+
+
+@app.command()
+def profiler(
+    once: Annotated[bool, typer.Option("--once", help="One capture and upload, then exit.")] = False,
+) -> None:
+    """Sample this node's jobqueue processes with perf (or py-spy) and upload the dumps (DaemonSet)."""
+    from jobqueue.profiler.collectors import CaptureError, choose_collector
+    from jobqueue.profiler.daemon import ObjectStoreUploader, ProfilerDaemon
+
+    settings = settings_or_exit()
+    configure_logging(settings.log_format, settings.log_level)
+    log = get_logger("jobqueue.profiler")
+    try:
+        collector, why = asyncio.run(choose_collector(settings.profiler_collector))
+    except CaptureError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    log.info("profiler collector chosen", collector=collector.name, reason=why)
+    export_to = settings.profiler_export_to
+    daemon = ProfilerDaemon(settings, collector, ObjectStoreUploader(settings, export_to) if export_to else None)
+
+    async def main() -> None:
+        if once:
+            settings.profiler_root.mkdir(parents=True, exist_ok=True)
+            await daemon.cycle()
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await daemon.run(stop)
+
+    with fail_cleanly():
+        asyncio.run(main())
 
 
 @app.command("settings")
