@@ -6,17 +6,19 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 
-from jobqueue.client import AsyncJobQueueClient
 from jobqueue.errors import JobQueueError
 from jobqueue.preflight import PreflightError
 from jobqueue.settings import Settings, UnknownSettingError, load_settings
+
+if TYPE_CHECKING:
+    from jobqueue.client import AsyncJobQueueClient
 
 T = TypeVar("T")
 console = Console()
@@ -61,6 +63,8 @@ def fail_cleanly() -> Iterator[None]:
 
 def with_client(fn: Callable[[AsyncJobQueueClient], Awaitable[T]]) -> T:
     """Run `fn` with an SDK client for the configured environment; failures become clean errors."""
+    from jobqueue.client import AsyncJobQueueClient  # the SDK loads pyarrow: only for commands that use it
+
     settings = settings_or_exit()
 
     async def go() -> T:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.table import Table
 
 from jobqueue.cli.console import console, with_client
-from jobqueue.client import AsyncJobQueueClient
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.sizes import format_bytes
+
+if TYPE_CHECKING:
+    from jobqueue.client import AsyncJobQueueClient
 
 app = typer.Typer(help="Recent jobs, one job's record, cancel.", no_args_is_help=False)
 T = TypeVar("T")

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
 from jobqueue.cli.console import console, err_console, with_client
-from jobqueue.client import AsyncJobQueueClient
 from jobqueue.errors import JobQueueError
 from jobqueue.keys import SCHEDULE_ERRORS_FIELD
 from jobqueue.schedules import ScheduledQuery
 from jobqueue.sizes import format_bytes
+
+if TYPE_CHECKING:
+    from jobqueue.client import AsyncJobQueueClient
 
 app = typer.Typer(help="Scheduled queries: list, runs, run now, pause, resume.", no_args_is_help=False)
 NameArg = Annotated[str, typer.Argument(help="Schedule name.")]

@@ -19,15 +19,18 @@ import shutil
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from jobqueue.logs import get_logger
 from jobqueue.profiler.collectors import CaptureError, Collector
 from jobqueue.profiler.dumps import UPLOADED_SUFFIX, dump_name, object_key, to_prune
 from jobqueue.profiler.targets import Target, find_targets
 from jobqueue.settings import Settings
-from jobqueue.storage import Storage
+
+if TYPE_CHECKING:
+    from jobqueue.storage import Storage
 
 log = get_logger("jobqueue.profiler")
 UPLOAD_ATTEMPTS = 4  # per dump per cycle: backoff 1, 2, 4 s between them
@@ -42,8 +45,14 @@ class ObjectStoreUploader:
     """Uploads to `s3://bucket` (endpoint and credentials from `JOBQUEUE_S3_*`) or `gs://bucket`."""
 
     def __init__(self, settings: Settings, export_to: str) -> None:
-        self.storage = Storage(settings)
+        self.settings = settings
         self.export_to = export_to.rstrip("/")
+
+    @cached_property
+    def storage(self) -> Storage:
+        from jobqueue.storage import Storage  # pyarrow: loaded at the first upload, not by an idle daemon
+
+        return Storage(self.settings)
 
     def uri(self, key: str) -> str:
         return f"{self.export_to}/{key}"

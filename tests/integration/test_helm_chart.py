@@ -122,6 +122,9 @@ def test_service_monitor_behind_a_flag(helm):
         ({"redis.existingSecret": ""}, ["existingSecret"]),
         ({"resourceGroups.default.scanCacheBytes": "-1"}, ["scanCacheBytes", "greater than or equal to 0"]),
         ({"resourceGroups.default.scanCacheBytes": "lots"}, ["scanCacheBytes", "Does not match pattern"]),
+        ({"profiler.export_to": "ftp://bucket"}, ["export_to", "Does not match pattern"]),
+        ({"profiler.perf_polling_frequency_hz": "0"}, ["perf_polling_frequency_hz", "greater than or equal to 1"]),
+        ({"profiler.collector": "gdb"}, ["collector", "must be one of"]),
     ],
 )
 def test_bad_values_fail_with_a_readable_error(helm, sets, words):
@@ -132,3 +135,36 @@ def test_bad_values_fail_with_a_readable_error(helm, sets, words):
     assert out.returncode != 0
     for w in words:
         assert w in out.stderr, out.stderr
+
+
+def test_the_profiler_daemonset_is_opt_in_least_privileged_and_speaks_our_settings(helm):
+    assert not [d for d in render(helm) if d["kind"] == "DaemonSet"], "off by default"
+    docs = render(helm, **{"profiler.enabled": "true", "profiler.export_to": "s3://team-profiles",
+                           "profiler.bucket_subdirectory": "prod/jobqueue", "profiler.nodeSelector.pool": "nvme"})
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["hostPID"] is True and pod["automountServiceAccountToken"] is False
+    assert pod["nodeSelector"] == {"pool": "nvme"}
+    assert container["command"] == ["jobqueue", "profiler"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN", "SYS_PTRACE"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["resources"]["requests"] == {"cpu": "25m", "memory": "64Mi"}
+    assert not any("redis" in str(e).lower() for e in container["envFrom"]), "the profiler never talks to Redis"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert "JOBQUEUE_NODE_NAME" in env and env["JOBQUEUE_PROFILER_EXPORT_TO"] == "s3://team-profiles"
+    settings = Settings(**{k.removeprefix("JOBQUEUE_").lower(): v for k, v in env.items() if v is not None})
+    assert (settings.profiler_perf_polling_frequency_hz, settings.profiler_call_graph,
+            settings.profiler_dump_duration_seconds, settings.profiler_bucket_subdirectory) == (
+        99, True, 60, "prod/jobqueue")
+
+
+@pytest.mark.parametrize(("keep", "daemonset"), [("false", False), ("true", True)])
+def test_suspended_stops_the_manager_and_the_profiler_unless_kept(helm, keep, daemonset):
+    docs = render(helm, **{"suspended": "true", "profiler.enabled": "true",
+                           "profiler.keep_running_when_suspended": keep})
+    (manager,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert manager["spec"]["replicas"] == 0
+    assert bool([d for d in docs if d["kind"] == "DaemonSet"]) is daemonset
