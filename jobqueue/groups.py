@@ -45,6 +45,7 @@ _GROUP_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
 _MERGED = ("env", "node_selector", "labels", "annotations")
+_MERGED_BY_NAME = ("volumes", "volume_mounts")
 
 
 def _camel(name: str) -> AliasChoices:
@@ -150,6 +151,11 @@ def _merge(defaults: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     for key in _MERGED:
         if isinstance(defaults.get(key), dict) and isinstance(body.get(key), dict):
             merged[key] = {**defaults[key], **body[key]}
+    for key in _MERGED_BY_NAME:  # lists of named items: the group's add to the defaults', or replace by name
+        if isinstance(defaults.get(key), list) and isinstance(body.get(key), list):
+            named = {item.get("name") if isinstance(item, dict) else None for item in body[key]}
+            merged[key] = [i for i in defaults[key] if not (isinstance(i, dict) and i.get("name") in named)] + body[
+                key]
     return merged
 
 

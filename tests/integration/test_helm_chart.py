@@ -17,11 +17,16 @@ import yaml
 
 from jobqueue.groups import parse_groups
 from jobqueue.settings import Settings
+from jobqueue.sizes import parse_bytes
 from manager.backends.kube_objects import consumer_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "jobqueue"
 FULL = CHART / "examples" / "full-values.yaml"
+NVME = CHART / "examples" / "local-nvme-values.yaml"
+KARPENTER = CHART / "examples" / "karpenter-nvme.yaml"
+EXAMPLES = [[], [str(FULL)], [str(NVME)]]
+EXAMPLE_IDS = ["defaults", "full-example", "local-nvme-example"]
 KUBERNETES = "1.30.0"
 
 
@@ -49,7 +54,7 @@ def render(helm: str, *values: str, **sets: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
-@pytest.mark.parametrize("values", [[], [str(FULL)]], ids=["defaults", "full-example"])
+@pytest.mark.parametrize("values", EXAMPLES, ids=EXAMPLE_IDS)
 def test_lint_render_and_validate(helm, values):
     lint = run(helm, "lint", "--strict", str(CHART), *sum((["-f", v] for v in values), []))
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -72,7 +77,7 @@ def test_lint_render_and_validate(helm, values):
     assert {"PodDisruptionBudget", "Service", "ServiceAccount", "ConfigMap"} <= set(kinds)
 
 
-@pytest.mark.parametrize("values", [[], [str(FULL)]], ids=["defaults", "full-example"])
+@pytest.mark.parametrize("values", EXAMPLES, ids=EXAMPLE_IDS)
 def test_rendered_groups_are_what_the_manager_loads_and_their_deployments_validate(helm, values):
     docs = render(helm, *values)
     (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")]
@@ -86,7 +91,7 @@ def test_rendered_groups_are_what_the_manager_loads_and_their_deployments_valida
         assert {"configMapRef": {"name": "jq-jobqueue-env"}} in pod["containers"][0]["envFrom"]
         assert {"name": "config", "mountPath": "/etc/jobqueue/config", "readOnly": True} in pod["containers"][0][
             "volumeMounts"]
-    if values:
+    if values == [str(FULL)]:
         lssd = consumer_deployment(groups["lssd"], settings, replicas=1)["spec"]["template"]["spec"]
         assert lssd["nodeSelector"] == {"jobqueue.io/pool": "lssd"}
         assert {"key": "jobqueue.io/pool", "operator": "Equal", "value": "lssd", "effect": "NoSchedule"} in lssd[
@@ -168,3 +173,52 @@ def test_suspended_stops_the_manager_and_the_profiler_unless_kept(helm, keep, da
     (manager,) = [d for d in docs if d["kind"] == "Deployment"]
     assert manager["spec"]["replicas"] == 0
     assert bool([d for d in docs if d["kind"] == "DaemonSet"]) is daemonset
+
+
+def test_the_karpenter_example_provides_what_the_nvme_groups_ask_for(helm):
+    """Karpenter's CRDs are not among kubernetes-validate's schemas (it knows built-in kinds only), and
+    upstream's CRD files are not vendored here, so the two Karpenter objects are checked field by field
+    against what the chart renders for the local-NVMe example instead."""
+    node_class, node_pool = yaml.safe_load_all(KARPENTER.read_text())
+    assert (node_class["apiVersion"], node_class["kind"]) == ("karpenter.k8s.aws/v1", "EC2NodeClass")
+    assert (node_pool["apiVersion"], node_pool["kind"]) == ("karpenter.sh/v1", "NodePool")
+    assert node_class["spec"]["instanceStorePolicy"] == "RAID0"
+    template = node_pool["spec"]["template"]
+    assert template["spec"]["nodeClassRef"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass",
+                                                "name": node_class["metadata"]["name"]}
+    requirements = {r["key"]: (r["operator"], r["values"]) for r in template["spec"]["requirements"]}
+    assert requirements["karpenter.k8s.aws/instance-category"] == ("In", ["m", "c", "r"])
+    assert requirements["karpenter.k8s.aws/instance-generation"] == ("Gt", ["5"])
+    op, tiny = requirements["karpenter.k8s.aws/instance-size"]
+    assert op == "NotIn" and {"nano", "micro", "small", "medium", "large"} <= set(tiny)
+    op, (min_nvme_gb,) = requirements["karpenter.k8s.aws/instance-local-nvme"]
+    assert op == "Gt"
+
+    docs = render(helm, str(NVME))
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")]
+    groups = parse_groups(yaml.safe_load(config["data"]["groups.yaml"]), "groups.yaml")
+    settings = Settings(kubernetes_release="jq-jobqueue", kubernetes_namespace="data")
+    profiles, ephemerals = set(), []
+    for group in groups.values():
+        pod = consumer_deployment(group, settings, replicas=1)["spec"]["template"]["spec"]
+        assert pod["nodeSelector"].items() <= template["metadata"]["labels"].items(), "lands on the pool"
+        for taint in template["spec"]["taints"]:
+            assert {"key": taint["key"], "operator": "Equal", "value": taint["value"], "effect": taint["effect"]} in \
+                pod["tolerations"], "tolerates the pool's taint"
+        (container,) = pod["containers"]
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        ephemeral = parse_bytes(limits["ephemeral-storage"])
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT"] == "75.0"
+        cache = parse_bytes(env["JOBQUEUE_TABLE_SCAN_CACHE_BYTES"])
+        assert cache + (100 << 30) <= ephemeral, "the scan cache leaves at least 100Gi of the volume to spill"
+        ephemerals.append(ephemeral)
+        assert "JOBQUEUE_SPILL_DIRECTORY" not in env, "spill stays in the pod's emptyDir: it is on the NVMe array"
+        profiles.add((requests["cpu"], limits["memory"], limits["ephemeral-storage"]))
+    assert profiles == {("7", "50Gi", "350Gi"), ("15", "100Gi", "600Gi")}
+    assert min(ephemerals) < int(min_nvme_gb) * 10**9, "the pool's smallest NVMe array holds the smaller profile"
+    (daemonset,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    profiler_pod = daemonset["spec"]["template"]["spec"]
+    assert profiler_pod["nodeSelector"] == template["metadata"]["labels"]
+    assert profiler_pod["tolerations"] == [{"key": "jobqueue.io/pool", "operator": "Equal", "value": "nvme",
+                                            "effect": "NoSchedule"}]
