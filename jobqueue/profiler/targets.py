@@ -3,7 +3,8 @@
 A manager or consumer announces its role at start-up by naming itself `jq-manager` /
 `jq-consumer` (`prctl(PR_SET_NAME)`, the `comm` that `ps`, `top` and `perf` show; threads started
 later inherit it). The daemon reads `/proc/<pid>/comm`, and falls back to the command line for
-processes started some other way (`jobqueue consumer`, `python -m jobqueue.cli.main manager`).
+processes started some other way (`jobqueue consumer`, `python -m consumer`,
+`python -m jobqueue.cli.main manager`).
 With `hostPID: true` the DaemonSet sees the node's processes and their host pids.
 """
 
@@ -47,6 +48,8 @@ def role_of(comm: str, cmdline: list[str]) -> str | None:
     for i, arg in enumerate(args[:-1]):
         if arg in ("jobqueue", "jobqueue.cli.main") and args[i + 1] in _ROLE_COMMANDS:
             return _ROLE_COMMANDS[args[i + 1]]
+        if arg == "-m" and args[i + 1] == "consumer":  # what both backends run: `python -m consumer`
+            return "consumer"
     return None
 
 

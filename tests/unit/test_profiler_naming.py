@@ -13,6 +13,7 @@ from jobqueue.profiler.targets import role_of
     ("jq-manager", [], "manager"),
     ("python3", ["/venv/bin/python3", "/venv/bin/jobqueue", "consumer", "--resource-group", "etl"], "consumer"),
     ("python3", ["python", "-m", "jobqueue.cli.main", "manager"], "manager"),
+    ("python", ["python", "-m", "consumer", "--resource-group", "etl", "--max-jobs", "1"], "consumer"),
     ("jobqueue", ["/venv/bin/python", "/venv/bin/jobqueue", "up"], "manager"),
     ("jobqueue", ["/venv/bin/python", "/venv/bin/jobqueue", "profiler"], None),  # the daemon never samples itself
     ("jq-other", ["jobqueue"], None),
