@@ -20,6 +20,7 @@ import structlog
 from jobqueue.profiler.collectors import CaptureError, PerfCollector, PySpyCollector, choose_collector
 from jobqueue.profiler.daemon import ObjectStoreUploader, ProfilerDaemon
 from jobqueue.profiler.targets import Target, find_targets
+from tests.helpers import eventually, running_manager, with_groups
 
 START = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 
@@ -225,3 +226,18 @@ async def test_the_collector_falls_back_to_py_spy_and_says_why():
         await choose_collector("perf", perf=no_perf)
     with pytest.raises(CaptureError, match="no collector: .*perf is not installed .*; and .*py-spy is not installed"):
         await choose_collector("auto", perf=no_perf, py_spy=no_py_spy)
+
+
+async def test_consumers_started_by_the_manager_are_found_by_role(settings, tmp_path):
+    settings = with_groups(settings, tmp_path, {"default": {"min_instances": 2, "max_instances": 2}})
+    async with running_manager(settings) as backend:
+        await eventually(lambda: len(backend.active("default")) == 2, what="two consumers")
+        pids = {c.pid for c in backend.active("default")}
+
+        assert {Target(pid, "consumer") for pid in pids} <= set(find_targets()), "by command line at once"
+
+        def named() -> bool:
+            return all(Path(f"/proc/{pid}/comm").read_text().strip() == "jq-consumer" for pid in pids)
+
+        await eventually(named, what="both consumers named jq-consumer once started")
+        assert {Target(pid, "consumer") for pid in pids} <= set(find_targets())
