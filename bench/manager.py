@@ -36,6 +36,7 @@ import structlog  # noqa: E402
 from kubernetes_asyncio.client import ApiClient, Configuration  # noqa: E402
 from redis.asyncio import Connection, ConnectionPool, Redis  # noqa: E402
 
+from bench import percentile  # noqa: E402
 from jobqueue.client import AsyncJobQueueClient, connect_redis  # noqa: E402
 from jobqueue.groups import ResourceGroup  # noqa: E402
 from jobqueue.keys import Keys  # noqa: E402
@@ -82,11 +83,6 @@ def base_settings(url: str, home: Path, **extra: object) -> Settings:
         kubernetes_namespace="bench", kubernetes_consumer_image="jobqueue:bench", manager_http_port=-1,
         scale_down_stabilization_seconds=0.0, scale_to_zero_cooldown_seconds=0.0, log_level="warning", **extra,
     )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class EmulatorProcess:

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
 
+from bench import percentile  # noqa: E402
 from jobqueue import AsyncJobQueueClient, ResourceRequests  # noqa: E402
 from jobqueue.embedded import embedded_redis  # noqa: E402
 from jobqueue.models import ConsumerInfo  # noqa: E402
@@ -52,12 +53,6 @@ def rss_bytes(pid: int) -> int:
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Load:
