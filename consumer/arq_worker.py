@@ -18,7 +18,7 @@ from arq.utils import timestamp_ms
 from arq.worker import Worker
 
 from jobqueue.logs import get_logger
-from jobqueue.outage import REDIS_UNREACHABLE, Outage
+from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
 
 log = get_logger("jobqueue.consumer")
 
@@ -80,11 +80,5 @@ class JobQueueWorker(Worker):
         """arq could not read or finish the job: remove its in-progress key once Redis answers, so
         that it is taken again. The job record decides what the next take does (run, or skip a job
         that already finished)."""
-        outage = Outage(log, f"handing back job {job_id}")
-        while True:
-            try:
-                await self.pool.delete(in_progress_key_prefix + job_id)
-                outage.recovered()
-                return
-            except REDIS_UNREACHABLE as e:
-                await asyncio.sleep(outage.failed(e, job_id=job_id))
+        await until_reachable(lambda: self.pool.delete(in_progress_key_prefix + job_id),
+                              Outage(log, f"handing back job {job_id}"), job_id=job_id)

@@ -24,7 +24,7 @@ from consumer.execute import PreparedQuery, QueryOutcome
 from jobqueue.errors import InvalidQueryError
 from jobqueue.jobstore import Claim
 from jobqueue.models import JobStatus, QueryJob
-from jobqueue.outage import REDIS_UNREACHABLE, Outage
+from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
 from jobqueue.storage import is_local
 
 if TYPE_CHECKING:
@@ -149,14 +149,7 @@ class JobRun:
         unreachable it is tried again: the outcome of a finished query is not given up. (If the
         heartbeat lapsed meanwhile and the job was handed to another consumer, the owner check makes
         this transition a no-op.)"""
-        outage = Outage(log, "recording the outcome")
-        while True:
-            try:
-                applied = await transition()
-                break
-            except REDIS_UNREACHABLE as e:
-                await asyncio.sleep(outage.failed(e))
-        outage.recovered()
+        applied = await until_reachable(transition, Outage(log, "recording the outcome"))
         self.consumer.running.discard(self.job.job_id)
         if not applied and hand_back:
             # The job is no longer ours: the manager presumed this consumer lost (its heartbeat lapsed,

@@ -29,6 +29,11 @@ _POLL_MIN, _POLL_MAX = 0.05, 0.5
 log = get_logger("jobqueue.sdk")
 
 
+async def _sleep_before(deadline: float | None, seconds: float) -> None:
+    """Sleep `seconds`, but not past `deadline` (a `time.monotonic()` value; None: no deadline)."""
+    await asyncio.sleep(seconds if deadline is None else max(0.0, min(seconds, deadline - time.monotonic())))
+
+
 def _check_final(record: JobRecord) -> JobRecord:
     if record.status in (JobStatus.FAILED, JobStatus.EXPIRED):
         raise JobFailedError(record)
@@ -92,8 +97,7 @@ class AsyncJobHandle:
             except RedisUnavailableError as e:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
-                pause = outage.failed(e, job_id=self.id)
-                await asyncio.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
+                await _sleep_before(deadline, outage.failed(e, job_id=self.id))
                 continue
             outage.recovered(job_id=self.id)
             if on_update:
@@ -102,7 +106,7 @@ class AsyncJobHandle:
                 return record
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {self.id} is still {record.status.value} after the timeout")
-            await asyncio.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+            await _sleep_before(deadline, delay)
             delay = min(delay * 1.5, _POLL_MAX)
 
     async def to_arrow(self) -> pa.Table:

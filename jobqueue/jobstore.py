@@ -170,16 +170,12 @@ class JobStore:
         self._claim = redis.register_script(_CLAIM)
         self._request_cancel = redis.register_script(_REQUEST_CANCEL)
 
-    async def create(self, record: JobRecord, exclusive: bool = False) -> bool:
-        """Write a new record without enqueueing it. With `exclusive`, only if no record has that id
-        (False otherwise)."""
-        key = self.keys.job(record.job_id)
-        if exclusive and not await self.redis.hsetnx(key, "status", record.status.value):
-            return False
+    async def create(self, record: JobRecord) -> None:
+        """Write a record without enqueueing it (tests plant records for hand-made queue entries this way).
+        Submissions go through `submit`, which writes the record and the queue entry together."""
         async with self.redis.pipeline(transaction=True) as pipe:
             self._write_record(pipe, record)
             await pipe.execute()
-        return True
 
     async def submit(self, record: JobRecord, queue: str, arq_job: bytes, expires_ms: int,
                      exclusive: bool = False) -> bool:

@@ -7,14 +7,17 @@ and one line when Redis answers again, instead of a traceback per attempt.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError)
+T = TypeVar("T")
 
 
 def redacted(url: str) -> str:
@@ -56,3 +59,15 @@ class Outage:
             self.log.info(f"redis reachable again; {self.what} resumed",
                           down_seconds=round(self.clock() - self.since, 1), **fields)
         self.since, self.failures = None, 0
+
+
+async def until_reachable(call: Callable[[], Awaitable[T]], outage: Outage, **fields: Any) -> T:
+    """`await call()`, trying again with the outage's backoff for as long as Redis is unreachable."""
+    while True:
+        try:
+            result = await call()
+        except REDIS_UNREACHABLE as e:
+            await asyncio.sleep(outage.failed(e, **fields))
+            continue
+        outage.recovered(**fields)
+        return result
