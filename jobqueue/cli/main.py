@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from jobqueue.cli.console import console, err_console, fail_cleanly, settings_or_exit
+from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
 from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
 from jobqueue.cli.schedules import app as schedules_app
@@ -88,18 +88,14 @@ def profiler(
     once: Annotated[bool, typer.Option("--once", help="One capture and upload, then exit.")] = False,
 ) -> None:
     """Sample this node's jobqueue processes with perf (or py-spy) and upload the dumps (DaemonSet)."""
-    from jobqueue.profiler.collectors import CaptureError, choose_collector
+    from jobqueue.profiler.collectors import choose_collector
     from jobqueue.profiler.daemon import ObjectStoreUploader, ProfilerDaemon
 
     settings = settings_or_exit()
     configure_logging(settings.log_format, settings.log_level)
-    log = get_logger("jobqueue.profiler")
-    try:
+    with fail_cleanly():  # no usable collector: exit 2 saying why
         collector, why = asyncio.run(choose_collector(settings.profiler_collector))
-    except CaptureError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(2) from None
-    log.info("profiler collector chosen", collector=collector.name, reason=why)
+    get_logger("jobqueue.profiler").info("profiler collector chosen", collector=collector.name, reason=why)
     export_to = settings.profiler_export_to
     daemon = ProfilerDaemon(settings, collector, ObjectStoreUploader(settings, export_to) if export_to else None)
 

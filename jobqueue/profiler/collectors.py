@@ -23,11 +23,16 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from jobqueue.preflight import PreflightError
 from jobqueue.profiler.targets import Target
 
 
 class CaptureError(RuntimeError):
     pass
+
+
+class NoCollector(CaptureError, PreflightError):
+    """No usable collector on this machine: the profiler exits at start-up (status 2) saying why."""
 
 
 class Collector(Protocol):
@@ -149,10 +154,10 @@ async def choose_collector(preference: str, perf: PerfCollector | None = None,
         if why_not is None:
             return perf, "perf record is permitted"
         if preference == "perf":
-            raise CaptureError(f"JOBQUEUE_PROFILER_COLLECTOR=perf, but {why_not}")
+            raise NoCollector(f"JOBQUEUE_PROFILER_COLLECTOR=perf, but {why_not}")
     else:
         why_not = "py-spy was asked for (JOBQUEUE_PROFILER_COLLECTOR=py-spy)"
     missing = await py_spy.probe()
     if missing is not None:
-        raise CaptureError(f"no collector: {why_not}; and {missing}")
+        raise NoCollector(f"no collector: {why_not}; and {missing}")
     return py_spy, f"falling back to py-spy: {why_not}"

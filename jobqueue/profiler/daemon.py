@@ -92,11 +92,11 @@ class ProfilerDaemon:
                  call_graph=self.settings.profiler_call_graph,
                  dump_duration_seconds=self.settings.profiler_dump_duration_seconds)
         while not stop.is_set():
-            if await self.cycle() != "captured":
-                waiter = asyncio.ensure_future(stop.wait())
-                await asyncio.wait([waiter, asyncio.ensure_future(self.sleep(self.pause()))],
-                                   return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+            if await self.cycle() != "captured":  # a capture took its own time; otherwise wait (or stop)
+                waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.sleep(self.pause()))]
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
 
     def pause(self) -> float:
         return IDLE_SECONDS if self.idle else float(self.settings.profiler_dump_duration_seconds)
