@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import redis
 import yaml
 
 from jobqueue.groups import load_groups
@@ -25,6 +27,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_redis(url: str, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Block until the Redis server `process` answers PING at `url`; fail if it exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise
+            time.sleep(0.05)
 
 
 async def eventually(check: Callable[[], Any | Awaitable[Any]], timeout: float = 30.0, what: str = "") -> Any:

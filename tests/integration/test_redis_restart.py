@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from jobqueue import AsyncJobQueueClient, JobStatus, ResourceRequests
 from jobqueue.errors import RedisUnavailableError
-from tests.helpers import eventually, free_port, running_manager, with_groups
+from tests.helpers import eventually, free_port, running_manager, wait_for_redis, with_groups
 
 GROUPS = ("alpha", "beta")
 JOBS = 120
@@ -46,15 +44,7 @@ class RestartableRedis:
             [valkey_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data),
              "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                redis.Redis(port=self.port).ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise
-                time.sleep(0.05)
+        wait_for_redis(self.url, self.process)
 
     def kill(self) -> None:
         assert self.process is not None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import redis
 from pydantic import SecretStr
 
 from jobqueue import AsyncJobQueueClient, JobStatus
-from tests.helpers import free_port, running_manager, with_groups
+from tests.helpers import free_port, running_manager, wait_for_redis, with_groups
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -40,15 +39,7 @@ def tls_redis(tmp_path_factory) -> Iterator[tuple[int, Path]]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"rediss://jobqueue:s3cret-pass@127.0.0.1:{port}/0?ssl_ca_certs={d / 'ca.pem'}"
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_redis(url, server)
         yield port, d / "ca.pem"
     finally:
         server.terminate()
