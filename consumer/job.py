@@ -22,7 +22,7 @@ from arq.worker import Retry
 from consumer.engine import QueryInterrupted
 from consumer.execute import PreparedQuery, QueryOutcome
 from jobqueue.errors import InvalidQueryError
-from jobqueue.jobstore import Claim
+from jobqueue.jobstore import Claim, heartbeat_ms
 from jobqueue.models import JobStatus, QueryJob
 from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
 from jobqueue.storage import is_local
@@ -116,24 +116,44 @@ class JobRun:
                     raise self.stop from None
                 raise
         except asyncio.CancelledError:
+            # Cut off (the drain grace is over): interrupt DuckDB and keep the job's heartbeat alive until
+            # its thread has let go. Only then is the job handed back, by this consumer; had the heartbeat
+            # lapsed first, the reaper would take the consumer for lost and count the attempt. arq cancels
+            # again when it closes, so the wind-down is shielded until it is done.
             prepared.run.interrupt()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
+            wind_down = asyncio.ensure_future(self._wind_down(prepared, task))
+            while not wind_down.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(wind_down)
             raise
 
-    async def _watch_tick(self, prepared: PreparedQuery) -> None:
+    async def _wind_down(self, prepared: PreparedQuery, task: asyncio.Future[QueryOutcome]) -> None:
+        while not task.done():
+            await asyncio.wait([task], timeout=WATCH_SECONDS)
+            if not task.done():
+                await self._renew(prepared)
+        with contextlib.suppress(Exception):
+            task.result()
+
+    async def _renew(self, prepared: PreparedQuery) -> bytes | None:
+        """Renew the job's heartbeat and publish progress; returns the cancel flag (None while Redis is down)."""
         job, keys, redis = self.job, self.consumer.keys, self.consumer.redis
         try:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.set(keys.heartbeat(job.job_id), self.consumer.consumer_id,
-                         ex=max(1, int(self.consumer.settings.job_heartbeat_ttl_seconds)))
+                         px=heartbeat_ms(self.consumer.settings.job_heartbeat_ttl_seconds))
                 pipe.hset(keys.job(job.job_id), "progress", str(round(prepared.run.progress(), 4)))
                 pipe.hget(keys.job(job.job_id), "cancel_requested")
                 _, _, cancel = await pipe.execute()
             self.outage.recovered()
+            return cancel
         except REDIS_UNREACHABLE as e:  # the query goes on; its outcome is recorded once Redis is back
             self.outage.failed(e)
-            return
+            return None
+
+    async def _watch_tick(self, prepared: PreparedQuery) -> None:
+        job = self.job
+        cancel = await self._renew(prepared)
         if self.stop is not None:
             return
         if cancel == b"true":

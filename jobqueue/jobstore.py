@@ -99,7 +99,7 @@ _TRANSITION = _TRANSITION.replace("{SECONDS_BUCKETS}", "{" + ", ".join(map(str, 
     "{BYTES_BUCKETS}", "{" + ", ".join(map(str, BYTES_BUCKETS)) + "}")
 
 # KEYS[1] job hash, KEYS[2] running hash, KEYS[3] heartbeat, KEYS[4] counters. ARGV[1] consumer id, ARGV[2] the same
-# as JSON, ARGV[3] started_at JSON, ARGV[4] heartbeat TTL seconds, ARGV[5] job id.
+# as JSON, ARGV[3] started_at JSON, ARGV[4] heartbeat TTL milliseconds, ARGV[5] job id.
 # queued -> running, attempt counted, running entry and heartbeat set: one round trip.
 # Returns {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record.
 _CLAIM = """
@@ -110,7 +110,7 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'consumer_id', ARGV[2], 'starte
 redis.call('HINCRBY', KEYS[4], 'started:' .. cjson.decode(redis.call('HGET', KEYS[1], 'resource_group') or '""'), 1)
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[2], ARGV[5], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4])
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4])
 return {1, attempts, redis.call('HGET', KEYS[1], 'errors') or '[]'}
 """
 
@@ -145,6 +145,11 @@ class Claim:
     errors: list[str]  # earlier attempts' errors
     status: str | None  # the status found (when not claimed)
 CANCEL_QUEUED, CANCEL_RUNNING = 1, 2
+
+
+def heartbeat_ms(ttl_seconds: float) -> int:
+    """A heartbeat TTL in whole milliseconds (PX), so a fractional setting is kept, not truncated."""
+    return max(1, round(ttl_seconds * 1000))
 
 
 def _now() -> datetime:
@@ -256,7 +261,7 @@ class JobStore:
         heartbeat, and returns the attempt number and earlier errors, in one round trip."""
         reply = await self._claim(
             keys=[self.keys.job(job_id), self.keys.running(group), self.keys.heartbeat(job_id), self.keys.counters],
-            args=[consumer_id, _encode(consumer_id), _encode(_now()), max(1, int(heartbeat_ttl)), job_id],
+            args=[consumer_id, _encode(consumer_id), _encode(_now()), heartbeat_ms(heartbeat_ttl), job_id],
         )
         if int(reply[0]) != 1:
             return Claim(False, 0, [], reply[1].decode() if len(reply) > 1 else None)
