@@ -54,6 +54,14 @@ def retry_delay(attempt: int, base: float) -> float:
     return min(300.0, base * 2 ** max(0, attempt - 1))
 
 
+async def _tick_while_running(task: asyncio.Future[Any], tick: Callable[[], Awaitable[Any]]) -> None:
+    """Call `tick` every WATCH_SECONDS while `task` runs; return as soon as it is done."""
+    while not task.done():
+        await asyncio.wait([task], timeout=WATCH_SECONDS)
+        if not task.done():
+            await tick()
+
+
 class JobRun:
     def __init__(self, consumer: Consumer, job: QueryJob) -> None:
         self.consumer = consumer
@@ -105,10 +113,7 @@ class JobRun:
     async def _watched(self, prepared: PreparedQuery) -> QueryOutcome:
         task = asyncio.ensure_future(asyncio.to_thread(prepared.execute))
         try:
-            while not task.done():
-                await asyncio.wait([task], timeout=WATCH_SECONDS)
-                if not task.done():
-                    await self._watch_tick(prepared)
+            await _tick_while_running(task, lambda: self._watch_tick(prepared))
             try:
                 return task.result()
             except QueryInterrupted:
@@ -128,10 +133,7 @@ class JobRun:
             raise
 
     async def _wind_down(self, prepared: PreparedQuery, task: asyncio.Future[QueryOutcome]) -> None:
-        while not task.done():
-            await asyncio.wait([task], timeout=WATCH_SECONDS)
-            if not task.done():
-                await self._renew(prepared)
+        await _tick_while_running(task, lambda: self._renew(prepared))
         with contextlib.suppress(Exception):
             task.result()
 
