@@ -12,6 +12,7 @@ module is the only place that depends on arq's internals
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
@@ -34,6 +35,10 @@ return score
 
 
 class JobQueueWorker(Worker):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._outage = Outage(log, "the consumer")
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """For each job id: take it (unless running elsewhere, finished, or deferred) and run it."""
         take = self.__dict__.get("_take") or self.__dict__.setdefault("_take", self.pool.register_script(_TAKE))
@@ -62,13 +67,12 @@ class JobQueueWorker(Worker):
             self.tasks[job_id] = task
 
     async def _poll_iteration(self) -> None:
-        outage = self.__dict__.setdefault("_outage", Outage(log, "the consumer"))
         try:
             await super()._poll_iteration()
         except REDIS_UNREACHABLE as e:
-            await asyncio.sleep(outage.failed(e))
+            await asyncio.sleep(self._outage.failed(e))
         else:
-            outage.recovered()
+            self._outage.recovered()
 
     async def run_job(self, job_id: str, score: int) -> None:
         try:

@@ -154,8 +154,8 @@ def _merge(defaults: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     for key in _MERGED_BY_NAME:  # lists of named items: the group's add to the defaults', or replace by name
         if isinstance(defaults.get(key), list) and isinstance(body.get(key), list):
             named = {item.get("name") if isinstance(item, dict) else None for item in body[key]}
-            merged[key] = [i for i in defaults[key] if not (isinstance(i, dict) and i.get("name") in named)] + body[
-                key]
+            kept = [i for i in defaults[key] if not (isinstance(i, dict) and i.get("name") in named)]
+            merged[key] = kept + body[key]
     return merged
 
 

@@ -28,6 +28,18 @@ from jobqueue.errors import JobStateError
 from jobqueue.keys import Keys
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 
+SECONDS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 10800)
+BYTES_BUCKETS = (0, 1 << 20, 16 << 20, 128 << 20, 1 << 30, 8 << 30, 64 << 30)
+# histogram name -> bucket upper bounds: the Lua below counts into them, the manager exposes all of them
+HISTOGRAM_BUCKETS = {"job_queue_wait_seconds": SECONDS_BUCKETS, "job_run_seconds": SECONDS_BUCKETS,
+                     "job_spilled_bytes": BYTES_BUCKETS}
+
+
+class DuplicateJobId(JobStateError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job id {job_id} already exists; nothing was submitted")
+
+
 # KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] running hash, KEYS[4] heartbeat, KEYS[5] counters
 # (`<state>:<group>` per transition, `retried` for back-to-queued, `spilled_bytes:<group>`, and with a scan
 # cache `scan_cache_{bytes_cache,bytes_remote,evictions,hits,misses}:<group>`).
@@ -35,17 +47,6 @@ from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 # ARGV[4] required consumer_id, JSON ('' for any); ARGV[5] '1' when the new state is final;
 # ARGV[6] '1' to release the job from its consumer (running entry, heartbeat); ARGV[7..] field/value
 # pairs. One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
-SECONDS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 10800)
-BYTES_BUCKETS = (0, 1 << 20, 16 << 20, 128 << 20, 1 << 30, 8 << 30, 64 << 30)
-# histogram name -> bucket upper bounds: the Lua below counts into them, the manager exposes all of them
-HISTOGRAM_BUCKETS = {"job_queue_wait_seconds": SECONDS_BUCKETS, "job_run_seconds": SECONDS_BUCKETS,
-                     "job_spilled_bytes": BYTES_BUCKETS}
-
-class DuplicateJobId(JobStateError):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job id {job_id} already exists; nothing was submitted")
-
-
 _TRANSITION = """
 -- histograms kept as cumulative bucket counters: hist:<name>:<group>:<le>, and :sum
 local SECONDS = {SECONDS_BUCKETS}

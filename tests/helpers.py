@@ -34,7 +34,8 @@ def wait_for_redis(url: str, process: subprocess.Popen[bytes], timeout: float = 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            redis.Redis.from_url(url).ping()
+            with redis.Redis.from_url(url) as client:
+                client.ping()
             return
         except redis.ConnectionError:
             if time.monotonic() > deadline or process.poll() is not None:

@@ -149,19 +149,22 @@ class ProfilerDaemon:
     def dumps(self) -> list[str]:
         return sorted(p.name for p in self.root.glob(f"*-{self.collector.kind}.gz"))
 
+    def _marker(self, name: str) -> Path:
+        """The empty file that records that dump `name` is in the bucket."""
+        return self.root / (name + UPLOADED_SUFFIX)
+
     def retain(self) -> None:
         for name in to_prune(self.dumps(), self.settings.profiler_max_dumps_retained):
-            uploaded = (self.root / (name + UPLOADED_SUFFIX)).exists()
-            if not uploaded and self.uploader is not None:
+            if not self._marker(name).exists() and self.uploader is not None:
                 log.warning("dump deleted before it could be uploaded", file=name)
             (self.root / name).unlink(missing_ok=True)
-            (self.root / (name + UPLOADED_SUFFIX)).unlink(missing_ok=True)
+            self._marker(name).unlink(missing_ok=True)
 
     async def upload_pending(self) -> None:
         if self.uploader is None:
             return
         for name in self.dumps():
-            if (self.root / (name + UPLOADED_SUFFIX)).exists():
+            if self._marker(name).exists():
                 continue
             key = object_key(self.settings.profiler_bucket_subdirectory, self.node, name)
             for attempt in range(1, UPLOAD_ATTEMPTS + 1):
@@ -174,6 +177,6 @@ class ProfilerDaemon:
                         return  # keep order: newer dumps wait for the older one
                     await self.sleep(2.0 ** (attempt - 1))
                 else:
-                    (self.root / (name + UPLOADED_SUFFIX)).touch()
+                    self._marker(name).touch()
                     log.info("uploaded", file=name, key=key)
                     break
