@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
+from jobqueue.logs import configure_logging
 
 
 def gc(
@@ -24,6 +25,7 @@ def gc(
     from manager.gc import GarbageCollector
 
     settings = settings_or_exit()
+    configure_logging(settings.log_format, "warning")  # stderr; the report below says what the run did
 
     async def once() -> dict[str, list[str]]:
         redis = connect_redis(settings)
