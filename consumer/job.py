@@ -216,7 +216,7 @@ class JobRun:
         if applied:
             settings, storage, result = self.consumer.settings, self.consumer.storage, outcome != "succeeded"
             try:
-                if is_local(settings.staging) and is_local(settings.results):
+                if is_local(settings.staging) and (not result or is_local(settings.results)):
                     storage.remove_job_files(self.job.job_id, result)
                 else:
                     await asyncio.to_thread(storage.remove_job_files, self.job.job_id, result)
