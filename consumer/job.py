@@ -73,8 +73,8 @@ class JobRun:
     async def __call__(self) -> dict[str, Any]:
         job, store = self.job, self.store
         if job.completion_deadline and datetime.now(UTC) >= job.completion_deadline:
-            await store.mark_expired(job.job_id, "completion deadline passed before the job started")
-            return await self._final("expired before start")
+            applied = await store.mark_expired(job.job_id, "completion deadline passed before the job started")
+            return await self._final("expired before start", applied)
         claim = await store.claim(
             job.job_id, self.consumer.consumer_id, self.consumer.group, self.consumer.settings.job_heartbeat_ttl_seconds
         )
@@ -209,11 +209,17 @@ class JobRun:
                                                     release=group))
         return await self._final("failed")
 
-    async def _final(self, outcome: str) -> dict[str, Any]:
-        """Remove the staged input: inline when local (one small file), in a thread for object stores."""
-        staging, storage = self.consumer.settings.staging, self.consumer.storage
-        if is_local(staging):
-            storage.delete_job_dir(staging, self.job.job_id)
-        else:
-            await asyncio.to_thread(storage.delete_job_dir, staging, self.job.job_id)
+    async def _final(self, outcome: str, applied: bool = True) -> dict[str, Any]:
+        """The job is over (when this consumer's final transition `applied`): remove its staged input, and
+        unless it succeeded its result folder (empty, or a cut-off attempt's temporary file). Inline when
+        local (small), in a thread for object stores; a failed delete is left to the manager's GC."""
+        if applied:
+            settings, storage, result = self.consumer.settings, self.consumer.storage, outcome != "succeeded"
+            try:
+                if is_local(settings.staging) and (not result or is_local(settings.results)):
+                    storage.remove_job_files(self.job.job_id, result)
+                else:
+                    await asyncio.to_thread(storage.remove_job_files, self.job.job_id, result)
+            except OSError as e:
+                log.warning("could not remove the job's files", error=str(e))
         return {"outcome": outcome}

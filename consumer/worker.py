@@ -159,7 +159,9 @@ class Consumer:
         except (ValidationError, ValueError) as e:
             reason = f"malformed job payload: {e}".replace("\n", " ")[:2000]
             log.error("job payload rejected", reason=reason)
-            await self.store.mark_failed(job_id, reason)
+            if await self.store.mark_failed(job_id, reason):  # its staged input will never be read
+                with contextlib.suppress(ValueError, OSError):  # an unsafe id has no folder; the GC retries
+                    await asyncio.to_thread(self.storage.remove_job_files, job_id, True)
             return None
 
 

@@ -231,7 +231,12 @@ class AsyncJobQueueClient:
             output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
             submitted_at=now, **time_range(table),
         )
-        outcome = PreparedQuery(job, self.registry, self.settings, consumer_id="in-process").execute()
+        succeeded = False
+        try:
+            outcome = PreparedQuery(job, self.registry, self.settings, consumer_id="in-process").execute()
+            succeeded = True
+        finally:  # the staged input, and the result folder of a failed run, are of no use to anyone
+            self.storage.remove_job_files(job_id, result=not succeeded)
         return LocalResult(job_id, outcome.result_uri, outcome.summary, self.storage)
 
     async def get_job(self, job_id: str) -> JobRecord:
@@ -256,6 +261,8 @@ class AsyncJobQueueClient:
         if result == CANCEL_QUEUED:
             await self.redis.zrem(self.keys.queue(record.resource_group), job_id)
             await self.redis.delete(job_key_prefix + job_id)
+            with contextlib.suppress(OSError):  # no consumer reads it now; the manager's GC retries a failed delete
+                await asyncio.to_thread(self.storage.remove_job_files, job_id)
         elif result == CANCEL_RUNNING and wait:
             with contextlib.suppress(TimeoutError, JobQueueError):
                 record = await AsyncJobHandle(job_id, self).wait(timeout=wait, show_progress=False)

@@ -182,6 +182,26 @@ class Settings(BaseSettings):
     job_ttl_seconds: int = Field(
         default=7 * 24 * 3600, gt=0, description="How long job records stay in Redis after submission."
     )
+    result_ttl_seconds: int | None = Field(
+        default=None, gt=0,
+        description="How long a query's result is kept after its job finished; the manager's garbage collector "
+        "removes it then. Default: JOBQUEUE_JOB_TTL_SECONDS.",
+    )
+    gc_interval_seconds: float = Field(
+        default=300.0, ge=0,
+        description="How often the manager (the leader) runs the garbage collector: expired results, staged "
+        "inputs no job needs, index entries of expired records. 0: never (e.g. with S3 lifecycle rules).",
+    )
+    gc_batch_size: int = Field(
+        default=1000, gt=0,
+        description="Items of each kind one garbage collector run examines at most; the next run goes on "
+        "where it stopped.",
+    )
+    gc_grace_seconds: float = Field(
+        default=3600.0, ge=0,
+        description="A staged input without a job record, or the result folder of a job that did not succeed, "
+        "is removed only once it is this old (a submission stages its input before it writes the record).",
+    )
     manager_tick_seconds: float = Field(
         default=0.5, gt=0, description="Manager reconcile period: observe queues, decide, act."
     )
@@ -292,6 +312,10 @@ class Settings(BaseSettings):
     @property
     def results(self) -> str:
         return self.results_uri or str(self.home / "results")
+
+    @property
+    def result_ttl(self) -> int:
+        return self.result_ttl_seconds or self.job_ttl_seconds
 
     @property
     def spill_root(self) -> Path:

@@ -113,6 +113,33 @@ class Storage:
         if fs.get_file_info(path).type != pafs.FileType.NotFound:
             fs.delete_dir(path)  # contents and the directory marker object
 
+    def remove_job_files(self, job_id: str, result: bool = False) -> None:
+        """Remove a finished job's staged input and, with `result`, its result folder (a job that did not
+        succeed has at most an empty folder or a killed attempt's temporary file there)."""
+        self.delete_job_dir(self.settings.staging, job_id)
+        if result:
+            self.delete_job_dir(self.settings.results, job_id)
+
+    def job_ids(self, root: str) -> list[str]:
+        """The ids of the jobs that have a folder under `root` (staging or results), sorted: what the garbage
+        collector looks at. A folder name that does not decode to exactly one job id is left out, so it is
+        never removed (today `_` stands for both `_` and `:`)."""
+        fs, path = self.resolve(root)
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
+        names = (i.base_name for i in infos if i.type == pafs.FileType.Directory)
+        return sorted(n for n in names if "_" not in n and _SAFE_ID.match(n) and ".." not in n)
+
+    def job_dir_modified(self, root: str, job_id: str) -> float | None:
+        """When anything in `<root>/<job_id>/` last changed (epoch seconds), 0 when no time is known;
+        None when the folder is gone."""
+        fs, path = self.resolve(job_uri(root, job_id, "x").rsplit("/", 1)[0])
+        top = fs.get_file_info(path)
+        if top.type == pafs.FileType.NotFound:
+            return None
+        infos = [top, *fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=True))]
+        times = [i.mtime.timestamp() for i in infos if i.mtime is not None]
+        return max(times, default=0.0)
+
     def reading_through(self, wrap: Callable[[pafs.FileSystem], pafs.FileSystem]) -> Storage:
         """A view whose source reads from object stores go through `wrap` (the consumer's scan cache)."""
         view = copy.copy(self)

@@ -136,6 +136,8 @@ class ManagerMetrics:
                                  registry=r)
         self.backend_errors = Counter("jobqueue_backend_errors", "Failed backend calls.", ["backend", "kind"],
                                       registry=r)
+        self.gc_removed = Counter("jobqueue_gc_removed", "Items the garbage collector removed, by kind (staged_input, "
+                                  "result, result_folder, jobs_index, deadlines, schedule_runs).", ["kind"], registry=r)
         self.groups = GroupGauges()
         r.register(self.groups)
         self.counters = RedisCounters()

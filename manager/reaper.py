@@ -13,6 +13,7 @@ in-progress key to expire (the job timeout: hours) before anyone ran it again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
+from jobqueue.storage import Storage
 
 log = get_logger("jobqueue.manager.reaper")
 
@@ -37,11 +39,22 @@ class ReapReport:
 
 
 class Reaper:
-    def __init__(self, redis: Redis, keys: Keys, store: JobStore, heartbeat_ttl: float) -> None:
+    def __init__(self, redis: Redis, keys: Keys, store: JobStore, heartbeat_ttl: float,
+                 storage: Storage | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.store = store
         self.heartbeat_ttl = heartbeat_ttl
+        self.storage = storage  # to remove the files of the jobs it fails or expires
+
+    async def _remove_files(self, job_id: str, result: bool) -> None:
+        """A job the reaper ended needs its staged input no more, nor (failed) its result folder."""
+        if self.storage is None:
+            return
+        try:
+            await asyncio.to_thread(self.storage.remove_job_files, job_id, result)
+        except OSError as e:  # the garbage collector tries again later
+            log.warning("could not remove a finished job's files", job_id=job_id, error=str(e))
 
     async def run(self, running: Mapping[str, Mapping[str, str]], now: datetime | None = None) -> ReapReport:
         """`running`: each group's running entries (job id -> consumer id), as the tick observed them."""
@@ -82,6 +95,8 @@ class Reaper:
                 pipe.zrem(self.keys.queue(group), job_id)
                 pipe.delete(ARQ_JOB + job_id)
             await pipe.execute()
+        if outcome == "failed":
+            await self._remove_files(job_id, result=True)  # a killed attempt may have left a temporary file
         if outcome != "cleaned":
             log.warning("reaped job of a lost consumer", job_id=job_id, consumer_id=owner, outcome=outcome,
                         group=group)
@@ -103,4 +118,5 @@ class Reaper:
                     await pipe.execute()
                 expired.append(job_id)
                 log.info("job expired in queue", job_id=job_id, group=record.resource_group)
+                await self._remove_files(job_id, result=False)
         return expired

@@ -25,6 +25,7 @@ from jobqueue.keys import Keys
 from jobqueue.logs import get_logger
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
 from jobqueue.settings import Settings
+from jobqueue.storage import Storage
 from manager.backends.base import ScalerBackend
 from manager.metrics import ManagerMetrics
 from manager.observe import GroupObservation, ObservationCache, observe_in_chunks
@@ -77,7 +78,7 @@ class Reconciler:
         self._specs: dict[str, tuple[ResourceGroup, ScalingSpec]] = {}
         self._observations = ObservationCache()
         store = JobStore(redis, self.keys, settings.job_ttl_seconds)
-        self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds)
+        self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds, Storage(settings))
 
     @property
     def groups(self) -> dict[str, ResourceGroup]:

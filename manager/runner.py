@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 from jobqueue.client import AsyncJobQueueClient, connect_redis
@@ -14,6 +15,7 @@ from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
 from manager.backends.kubernetes import KubernetesBackend, api_client_from_settings
 from manager.backends.local import LocalBackend
+from manager.gc import GarbageCollector
 from manager.leader import LeaseElector
 from manager.reconcile import Reconciler
 from manager.scheduler import Scheduler
@@ -68,9 +70,14 @@ async def run_manager(
     if settings.manager_http_port >= 0:
         ops = OpsServer(settings.manager_http_port, reconciler.metrics.registry, reconciler.healthy, reconciler.ready)
         await ops.start()
+    gc = asyncio.create_task(GarbageCollector(redis, settings, metrics=reconciler.metrics).run(stop, reconciler.leader),
+                             name="gc")
     try:
         await reconciler.run(stop)
     finally:
+        gc.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gc
         if elector is not None:
             await elector.stop()
         if ops is not None:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
+from jobqueue.cli.gc import gc
 from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
 from jobqueue.cli.schedules import app as schedules_app
@@ -27,6 +28,7 @@ app = typer.Typer(
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(jobs_app, name="jobs")
 app.command("cancel")(cancel_job)
+app.command("gc")(gc)
 
 GroupOption = Annotated[str, typer.Option("--resource-group", "-g", help="Resource group to serve.")]
 

@@ -127,6 +127,7 @@ async def test_cancel_a_running_query_removes_its_temp_files(settings, big_store
         assert not list(settings.spill_root.glob("q-*")), "the query's temp directory is removed"
         staging = settings.home / "staging"  # removed right after the outcome is recorded
         await eventually(lambda: not any(staging.rglob("*.parquet")), what="staged input removed")
+        assert not (settings.home / "results" / job.id).exists(), "no empty result folder of a cancelled job"
 
 
 async def test_drain_grace_exceeded_hands_the_job_back_without_using_a_retry(settings, big_store, tmp_path):
