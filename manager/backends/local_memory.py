@@ -41,8 +41,9 @@ STALE_CGROUP_SECONDS = 60  # an empty cgroup of ours older than this was left by
 
 
 def default_consumer_memory(physical_bytes: int, share_percent: float, max_instances: int) -> int:
-    """A consumer's memory when its group sets none: `share_percent` of RAM split over `max_instances`."""
-    return int(physical_bytes * share_percent / 100 / max(1, max_instances))
+    """A consumer's memory when its group sets none: `share_percent` of RAM split over `max_instances`, in
+    whole MiB (the kernel would round a cgroup limit to pages anyway)."""
+    return int(physical_bytes * share_percent / 100 / max(1, max_instances)) >> 20 << 20
 
 
 class ConsumerMemory:
