@@ -113,7 +113,7 @@ class Reaper:
 
     async def _recover(self, group: str, job_id: str, owner: str, kill: dict[str, Any] | None = None) -> str:
         record = await self.store.get(job_id)
-        outcome = "cleaned"
+        outcome, loss = "cleaned", ""
         if record is not None and record.status is JobStatus.RUNNING and record.consumer_id == owner:
             loss = self._loss(record, owner, kill)
             errors = [*record.errors, loss]
@@ -130,7 +130,7 @@ class Reaper:
             await pipe.execute()
         if outcome != "cleaned":
             log.warning("reaped job of a lost consumer", job_id=job_id, consumer_id=owner, outcome=outcome,
-                        group=group, out_of_memory=kill is not None)
+                        group=group, error=loss)
         return outcome
 
     async def _expire(self, now: datetime) -> list[str]:

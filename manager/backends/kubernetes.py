@@ -35,6 +35,7 @@ from jobqueue.groups import ResourceGroup
 from jobqueue.jobstore import OOM_KILL_TTL_SECONDS
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
+from jobqueue.sizes import format_bytes, parse_bytes
 from manager.backends.base import OomKill
 from manager.backends.kube_cache import DeploymentCache
 from manager.backends.kube_objects import (
@@ -104,6 +105,16 @@ def spec_replicas(deployment: dict[str, Any] | None) -> int:
     return 0 if deployment is None else int(deployment.get("spec", {}).get("replicas") or 0)
 
 
+def _readable(quantity: str | None) -> str:
+    """A memory quantity as the local backend prints one (`1Gi` -> `1.0 GiB`)."""
+    if quantity is None:
+        return "the container's memory limit"
+    try:
+        return format_bytes(int(parse_bytes(quantity)))  # type: ignore[call-overload]
+    except (ValueError, TypeError):
+        return quantity
+
+
 def pod_oom_kill(pod: dict[str, Any], now: float) -> OomKill | None:
     """The consumer container's OOM kill from a pod's status (`state` or `lastState` terminated with reason
     `OOMKilled`, finished within the last hour), with the container's memory limit; None otherwise."""
@@ -120,7 +131,7 @@ def pod_oom_kill(pod: dict[str, Any], now: float) -> OomKill | None:
                 continue
             metadata = pod.get("metadata", {})
             return OomKill(metadata.get("name", ""), metadata.get("labels", {}).get(GROUP_LABEL, ""),
-                           limits.get(status.get("name")) or "the container's memory limit", at,
+                           _readable(limits.get(status.get("name"))), at,
                            terminated.get("containerID") or f"{status.get('restartCount', 0)}:{finished}")
     return None
 
