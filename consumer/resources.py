@@ -1,11 +1,13 @@
 """Container limits from cgroups: pure parsing plus one reader with an injectable root.
 
-Memory: cgroup v2 `memory.max`, then v1 `memory.limit_in_bytes`, then physical RAM.
+Memory: cgroup v2 `memory.max`, then v1 `memory.limit_in_bytes` (the tightest on the process's own cgroup
+path), then physical RAM.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 # cgroup v1 reports "no limit" as a huge page-aligned number (e.g. 9223372036854771712).
@@ -28,19 +30,40 @@ def physical_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def container_memory_bytes(cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[int, str]:
-    """(bytes, where it came from): the tightest container limit, else physical RAM."""
+def _own_cgroup_dirs(root: Path, proc_self_cgroup: str, v1: bool) -> list[Path]:
+    """This process's cgroup directory under `root` and each ancestor up to `root` (a limit anywhere on the
+    path applies). Inside a container the mount is the container's own cgroup: then only `root`."""
+    own = "/"
+    for line in proc_self_cgroup.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if (v1 and "memory" in controllers.split(",")) or (not v1 and controllers == ""):
+            own = path
+    parts = [p for p in own.split("/") if p]
+    dirs = [root.joinpath(*parts[:i]) for i in range(len(parts), 0, -1)]
+    return [d for d in dirs if d.is_dir()] + [root]
+
+
+def _tightest(dirs: list[Path], name: str, parse: Callable[[str], int | None]) -> int | None:
+    limits = [limit for d in dirs if (d / name).is_file() and (limit := parse((d / name).read_text())) is not None]
+    return min(limits) if limits else None
+
+
+def container_memory_bytes(cgroup_root: Path = Path("/sys/fs/cgroup"),
+                           proc_self_cgroup: Path = Path("/proc/self/cgroup")) -> tuple[int, str]:
+    """(bytes, where it came from): the tightest memory limit of this process's cgroup and its ancestors
+    (so a consumer the local backend put in its own cgroup sees that cgroup's limit), else physical RAM."""
     physical = physical_memory_bytes()
-    v2 = cgroup_root / "memory.max"
-    if v2.is_file():
-        limit = parse_cgroup_v2_memory_max(v2.read_text())
-        if limit is not None:
-            return min(limit, physical), "cgroup v2 memory.max"
-    v1 = cgroup_root / "memory" / "memory.limit_in_bytes"
-    if v1.is_file():
-        limit = parse_cgroup_v1_memory_limit(v1.read_text())
-        if limit is not None:
-            return min(limit, physical), "cgroup v1 memory.limit_in_bytes"
+    try:
+        own = proc_self_cgroup.read_text()
+    except OSError:
+        own = ""
+    limit = _tightest(_own_cgroup_dirs(cgroup_root, own, v1=False), "memory.max", parse_cgroup_v2_memory_max)
+    if limit is not None:
+        return min(limit, physical), "cgroup v2 memory.max"
+    v1_root = cgroup_root / "memory"
+    limit = _tightest(_own_cgroup_dirs(v1_root, own, v1=True), "memory.limit_in_bytes", parse_cgroup_v1_memory_limit)
+    if limit is not None:
+        return min(limit, physical), "cgroup v1 memory.limit_in_bytes"
     return physical, "physical memory"
 
 

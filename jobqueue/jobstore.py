@@ -131,6 +131,17 @@ end
 return 0
 """
 
+# KEYS[1] oom-kill:<consumer>, KEYS[2] counters. ARGV[1] the kill as JSON, ARGV[2] its kill id, ARGV[3] group,
+# ARGV[4] TTL ms. Keeps the consumer's latest kill and counts `oom_kills:<group>` once per kill id. Returns 1 when new.
+_RECORD_OOM_KILL = """
+local known = redis.call('GET', KEYS[1])
+if known and cjson.decode(known)['kill_id'] == ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+redis.call('HINCRBY', KEYS[2], 'oom_kills:' .. ARGV[3], 1)
+return 1
+"""
+OOM_KILL_TTL_SECONDS = 3600  # long past the heartbeat TTL after which the reaper takes the jobs of the killed
+
 _JSON_FIELDS = (
     "resource_group", "output", "input_rows", "submitted_at", "started_at", "finished_at", "consumer_id",
     "progress", "attempts", "max_retries", "completion_deadline", "cancel_requested", "errors", "error",
@@ -175,6 +186,7 @@ class JobStore:
         self._transition = redis.register_script(_TRANSITION)
         self._claim = redis.register_script(_CLAIM)
         self._request_cancel = redis.register_script(_REQUEST_CANCEL)
+        self._record_oom_kill = redis.register_script(_RECORD_OOM_KILL)
 
     async def create(self, record: JobRecord) -> None:
         """Write a record without enqueueing it (tests plant records for hand-made queue entries this way).
@@ -318,6 +330,22 @@ class JobStore:
         if result == CANCEL_QUEUED:
             await self.redis.zrem(self.keys.deadlines, job_id)
         return result
+
+    async def record_oom_kill(self, consumer_id: str, group: str, kill: dict[str, Any]) -> bool:
+        """Remember that the kernel OOM-killed `consumer_id` (`kill` has `kill_id`, `limit`, `at`) and count it
+        once per kill id, however often it is reported. True when it was new."""
+        reply = await self._record_oom_kill(keys=[self.keys.oom_kill(consumer_id), self.keys.counters],
+                                            args=[json.dumps(kill), kill["kill_id"], group,
+                                                  OOM_KILL_TTL_SECONDS * 1000])
+        return int(reply) == 1
+
+    async def oom_kills(self, consumer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The last recorded OOM kill of each of these consumers that has one."""
+        ids = list(consumer_ids)
+        if not ids:
+            return {}
+        values = await self.redis.mget([self.keys.oom_kill(c) for c in ids])
+        return {c: json.loads(v) for c, v in zip(ids, values, strict=True) if v is not None}
 
     async def due_deadlines(self, now: datetime, limit: int = 1000) -> list[str]:
         ids = await self.redis.zrangebyscore(self.keys.deadlines, "-inf", now.timestamp() * 1000, 0, limit)

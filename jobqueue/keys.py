@@ -9,13 +9,15 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>job:<id>                 hash: one job's record (status, request, summary, error, result)
     <p>heartbeat:<id>           string with a short TTL, renewed by the consumer running the job;
                                 when it expires while the job is running, the reaper re-queues it
+    <p>oom-kill:<consumer_id>   string, JSON of the consumer's last OOM kill (limit, time, kill id), kept an
+                                hour: the reaper names it in the error of the jobs that consumer lost
     <p>deadlines                zset job_id -> completion deadline ms (jobs that have one)
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
     <p>group-states             hash group -> JSON of the manager's last decision (`jobqueue status`)
     <p>manager                  hash: `tick_at`, the leader's last tick (epoch seconds)
     <p>groups                   hash group -> JSON config, published by the manager for SDKs
     <p>counters                 hash `<event>:<group>` -> count (enqueued, started, succeeded, failed,
-                                retried, cancelled, expired, spilled_bytes): exported by the manager
+                                retried, cancelled, expired, spilled_bytes, oom_kills): exported by the manager
     <p>schedules                hash name -> JSON definition, published by the manager (+ `!errors`)
     <p>schedule:<name>          hash: checkpoint, paused, run_requested, last_job, last_due, last_reason
     <p>schedule-runs:<name>     zset job_id -> due ms: the runs of one schedule
@@ -57,6 +59,9 @@ class Keys:
 
     def heartbeat(self, job_id: str) -> str:
         return f"{self.prefix}heartbeat:{job_id}"
+
+    def oom_kill(self, consumer_id: str) -> str:
+        return f"{self.prefix}oom-kill:{consumer_id}"
 
     @property
     def deadlines(self) -> str:

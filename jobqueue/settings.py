@@ -114,7 +114,17 @@ class Settings(BaseSettings):
         default=None,
         gt=0,
         description="Override the detected container memory (e.g. `2GiB`). The local backend sets it "
-        "from a resource group's `memory` to emulate a container limit.",
+        "to each consumer's memory limit (the group's `memory`, or its share of RAM).",
+    )
+    local_memory_share_percent: float = Field(
+        default=80.0, gt=0, le=100,
+        description="Local backend: a consumer of a group without `memory` gets this percent of physical RAM "
+        "divided by the group's `max_instances`, so the group's consumers fit the machine together.",
+    )
+    local_cgroup_parent: Path | None = Field(
+        default=None,
+        description="Local backend: the cgroup directory under which each consumer gets its memory cgroup "
+        "(v2: memory must be delegable there). Default: the manager's own memory cgroup.",
     )
     query_threads: int | None = Field(
         default=None, gt=0,

@@ -43,6 +43,8 @@ class RedisCounters(Collector):
                                    labels=["group"])
         misses = CounterMetricFamily("jobqueue_scan_cache_misses", "Scan cache blocks fetched from the object store.",
                                      labels=["group"])
+        oom_kills = CounterMetricFamily("jobqueue_consumer_oom_kills", "Consumers the kernel killed for memory "
+                                        "(their memory cgroup's OOM killer; Kubernetes: OOMKilled).", labels=["group"])
         histograms: dict[tuple[str, str], dict[str, float]] = {}
         for field, value in sorted(self.snapshot.items()):
             event, _, group = field.partition(":")
@@ -58,12 +60,14 @@ class RedisCounters(Collector):
                 hits.add_metric([group], value)
             elif event == "scan_cache_misses":
                 misses.add_metric([group], value)
+            elif event == "oom_kills":
+                oom_kills.add_metric([group], value)
             elif event == "hist":
                 name, group, le = group.split(":")
                 histograms.setdefault((name, group), {})[le] = value
         yield from families.values()
         yield spilled
-        yield from (cache_bytes, evictions, hits, misses)
+        yield from (cache_bytes, evictions, hits, misses, oom_kills)
         yield from _histograms(histograms)
 
 

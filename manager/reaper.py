@@ -7,6 +7,9 @@ in-progress key to expire (the job timeout: hours) before anyone ran it again.
   record is still `running` for that consumer, it goes back to `queued` (its attempt counted,
   the loss recorded) and arq's in-progress lock is released so another consumer picks it up;
   when its retries are used up it becomes `failed` instead.
+- When the kernel OOM-killed that consumer (the local backend saw it exit on SIGKILL with its memory
+  cgroup's OOM-kill counter up; on Kubernetes its pod says `OOMKilled`), the attempt's error says
+  `out of memory at <limit>` instead, and `oom_kills:<group>` counts the kill once.
 - A job past its `completion_deadline` that is still queued becomes `expired` and leaves the
   queue. A running one is stopped by its own consumer's watcher (or reaped as above).
 """
@@ -15,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from arq.constants import in_progress_key_prefix as ARQ_IN_PROGRESS
 from arq.constants import job_key_prefix as ARQ_JOB
@@ -25,10 +29,12 @@ from redis.asyncio import Redis
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
 from jobqueue.logs import get_logger
-from jobqueue.models import JobStatus
+from jobqueue.models import JobRecord, JobStatus
 from jobqueue.storage import Storage
+from manager.backends.base import OomKill
 
 log = get_logger("jobqueue.manager.reaper")
+OOM_CLOCK_SLACK_SECONDS = 1.0  # a kill time in whole seconds (Kubernetes) may read just before the job started
 
 
 @dataclass(frozen=True)
@@ -38,13 +44,22 @@ class ReapReport:
     expired: tuple[str, ...] = ()
 
 
+class OomSource(Protocol):
+    """Where OOM kills come from: the scaler backend (see `ScalerBackend`)."""
+
+    def pending_oom_kills(self) -> list[OomKill]: ...
+
+    async def oom_killed(self, consumer_ids: set[str]) -> list[OomKill]: ...
+
+
 class Reaper:
     def __init__(self, redis: Redis, keys: Keys, store: JobStore, heartbeat_ttl: float,
-                 storage: Storage | None = None) -> None:
+                 storage: Storage | None = None, oom_source: OomSource | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.store = store
         self.heartbeat_ttl = heartbeat_ttl
+        self.oom_source = oom_source
         self.storage = storage  # to remove the files of the jobs it fails or expires
 
     async def _remove_files(self, job_id: str, result: bool) -> None:
@@ -61,8 +76,11 @@ class Reaper:
         now = now or datetime.now(UTC)
         requeued: list[str] = []
         failed: list[str] = []
-        for group, job_id, owner in await self._lost(running):
-            outcome = await self._recover(group, job_id, owner)
+        await self._record_pending_kills()
+        lost = await self._lost(running)
+        kills = await self._oom_kills({owner for _, _, owner in lost}) if lost else {}
+        for group, job_id, owner in lost:
+            outcome = await self._recover(group, job_id, owner, kills.get(owner))
             (requeued if outcome == "requeued" else failed if outcome == "failed" else []).append(job_id)
         expired = await self._expire(now)
         return ReapReport(tuple(requeued), tuple(failed), tuple(expired))
@@ -78,11 +96,38 @@ class Reaper:
             alive = await pipe.execute()
         return [entry for entry, ok in zip(entries, alive, strict=True) if not ok]
 
-    async def _recover(self, group: str, job_id: str, owner: str) -> str:
+    async def _record_pending_kills(self) -> None:
+        """OOM kills the backend saw, into Redis (counted once each); dropped from the backend once recorded."""
+        if self.oom_source is None:
+            return
+        pending = self.oom_source.pending_oom_kills()
+        for kill in list(pending):
+            await self.store.record_oom_kill(kill.consumer_id, kill.group, asdict(kill))
+            pending.remove(kill)
+
+    async def _oom_kills(self, owners: set[str]) -> dict[str, dict[str, Any]]:
+        """The recorded OOM kills of these consumers; the backend is asked about the others (Kubernetes pods)."""
+        kills = await self.store.oom_kills(owners)
+        missing = owners - set(kills)
+        if missing and self.oom_source is not None:
+            for kill in await self.oom_source.oom_killed(missing):
+                await self.store.record_oom_kill(kill.consumer_id, kill.group, asdict(kill))
+                kills[kill.consumer_id] = asdict(kill)
+        return kills
+
+    def _loss(self, record: JobRecord, owner: str, kill: dict[str, Any] | None) -> str:
+        """The attempt's error: the OOM kill when it happened during this attempt, else the lost heartbeat."""
+        started = record.started_at.timestamp() if record.started_at is not None else 0.0
+        if kill is not None and started <= kill["at"] + OOM_CLOCK_SLACK_SECONDS:
+            return (f"attempt {record.attempts}: out of memory at {kill['limit']} (consumer {owner} was killed by "
+                    "the kernel); raise memory or lower memory_limit_percent")
+        return f"attempt {record.attempts}: consumer {owner} lost (no heartbeat for {self.heartbeat_ttl:g}s)"
+
+    async def _recover(self, group: str, job_id: str, owner: str, kill: dict[str, Any] | None = None) -> str:
         record = await self.store.get(job_id)
-        outcome = "cleaned"
+        outcome, loss = "cleaned", ""
         if record is not None and record.status is JobStatus.RUNNING and record.consumer_id == owner:
-            loss = f"attempt {record.attempts}: consumer {owner} lost (no heartbeat for {self.heartbeat_ttl:g}s)"
+            loss = self._loss(record, owner, kill)
             errors = [*record.errors, loss]
             if record.attempts <= record.max_retries and await self.store.requeue(job_id, errors, owner=owner):
                 outcome = "requeued"
@@ -99,7 +144,7 @@ class Reaper:
             await self._remove_files(job_id, result=True)  # a killed attempt may have left a temporary file
         if outcome != "cleaned":
             log.warning("reaped job of a lost consumer", job_id=job_id, consumer_id=owner, outcome=outcome,
-                        group=group)
+                        group=group, error=loss)
         return outcome
 
     async def _expire(self, now: datetime) -> list[str]:

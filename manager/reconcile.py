@@ -78,7 +78,8 @@ class Reconciler:
         self._specs: dict[str, tuple[ResourceGroup, ScalingSpec]] = {}
         self._observations = ObservationCache()
         store = JobStore(redis, self.keys, settings.job_ttl_seconds)
-        self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds, Storage(settings))
+        self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds, Storage(settings),
+                             oom_source=backend if hasattr(backend, "pending_oom_kills") else None)
 
     @property
     def groups(self) -> dict[str, ResourceGroup]:

@@ -76,6 +76,18 @@ class ClusterEmulator(kmock.KubernetesEmulator):
              delay: float = 0.0) -> None:
         self.faults.append(Fault(method.upper(), plural, status, times, subresource, delay))
 
+    async def oom_kill_pod(self, namespace: str, name: str, finished_at: float) -> None:
+        """What the kubelet reports after the kernel OOM-killed a pod's container and restarted it."""
+        pod = self._live(PODS, namespace, name)
+        assert pod is not None, f"no pod {namespace}/{name}"
+        finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished_at))
+        pod["status"] = {**pod.get("status", {}), "containerStatuses": [{
+            "name": pod["spec"]["containers"][0]["name"], "restartCount": 1, "ready": True,
+            "state": {"running": {"startedAt": finished}},
+            "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137, "finishedAt": finished,
+                                         "containerID": f"containerd://{uuid.uuid4().hex}"}}}]}
+        await self._store(PODS, pod, "MODIFIED")
+
     # --- helpers over kmock's object store ---------------------------------------------------------
     def _live(self, resource: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
         key = (resource, namespace, name)

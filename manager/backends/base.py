@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from jobqueue.groups import ResourceGroup
 from manager.observe import GroupObservation
+
+
+@dataclass(frozen=True)
+class OomKill:
+    """The kernel killed a consumer for memory: `limit` as people read it, `at` epoch seconds, `kill_id`
+    unique per kill of that consumer (a pid, a container id), so each kill is counted once."""
+
+    consumer_id: str
+    group: str
+    limit: str
+    at: float
+    kill_id: str
 
 
 class ScalerBackend(Protocol):
@@ -30,6 +43,16 @@ class ScalerBackend(Protocol):
 
     async def retire(self, group: str, replicas: int, observed: GroupObservation) -> None:
         """`group` left the config: go down to `replicas` (its busy consumers) and remove it at zero."""
+        ...
+
+    def pending_oom_kills(self) -> list[OomKill]:
+        """OOM kills seen and not yet recorded: the local backend sees its children exit (Kubernetes: none).
+        The caller removes each kill from this list once it is recorded."""
+        ...
+
+    async def oom_killed(self, consumer_ids: set[str]) -> list[OomKill]:
+        """Look up recent OOM kills of these consumers, whose jobs are being reaped (Kubernetes: the pods'
+        `OOMKilled` reason; local: none beyond `take_oom_kills`)."""
         ...
 
     async def aclose(self) -> None:

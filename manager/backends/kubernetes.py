@@ -11,6 +11,8 @@
   deleted once it has no pods.
 - Only objects labelled `app.kubernetes.io/managed-by=jobqueue-manager` and this release are read
   or written. Replicas come from an informer cache, not one API call per group per tick.
+- OOM kills: when the reaper takes the jobs of lost consumers, their pods are read; a consumer container
+  whose (last) state is `terminated` with reason `OOMKilled` names the kill in the jobs' errors.
 - API failures: 409 is retried after a fresh read, 429/5xx/timeouts back off with jitter; what
   still fails is raised to the reconciler, which reports it for that group and retries next tick.
 """
@@ -20,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -28,8 +32,11 @@ from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration, CoreV
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from jobqueue.groups import ResourceGroup
+from jobqueue.jobstore import OOM_KILL_TTL_SECONDS
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
+from jobqueue.sizes import format_bytes, parse_bytes
+from manager.backends.base import OomKill
 from manager.backends.kube_cache import DeploymentCache
 from manager.backends.kube_objects import (
     CONFIG_HASH,
@@ -96,6 +103,37 @@ async def _json(response: Any) -> dict[str, Any]:
 def spec_replicas(deployment: dict[str, Any] | None) -> int:
     """The replicas a Deployment asks for; 0 when there is none."""
     return 0 if deployment is None else int(deployment.get("spec", {}).get("replicas") or 0)
+
+
+def _readable(quantity: str | None) -> str:
+    """A memory quantity as the local backend prints one (`1Gi` -> `1.0 GiB`)."""
+    if quantity is None:
+        return "the container's memory limit"
+    try:
+        return format_bytes(int(parse_bytes(quantity)))  # type: ignore[call-overload]
+    except (ValueError, TypeError):
+        return quantity
+
+
+def pod_oom_kill(pod: dict[str, Any], now: float) -> OomKill | None:
+    """The consumer container's OOM kill from a pod's status (`state` or `lastState` terminated with reason
+    `OOMKilled`, finished within the last hour), with the container's memory limit; None otherwise."""
+    limits = {c.get("name"): (c.get("resources") or {}).get("limits", {}).get("memory")
+              for c in pod.get("spec", {}).get("containers", [])}
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        for state in (status.get("state"), status.get("lastState")):
+            terminated = (state or {}).get("terminated") or {}
+            if terminated.get("reason") != "OOMKilled":
+                continue
+            finished = terminated.get("finishedAt")
+            at = datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp() if finished else now
+            if now - at > OOM_KILL_TTL_SECONDS:
+                continue
+            metadata = pod.get("metadata", {})
+            return OomKill(metadata.get("name", ""), metadata.get("labels", {}).get(GROUP_LABEL, ""),
+                           _readable(limits.get(status.get("name"))), at,
+                           terminated.get("containerID") or f"{status.get('restartCount', 0)}:{finished}")
+    return None
 
 
 class KubernetesBackend:
@@ -227,6 +265,28 @@ class KubernetesBackend:
 
         return [p for p in (await with_retries(pods, f"list pods of {group}"))["items"]
                 if not p["metadata"].get("deletionTimestamp")]
+
+    def pending_oom_kills(self) -> list[OomKill]:
+        """Kills are looked up when jobs are reaped (`oom_killed`): no pod watch."""
+        return []
+
+    async def oom_killed(self, consumer_ids: set[str]) -> list[OomKill]:
+        """Read the pods named by these consumer ids (a consumer's id is its pod's name); a missing one is gone."""
+        kills = []
+        for name in sorted(consumer_ids):
+            async def read(n: str = name) -> dict[str, Any]:
+                return await _json(await self.core.read_namespaced_pod(
+                    n, self.namespace, _preload_content=False, _request_timeout=self.timeout))
+            try:
+                pod = await with_retries(read, f"read pod {name}")
+            except ApiException as e:
+                if e.status == 404:
+                    continue
+                raise
+            kill = pod_oom_kill(pod, time.time())
+            if kill is not None:
+                kills.append(kill)
+        return kills
 
     async def _set_deletion_costs(self, group: str, observed: GroupObservation) -> None:
         """Busy pods high, idle pods 0, written only where the annotation differs."""

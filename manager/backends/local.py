@@ -15,11 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from consumer.resources import physical_memory_bytes
 from jobqueue.groups import ResourceGroup
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
+from manager.backends.base import OomKill
+from manager.backends.local_memory import ConsumerMemory
 from manager.observe import GroupObservation
 
 log = get_logger("jobqueue.manager.local")
@@ -47,6 +51,7 @@ class LocalBackend:
         self._ids = itertools.count(1)
         self.log_dir = settings.home / "logs"
         self.unexpected_exits = 0  # consumers that exited without being told to (crash, kill -9, OOM)
+        self.memory = ConsumerMemory(settings, physical_memory_bytes())  # limits, cgroups, OOM kills
 
     async def start(self) -> None:
         """Nothing to warm up: the consumers are this process's children."""
@@ -56,6 +61,7 @@ class LocalBackend:
             code = c.process.poll()
             if code is not None:
                 del self.consumers[cid]
+                self.memory.exited(cid, c.group, c.pid, code)
                 self.unexpected_exits += not c.stopping
                 level = log.info if c.stopping or code == 0 else log.warning
                 level("consumer exited", consumer_id=cid, group=c.group, pid=c.pid, exit_code=code)
@@ -93,25 +99,37 @@ class LocalBackend:
 
     def _spawn(self, group: ResourceGroup) -> LocalConsumer:
         consumer_id = f"{group.name}-{os.getpid()}-{next(self._ids)}"
+        memory_env, join_cgroup = self.memory.prepare(consumer_id, group)
         env = {
             **os.environ,
             **self.settings.to_env(),
+            **memory_env,
             **group.consumer_env(),
             "JOBQUEUE_CONSUMER_ID": consumer_id,
             "JOBQUEUE_CONSUMER_EXIT_WITH_PARENT": "true",
         }
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{consumer_id}.log", "ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "consumer", "--resource-group", group.name,
-                 "--max-jobs", str(group.jobs_per_consumer)],
-                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            def popen(preexec: Callable[[], None] | None) -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    [sys.executable, "-m", "consumer", "--resource-group", group.name,
+                     "--max-jobs", str(group.jobs_per_consumer)],
+                    env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True, preexec_fn=preexec,
+                )
+            process = self.memory.start(consumer_id, group, join_cgroup, popen)
         c = LocalConsumer(consumer_id, group.name, process)
         self.consumers[consumer_id] = c
         log.info("consumer started", consumer_id=consumer_id, group=group.name, pid=process.pid)
         return c
+
+    def pending_oom_kills(self) -> list[OomKill]:
+        self._reap()
+        return self.memory.pending_kills
+
+    async def oom_killed(self, consumer_ids: set[str]) -> list[OomKill]:
+        """Every OOM kill of a child is seen when it exits (`pending_oom_kills`): nothing to look up."""
+        return []
 
     def _stop(self, c: LocalConsumer) -> None:
         c.stopping = True

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import kmock
 import pytest
 import yaml
 from kubernetes_asyncio.client import ApiClient, Configuration
+from prometheus_client import generate_latest
 
 from jobqueue.groups import load_groups_config
+from jobqueue.models import JobRecord, JobStatus
 from manager.backends.kube_objects import CONFIG_HASH, DELETION_COST
 from manager.backends.kubernetes import KubernetesBackend
 from manager.leader import LeaseElector
@@ -303,3 +307,46 @@ async def test_a_leader_that_cannot_renew_steps_down_and_scaling_resumes_after(c
         await elector.stop()
         await backend.aclose()
         await api.close()
+
+
+async def _running_job(store, keys, redis, group: str, pod: str, max_retries: int) -> str:
+    """A job claimed by `pod` (as its consumer does), whose heartbeat then lapses."""
+    job_id = uuid.uuid4().hex
+    await store.create(JobRecord(job_id=job_id, status=JobStatus.QUEUED, resource_group=group, output=["user.f0"],
+                                 input_rows=1, submitted_at=datetime.now(UTC), max_retries=max_retries))
+    assert (await store.claim(job_id, pod, group, heartbeat_ttl=60)).claimed
+    await redis.delete(keys.heartbeat(job_id))  # the container is gone: nobody renews it
+    return job_id
+
+
+async def test_an_oom_killed_pod_names_out_of_memory_in_its_jobs_errors(cluster, manager, arq_redis, tmp_path):
+    emulator, _ = cluster
+    keys = manager.keys
+    write_groups(tmp_path / "groups.yaml", {"etl": {"max_instances": 3, "memory": "1Gi"},
+                                            "adhoc": {"max_instances": 2}})
+    await queue(arq_redis, keys, "etl", 2)
+    await manager.tick()
+    oom, lost = sorted(pods(emulator, "etl"))
+    store = manager.reaper.store
+    failed = await _running_job(store, keys, arq_redis, "etl", oom, max_retries=0)
+    retried = await _running_job(store, keys, arq_redis, "etl", oom, max_retries=1)
+    other = await _running_job(store, keys, arq_redis, "etl", lost, max_retries=0)
+    await emulator.oom_kill_pod(NS, oom, time.time() + 1)  # the kubelet's clock: seconds, maybe a bit ahead
+    await manager.tick()
+
+    record = await store.get(failed)
+    assert record.status.value == "failed"
+    assert record.error == (f"attempt 1: out of memory at 1.0 GiB (consumer {oom} was killed by the kernel); "
+                            "raise memory or lower memory_limit_percent")
+    record = await store.get(retried)
+    assert record.status.value == "queued" and record.errors[0].startswith("attempt 1: out of memory at 1.0 GiB")
+    record = await store.get(other)
+    assert record.status.value == "failed" and "lost (no heartbeat" in record.error, "another pod: no OOM"
+    assert await arq_redis.hget(keys.counters, "oom_kills:etl") == b"1", "one kill, counted once for two jobs"
+
+    later = await _running_job(store, keys, arq_redis, "etl", oom, max_retries=0)  # claimed after the restart
+    await manager.tick()
+    assert "lost (no heartbeat" in (await store.get(later)).error, "the kill before it started is not its cause"
+    assert await arq_redis.hget(keys.counters, "oom_kills:etl") == b"1"
+    text = generate_latest(manager.metrics.registry).decode()
+    assert 'jobqueue_consumer_oom_kills_total{group="etl"} 1.0' in text
