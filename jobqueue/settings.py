@@ -189,6 +189,18 @@ class Settings(BaseSettings):
         default=9464, ge=-1, le=65535,
         description="Manager port for /metrics, /healthz, /readyz (0: any free port; -1: off).",
     )
+    http_host: str = Field(
+        default="127.0.0.1", min_length=1,
+        description="Address the manager's and consumers' /metrics, /healthz, /readyz endpoints bind: loopback "
+        "by default; `0.0.0.0` to be scraped and probed from outside (the chart and the Kubernetes backend set it).",
+    )
+    http_max_connections: int = Field(
+        default=64, ge=1, description="Connections an endpoint holds at once; one more is closed at once.",
+    )
+    http_request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A client of those endpoints has this long to send its request, and as "
+        "long again to take the answer; a slower or idle connection is dropped.",
+    )
     scale_down_stabilization_seconds: float = Field(
         default=30.0,
         ge=0,

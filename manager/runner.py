@@ -66,7 +66,8 @@ async def run_manager(
         elector.start()
     ops = None
     if settings.manager_http_port >= 0:
-        ops = OpsServer(settings.manager_http_port, reconciler.metrics.registry, reconciler.healthy, reconciler.ready)
+        ops = OpsServer.from_settings(settings, settings.manager_http_port, reconciler.metrics.registry,
+                                     reconciler.healthy, reconciler.ready)
         await ops.start()
     try:
         await reconciler.run(stop)
