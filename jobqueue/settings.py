@@ -13,12 +13,14 @@ import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobqueue.errors import SettingsError
 from jobqueue.keys import Keys
+from jobqueue.settings_errors import settings_error
 from jobqueue.sizes import parse_bytes
 
 ENV_PREFIX = "JOBQUEUE_"
@@ -275,6 +277,12 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as e:  # pydantic's message would quote inputs, secrets among them
+            raise settings_error(e, Settings.model_fields, ENV_PREFIX) from None
+
     @field_validator("environment")
     @classmethod
     def _check_environment(cls, v: str) -> str:
@@ -352,12 +360,12 @@ def known_variables() -> set[str]:
     return names
 
 
-class UnknownSettingError(ValueError):
+class UnknownSettingError(SettingsError):
     pass
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Read settings; a bad value raises `pydantic.ValidationError` naming the variable.
+    """Read settings; a bad value raises `SettingsError` naming the variable (and no secret).
 
     Unknown `JOBQUEUE_*` variables raise `UnknownSettingError`: a typo must not be silently ignored.
     """
