@@ -50,6 +50,7 @@ class OpsServer:
         self.open_connections = 0
         self.refused_connections = 0
         self._warned_full = False
+        self._held: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}  # open connections and their handlers
         self._server: asyncio.Server | None = None
 
     @classmethod
@@ -78,6 +79,9 @@ class OpsServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in self._held:
+                writer.close()
+            await asyncio.gather(*self._held.values(), return_exceptions=True)
             await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -85,6 +89,7 @@ class OpsServer:
             self._refuse(writer)
             return
         self.open_connections += 1
+        self._held[writer] = asyncio.current_task()  # type: ignore[assignment]
         try:
             async with asyncio.timeout(self.request_timeout):
                 method, path = await self._read_head(reader)
@@ -98,6 +103,7 @@ class OpsServer:
             pass  # too slow, gone, or a line over the limit: drop it
         finally:
             writer.close()
+            self._held.pop(writer, None)
             self.open_connections -= 1
             if self.open_connections < self.max_connections // 2:
                 self._warned_full = False

@@ -121,3 +121,20 @@ async def test_slow_clients_are_capped_and_dropped():
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
         await ops.stop()
+
+
+async def test_stop_ends_the_connections_it_holds():
+    ops = server()
+    await ops.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", ops.bound_port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\n")  # a request head that never ends
+        await eventually(lambda: ops.open_connections == 1, timeout=10, what="the connection to be held")
+        await asyncio.wait_for(ops.stop(), 5)
+        assert ops.open_connections == 0
+        with contextlib.suppress(ConnectionError):  # closed with the head unread: a reset or an end of file
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
