@@ -221,7 +221,7 @@ async def serve(settings: Settings, group: str, max_jobs: int) -> None:
     if settings.consumer_http_port >= 0:  # process metrics (CPU, memory, fds) and probes
         from prometheus_client import REGISTRY
 
-        ops = OpsServer(settings.consumer_http_port, REGISTRY, consumer.healthy, consumer.ready)
+        ops = OpsServer.from_settings(settings, settings.consumer_http_port, REGISTRY, consumer.healthy, consumer.ready)
         await ops.start()
     try:
         with contextlib.suppress(asyncio.CancelledError):

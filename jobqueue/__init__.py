@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         JobQueueError,
         JobStateError,
         RedisUnavailableError,
+        SettingsError,
     )
     from jobqueue.handles import AsyncJobHandle, JobHandle, LocalResult
     from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, ResourceRequests
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 _HOMES = {
     "jobqueue.client": ("AsyncJobQueueClient", "JobQueueClient"),
     "jobqueue.errors": ("ConfigError", "InvalidQueryError", "JobCancelledError", "JobFailedError",
-                        "JobNotFoundError", "JobQueueError", "JobStateError", "RedisUnavailableError"),
+                        "JobNotFoundError", "JobQueueError", "JobStateError", "RedisUnavailableError", "SettingsError"),
     "jobqueue.handles": ("AsyncJobHandle", "JobHandle", "LocalResult"),
     "jobqueue.models": ("JobRecord", "JobStatus", "PerformanceSummary", "ResourceRequests"),
     "jobqueue.schedules": ("ScheduledQuery",),
@@ -43,7 +44,7 @@ __all__ = [
     "AsyncJobHandle", "AsyncJobQueueClient", "ConfigError", "InvalidQueryError", "JobCancelledError",
     "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError", "JobRecord",
     "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "RedisUnavailableError", "ResourceRequests",
-    "ScheduledQuery", "Settings", "load_settings",
+    "ScheduledQuery", "Settings", "SettingsError", "load_settings",
 ]
 assert sorted(__all__) == sorted(_MODULE_OF)
 

@@ -4,6 +4,8 @@
     ├── InvalidQueryError        bad input rejected at submit, before anything is enqueued;
     │                            `.field` names the offending argument, the message says the fix
     ├── ConfigError              a registry or resource-group file that does not validate
+    │   └── SettingsError        a `JOBQUEUE_*` setting that does not validate or does not exist;
+    │                            `.variables` names them, and no secret value is ever in the message
     ├── JobNotFoundError         no record for that job id (expired or never submitted)
     ├── JobFailedError           the job ended `failed`; `.record` holds the error and summary
     ├── JobCancelledError        the job ended `cancelled`
@@ -32,6 +34,12 @@ class InvalidQueryError(JobQueueError, ValueError):
 
 class ConfigError(JobQueueError, ValueError):
     pass
+
+
+class SettingsError(ConfigError):
+    def __init__(self, message: str, variables: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.variables = variables
 
 
 class JobNotFoundError(JobQueueError, KeyError):

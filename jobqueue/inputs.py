@@ -86,7 +86,26 @@ def _timestamps(values: Sequence[Any]) -> pa.Array:
         raise InvalidQueryError("input_times", "contains nulls; give every row a time")
     if pa.types.is_timestamp(arr.type) and arr.type.tz is None:
         arr = arr.cast(pa.timestamp(arr.type.unit, tz="UTC"))  # naive times are taken as UTC
-    return arr.cast(TS_TYPE)
+    try:
+        return arr.cast(TS_TYPE)
+    except pa.ArrowInvalid as e:
+        raise _not_microseconds(arr, e) from None
+
+
+def _not_microseconds(arr: pa.Array, error: Exception) -> InvalidQueryError:
+    """Times are compared to the microsecond; a finer one is refused, not rounded (either way it would
+    move, and rounded up it would see source rows from after it)."""
+    import pyarrow.compute as pc
+
+    if pa.types.is_timestamp(arr.type) and arr.type.unit == "ns":
+        finer = pc.not_equal(arr, pc.floor_temporal(arr, unit="microsecond"))
+        i = pc.index(finer, True).as_py()
+        if i >= 0:
+            return InvalidQueryError(
+                f"input_times[{i}]", f"{arr[i].cast(pa.string())} is finer than a microsecond; times are compared "
+                "to the microsecond: floor them first (pandas `.dt.floor('us')`, pyarrow "
+                "`pc.floor_temporal(times, unit='microsecond')`)")
+    return InvalidQueryError("input_times", f"cannot be read as microsecond UTC times: {error}")
 
 
 def time_range(table: pa.Table) -> dict[str, datetime]:

@@ -166,7 +166,7 @@ def _asof_join(join: SourceJoin, alias: str, keys_cte: str) -> str:
     src = join.source
     cols = [f"src.{quote(src.features[f])} AS {quote(f)}" for f in join.features]
     sub = (
-        f"SELECT src.{quote(src.key)} AS __k, CAST(src.{quote(src.timestamp)} AS TIMESTAMPTZ) AS __t, "
+        f"SELECT src.{quote(src.key)} AS __k, {source_time(f'src.{quote(src.timestamp)}')} AS __t, "
         f"{', '.join(cols)} FROM {join.relation} AS src "
         f"SEMI JOIN {keys_cte} ON src.{quote(src.key)} = {keys_cte}.k"
     )
@@ -174,6 +174,21 @@ def _asof_join(join: SourceJoin, alias: str, keys_cte: str) -> str:
         f"ASOF LEFT JOIN ({sub}) AS {alias}\n"
         f"  ON i.{quote(join.namespace.key_feature)} = {alias}.__k AND i.{TS_COLUMN} >= {alias}.__t"
     )
+
+
+def source_time(column: str) -> str:
+    """A source timestamp as a microsecond TIMESTAMPTZ, rounded UP to the microsecond.
+
+    Input times are whole microseconds; DuckDB's cast of a nanosecond timestamp rounds to the
+    nearest one, so a row at 10:00:00.000000400 became 10:00:00 and matched an input at 10:00:00,
+    400 ns before it happened. Rounded up, `ts <= t` and `ts > t - window` give for every
+    microsecond `t` exactly what they give at full precision. Only rows with a sub-microsecond
+    part take the nanosecond branch (DuckDB evaluates a CASE branch only for its rows), so
+    microsecond, millisecond, second and date columns keep their whole range.
+    """
+    ns = f"epoch_ns(CAST({column} AS TIMESTAMPTZ_NS))"
+    return (f"CASE WHEN nanosecond({column}) % 1000 = 0 THEN CAST({column} AS TIMESTAMPTZ) "
+            f"ELSE CAST(make_timestamp({ns} // 1000 + CAST({ns} % 1000 > 0 AS BIGINT)) AS TIMESTAMPTZ) END")
 
 
 _AGG_SQL = {"sum": "sum({})", "count": "count({})", "mean": "avg({})", "min": "min({})", "max": "max({})",
@@ -186,19 +201,22 @@ def _aggregate_cte(join: SourceJoin, name: str) -> str:
     One range join per source, bounded by its widest window; each feature filters its own window.
     """
     src = join.source
-    ts = f"CAST(e.{quote(src.timestamp)} AS TIMESTAMPTZ)"
     widest = max(src.aggregations[f].window_seconds for f in join.aggregations)
     items = []
     for f in join.aggregations:
         agg = src.aggregations[f]
         arg = f"e.{quote(agg.column)}" if agg.column else "*"
         items.append(
-            f"{_AGG_SQL[agg.function].format(arg)} FILTER (WHERE {ts} > i.{TS_COLUMN} - "
+            f"{_AGG_SQL[agg.function].format(arg)} FILTER (WHERE e.__t > i.{TS_COLUMN} - "
             f"INTERVAL '{agg.window_seconds} seconds') AS {quote(f)}"
         )
+    columns = dict.fromkeys(f"src.{quote(src.aggregations[f].column)}" for f in join.aggregations
+                            if src.aggregations[f].column)
+    events = (f"SELECT src.{quote(src.key)} AS __k, {source_time(f'src.{quote(src.timestamp)}')} AS __t"
+              f"{''.join(', ' + c for c in columns)} FROM {join.relation} AS src")
     return (
         f"{name} AS (SELECT i.{ROW_COLUMN} AS {ROW_COLUMN}, {', '.join(items)}\n"
-        f"  FROM input AS i JOIN {join.relation} AS e ON e.{quote(src.key)} = i.{quote(join.namespace.key_feature)}"
-        f" AND {ts} <= i.{TS_COLUMN} AND {ts} > i.{TS_COLUMN} - INTERVAL '{widest} seconds'\n"
+        f"  FROM input AS i JOIN ({events}) AS e ON e.__k = i.{quote(join.namespace.key_feature)}"
+        f" AND e.__t <= i.{TS_COLUMN} AND e.__t > i.{TS_COLUMN} - INTERVAL '{widest} seconds'\n"
         f"  GROUP BY i.{ROW_COLUMN})"
     )

@@ -13,12 +13,14 @@ import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobqueue.errors import SettingsError
 from jobqueue.keys import Keys
+from jobqueue.settings_errors import settings_error
 from jobqueue.sizes import parse_bytes
 
 ENV_PREFIX = "JOBQUEUE_"
@@ -219,6 +221,18 @@ class Settings(BaseSettings):
         default=9464, ge=-1, le=65535,
         description="Manager port for /metrics, /healthz, /readyz (0: any free port; -1: off).",
     )
+    http_host: str = Field(
+        default="127.0.0.1", min_length=1,
+        description="Address the manager's and consumers' /metrics, /healthz, /readyz endpoints bind: loopback "
+        "by default; `0.0.0.0` to be scraped and probed from outside (the chart and the Kubernetes backend set it).",
+    )
+    http_max_connections: int = Field(
+        default=64, ge=1, description="Connections an endpoint holds at once; one more is closed at once.",
+    )
+    http_request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A client of those endpoints has this long to send its request, and as "
+        "long again to take the answer; a slower or idle connection is dropped.",
+    )
     scale_down_stabilization_seconds: float = Field(
         default=30.0,
         ge=0,
@@ -292,6 +306,12 @@ class Settings(BaseSettings):
         default="auto", description="`json` for production, `console` for a terminal, `auto` picks by TTY."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as e:  # pydantic's message would quote inputs, secrets among them
+            raise settings_error(e, Settings.model_fields, ENV_PREFIX) from None
 
     @field_validator("environment")
     @classmethod
@@ -374,12 +394,12 @@ def known_variables() -> set[str]:
     return names
 
 
-class UnknownSettingError(ValueError):
+class UnknownSettingError(SettingsError):
     pass
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Read settings; a bad value raises `pydantic.ValidationError` naming the variable.
+    """Read settings; a bad value raises `SettingsError` naming the variable (and no secret).
 
     Unknown `JOBQUEUE_*` variables raise `UnknownSettingError`: a typo must not be silently ignored.
     """

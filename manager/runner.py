@@ -68,7 +68,8 @@ async def run_manager(
         elector.start()
     ops = None
     if settings.manager_http_port >= 0:
-        ops = OpsServer(settings.manager_http_port, reconciler.metrics.registry, reconciler.healthy, reconciler.ready)
+        ops = OpsServer.from_settings(settings, settings.manager_http_port, reconciler.metrics.registry,
+                                     reconciler.healthy, reconciler.ready)
         await ops.start()
     gc = asyncio.create_task(GarbageCollector(redis, settings, metrics=reconciler.metrics).run(stop, reconciler.leader),
                              name="gc")

@@ -9,13 +9,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 import typer
-from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 
-from jobqueue.errors import JobQueueError
+from jobqueue.errors import JobQueueError, SettingsError
 from jobqueue.preflight import PreflightError
-from jobqueue.settings import Settings, UnknownSettingError, load_settings
+from jobqueue.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from jobqueue.client import AsyncJobQueueClient
@@ -34,15 +33,8 @@ def settings_or_exit() -> Settings:
     """Load settings or exit 2 with a message naming the bad variable."""
     try:
         return load_settings()
-    except UnknownSettingError as e:
+    except SettingsError as e:  # an unknown or invalid variable; the message never holds a secret
         raise _error(str(e), 2) from None
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            name = loc if loc.isupper() else f"JOBQUEUE_{loc.upper()}" if loc else "settings"
-            problems.append(f"{name}: {err['msg']}")
-        raise _error("invalid settings: " + "; ".join(problems), 2) from None
 
 
 @contextlib.contextmanager

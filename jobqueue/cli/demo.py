@@ -26,6 +26,7 @@ from jobqueue.embedded import embedded_redis
 from jobqueue.handles import AsyncJobHandle
 from jobqueue.logs import configure_logging
 from jobqueue.models import JobRecord, JobStatus, ResourceRequests
+from jobqueue.outage import redacted
 from jobqueue.sample import sample_input, write_sample_store
 from jobqueue.settings import Settings
 from jobqueue.sizes import format_bytes
@@ -84,7 +85,7 @@ async def run_demo(settings: Settings, users: int, rows: int, home: Path | None)
             settings = settings.model_copy(update={"redis_url": url})
             console.print(f"embedded Valkey: {url}")
         else:
-            console.print(f"Redis: {settings.redis_url}")
+            console.print(f"Redis: {redacted(settings.redis_url)}")  # never its credentials
         backend = LocalBackend(settings)
         stop = asyncio.Event()
         manager = asyncio.create_task(run_manager(settings, stop, backend=backend))

@@ -61,6 +61,7 @@ def _env(group: ResourceGroup, settings: Settings, grace: int) -> list[dict[str,
         "JOBQUEUE_ENVIRONMENT": settings.environment,
         "JOBQUEUE_HOME": HOME,
         "JOBQUEUE_CONSUMER_HTTP_PORT": str(HTTP_PORT),
+        "JOBQUEUE_HTTP_HOST": "0.0.0.0",  # noqa: S104 - probed by the kubelet, scraped from outside the pod
         "JOBQUEUE_CONSUMER_DRAIN_SECONDS": str(max(0, grace - DRAIN_MARGIN_SECONDS)),
         "JOBQUEUE_LOG_FORMAT": "json",
         **group.consumer_env(emulate_memory=False),

@@ -74,6 +74,7 @@ def test_lint_render_and_validate(helm, values):
     assert {p["httpGet"]["path"] for p in (container["livenessProbe"], container["readinessProbe"])} == {
         "/healthz", "/readyz"}
     assert not any("value" in e and "redis" in e["value"] for e in container["env"]), "no Redis URL inline"
+    assert {"name": "JOBQUEUE_HTTP_HOST", "value": "0.0.0.0"} in container["env"], "probed from outside the pod"
     assert {"PodDisruptionBudget", "Service", "ServiceAccount", "ConfigMap"} <= set(kinds)
 
 

@@ -46,6 +46,12 @@ def test_naive_times_are_utc():
         ({"user.id": [1, 2]}, NOW, "input_times", ["list of datetimes"]),
         ({"user.id": [1, 2]}, [1, 2], "input_times", ["datetimes"]),
         ({"user.id": [1, 2]}, [NOW, None], "input_times", ["nulls"]),
+        ({"user.id": [1, 2]}, pd.Series([pd.Timestamp("2024-01-01 10:00"), pd.Timestamp("2024-01-01 10:00:00.0000004")
+                                         ]),
+         "input_times[1]", ["2024-01-01 10:00:00.000000400", "finer than a microsecond", ".dt.floor('us')"]),
+        ({"user.id": [1]}, pa.array([1_700_000_000_000_000_001], pa.timestamp("ns", tz="UTC")), "input_times[0]",
+         ["finer than a microsecond", "floor_temporal"]),
+        ({"user.id": [1]}, pa.array([10**17], pa.timestamp("s")), "input_times", ["microsecond UTC times"]),
     ],
 )
 def test_bad_input(input, times, field, words):
@@ -54,6 +60,15 @@ def test_bad_input(input, times, field, words):
     assert info.value.field == field
     for word in words:
         assert word in str(info.value)
+
+
+def test_nanosecond_times_on_whole_microseconds_are_taken_as_they_are():
+    times = pd.Series([pd.Timestamp("2024-01-01 10:00:00.000001"), pd.Timestamp("2024-01-01 10:00")]).astype(
+        "datetime64[ns]")
+    assert times.dtype == "datetime64[ns]"
+    t = with_times(to_arrow({"user.id": [1, 2]}), times, NOW)
+    assert t.column("__ts__").to_pylist() == [datetime(2024, 1, 1, 10, 0, 0, 1, tzinfo=UTC),
+                                              datetime(2024, 1, 1, 10, tzinfo=UTC)]
 
 
 def test_pandas_times_series():

@@ -33,6 +33,8 @@ def test_a_group_renders_a_valid_deployment_with_its_limits_and_drain():
     assert env["JOBQUEUE_CONSUMER_DRAIN_SECONDS"] == "585" and pod["terminationGracePeriodSeconds"] == 600
     assert env["JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT"] == "75.0" and "JOBQUEUE_CONTAINER_MEMORY_BYTES" not in env
     assert env["JOBQUEUE_CONSUMER_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # the kubelet probes the pod's IP: the endpoints bind all addresses there (loopback is the default)
+    assert env["JOBQUEUE_CONSUMER_HTTP_PORT"] == "8080" and env["JOBQUEUE_HTTP_HOST"] == "0.0.0.0"
     assert pod["volumes"][0] == {"name": "work", "emptyDir": {"sizeLimit": "350Gi"}}
 
 
