@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         JobQueueError,
         JobStateError,
         RedisUnavailableError,
+        ResultGoneError,
         SettingsError,
     )
     from jobqueue.handles import AsyncJobHandle, JobHandle, LocalResult
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 _HOMES = {
     "jobqueue.client": ("AsyncJobQueueClient", "JobQueueClient"),
     "jobqueue.errors": ("ConfigError", "InvalidQueryError", "JobCancelledError", "JobFailedError",
-                        "JobNotFoundError", "JobQueueError", "JobStateError", "RedisUnavailableError", "SettingsError"),
+                        "JobNotFoundError", "JobQueueError", "JobStateError", "RedisUnavailableError",
+                        "ResultGoneError", "SettingsError"),
     "jobqueue.handles": ("AsyncJobHandle", "JobHandle", "LocalResult"),
     "jobqueue.models": ("JobRecord", "JobStatus", "PerformanceSummary", "ResourceRequests"),
     "jobqueue.schedules": ("ScheduledQuery",),
@@ -44,7 +46,7 @@ __all__ = [
     "AsyncJobHandle", "AsyncJobQueueClient", "ConfigError", "InvalidQueryError", "JobCancelledError",
     "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError", "JobRecord",
     "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "RedisUnavailableError", "ResourceRequests",
-    "ScheduledQuery", "Settings", "SettingsError", "load_settings",
+    "ResultGoneError", "ScheduledQuery", "Settings", "SettingsError", "load_settings",
 ]
 assert sorted(__all__) == sorted(_MODULE_OF)
 

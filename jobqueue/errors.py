@@ -10,6 +10,8 @@
     ├── JobFailedError           the job ended `failed`; `.record` holds the error and summary
     ├── JobCancelledError        the job ended `cancelled`
     ├── JobStateError            the operation does not fit the job's state (e.g. cancel a running job)
+    ├── ResultGoneError          the job succeeded but its result file was removed (retention); also a
+    │                            `FileNotFoundError`
     └── RedisUnavailableError    Redis could not be reached; also a `ConnectionError`
 """
 
@@ -58,6 +60,10 @@ class JobCancelledError(JobQueueError):
 
 
 class JobStateError(JobQueueError):
+    pass
+
+
+class ResultGoneError(JobQueueError, FileNotFoundError):
     pass
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from jobqueue.errors import JobCancelledError, JobFailedError, JobStateError, RedisUnavailableError
+from jobqueue.errors import JobCancelledError, JobFailedError, JobStateError, RedisUnavailableError, ResultGoneError
 from jobqueue.logs import get_logger
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 from jobqueue.outage import Outage
@@ -114,7 +114,7 @@ class AsyncJobHandle:
         if record.status is not JobStatus.SUCCEEDED or not record.result_uri:
             _check_final(record)
             raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
-        return await asyncio.to_thread(self._client.storage.read_table, record.result_uri)
+        return await asyncio.to_thread(read_result, self._client.storage, self.id, record.result_uri)
 
     async def to_pandas(self) -> pd.DataFrame:
         return (await self.to_arrow()).to_pandas()
@@ -159,6 +159,19 @@ class JobHandle:
         return self._loop.run(self._handle.cancel(wait))
 
 
+def read_result(storage: Storage, job_id: str, result_uri: str) -> pa.Table:
+    """A succeeded job's result; `ResultGoneError` when retention (or anyone) has removed it."""
+    try:
+        return storage.read_table(result_uri)
+    except FileNotFoundError as e:
+        ttl = storage.settings.result_ttl
+        raise ResultGoneError(
+            f"the result of job {job_id} is gone ({result_uri}): results are kept for "
+            f"JOBQUEUE_RESULT_TTL_SECONDS ({ttl} s) after their job finished; run the query again, or raise "
+            "that setting for the results you need longer"
+        ) from e
+
+
 class LocalResult:
     """The outcome of an in-process query (`run_asynchronously=False`): already succeeded."""
 
@@ -175,7 +188,7 @@ class LocalResult:
         return self
 
     def to_arrow(self) -> pa.Table:
-        return self._storage.read_table(self.result_uri)
+        return read_result(self._storage, self.id, self.result_uri)
 
     def to_pandas(self) -> pd.DataFrame:
         return self.to_arrow().to_pandas()

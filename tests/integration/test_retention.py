@@ -23,7 +23,14 @@ import pyarrow.fs as pafs
 import pytest
 
 from consumer.worker import build_worker
-from jobqueue import AsyncJobQueueClient, JobFailedError, JobQueueClient, JobStatus, ResourceRequests
+from jobqueue import (
+    AsyncJobQueueClient,
+    JobFailedError,
+    JobQueueClient,
+    JobStatus,
+    ResourceRequests,
+    ResultGoneError,
+)
 from jobqueue.jobstore import JobStore
 from jobqueue.models import JobRecord
 from jobqueue.settings import Settings
@@ -50,9 +57,9 @@ def put(settings: Settings, root: str, job_id: str, name: str = "input.parquet")
 
 
 async def plant(settings: Settings, status: JobStatus, finished_ago: float | None = None, ttl: int | None = None,
-                **fields) -> str:
+                job_id: str | None = None, **fields) -> str:
     """A job record in `status` (finished `finished_ago` seconds ago), with its own record TTL."""
-    job_id = uuid.uuid4().hex
+    job_id = job_id or uuid.uuid4().hex
     now = datetime.now(UTC)
     finished = now - timedelta(seconds=finished_ago) if finished_ago is not None else None
     async with AsyncJobQueueClient(settings) as client:
@@ -188,6 +195,19 @@ async def test_gc_removes_results_after_the_result_ttl_and_leftover_folders(sett
     assert sorted(later.removed["result"]) == sorted([recent, no_record])
     assert later.removed["result_folder"] == [cancelled_now]
     assert Storage(settings).job_ids(settings.results) == [running]
+
+
+async def test_a_result_removed_after_its_ttl_says_so_when_read(settings):
+    settings = settings.model_copy(update={"result_ttl_seconds": int(HOUR)})
+    job_id = uuid.uuid4().hex
+    await plant(settings, JobStatus.SUCCEEDED, finished_ago=2 * HOUR, job_id=job_id,
+                result_uri=job_uri(settings.results, job_id, "result.parquet"))
+    put(settings, settings.results, job_id, "result.parquet")
+    async with AsyncJobQueueClient(settings) as client:
+        assert (await client.job(job_id).to_arrow()).num_rows == 1
+        assert (await collector(settings, client.redis).run_once()).removed["result"] == [job_id]
+        with pytest.raises(ResultGoneError, match=r"JOBQUEUE_RESULT_TTL_SECONDS \(3600 s\)"):
+            await client.job(job_id).to_arrow()
 
 
 async def gc_of_orphaned_staged_inputs(settings):

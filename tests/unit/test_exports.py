@@ -10,7 +10,7 @@ def test_public_names():
         "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "RedisUnavailableError", "ResourceRequests",
         "ScheduledQuery",
         "Settings",
-        "SettingsError",
+        "ResultGoneError", "SettingsError",
         "load_settings",
     ])
     for name in jobqueue.__all__:
