@@ -126,6 +126,23 @@ class Settings(BaseSettings):
         description="Free space kept on the spill volume: DuckDB `max_temp_directory_size` is the volume's "
         "free space minus this (e.g. `10GiB`).",
     )
+    spill_min_bytes: ByteSize = Field(
+        default=64 << 20, ge=0,
+        description="Spill space a query needs to start. Each query reserves its spill space in the volume's "
+        "ledger (shared by all queries and scan caches on that volume); it gets what is not promised to others, "
+        "minus this much for every other idle query slot on the volume, and at least this. A query that cannot "
+        "get it waits for other queries to finish (up to JOBQUEUE_SPILL_WAIT_SECONDS).",
+    )
+    spill_wait_seconds: float = Field(
+        default=300.0, ge=0,
+        description="How long a query waits for JOBQUEUE_SPILL_MIN_BYTES of spill space held by other queries "
+        "before it fails (retryably) with a message naming the volume and the numbers.",
+    )
+    spill_ledger_directory: Path | None = Field(
+        default=None,
+        description="Where the per-volume space ledgers live (one small JSON file per volume, guarded by `flock`). "
+        "Every process sharing a volume must use the same directory. Default `<home>/ledger`.",
+    )
     max_input_rows: int = Field(
         default=50_000_000, ge=1, description="Largest query input the SDK accepts, in rows; a bigger one is "
         "refused at submit (split it, or raise this).",
@@ -151,6 +168,12 @@ class Settings(BaseSettings):
     )
     consumer_id: str | None = Field(
         default=None, description="Consumer identity. Default `<hostname>-<pid>` (the pod name on Kubernetes)."
+    )
+    consumer_slot: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Set by the local backend per consumer slot (`<group>-<n>`, stable across restarts): the "
+        "scan cache directory becomes `<scan cache directory>/slot-<slot>`, so consumers on one machine never "
+        "share a cache and a restarted one finds its warm cache.",
     )
     consumer_http_port: int = Field(
         default=-1, ge=-1, le=65535,
@@ -299,7 +322,12 @@ class Settings(BaseSettings):
 
     @property
     def scan_cache_root(self) -> Path:
-        return self.table_scan_cache_directory or self.spill_root / "table_scan_cache"
+        base = self.table_scan_cache_directory or self.spill_root / "table_scan_cache"
+        return base / f"slot-{self.consumer_slot}" if self.consumer_slot else base
+
+    @property
+    def spill_ledger_root(self) -> Path:
+        return self.spill_ledger_directory or self.home / "ledger"
 
     @property
     def embedded_redis_url_file(self) -> Path:
@@ -310,7 +338,7 @@ class Settings(BaseSettings):
         env = {}
         for name in Settings.model_fields:
             value = getattr(self, name)
-            if value is not None and name != "consumer_id":
+            if value is not None and name not in ("consumer_id", "consumer_slot"):
                 if isinstance(value, SecretStr):
                     value = value.get_secret_value()
                 env[ENV_PREFIX + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
