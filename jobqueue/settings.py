@@ -193,6 +193,11 @@ class Settings(BaseSettings):
         default=False,
         description="Drain and exit when the parent process dies (set by the local backend).",
     )
+    consumer_restart_backoff_max_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Local backend: a consumer that exits unexpectedly within 30 s of its start is restarted "
+        "after 2 s, doubling per such exit in a row up to this; `jobqueue status` shows its last error.",
+    )
     job_heartbeat_ttl_seconds: float = Field(
         default=15.0, gt=0,
         description="A running job's heartbeat key lives this long unless renewed (every 0.5 s). When it "
