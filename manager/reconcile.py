@@ -182,7 +182,8 @@ class Reconciler:
                                                                              cooldown_seconds=0)
                 decision = decide(obs.stats, spec, current, self.states.get(name, ScaleState()), now)
                 self.states[name] = decision.state
-                if decision.replicas != current:
+                if decision.replicas != current and (prev is None or (prev.current, prev.decision.replicas)
+                                                     != (current, decision.replicas)):  # once, not every tick
                     log.info(
                         "scaling", group=name, direction=decision.direction, current=current,
                         desired=decision.replicas, reason=decision.reason if group else "removed",

@@ -222,11 +222,15 @@ def _exit_status(code: int) -> str:
 
 
 def _last_line(path: Path, limit: int = 400) -> str:
-    """The last non-empty line of a consumer's log (its fatal error, usually), shortened."""
+    """The end of a consumer's log, shortened: its `error: ...` message (the CLI's one-line errors, which the
+    console may have wrapped over a few lines), else its last line (an exception's, or a JSON log record)."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
             lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
     except OSError:
         return "(no log)"
+    for i in range(len(lines) - 1, max(-1, len(lines) - 12), -1):
+        if lines[i].startswith("error:"):
+            return " ".join(lines[i:])[:limit]
     return lines[-1][:limit] if lines else "(no output)"
