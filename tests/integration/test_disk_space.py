@@ -228,6 +228,8 @@ async def test_a_consumer_that_keeps_failing_at_start_is_backed_off_and_status_s
         started = time.monotonic()
         await asyncio.sleep(window)  # the observation window itself: failed starts are counted over it
         exits, elapsed = backend.unexpected_exits, time.monotonic() - started
+        assert exits >= 2, "the consumer did fail and was restarted"
+        assert exits <= 5, f"{exits} failed starts in {elapsed:.0f} s: not backed off"
 
         async def trouble():
             (row,) = await read_status(settings)
@@ -242,8 +244,6 @@ async def test_a_consumer_that_keeps_failing_at_start_is_backed_off_and_status_s
             return out if "exited" in out else None
 
         printed = await eventually(lambda: asyncio.to_thread(cli_status), timeout=60, what="`jobqueue status`")
-    assert exits >= 2, "the consumer did fail and was restarted"
-    assert exits <= 5, f"{exits} failed starts in {elapsed:.0f} s: not backed off"
     assert "consumer slot default-0" in shown and "exit code 2" in shown, shown
     assert "JOBQUEUE_SPILL_DIRECTORY" in shown and "not a writable directory" in shown, shown
     assert "JOBQUEUE_SPILL_DIRECTORY" in printed, printed
