@@ -123,8 +123,9 @@ class Settings(BaseSettings):
     )
     spill_reserve_bytes: ByteSize = Field(
         default=1 << 30, ge=0,
-        description="Free space kept on the spill volume: DuckDB `max_temp_directory_size` is the volume's "
-        "free space minus this (e.g. `10GiB`).",
+        description="Free space kept on the spill volume (e.g. `10GiB`): the spill caps (DuckDB "
+        "`max_temp_directory_size`) of all queries and the scan caches on the volume never add up to more than "
+        "its free space minus this.",
     )
     spill_min_bytes: ByteSize = Field(
         default=64 << 20, ge=0,
