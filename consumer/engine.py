@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from consumer.disk_space import spill_dir_name
 from consumer.schema_check import check_source
 from consumer.sources import TableSource
 from jobqueue.plan import QueryPlan, literal
@@ -59,7 +60,7 @@ class QueryRun:
         self.plan = plan
         self.limits = limits
         self.sources = sources  # relation name -> table source
-        self.spill_dir = limits.spill_root / f"q-{uuid.uuid4().hex}"
+        self.spill_dir = limits.spill_root / spill_dir_name()  # names its process: see disk_space.sweep_spill
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._interrupted = False

@@ -6,23 +6,19 @@ load the staged input, plan (pure), run on DuckDB under the configured limits, p
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pyarrow as pa
 
 from consumer.cached_fs import cached_filesystem
-from consumer.engine import EngineLimits, QueryRun
-from consumer.resources import (
-    container_cpus,
-    container_memory_bytes,
-    memory_limit_bytes,
-    temp_directory_cap,
-    threads_for,
-)
+from consumer.disk_space import spill_reservation
+from consumer.engine import EngineLimits, QueryInterrupted, QueryRun
+from consumer.resources import container_cpus, container_memory_bytes, memory_limit_bytes, threads_for
 from consumer.scan_cache import BlockCache, ScanStats
 from consumer.sources import TableSource, TimeBounds, make_source
 from jobqueue.models import PerformanceSummary, QueryJob
@@ -33,7 +29,8 @@ from jobqueue.storage import Storage, is_local, job_uri, local_path
 
 
 def engine_limits(settings: Settings) -> EngineLimits:
-    """Memory from the container limit, threads from the CPU quota, temp space from the spill volume."""
+    """Memory from the container limit, threads from the CPU quota. The temp space cap is reserved when the
+    query runs (`PreparedQuery.spill_space`)."""
     if settings.container_memory_bytes is not None:
         container = settings.container_memory_bytes
     else:
@@ -43,9 +40,6 @@ def engine_limits(settings: Settings) -> EngineLimits:
         memory_limit_bytes=memory_limit_bytes(container, settings.query_memory_limit_percent),
         threads=settings.query_threads or threads_for(container_cpus()[0]),
         spill_root=settings.spill_root,
-        max_temp_directory_bytes=temp_directory_cap(
-            shutil.disk_usage(settings.spill_root).free, settings.spill_reserve_bytes
-        ),
     )
 
 
@@ -89,7 +83,22 @@ class PreparedQuery:
         self.run = QueryRun(self.plan, self.limits, table_sources(self.plan, job, sources))
         self.plan_seconds = time.perf_counter() - t0
 
+    @contextlib.contextmanager
+    def spill_space(self) -> Iterator[None]:
+        """Hold this query's spill reservation on the volume's ledger (`consumer.disk_space`) while it runs:
+        DuckDB's `max_temp_directory_size` is the reserved cap."""
+        try:
+            with spill_reservation(self.settings, self.run.spill_dir, lambda: self.run._interrupted) as cap:
+                self.limits = self.run.limits = replace(self.limits, max_temp_directory_bytes=cap)
+                yield
+        except InterruptedError as e:
+            raise QueryInterrupted(str(e)) from e
+
     def execute(self, started_at: datetime | None = None) -> QueryOutcome:
+        with self.spill_space():
+            return self._execute(started_at)
+
+    def _execute(self, started_at: datetime | None = None) -> QueryOutcome:
         t0 = time.perf_counter()
         started_at = started_at or datetime.now(UTC)
         result_uri = job_uri(self.settings.results, self.job.job_id, "result.parquet")

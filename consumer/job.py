@@ -193,8 +193,8 @@ class JobRun:
     async def _record_failure(self, claim: Claim, error: Exception) -> dict[str, Any]:
         message = f"{type(error).__name__}: {error}"
         if "max_temp_directory_size" in str(error):
-            message = (f"spill space exhausted in {self.consumer.settings.spill_root} (free space minus "
-                       f"JOBQUEUE_SPILL_RESERVE_BYTES): {message}")
+            message = (f"spill space exhausted in {self.consumer.settings.spill_root} (this query's share of the "
+                       f"volume's free space minus JOBQUEUE_SPILL_RESERVE_BYTES): {message}")
         errors = [*claim.errors, f"attempt {claim.attempt}: {message}"]
         retryable = not isinstance(error, NOT_RETRYABLE)
         owner, group = self.consumer.consumer_id, self.consumer.group

@@ -106,8 +106,3 @@ def threads_for(cpus: float) -> int:
     """DuckDB threads for a CPU quota: whole CPUs, at least 1 (more threads than quota only throttle)."""
     return max(1, int(cpus))
 
-
-def temp_directory_cap(free_bytes: int, reserve_bytes: int) -> int:
-    """DuckDB `max_temp_directory_size`: the spill volume's free space minus a reserve, at least 1 MiB,
-    so a query that needs more fails with a clear out-of-space error instead of filling the disk."""
-    return max(1 << 20, free_bytes - reserve_bytes)

@@ -16,7 +16,9 @@
 - **Restarts.** The index is rebuilt from the directory at startup (LRU order by file mtime) and
   leftover temp files are deleted, so a restarted consumer keeps its warm cache.
 - **Exclusive.** The process holds a non-blocking `flock` on `<dir>/.lock` for its lifetime: two
-  consumers never share a cache directory.
+  consumers never share a cache directory (the local backend gives each consumer slot its own).
+- **Reserved.** `open_scan_cache` reserves the cache's size in its volume's space ledger
+  (`consumer.disk_space`), next to the queries' spill; a cache the volume cannot hold is shrunk.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from consumer.disk_space import reserve_cache
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
 
@@ -97,7 +100,8 @@ class BlockCache:
             self._lock_file.close()
             raise ScanCacheLockedError(
                 f"scan cache directory {self.directory} is in use by another process; give each consumer its own "
-                "JOBQUEUE_TABLE_SCAN_CACHE_DIRECTORY, or set JOBQUEUE_TABLE_SCAN_CACHE_ON_LOCKED=uncached") from None
+                "JOBQUEUE_TABLE_SCAN_CACHE_DIRECTORY (the local backend does, per consumer slot), or set "
+                "JOBQUEUE_TABLE_SCAN_CACHE_ON_LOCKED=uncached") from None
         self._mutex = threading.Lock()
         self._index: OrderedDict[tuple[str, int], _Block] = OrderedDict()  # LRU first
         self._freq: dict[tuple[str, int], int] = {}
@@ -105,6 +109,7 @@ class BlockCache:
         self._touches = 0
         self.used = 0
         self._pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="scan-cache-fetch")
+        self.on_close: list[Callable[[], None]] = []  # e.g. releasing its space reservation
         self._rebuild()
 
     # --- startup ------------------------------------------------------------------------------------
@@ -135,7 +140,16 @@ class BlockCache:
                     f"the cache is configured for {self.capacity} bytes (JOBQUEUE_TABLE_SCAN_CACHE_BYTES)")
         return None
 
+    def shrink_to(self, capacity: int) -> None:
+        """Lower the cap (the volume cannot hold the configured size), evicting what no longer fits."""
+        with self._mutex:
+            self.capacity = min(self.capacity, capacity)
+            if self.used > self.capacity:
+                self._evict_to(int(self.capacity * LOW_WATER))
+
     def close(self) -> None:
+        for hook in self.on_close:
+            hook()
         self._pool.shutdown(wait=True)
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
@@ -324,4 +338,20 @@ def open_scan_cache(settings: Settings) -> BlockCache | None:
     warning = cache.free_space_warning()
     if warning:
         log.warning("scan cache larger than the free space", detail=warning)
+    return _reserved(cache, settings)
+
+
+def _reserved(cache: BlockCache, settings: Settings) -> BlockCache | None:
+    """Reserve the cache's size in its volume's space ledger, shrinking it to what the volume can give."""
+    reservation = reserve_cache(settings, cache.directory, cache.capacity)
+    cache.on_close.append(reservation.release)
+    if reservation.bytes < cache.capacity:
+        log.warning("scan cache shrunk to the space its volume can give (JOBQUEUE_SPILL_RESERVE_BYTES kept free, "
+                    "other caches' and queries' reservations counted)", directory=str(cache.directory),
+                    configured_bytes=cache.capacity, granted_bytes=reservation.bytes)
+        if reservation.bytes < cache.block_size:
+            log.warning("running without a scan cache: less than one block of space", directory=str(cache.directory))
+            cache.close()
+            return None
+        cache.shrink_to(reservation.bytes)
     return cache

@@ -24,6 +24,7 @@ from arq.worker import Retry, func
 from pydantic import ValidationError
 
 from consumer.arq_worker import JobQueueWorker
+from consumer.disk_space import reserve_slots, sweep_spill
 from consumer.execute import PreparedQuery
 from consumer.job import JobRun
 from consumer.scan_cache import open_scan_cache
@@ -46,7 +47,8 @@ class Consumer:
     """State of one consumer process: identity, Redis handles, and the jobs it is running."""
 
     def __init__(
-        self, settings: Settings, group: str, registry: Registry, prepare: Callable[..., Any] | None = None
+        self, settings: Settings, group: str, registry: Registry, prepare: Callable[..., Any] | None = None,
+        max_jobs: int = 1,
     ) -> None:
         self.settings = settings
         self.group = group
@@ -61,6 +63,8 @@ class Consumer:
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
         self._prepare = prepare or PreparedQuery
+        sweep_spill(settings.spill_root)  # spill directories of killed consumers
+        self.disk_slots = reserve_slots(settings, max_jobs)  # its query slots, for sharing the spill volume
         self.scan_cache = open_scan_cache(settings)
 
     def prepare(self, job: QueryJob) -> PreparedQuery:
@@ -80,6 +84,7 @@ class Consumer:
         await self.redis.hdel(self.keys.consumers(self.group), self.consumer_id)
         if self.scan_cache is not None:
             self.scan_cache.close()
+        self.disk_slots.release()
         log.info("consumer stopped")
 
     async def job_started(self, ctx: dict[str, Any]) -> None:
@@ -177,7 +182,7 @@ def build_worker(
     `prepare` (in `worker_options`) replaces query planning; other options go to arq's Worker."""
     prepare = worker_options.pop("prepare", None)
     registry = registry if registry is not None else load_registry(settings.registry_path)
-    consumer = Consumer(settings, group, registry, prepare)
+    consumer = Consumer(settings, group, registry, prepare, max_jobs)
     options: dict[str, Any] = dict(
         # attempts are counted and limited by JobRun (max_retries per query), not by arq
         functions=[func(run_offline_query, name=ARQ_FUNCTION, max_tries=10_000)],

@@ -69,7 +69,7 @@ class PerformanceSummary(_Strict):
     )
     memory_limit_bytes: int
     max_temp_directory_bytes: int | None = Field(
-        default=None, description="DuckDB max_temp_directory_size: spill volume free space minus the reserve."
+        default=None, description="DuckDB max_temp_directory_size: spill space reserved for the query on its volume."
     )
     peak_memory_bytes: int = Field(description="DuckDB's peak buffer-manager memory for the query.")
     threads: int

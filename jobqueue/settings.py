@@ -135,8 +135,26 @@ class Settings(BaseSettings):
     )
     spill_reserve_bytes: ByteSize = Field(
         default=1 << 30, ge=0,
-        description="Free space kept on the spill volume: DuckDB `max_temp_directory_size` is the volume's "
-        "free space minus this (e.g. `10GiB`).",
+        description="Free space kept on the spill volume (e.g. `10GiB`): the spill caps (DuckDB "
+        "`max_temp_directory_size`) of all queries and the scan caches on the volume never add up to more than "
+        "its free space minus this.",
+    )
+    spill_min_bytes: ByteSize = Field(
+        default=64 << 20, ge=0,
+        description="Spill space a query needs to start. Each query reserves its spill space in the volume's "
+        "ledger (shared by all queries and scan caches on that volume); it gets what is not promised to others, "
+        "minus this much for every other idle query slot on the volume, and at least this. A query that cannot "
+        "get it waits for other queries to finish (up to JOBQUEUE_SPILL_WAIT_SECONDS).",
+    )
+    spill_wait_seconds: float = Field(
+        default=300.0, ge=0,
+        description="How long a query waits for JOBQUEUE_SPILL_MIN_BYTES of spill space held by other queries "
+        "before it fails (retryably) with a message naming the volume and the numbers.",
+    )
+    spill_ledger_directory: Path | None = Field(
+        default=None,
+        description="Where the per-volume space ledgers live (one small JSON file per volume, guarded by `flock`). "
+        "Every process sharing a volume must use the same directory. Default `<home>/ledger`.",
     )
     max_input_rows: int = Field(
         default=50_000_000, ge=1, description="Largest query input the SDK accepts, in rows; a bigger one is "
@@ -164,6 +182,12 @@ class Settings(BaseSettings):
     consumer_id: str | None = Field(
         default=None, description="Consumer identity. Default `<hostname>-<pid>` (the pod name on Kubernetes)."
     )
+    consumer_slot: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Set by the local backend per consumer slot (`<group>-<n>`, stable across restarts): the "
+        "scan cache directory becomes `<scan cache directory>/slot-<slot>`, so consumers on one machine never "
+        "share a cache and a restarted one finds its warm cache.",
+    )
     consumer_http_port: int = Field(
         default=-1, ge=-1, le=65535,
         description="Consumer port for /metrics (process metrics), /healthz, /readyz; -1: off (the "
@@ -181,6 +205,11 @@ class Settings(BaseSettings):
     consumer_exit_with_parent: bool = Field(
         default=False,
         description="Drain and exit when the parent process dies (set by the local backend).",
+    )
+    consumer_restart_backoff_max_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Local backend: a consumer that exits unexpectedly within 30 s of its start is restarted "
+        "after 2 s, doubling per such exit in a row up to this; `jobqueue status` shows its last error.",
     )
     job_heartbeat_ttl_seconds: float = Field(
         default=15.0, gt=0,
@@ -353,7 +382,12 @@ class Settings(BaseSettings):
 
     @property
     def scan_cache_root(self) -> Path:
-        return self.table_scan_cache_directory or self.spill_root / "table_scan_cache"
+        base = self.table_scan_cache_directory or self.spill_root / "table_scan_cache"
+        return base / f"slot-{self.consumer_slot}" if self.consumer_slot else base
+
+    @property
+    def spill_ledger_root(self) -> Path:
+        return self.spill_ledger_directory or self.home / "ledger"
 
     @property
     def embedded_redis_url_file(self) -> Path:
@@ -364,7 +398,7 @@ class Settings(BaseSettings):
         env = {}
         for name in Settings.model_fields:
             value = getattr(self, name)
-            if value is not None and name != "consumer_id":
+            if value is not None and name not in ("consumer_id", "consumer_slot"):
                 if isinstance(value, SecretStr):
                     value = value.get_secret_value()
                 env[ENV_PREFIX + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)

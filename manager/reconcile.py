@@ -38,7 +38,7 @@ log = get_logger("jobqueue.manager")
 
 # What `jobqueue status` reads from <p>group-states, in the order `_reconcile_group` returns it.
 STATE_FIELDS = ("current", "desired", "direction", "reason", "detail", "ready", "in_flight", "deferred", "busy",
-                "orphaned", "oldest_ready_at", "error", "configured", "live")
+                "orphaned", "oldest_ready_at", "error", "configured", "live", "start_trouble")
 
 
 class GroupStatus(NamedTuple):
@@ -184,7 +184,8 @@ class Reconciler:
                                                                              cooldown_seconds=0)
                 decision = decide(obs.stats, spec, current, self.states.get(name, ScaleState()), now)
                 self.states[name] = decision.state
-                if decision.replicas != current:
+                if decision.replicas != current and (prev is None or (prev.current, prev.decision.replicas)
+                                                     != (current, decision.replicas)):  # once, not every tick
                     log.info(
                         "scaling", group=name, direction=decision.direction, current=current,
                         desired=decision.replicas, reason=decision.reason if group else "removed",
@@ -203,10 +204,11 @@ class Reconciler:
         self.last[name] = GroupStatus(obs, current, decision)
         self.metrics.observe_group(name, group, obs, current, decision, config_error=name in self.config.errors)
         stats = obs.stats
+        trouble = getattr(self.backend, "start_trouble", None)  # the local backend's crash-looping slots
         return (current, decision.replicas, decision.direction, decision.reason, decision.detail, stats.ready,
                 stats.in_flight, stats.deferred, stats.busy_consumers, len(obs.orphaned_jobs),
                 obs.oldest_ready_ms / 1000 if obs.oldest_ready_ms else None, error, group is not None,
-                len(obs.consumers))
+                len(obs.consumers), trouble(name) if trouble else None)
 
     def healthy(self) -> bool:
         """Liveness: the loop has completed a tick recently."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 
 from jobqueue.client import connect_redis
@@ -37,6 +38,7 @@ async def read_status(settings: Settings) -> list[dict[str, Any]]:
                 "decision": state.get("reason"),
                 "detail": state.get("detail"),
                 "error": state.get("error"),
+                "start_trouble": state.get("start_trouble"),
                 "configured": state.get("configured", True),
                 "age_seconds": round(time.time() - tick_at, 1) if state and tick_at else None,
             })
@@ -60,6 +62,7 @@ def render_status(rows: list[dict[str, Any]]) -> Group:
     details = [f"[bold]{r['group']}[/]: {r['detail']} ({r['age_seconds']}s ago)" for r in rows
                if r["detail"] and not r["error"]]
     details += [f"[bold red]{r['group']}[/]: {r['error']}" for r in rows if r["error"]]
+    details += [f"[bold red]{r['group']}[/]: {escape(r['start_trouble'])}" for r in rows if r.get("start_trouble")]
     details += [f"[bold]{r['group']}[/]: removed from the config; draining" for r in rows if not r["configured"]]
     return Group(table, *details)
 

@@ -11,7 +11,6 @@ from consumer.resources import (
     parse_cgroup_v2_cpu_max,
     parse_cgroup_v2_memory_max,
     physical_memory_bytes,
-    temp_directory_cap,
     threads_for,
 )
 
@@ -62,8 +61,3 @@ def test_cpu_quota_from_cgroup_files(tmp_path):
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert container_cpus(tmp_path) == (0.5, "cgroup v1 cpu.cfs_quota_us")
-
-
-def test_temp_directory_cap_keeps_the_reserve():
-    assert temp_directory_cap(100 << 30, 10 << 30) == 90 << 30
-    assert temp_directory_cap(5 << 30, 10 << 30) == 1 << 20  # no room: spilling fails instead of filling the disk
