@@ -142,7 +142,7 @@ class Consumer:
         try:
             job = QueryJob.model_validate(payload.get("job"))
             # the input must be the one staged for this job: a payload cannot make a consumer read elsewhere
-            staged = job_uri(self.settings.staging, job_id, "input.parquet")
+            staged = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")
             problems = [
                 f"{name} is {got!r}, expected {want!r}"
                 for name, got, want in (

@@ -176,7 +176,7 @@ class AsyncJobQueueClient:
     ) -> bool:
         """Stage a checked input (with `__ts__`/`__row__`) and enqueue it under `job_id`.
         With `exclusive`, a job id that already exists is not submitted again (returns False)."""
-        input_uri = job_uri(self.settings.staging, job_id, "input.parquet")
+        input_uri = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group=group,
             output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
@@ -224,7 +224,7 @@ class AsyncJobQueueClient:
         from consumer.execute import PreparedQuery  # the engine is only needed for in-process runs
 
         job_id = uuid.uuid4().hex
-        input_uri = job_uri(self.settings.staging, job_id, "input.parquet")
+        input_uri = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")
         self.storage.write_table(table, input_uri)
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group="in-process",

@@ -1,8 +1,11 @@
 """Staging, results and source files: Parquet on a local disk or an object store (S3 via pyarrow).
 
-The SDK stages a query's input at `<staging>/<job_id>/input.parquet`; consumers write results
-to `<results>/<job_id>/result.parquet`. Job ids are validated, so a path never leaves its root,
-and each job writes under its own prefix, so no job overwrites another's result. Writes go to a
+The SDK stages a query's input at `<staging>/<environment>/<job id>/input.parquet`; consumers
+write results to `<results>/<environment>/<job id>/result.parquet`. The environment and the job
+id are each encoded by `path_component`, which is injective (distinct ids never share a folder,
+even on a case-insensitive file system) and never yields `/`, `..` or an empty name, so a path
+never leaves its root and no job, in any environment sharing the bucket, overwrites another's
+result. Writes go to a
 temporary name and are renamed (local) or uploaded whole (object stores): a reader never sees
 half a file, and a re-run replaces the result whole.
 
@@ -30,6 +33,7 @@ import pyarrow.parquet as pq
 from jobqueue.settings import Settings
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$")
+_KEPT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
 def is_local(uri: str) -> bool:
@@ -40,11 +44,20 @@ def local_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
-def job_uri(root: str, job_id: str, filename: str) -> str:
-    """`<root>/<job_id>/<filename>`, refusing ids that could escape the root."""
+def path_component(name: str) -> str:
+    """`name` as one path segment: lowercase letters, digits, `_`, `.` and `-` are kept, every other
+    character becomes `%xx` per UTF-8 byte (lowercase hex). Injective, as `%` is never kept; the output
+    has no uppercase letter, so it stays injective on case-insensitive file systems too."""
+    return "".join(ch if ch in _KEPT else "".join(f"%{b:02x}" for b in ch.encode()) for ch in name)
+
+
+def job_uri(root: str, environment: str, job_id: str, filename: str) -> str:
+    """`<root>/<environment>/<job id>/<filename>` (both encoded), refusing ids that could escape the root."""
     if not _SAFE_ID.match(job_id) or ".." in job_id:
         raise ValueError(f"job id {job_id!r} is not a safe path component")
-    return f"{root.rstrip('/')}/{job_id.replace(':', '_')}/{filename}"
+    if not _SAFE_ID.match(environment) or ".." in environment:
+        raise ValueError(f"environment {environment!r} is not a safe path component")
+    return f"{root.rstrip('/')}/{path_component(environment)}/{path_component(job_id)}/{filename}"
 
 
 class Storage:
@@ -104,8 +117,8 @@ class Storage:
         local.unlink()
 
     def delete_job_dir(self, root: str, job_id: str) -> None:
-        """Remove `<root>/<job_id>/` if present (staged input after the job ends)."""
-        uri = job_uri(root, job_id, "x").rsplit("/", 1)[0]
+        """Remove `<root>/<environment>/<job id>/` if present (staged input after the job ends)."""
+        uri = job_uri(root, self.settings.environment, job_id, "x").rsplit("/", 1)[0]
         if is_local(uri):
             shutil.rmtree(local_path(uri), ignore_errors=True)
             return

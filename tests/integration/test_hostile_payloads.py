@@ -30,7 +30,8 @@ def envelope(kwargs: Any) -> bytes:
 
 def valid_job(settings, job_id: str) -> dict[str, Any]:
     return {"job_id": job_id, "environment": settings.environment, "resource_group": "default",
-            "output": ["user.f0"], "input_uri": job_uri(settings.staging, job_id, "input.parquet"),
+            "output": ["user.f0"],
+            "input_uri": job_uri(settings.staging, settings.environment, job_id, "input.parquet"),
             "input_columns": ["user.id"], "input_rows": 1, "submitted_at": datetime.now(UTC).isoformat()}
 
 
