@@ -31,7 +31,7 @@ from jobqueue import serializer
 from jobqueue.client import connect_redis
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
-from jobqueue.logs import get_logger
+from jobqueue.logs import capped, get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
@@ -82,18 +82,24 @@ class Consumer:
             self.scan_cache.close()
         log.info("consumer stopped")
 
+    def job_id(self, ctx: dict[str, Any]) -> str:
+        """The job id of the job arq runs (arq knows it by its arq id; only ours reach a job: see arq_worker)."""
+        return self.keys.job_id_of(ctx["job_id"]) or ctx["job_id"]
+
     async def job_started(self, ctx: dict[str, Any]) -> None:
         # runs inside arq's per-job task, so every line logged for this job (arq's too) carries its id
-        structlog.contextvars.bind_contextvars(job_id=ctx["job_id"])
-        self.running.add(ctx["job_id"])  # the running entry and heartbeat are set by the claim
+        job_id = self.job_id(ctx)
+        structlog.contextvars.bind_contextvars(job_id=job_id)
+        self.running.add(job_id)  # the running entry and heartbeat are set by the claim
 
     async def job_ended(self, ctx: dict[str, Any]) -> None:
         """Fallback release: the job's final transition normally released it in the same round trip."""
-        if ctx["job_id"] in self.running:
-            self.running.discard(ctx["job_id"])
+        job_id = self.job_id(ctx)
+        if job_id in self.running:
+            self.running.discard(job_id)
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(self.keys.running(self.group), ctx["job_id"])
-                pipe.delete(self.keys.heartbeat(ctx["job_id"]))
+                pipe.hdel(self.keys.running(self.group), job_id)
+                pipe.delete(self.keys.heartbeat(job_id))
                 await pipe.execute()
 
     # --- presence ------------------------------------------------------------------------------
@@ -157,7 +163,7 @@ class Consumer:
                 raise ValueError("; ".join(problems))
             return job
         except (ValidationError, ValueError) as e:
-            reason = f"malformed job payload: {e}".replace("\n", " ")[:2000]
+            reason = capped(f"malformed job payload: {e}".replace("\n", " "))
             log.error("job payload rejected", reason=reason)
             await self.store.mark_failed(job_id, reason)
             return None
@@ -165,7 +171,7 @@ class Consumer:
 
 async def run_offline_query(ctx: dict[str, Any], **payload: Any) -> dict[str, Any]:
     consumer: Consumer = ctx["consumer"]
-    return await consumer.run(ctx["job_id"], payload)
+    return await consumer.run(consumer.job_id(ctx), payload)
 
 
 def build_worker(

@@ -26,7 +26,6 @@ from typing import Any
 
 import pyarrow as pa
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import ConnectionPool
 
@@ -254,8 +253,8 @@ class AsyncJobQueueClient:
             raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
         record = await self.get_job(job_id)
         if result == CANCEL_QUEUED:
-            await self.redis.zrem(self.keys.queue(record.resource_group), job_id)
-            await self.redis.delete(job_key_prefix + job_id)
+            await self.redis.zrem(self.keys.queue(record.resource_group), self.keys.arq_id(job_id))
+            await self.redis.delete(self.keys.arq_job(job_id))
         elif result == CANCEL_RUNNING and wait:
             with contextlib.suppress(TimeoutError, JobQueueError):
                 record = await AsyncJobHandle(job_id, self).wait(timeout=wait, show_progress=False)

@@ -93,7 +93,7 @@ for g in string.gmatch(ARGV[3], '[^,]+') do  -- group names, comma-separated: on
     local nrun = #running / 2
     local head = redis.call('ZRANGE', queue, 0, nrun, 'WITHSCORES')
     local busy = {}
-    for j = 1, #running, 2 do busy[running[j]] = true end
+    for j = 1, #running, 2 do busy[prefix .. running[j]] = true end  -- members are arq ids: <prefix><job id>
     for j = 1, #head, 2 do
       if tonumber(head[j + 1]) > now then break end
       if not busy[head[j]] then oldest = head[j + 1]; break end

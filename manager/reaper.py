@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from arq.constants import in_progress_key_prefix as ARQ_IN_PROGRESS
-from arq.constants import job_key_prefix as ARQ_JOB
 from redis.asyncio import Redis
 
 from jobqueue.jobstore import JobStore
@@ -77,10 +75,10 @@ class Reaper:
                 outcome = "failed"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self.keys.running(group), job_id)
-            pipe.delete(ARQ_IN_PROGRESS + job_id)  # lets any consumer of the group pick it up again
+            pipe.delete(self.keys.arq_in_progress(job_id))  # lets any consumer of the group pick it up again
             if outcome == "failed" or (record is not None and record.status.is_final):
-                pipe.zrem(self.keys.queue(group), job_id)
-                pipe.delete(ARQ_JOB + job_id)
+                pipe.zrem(self.keys.queue(group), self.keys.arq_id(job_id))
+                pipe.delete(self.keys.arq_job(job_id))
             await pipe.execute()
         if outcome != "cleaned":
             log.warning("reaped job of a lost consumer", job_id=job_id, consumer_id=owner, outcome=outcome,
@@ -98,8 +96,8 @@ class Reaper:
                 job_id, "completion deadline passed while queued"
             ):
                 async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.zrem(self.keys.queue(record.resource_group), job_id)
-                    pipe.delete(ARQ_JOB + job_id)
+                    pipe.zrem(self.keys.queue(record.resource_group), self.keys.arq_id(job_id))
+                    pipe.delete(self.keys.arq_job(job_id))
                     await pipe.execute()
                 expired.append(job_id)
                 log.info("job expired in queue", job_id=job_id, group=record.resource_group)

@@ -109,8 +109,8 @@ async def test_a_hostile_corpus_is_rejected_and_the_good_jobs_complete(settings,
                 await client.store.create(JobRecord(
                     job_id=job_id, status=JobStatus.QUEUED, resource_group="default", output=["user.f0"],
                     input_rows=1, submitted_at=datetime.now(UTC)))
-            await client.redis.set(f"arq:job:{job_id}", raw)
-            await client.redis.zadd(client.keys.queue("default"), {job_id: int(time.time() * 1000)})
+            await client.redis.set(client.keys.arq_job(job_id), raw)
+            await client.redis.zadd(client.keys.queue("default"), {client.keys.arq_id(job_id): int(time.time() * 1000)})
         last = await client.offline_query({"user.id": [3]}, ["user.f0"])
 
         worker = build_worker(settings, "default", max_jobs=10)

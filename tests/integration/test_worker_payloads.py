@@ -33,8 +33,8 @@ async def inject(client: AsyncJobQueueClient, job_id: str, raw: bytes, with_reco
             job_id=job_id, status=JobStatus.QUEUED, resource_group="default", output=["user.f0"], input_rows=1,
             submitted_at=datetime.now(UTC),
         ))
-    await client.redis.set(f"arq:job:{job_id}", raw)
-    await client.redis.zadd(client.keys.queue("default"), {job_id: int(time.time() * 1000)})
+    await client.redis.set(client.keys.arq_job(job_id), raw)
+    await client.redis.zadd(client.keys.queue("default"), {client.keys.arq_id(job_id): int(time.time() * 1000)})
 
 
 async def test_bad_payloads_do_not_stop_the_worker(settings, store, caplog, tmp_path):
@@ -75,7 +75,7 @@ async def test_bad_payloads_do_not_stop_the_worker(settings, store, caplog, tmp_
         assert len(rejected) == 2 and all(e["reason"].startswith("malformed job payload") for e in rejected)
         arq_lines = [r.getMessage() for r in caplog.records if r.name == "arq.worker"]
         for job_id in ("pickled", "not-json", "wrong-shape"):
-            assert sum(f"deserializing job {job_id} failed" in m for m in arq_lines) == 1
+            assert sum(f"deserializing job {client.keys.arq_id(job_id)} failed" in m for m in arq_lines) == 1
         assert any("unknown-function" in m and "not found" in m for m in arq_lines)
 
 
