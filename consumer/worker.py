@@ -27,7 +27,7 @@ from consumer.arq_worker import JobQueueWorker
 from consumer.execute import PreparedQuery
 from consumer.job import JobRun
 from consumer.scan_cache import open_scan_cache
-from jobqueue import serializer
+from jobqueue import entries, serializer
 from jobqueue.client import connect_redis
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
@@ -131,6 +131,10 @@ class Consumer:
             except Exception:
                 log.warning("heartbeat failed", exc_info=True)
 
+    async def reject(self, arq_id: str, reason: str) -> None:
+        """Reject a queue entry that must not run (see `jobqueue.entries`)."""
+        await entries.reject(self.keys, self.store, self.storage, self.group, arq_id, reason)
+
     # --- the job -------------------------------------------------------------------------------
     async def run(self, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         with structlog.contextvars.bound_contextvars(job_id=job_id):
@@ -166,6 +170,8 @@ class Consumer:
             reason = capped(f"malformed job payload: {e}".replace("\n", " "))
             log.error("job payload rejected", reason=reason)
             await self.store.mark_failed(job_id, reason)
+            with contextlib.suppress(ValueError):  # its staged input, if it has one, will never be read
+                await asyncio.to_thread(self.storage.delete_job_dir, self.settings.staging, job_id)
             return None
 
 
@@ -184,7 +190,7 @@ def build_worker(
     consumer = Consumer(settings, group, registry, prepare)
     options: dict[str, Any] = dict(
         # attempts are counted and limited by JobRun (max_retries per query), not by arq
-        functions=[func(run_offline_query, name=ARQ_FUNCTION, max_tries=10_000)],
+        functions=[func(run_offline_query, name=ARQ_FUNCTION, max_tries=entries.MAX_TRIES)],
         queue_name=consumer.keys.queue(group),
         redis_pool=consumer.redis,
         max_jobs=max_jobs,
