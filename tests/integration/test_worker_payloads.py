@@ -95,3 +95,20 @@ async def test_a_failing_query_is_recorded_and_the_worker_serves_the_next(settin
             await stop_worker(worker, task)
         assert failed.status is JobStatus.FAILED and "is BIGINT but the input's 'user.id' is VARCHAR" in failed.error
         assert record.status is JobStatus.SUCCEEDED
+
+
+async def test_naive_times_given_to_the_sdk_are_utc_and_the_job_runs(settings):
+    """The consumer refuses naive datetimes in a payload; the SDK turns naive input into UTC before that."""
+    from datetime import datetime, timedelta
+
+    naive_now = datetime.utcnow()  # noqa: DTZ003 - naive on purpose
+    async with AsyncJobQueueClient(settings) as client:
+        job = await client.offline_query({"user.id": [1, 2]}, ["user.f0"], [naive_now, naive_now],
+                                         completion_deadline=naive_now + timedelta(minutes=5))
+        worker = build_worker(settings, "default", max_jobs=1)
+        task = asyncio.create_task(worker.async_run())
+        try:
+            record = await job.wait(timeout=30, show_progress=False)
+        finally:
+            await stop_worker(worker, task)
+    assert record.status is JobStatus.SUCCEEDED and record.completion_deadline.tzinfo is not None
