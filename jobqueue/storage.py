@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -49,6 +50,16 @@ def path_component(name: str) -> str:
     character becomes `%xx` per UTF-8 byte (lowercase hex). Injective, as `%` is never kept; the output
     has no uppercase letter, so it stays injective on case-insensitive file systems too."""
     return "".join(ch if ch in _KEPT else "".join(f"%{b:02x}" for b in ch.encode()) for ch in name)
+
+
+def from_path_component(segment: str) -> str | None:
+    """The name `path_component` encoded as `segment`; None when `segment` is not such an encoding (a folder
+    someone else made), so that whoever lists folders never acts on a name that means two things."""
+    try:
+        name = unquote_to_bytes(segment).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return name if path_component(name) == segment else None
 
 
 def job_uri(root: str, environment: str, job_id: str, filename: str) -> str:

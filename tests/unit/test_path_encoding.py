@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobqueue.models import JOB_ID_PATTERN
-from jobqueue.storage import job_uri, path_component
+from jobqueue.storage import from_path_component, job_uri, path_component
 
 job_ids = st.from_regex(JOB_ID_PATTERN, fullmatch=True)
 environments = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,62}", fullmatch=True)
@@ -31,6 +31,22 @@ def test_environments_sharing_a_bucket_get_distinct_folders(e1, a, e2, b):
     if (e1, a) != (e2, b):
         assert job_uri("s3://bucket/staging", e1, a, "input.parquet") != job_uri(
             "s3://bucket/staging", e2, b, "input.parquet")
+
+
+@given(job_ids)
+def test_a_folder_name_decodes_to_its_job_id(job_id):
+    assert from_path_component(path_component(job_id)) == job_id
+
+
+@given(st.text(max_size=50))
+def test_a_folder_name_that_is_no_encoding_decodes_to_nothing(name):
+    decoded = from_path_component(name)
+    assert decoded is None or path_component(decoded) == name
+
+
+@pytest.mark.parametrize("name", ["vic_7", "%3a", "%3Avic", "VIC", "%zz", "%ff"])
+def test_foreign_folder_names(name):
+    assert from_path_component(name) == {"vic_7": "vic_7", "%3a": ":"}.get(name)
 
 
 @given(environments, job_ids)
