@@ -127,7 +127,7 @@ async def run_arq(settings: Settings, jobs: int, concurrency: int) -> float:
 async def forget(settings: Settings) -> None:
     """Delete this round's job records and arq results, so rounds do not slow each other down."""
     redis = connect_redis(settings)
-    for pattern in (f"{settings.key_prefix}*", "arq:result:*"):
+    for pattern in (f"{settings.key_prefix}*", f"arq:result:{settings.key_prefix}*"):  # arq ids carry the prefix
         keys = [k async for k in redis.scan_iter(match=pattern, count=1000)]
         for i in range(0, len(keys), 1000):
             await redis.delete(*keys[i:i + 1000])

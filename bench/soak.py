@@ -159,7 +159,7 @@ async def soak(args: argparse.Namespace, redis_url: str, root: Path) -> dict[str
     results_root = settings.home / "results"
     files = {p.relative_to(results_root) for p in results_root.rglob("*") if p.is_file()}
     succeeded = [r for r in records if r.status.value == "succeeded"]
-    expected = {Path(r.job_id) / "result.parquet" for r in succeeded}
+    expected = {Path(settings.environment) / r.job_id / "result.parquet" for r in succeeded}
     waits = [(r.started_at - r.submitted_at).total_seconds() for r in succeeded if r.started_at]
     warm = max(10.0, 0.1 * args.minutes * 60)  # the first samples include imports and the first scale-ups
     after_warmup = [b for t, b in load.rss if t >= warm] or [load.rss[-1][1]]

@@ -7,6 +7,11 @@ and a job whose start or finish was cut off by the outage is handed back (its in
 removed) once Redis answers, so that it is taken again. Everything else is arq's own code; this
 module is the only place that depends on arq's internals
 (`start_jobs`, its semaphore and counters), which is why the arq version is pinned in pyproject.
+
+The take also returns the entry's envelope, so that an entry arq would refuse or crash on (a score
+that is not a time, an undecodable or foreign envelope, an enqueue time out of range, a member of
+another environment) is rejected here, once, with its job record failed (`jobqueue.entries`); it
+never reaches arq. Anything arq still fails on unexpectedly is rejected the same way.
 """
 
 from __future__ import annotations
@@ -14,23 +19,26 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 
+from jobqueue.entries import entry_problem
 from jobqueue.logs import get_logger
 from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
 
 log = get_logger("jobqueue.consumer")
 
-# KEYS[1] the job's in-progress key, KEYS[2] the queue; ARGV[1] job id, ARGV[2] now (ms),
-# ARGV[3] in-progress timeout (ms). Returns the job's score when it was taken, else false.
+# KEYS[1] the job's in-progress key, KEYS[2] the queue, KEYS[3] its arq job; ARGV[1] arq id, ARGV[2] now (ms),
+# ARGV[3] in-progress timeout (ms). Returns {score, envelope or false} when it was taken, else false.
 _TAKE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+if not score then return false end
+local due = tonumber(score)
+if due and due > tonumber(ARGV[2]) then return false end
 redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-return score
+return {score, redis.call('GET', KEYS[3])}
 """
 
 
@@ -50,19 +58,24 @@ class JobQueueWorker(Worker):
             self.job_counter += 1
             job_id = job_id_b.decode()
             try:
-                score = await take(
-                    keys=[in_progress_key_prefix + job_id, self.queue_name],
+                taken = await take(
+                    keys=[in_progress_key_prefix + job_id, self.queue_name, job_key_prefix + job_id],
                     args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)],
                 )
             except BaseException:  # Redis went away: give the slot back (the take may have happened: see run_job)
                 self.job_counter -= 1
                 self.sem.release()
                 raise
-            if not score:  # running elsewhere, already done, or re-queued with a delay
+            if not taken:  # running elsewhere, already done, or re-queued with a delay
                 self.job_counter -= 1
                 self.sem.release()
                 continue
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            score, envelope = taken
+            problem = entry_problem(self.ctx["consumer"].keys, job_id, score, envelope)
+            if problem is None:
+                task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            else:
+                task = self.loop.create_task(self._reject(job_id, problem))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
 
@@ -79,6 +92,17 @@ class JobQueueWorker(Worker):
             await super().run_job(job_id, score)
         except REDIS_UNREACHABLE:
             await self._hand_back(job_id)
+        except Exception as e:  # arq itself failed on this entry: it would stay in progress, and queued, for hours
+            await self._reject(job_id, f"arq could not run it: {type(e).__name__}: {e}")
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """arq refused the job before running it (its checks after ours: the retry counter): reject it."""
+        await super().finish_failed_job(job_id, result_data)
+        await self._reject(job_id, "arq refused it before it ran (see arq's line before this one)")
+
+    async def _reject(self, job_id: str, reason: str) -> None:
+        await until_reachable(lambda: self.ctx["consumer"].reject(job_id, reason),
+                              Outage(log, f"rejecting queue entry {job_id}"), job_id=job_id)
 
     async def _hand_back(self, job_id: str) -> None:
         """arq could not read or finish the job: remove its in-progress key once Redis answers, so

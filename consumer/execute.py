@@ -101,7 +101,7 @@ class PreparedQuery:
     def _execute(self, started_at: datetime | None = None) -> QueryOutcome:
         t0 = time.perf_counter()
         started_at = started_at or datetime.now(UTC)
-        result_uri = job_uri(self.settings.results, self.job.job_id, "result.parquet")
+        result_uri = job_uri(self.settings.results, self.job.environment, self.job.job_id, "result.parquet")
         if is_local(self.job.input_uri):
             staged = local_path(self.job.input_uri)
             if not staged.is_file():  # deterministic: retrying cannot bring it back

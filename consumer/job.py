@@ -23,6 +23,7 @@ from consumer.engine import QueryInterrupted
 from consumer.execute import PreparedQuery, QueryOutcome
 from jobqueue.errors import InvalidQueryError
 from jobqueue.jobstore import Claim, heartbeat_ms
+from jobqueue.logs import capped
 from jobqueue.models import JobStatus, QueryJob
 from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
 from jobqueue.storage import is_local
@@ -191,7 +192,7 @@ class JobRun:
         log.info("job stopped", status=stop.status.value, reason=str(stop))
 
     async def _record_failure(self, claim: Claim, error: Exception) -> dict[str, Any]:
-        message = f"{type(error).__name__}: {error}"
+        message = capped(f"{type(error).__name__}: {error}")
         if "max_temp_directory_size" in str(error):
             message = (f"spill space exhausted in {self.consumer.settings.spill_root} (this query's share of the "
                        f"volume's free space minus JOBQUEUE_SPILL_RESERVE_BYTES): {message}")

@@ -28,11 +28,11 @@ from consumer.disk_space import reserve_slots, sweep_spill
 from consumer.execute import PreparedQuery
 from consumer.job import JobRun
 from consumer.scan_cache import open_scan_cache
-from jobqueue import serializer
+from jobqueue import entries, serializer
 from jobqueue.client import connect_redis
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
-from jobqueue.logs import get_logger
+from jobqueue.logs import capped, get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
@@ -87,18 +87,24 @@ class Consumer:
         self.disk_slots.release()
         log.info("consumer stopped")
 
+    def job_id(self, ctx: dict[str, Any]) -> str:
+        """The job id of the job arq runs (arq knows it by its arq id; only ours reach a job: see arq_worker)."""
+        return self.keys.job_id_of(ctx["job_id"]) or ctx["job_id"]
+
     async def job_started(self, ctx: dict[str, Any]) -> None:
         # runs inside arq's per-job task, so every line logged for this job (arq's too) carries its id
-        structlog.contextvars.bind_contextvars(job_id=ctx["job_id"])
-        self.running.add(ctx["job_id"])  # the running entry and heartbeat are set by the claim
+        job_id = self.job_id(ctx)
+        structlog.contextvars.bind_contextvars(job_id=job_id)
+        self.running.add(job_id)  # the running entry and heartbeat are set by the claim
 
     async def job_ended(self, ctx: dict[str, Any]) -> None:
         """Fallback release: the job's final transition normally released it in the same round trip."""
-        if ctx["job_id"] in self.running:
-            self.running.discard(ctx["job_id"])
+        job_id = self.job_id(ctx)
+        if job_id in self.running:
+            self.running.discard(job_id)
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(self.keys.running(self.group), ctx["job_id"])
-                pipe.delete(self.keys.heartbeat(ctx["job_id"]))
+                pipe.hdel(self.keys.running(self.group), job_id)
+                pipe.delete(self.keys.heartbeat(job_id))
                 await pipe.execute()
 
     # --- presence ------------------------------------------------------------------------------
@@ -130,6 +136,10 @@ class Consumer:
             except Exception:
                 log.warning("heartbeat failed", exc_info=True)
 
+    async def reject(self, arq_id: str, reason: str) -> None:
+        """Reject a queue entry that must not run (see `jobqueue.entries`)."""
+        await entries.reject(self.keys, self.store, self.storage, self.group, arq_id, reason)
+
     # --- the job -------------------------------------------------------------------------------
     async def run(self, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         with structlog.contextvars.bound_contextvars(job_id=job_id):
@@ -147,7 +157,7 @@ class Consumer:
         try:
             job = QueryJob.model_validate(payload.get("job"))
             # the input must be the one staged for this job: a payload cannot make a consumer read elsewhere
-            staged = job_uri(self.settings.staging, job_id, "input.parquet")
+            staged = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")
             problems = [
                 f"{name} is {got!r}, expected {want!r}"
                 for name, got, want in (
@@ -162,7 +172,7 @@ class Consumer:
                 raise ValueError("; ".join(problems))
             return job
         except (ValidationError, ValueError) as e:
-            reason = f"malformed job payload: {e}".replace("\n", " ")[:2000]
+            reason = capped(f"malformed job payload: {e}".replace("\n", " "))
             log.error("job payload rejected", reason=reason)
             if await self.store.mark_failed(job_id, reason):  # its staged input will never be read
                 with contextlib.suppress(ValueError, OSError):  # an unsafe id has no folder; the GC retries
@@ -172,7 +182,7 @@ class Consumer:
 
 async def run_offline_query(ctx: dict[str, Any], **payload: Any) -> dict[str, Any]:
     consumer: Consumer = ctx["consumer"]
-    return await consumer.run(ctx["job_id"], payload)
+    return await consumer.run(consumer.job_id(ctx), payload)
 
 
 def build_worker(
@@ -185,7 +195,7 @@ def build_worker(
     consumer = Consumer(settings, group, registry, prepare, max_jobs)
     options: dict[str, Any] = dict(
         # attempts are counted and limited by JobRun (max_retries per query), not by arq
-        functions=[func(run_offline_query, name=ARQ_FUNCTION, max_tries=10_000)],
+        functions=[func(run_offline_query, name=ARQ_FUNCTION, max_tries=entries.MAX_TRIES)],
         queue_name=consumer.keys.queue(group),
         redis_pool=consumer.redis,
         max_jobs=max_jobs,

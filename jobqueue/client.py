@@ -26,7 +26,6 @@ from typing import Any
 
 import pyarrow as pa
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import ConnectionPool
 
@@ -176,7 +175,7 @@ class AsyncJobQueueClient:
     ) -> bool:
         """Stage a checked input (with `__ts__`/`__row__`) and enqueue it under `job_id`.
         With `exclusive`, a job id that already exists is not submitted again (returns False)."""
-        input_uri = job_uri(self.settings.staging, job_id, "input.parquet")
+        input_uri = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group=group,
             output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
@@ -224,7 +223,7 @@ class AsyncJobQueueClient:
         from consumer.execute import PreparedQuery  # the engine is only needed for in-process runs
 
         job_id = uuid.uuid4().hex
-        input_uri = job_uri(self.settings.staging, job_id, "input.parquet")
+        input_uri = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")
         self.storage.write_table(table, input_uri)
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group="in-process",
@@ -259,8 +258,8 @@ class AsyncJobQueueClient:
             raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
         record = await self.get_job(job_id)
         if result == CANCEL_QUEUED:
-            await self.redis.zrem(self.keys.queue(record.resource_group), job_id)
-            await self.redis.delete(job_key_prefix + job_id)
+            await self.redis.zrem(self.keys.queue(record.resource_group), self.keys.arq_id(job_id))
+            await self.redis.delete(self.keys.arq_job(job_id))
             with contextlib.suppress(OSError):  # no consumer reads it now; the manager's GC retries a failed delete
                 await asyncio.to_thread(self.storage.remove_job_files, job_id)
         elif result == CANCEL_RUNNING and wait:

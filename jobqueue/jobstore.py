@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from arq.constants import job_key_prefix as ARQ_JOB_PREFIX
-from arq.constants import result_key_prefix as ARQ_RESULT_PREFIX
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from jobqueue.errors import JobStateError
 from jobqueue.keys import Keys
+from jobqueue.logs import capped
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 
 SECONDS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 10800)
@@ -203,12 +202,12 @@ class JobStore:
         An id that already has a record returns False with `exclusive` (deterministic ids: scheduled
         runs are created once however many managers try); otherwise it raises `DuplicateJobId` and
         writes nothing. Retries by itself only when the watched keys changed underneath it."""
-        key, arq_key = self.keys.job(record.job_id), ARQ_JOB_PREFIX + record.job_id
+        key, arq_key = self.keys.job(record.job_id), self.keys.arq_job(record.job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(key, arq_key)
-                    if await pipe.exists(key, arq_key, ARQ_RESULT_PREFIX + record.job_id):
+                    if await pipe.exists(key, arq_key, self.keys.arq_result(record.job_id)):
                         await pipe.reset()
                         if exclusive:
                             return False
@@ -216,7 +215,7 @@ class JobStore:
                     pipe.multi()
                     self._write_record(pipe, record)
                     pipe.psetex(arq_key, expires_ms, arq_job)
-                    pipe.zadd(queue, {record.job_id: int(record.submitted_at.timestamp() * 1000)})
+                    pipe.zadd(queue, {self.keys.arq_id(record.job_id): int(record.submitted_at.timestamp() * 1000)})
                     await pipe.execute()
                     return True
                 except WatchError:
@@ -263,6 +262,10 @@ class JobStore:
         for name, value in fields.items():
             if name not in _JSON_FIELDS:
                 raise ValueError(f"unknown job field {name!r}")
+            if name == "error" and isinstance(value, str):
+                value = capped(value)
+            elif name == "errors":
+                value = [capped(e) for e in value]
             args += [name, _encode(value)]
         keys = [self.keys.job(job_id), self.keys.deadlines,
                 self.keys.running(release) if release else self.keys.deadlines, self.keys.heartbeat(job_id),

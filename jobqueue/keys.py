@@ -2,7 +2,7 @@
 
 All keys live under `jobqueue:<environment>:` so environments can share one Redis.
 
-    <p>queue:<group>            arq queue (zset job_id -> score ms); ready when score <= now,
+    <p>queue:<group>            arq queue (zset arq id -> score ms); ready when score <= now,
                                 deferred when score > now. Running jobs stay in it until done.
     <p>running:<group>          hash job_id -> consumer_id of jobs a consumer is executing (in flight)
     <p>consumers:<group>        hash consumer_id -> JSON ConsumerInfo (presence + busy jobs)
@@ -23,13 +23,17 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>schedule-runs:<name>     zset job_id -> due ms: the runs of one schedule
     <p>events                   pub/sub channel: `submitted:<group>` wakes the manager early
 
-arq keeps its own per-job keys (`arq:job:<id>`, `arq:in-progress:<id>`, `arq:retry:<id>`,
-`arq:result:<id>`). Job ids are random 128-bit hex, so those never collide across environments.
+arq keeps its own per-job keys (`arq:job:<arq id>`, `arq:in-progress:<arq id>`, `arq:retry:<arq id>`,
+`arq:result:<arq id>`), outside our prefix. So that environments sharing a Redis never share them, arq
+knows a job by its *arq id*, `<p><job id>` (`Keys.arq_id`): that is the queue member too, and a consumer
+maps it back with `Keys.job_id_of` (a member without this environment's prefix is not a job of it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 
 ARQ_FUNCTION = "run_offline_query"
 SCHEDULE_ERRORS_FIELD = "!errors"  # in <p>schedules: the load errors, as a JSON list
@@ -44,6 +48,28 @@ class Keys:
     @classmethod
     def for_environment(cls, environment: str) -> Keys:
         return cls(prefix=f"jobqueue:{environment}:")
+
+    def arq_id(self, job_id: str) -> str:
+        """The id arq knows a job by: its queue member, and the suffix of arq's per-job keys."""
+        return f"{self.prefix}{job_id}"
+
+    def job_id_of(self, arq_id: str) -> str | None:
+        """The job id behind a queue member of this environment; None when the member is not one."""
+        if arq_id.startswith(self.prefix) and len(arq_id) > len(self.prefix):
+            return arq_id[len(self.prefix):]
+        return None
+
+    def arq_job(self, job_id: str) -> str:
+        return job_key_prefix + self.arq_id(job_id)
+
+    def arq_in_progress(self, job_id: str) -> str:
+        return in_progress_key_prefix + self.arq_id(job_id)
+
+    def arq_retry(self, job_id: str) -> str:
+        return retry_key_prefix + self.arq_id(job_id)
+
+    def arq_result(self, job_id: str) -> str:
+        return result_key_prefix + self.arq_id(job_id)
 
     def queue(self, group: str) -> str:
         return f"{self.prefix}queue:{group}"

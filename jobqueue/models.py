@@ -9,7 +9,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$"
 
@@ -51,11 +51,12 @@ class QueryJob(_Strict):
     input_uri: str = Field(min_length=1, max_length=4096)
     input_columns: list[str] = Field(min_length=1, max_length=10_000)
     input_rows: int = Field(ge=1)
-    submitted_at: datetime
+    # times carry their offset: a naive one is refused here (the SDK takes naive input as UTC before this)
+    submitted_at: AwareDatetime
     max_retries: int = Field(default=2, ge=0, le=100)
-    completion_deadline: datetime | None = None
-    input_time_min: datetime | None = None  # the input's as-of range: lets sources prune files
-    input_time_max: datetime | None = None
+    completion_deadline: AwareDatetime | None = None
+    input_time_min: AwareDatetime | None = None  # the input's as-of range: lets sources prune files
+    input_time_max: AwareDatetime | None = None
 
 
 class PerformanceSummary(_Strict):

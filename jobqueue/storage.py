@@ -1,8 +1,11 @@
 """Staging, results and source files: Parquet on a local disk or an object store (S3 via pyarrow).
 
-The SDK stages a query's input at `<staging>/<job_id>/input.parquet`; consumers write results
-to `<results>/<job_id>/result.parquet`. Job ids are validated, so a path never leaves its root,
-and each job writes under its own prefix, so no job overwrites another's result. Writes go to a
+The SDK stages a query's input at `<staging>/<environment>/<job id>/input.parquet`; consumers
+write results to `<results>/<environment>/<job id>/result.parquet`. The environment and the job
+id are each encoded by `path_component`, which is injective (distinct ids never share a folder,
+even on a case-insensitive file system) and never yields `/`, `..` or an empty name, so a path
+never leaves its root and no job, in any environment sharing the bucket, overwrites another's
+result. Writes go to a
 temporary name and are renamed (local) or uploaded whole (object stores): a reader never sees
 half a file, and a re-run replaces the result whole.
 
@@ -21,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -30,6 +34,7 @@ import pyarrow.parquet as pq
 from jobqueue.settings import Settings
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$")
+_KEPT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
 def is_local(uri: str) -> bool:
@@ -40,11 +45,30 @@ def local_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
-def job_uri(root: str, job_id: str, filename: str) -> str:
-    """`<root>/<job_id>/<filename>`, refusing ids that could escape the root."""
+def path_component(name: str) -> str:
+    """`name` as one path segment: lowercase letters, digits, `_`, `.` and `-` are kept, every other
+    character becomes `%xx` per UTF-8 byte (lowercase hex). Injective, as `%` is never kept; the output
+    has no uppercase letter, so it stays injective on case-insensitive file systems too."""
+    return "".join(ch if ch in _KEPT else "".join(f"%{b:02x}" for b in ch.encode()) for ch in name)
+
+
+def from_path_component(segment: str) -> str | None:
+    """The name `path_component` encoded as `segment`; None when `segment` is not such an encoding (a folder
+    someone else made), so that whoever lists folders never acts on a name that means two things."""
+    try:
+        name = unquote_to_bytes(segment).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return name if path_component(name) == segment else None
+
+
+def job_uri(root: str, environment: str, job_id: str, filename: str) -> str:
+    """`<root>/<environment>/<job id>/<filename>` (both encoded), refusing ids that could escape the root."""
     if not _SAFE_ID.match(job_id) or ".." in job_id:
         raise ValueError(f"job id {job_id!r} is not a safe path component")
-    return f"{root.rstrip('/')}/{job_id.replace(':', '_')}/{filename}"
+    if not _SAFE_ID.match(environment) or ".." in environment:
+        raise ValueError(f"environment {environment!r} is not a safe path component")
+    return f"{root.rstrip('/')}/{path_component(environment)}/{path_component(job_id)}/{filename}"
 
 
 class Storage:
@@ -103,9 +127,13 @@ class Storage:
         pafs.copy_files(str(local), path, destination_filesystem=fs)
         local.unlink()
 
+    def job_dir(self, root: str, job_id: str) -> str:
+        """`<root>/<environment>/<job id>` (encoded) of this environment: one job's folder."""
+        return job_uri(root, self.settings.environment, job_id, "x").rsplit("/", 1)[0]
+
     def delete_job_dir(self, root: str, job_id: str) -> None:
-        """Remove `<root>/<job_id>/` if present (staged input after the job ends)."""
-        uri = job_uri(root, job_id, "x").rsplit("/", 1)[0]
+        """Remove `<root>/<environment>/<job id>/` if present (staged input after the job ends)."""
+        uri = self.job_dir(root, job_id)
         if is_local(uri):
             shutil.rmtree(local_path(uri), ignore_errors=True)
             return
@@ -121,18 +149,18 @@ class Storage:
             self.delete_job_dir(self.settings.results, job_id)
 
     def job_ids(self, root: str) -> list[str]:
-        """The ids of the jobs that have a folder under `root` (staging or results), sorted: what the garbage
-        collector looks at. A folder name that does not decode to exactly one job id is left out, so it is
-        never removed (today `_` stands for both `_` and `:`)."""
-        fs, path = self.resolve(root)
+        """The ids of this environment's jobs that have a folder under `root` (staging or results), sorted:
+        what the garbage collector looks at. A folder name that is not the encoding of a valid job id is left
+        out, so it is never removed; other environments' folders are never listed."""
+        fs, path = self.resolve(f"{root.rstrip('/')}/{path_component(self.settings.environment)}")
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
-        names = (i.base_name for i in infos if i.type == pafs.FileType.Directory)
-        return sorted(n for n in names if "_" not in n and _SAFE_ID.match(n) and ".." not in n)
+        ids = (from_path_component(i.base_name) for i in infos if i.type == pafs.FileType.Directory)
+        return sorted(i for i in ids if i is not None and _SAFE_ID.match(i) and ".." not in i)
 
     def job_dir_modified(self, root: str, job_id: str) -> float | None:
-        """When anything in `<root>/<job_id>/` last changed (epoch seconds), 0 when no time is known;
-        None when the folder is gone."""
-        fs, path = self.resolve(job_uri(root, job_id, "x").rsplit("/", 1)[0])
+        """When anything in `<root>/<environment>/<job id>/` last changed (epoch seconds), 0 when no time is
+        known; None when the folder is gone."""
+        fs, path = self.resolve(self.job_dir(root, job_id))
         top = fs.get_file_info(path)
         if top.type == pafs.FileType.NotFound:
             return None

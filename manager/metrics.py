@@ -106,6 +106,8 @@ GROUP_GAUGES = (
     ("consumers_busy", "Consumers executing a job."),
     ("consumers_min", "The group's min_instances."),
     ("consumers_max", "The group's max_instances."),
+    ("group_error", "1 when the last tick could not observe or reconcile the group (the error is in the logs and "
+     "`jobqueue status`); the other groups go on."),
     ("group_config_error", "1 when the group's config is broken (see the logs or `jobqueue status`); what runs "
      "is left alone until it is fixed."),
 )
@@ -149,14 +151,14 @@ class ManagerMetrics:
 
     def observe_group(
         self, name: str, group: ResourceGroup | None, obs: GroupObservation, current: int, decision: Decision,
-        config_error: bool = False,
+        config_error: bool = False, error: bool = False,
     ) -> None:
         stats = obs.stats
         oldest = obs.oldest_ready_ms or 0
         bounds = (group.min_instances, group.max_instances) if group is not None else (0, 0)
         self.groups.values[name] = (
             stats.ready, stats.deferred, stats.in_flight, oldest, decision.replicas, current, len(obs.consumers),
-            stats.busy_consumers, *bounds, 1 if config_error else 0,
+            stats.busy_consumers, *bounds, 1 if error else 0, 1 if config_error else 0,
         )
         if decision.replicas != current:
             self.decisions.labels(decision.direction, decision.reason).inc()

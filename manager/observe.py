@@ -7,11 +7,17 @@ pure, so the counting rules are unit-tested without Redis:
 - deferred = queued jobs due later (they do not wake consumers)
 - in flight = jobs a live consumer is running; entries of consumers with no fresh heartbeat are
   reported as orphaned (the reaper of a later issue re-queues them)
+- unreachable = queue members whose score is past any time (`+inf`, beyond year 9999): they would
+  never be due, so no consumer would ever reject them; the manager does (`jobqueue.entries`)
+
+Whatever is written into Redis, one group's observation never stops another's: a group whose keys
+cannot be read, or whose reply cannot be understood, is observed with its `error` set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -19,7 +25,9 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from jobqueue.entries import MAX_TIME_MS
 from jobqueue.keys import Keys
+from jobqueue.logs import capped
 from jobqueue.models import ConsumerInfo
 from manager.policy import QueueStats
 
@@ -34,6 +42,8 @@ class GroupObservation(NamedTuple):
 
     busy_ids: frozenset[str] = frozenset()
     running: Mapping[str, str] = MappingProxyType({})  # job id -> consumer id, live or not
+    unreachable: tuple[str, ...] = ()  # queue members (arq ids) that can never be due
+    error: str | None = None  # the group could not be observed: why
 
 
 def summarize(
@@ -81,9 +91,9 @@ def summarize(
 # script: a tick's cost in round trips and in client-side command packing does not grow with the
 # number of groups. Keys are built from the prefix inside the script (single Redis, not Cluster).
 _OBSERVE = """
-local prefix, now = ARGV[1], tonumber(ARGV[2])
+local prefix, now, max_ms = ARGV[1], tonumber(ARGV[2]), ARGV[4]
 local out = {}
-for g in string.gmatch(ARGV[3], '[^,]+') do  -- group names, comma-separated: one argument to encode
+local function observe(g)
   local queue = prefix .. 'queue:' .. g
   local running = redis.call('HGETALL', prefix .. 'running:' .. g)
   local total, ready, oldest = redis.call('ZCARD', queue), 0, false
@@ -93,7 +103,7 @@ for g in string.gmatch(ARGV[3], '[^,]+') do  -- group names, comma-separated: on
     local nrun = #running / 2
     local head = redis.call('ZRANGE', queue, 0, nrun, 'WITHSCORES')
     local busy = {}
-    for j = 1, #running, 2 do busy[running[j]] = true end
+    for j = 1, #running, 2 do busy[prefix .. running[j]] = true end  -- members are arq ids: <prefix><job id>
     for j = 1, #head, 2 do
       if tonumber(head[j + 1]) > now then break end
       if not busy[head[j]] then oldest = head[j + 1]; break end
@@ -103,14 +113,21 @@ for g in string.gmatch(ARGV[3], '[^,]+') do  -- group names, comma-separated: on
       else ready = redis.call('ZCOUNT', queue, '-inf', now) end
     end
   end
-  out[#out + 1] = {ready, total - ready, oldest, running, redis.call('HGETALL', prefix .. 'consumers:' .. g)}
+  local never = {}
+  if total > ready then never = redis.call('ZRANGEBYSCORE', queue, '(' .. max_ms, '+inf', 'LIMIT', 0, 100) end
+  return {ready, total - ready, oldest, running, redis.call('HGETALL', prefix .. 'consumers:' .. g), never}
+end
+for g in string.gmatch(ARGV[3], '[^,]+') do  -- group names, comma-separated: one argument to encode
+  local ok, reply = pcall(observe, g)  -- a key of the wrong type fails its own group only
+  if ok then out[#out + 1] = reply
+  else out[#out + 1] = {'!error', type(reply) == 'table' and reply.err or tostring(reply)} end
 end
 return out
 """
 
 
 def _pairs(flat: list[bytes]) -> dict[str, str]:
-    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+    return {flat[i].decode(errors="replace"): flat[i + 1].decode(errors="replace") for i in range(0, len(flat), 2)}
 
 
 class ObservationCache:
@@ -151,7 +168,8 @@ async def observe_in_chunks(
     now_ms = int(now * 1000)
     size = -(-len(names) // chunks)
     parts = [names[i:i + size] for i in range(0, len(names), size)]
-    calls = [asyncio.ensure_future(script(args=[keys.prefix, now_ms, ",".join(part)])) for part in parts]
+    calls = [asyncio.ensure_future(script(args=[keys.prefix, now_ms, ",".join(part), MAX_TIME_MS]))
+             for part in parts]
     try:
         for part, call in zip(parts, calls, strict=True):
             yield _summarize_part(part, await call, now, stale_after, cache)
@@ -166,15 +184,33 @@ def _summarize_part(names: list[str], replies: list[Any], now: float, stale_afte
     for g, raw in zip(names, replies, strict=True):
         obs = cache.get(g, raw, now) if cache is not None else None
         if obs is None:
-            ready_total, deferred, oldest, running, consumers = raw
-            obs = summarize(
-                g, int(ready_total), int(deferred), _pairs(running), _pairs(consumers),
-                int(float(oldest)) if oldest else None, now, stale_after,
-            )
-            if cache is not None:
+            try:
+                obs = _summarize_one(g, raw, now, stale_after)
+            except Exception as e:  # whatever was written into Redis, the other groups go on
+                error = raw[1].decode(errors="replace") if raw[:1] == [b"!error"] else f"{type(e).__name__}: {e}"
+                obs = GroupObservation(g, QueueStats(0, 0, 0, 0), (), (), (), None, error=capped(error))
+            if cache is not None and obs.error is None:
                 cache.put(g, raw, obs, stale_after)
         out[g] = obs
     return out
+
+
+def _summarize_one(g: str, raw: list[Any], now: float, stale_after: float) -> GroupObservation:
+    if raw[:1] == [b"!error"]:
+        raise RuntimeError("observing the group failed")
+    ready_total, deferred, oldest, running, consumers, never = raw
+    obs = summarize(g, int(ready_total), int(deferred), _pairs(running), _pairs(consumers), _score_ms(oldest),
+                    now, stale_after)
+    return obs._replace(unreachable=tuple(m.decode(errors="replace") for m in never)) if never else obs
+
+
+def _score_ms(raw: bytes | None) -> int | None:
+    """A score as whole milliseconds; `-inf` (any score below zero, or not finite) counts as 0: the
+    entry is due, and the consumer that takes it rejects it."""
+    if not raw:
+        return None
+    score = float(raw)
+    return int(score) if math.isfinite(score) and score > 0 else 0
 
 
 async def read_groups(

@@ -12,6 +12,11 @@ in-progress key to expire (the job timeout: hours) before anyone ran it again.
   `out of memory at <limit>` instead, and `oom_kills:<group>` counts the kill once.
 - A job past its `completion_deadline` that is still queued becomes `expired` and leaves the
   queue. A running one is stopped by its own consumer's watcher (or reaped as above).
+- A queue entry that can never be due (its score is past any time) is rejected (`jobqueue.entries`):
+  no consumer would ever see it.
+
+One entry that cannot be handled (an unreadable record, say) is logged once and skipped; it never
+stops the others, or the tick.
 """
 
 from __future__ import annotations
@@ -22,14 +27,14 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from arq.constants import in_progress_key_prefix as ARQ_IN_PROGRESS
-from arq.constants import job_key_prefix as ARQ_JOB
 from redis.asyncio import Redis
 
+from jobqueue import entries
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
-from jobqueue.logs import get_logger
+from jobqueue.logs import capped, get_logger
 from jobqueue.models import JobRecord, JobStatus
+from jobqueue.outage import REDIS_UNREACHABLE
 from jobqueue.storage import Storage
 from manager.backends.base import OomKill
 
@@ -60,7 +65,8 @@ class Reaper:
         self.store = store
         self.heartbeat_ttl = heartbeat_ttl
         self.oom_source = oom_source
-        self.storage = storage  # to remove the files of the jobs it fails or expires
+        self.storage = storage  # to remove the files of the jobs it fails, expires or rejects
+        self._skipped: dict[str, str] = {}  # job id -> the error it was skipped for (logged once)
 
     async def _remove_files(self, job_id: str, result: bool) -> None:
         """A job the reaper ended needs its staged input no more, nor (failed) its result folder."""
@@ -71,8 +77,10 @@ class Reaper:
         except OSError as e:  # the garbage collector tries again later
             log.warning("could not remove a finished job's files", job_id=job_id, error=str(e))
 
-    async def run(self, running: Mapping[str, Mapping[str, str]], now: datetime | None = None) -> ReapReport:
-        """`running`: each group's running entries (job id -> consumer id), as the tick observed them."""
+    async def run(self, running: Mapping[str, Mapping[str, str]], now: datetime | None = None,
+                  unreachable: Mapping[str, tuple[str, ...]] | None = None) -> ReapReport:
+        """`running`: each group's running entries (job id -> consumer id), as the tick observed them;
+        `unreachable`: each group's queue members that can never be due."""
         now = now or datetime.now(UTC)
         requeued: list[str] = []
         failed: list[str] = []
@@ -80,10 +88,30 @@ class Reaper:
         lost = await self._lost(running)
         kills = await self._oom_kills({owner for _, _, owner in lost}) if lost else {}
         for group, job_id, owner in lost:
-            outcome = await self._recover(group, job_id, owner, kills.get(owner))
+            outcome = await self._isolated(job_id, self._recover(group, job_id, owner, kills.get(owner)))
             (requeued if outcome == "requeued" else failed if outcome == "failed" else []).append(job_id)
+        for group, members in (unreachable or {}).items():
+            for member in members:
+                reason = "its queue score is past any time, so it would never be due"
+                await self._isolated(member, entries.reject(self.keys, self.store, self.storage, group, member,
+                                                            reason))
         expired = await self._expire(now)
         return ReapReport(tuple(requeued), tuple(failed), tuple(expired))
+
+    async def _isolated(self, job_id: str, work: Any) -> Any:
+        """Run one entry's work; a failure other than Redis being away is logged once for that entry and skipped."""
+        try:
+            result = await work
+        except REDIS_UNREACHABLE:
+            raise
+        except Exception as e:
+            error = capped(f"{type(e).__name__}: {e}")
+            if self._skipped.get(job_id) != error:
+                self._skipped[job_id] = error
+                log.error("job skipped by the reaper; the others go on", job_id=job_id, error=error)
+            return None
+        self._skipped.pop(job_id, None)
+        return result
 
     async def _lost(self, running: Mapping[str, Mapping[str, str]]) -> list[tuple[str, str, str]]:
         """Running entries whose heartbeat key is gone: one pipelined round trip for every group."""
@@ -135,10 +163,10 @@ class Reaper:
                 outcome = "failed"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self.keys.running(group), job_id)
-            pipe.delete(ARQ_IN_PROGRESS + job_id)  # lets any consumer of the group pick it up again
+            pipe.delete(self.keys.arq_in_progress(job_id))  # lets any consumer of the group pick it up again
             if outcome == "failed" or (record is not None and record.status.is_final):
-                pipe.zrem(self.keys.queue(group), job_id)
-                pipe.delete(ARQ_JOB + job_id)
+                pipe.zrem(self.keys.queue(group), self.keys.arq_id(job_id))
+                pipe.delete(self.keys.arq_job(job_id))
             await pipe.execute()
         if outcome == "failed":
             await self._remove_files(job_id, result=True)  # a killed attempt may have left a temporary file
@@ -150,18 +178,23 @@ class Reaper:
     async def _expire(self, now: datetime) -> list[str]:
         expired = []
         for job_id in await self.store.due_deadlines(now):
-            record = await self.store.get(job_id)
-            if record is None or record.status.is_final:
-                await self.redis.zrem(self.keys.deadlines, job_id)
-                continue
-            if record.status is JobStatus.QUEUED and await self.store.mark_expired(
-                job_id, "completion deadline passed while queued"
-            ):
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.zrem(self.keys.queue(record.resource_group), job_id)
-                    pipe.delete(ARQ_JOB + job_id)
-                    await pipe.execute()
+            if await self._isolated(job_id, self._expire_one(job_id)):
                 expired.append(job_id)
-                log.info("job expired in queue", job_id=job_id, group=record.resource_group)
-                await self._remove_files(job_id, result=False)
         return expired
+
+    async def _expire_one(self, job_id: str) -> bool:
+        record = await self.store.get(job_id)
+        if record is None or record.status.is_final:
+            await self.redis.zrem(self.keys.deadlines, job_id)
+            return False
+        if record.status is JobStatus.QUEUED and await self.store.mark_expired(
+            job_id, "completion deadline passed while queued"
+        ):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.keys.queue(record.resource_group), self.keys.arq_id(job_id))
+                pipe.delete(self.keys.arq_job(job_id))
+                await pipe.execute()
+            log.info("job expired in queue", job_id=job_id, group=record.resource_group)
+            await self._remove_files(job_id, result=False)
+            return True
+        return False

@@ -22,7 +22,7 @@ from jobqueue.errors import ConfigError
 from jobqueue.groups import GroupsConfig, ResourceGroup, load_groups_config
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
-from jobqueue.logs import get_logger
+from jobqueue.logs import capped, get_logger
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage
@@ -77,6 +77,7 @@ class Reconciler:
         self._published: dict[str, tuple[Any, ...]] = {}  # group -> the state last written to Redis
         self._specs: dict[str, tuple[ResourceGroup, ScalingSpec]] = {}
         self._observations = ObservationCache()
+        self._group_errors: dict[str, str] = {}  # group -> the error last logged for it (logged once)
         store = JobStore(redis, self.keys, settings.job_ttl_seconds)
         self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds, Storage(settings),
                              oom_source=backend if hasattr(backend, "pending_oom_kills") else None)
@@ -133,12 +134,13 @@ class Reconciler:
                                             self.settings.consumer_stale_seconds, self._observations):
             for name, obs in part.items():  # while Redis computes the next part
                 observed[name] = obs
-                state = await self._reconcile_group(name, obs, now)
+                state = await self._reconcile_group_isolated(name, obs, now)
                 if self._published.get(name) != state:  # steady groups cost no write
                     self._published[name] = state
                     changed[name] = json.dumps(dict(zip(STATE_FIELDS, state, strict=True)))
         # jobs of dead consumers go back to their queue now, and count from the next tick
-        await self.reaper.run({g: o.running for g, o in observed.items()})
+        await self.reaper.run({g: o.running for g, o in observed.items()},
+                              unreachable={g: o.unreachable for g, o in observed.items() if o.unreachable})
         gone = [n for n in self._published if n not in names]
         async with self.redis.pipeline(transaction=False) as pipe:
             for name, obs in observed.items():
@@ -161,6 +163,26 @@ class Reconciler:
         self.last_tick_at = time.monotonic()
         return self.last
 
+    def _group_failed(self, name: str, error: str, exc_info: bool = False) -> Decision:
+        """A group that could not be observed or reconciled: keep what runs, log each distinct error once."""
+        if self._group_errors.get(name) != error:
+            self._group_errors[name] = error
+            log.error("group failed; the other groups go on", group=name, error=error, exc_info=exc_info)
+        current = self.last[name].current if name in self.last else 0
+        return Decision(current, "none", "error", error, self.states.get(name, ScaleState()))
+
+    async def _reconcile_group_isolated(self, name: str, obs: GroupObservation, now: float) -> tuple[Any, ...]:
+        try:
+            state = await self._reconcile_group(name, obs, now)
+        except Exception as e:  # outside the backend calls (which report their own): never the other groups'
+            decision = self._group_failed(name, capped(f"{type(e).__name__}: {e}"), exc_info=True)
+            self.last[name] = GroupStatus(obs, decision.replicas, decision)
+            return (decision.replicas, decision.replicas, "none", "error", decision.detail, 0, 0, 0, 0, 0, None,
+                    decision.detail, name in self.groups, 0)
+        if state[STATE_FIELDS.index("error")] is None:
+            self._group_errors.pop(name, None)
+        return state
+
     async def _reconcile_group(self, name: str, obs: GroupObservation, now: float) -> tuple[Any, ...]:  # noqa: C901
         """Decide and act for one group; a failure is reported in its state and does not stop the others."""
         group = self.groups.get(name)
@@ -177,7 +199,10 @@ class Reconciler:
         error = self.config.errors.get(name)
         try:
             current = await self.backend.current_replicas(name)
-            if group is None and error is not None:  # broken config: leave what runs alone until it is fixed
+            if obs.error is not None:  # its keys could not be read: hold what runs, until they can
+                error = f"observing the group failed: {obs.error}"
+                decision = self._group_failed(name, error)._replace(replicas=current)
+            elif group is None and error is not None:  # broken config: leave what runs alone until it is fixed
                 decision = Decision(current, "none", "config_error", error, ScaleState())
             else:
                 spec = self.spec(group) if group is not None else ScalingSpec(0, 0, stabilization_seconds=0,
@@ -197,12 +222,12 @@ class Reconciler:
                     await self.backend.retire(name, decision.replicas, obs)
         except Exception as e:
             self.metrics.backend_errors.labels(self.backend.name, type(e).__name__).inc()
-            log.exception("reconcile failed for group", group=name)
-            error = f"{type(e).__name__}: {e}"
-            current = self.last[name].current if name in self.last else 0
-            decision = Decision(current, "none", "error", error, self.states.get(name, ScaleState()))
+            error = capped(f"{type(e).__name__}: {e}")
+            decision = self._group_failed(name, error, exc_info=True)
+            current = decision.replicas
         self.last[name] = GroupStatus(obs, current, decision)
-        self.metrics.observe_group(name, group, obs, current, decision, config_error=name in self.config.errors)
+        self.metrics.observe_group(name, group, obs, current, decision, config_error=name in self.config.errors,
+                                   error=decision.reason == "error")
         stats = obs.stats
         trouble = getattr(self.backend, "start_trouble", None)  # the local backend's crash-looping slots
         return (current, decision.replicas, decision.direction, decision.reason, decision.detail, stats.ready,

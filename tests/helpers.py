@@ -88,7 +88,7 @@ async def mark_busy(redis, keys: Keys, group: str, pod: str, job: str) -> None:
     now = time.time()
     info = ConsumerInfo(consumer_id=pod, resource_group=group, host=pod, pid=1, started_at=now, seen_at=now,
                         running=[job])
-    await redis.zadd(keys.queue(group), {job: int(now * 1000)})  # arq keeps running jobs in the queue
+    await redis.zadd(keys.queue(group), {keys.arq_id(job): int(now * 1000)})  # arq keeps running jobs queued
     await redis.hset(keys.consumers(group), pod, info.model_dump_json())
     await redis.hset(keys.running(group), job, pod)
     await redis.set(keys.heartbeat(job), "1", ex=60)

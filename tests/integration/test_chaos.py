@@ -85,6 +85,7 @@ async def test_no_job_is_lost_while_consumers_are_killed(settings, tmp_path):
     assert final.count("succeeded") == JOBS, "0 jobs lost: all succeeded"
     root = settings.home / "results"
     results = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    assert results == sorted(f"{job_id}/result.parquet" for job_id in ids), "exactly one result per job, no leftovers"
+    expected = sorted(f"{settings.environment}/{job_id}/result.parquet" for job_id in ids)
+    assert results == expected, "exactly one result per job, no leftovers"
     for r in retried:  # every extra attempt is explained by a lost consumer
         assert len(r.errors) == r.attempts - 1 and all("lost" in e for e in r.errors), r

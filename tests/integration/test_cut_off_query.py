@@ -83,7 +83,8 @@ async def test_a_cut_off_query_slow_to_stop_keeps_its_heartbeat_and_is_handed_ba
 
         record = await job.record()
         assert record.attempts == 0 and record.errors == [], "a cut-off run does not use up a retry"
-        assert await client.redis.zscore(client.keys.queue("default"), job.id) is not None, "still queued"
+        queued = await client.redis.zscore(client.keys.queue("default"), client.keys.arq_id(job.id))
+        assert queued is not None, "still queued"
 
         # the next consumer runs it: attempt 1 of max_retries=0 is allowed
         worker = build_worker(settings, "default", max_jobs=1)

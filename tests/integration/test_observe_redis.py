@@ -11,10 +11,11 @@ async def test_counts_oldest_ready_and_the_cache(arq_redis, environment):
     keys = Keys.for_environment(environment)
     now = 10_000.0
     live = ConsumerInfo(consumer_id="c1", resource_group="g", host="h", pid=1, started_at=now, seen_at=now - 1)
-    await arq_redis.zadd(keys.queue("g"), {"running-old": 1_000_000, "waiting": 2_000_000, "later": 20_000_000})
+    await arq_redis.zadd(keys.queue("g"), {keys.arq_id("running-old"): 1_000_000, keys.arq_id("waiting"): 2_000_000,
+                                           keys.arq_id("later"): 20_000_000})
     await arq_redis.hset(keys.running("g"), "running-old", "c1")
     await arq_redis.hset(keys.consumers("g"), "c1", live.model_dump_json())
-    await arq_redis.zadd(keys.queue("only-running"), {"r": 1_000_000})
+    await arq_redis.zadd(keys.queue("only-running"), {keys.arq_id("r"): 1_000_000})
     await arq_redis.hset(keys.running("only-running"), "r", "gone")
     cache = ObservationCache()
 

@@ -107,5 +107,5 @@ async def test_a_redis_restart_mid_run_loses_nothing(settings, tmp_path, restart
     assert final.count("succeeded") == JOBS, "nothing accepted is lost"
     root = settings.home / "results"
     results = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    assert results == sorted(f"{i}/result.parquet" for i in ids), "exactly one result per job"
+    assert results == sorted(f"{settings.environment}/{i}/result.parquet" for i in ids), "exactly one result per job"
     assert crashed == 0, "consumers wait Redis out rather than exit"

@@ -43,8 +43,9 @@ HOUR = 3600.0
 
 
 def has_folder(settings: Settings, root: str, job_id: str) -> bool:
-    """Whether `<root>/<job_id>/` exists, on local disk or S3."""
-    fs, path = Storage(settings).resolve(job_uri(root, job_id, "x").rsplit("/", 1)[0])
+    """Whether `<root>/<environment>/<job_id>/` exists, on local disk or S3."""
+    storage = Storage(settings)
+    fs, path = storage.resolve(storage.job_dir(root, job_id))
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
@@ -53,7 +54,7 @@ def staged(settings: Settings, job_id: str) -> bool:
 
 
 def put(settings: Settings, root: str, job_id: str, name: str = "input.parquet") -> None:
-    Storage(settings).write_table(pa.table({"a": [1]}), job_uri(root, job_id, name))
+    Storage(settings).write_table(pa.table({"a": [1]}), job_uri(root, settings.environment, job_id, name))
 
 
 async def plant(settings: Settings, status: JobStatus, finished_ago: float | None = None, ttl: int | None = None,
@@ -127,9 +128,9 @@ async def test_a_job_the_reaper_fails_loses_its_staged_input_and_its_result_fold
 async def test_a_rejected_payload_removes_the_staged_input(settings):
     async with AsyncJobQueueClient(settings) as client:
         job = await client.offline_query({"user.id": [1]}, ["user.f0"])
-        payload = json.loads(await client.redis.get(f"arq:job:{job.id}"))
+        payload = json.loads(await client.redis.get(client.keys.arq_job(job.id)))
         payload["k"]["job"]["environment"] = "elsewhere"  # a payload the consumer must refuse
-        await client.redis.set(f"arq:job:{job.id}", envelope(payload["k"]))
+        await client.redis.set(client.keys.arq_job(job.id), envelope(payload["k"]))
         worker = build_worker(settings, "default", max_jobs=1)
         task = asyncio.create_task(worker.async_run())
         try:
@@ -201,7 +202,7 @@ async def test_a_result_removed_after_its_ttl_says_so_when_read(settings):
     settings = settings.model_copy(update={"result_ttl_seconds": int(HOUR)})
     job_id = uuid.uuid4().hex
     await plant(settings, JobStatus.SUCCEEDED, finished_ago=2 * HOUR, job_id=job_id,
-                result_uri=job_uri(settings.results, job_id, "result.parquet"))
+                result_uri=job_uri(settings.results, settings.environment, job_id, "result.parquet"))
     put(settings, settings.results, job_id, "result.parquet")
     async with AsyncJobQueueClient(settings) as client:
         assert (await client.job(job_id).to_arrow()).num_rows == 1

@@ -41,14 +41,16 @@ async def test_sources_staging_and_results_on_s3(s3_settings, store, s3_bucket, 
         jobs = [await client.offline_query(ids, OUTPUT, times) for ids, times in inputs]
         for job, (ids, times) in zip(jobs, inputs, strict=True):
             record = await job.wait(timeout=60, show_progress=False)
-            assert record.result_uri == f"s3://{s3_bucket}/results/{job.id}/result.parquet"
+            assert record.result_uri == f"s3://{s3_bucket}/results/{settings.environment}/{job.id}/result.parquet"
             assert_same(await job.to_pandas(), reference(store, ids["user.id"], times, OUTPUT))
             rows_read = {name: f["rows_read"] for name, f in job.performance_summary.sources.items()}
             assert all(n and n > 0 for n in rows_read.values()), rows_read
             assert all(f["bytes_scanned"] > 0 for f in job.performance_summary.sources.values())
     keys = [o["Key"] for o in s3_client(settings).list_objects_v2(Bucket=s3_bucket)["Contents"]]
-    assert sorted(k for k in keys if k.startswith("results/")) == sorted(f"results/{j.id}/result.parquet" for j in jobs)
-    assert not [k for k in keys if k.startswith("staging/") and k != "staging/"], "staged inputs are removed"
+    assert sorted(k for k in keys if k.startswith("results/")) == sorted(
+        f"results/{settings.environment}/{j.id}/result.parquet" for j in jobs)
+    assert not [k for k in keys if k.startswith("staging/")
+            and k not in ("staging/", f"staging/{settings.environment}/")], "staged inputs are removed"
     assert not any(settings.spill_root.glob("result-*")), "local copies of uploaded results are removed"
 
 
