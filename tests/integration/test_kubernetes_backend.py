@@ -23,6 +23,7 @@ from jobqueue.models import JobRecord, JobStatus
 from manager.backends.kube_objects import CONFIG_HASH, DELETION_COST
 from manager.backends.kubernetes import KubernetesBackend
 from manager.leader import LeaseElector
+from manager.reaper import OOM_CLOCK_SLACK_SECONDS
 from manager.reconcile import Reconciler
 from tests.helpers import eventually, mark_busy, queue
 from tests.kube_emulator import PODS, ClusterEmulator
@@ -331,7 +332,8 @@ async def test_an_oom_killed_pod_names_out_of_memory_in_its_jobs_errors(cluster,
     failed = await _running_job(store, keys, arq_redis, "etl", oom, max_retries=0)
     retried = await _running_job(store, keys, arq_redis, "etl", oom, max_retries=1)
     other = await _running_job(store, keys, arq_redis, "etl", lost, max_retries=0)
-    await emulator.oom_kill_pod(NS, oom, time.time() + 1)  # the kubelet's clock: seconds, maybe a bit ahead
+    killed_at = time.time() + 1
+    await emulator.oom_kill_pod(NS, oom, killed_at)  # the kubelet's clock: seconds, maybe a bit ahead
     await manager.tick()
 
     record = await store.get(failed)
@@ -344,7 +346,10 @@ async def test_an_oom_killed_pod_names_out_of_memory_in_its_jobs_errors(cluster,
     assert record.status.value == "failed" and "lost (no heartbeat" in record.error, "another pod: no OOM"
     assert await arq_redis.hget(keys.counters, "oom_kills:etl") == b"1", "one kill, counted once for two jobs"
 
-    later = await _running_job(store, keys, arq_redis, "etl", oom, max_retries=0)  # claimed after the restart
+    # a job claimed once the kill is clearly in the past (beyond the clock slack): the restarted container's
+    await eventually(lambda: time.time() > int(killed_at) + OOM_CLOCK_SLACK_SECONDS, timeout=5,
+                     what="the kill to be past the clock slack")
+    later = await _running_job(store, keys, arq_redis, "etl", oom, max_retries=0)
     await manager.tick()
     assert "lost (no heartbeat" in (await store.get(later)).error, "the kill before it started is not its cause"
     assert await arq_redis.hget(keys.counters, "oom_kills:etl") == b"1"
