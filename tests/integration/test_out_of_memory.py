@@ -2,7 +2,8 @@
 `preserve_insertion_order=false` that restores input order itself, else a failed job that says what to raise.
 
 The workload: windowed aggregations over 2M events, 200k input rows. Under a 64 MiB memory_limit DuckDB 2.0
-runs out of memory with 2 threads and finishes with 1; under 16 MiB it fails with either.
+runs out of memory with 2 threads and finishes with 1; under 16 MiB it fails with either. The consumers get
+1 GiB (the local backend may enforce it with a memory cgroup) and DuckDB a small percent of it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def spill_leftovers(settings):
 async def test_out_of_memory_is_retried_with_fewer_threads_and_rows_stay_in_input_order(
         settings, events_store, tmp_path):
     settings = with_groups(
-        settings, tmp_path, {"tight": {"max_instances": 1, "memory": "128MiB", "memory_limit_percent": 50}},
+        settings, tmp_path, {"tight": {"max_instances": 1, "memory": "1GiB", "memory_limit_percent": 6.25}},
         registry_path=events_store.registry_path,
     )
     assert settings.query_threads == 2
@@ -77,7 +78,7 @@ async def test_out_of_memory_is_retried_with_fewer_threads_and_rows_stay_in_inpu
 async def test_out_of_memory_on_the_retry_too_fails_the_job_naming_the_limit_and_the_setting(
         settings, events_store, tmp_path):
     settings = with_groups(
-        settings, tmp_path, {"tiny": {"max_instances": 1, "memory": "32MiB", "memory_limit_percent": 50}},
+        settings, tmp_path, {"tiny": {"max_instances": 1, "memory": "1GiB", "memory_limit_percent": 1.5625}},
         registry_path=events_store.registry_path,
     )
     ids, times = sample_input(events_store.users, 200_000, seed=23)
@@ -91,7 +92,7 @@ async def test_out_of_memory_on_the_retry_too_fails_the_job_naming_the_limit_and
     assert record.attempts == 1 and len(record.errors) == 1, "the engine already retried: not retried again"
     for words in ("QueryOutOfMemory", "memory_limit 16.0 MiB (16777216 bytes)",
                   "retry with 1 thread(s) and preserve_insertion_order=false",
-                  "raise JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT (now 50% of 32.0 MiB",
+                  "raise JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT (now 1.5625% of 1.0 GiB",
                   "a resource group's `memory_limit_percent`", "a resource group's `memory`", "Out of Memory Error"):
         assert words in record.error, (words, record.error)
     assert spill_leftovers(settings) == []
