@@ -25,6 +25,7 @@ from jobqueue.models import PerformanceSummary, QueryJob
 from jobqueue.plan import QueryPlan, plan_query
 from jobqueue.registry import Registry
 from jobqueue.settings import Settings
+from jobqueue.sizes import format_bytes
 from jobqueue.storage import Storage, is_local, job_uri, local_path
 
 
@@ -32,12 +33,17 @@ def engine_limits(settings: Settings) -> EngineLimits:
     """Memory from the container limit, threads from the CPU quota. The temp space cap is reserved when the
     query runs (`PreparedQuery.spill_space`)."""
     if settings.container_memory_bytes is not None:
-        container = settings.container_memory_bytes
+        container, where = settings.container_memory_bytes, "JOBQUEUE_CONTAINER_MEMORY_BYTES"
     else:
-        container, _ = container_memory_bytes()
+        container, where = container_memory_bytes()
     settings.spill_root.mkdir(parents=True, exist_ok=True)
+    percent = settings.query_memory_limit_percent
     return EngineLimits(
-        memory_limit_bytes=memory_limit_bytes(container, settings.query_memory_limit_percent),
+        memory_limit_bytes=memory_limit_bytes(container, percent),
+        memory_hint=(
+            f"raise JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT (now {percent:g}% of {format_bytes(container)} from {where}; "
+            "a resource group's `memory_limit_percent`) or the container's memory (a resource group's `memory`)"
+        ),
         threads=settings.query_threads or threads_for(container_cpus()[0]),
         spill_root=settings.spill_root,
     )
@@ -143,11 +149,13 @@ class PreparedQuery:
             queue_wait_seconds=max(0.0, (started_at - self.job.submitted_at).total_seconds()),
             execution_seconds=result.execution_seconds,
             total_seconds=t_done - t0 + self.plan_seconds,
+            oom_retries=result.oom_retries,
             stage_seconds={
                 "stage_input": round(t_input - t0, 6),
                 "plan": round(self.plan_seconds, 6),
                 "execute": round(t_exec - t_input, 6),
                 "write_result": round(t_done - t_exec, 6),
+                **({"oom_reorder": round(result.reorder_seconds, 6)} if result.oom_retries else {}),
             },
         )
         return QueryOutcome(result_uri=result_uri, summary=summary)

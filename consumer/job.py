@@ -19,7 +19,7 @@ import duckdb
 import structlog
 from arq.worker import Retry
 
-from consumer.engine import QueryInterrupted
+from consumer.engine import QueryInterrupted, QueryOutOfMemory
 from consumer.execute import PreparedQuery, QueryOutcome
 from jobqueue.errors import InvalidQueryError
 from jobqueue.jobstore import Claim, heartbeat_ms
@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 log = structlog.stdlib.get_logger("jobqueue.consumer")
 WATCH_SECONDS = 0.5
 
-# Deterministic: the same input fails the same way on every attempt.
+# Deterministic: the same input fails the same way on every attempt. (QueryOutOfMemory: the engine
+# already retried with fewer threads; it needs more memory.)
 NOT_RETRYABLE: tuple[type[BaseException], ...] = (
-    InvalidQueryError, FileNotFoundError, NotImplementedError, ValueError,
+    InvalidQueryError, FileNotFoundError, NotImplementedError, ValueError, QueryOutOfMemory,
     duckdb.BinderException, duckdb.ConversionException, duckdb.InvalidInputException,
     duckdb.CatalogException, duckdb.ParserException, duckdb.NotImplementedException,
 )
