@@ -24,12 +24,12 @@ from arq.worker import Retry, func
 from pydantic import ValidationError
 
 from consumer.arq_worker import JobQueueWorker
-from consumer.disk_space import reserve_slots, sweep_spill
-from consumer.execute import PreparedQuery
 from consumer.job import JobRun
-from consumer.scan_cache import open_scan_cache
 from jobqueue import entries, serializer
 from jobqueue.client import connect_redis
+from jobqueue.engine.disk_space import reserve_slots, sweep_spill
+from jobqueue.engine.execute import PreparedQuery
+from jobqueue.engine.scan_cache import open_scan_cache
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
 from jobqueue.logs import capped, get_logger

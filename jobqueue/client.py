@@ -220,7 +220,7 @@ class AsyncJobQueueClient:
         return True
 
     def _run_in_process(self, table: pa.Table, columns: list[str], output: list[str], now: datetime) -> LocalResult:
-        from consumer.execute import PreparedQuery  # the engine is only needed for in-process runs
+        from jobqueue.engine.execute import PreparedQuery  # the engine is only needed for in-process runs
 
         job_id = uuid.uuid4().hex
         input_uri = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")

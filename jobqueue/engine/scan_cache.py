@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consumer.disk_space import reserve_cache
+from jobqueue.engine.disk_space import reserve_cache
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
 

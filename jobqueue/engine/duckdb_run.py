@@ -21,9 +21,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from consumer.disk_space import spill_dir_name
-from consumer.schema_check import check_source
-from consumer.sources import TableSource
+from jobqueue.engine.disk_space import spill_dir_name
+from jobqueue.engine.schema_check import check_source
+from jobqueue.engine.sources import TableSource
 from jobqueue.plan import QueryPlan, literal
 
 ProgressCallback = Callable[[float], None]

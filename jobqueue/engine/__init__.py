@@ -1,0 +1,1 @@
+"""The query engine: one planned query -> Parquet result + summary, on DuckDB (placeholder, see next commit)."""
