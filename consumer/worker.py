@@ -26,7 +26,6 @@ from pydantic import ValidationError
 from consumer.arq_worker import JobQueueWorker
 from consumer.job import JobRun
 from jobqueue import entries, serializer
-from jobqueue.client import connect_redis
 from jobqueue.engine.disk_space import reserve_slots, sweep_spill
 from jobqueue.engine.execute import PreparedQuery
 from jobqueue.engine.scan_cache import open_scan_cache
@@ -36,6 +35,7 @@ from jobqueue.logs import capped, get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
+from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage, job_uri

@@ -48,7 +48,7 @@ def check_spill_dir(settings: Settings) -> None:
 
 async def check_redis(settings: Settings, timeout: float = 10.0) -> None:
     """One PING within `timeout` seconds."""
-    from jobqueue.client import connect_redis
+    from jobqueue.redis import connect_redis
 
     where = redacted(settings.resolved_redis_url())
     client = connect_redis(settings)

@@ -12,14 +12,17 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from jobqueue.client import AsyncJobQueueClient
 from jobqueue.inputs import to_arrow, with_times
 from jobqueue.keys import SCHEDULE_ERRORS_FIELD
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
 from jobqueue.schedules import ScheduledQuery, spine_columns
 from manager.schedule_policy import plan_firing
+
+if TYPE_CHECKING:
+    from jobqueue.client import AsyncJobQueueClient
 
 log = get_logger("jobqueue.manager.scheduler")
 

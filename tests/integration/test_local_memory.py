@@ -16,10 +16,10 @@ import pytest
 import structlog
 
 from jobqueue import AsyncJobQueueClient, ResourceRequests
-from jobqueue.client import connect_redis
 from jobqueue.engine.resources import physical_memory_bytes
 from jobqueue.groups import ResourceGroup
 from jobqueue.keys import Keys
+from jobqueue.redis import connect_redis
 from manager.backends.local import LocalBackend
 from manager.backends.local_cgroup import CgroupUnavailable, cgroup_name, detect, join_in_child, remove
 from manager.backends.local_memory import default_consumer_memory
