@@ -31,10 +31,12 @@ from jobqueue.engine.execute import PreparedQuery
 from jobqueue.engine.scan_cache import open_scan_cache
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
-from jobqueue.logs import capped, get_logger
+from jobqueue.logs import capped, configure_logging, get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
+from jobqueue.preflight import check_redis, check_spill_dir, fail_cleanly, settings_or_exit
+from jobqueue.profiler.targets import announce_role
 from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings
@@ -255,3 +257,15 @@ async def _watch_parent(drain: Any) -> None:
         await asyncio.sleep(1.0)
     log.warning("parent process exited; draining")
     drain()
+
+
+def run_consumer(resource_group: str, max_jobs: int) -> None:
+    """The consumer process's entry (`python -m consumer`, `jobqueue consumer`): settings, logging and
+    start-up checks, then `serve` until SIGTERM. A bad setting or an unreachable Redis exits naming it."""
+    settings = settings_or_exit()
+    configure_logging(settings.log_format, settings.log_level)
+    announce_role("consumer")
+    with fail_cleanly():
+        check_spill_dir(settings)
+        asyncio.run(check_redis(settings))
+        asyncio.run(serve(settings, resource_group, max_jobs))
