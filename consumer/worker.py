@@ -1,7 +1,7 @@
 """The consumer process: an arq worker on one resource group's queue.
 
 Thin glue: arq hands us a job; we validate the payload, claim the job record (queued -> running),
-run the query in a thread (`consumer.execute`), and record the outcome. A malformed payload is
+run the query in a thread (`jobqueue.engine.execute`), and record the outcome. A malformed payload is
 logged once and rejected; the worker keeps serving. Presence and busy jobs are published as a
 heartbeat so the manager never stops a busy consumer.
 """

@@ -1,4 +1,4 @@
-"""Process entry points: `jobqueue manager` and `jobqueue up` (manager + embedded Redis)."""
+"""The manager process's entry, `run_manager`: what `jobqueue manager`, `jobqueue up` and `jobqueue demo` start."""
 
 from __future__ import annotations
 

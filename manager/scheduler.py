@@ -2,7 +2,8 @@
 
 Every tick, for each enabled schedule: read its checkpoint, ask `plan_firing` (pure) whether a
 run is due, and submit it under the deterministic job id `scheduled:<env>:<name>:<due UTC>`.
-The record is created with HSETNX, so a restart, a failover or two managers racing submit a
+The record and its queue entry are created in one transaction that writes nothing when the id
+exists (`JobStore.submit(exclusive=True)`), so a restart, a failover or two managers racing submit a
 due time once. Pause, resume and "run now" are flags in Redis that any CLI can set.
 """
 
