@@ -85,7 +85,7 @@ class PreparedQuery:
 
     @contextlib.contextmanager
     def spill_space(self) -> Iterator[None]:
-        """Hold this query's spill reservation on the volume's ledger (`consumer.disk_space`) while it runs:
+        """Hold this query's spill reservation on the volume's ledger (`jobqueue.engine.disk_space`) while it runs:
         DuckDB's `max_temp_directory_size` is the reserved cap."""
         try:
             with spill_reservation(self.settings, self.run.spill_dir, lambda: self.run._interrupted) as cap:
