@@ -31,13 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arq import Worker  # noqa: E402
 from arq.worker import func  # noqa: E402
 
-from consumer.engine import EngineLimits  # noqa: E402
-from consumer.execute import QueryOutcome  # noqa: E402
 from consumer.worker import build_worker  # noqa: E402
 from jobqueue import serializer  # noqa: E402
-from jobqueue.client import AsyncJobQueueClient, connect_redis  # noqa: E402
+from jobqueue.client import AsyncJobQueueClient  # noqa: E402
+from jobqueue.engine.duckdb_run import EngineLimits  # noqa: E402
+from jobqueue.engine.execute import QueryOutcome  # noqa: E402
 from jobqueue.inputs import to_arrow, with_times  # noqa: E402
 from jobqueue.models import PerformanceSummary, QueryJob  # noqa: E402
+from jobqueue.redis import connect_redis  # noqa: E402
 from jobqueue.registry import parse_registry  # noqa: E402
 from jobqueue.settings import Settings  # noqa: E402
 

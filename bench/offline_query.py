@@ -77,7 +77,7 @@ def generate(data: Path, ids: int, snapshots: int, input_rows: int) -> None:
 
 
 def run_ours(data: Path, out: Path, container_bytes: int | None, output: list[str] = OUTPUT) -> dict:
-    from consumer.execute import PreparedQuery
+    from jobqueue.engine.execute import PreparedQuery
     from jobqueue.models import QueryJob
     from jobqueue.registry import load_registry
     from jobqueue.settings import Settings

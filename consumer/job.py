@@ -19,8 +19,8 @@ import duckdb
 import structlog
 from arq.worker import Retry
 
-from consumer.engine import QueryInterrupted, QueryOutOfMemory
-from consumer.execute import PreparedQuery, QueryOutcome
+from jobqueue.engine.duckdb_run import QueryInterrupted, QueryOutOfMemory
+from jobqueue.engine.execute import PreparedQuery, QueryOutcome
 from jobqueue.errors import InvalidQueryError
 from jobqueue.jobstore import Claim, heartbeat_ms
 from jobqueue.logs import capped

@@ -1,7 +1,7 @@
 """The consumer process: an arq worker on one resource group's queue.
 
 Thin glue: arq hands us a job; we validate the payload, claim the job record (queued -> running),
-run the query in a thread (`consumer.execute`), and record the outcome. A malformed payload is
+run the query in a thread (`jobqueue.engine.execute`), and record the outcome. A malformed payload is
 logged once and rejected; the worker keeps serving. Presence and busy jobs are published as a
 heartbeat so the manager never stops a busy consumer.
 """
@@ -24,18 +24,20 @@ from arq.worker import Retry, func
 from pydantic import ValidationError
 
 from consumer.arq_worker import JobQueueWorker
-from consumer.disk_space import reserve_slots, sweep_spill
-from consumer.execute import PreparedQuery
 from consumer.job import JobRun
-from consumer.scan_cache import open_scan_cache
 from jobqueue import entries, serializer
-from jobqueue.client import connect_redis
+from jobqueue.engine.disk_space import reserve_slots, sweep_spill
+from jobqueue.engine.execute import PreparedQuery
+from jobqueue.engine.scan_cache import open_scan_cache
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
-from jobqueue.logs import capped, get_logger
+from jobqueue.logs import capped, configure_logging, get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
+from jobqueue.preflight import check_redis, check_spill_dir, fail_cleanly, settings_or_exit
+from jobqueue.profiler.targets import announce_role
+from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage, job_uri
@@ -255,3 +257,15 @@ async def _watch_parent(drain: Any) -> None:
         await asyncio.sleep(1.0)
     log.warning("parent process exited; draining")
     drain()
+
+
+def run_consumer(resource_group: str, max_jobs: int) -> None:
+    """The consumer process's entry (`python -m consumer`, `jobqueue consumer`): settings, logging and
+    start-up checks, then `serve` until SIGTERM. A bad setting or an unreachable Redis exits naming it."""
+    settings = settings_or_exit()
+    configure_logging(settings.log_format, settings.log_level)
+    announce_role("consumer")
+    with fail_cleanly():
+        check_spill_dir(settings)
+        asyncio.run(check_redis(settings))
+        asyncio.run(serve(settings, resource_group, max_jobs))

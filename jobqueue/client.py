@@ -27,7 +27,6 @@ from typing import Any
 import pyarrow as pa
 from arq.connections import ArqRedis
 from arq.jobs import serialize_job
-from redis.asyncio import ConnectionPool
 
 from jobqueue import serializer
 from jobqueue.errors import (
@@ -45,21 +44,11 @@ from jobqueue.keys import ARQ_FUNCTION, Keys
 from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
 from jobqueue.plan import plan_query
+from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings, load_settings
 from jobqueue.storage import Storage, job_uri
 from jobqueue.sync import LoopThread
-
-
-def connect_redis(settings: Settings) -> ArqRedis:
-    """An arq-capable Redis client using the JSON serializer (never pickle)."""
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    pool = ConnectionPool.from_url(
-        settings.resolved_redis_url(), health_check_interval=30, socket_keepalive=True, password=password
-    )
-    client = ArqRedis(pool, job_serializer=serializer.dumps, job_deserializer=serializer.loads)
-    client.auto_close_connection_pool = True  # aclose() also closes the pool's connections
-    return client
 
 
 class AsyncJobQueueClient:
@@ -220,7 +209,7 @@ class AsyncJobQueueClient:
         return True
 
     def _run_in_process(self, table: pa.Table, columns: list[str], output: list[str], now: datetime) -> LocalResult:
-        from consumer.execute import PreparedQuery  # the engine is only needed for in-process runs
+        from jobqueue.engine.execute import PreparedQuery  # the engine is only needed for in-process runs
 
         job_id = uuid.uuid4().hex
         input_uri = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")

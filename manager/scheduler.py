@@ -2,7 +2,8 @@
 
 Every tick, for each enabled schedule: read its checkpoint, ask `plan_firing` (pure) whether a
 run is due, and submit it under the deterministic job id `scheduled:<env>:<name>:<due UTC>`.
-The record is created with HSETNX, so a restart, a failover or two managers racing submit a
+The record and its queue entry are created in one transaction that writes nothing when the id
+exists (`JobStore.submit(exclusive=True)`), so a restart, a failover or two managers racing submit a
 due time once. Pause, resume and "run now" are flags in Redis that any CLI can set.
 """
 
@@ -12,14 +13,17 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from jobqueue.client import AsyncJobQueueClient
 from jobqueue.inputs import to_arrow, with_times
 from jobqueue.keys import SCHEDULE_ERRORS_FIELD
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
 from jobqueue.schedules import ScheduledQuery, spine_columns
 from manager.schedule_policy import plan_firing
+
+if TYPE_CHECKING:
+    from jobqueue.client import AsyncJobQueueClient
 
 log = get_logger("jobqueue.manager.scheduler")
 

@@ -13,7 +13,7 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from jobqueue.client import connect_redis
+from jobqueue.redis import connect_redis
 from jobqueue.sample import SampleStore, write_sample_store
 from jobqueue.settings import Settings
 

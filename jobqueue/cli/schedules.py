@@ -15,7 +15,7 @@ from rich.table import Table
 from jobqueue.cli.console import console, err_console, with_client
 from jobqueue.errors import JobQueueError
 from jobqueue.keys import SCHEDULE_ERRORS_FIELD
-from jobqueue.schedules import ScheduledQuery
+from jobqueue.schedules import ScheduledQuery, next_due
 from jobqueue.sizes import format_bytes
 
 if TYPE_CHECKING:
@@ -47,8 +47,6 @@ def list_schedules(ctx: typer.Context) -> None:
         return
 
     async def rows(client: AsyncJobQueueClient) -> tuple[list[list[str]], list[str]]:
-        from manager.schedule_policy import next_due
-
         definitions, errors = await _definitions(client)
         now, out = datetime.now(UTC), []
         for name, sq in sorted(definitions.items()):

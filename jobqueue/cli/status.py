@@ -11,8 +11,8 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from jobqueue.client import connect_redis
 from jobqueue.keys import Keys
+from jobqueue.redis import connect_redis
 from jobqueue.settings import Settings
 
 

@@ -6,7 +6,7 @@
 - Before lowering replicas, each pod gets `controller.kubernetes.io/pod-deletion-cost`: busy pods
   (their name holds a job heartbeat: consumers use the pod name as consumer id) high, idle pods 0,
   so the ReplicaSet removes idle pods. The decision never goes below the busy count, and a
-  consumer that still receives SIGTERM drains (#3).
+  consumer that still receives SIGTERM drains its running jobs first.
 - A group gone from the config is scaled to its busy count, then to 0, and its Deployment is
   deleted once it has no pods.
 - Only objects labelled `app.kubernetes.io/managed-by=jobqueue-manager` and this release are read

@@ -12,9 +12,9 @@ import signal
 import threading
 from typing import Any
 
-from consumer.engine import QueryInterrupted
 from consumer.worker import build_worker
 from jobqueue import AsyncJobQueueClient, JobStatus
+from jobqueue.engine.duckdb_run import QueryInterrupted
 from manager.reaper import Reaper, ReapReport
 from tests.helpers import eventually, stop_worker, worker_running
 

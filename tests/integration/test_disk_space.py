@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from consumer.disk_space import (
+from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus
+from jobqueue.cli.status import read_status
+from jobqueue.engine.disk_space import (
     Ledger,
     SpillSpaceUnavailable,
     own_identity,
@@ -24,8 +26,6 @@ from consumer.disk_space import (
     reserve_slots,
     spill_reservation,
 )
-from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus
-from jobqueue.cli.status import read_status
 from jobqueue.sample import sample_input, write_sample_store
 from tests.helpers import eventually, running_manager, with_groups
 
@@ -56,7 +56,7 @@ def tmpfs(tmp_path):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from consumer.disk_space import spill_reservation
+from jobqueue.engine.disk_space import spill_reservation
 from jobqueue.settings import Settings
 settings = Settings(spill_directory=Path(sys.argv[1]), home=Path(sys.argv[2]), spill_reserve_bytes=sys.argv[3],
                     spill_min_bytes="8MiB")

@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from consumer.engine import EngineLimits, QueryInterrupted, QueryRun
-from consumer.schema_check import SourceSchemaError
-from consumer.sources import ParquetSource
+from jobqueue.engine.duckdb_run import EngineLimits, QueryInterrupted, QueryRun
+from jobqueue.engine.schema_check import SourceSchemaError
+from jobqueue.engine.sources import ParquetSource
 from jobqueue.inputs import to_arrow, with_times
 from jobqueue.plan import plan_query
 from jobqueue.registry import load_registry

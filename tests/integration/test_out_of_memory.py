@@ -14,9 +14,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from consumer.engine import EngineLimits, QueryRun
-from consumer.sources import ParquetSource
 from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus, ResourceRequests
+from jobqueue.engine.duckdb_run import EngineLimits, QueryRun
+from jobqueue.engine.sources import ParquetSource
 from jobqueue.inputs import to_arrow, with_times
 from jobqueue.plan import plan_query
 from jobqueue.registry import load_registry

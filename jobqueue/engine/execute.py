@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from consumer.cached_fs import cached_filesystem
-from consumer.disk_space import spill_reservation
-from consumer.engine import EngineLimits, QueryInterrupted, QueryRun
-from consumer.resources import container_cpus, container_memory_bytes, memory_limit_bytes, threads_for
-from consumer.scan_cache import BlockCache, ScanStats
-from consumer.sources import TableSource, TimeBounds, make_source
+from jobqueue.engine.cached_fs import cached_filesystem
+from jobqueue.engine.disk_space import spill_reservation
+from jobqueue.engine.duckdb_run import EngineLimits, QueryInterrupted, QueryRun
+from jobqueue.engine.resources import container_cpus, container_memory_bytes, memory_limit_bytes, threads_for
+from jobqueue.engine.scan_cache import BlockCache, ScanStats
+from jobqueue.engine.sources import TableSource, TimeBounds, make_source
 from jobqueue.models import PerformanceSummary, QueryJob
 from jobqueue.plan import QueryPlan, plan_query
 from jobqueue.registry import Registry
@@ -91,7 +91,7 @@ class PreparedQuery:
 
     @contextlib.contextmanager
     def spill_space(self) -> Iterator[None]:
-        """Hold this query's spill reservation on the volume's ledger (`consumer.disk_space`) while it runs:
+        """Hold this query's spill reservation on the volume's ledger (`jobqueue.engine.disk_space`) while it runs:
         DuckDB's `max_temp_directory_size` is the reserved cap."""
         try:
             with spill_reservation(self.settings, self.run.spill_dir, lambda: self.run._interrupted) as cap:

@@ -22,9 +22,9 @@ import duckdb
 import pyarrow as pa
 import structlog
 
-from consumer.disk_space import spill_dir_name
-from consumer.schema_check import check_source
-from consumer.sources import TableSource
+from jobqueue.engine.disk_space import spill_dir_name
+from jobqueue.engine.schema_check import check_source
+from jobqueue.engine.sources import TableSource
 from jobqueue.plan import QueryPlan, literal, reorder_sql
 from jobqueue.sizes import format_bytes
 

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from consumer.scan_cache import BlockCache, ScanStats, object_key
+from jobqueue.engine.scan_cache import BlockCache, ScanStats, object_key
 
 
 class CachedInputFile(io.RawIOBase):
