@@ -80,4 +80,4 @@ def test_the_lock_is_for_every_extra_and_pins_duckdb_at_the_version_main_runs():
     makefile = (ROOT / "Makefile").read_text()
     assert "--all-extras --python-version 3.11" in makefile
     pins, _ = parse_lock((ROOT / "requirements.lock").read_text())
-    assert pins["duckdb"] == Version("2.0.1")  # out of memory is handled (consumer/engine.py), not pinned around
+    assert pins["duckdb"] == Version("2.0.1")  # out of memory is handled (engine/duckdb_run.py)
