@@ -35,7 +35,7 @@ from consumer.engine import EngineLimits  # noqa: E402
 from consumer.execute import QueryOutcome  # noqa: E402
 from consumer.worker import build_worker  # noqa: E402
 from jobqueue import serializer  # noqa: E402
-from jobqueue.client import AsyncJobQueueClient, connect_redis  # noqa: E402
+from jobqueue.client import AsyncJobQueueClient, PreparedSubmission, connect_redis  # noqa: E402
 from jobqueue.inputs import to_arrow, with_times  # noqa: E402
 from jobqueue.models import PerformanceSummary, QueryJob  # noqa: E402
 from jobqueue.registry import parse_registry  # noqa: E402
@@ -95,7 +95,8 @@ async def run_ours(settings: Settings, jobs: int, concurrency: int) -> float:
         now = datetime.now(UTC)
         table = with_times(to_arrow({"user.id": [1]}), None, now)
         for _ in range(jobs):  # staged and recorded exactly as the SDK does it
-            await client.submit_prepared(table, ["user.id"], ["user.f"], "default", uuid.uuid4().hex, now)
+            await client.submit_prepared(PreparedSubmission(table, ["user.id"], ["user.f"], "default", uuid.uuid4().hex,
+                                                            now))
         worker = build_worker(settings, "default", concurrency, registry=REGISTRY, prepare=NoopQuery, burst=True,
                               poll_delay=0.01)
         t0 = time.perf_counter()

@@ -154,7 +154,8 @@ def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def _with_scan_counts(facts: dict[str, dict[str, Any]], profile: dict[str, Any], plan: QueryPlan) -> dict:
+def _with_scan_counts(facts: dict[str, dict[str, Any]], profile: dict[str, Any], plan: QueryPlan
+                      ) -> dict[str, dict[str, Any]]:
     """Add rows read and bytes scanned per source from DuckDB's operator profile (`bytes_scanned`: the
     decoded bytes its scans produced). Parquet scans name their files; scans through Arrow (object
     stores) are matched by the columns they project."""

@@ -52,7 +52,7 @@ class Stopped(Exception):
 
 def retry_delay(attempt: int, base: float) -> float:
     """Backoff before attempt `attempt + 1`: base, 2×base, 4×base … capped at 5 minutes."""
-    return min(300.0, base * 2 ** max(0, attempt - 1))
+    return min(300.0, base * 2.0 ** max(0, attempt - 1))
 
 
 async def _tick_while_running(task: asyncio.Future[Any], tick: Callable[[], Awaitable[Any]]) -> None:
@@ -147,6 +147,7 @@ class JobRun:
                          px=heartbeat_ms(self.consumer.settings.job_heartbeat_ttl_seconds))
                 pipe.hset(keys.job(job.job_id), "progress", str(round(prepared.run.progress(), 4)))
                 pipe.hget(keys.job(job.job_id), "cancel_requested")
+                cancel: bytes | None
                 _, _, cancel = await pipe.execute()
             self.outage.recovered()
             return cancel

@@ -14,9 +14,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from arq import Worker
@@ -81,7 +81,7 @@ class Consumer:
     async def shutdown(self, ctx: dict[str, Any]) -> None:
         for task in self._tasks:
             task.cancel()
-        await self.redis.hdel(self.keys.consumers(self.group), self.consumer_id)
+        await cast(Awaitable[int], self.redis.hdel(self.keys.consumers(self.group), self.consumer_id))
         if self.scan_cache is not None:
             self.scan_cache.close()
         self.disk_slots.release()
@@ -114,7 +114,8 @@ class Consumer:
             pid=os.getpid(), started_at=self.started_at, seen_at=time.time(),
             running=sorted(self.running), draining=self.draining,
         )
-        await self.redis.hset(self.keys.consumers(self.group), self.consumer_id, info.model_dump_json())
+        await cast(Awaitable[int], self.redis.hset(self.keys.consumers(self.group), self.consumer_id,
+                                                   info.model_dump_json()))
         self.last_heartbeat = info.seen_at
 
     def healthy(self) -> bool:

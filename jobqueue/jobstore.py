@@ -13,11 +13,12 @@ every other field holds JSON.
 
 from __future__ import annotations
 
+import enum
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
@@ -114,7 +115,7 @@ redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4])
 return {1, attempts, redis.call('HGET', KEYS[1], 'errors') or '[]'}
 """
 
-# KEYS[1] job hash. queued -> cancelled (1); running -> cancel_requested (2); else 0; none -1.
+# KEYS[1] job hash. queued -> cancelled (1); running -> cancel_requested (2); else 0; none -1 (`CancelOutcome`).
 _REQUEST_CANCEL = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return -1 end
@@ -155,7 +156,15 @@ class Claim:
     attempt: int
     errors: list[str]  # earlier attempts' errors
     status: str | None  # the status found (when not claimed)
-CANCEL_QUEUED, CANCEL_RUNNING = 1, 2
+
+
+class CancelOutcome(enum.IntEnum):
+    """What a cancel request did (the reply of `_REQUEST_CANCEL`)."""
+
+    NO_JOB = -1
+    ALREADY_FINAL = 0  # finished, or cancelled before: nothing changed
+    CANCELLED_QUEUED = 1  # it was queued: cancelled now
+    STOP_REQUESTED = 2  # it is running: its consumer is asked to stop it
 
 
 def heartbeat_ms(ttl_seconds: float) -> int:
@@ -232,7 +241,7 @@ class JobStore:
             pipe.zadd(self.keys.deadlines, {record.job_id: record.completion_deadline.timestamp() * 1000})
 
     async def get(self, job_id: str) -> JobRecord | None:
-        raw = await self.redis.hgetall(self.keys.job(job_id))
+        raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id)))
         if not raw:
             return None
         data = {k.decode(): v.decode() for k, v in raw.items()}
@@ -326,11 +335,11 @@ class JobStore:
         )
         return applied == 1
 
-    async def request_cancel(self, job_id: str) -> int:
-        """Cancel a queued job now (1), or ask the running consumer to stop it (2); 0 final, -1 none."""
-        result = int(await self._request_cancel(keys=[self.keys.job(job_id), self.keys.counters],
-                                                args=[_encode(_now())]))
-        if result == CANCEL_QUEUED:
+    async def request_cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a queued job now, or ask the running consumer to stop it."""
+        result = CancelOutcome(int(await self._request_cancel(keys=[self.keys.job(job_id), self.keys.counters],
+                                                              args=[_encode(_now())])))
+        if result is CancelOutcome.CANCELLED_QUEUED:
             await self.redis.zrem(self.keys.deadlines, job_id)
         return result
 

@@ -52,7 +52,7 @@ class Outage:
             self._logged_at = now
             self.log.warning(f"redis still unreachable; {self.what} retrying", error=str(error),
                              down_seconds=round(now - self.since, 1), **fields)
-        return min(5.0, 0.5 * 2 ** min(self.failures - 1, 4))
+        return min(5.0, 0.5 * 2.0 ** min(self.failures - 1, 4))
 
     def recovered(self, **fields: Any) -> None:
         if self.since is not None:
