@@ -45,21 +45,18 @@ REGISTRY = parse_registry({"namespaces": {"user": {"primary_key": "id", "sources
     {"name": "s", "path": "/nonexistent", "key": "k", "timestamp": "t", "features": ["f"]}]}}}, Path("/"))
 
 
-class NoopRun:
-    def progress(self) -> float:
-        return 0.0
-
-    def interrupt(self) -> None:
-        pass
-
-
 class NoopQuery:
     """Stands in for PreparedQuery: same interface, no DuckDB."""
 
     def __init__(self, job: QueryJob, registry: Any, settings: Settings, consumer_id: str, **_: Any) -> None:
         self.job, self.consumer_id = job, consumer_id
-        self.run = NoopRun()
         self.limits = EngineLimits(1, 1, settings.spill_root)
+
+    def progress(self) -> float:
+        return 0.0
+
+    def interrupt(self) -> None:
+        pass
 
     def execute(self) -> QueryOutcome:
         summary = PerformanceSummary(

@@ -77,6 +77,9 @@ class QueryRun:
             return 0.0
         return max(0.0, min(1.0, value / 100.0)) if value >= 0 else 0.0
 
+    def interrupted(self) -> bool:
+        return self._interrupted
+
     def interrupt(self) -> None:
         with self._lock:
             self._interrupted = True

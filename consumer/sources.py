@@ -67,10 +67,6 @@ class ParquetSource:
         return {"kind": "parquet", "path": self.source.path}
 
 
-class IcebergTableError(RuntimeError):
-    pass
-
-
 @dataclass
 class IcebergSource:
     source: FeatureSource

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from consumer.arq_worker import JobQueueWorker
 from consumer.disk_space import reserve_slots, sweep_spill
 from consumer.execute import PreparedQuery
-from consumer.job import JobRun
+from consumer.job import JobRun, PrepareQuery, RunnableQuery
 from consumer.scan_cache import open_scan_cache
 from jobqueue import entries, serializer
 from jobqueue.client import connect_redis
@@ -47,7 +47,7 @@ class Consumer:
     """State of one consumer process: identity, Redis handles, and the jobs it is running."""
 
     def __init__(
-        self, settings: Settings, group: str, registry: Registry, prepare: Callable[..., Any] | None = None,
+        self, settings: Settings, group: str, registry: Registry, prepare: PrepareQuery | None = None,
         max_jobs: int = 1,
     ) -> None:
         self.settings = settings
@@ -62,12 +62,12 @@ class Consumer:
         self.running: set[str] = set()
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._prepare = prepare or PreparedQuery
+        self._prepare: PrepareQuery = prepare or PreparedQuery
         sweep_spill(settings.spill_root)  # spill directories of killed consumers
         self.disk_slots = reserve_slots(settings, max_jobs)  # its query slots, for sharing the spill volume
         self.scan_cache = open_scan_cache(settings)
 
-    def prepare(self, job: QueryJob) -> PreparedQuery:
+    def prepare(self, job: QueryJob) -> RunnableQuery:
         """Plan a job for execution (the seam the consumer-overhead benchmark replaces with a no-op)."""
         return self._prepare(job, self.registry, self.settings, self.consumer_id, scan_cache=self.scan_cache)
 
@@ -250,7 +250,7 @@ async def serve(settings: Settings, group: str, max_jobs: int) -> None:
         await worker.close()
 
 
-async def _watch_parent(drain: Any) -> None:
+async def _watch_parent(drain: Callable[[], None]) -> None:
     parent = os.getppid()
     while os.getppid() == parent:
         await asyncio.sleep(1.0)

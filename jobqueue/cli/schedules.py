@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Scheduled queries: list, runs, run now, pause, resume.", no_args_is_help=False)
 NameArg = Annotated[str, typer.Argument(help="Schedule name.")]
-T = TypeVar("T")
 
 
 async def _definitions(client: AsyncJobQueueClient) -> tuple[dict[str, ScheduledQuery], list[str]]:
