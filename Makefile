@@ -33,6 +33,7 @@ up: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy  # --strict over jobqueue, manager and consumer: [tool.mypy] in pyproject.toml
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -14,9 +14,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from arq import Worker
@@ -24,7 +24,7 @@ from arq.worker import Retry, func
 from pydantic import ValidationError
 
 from consumer.arq_worker import JobQueueWorker
-from consumer.job import JobRun
+from consumer.job import JobRun, PrepareQuery, RunnableQuery
 from jobqueue import entries, serializer
 from jobqueue.engine.disk_space import reserve_slots, sweep_spill
 from jobqueue.engine.execute import PreparedQuery
@@ -49,7 +49,7 @@ class Consumer:
     """State of one consumer process: identity, Redis handles, and the jobs it is running."""
 
     def __init__(
-        self, settings: Settings, group: str, registry: Registry, prepare: Callable[..., Any] | None = None,
+        self, settings: Settings, group: str, registry: Registry, prepare: PrepareQuery | None = None,
         max_jobs: int = 1,
     ) -> None:
         self.settings = settings
@@ -64,12 +64,12 @@ class Consumer:
         self.running: set[str] = set()
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._prepare = prepare or PreparedQuery
+        self._prepare: PrepareQuery = prepare or PreparedQuery
         sweep_spill(settings.spill_root)  # spill directories of killed consumers
         self.disk_slots = reserve_slots(settings, max_jobs)  # its query slots, for sharing the spill volume
         self.scan_cache = open_scan_cache(settings)
 
-    def prepare(self, job: QueryJob) -> PreparedQuery:
+    def prepare(self, job: QueryJob) -> RunnableQuery:
         """Plan a job for execution (the seam the consumer-overhead benchmark replaces with a no-op)."""
         return self._prepare(job, self.registry, self.settings, self.consumer_id, scan_cache=self.scan_cache)
 
@@ -83,7 +83,7 @@ class Consumer:
     async def shutdown(self, ctx: dict[str, Any]) -> None:
         for task in self._tasks:
             task.cancel()
-        await self.redis.hdel(self.keys.consumers(self.group), self.consumer_id)
+        await cast(Awaitable[int], self.redis.hdel(self.keys.consumers(self.group), self.consumer_id))
         if self.scan_cache is not None:
             self.scan_cache.close()
         self.disk_slots.release()
@@ -116,7 +116,8 @@ class Consumer:
             pid=os.getpid(), started_at=self.started_at, seen_at=time.time(),
             running=sorted(self.running), draining=self.draining,
         )
-        await self.redis.hset(self.keys.consumers(self.group), self.consumer_id, info.model_dump_json())
+        await cast(Awaitable[int], self.redis.hset(self.keys.consumers(self.group), self.consumer_id,
+                                                   info.model_dump_json()))
         self.last_heartbeat = info.seen_at
 
     def healthy(self) -> bool:
@@ -251,7 +252,7 @@ async def serve(settings: Settings, group: str, max_jobs: int) -> None:
         await worker.close()
 
 
-async def _watch_parent(drain: Any) -> None:
+async def _watch_parent(drain: Callable[[], None]) -> None:
     parent = os.getppid()
     while os.getppid() == parent:
         await asyncio.sleep(1.0)

@@ -13,13 +13,15 @@ every other field holds JSON.
 
 from __future__ import annotations
 
+import enum
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from jobqueue.errors import JobStateError
@@ -39,12 +41,12 @@ class DuplicateJobId(JobStateError):
         super().__init__(f"job id {job_id} already exists; nothing was submitted")
 
 
-# KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] running hash, KEYS[4] heartbeat, KEYS[5] counters
-# (`<state>:<group>` per transition, `retried` for back-to-queued, `spilled_bytes:<group>`, and with a scan
-# cache `scan_cache_{bytes_cache,bytes_remote,evictions,hits,misses}:<group>`).
+# KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] counters (`<state>:<group>` per transition, `retried` for
+# back-to-queued, `spilled_bytes:<group>`, and with a scan cache
+# `scan_cache_{bytes_cache,bytes_remote,evictions,hits,misses}:<group>`); to release the job from its consumer,
+# also KEYS[4] its group's running hash and KEYS[5] its heartbeat, from which it is removed.
 # ARGV[1] comma-separated allowed current states; ARGV[2] new state; ARGV[3] job id;
-# ARGV[4] required consumer_id, JSON ('' for any); ARGV[5] '1' when the new state is final;
-# ARGV[6] '1' to release the job from its consumer (running entry, heartbeat); ARGV[7..] field/value
+# ARGV[4] required consumer_id, JSON ('' for any); ARGV[5] '1' when the new state is final; ARGV[6..] field/value
 # pairs. One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
 _TRANSITION = """
 -- histograms kept as cumulative bucket counters: hist:<name>:<group>:<le>, and :sum
@@ -67,28 +69,28 @@ for s in string.gmatch(ARGV[1], '[^,]+') do
     local group = cjson.decode(redis.call('HGET', KEYS[1], 'resource_group') or '""')
     local counter = ARGV[2]
     if counter == 'queued' then counter = 'retried' end
-    redis.call('HINCRBY', KEYS[5], counter .. ':' .. group, 1)
-    for i = 7, #ARGV, 2 do
+    redis.call('HINCRBY', KEYS[3], counter .. ':' .. group, 1)
+    for i = 6, #ARGV, 2 do
       redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
       if ARGV[i] == 'summary' then
         local sm = cjson.decode(ARGV[i + 1])
-        redis.call('HINCRBY', KEYS[5], 'spilled_bytes:' .. group, sm['spilled_bytes'])
+        redis.call('HINCRBY', KEYS[3], 'spilled_bytes:' .. group, sm['spilled_bytes'])
         if sm['scan_cache_enabled'] then
-          redis.call('HINCRBY', KEYS[5], 'scan_cache_bytes_cache:' .. group, sm['bytes_from_cache'] or 0)
-          redis.call('HINCRBY', KEYS[5], 'scan_cache_bytes_remote:' .. group, sm['bytes_from_remote'] or 0)
-          redis.call('HINCRBY', KEYS[5], 'scan_cache_evictions:' .. group, sm['scan_cache_evictions'] or 0)
-          redis.call('HINCRBY', KEYS[5], 'scan_cache_hits:' .. group, sm['scan_cache_hits'] or 0)
-          redis.call('HINCRBY', KEYS[5], 'scan_cache_misses:' .. group, sm['scan_cache_misses'] or 0)
+          redis.call('HINCRBY', KEYS[3], 'scan_cache_bytes_cache:' .. group, sm['bytes_from_cache'] or 0)
+          redis.call('HINCRBY', KEYS[3], 'scan_cache_bytes_remote:' .. group, sm['bytes_from_remote'] or 0)
+          redis.call('HINCRBY', KEYS[3], 'scan_cache_evictions:' .. group, sm['scan_cache_evictions'] or 0)
+          redis.call('HINCRBY', KEYS[3], 'scan_cache_hits:' .. group, sm['scan_cache_hits'] or 0)
+          redis.call('HINCRBY', KEYS[3], 'scan_cache_misses:' .. group, sm['scan_cache_misses'] or 0)
         end
-        observe(KEYS[5], 'job_queue_wait_seconds', group, sm['queue_wait_seconds'], SECONDS)
-        observe(KEYS[5], 'job_run_seconds', group, sm['total_seconds'], SECONDS)
-        observe(KEYS[5], 'job_spilled_bytes', group, sm['spilled_bytes'], BYTES)
+        observe(KEYS[3], 'job_queue_wait_seconds', group, sm['queue_wait_seconds'], SECONDS)
+        observe(KEYS[3], 'job_run_seconds', group, sm['total_seconds'], SECONDS)
+        observe(KEYS[3], 'job_spilled_bytes', group, sm['spilled_bytes'], BYTES)
       end
     end
     if ARGV[5] == '1' then redis.call('ZREM', KEYS[2], ARGV[3]) end
-    if ARGV[6] == '1' then
-      redis.call('HDEL', KEYS[3], ARGV[3])
-      redis.call('DEL', KEYS[4])
+    if #KEYS == 5 then
+      redis.call('HDEL', KEYS[4], ARGV[3])
+      redis.call('DEL', KEYS[5])
     end
     return 1
   end
@@ -114,7 +116,7 @@ redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4])
 return {1, attempts, redis.call('HGET', KEYS[1], 'errors') or '[]'}
 """
 
-# KEYS[1] job hash. queued -> cancelled (1); running -> cancel_requested (2); else 0; none -1.
+# KEYS[1] job hash. queued -> cancelled (1); running -> cancel_requested (2); else 0; none -1 (`CancelOutcome`).
 _REQUEST_CANCEL = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return -1 end
@@ -155,7 +157,15 @@ class Claim:
     attempt: int
     errors: list[str]  # earlier attempts' errors
     status: str | None  # the status found (when not claimed)
-CANCEL_QUEUED, CANCEL_RUNNING = 1, 2
+
+
+class CancelOutcome(enum.IntEnum):
+    """What a cancel request did (the reply of `_REQUEST_CANCEL`)."""
+
+    NO_JOB = -1
+    ALREADY_FINAL = 0  # finished, or cancelled before: nothing changed
+    CANCELLED_QUEUED = 1  # it was queued: cancelled now
+    STOP_REQUESTED = 2  # it is running: its consumer is asked to stop it
 
 
 def heartbeat_ms(ttl_seconds: float) -> int:
@@ -221,7 +231,7 @@ class JobStore:
                 except WatchError:
                     continue  # a racing writer: look again; the exists() check decides
 
-    def _write_record(self, pipe: Any, record: JobRecord) -> None:
+    def _write_record(self, pipe: Pipeline, record: JobRecord) -> None:
         key = self.keys.job(record.job_id)
         fields = {name: _encode(getattr(record, name)) for name in _JSON_FIELDS}
         pipe.hset(key, mapping={"status": record.status.value, **fields})
@@ -232,7 +242,7 @@ class JobStore:
             pipe.zadd(self.keys.deadlines, {record.job_id: record.completion_deadline.timestamp() * 1000})
 
     async def get(self, job_id: str) -> JobRecord | None:
-        raw = await self.redis.hgetall(self.keys.job(job_id))
+        raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id)))
         if not raw:
             return None
         data = {k.decode(): v.decode() for k, v in raw.items()}
@@ -257,7 +267,7 @@ class JobStore:
         heartbeat go in the same round trip. Returns 1 applied, 0 not applied, -1 no record."""
         args: list[str] = [
             ",".join(s.value for s in allowed), new.value, job_id, _encode(owner) if owner else "",
-            "1" if new.is_final else "0", "1" if release else "0",
+            "1" if new.is_final else "0",
         ]
         for name, value in fields.items():
             if name not in _JSON_FIELDS:
@@ -267,9 +277,9 @@ class JobStore:
             elif name == "errors":
                 value = [capped(e) for e in value]
             args += [name, _encode(value)]
-        keys = [self.keys.job(job_id), self.keys.deadlines,
-                self.keys.running(release) if release else self.keys.deadlines, self.keys.heartbeat(job_id),
-                self.keys.counters]
+        keys = [self.keys.job(job_id), self.keys.deadlines, self.keys.counters]
+        if release:
+            keys += [self.keys.running(release), self.keys.heartbeat(job_id)]
         return int(await self._transition(keys=keys, args=args))
 
     async def claim(self, job_id: str, consumer_id: str, group: str, heartbeat_ttl: float) -> Claim:
@@ -326,11 +336,11 @@ class JobStore:
         )
         return applied == 1
 
-    async def request_cancel(self, job_id: str) -> int:
-        """Cancel a queued job now (1), or ask the running consumer to stop it (2); 0 final, -1 none."""
-        result = int(await self._request_cancel(keys=[self.keys.job(job_id), self.keys.counters],
-                                                args=[_encode(_now())]))
-        if result == CANCEL_QUEUED:
+    async def request_cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a queued job now, or ask the running consumer to stop it."""
+        result = CancelOutcome(int(await self._request_cancel(keys=[self.keys.job(job_id), self.keys.counters],
+                                                              args=[_encode(_now())])))
+        if result is CancelOutcome.CANCELLED_QUEUED:
             await self.redis.zrem(self.keys.deadlines, job_id)
         return result
 

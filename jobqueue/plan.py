@@ -222,8 +222,8 @@ def _aggregate_cte(join: SourceJoin, name: str) -> str:
             f"{_AGG_SQL[agg.function].format(arg)} FILTER (WHERE e.__t > i.{TS_COLUMN} - "
             f"INTERVAL '{agg.window_seconds} seconds') AS {quote(f)}"
         )
-    columns = dict.fromkeys(f"src.{quote(src.aggregations[f].column)}" for f in join.aggregations
-                            if src.aggregations[f].column)
+    columns = dict.fromkeys(f"src.{quote(column)}" for f in join.aggregations
+                            if (column := src.aggregations[f].column))
     events = (f"SELECT src.{quote(src.key)} AS __k, {source_time(f'src.{quote(src.timestamp)}')} AS __t"
               f"{''.join(', ' + c for c in columns)} FROM {join.relation} AS src")
     return (

@@ -69,7 +69,7 @@ async def check_redis(settings: Settings, timeout: float = 10.0) -> None:
                              "set the password (or ACL user in JOBQUEUE_REDIS_URL) it expects") from None
     except ResponseError as e:
         raise PreflightError(f"JOBQUEUE_REDIS_URL: Redis at {where} refused PING ({e})") from None
-    except (*REDIS_UNREACHABLE, TimeoutError, OSError) as e:
+    except REDIS_UNREACHABLE + (TimeoutError, OSError) as e:
         raise PreflightError(f"JOBQUEUE_REDIS_URL: cannot reach Redis at {where} ({e or 'timed out'}); start it "
                              "(`jobqueue up` on one machine) or point JOBQUEUE_REDIS_URL at it") from None
     finally:

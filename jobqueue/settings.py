@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -433,18 +432,17 @@ class UnknownSettingError(SettingsError):
     pass
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+def load_settings() -> Settings:
     """Read settings; a bad value raises `SettingsError` naming the variable (and no secret).
 
     Unknown `JOBQUEUE_*` variables raise `UnknownSettingError`: a typo must not be silently ignored.
     """
-    env = os.environ if environ is None else environ
-    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known_variables())
+    unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known_variables())
     if unknown:
         raise UnknownSettingError(
             f"unknown setting(s) {', '.join(unknown)}; run `jobqueue settings` for the valid names"
         )
-    return Settings(**overrides)  # type: ignore[arg-type]
+    return Settings()
 
 
 def settings_reference() -> list[tuple[str, str, str]]:

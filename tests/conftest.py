@@ -49,6 +49,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
     )
 
 
+@pytest.fixture(scope="session")
+def big_store(tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
+    """100 000 users × 10 snapshots: enough rows for a small memory limit to make DuckDB spill."""
+    return write_sample_store(tmp_path_factory.mktemp("big"), users=100_000, snapshots=10, features=3)
+
+
 @pytest.fixture
 def environment(redis_url: str) -> Iterator[str]:
     env = f"t-{uuid.uuid4().hex[:12]}"

@@ -119,6 +119,7 @@ async def _drive(
         ids, times = sample_input(users, n, seed=seed)
         job = await client.offline_query(ids, OUTPUT, times, run_asynchronously=True,
                                          resources=ResourceRequests(resource_group=group))
+        assert isinstance(job, AsyncJobHandle)  # run_asynchronously=True
         jobs.append((group, job))
     console.print(f"submitted {len(jobs)} async queries: 4 → [bold]default[/], 2 → [bold]tight[/] (spills)")
 
@@ -185,7 +186,7 @@ def _checks(jobs: list[tuple[str, AsyncJobHandle]], records: dict[str, JobRecord
     checks = {
         "every query succeeded": all(r.status is JobStatus.SUCCEEDED for r in records.values()),
         "tight group spilled (spilled_bytes > 0)": all(
-            records[j.id].summary is not None and records[j.id].summary.spilled_bytes > 0
+            (summary := records[j.id].summary) is not None and summary.spilled_bytes > 0
             for g, j in jobs if g == "tight"
         ),
         "default scaled 0 → N → 0": timeline.went_up_and_down("default"),

@@ -97,6 +97,9 @@ class QueryRun:
             return 0.0
         return max(0.0, min(1.0, value / 100.0)) if value >= 0 else 0.0
 
+    def interrupted(self) -> bool:
+        return self._interrupted
+
     def interrupt(self) -> None:
         with self._lock:
             self._interrupted = True
@@ -234,7 +237,8 @@ def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def _with_scan_counts(facts: dict[str, dict[str, Any]], profile: dict[str, Any], plan: QueryPlan) -> dict:
+def _with_scan_counts(facts: dict[str, dict[str, Any]], profile: dict[str, Any], plan: QueryPlan
+                      ) -> dict[str, dict[str, Any]]:
     """Add rows read and bytes scanned per source from DuckDB's operator profile (`bytes_scanned`: the
     decoded bytes its scans produced). Parquet scans name their files; scans through Arrow (object
     stores) are matched by the columns they project."""

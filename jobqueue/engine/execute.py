@@ -86,7 +86,7 @@ class PreparedQuery:
             sources = self.storage.reading_through(lambda fs: cached_filesystem(fs, scan_cache, self.scan_stats))
         self.plan: QueryPlan = plan_query(job.input_columns, job.output, registry)
         self.limits = engine_limits(settings)
-        self.run = QueryRun(self.plan, self.limits, table_sources(self.plan, job, sources))
+        self.query_run = QueryRun(self.plan, self.limits, table_sources(self.plan, job, sources))
         self.plan_seconds = time.perf_counter() - t0
 
     @contextlib.contextmanager
@@ -94,11 +94,18 @@ class PreparedQuery:
         """Hold this query's spill reservation on the volume's ledger (`jobqueue.engine.disk_space`) while it runs:
         DuckDB's `max_temp_directory_size` is the reserved cap."""
         try:
-            with spill_reservation(self.settings, self.run.spill_dir, lambda: self.run._interrupted) as cap:
-                self.limits = self.run.limits = replace(self.limits, max_temp_directory_bytes=cap)
+            with spill_reservation(self.settings, self.query_run.spill_dir, self.query_run.interrupted) as cap:
+                self.limits = self.query_run.limits = replace(self.limits, max_temp_directory_bytes=cap)
                 yield
         except InterruptedError as e:
             raise QueryInterrupted(str(e)) from e
+
+    def interrupt(self) -> None:
+        """Stop the running query soon (from any thread); `execute` then raises `QueryInterrupted`."""
+        self.query_run.interrupt()
+
+    def progress(self) -> float:
+        return self.query_run.progress()
 
     def execute(self, started_at: datetime | None = None) -> QueryOutcome:
         with self.spill_space():
@@ -118,11 +125,11 @@ class PreparedQuery:
             input_data = self.storage.read_table(self.job.input_uri)
         t_input = time.perf_counter()
         if is_local(result_uri):
-            result = self.run.run(input_data, local_path(result_uri))
+            result = self.query_run.run(input_data, local_path(result_uri))
             t_exec = time.perf_counter()
         else:
             staged = self.limits.spill_root / f"result-{self.job.job_id.replace(':', '_')}-{uuid.uuid4().hex}.parquet"
-            result = self.run.run(input_data, staged)
+            result = self.query_run.run(input_data, staged)
             t_exec = time.perf_counter()
             self.storage.upload_file(staged, result_uri)
         t_done = time.perf_counter()

@@ -66,10 +66,6 @@ class ScanStats:
             for name, n in counts.items():
                 setattr(self, name, getattr(self, name) + n)
 
-    def as_dict(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "bytes_from_cache": self.bytes_from_cache,
-                "bytes_from_remote": self.bytes_from_remote, "evictions": self.evictions}
-
 
 @dataclass(frozen=True)
 class _Block:

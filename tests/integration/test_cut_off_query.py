@@ -39,6 +39,12 @@ class SlowToStopQuery:
     def __init__(self) -> None:
         self.run = SlowToStopRun()
 
+    def progress(self) -> float:
+        return self.run.progress()
+
+    def interrupt(self) -> None:
+        self.run.interrupt()
+
     def execute(self) -> Any:
         self.run.interrupted.wait(60)
         self.run.let_go.wait(60)

@@ -26,16 +26,11 @@ from jobqueue.engine.disk_space import (
     reserve_slots,
     spill_reservation,
 )
-from jobqueue.sample import sample_input, write_sample_store
+from jobqueue.sample import sample_input
 from tests.helpers import eventually, running_manager, with_groups
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def big_store(tmp_path_factory):
-    return write_sample_store(tmp_path_factory.mktemp("big"), users=100_000, snapshots=10, features=3)
 
 
 @pytest.fixture

@@ -52,11 +52,6 @@ def test_rows_before_any_data_and_unknown_keys_are_null(store, tmp_path):
     assert df[["user.f0", "user.logins"]].isna().all().all()
 
 
-@pytest.fixture(scope="module")
-def big_store(tmp_path_factory):
-    return write_sample_store(tmp_path_factory.mktemp("big"), users=100_000, snapshots=10, features=3)
-
-
 def test_small_memory_limit_spills_and_stays_correct(big_store, tmp_path):
     ids, times = sample_input(big_store.users, 300_000, seed=5)
     q, result, df = run(big_store, tmp_path, ids["user.id"], times, memory=96 << 20)
