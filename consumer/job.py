@@ -29,8 +29,8 @@ from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
 from jobqueue.storage import is_local
 
 if TYPE_CHECKING:
-    from jobqueue.engine.scan_cache import BlockCache
     from consumer.worker import Consumer
+    from jobqueue.engine.scan_cache import BlockCache
     from jobqueue.registry import Registry
     from jobqueue.settings import Settings
 
