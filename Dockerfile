@@ -7,12 +7,13 @@ FROM ${PYTHON_IMAGE} AS build
 ARG VENV=/opt/jobqueue
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY jobqueue ./jobqueue
 COPY manager ./manager
 COPY consumer ./consumer
 RUN python -m venv "${VENV}"
-RUN "${VENV}/bin/python" -m pip install --quiet ".[profiler]"
+# what the package and its profiler extra need, each at the version pinned in requirements.lock (`make lock`)
+RUN "${VENV}/bin/python" -m pip install --quiet --constraint requirements.lock ".[profiler]"
 RUN "${VENV}/bin/python" -m pip uninstall --quiet --yes pip setuptools wheel || true
 RUN "${VENV}/bin/jobqueue" --help > /dev/null && "${VENV}/bin/py-spy" --version
 

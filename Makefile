@@ -1,19 +1,29 @@
 # Everything a fresh machine needs: python3 (>= 3.11) and make.
+# The venv installs the pinned tree in requirements.lock (every extra, Python 3.11, linux x86_64), then this
+# package without dependencies; pyproject.toml keeps the ranges for people who install the package.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys;print(hashlib.sha1(open("pyproject.toml","rb").read()).hexdigest()[:12])')
+LOCK   := requirements.lock
+STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib;print(hashlib.sha1(open("pyproject.toml","rb").read()+open("$(LOCK)","rb").read()).hexdigest()[:12])')
+# `make lock` keeps the pins that still fit pyproject.toml; `make lock UPGRADE=1` moves every pin to the newest release.
+COMPILE := pip compile pyproject.toml --all-extras --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 
-.PHONY: venv demo test test-apiserver lint bench up clean docs
+.PHONY: venv lock demo test test-apiserver lint bench up clean docs
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+lock: $(STAMP)
+	$(BIN)/uv $(COMPILE)
 
 demo: $(STAMP)
 	$(BIN)/jobqueue demo
@@ -23,6 +33,7 @@ up: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy  # --strict over jobqueue, manager and consumer: [tool.mypy] in pyproject.toml
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -31,13 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arq import Worker  # noqa: E402
 from arq.worker import func  # noqa: E402
 
-from consumer.engine import EngineLimits  # noqa: E402
-from consumer.execute import QueryOutcome  # noqa: E402
 from consumer.worker import build_worker  # noqa: E402
 from jobqueue import serializer  # noqa: E402
-from jobqueue.client import AsyncJobQueueClient, connect_redis  # noqa: E402
+from jobqueue.client import AsyncJobQueueClient, PreparedSubmission  # noqa: E402
+from jobqueue.engine.duckdb_run import EngineLimits  # noqa: E402
+from jobqueue.engine.execute import QueryOutcome  # noqa: E402
 from jobqueue.inputs import to_arrow, with_times  # noqa: E402
 from jobqueue.models import PerformanceSummary, QueryJob  # noqa: E402
+from jobqueue.redis import connect_redis  # noqa: E402
 from jobqueue.registry import parse_registry  # noqa: E402
 from jobqueue.settings import Settings  # noqa: E402
 
@@ -45,21 +46,18 @@ REGISTRY = parse_registry({"namespaces": {"user": {"primary_key": "id", "sources
     {"name": "s", "path": "/nonexistent", "key": "k", "timestamp": "t", "features": ["f"]}]}}}, Path("/"))
 
 
-class NoopRun:
-    def progress(self) -> float:
-        return 0.0
-
-    def interrupt(self) -> None:
-        pass
-
-
 class NoopQuery:
     """Stands in for PreparedQuery: same interface, no DuckDB."""
 
     def __init__(self, job: QueryJob, registry: Any, settings: Settings, consumer_id: str, **_: Any) -> None:
         self.job, self.consumer_id = job, consumer_id
-        self.run = NoopRun()
         self.limits = EngineLimits(1, 1, settings.spill_root)
+
+    def progress(self) -> float:
+        return 0.0
+
+    def interrupt(self) -> None:
+        pass
 
     def execute(self) -> QueryOutcome:
         summary = PerformanceSummary(
@@ -95,7 +93,8 @@ async def run_ours(settings: Settings, jobs: int, concurrency: int) -> float:
         now = datetime.now(UTC)
         table = with_times(to_arrow({"user.id": [1]}), None, now)
         for _ in range(jobs):  # staged and recorded exactly as the SDK does it
-            await client.submit_prepared(table, ["user.id"], ["user.f"], "default", uuid.uuid4().hex, now)
+            await client.submit_prepared(PreparedSubmission(table, ["user.id"], ["user.f"], "default", uuid.uuid4().hex,
+                                                            now))
         worker = build_worker(settings, "default", concurrency, registry=REGISTRY, prepare=NoopQuery, burst=True,
                               poll_delay=0.01)
         t0 = time.perf_counter()

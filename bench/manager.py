@@ -37,9 +37,10 @@ from kubernetes_asyncio.client import ApiClient, Configuration  # noqa: E402
 from redis.asyncio import Connection, ConnectionPool, Redis  # noqa: E402
 
 from bench import percentile  # noqa: E402
-from jobqueue.client import AsyncJobQueueClient, connect_redis  # noqa: E402
+from jobqueue.client import AsyncJobQueueClient  # noqa: E402
 from jobqueue.groups import ResourceGroup  # noqa: E402
 from jobqueue.keys import Keys  # noqa: E402
+from jobqueue.redis import connect_redis  # noqa: E402
 from jobqueue.sample import write_sample_store  # noqa: E402
 from jobqueue.settings import Settings  # noqa: E402
 from manager.backends.kubernetes import KubernetesBackend  # noqa: E402

@@ -2,10 +2,13 @@
 
     python bench/offline_query.py                  # 2M ids x 10 snapshots = 20M feature rows, 2M input rows
     python bench/offline_query.py --ids 200000     # a quick run
+    python bench/offline_query.py --ids 4000000 --input-rows 4000000 --only-capped --capped-runs 5
 
 Each variant runs in its own child process, so its wall time and peak RSS (from wait4) are its
 own. The same query then runs through our path again under a container memory cap (default
-500 MB; DuckDB gets JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT of it), and must spill instead of failing.
+500 MB; DuckDB gets JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT of it), and must spill instead of failing:
+`--capped-runs` times, each counted in `capped_successes` (a run that needed the consumer's
+out-of-memory retry succeeds, and is counted in `capped_oom_retries` too).
 All variants answer the same point-in-time question; their results are cross-checked.
 The last line printed is one JSON object with every figure.
 """
@@ -74,7 +77,7 @@ def generate(data: Path, ids: int, snapshots: int, input_rows: int) -> None:
 
 
 def run_ours(data: Path, out: Path, container_bytes: int | None, output: list[str] = OUTPUT) -> dict:
-    from consumer.execute import PreparedQuery
+    from jobqueue.engine.execute import PreparedQuery
     from jobqueue.models import QueryJob
     from jobqueue.registry import load_registry
     from jobqueue.settings import Settings
@@ -93,7 +96,8 @@ def run_ours(data: Path, out: Path, container_bytes: int | None, output: list[st
     seconds = time.perf_counter() - t0
     Path(outcome.result_uri).replace(out)
     s = outcome.summary
-    return {"seconds": seconds, "spilled_bytes": s.spilled_bytes, "memory_limit_bytes": s.memory_limit_bytes}
+    return {"seconds": seconds, "spilled_bytes": s.spilled_bytes, "memory_limit_bytes": s.memory_limit_bytes,
+            "threads": s.threads, "oom_retries": s.oom_retries}
 
 
 def run_raw(data: Path, out: Path) -> dict:
@@ -149,19 +153,56 @@ def peak_rss_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def measure(mode: str, data: Path, work: Path, cap: int) -> dict:
+def measure(mode: str, data: Path, work: Path, cap: int, may_fail: bool = False) -> dict:
+    """Run one variant in a child process. A failure ends the bench, unless `may_fail`: then it is
+    returned as {"ok": False, "error": ...}."""
     out = work / f"{mode}.parquet"
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", mode, "--data", str(data), "--out", str(out), "--cap-bytes", str(cap)],
-        stdout=subprocess.PIPE, env={**os.environ, "JOBQUEUE_QUERY_THREADS": str(os.cpu_count())},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "JOBQUEUE_QUERY_THREADS": str(os.cpu_count())},
     )
-    stdout, _ = proc.communicate()
+    stdout, stderr = proc.communicate()
     if proc.returncode != 0:
-        raise SystemExit(f"{mode} failed with exit code {proc.returncode}")
-    result = json.loads(stdout.decode().strip().splitlines()[-1])
+        lines = stderr.decode(errors="replace").strip().splitlines() or [f"exit code {proc.returncode}"]
+        print(f"{mode:>7}: FAILED {lines[-1][:300]}", flush=True)
+        if not may_fail:
+            sys.stderr.write(stderr.decode(errors="replace"))
+            raise SystemExit(f"{mode} failed with exit code {proc.returncode}")
+        return {"ok": False, "error": lines[-1][:300]}
+    result = {"ok": True, **json.loads(stdout.decode().strip().splitlines()[-1])}
     print(f"{mode:>7}: {result['seconds']:7.2f}s  peak RSS {result['peak_rss_bytes'] / 2**20:8.1f} MiB"
-          + (f"  spilled {result['spilled_bytes'] / 2**20:.1f} MiB" if "spilled_bytes" in result else ""), flush=True)
+          + (f"  spilled {result['spilled_bytes'] / 2**20:.1f} MiB" if "spilled_bytes" in result else "")
+          + (f"  oom_retries {result['oom_retries']}" if result.get("oom_retries") else ""), flush=True)
     return result
+
+
+def capped_figures(runs: list[dict], cap: int) -> dict:
+    """Every capped run's outcome, how many succeeded, and the median successful one (worst RSS of all)."""
+    ok = [r for r in runs if r["ok"]]
+    figures: dict = {
+        "cap_bytes": cap,
+        "capped_runs": len(runs),
+        "capped_successes": len(ok),
+        "capped_oom_retries": sum(r["oom_retries"] for r in ok),
+        "capped_outcomes": [
+            {"ok": True, "seconds": round(r["seconds"], 3), "spilled_bytes": r["spilled_bytes"],
+             "rss_over_cap": round(r["peak_rss_bytes"] / cap, 3), "oom_retries": r["oom_retries"]}
+            if r["ok"] else {"ok": False, "error": r["error"]}
+            for r in runs
+        ],
+    }
+    if ok:
+        capped = median_run(ok)
+        figures.update({
+            "capped_memory_limit_bytes": capped["memory_limit_bytes"],
+            "capped_threads": capped["threads"],
+            "capped_seconds": round(capped["seconds"], 3),
+            "capped_peak_rss_bytes": capped["peak_rss_bytes"],
+            "capped_rss_over_cap": round(capped["peak_rss_bytes"] / cap, 3),
+            "capped_spilled_bytes": capped["spilled_bytes"],
+        })
+    return figures
 
 
 def median_run(results: list[dict]) -> dict:
@@ -183,6 +224,9 @@ def main() -> None:
     p.add_argument("--input-rows", type=int, default=2_000_000)
     p.add_argument("--cap-mb", type=int, default=500)
     p.add_argument("--repeat", type=int, default=3, help="rounds; the median run of each variant is reported")
+    p.add_argument("--capped-runs", type=int, default=5,
+                   help="runs of the capped variant; capped_successes counts those that succeed")
+    p.add_argument("--only-capped", action="store_true", help="run the capped variant alone (--capped-runs times)")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "jobqueue-bench")
     p.add_argument("--child")
     p.add_argument("--data", type=Path)
@@ -200,19 +244,28 @@ def main() -> None:
     work.mkdir(exist_ok=True)
     cap = args.cap_mb * 1000 * 1000
     print(f"{args.ids * args.snapshots:,} feature rows, {args.input_rows:,} input rows, {os.cpu_count()} threads")
-    runs: dict[str, list[dict]] = {m: [] for m in ("ours", "raw", "pandas", "capped")}
+    sizes = {"feature_rows": args.ids * args.snapshots, "input_rows": args.input_rows}
+    capped_runs = []
+    for i in range(args.capped_runs):
+        print(f"capped run {i + 1}/{args.capped_runs}")
+        capped_runs.append(measure("capped", data, work, cap, may_fail=True))
+    capped = capped_figures(capped_runs, cap)
+    if args.only_capped:
+        print(json.dumps({**sizes, **capped}))
+        return
+    runs: dict[str, list[dict]] = {m: [] for m in ("ours", "raw", "pandas")}
     for i in range(args.repeat):  # interleaved, so drift on the machine hits every variant alike
         print(f"round {i + 1}/{args.repeat}")
         for mode in runs:
             runs[mode].append(measure(mode, data, work, cap))
-    ours, raw, pandas_, capped = (median_run(runs[m]) for m in ("ours", "raw", "pandas", "capped"))
+    ours, raw, pandas_ = (median_run(runs[m]) for m in ("ours", "raw", "pandas"))
     agg = measure("agg_capped", data, work, cap)  # windowed aggregations, same cap
-    prints = {m: fingerprint(work / f"{m}.parquet") for m in ("ours", "raw", "pandas", "capped")}
+    compared = ("ours", "raw", "pandas", "capped") if capped["capped_successes"] else ("ours", "raw", "pandas")
+    prints = {m: fingerprint(work / f"{m}.parquet") for m in compared}
     agree = len({json.dumps(v) for v in prints.values()}) == 1
-    print(f"results agree across all four runs: {agree}")
+    print(f"results agree across {', '.join(compared)}: {agree}")
     figures = {
-        "feature_rows": args.ids * args.snapshots,
-        "input_rows": args.input_rows,
+        **sizes,
         "ours_seconds": round(ours["seconds"], 3),
         "raw_duckdb_seconds": round(raw["seconds"], 3),
         "pandas_seconds": round(pandas_["seconds"], 3),
@@ -221,17 +274,13 @@ def main() -> None:
         "ours_peak_rss_bytes": ours["peak_rss_bytes"],
         "raw_duckdb_peak_rss_bytes": raw["peak_rss_bytes"],
         "pandas_peak_rss_bytes": pandas_["peak_rss_bytes"],
-        "cap_bytes": cap,
-        "capped_memory_limit_bytes": capped["memory_limit_bytes"],
-        "capped_seconds": round(capped["seconds"], 3),
-        "capped_peak_rss_bytes": capped["peak_rss_bytes"],
-        "capped_rss_over_cap": round(capped["peak_rss_bytes"] / cap, 3),
-        "capped_spilled_bytes": capped["spilled_bytes"],
+        **capped,
         "results_agree": agree,
         "agg_capped_seconds": round(agg["seconds"], 3),
         "agg_capped_peak_rss_bytes": agg["peak_rss_bytes"],
         "agg_capped_rss_over_cap": round(agg["peak_rss_bytes"] / cap, 3),
         "agg_capped_spilled_bytes": agg["spilled_bytes"],
+        "agg_capped_oom_retries": agg["oom_retries"],
         "repeat": args.repeat,
     }
     print(json.dumps(figures))

@@ -33,8 +33,8 @@ import pyarrow.fs as pafs  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from bench.s3_range_server import RangeServer  # noqa: E402
-from consumer.cached_fs import cached_filesystem  # noqa: E402
-from consumer.scan_cache import BlockCache, ScanStats  # noqa: E402
+from jobqueue.engine.cached_fs import cached_filesystem  # noqa: E402
+from jobqueue.engine.scan_cache import BlockCache, ScanStats  # noqa: E402
 
 COLUMNS = 8
 FILES = 8

@@ -22,6 +22,7 @@ from typing import Any
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker
+from redis.commands.core import AsyncScript
 
 from jobqueue.entries import entry_problem
 from jobqueue.logs import get_logger
@@ -46,10 +47,18 @@ class JobQueueWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._outage = Outage(log, "the consumer")
+        self._take_script: AsyncScript | None = None
+
+    @property
+    def _take(self) -> AsyncScript:
+        """The take script, registered on first use: arq connects `self.pool` only once the worker runs."""
+        if self._take_script is None:
+            self._take_script = self.pool.register_script(_TAKE)
+        return self._take_script
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """For each job id: take it (unless running elsewhere, finished, or deferred) and run it."""
-        take = self.__dict__.get("_take") or self.__dict__.setdefault("_take", self.pool.register_script(_TAKE))
+        take = self._take
         for job_id_b in job_ids:
             await self.sem.acquire()
             if self.job_counter >= self.max_jobs:

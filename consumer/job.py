@@ -13,14 +13,14 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 import structlog
 from arq.worker import Retry
 
-from consumer.engine import QueryInterrupted
-from consumer.execute import PreparedQuery, QueryOutcome
+from jobqueue.engine.duckdb_run import QueryInterrupted, QueryOutOfMemory
+from jobqueue.engine.execute import QueryOutcome
 from jobqueue.errors import InvalidQueryError
 from jobqueue.jobstore import Claim
 from jobqueue.logs import capped
@@ -30,16 +30,43 @@ from jobqueue.storage import is_local
 
 if TYPE_CHECKING:
     from consumer.worker import Consumer
+    from jobqueue.engine.scan_cache import BlockCache
+    from jobqueue.registry import Registry
+    from jobqueue.settings import Settings
 
 log = structlog.stdlib.get_logger("jobqueue.consumer")
 WATCH_SECONDS = 0.5
 
-# Deterministic: the same input fails the same way on every attempt.
+# Deterministic: the same input fails the same way on every attempt. (QueryOutOfMemory: the engine
+# already retried with fewer threads; it needs more memory.)
 NOT_RETRYABLE: tuple[type[BaseException], ...] = (
-    InvalidQueryError, FileNotFoundError, NotImplementedError, ValueError,
+    InvalidQueryError, FileNotFoundError, NotImplementedError, ValueError, QueryOutOfMemory,
     duckdb.BinderException, duckdb.ConversionException, duckdb.InvalidInputException,
     duckdb.CatalogException, duckdb.ParserException, duckdb.NotImplementedException,
 )
+
+
+class RunnableQuery(Protocol):
+    """What a consumer does with a planned job: `PreparedQuery`, or a stand-in (tests, the overhead bench)."""
+
+    def execute(self) -> QueryOutcome:
+        """Run the query to its result; blocks, so it runs in a thread."""
+        ...
+
+    def interrupt(self) -> None:
+        """Stop the running query soon; callable from any thread."""
+        ...
+
+    def progress(self) -> float:
+        """Fraction done in [0, 1]."""
+        ...
+
+
+class PrepareQuery(Protocol):
+    """Plans a job into a `RunnableQuery` (`PreparedQuery`'s constructor, unless replaced)."""
+
+    def __call__(self, job: QueryJob, registry: Registry, settings: Settings, consumer_id: str, *,
+                 scan_cache: BlockCache | None) -> RunnableQuery: ...
 
 
 class Stopped(Exception):
@@ -52,7 +79,7 @@ class Stopped(Exception):
 
 def retry_delay(attempt: int, base: float) -> float:
     """Backoff before attempt `attempt + 1`: base, 2×base, 4×base … capped at 5 minutes."""
-    return min(300.0, base * 2 ** max(0, attempt - 1))
+    return min(300.0, base * 2.0 ** max(0, attempt - 1))
 
 
 async def _tick_while_running(task: asyncio.Future[Any], tick: Callable[[], Awaitable[Any]]) -> None:
@@ -111,7 +138,7 @@ class JobRun:
         await self._final("succeeded")
         return {"result_uri": outcome.result_uri}
 
-    async def _watched(self, prepared: PreparedQuery) -> QueryOutcome:
+    async def _watched(self, prepared: RunnableQuery) -> QueryOutcome:
         task = asyncio.ensure_future(asyncio.to_thread(prepared.execute))
         try:
             await _tick_while_running(task, lambda: self._watch_tick(prepared))
@@ -126,31 +153,31 @@ class JobRun:
             # its thread has let go. Only then is the job handed back, by this consumer; had the heartbeat
             # lapsed first, the reaper would take the consumer for lost and count the attempt. arq cancels
             # again when it closes, so the wind-down is shielded until it is done.
-            prepared.run.interrupt()
+            prepared.interrupt()
             wind_down = asyncio.ensure_future(self._wind_down(prepared, task))
             while not wind_down.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(wind_down)
             raise
 
-    async def _wind_down(self, prepared: PreparedQuery, task: asyncio.Future[QueryOutcome]) -> None:
+    async def _wind_down(self, prepared: RunnableQuery, task: asyncio.Future[QueryOutcome]) -> None:
         await _tick_while_running(task, lambda: self._renew(prepared))
         with contextlib.suppress(Exception):
             task.result()
 
-    async def _renew(self, prepared: PreparedQuery) -> bool | None:
+    async def _renew(self, prepared: RunnableQuery) -> bool | None:
         """Renew the job's heartbeat and publish progress; returns whether a cancel was requested (None while
         Redis is down)."""
         try:
             cancel = await self.store.renew(self.job.job_id, self.consumer.consumer_id,
-                                            self.consumer.settings.job_heartbeat_ttl_seconds, prepared.run.progress())
+                                            self.consumer.settings.job_heartbeat_ttl_seconds, prepared.progress())
             self.outage.recovered()
             return cancel
         except REDIS_UNREACHABLE as e:  # the query goes on; its outcome is recorded once Redis is back
             self.outage.failed(e)
             return None
 
-    async def _watch_tick(self, prepared: PreparedQuery) -> None:
+    async def _watch_tick(self, prepared: RunnableQuery) -> None:
         job = self.job
         cancel = await self._renew(prepared)
         if self.stop is not None:
@@ -161,7 +188,7 @@ class JobRun:
             self.stop = Stopped(JobStatus.EXPIRED, "completion deadline passed while running")
         if self.stop is not None:
             log.info("interrupting query", reason=str(self.stop))
-            prepared.run.interrupt()
+            prepared.interrupt()
 
     async def _released(self, transition: Callable[[], Awaitable[bool]], hand_back: bool = True) -> bool:
         """Run a transition that also released the job's running entry and heartbeat. While Redis is

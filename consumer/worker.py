@@ -1,7 +1,7 @@
 """The consumer process: an arq worker on one resource group's queue.
 
 Thin glue: arq hands us a job; we validate the payload, claim the job record (queued -> running),
-run the query in a thread (`consumer.execute`), and record the outcome. A malformed payload is
+run the query in a thread (`jobqueue.engine.execute`), and record the outcome. A malformed payload is
 logged once and rejected; the worker keeps serving. Presence and busy jobs are published as a
 heartbeat so the manager never stops a busy consumer.
 """
@@ -14,9 +14,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from arq import Worker
@@ -24,19 +24,21 @@ from arq.worker import Retry, func
 from pydantic import ValidationError
 
 from consumer.arq_worker import JobQueueWorker
-from consumer.disk_space import reserve_slots, sweep_spill
-from consumer.execute import PreparedQuery
-from consumer.job import JobRun
-from consumer.scan_cache import open_scan_cache
+from consumer.job import JobRun, PrepareQuery, RunnableQuery
 from jobqueue import entries, serializer
-from jobqueue.client import connect_redis
 from jobqueue.clock import Clock, system_clock
+from jobqueue.engine.disk_space import reserve_slots, sweep_spill
+from jobqueue.engine.execute import PreparedQuery
+from jobqueue.engine.scan_cache import open_scan_cache
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
-from jobqueue.logs import capped, get_logger
+from jobqueue.logs import capped, configure_logging, get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
+from jobqueue.preflight import check_redis, check_spill_dir, fail_cleanly, settings_or_exit
+from jobqueue.profiler.targets import announce_role
+from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage, job_uri
@@ -48,7 +50,7 @@ class Consumer:
     """State of one consumer process: identity, Redis handles, and the jobs it is running."""
 
     def __init__(
-        self, settings: Settings, group: str, registry: Registry, prepare: Callable[..., Any] | None = None,
+        self, settings: Settings, group: str, registry: Registry, prepare: PrepareQuery | None = None,
         max_jobs: int = 1, clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
@@ -64,12 +66,12 @@ class Consumer:
         self.running: set[str] = set()
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._prepare = prepare or PreparedQuery
+        self._prepare: PrepareQuery = prepare or PreparedQuery
         sweep_spill(settings.spill_root)  # spill directories of killed consumers
         self.disk_slots = reserve_slots(settings, max_jobs)  # its query slots, for sharing the spill volume
         self.scan_cache = open_scan_cache(settings)
 
-    def prepare(self, job: QueryJob) -> PreparedQuery:
+    def prepare(self, job: QueryJob) -> RunnableQuery:
         """Plan a job for execution (the seam the consumer-overhead benchmark replaces with a no-op)."""
         return self._prepare(job, self.registry, self.settings, self.consumer_id, scan_cache=self.scan_cache)
 
@@ -83,7 +85,7 @@ class Consumer:
     async def shutdown(self, ctx: dict[str, Any]) -> None:
         for task in self._tasks:
             task.cancel()
-        await self.redis.hdel(self.keys.consumers(self.group), self.consumer_id)
+        await cast(Awaitable[int], self.redis.hdel(self.keys.consumers(self.group), self.consumer_id))
         if self.scan_cache is not None:
             self.scan_cache.close()
         self.disk_slots.release()
@@ -113,7 +115,8 @@ class Consumer:
             pid=os.getpid(), started_at=self.started_at, seen_at=time.time(),
             running=sorted(self.running), draining=self.draining,
         )
-        await self.redis.hset(self.keys.consumers(self.group), self.consumer_id, info.model_dump_json())
+        await cast(Awaitable[int], self.redis.hset(self.keys.consumers(self.group), self.consumer_id,
+                                                   info.model_dump_json()))
         self.last_heartbeat = info.seen_at
 
     def healthy(self) -> bool:
@@ -249,9 +252,21 @@ async def serve(settings: Settings, group: str, max_jobs: int) -> None:
         await worker.close()
 
 
-async def _watch_parent(drain: Any) -> None:
+async def _watch_parent(drain: Callable[[], None]) -> None:
     parent = os.getppid()
     while os.getppid() == parent:
         await asyncio.sleep(1.0)
     log.warning("parent process exited; draining")
     drain()
+
+
+def run_consumer(resource_group: str, max_jobs: int) -> None:
+    """The consumer process's entry (`python -m consumer`, `jobqueue consumer`): settings, logging and
+    start-up checks, then `serve` until SIGTERM. A bad setting or an unreachable Redis exits naming it."""
+    settings = settings_or_exit()
+    configure_logging(settings.log_format, settings.log_level)
+    announce_role("consumer")
+    with fail_cleanly():
+        check_spill_dir(settings)
+        asyncio.run(check_redis(settings))
+        asyncio.run(serve(settings, resource_group, max_jobs))

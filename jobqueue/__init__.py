@@ -1,7 +1,16 @@
 """jobqueue: async job queue for offline (batch, point-in-time) feature queries.
 
-This package is the shared contract (settings, models, Redis layout, registry, plan) plus the
-SDK and the CLI. The manager lives in `manager/`, consumers in `consumer/`.
+The layer that `manager/` and `consumer/` both stand on, plus the client side:
+- the contract, pure (no I/O but reading their own config file): `settings`, `models`, `keys` (every
+  Redis key), `registry`, `groups`, `schedules`, `plan` (`plan_query()`), `sizes`, `errors`, `serializer`;
+- the shared I/O: `jobstore` (job state in Redis: its one writer), `redis` (`connect_redis`),
+  `storage` (Parquet on local disk or an object store), `entries` (rejecting bad queue entries);
+- `engine/`: the query engine on DuckDB, shared by the consumers and the SDK's in-process mode;
+- the SDK (`client`, `handles`, `inputs`, `sync`) and the CLI (`cli/`, the composition root);
+- process helpers: `logs`, `outage`, `preflight`, `ops_server`, `embedded`, `profiler/`.
+
+Import rule: nothing here imports `manager` or `consumer`, except the CLI commands that start those
+processes (`jobqueue/cli/__init__.py`; `tests/unit/test_layers.py` walks the graph).
 
 The public names below are imported on first use, so that `import jobqueue.settings` (the
 profiler, the CLI's light commands) does not load pandas, pyarrow and DuckDB.

@@ -20,14 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 from arq.connections import ArqRedis
 from arq.jobs import serialize_job
-from redis.asyncio import ConnectionPool
 
 from jobqueue import serializer
 from jobqueue.errors import (
@@ -38,28 +38,18 @@ from jobqueue.errors import (
     RedisUnavailableError,
 )
 from jobqueue.groups import ResourceGroup, load_groups
-from jobqueue.handles import AsyncJobHandle, JobHandle, LocalResult
+from jobqueue.handles import AsyncJobHandle, AsyncLocalResult, JobHandle, LocalResult
 from jobqueue.inputs import time_range, to_arrow, with_times
-from jobqueue.jobstore import CANCEL_QUEUED, CANCEL_RUNNING, JobStore
+from jobqueue.jobstore import CancelOutcome, JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
 from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
 from jobqueue.plan import plan_query
+from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
 from jobqueue.settings import Settings, load_settings
 from jobqueue.storage import Storage, job_uri
 from jobqueue.sync import LoopThread
-
-
-def connect_redis(settings: Settings) -> ArqRedis:
-    """An arq-capable Redis client using the JSON serializer (never pickle)."""
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    pool = ConnectionPool.from_url(
-        settings.resolved_redis_url(), health_check_interval=30, socket_keepalive=True, password=password
-    )
-    client = ArqRedis(pool, job_serializer=serializer.dumps, job_deserializer=serializer.loads)
-    client.auto_close_connection_pool = True  # aclose() also closes the pool's connections
-    return client
 
 
 class AsyncJobQueueClient:
@@ -117,7 +107,7 @@ class AsyncJobQueueClient:
 
     async def known_groups(self) -> list[str]:
         """Groups the running manager serves (published in Redis), else the local config's."""
-        published = await self.redis.hkeys(self.keys.groups)
+        published = await cast(Awaitable[list[bytes]], self.redis.hkeys(self.keys.groups))
         if published:
             return sorted(g.decode() for g in published)
         groups = self._local_groups or load_groups(self.settings.resource_groups_path)
@@ -133,7 +123,7 @@ class AsyncJobQueueClient:
         resources: ResourceRequests | None = None,
         max_retries: int = 2,
         completion_deadline: datetime | timedelta | None = None,
-    ) -> AsyncJobHandle | LocalResult:
+    ) -> AsyncJobHandle | AsyncLocalResult:
         """Validate, stage and enqueue one offline query; or run it here when not asynchronous.
 
         `max_retries`: failed attempts retried (default 2, so 3 attempts). `completion_deadline`:
@@ -157,39 +147,31 @@ class AsyncJobQueueClient:
         job_id = uuid.uuid4().hex
         with self._reaching_redis("the query was not submitted (had the connection broken during the final "
                                   f"write, `jobqueue jobs` would list job {job_id})"):
-            await self.submit_prepared(table, columns, output, resources.resource_group, job_id, now, max_retries,
-                                       deadline)
+            await self.submit_prepared(PreparedSubmission(
+                table, columns, output, resources.resource_group, job_id, now, max_retries, deadline,
+            ))
         return AsyncJobHandle(job_id, self)
 
-    async def submit_prepared(
-        self,
-        table: pa.Table,
-        columns: list[str],
-        output: list[str],
-        group: str,
-        job_id: str,
-        now: datetime,
-        max_retries: int = 2,
-        deadline: datetime | None = None,
-        exclusive: bool = False,
-    ) -> bool:
-        """Stage a checked input (with `__ts__`/`__row__`) and enqueue it under `job_id`.
-        With `exclusive`, a job id that already exists is not submitted again (returns False)."""
+    async def submit_prepared(self, request: PreparedSubmission) -> bool:
+        """Stage a checked input and enqueue it under `request.job_id`. With `request.exclusive`, a job id
+        that already exists is not submitted again (returns False)."""
+        job_id, table = request.job_id, request.table
         input_uri = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")
         job = QueryJob(
-            job_id=job_id, environment=self.settings.environment, resource_group=group,
-            output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
-            submitted_at=now, max_retries=max_retries, completion_deadline=deadline, **time_range(table),
+            job_id=job_id, environment=self.settings.environment, resource_group=request.group,
+            output=list(request.output), input_uri=input_uri, input_columns=request.columns,
+            input_rows=table.num_rows, submitted_at=request.submitted_at, max_retries=request.max_retries,
+            completion_deadline=request.deadline, **time_range(table),
         )
         record = JobRecord(
             job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
             output=job.output, input_rows=job.input_rows, submitted_at=job.submitted_at,
             max_retries=job.max_retries, completion_deadline=job.completion_deadline,
         )
-        if exclusive and await self.redis.exists(self.keys.job(job_id)):
+        if request.exclusive and await self.redis.exists(self.keys.job(job_id)):
             return False
         await asyncio.to_thread(self.storage.write_table, table, input_uri)
-        return await self._submit(record, job, exclusive)
+        return await self._submit(record, job, request.exclusive)
 
     def _prepare(
         self, input: Any, output: list[str], input_times: Any, now: datetime
@@ -219,8 +201,10 @@ class AsyncJobQueueClient:
         await self.redis.publish(self.keys.events, submitted_event(job.resource_group))
         return True
 
-    def _run_in_process(self, table: pa.Table, columns: list[str], output: list[str], now: datetime) -> LocalResult:
-        from consumer.execute import PreparedQuery  # the engine is only needed for in-process runs
+    def _run_in_process(
+        self, table: pa.Table, columns: list[str], output: list[str], now: datetime
+    ) -> AsyncLocalResult:
+        from jobqueue.engine.execute import PreparedQuery  # the engine is only needed for in-process runs
 
         job_id = uuid.uuid4().hex
         input_uri = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")
@@ -231,12 +215,19 @@ class AsyncJobQueueClient:
             submitted_at=now, **time_range(table),
         )
         succeeded = False
+        started = datetime.now(UTC)
         try:
             outcome = PreparedQuery(job, self.registry, self.settings, consumer_id="in-process").execute()
             succeeded = True
         finally:  # the staged input, and the result folder of a failed run, are of no use to anyone
             self.storage.remove_job_files(job_id, result=not succeeded)
-        return LocalResult(job_id, outcome.result_uri, outcome.summary, self.storage)
+        record = JobRecord(
+            job_id=job_id, status=JobStatus.SUCCEEDED, resource_group=job.resource_group, output=job.output,
+            input_rows=job.input_rows, submitted_at=now, started_at=started, finished_at=datetime.now(UTC),
+            consumer_id="in-process", progress=1.0, attempts=1, max_retries=job.max_retries,
+            result_uri=outcome.result_uri, summary=outcome.summary,
+        )
+        return AsyncLocalResult(record, self.storage)
 
     async def get_job(self, job_id: str) -> JobRecord:
         with self._reaching_redis(f"job {job_id}'s status is unknown; it goes on without this client"):
@@ -254,19 +245,34 @@ class AsyncJobQueueClient:
         that. Cancelling a cancelled job is a no-op; a finished one raises `JobStateError`."""
         with self._reaching_redis(f"job {job_id} was not cancelled"):
             result = await self.store.request_cancel(job_id)
-        if result == -1:
+        if result is CancelOutcome.NO_JOB:
             raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
         record = await self.get_job(job_id)
-        if result == CANCEL_QUEUED:  # the record, its queue entry and its arq job changed in one script
+        if result is CancelOutcome.CANCELLED_QUEUED:  # the record, its queue entry and arq job changed in one script
             with contextlib.suppress(OSError):  # no consumer reads it now; the manager's GC retries a failed delete
                 await asyncio.to_thread(self.storage.remove_job_files, job_id)
-        elif result == CANCEL_RUNNING and wait:
+        elif result is CancelOutcome.STOP_REQUESTED and wait:
             with contextlib.suppress(TimeoutError, JobQueueError):
                 record = await AsyncJobHandle(job_id, self).wait(timeout=wait, show_progress=False)
             record = await self.get_job(job_id)
-        elif result == 0 and record.status is not JobStatus.CANCELLED:
+        elif result is CancelOutcome.ALREADY_FINAL and record.status is not JobStatus.CANCELLED:
             raise JobStateError(f"job {job_id} is {record.status.value}; it can no longer be cancelled")
         return record
+
+
+@dataclass(frozen=True)
+class PreparedSubmission:
+    """What `submit_prepared` stages and enqueues: an input already checked and timed (`__ts__`/`__row__`)."""
+
+    table: pa.Table
+    columns: list[str]  # the input's own columns (before `__ts__`/`__row__` were added)
+    output: list[str]
+    group: str
+    job_id: str
+    submitted_at: datetime
+    max_retries: int = 2
+    deadline: datetime | None = None
+    exclusive: bool = False  # an id that already exists is not submitted again (deterministic ids)
 
 
 def _deadline(value: datetime | timedelta | None, now: datetime) -> datetime | None:
@@ -298,7 +304,9 @@ class JobQueueClient:
         self, input: Any, output: list[str], input_times: Any = None, **kwargs: Any
     ) -> JobHandle | LocalResult:
         result = self._loop.run(self._async.offline_query(input, output, input_times, **kwargs))
-        return JobHandle(result, self._loop) if isinstance(result, AsyncJobHandle) else result
+        if isinstance(result, AsyncLocalResult):
+            return LocalResult(result, self._loop)
+        return JobHandle(result, self._loop)
 
     def job(self, job_id: str) -> JobHandle:
         return JobHandle(self._async.job(job_id), self._loop)

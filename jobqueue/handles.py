@@ -1,7 +1,9 @@
 """Job handles returned by `offline_query`: status, wait with progress, results, cancel.
 
-`AsyncJobHandle` talks to Redis through its client; `JobHandle` is its blocking twin;
-`LocalResult` is what `run_asynchronously=False` returns (already finished, same surface).
+`AsyncJobHandle` talks to Redis through its client; `JobHandle` is its blocking twin.
+`AsyncLocalResult` (async client) and `LocalResult` (sync client) are what `run_asynchronously=False`
+returns: a job that already succeeded in this process, with the same surface (`wait` returns its record,
+`cancel` raises `JobStateError` as for any finished job).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -87,7 +90,7 @@ class AsyncJobHandle:
 
             return _check_final(await self._poll(deadline, update))
 
-    async def _poll(self, deadline: float | None, on_update: Any) -> JobRecord:
+    async def _poll(self, deadline: float | None, on_update: Callable[[JobRecord], None] | None) -> JobRecord:
         """Poll the record with backoff. A lost Redis connection is waited out (until the deadline):
         the job lives in Redis and in the consumers, not in this process, so it goes on meanwhile."""
         delay, outage = _POLL_MIN, Outage(log, "wait()", every=10.0)
@@ -117,7 +120,7 @@ class AsyncJobHandle:
         return await asyncio.to_thread(read_result, self._client.storage, self.id, record.result_uri)
 
     async def to_pandas(self) -> pd.DataFrame:
-        return (await self.to_arrow()).to_pandas()
+        return _to_pandas(await self.to_arrow())
 
     async def cancel(self, wait: float | None = 30.0) -> JobRecord:
         """Cancel (see `AsyncJobQueueClient.cancel`); returns the record afterwards."""
@@ -125,16 +128,52 @@ class AsyncJobHandle:
         return self._record
 
 
-class JobHandle:
-    """Blocking twin of `AsyncJobHandle`."""
+class AsyncLocalResult:
+    """An in-process query's job (`run_asynchronously=False`): it has already succeeded, so `wait` returns
+    its record at once and `cancel` raises `JobStateError`. Its record lives here, not in Redis."""
 
-    def __init__(self, handle: AsyncJobHandle, loop: LoopThread) -> None:
+    def __init__(self, record: JobRecord, storage: Storage) -> None:
+        self.id = record.job_id
+        self._record = record
+        self._storage = storage
+
+    def __repr__(self) -> str:
+        return f"<AsyncLocalResult {self.id} {self._record.status.value}>"
+
+    async def record(self) -> JobRecord:
+        return self._record
+
+    async def status(self) -> JobStatus:
+        return self._record.status
+
+    @property
+    def performance_summary(self) -> PerformanceSummary | None:
+        return self._record.summary
+
+    async def wait(self, timeout: float | None = None, show_progress: bool | None = None) -> JobRecord:
+        return self._record
+
+    async def to_arrow(self) -> pa.Table:
+        assert self._record.result_uri is not None  # an in-process record is made once its result is written
+        return await asyncio.to_thread(read_result, self._storage, self.id, self._record.result_uri)
+
+    async def to_pandas(self) -> pd.DataFrame:
+        return _to_pandas(await self.to_arrow())
+
+    async def cancel(self, wait: float | None = 30.0) -> JobRecord:
+        raise JobStateError(f"job {self.id} ran in-process and has already finished")
+
+
+class JobHandle:
+    """Blocking twin of `AsyncJobHandle` (and, as `LocalResult`, of `AsyncLocalResult`)."""
+
+    def __init__(self, handle: AsyncJobHandle | AsyncLocalResult, loop: LoopThread) -> None:
         self._handle = handle
         self._loop = loop
         self.id = handle.id
 
     def __repr__(self) -> str:
-        return repr(self._handle).replace("AsyncJobHandle", "JobHandle")
+        return repr(self._handle).replace("<Async", "<", 1)
 
     def record(self) -> JobRecord:
         return self._loop.run(self._handle.record())
@@ -153,10 +192,22 @@ class JobHandle:
         return self._loop.run(self._handle.to_arrow())
 
     def to_pandas(self) -> pd.DataFrame:
-        return self.to_arrow().to_pandas()
+        return _to_pandas(self.to_arrow())
 
     def cancel(self, wait: float | None = 30.0) -> JobRecord:
         return self._loop.run(self._handle.cancel(wait))
+
+
+class LocalResult(JobHandle):
+    """Blocking twin of `AsyncLocalResult`: what the sync client's `run_asynchronously=False` returns."""
+
+    def __init__(self, result: AsyncLocalResult, loop: LoopThread) -> None:
+        super().__init__(result, loop)
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
 
 
 def read_result(storage: Storage, job_id: str, result_uri: str) -> pa.Table:
@@ -170,28 +221,3 @@ def read_result(storage: Storage, job_id: str, result_uri: str) -> pa.Table:
             f"JOBQUEUE_RESULT_TTL_SECONDS ({ttl} s) after their job finished; run the query again, or raise "
             "that setting for the results you need longer"
         ) from e
-
-
-class LocalResult:
-    """The outcome of an in-process query (`run_asynchronously=False`): already succeeded."""
-
-    def __init__(self, job_id: str, result_uri: str, summary: PerformanceSummary, storage: Storage) -> None:
-        self.id = job_id
-        self.result_uri = result_uri
-        self.performance_summary = summary
-        self._storage = storage
-
-    def status(self) -> JobStatus:
-        return JobStatus.SUCCEEDED
-
-    def wait(self, timeout: float | None = None, show_progress: bool | None = None) -> LocalResult:
-        return self
-
-    def to_arrow(self) -> pa.Table:
-        return read_result(self._storage, self.id, self.result_uri)
-
-    def to_pandas(self) -> pd.DataFrame:
-        return self.to_arrow().to_pandas()
-
-    def cancel(self) -> None:
-        raise JobStateError(f"job {self.id} ran in-process and has already finished")

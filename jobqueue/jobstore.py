@@ -13,13 +13,15 @@ every other field holds JSON.
 
 from __future__ import annotations
 
+import enum
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from jobqueue.clock import Clock, system_clock
@@ -32,6 +34,7 @@ from jobqueue.store_scripts import (
     KILL_ID,
     NAMES,
     RECORD_OOM_KILL,
+    RECORD_REPLACED,
     REQUEST_CANCEL,
     TRANSITION,
     count,
@@ -56,7 +59,15 @@ class Claim:
     attempt: int
     errors: list[str]  # earlier attempts' errors
     status: str | None  # the status found (when not claimed)
-CANCEL_QUEUED, CANCEL_RUNNING = 1, 2
+
+
+class CancelOutcome(enum.IntEnum):
+    """What a cancel request did (the reply of `store_scripts.REQUEST_CANCEL`)."""
+
+    NO_JOB = -1
+    ALREADY_FINAL = 0  # finished, or cancelled before: nothing changed
+    CANCELLED_QUEUED = 1  # it was queued: cancelled now
+    STOP_REQUESTED = 2  # it is running: its consumer is asked to stop it
 
 
 def heartbeat_ms(ttl_seconds: float) -> int:
@@ -121,7 +132,7 @@ class JobStore:
                 except WatchError:
                     continue  # a racing writer: look again; the exists() check decides
 
-    def _write_record(self, pipe: Any, record: JobRecord) -> None:
+    def _write_record(self, pipe: Pipeline, record: JobRecord) -> None:
         key = self.keys.job(record.job_id)
         fields = {name: _encode(getattr(record, name)) for name in JOB_JSON_FIELDS}
         pipe.hset(key, mapping={JobField.STATUS.value: record.status.value, **fields})
@@ -132,7 +143,7 @@ class JobStore:
             pipe.zadd(self.keys.deadlines, {record.job_id: record.completion_deadline.timestamp() * 1000})
 
     async def get(self, job_id: str) -> JobRecord | None:
-        raw = await self.redis.hgetall(self.keys.job(job_id))
+        raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id)))
         if not raw:
             return None
         data = {k.decode(): v.decode() for k, v in raw.items()}
@@ -169,11 +180,11 @@ class JobStore:
             pairs += [name, _encode(value)]
         args: list[str] = [
             NAMES, ",".join(s.value for s in allowed), new.value, job_id, _encode(owner) if owner else "",
-            "1" if new.is_final else "0", "1" if release else "0", json.dumps(counts), *pairs,
+            "1" if new.is_final else "0", json.dumps(counts), *pairs,
         ]
-        keys = [self.keys.job(job_id), self.keys.deadlines,
-                self.keys.running(release) if release else self.keys.deadlines, self.keys.heartbeat(job_id),
-                self.keys.counters]
+        keys = [self.keys.job(job_id), self.keys.deadlines, self.keys.counters]
+        if release:
+            keys += [self.keys.running(release), self.keys.heartbeat(job_id)]
         return int(await self._transition(keys=keys, args=args))
 
     async def claim(self, job_id: str, consumer_id: str, group: str, heartbeat_ttl: float) -> Claim:
@@ -289,20 +300,20 @@ class JobStore:
         )
         return applied == 1
 
-    async def request_cancel(self, job_id: str) -> int:
-        """Cancel a queued job now (1: cancelled, off its queue and deadlines, its arq job gone, in one script), or
-        ask the running consumer to stop it (2); 0 final, -1 none."""
+    async def request_cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a queued job now (off its queue and deadlines, its arq job gone, in one script), or ask the
+        running consumer to stop it."""
         key = self.keys.job(job_id)
         while True:
-            stored = await self.redis.hget(key, JobField.RESOURCE_GROUP) or b'""'
+            stored = await cast(Awaitable[bytes | None], self.redis.hget(key, JobField.RESOURCE_GROUP)) or b'""'
             group = json.loads(stored)
-            result = int(await self._request_cancel(
+            reply = int(await self._request_cancel(
                 keys=[key, self.keys.counters, self.keys.deadlines, self.keys.queue(group), self.keys.arq_job(job_id)],
                 args=[NAMES, _encode(self.clock()), job_id, self.keys.arq_id(job_id), stored, JobStatus.QUEUED.value,
                       JobStatus.RUNNING.value, JobStatus.CANCELLED.value, json.dumps([count(CounterName.CANCELLED)])],
             ))
-            if result != -2:  # -2: the record was replaced since its group was read
-                return result
+            if reply != RECORD_REPLACED:
+                return CancelOutcome(reply)
 
     async def record_oom_kill(self, consumer_id: str, group: str, kill: dict[str, Any]) -> bool:
         """Remember that the kernel OOM-killed `consumer_id` (`kill` has `kill_id`, `limit`, `at`) and count it

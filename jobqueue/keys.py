@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -205,6 +206,31 @@ class GroupState:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+class _Fixed:
+    """A key with no variable part: `keys.counters` is `<prefix>counters`."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    def __get__(self, keys: Keys, owner: type[Keys]) -> str:
+        return keys.prefix + self.suffix
+
+
+class _Named:
+    """One key per name (a group, a job id, ...): `keys.queue("default")` is `<prefix>queue:default`."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __get__(self, keys: Keys, owner: type[Keys]) -> Callable[[str], str]:
+        prefix = f"{keys.prefix}{self.kind}:"
+
+        def key(name: str) -> str:
+            return prefix + name
+
+        return key
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key builder for one environment."""
@@ -242,60 +268,22 @@ class Keys:
     def arq_result(self, job_id: str) -> str:
         return result_key_prefix + self.arq_id(job_id)
 
-    def queue(self, group: str) -> str:
-        return f"{self.prefix}queue:{group}"
+    # one key per group, job id, consumer id or schedule name
+    queue = _Named("queue")  # per group
+    running = _Named("running")  # per group
+    consumers = _Named("consumers")  # per group
+    job = _Named("job")  # per job id
+    heartbeat = _Named("heartbeat")  # per job id
+    oom_kill = _Named("oom-kill")  # per consumer id
+    schedule = _Named("schedule")  # per schedule name
+    schedule_runs = _Named("schedule-runs")  # per schedule name
 
-    def running(self, group: str) -> str:
-        return f"{self.prefix}running:{group}"
-
-    def consumers(self, group: str) -> str:
-        return f"{self.prefix}consumers:{group}"
-
-    def job(self, job_id: str) -> str:
-        return f"{self.prefix}job:{job_id}"
-
-    def heartbeat(self, job_id: str) -> str:
-        return f"{self.prefix}heartbeat:{job_id}"
-
-    def oom_kill(self, consumer_id: str) -> str:
-        return f"{self.prefix}oom-kill:{consumer_id}"
-
-    @property
-    def deadlines(self) -> str:
-        return f"{self.prefix}deadlines"
-
-    @property
-    def jobs_index(self) -> str:
-        return f"{self.prefix}jobs"
-
-    @property
-    def group_states(self) -> str:
-        """Hash: group -> JSON of the manager's last decision (written when it changes)."""
-        return f"{self.prefix}group-states"
-
-    @property
-    def manager_state(self) -> str:
-        """Hash: `tick_at` (epoch seconds of the leader's last tick)."""
-        return f"{self.prefix}manager"
-
-    @property
-    def groups(self) -> str:
-        return f"{self.prefix}groups"
-
-    @property
-    def counters(self) -> str:
-        return f"{self.prefix}counters"
-
-    @property
-    def schedules(self) -> str:
-        return f"{self.prefix}schedules"
-
-    def schedule(self, name: str) -> str:
-        return f"{self.prefix}schedule:{name}"
-
-    def schedule_runs(self, name: str) -> str:
-        return f"{self.prefix}schedule-runs:{name}"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}events"
+    # keys without a variable part
+    deadlines = _Fixed("deadlines")  # zset: job id -> completion deadline (ms)
+    jobs_index = _Fixed("jobs")  # zset: job id -> submission time (ms)
+    group_states = _Fixed("group-states")  # hash: group -> JSON of the manager's last decision (when it changes)
+    manager_state = _Fixed("manager")  # hash: `tick_at` (epoch seconds of the leader's last tick)
+    groups = _Fixed("groups")
+    counters = _Fixed("counters")
+    schedules = _Fixed("schedules")
+    events = _Fixed("events")

@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 import structlog
 
-_configured = False
 MAX_ERROR_BYTES = 4096
 
 
@@ -42,7 +41,6 @@ def cap_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
 
 
 def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
-    global _configured
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -74,7 +72,6 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,  # keeps reconfiguration (tests, CLI) effective everywhere
     )
-    _configured = True
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

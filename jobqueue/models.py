@@ -74,6 +74,11 @@ class PerformanceSummary(_Strict):
     )
     peak_memory_bytes: int = Field(description="DuckDB's peak buffer-manager memory for the query.")
     threads: int
+    oom_retries: int = Field(
+        default=0, description="1 when DuckDB ran out of memory and the query succeeded on its one retry with fewer "
+        "threads and preserve_insertion_order=false (then stage_seconds has `oom_reorder`, the pass that restores "
+        "input order; `threads` stays the first run's)."
+    )
     rows_in: int
     rows_out: int
     rows_scanned: int = 0
@@ -96,7 +101,7 @@ class PerformanceSummary(_Strict):
     scan_cache_evictions: int = Field(default=0, description="Blocks this query's reads evicted.")
     stage_seconds: dict[str, float] = Field(
         default_factory=dict, description="stage_input, plan, execute (DuckDB, incl. the local result file), "
-        "write_result (upload or rename)."
+        "write_result (upload or rename); oom_reorder after an out-of-memory retry."
     )
 
 

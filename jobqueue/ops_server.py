@@ -89,7 +89,9 @@ class OpsServer:
             self._refuse(writer)
             return
         self.open_connections += 1
-        self._held[writer] = asyncio.current_task()  # type: ignore[assignment]
+        handler = asyncio.current_task()
+        assert handler is not None  # asyncio runs each connection's handler as a task
+        self._held[writer] = handler
         try:
             async with asyncio.timeout(self.request_timeout):
                 method, path = await self._read_head(reader)

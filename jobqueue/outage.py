@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -28,10 +28,18 @@ def redacted(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+class Log(Protocol):
+    """Where an outage is told: a structlog logger (`jobqueue.logs.get_logger`)."""
+
+    def info(self, event: str, **fields: Any) -> Any: ...
+
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+
 class Outage:
     """Tracks whether Redis is reachable, from one loop's point of view, and logs the changes."""
 
-    def __init__(self, log: Any, what: str, every: float = 30.0, clock: Any = time.monotonic) -> None:
+    def __init__(self, log: Log, what: str, every: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.log, self.what, self.every, self.clock = log, what, every, clock
         self.since: float | None = None
         self._logged_at = 0.0
@@ -52,7 +60,7 @@ class Outage:
             self._logged_at = now
             self.log.warning(f"redis still unreachable; {self.what} retrying", error=str(error),
                              down_seconds=round(now - self.since, 1), **fields)
-        return min(5.0, 0.5 * 2 ** min(self.failures - 1, 4))
+        return min(5.0, 0.5 * 2.0 ** min(self.failures - 1, 4))
 
     def recovered(self, **fields: Any) -> None:
         if self.since is not None:

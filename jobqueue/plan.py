@@ -6,7 +6,8 @@ Point-in-time semantics, never looking past each row's time `t = __ts__`:
 - a feature takes the latest source row with `ts <= t` (DuckDB `ASOF LEFT JOIN`), null when none;
 - a windowed aggregation covers the rows with `t - window < ts <= t` (counts are 0 when empty,
   other functions null).
-Rows come back in input order.
+Rows come back in input order. `QueryPlan.unordered_sql` is the same query without the final sort and
+with `__row__` kept, for an engine that restores the order itself (its out-of-memory fallback).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class QueryPlan:
     joins: tuple[SourceJoin, ...]
     output_columns: tuple[str, ...]
     registry_origin: str = "<registry>"
+    unordered_sql: str = ""  # `sql` without ORDER BY, plus the input's `__row__` as the last column
 
 
 def quote(identifier: str) -> str:
@@ -137,9 +139,19 @@ def plan_query(input_columns: Sequence[str], output: Sequence[str], registry: Re
         for ns, cte in keys.items()
     ] + ctes
     select = ", ".join(f"{exprs[c]} AS {quote(c)}" for c in output_columns)
-    sql = (f"WITH {', '.join(ctes)}\n" if ctes else "") + f"SELECT {select}\n" + "\n".join(from_clause)
-    sql += f"\nORDER BY i.{ROW_COLUMN}"
-    return QueryPlan(sql=sql, joins=joins, output_columns=output_columns, registry_origin=registry.origin)
+    head = (f"WITH {', '.join(ctes)}\n" if ctes else "") + "SELECT "
+    body = "\n" + "\n".join(from_clause)
+    return QueryPlan(
+        sql=f"{head}{select}{body}\nORDER BY i.{ROW_COLUMN}",
+        unordered_sql=f"{head}{select}, i.{ROW_COLUMN} AS {ROW_COLUMN}{body}",
+        joins=joins, output_columns=output_columns, registry_origin=registry.origin,
+    )
+
+
+def reorder_sql(unordered_parquet: str, output_columns: Sequence[str]) -> str:
+    """Read a result written from `unordered_sql` back in input order, without `__row__`."""
+    select = ", ".join(quote(c) for c in output_columns)
+    return f"SELECT {select} FROM read_parquet({literal(unordered_parquet)}) ORDER BY {ROW_COLUMN}"
 
 
 def _group_by_source(output: Sequence[str], registry: Registry) -> tuple[SourceJoin, ...]:
@@ -210,8 +222,8 @@ def _aggregate_cte(join: SourceJoin, name: str) -> str:
             f"{_AGG_SQL[agg.function].format(arg)} FILTER (WHERE e.__t > i.{TS_COLUMN} - "
             f"INTERVAL '{agg.window_seconds} seconds') AS {quote(f)}"
         )
-    columns = dict.fromkeys(f"src.{quote(src.aggregations[f].column)}" for f in join.aggregations
-                            if src.aggregations[f].column)
+    columns = dict.fromkeys(f"src.{quote(column)}" for f in join.aggregations
+                            if (column := src.aggregations[f].column))
     events = (f"SELECT src.{quote(src.key)} AS __k, {source_time(f'src.{quote(src.timestamp)}')} AS __t"
               f"{''.join(', ' + c for c in columns)} FROM {join.relation} AS src")
     return (

@@ -3,19 +3,29 @@
 A manager or consumer that starts with a spill directory it cannot write, or a Redis it cannot
 reach, would otherwise fail its first job, or retry forever, far from the cause. These checks run
 before the process serves anything; each failure names the variable to change.
+`settings_or_exit` and `fail_cleanly` report such failures as one line on stderr and an exit code
+(2: a setting; 1: anything else known), the same from the CLI and from `python -m consumer`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import typer
 from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rich.console import Console
 
-from jobqueue.errors import JobQueueError
+from jobqueue.errors import JobQueueError, SettingsError
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
-from jobqueue.settings import Settings
+from jobqueue.settings import Settings, load_settings
+
+err_console = Console(stderr=True)
 
 
 class PreflightError(JobQueueError):
@@ -48,7 +58,7 @@ def check_spill_dir(settings: Settings) -> None:
 
 async def check_redis(settings: Settings, timeout: float = 10.0) -> None:
     """One PING within `timeout` seconds."""
-    from jobqueue.client import connect_redis
+    from jobqueue.redis import connect_redis
 
     where = redacted(settings.resolved_redis_url())
     client = connect_redis(settings)
@@ -59,8 +69,37 @@ async def check_redis(settings: Settings, timeout: float = 10.0) -> None:
                              "set the password (or ACL user in JOBQUEUE_REDIS_URL) it expects") from None
     except ResponseError as e:
         raise PreflightError(f"JOBQUEUE_REDIS_URL: Redis at {where} refused PING ({e})") from None
-    except (*REDIS_UNREACHABLE, TimeoutError, OSError) as e:
+    except REDIS_UNREACHABLE + (TimeoutError, OSError) as e:
         raise PreflightError(f"JOBQUEUE_REDIS_URL: cannot reach Redis at {where} ({e or 'timed out'}); start it "
                              "(`jobqueue up` on one machine) or point JOBQUEUE_REDIS_URL at it") from None
     finally:
         await client.aclose()
+
+
+def _error(message: str, code: int) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    """Load settings or exit 2 with a message naming the bad variable."""
+    try:
+        return load_settings()
+    except SettingsError as e:  # an unknown or invalid variable; the message never holds a secret
+        raise _error(str(e), 2) from None
+
+
+@contextlib.contextmanager
+def fail_cleanly() -> Iterator[None]:
+    """Known failures become one line on stderr and an exit code; bugs keep their traceback."""
+    try:
+        yield
+    except PreflightError as e:  # a setting that cannot work here: same exit code as an invalid one
+        raise _error(str(e), 2) from None
+    except JobQueueError as e:
+        raise _error(str(e), 1) from None
+    except RedisConnectionError as e:
+        raise _error(f"cannot reach Redis ({e}); is `jobqueue up` running or JOBQUEUE_REDIS_URL set?", 1) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,8 +32,9 @@ class SampleStore:
     users: int
     feature_rows: int
 
-    def read_registry(self) -> dict:
-        return yaml.safe_load(self.registry_path.read_text())
+    def read_registry(self) -> dict[str, Any]:
+        registry: dict[str, Any] = yaml.safe_load(self.registry_path.read_text())
+        return registry
 
 
 def _timestamps(rng: np.random.Generator, users: int, snapshots: int) -> np.ndarray:
@@ -111,7 +113,8 @@ def write_sample_store(
     return SampleStore(root, registry_path, users, users * snapshots)
 
 
-def sample_input(users: int, rows: int, seed: int = 11, unknown_fraction: float = 0.02) -> tuple[dict, list]:
+def sample_input(users: int, rows: int, seed: int = 11, unknown_fraction: float = 0.02
+                 ) -> tuple[dict[str, pa.Array], pa.Array]:
     """Random lookups: user ids (a few unknown) with as-of times spread over 2024 (some before any data)."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, int(users * (1 + unknown_fraction)) + 1, rows)

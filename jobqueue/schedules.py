@@ -117,6 +117,16 @@ class ScheduledQuery(BaseModel):
         )
 
 
+def next_due(sq: ScheduledQuery, after: datetime) -> datetime | None:
+    """The first due time after `after` within the bounds, or None (pure; `jobqueue schedules` shows it)."""
+    for due in sq.occurrences_after(after):
+        if sq.upper_bound is not None and due > sq.upper_bound:
+            return None
+        if sq.in_bounds(due):
+            return due
+    return None
+
+
 def parse_schedules(
     data: object, registry: Registry, groups: dict[str, ResourceGroup], source: str = "<schedules>"
 ) -> tuple[dict[str, ScheduledQuery], list[str]]:

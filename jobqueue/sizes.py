@@ -15,8 +15,11 @@ _SIZE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 def parse_bytes(value: object) -> object:
     """Parse `value` into a byte count; leaves non-strings (ints, None) for pydantic to check."""
-    if not isinstance(value, str):
-        return value
+    return byte_count(value) if isinstance(value, str) else value
+
+
+def byte_count(value: str) -> int:
+    """`512MiB`, `2GB`, `1Gi`, `1024` -> bytes; anything else raises `ValueError` naming the forms."""
     m = _SIZE_RE.match(value)
     unit = m.group(2).lower() if m else None
     if not m or unit not in _UNITS:

@@ -96,7 +96,8 @@ class Storage:
             return pafs.LocalFileSystem(), str(local_path(uri).absolute())
         if uri.startswith("s3://"):
             return self.s3, uri.removeprefix("s3://")
-        return pafs.FileSystem.from_uri(uri)
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        return filesystem, str(path)
 
     def write_table(self, table: pa.Table, uri: str) -> int:
         """Write `table` as Parquet at `uri`; returns bytes written."""
@@ -107,10 +108,10 @@ class Storage:
             pq.write_table(table, tmp, compression="zstd")
             os.replace(tmp, path)
             return path.stat().st_size
-        fs, path = self.resolve(uri)
-        with fs.open_output_stream(path) as out:  # object stores publish the object on close
+        fs, key = self.resolve(uri)
+        with fs.open_output_stream(key) as out:  # object stores publish the object on close
             pq.write_table(table, out, compression="zstd")
-        return int(fs.get_file_info(path).size or 0)
+        return int(fs.get_file_info(key).size or 0)
 
     def read_table(self, uri: str) -> pa.Table:
         fs, path = self.resolve(uri)

@@ -30,11 +30,11 @@ local function count(counters, group, counts)
 end
 """
 
-# KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] running hash, KEYS[4] heartbeat, KEYS[5] counters.
+# KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] counters; to release the job from its consumer, also KEYS[4] its
+# group's running hash and KEYS[5] its heartbeat, from which it is removed.
 # ARGV[1] names; ARGV[2] comma-separated allowed current states; ARGV[3] new state; ARGV[4] job id;
-# ARGV[5] required consumer_id, JSON ('' for any); ARGV[6] '1' when the new state is final;
-# ARGV[7] '1' to release the job from its consumer (running entry, heartbeat); ARGV[8] the counts (see `count`);
-# ARGV[9..] field/value pairs. One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
+# ARGV[5] required consumer_id, JSON ('' for any); ARGV[6] '1' when the new state is final; ARGV[7] the counts (see
+# `count`); ARGV[8..] field/value pairs. One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
 TRANSITION = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + """
 local cur = redis.call('HGET', KEYS[1], N.status)
 if not cur then return -1 end
@@ -42,12 +42,12 @@ if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], N.consumer_id) ~= ARGV[5] then 
 for s in string.gmatch(ARGV[2], '[^,]+') do
   if s == cur then
     redis.call('HSET', KEYS[1], N.status, ARGV[3])
-    count(KEYS[5], group_of(KEYS[1]), ARGV[8])
-    for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    count(KEYS[3], group_of(KEYS[1]), ARGV[7])
+    for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
     if ARGV[6] == '1' then redis.call('ZREM', KEYS[2], ARGV[4]) end
-    if ARGV[7] == '1' then
-      redis.call('HDEL', KEYS[3], ARGV[4])
-      redis.call('DEL', KEYS[4])
+    if #KEYS == 5 then
+      redis.call('HDEL', KEYS[4], ARGV[4])
+      redis.call('DEL', KEYS[5])
     end
     return 1
   end
@@ -74,8 +74,9 @@ return {1, attempts, redis.call('HGET', KEYS[1], N.errors) or '[]'}
 # KEYS[1] job hash, KEYS[2] counters, KEYS[3] deadlines, KEYS[4] the job's queue, KEYS[5] its arq job. ARGV[1] names,
 # ARGV[2] finished_at JSON, ARGV[3] job id, ARGV[4] arq id, ARGV[5] the job's resource_group as stored (JSON),
 # ARGV[6] queued, ARGV[7] running, ARGV[8] cancelled, ARGV[9] the counts.
-# queued -> cancelled, out of its queue, deadlines and arq (1); running -> cancel_requested (2); else 0; none -1;
-# -2 when the record's group is not ARGV[5] (it was replaced since it was read: read it again).
+# Replies with a `jobstore.CancelOutcome`: queued -> cancelled, out of its queue, deadlines and arq (1); running ->
+# cancel_requested (2); else 0; none -1; or -2 (RECORD_REPLACED) when the record's group is not ARGV[5] (it was replaced
+# since it was read: read it again).
 REQUEST_CANCEL = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + """
 local cur = redis.call('HGET', KEYS[1], N.status)
 if not cur then return -1 end
@@ -94,6 +95,7 @@ if cur == ARGV[7] then
 end
 return 0
 """
+RECORD_REPLACED = -2  # REQUEST_CANCEL's reply when the record changed group under it (never a `CancelOutcome`)
 
 # KEYS[1] oom-kill:<consumer>, KEYS[2] counters. ARGV[1] the kill as JSON, ARGV[2] its kill id, ARGV[3] the counter
 # field (`oom_kills:<group>`), ARGV[4] TTL ms, ARGV[5] the name of the kill id in the JSON. Keeps the consumer's latest

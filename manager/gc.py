@@ -24,9 +24,10 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -68,7 +69,8 @@ class GarbageCollector:
         self.metrics = metrics
         self.clock = clock
         self.batch = batch or settings.gc_batch_size
-        self._cursors: dict[str, object] = {}  # where the next run goes on: a job id (folders) or a rank (zsets)
+        # where the next run goes on: a job id (folders) or a rank (zsets)
+        self._cursors: dict[str, str | int | None] = {}
 
     async def run(self, stop: asyncio.Event, leader: Callable[[], bool] = lambda: True) -> None:
         """One run every `JOBQUEUE_GC_INTERVAL_SECONDS` while this manager leads, until `stop`."""
@@ -95,7 +97,7 @@ class GarbageCollector:
         await self._results(report, now)
         await self._index(report, "jobs_index", [self.keys.jobs_index])
         await self._index(report, "deadlines", [self.keys.deadlines])
-        names = sorted(n.decode() for n in await self.redis.hkeys(self.keys.schedules))
+        names = sorted(n.decode() for n in await cast(Awaitable[list[bytes]], self.redis.hkeys(self.keys.schedules)))
         await self._index(report, "schedule_runs",
                           [self.keys.schedule_runs(n) for n in names if n != SCHEDULE_ERRORS_FIELD])
         report.seconds = time.perf_counter() - started
@@ -150,14 +152,18 @@ class GarbageCollector:
     async def _remove_folders(self, report: GcReport, kind: str, root: str, ids: list[str]) -> None:
         report.removed[kind] += ids
         if ids and not report.dry_run:
-            await asyncio.to_thread(lambda: [self.storage.delete_job_dir(root, job_id) for job_id in ids])
+            await asyncio.to_thread(self._delete_dirs, root, ids)
+
+    def _delete_dirs(self, root: str, ids: list[str]) -> None:
+        for job_id in ids:
+            self.storage.delete_job_dir(root, job_id)
 
     async def _records(self, ids: Sequence[str]) -> list[Record]:
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hmget(self.keys.job(job_id), JobField.STATUS, JobField.FINISHED_AT)
+                pipe.hmget(self.keys.job(job_id), [JobField.STATUS, JobField.FINISHED_AT])
             replies = await pipe.execute()
         return [(status.decode() if status else None, _epoch(finished)) for status, finished in replies]
 
@@ -168,7 +174,7 @@ class GarbageCollector:
         for key in keys:
             if budget <= 0:
                 break
-            offset = int(self._cursors.get(key) or 0)  # type: ignore[call-overload]
+            offset = int(self._cursors.get(key) or 0)
             ids = [m.decode() for m in await self.redis.zrange(key, offset, offset + budget - 1)]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for job_id in ids:

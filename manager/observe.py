@@ -6,7 +6,7 @@ pure, so the counting rules are unit-tested without Redis:
   the oldest ready job is the oldest due one that is not running
 - deferred = queued jobs due later (they do not wake consumers)
 - in flight = jobs a live consumer is running; entries of consumers with no fresh heartbeat are
-  reported as orphaned (the reaper of a later issue re-queues them)
+  reported as orphaned (the reaper, `manager.reaper`, re-queues them)
 - unreachable = queue members whose score is past any time (`+inf`, beyond year 9999): they would
   never be due, so no consumer would ever reject them; the manager does (`jobqueue.entries`)
 

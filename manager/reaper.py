@@ -22,10 +22,10 @@ stops the others, or the tick.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
 
@@ -39,6 +39,7 @@ from jobqueue.storage import Storage
 from manager.backends.base import OomKill
 
 log = get_logger("jobqueue.manager.reaper")
+T = TypeVar("T")
 OOM_CLOCK_SLACK_SECONDS = 1.0  # a kill time in whole seconds (Kubernetes) may read just before the job started
 
 
@@ -98,7 +99,7 @@ class Reaper:
         expired = await self._expire(now)
         return ReapReport(tuple(requeued), tuple(failed), tuple(expired))
 
-    async def _isolated(self, job_id: str, work: Any) -> Any:
+    async def _isolated(self, job_id: str, work: Awaitable[T]) -> T | None:
         """Run one entry's work; a failure other than Redis being away is logged once for that entry and skipped."""
         try:
             result = await work

@@ -146,7 +146,7 @@ class Reconciler:
                 pipe.hset(self.keys.group_states, mapping=changed)
             if gone:
                 pipe.hdel(self.keys.group_states, *gone)
-            pipe.hset(self.keys.manager_state, MANAGER_TICK_AT, now)
+            pipe.hset(self.keys.manager_state, MANAGER_TICK_AT, str(now))
             pipe.hgetall(self.keys.counters)
             replies = await pipe.execute()
         for name in gone:

@@ -1,4 +1,4 @@
-"""Process entry points: `jobqueue manager` and `jobqueue up` (manager + embedded Redis)."""
+"""The manager process's entry, `run_manager`: what `jobqueue manager`, `jobqueue up` and `jobqueue demo` start."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import signal
 
-from jobqueue.client import AsyncJobQueueClient, connect_redis
 from jobqueue.groups import GroupsConfig, ResourceGroup, load_groups_config
 from jobqueue.logs import get_logger
 from jobqueue.ops_server import OpsServer
+from jobqueue.redis import connect_redis
+from jobqueue.registry import load_registry
 from jobqueue.schedules import load_schedules
 from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
@@ -55,9 +56,14 @@ async def run_manager(
     )
     for error in config.errors.values():
         log.error("resource group not loaded; fix the file, it is re-read while running", error=error)
-    client = AsyncJobQueueClient(settings, groups=config.groups, redis=redis)
-    schedules, errors = load_schedules(settings.schedules_path, client.registry, config.groups)
-    scheduler = Scheduler(client, schedules, errors) if schedules or errors else None
+    registry = load_registry(settings.registry_path)
+    schedules, errors = load_schedules(settings.schedules_path, registry, config.groups)
+    scheduler = None
+    if schedules or errors:
+        from jobqueue.client import AsyncJobQueueClient  # the scheduler submits through the SDK (pyarrow)
+
+        client = AsyncJobQueueClient(settings, registry=registry, groups=config.groups, redis=redis)
+        scheduler = Scheduler(client, schedules, errors)
     reconciler = Reconciler(
         redis, settings, config, backend, scheduler=scheduler,
         groups_path=settings.resource_groups_path if groups is None else None,

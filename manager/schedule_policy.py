@@ -24,15 +24,6 @@ class Firing:
     reason: str
 
 
-def next_due(sq: ScheduledQuery, after: datetime) -> datetime | None:
-    for due in sq.occurrences_after(after):
-        if sq.upper_bound is not None and due > sq.upper_bound:
-            return None
-        if sq.in_bounds(due):
-            return due
-    return None
-
-
 def plan_firing(sq: ScheduledQuery, checkpoint: datetime | None, now: datetime, grace: timedelta) -> Firing:
     if checkpoint is None:
         return Firing(None, 0, "armed: first evaluation, earlier due times are not run")

@@ -2,24 +2,30 @@
 
 Every tick, for each enabled schedule: read its checkpoint, ask `plan_firing` (pure) whether a
 run is due, and submit it under the deterministic job id `scheduled:<env>:<name>:<due UTC>`.
-The record is created with HSETNX, so a restart, a failover or two managers racing submit a
+The record and its queue entry are created in one transaction that writes nothing when the id
+exists (`JobStore.submit(exclusive=True)`), so a restart, a failover or two managers racing submit a
 due time once. Pause, resume and "run now" are flags in Redis that any CLI can set.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, cast
 
-from jobqueue.client import AsyncJobQueueClient
 from jobqueue.inputs import to_arrow, with_times
 from jobqueue.keys import SCHEDULE_ERRORS_FIELD, TRUE, ScheduleField
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
 from jobqueue.schedules import ScheduledQuery, spine_columns
 from manager.schedule_policy import plan_firing
+
+if TYPE_CHECKING:  # the manager loads the SDK only when it runs schedules (see runner.py)
+    import pyarrow as pa
+
+    from jobqueue.client import AsyncJobQueueClient
 
 log = get_logger("jobqueue.manager.scheduler")
 
@@ -80,17 +86,20 @@ class Scheduler:
 
     async def _evaluate(self, sq: ScheduledQuery, now: datetime) -> list[Fired]:
         key = self.keys.schedule(sq.name)
-        checkpoint, paused, requested = await self.redis.hmget(
-            key, ScheduleField.CHECKPOINT, ScheduleField.PAUSED, ScheduleField.RUN_REQUESTED)
+        checkpoint, paused, requested = await cast(
+            Awaitable[list[bytes | None]],
+            self.redis.hmget(key, [ScheduleField.CHECKPOINT, ScheduleField.PAUSED, ScheduleField.RUN_REQUESTED]),
+        )
         results = []
         if requested:
-            await self.redis.hdel(key, ScheduleField.RUN_REQUESTED)
+            await cast(Awaitable[int], self.redis.hdel(key, ScheduleField.RUN_REQUESTED))
             results.append(await self.fire(sq, now, manual=True))
         if not sq.enabled or paused == TRUE.encode():
-            await self.redis.hset(key, ScheduleField.CHECKPOINT, now.isoformat())  # paused time is not "missed"
+            # paused time is not "missed"
+            await cast(Awaitable[int], self.redis.hset(key, ScheduleField.CHECKPOINT, now.isoformat()))
             return results
         firing = plan_firing(sq, _dt(checkpoint), now, self.grace)
-        await self.redis.hset(key, ScheduleField.CHECKPOINT, now.isoformat())
+        await cast(Awaitable[int], self.redis.hset(key, ScheduleField.CHECKPOINT, now.isoformat()))
         if firing.missed:
             log.warning("schedule missed due times", schedule=sq.name, missed=firing.missed, reason=firing.reason)
         if firing.due is not None:
@@ -101,19 +110,21 @@ class Scheduler:
         """Submit the run for `due` unless it exists already or overlaps a running one."""
         key = self.keys.schedule(sq.name)
         if not sq.allow_overlap:
-            last = await self.redis.hget(key, ScheduleField.LAST_JOB)
+            last = await cast(Awaitable[bytes | None], self.redis.hget(key, ScheduleField.LAST_JOB))
             record = await self.client.store.get(last.decode()) if last else None
             if record is not None and record.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 reason = f"skipped {due.isoformat()}: previous run {record.job_id} is still {record.status.value}"
-                await self.redis.hset(key, ScheduleField.LAST_REASON, reason)
+                await cast(Awaitable[int], self.redis.hset(key, ScheduleField.LAST_REASON, reason))
                 log.info("scheduled run skipped (overlap)", schedule=sq.name, due=due.isoformat(), reason=reason)
                 return Fired(sq.name, due, None, reason)
         job_id = run_id(self.client.settings.environment, sq.name, due, manual)
         table = await self._spine(sq, due)
-        submitted = await self.client.submit_prepared(
-            table, spine_columns(sq, self.client.registry), sq.output, sq.resource_group, job_id, due,
+        from jobqueue.client import PreparedSubmission  # the SDK is loaded already: self.client is one
+
+        submitted = await self.client.submit_prepared(PreparedSubmission(
+            table, spine_columns(sq, self.client.registry), sq.output, sq.resource_group, job_id, submitted_at=due,
             max_retries=sq.max_retries, deadline=due + sq.deadline if sq.deadline else None, exclusive=True,
-        )
+        ))
         if not submitted:
             return Fired(sq.name, due, None, "already submitted (another manager, or before a restart)")
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -124,7 +135,7 @@ class Scheduler:
         log.info("scheduled run submitted", schedule=sq.name, due=due.isoformat(), job_id=job_id)
         return Fired(sq.name, due, job_id, "submitted")
 
-    async def _spine(self, sq: ScheduledQuery, due: datetime):  # -> pa.Table
+    async def _spine(self, sq: ScheduledQuery, due: datetime) -> pa.Table:
         if sq.input is not None:
             table = to_arrow(sq.input)
         else:

@@ -13,7 +13,7 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from jobqueue.client import connect_redis
+from jobqueue.redis import connect_redis
 from jobqueue.sample import SampleStore, write_sample_store
 from jobqueue.settings import Settings
 
@@ -47,6 +47,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
     return write_sample_store(
         tmp_path_factory.mktemp("store"), users=2_000, snapshots=6, features=3, events_per_user=40
     )
+
+
+@pytest.fixture(scope="session")
+def big_store(tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
+    """100 000 users × 10 snapshots: enough rows for a small memory limit to make DuckDB spill."""
+    return write_sample_store(tmp_path_factory.mktemp("big"), users=100_000, snapshots=10, features=3)
 
 
 @pytest.fixture

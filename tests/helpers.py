@@ -94,6 +94,20 @@ async def mark_busy(redis, keys: Keys, group: str, pod: str, job: str) -> None:
     await redis.set(keys.heartbeat(job), "1", ex=60)
 
 
+@contextlib.asynccontextmanager
+async def worker_running(settings: Settings, group: str = "default", max_jobs: int = 1,
+                         **options: Any) -> AsyncIterator[Any]:
+    """An in-process consumer (arq worker) on `group` while the block runs; stopped once its jobs are done."""
+    from consumer.worker import build_worker
+
+    worker = build_worker(settings, group, max_jobs=max_jobs, **options)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        await stop_worker(worker, task)
+
+
 async def stop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
     """Stop an in-process arq worker once its job tasks are done: arq's `close()` cancels unfinished job
     tasks and re-raises their CancelledError before it closes its Redis pool."""

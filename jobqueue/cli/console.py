@@ -1,56 +1,26 @@
-"""The CLI's one output wrapper: rich console, clean one-line errors with exit codes."""
+"""The CLI's one output wrapper: rich console, clean one-line errors with exit codes.
+
+`settings_or_exit`, `fail_cleanly` and `err_console` live in `jobqueue.preflight` (the consumer process
+reports its start-up failures the same way without going through the CLI); they are re-exported here.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-import typer
-from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 
-from jobqueue.errors import JobQueueError, SettingsError
-from jobqueue.preflight import PreflightError
-from jobqueue.settings import Settings, load_settings
+from jobqueue.preflight import err_console as err_console
+from jobqueue.preflight import fail_cleanly as fail_cleanly
+from jobqueue.preflight import settings_or_exit as settings_or_exit
 
 if TYPE_CHECKING:
     from jobqueue.client import AsyncJobQueueClient
 
 T = TypeVar("T")
 console = Console()
-err_console = Console(stderr=True)
-
-
-def _error(message: str, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def settings_or_exit() -> Settings:
-    """Load settings or exit 2 with a message naming the bad variable."""
-    try:
-        return load_settings()
-    except SettingsError as e:  # an unknown or invalid variable; the message never holds a secret
-        raise _error(str(e), 2) from None
-
-
-@contextlib.contextmanager
-def fail_cleanly() -> Iterator[None]:
-    """Known failures become one line on stderr and an exit code; bugs keep their traceback."""
-    try:
-        yield
-    except PreflightError as e:  # a setting that cannot work here: same exit code as an invalid one
-        raise _error(str(e), 2) from None
-    except JobQueueError as e:
-        raise _error(str(e), 1) from None
-    except RedisConnectionError as e:
-        raise _error(f"cannot reach Redis ({e}); is `jobqueue up` running or JOBQUEUE_REDIS_URL set?", 1) from None
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
 
 
 def with_client(fn: Callable[[AsyncJobQueueClient], Awaitable[T]]) -> T:

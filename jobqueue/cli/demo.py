@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping, Sized
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 from rich.console import Group
@@ -30,8 +32,6 @@ from jobqueue.outage import redacted
 from jobqueue.sample import sample_input, write_sample_store
 from jobqueue.settings import Settings
 from jobqueue.sizes import format_bytes
-from manager.backends.local import LocalBackend
-from manager.runner import run_manager
 
 GROUPS = {
     # on one machine, give each consumer its share of memory, as a container limit would
@@ -44,13 +44,22 @@ OUTPUT = ["user.f0", "user.f1", "user.f2", "user.f3", "user.logins", "user.segme
 STATUS_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "cancelled": "dim"}
 
 
+class ConsumerView(Protocol):
+    """What the demo reads from the manager's local backend (`LocalBackend`, imported only by `run_demo`)."""
+
+    @property
+    def consumers(self) -> Mapping[str, object]: ...
+
+    def active(self, group: str) -> Sized: ...
+
+
 class Timeline:
     """Consumer counts per group, recorded whenever they change: the 0 -> N -> 0 story."""
 
     def __init__(self, groups: list[str]) -> None:
         self.counts: dict[str, list[int]] = {g: [0] for g in groups}
 
-    def observe(self, backend: LocalBackend) -> None:
+    def observe(self, backend: ConsumerView) -> None:
         for group, seen in self.counts.items():
             n = len(backend.active(group))
             if n != seen[-1]:
@@ -65,6 +74,9 @@ class Timeline:
 
 
 async def run_demo(settings: Settings, users: int, rows: int, home: Path | None) -> bool:
+    from manager.backends.local import LocalBackend  # the composition root: the demo starts the manager
+    from manager.runner import run_manager
+
     home = (home or settings.home / "demo").resolve()
     configure_logging("console", "warning")
     console.rule("[bold]jobqueue demo")
@@ -97,7 +109,7 @@ async def run_demo(settings: Settings, users: int, rows: int, home: Path | None)
 
 
 async def _drive(
-    settings: Settings, backend: LocalBackend, stack: contextlib.AsyncExitStack, users: int, rows: int
+    settings: Settings, backend: ConsumerView, stack: contextlib.AsyncExitStack, users: int, rows: int
 ) -> bool:
     client = await stack.enter_async_context(AsyncJobQueueClient(settings))
     timeline = Timeline(list(GROUPS))
@@ -107,6 +119,7 @@ async def _drive(
         ids, times = sample_input(users, n, seed=seed)
         job = await client.offline_query(ids, OUTPUT, times, run_asynchronously=True,
                                          resources=ResourceRequests(resource_group=group))
+        assert isinstance(job, AsyncJobHandle)  # run_asynchronously=True
         jobs.append((group, job))
     console.print(f"submitted {len(jobs)} async queries: 4 → [bold]default[/], 2 → [bold]tight[/] (spills)")
 
@@ -138,7 +151,7 @@ async def _drive(
 
 
 def _progress_view(
-    jobs: list[tuple[str, AsyncJobHandle]], records: dict[str, JobRecord], backend: LocalBackend
+    jobs: list[tuple[str, AsyncJobHandle]], records: dict[str, JobRecord], backend: ConsumerView
 ) -> Group:
     table = Table("job", "group", "rows", "status", "progress", "consumer", box=None)
     for group, job in jobs:
@@ -173,7 +186,7 @@ def _checks(jobs: list[tuple[str, AsyncJobHandle]], records: dict[str, JobRecord
     checks = {
         "every query succeeded": all(r.status is JobStatus.SUCCEEDED for r in records.values()),
         "tight group spilled (spilled_bytes > 0)": all(
-            records[j.id].summary is not None and records[j.id].summary.spilled_bytes > 0
+            (summary := records[j.id].summary) is not None and summary.spilled_bytes > 0
             for g, j in jobs if g == "tight"
         ),
         "default scaled 0 → N → 0": timeline.went_up_and_down("default"),

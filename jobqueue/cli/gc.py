@@ -21,7 +21,7 @@ def gc(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Remove expired results, staged inputs no job needs and index entries of expired records (one run)."""
-    from jobqueue.client import connect_redis
+    from jobqueue.redis import connect_redis
     from manager.gc import GarbageCollector
 
     settings = settings_or_exit()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from jobqueue.client import AsyncJobQueueClient
 
 app = typer.Typer(help="Recent jobs, one job's record, cancel.", no_args_is_help=False)
-T = TypeVar("T")
 IdArg = Annotated[str, typer.Argument(help="Job id.")]
 
 

@@ -17,7 +17,7 @@ from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
 from jobqueue.cli.schedules import app as schedules_app
 from jobqueue.logs import configure_logging, get_logger
-from jobqueue.preflight import check_redis, check_spill_dir
+from jobqueue.preflight import check_redis
 from jobqueue.profiler.targets import announce_role
 
 app = typer.Typer(
@@ -74,15 +74,9 @@ def consumer(
     max_jobs: Annotated[int, typer.Option(min=1, help="Queries run at once (the group's jobs_per_consumer).")] = 1,
 ) -> None:
     """Run a consumer (arq worker) for one resource group until SIGTERM, then drain."""
-    from consumer.worker import serve
+    from consumer.worker import run_consumer
 
-    settings = settings_or_exit()
-    configure_logging(settings.log_format, settings.log_level)
-    announce_role("consumer")
-    with fail_cleanly():
-        check_spill_dir(settings)
-        asyncio.run(check_redis(settings))
-        asyncio.run(serve(settings, resource_group, max_jobs))
+    run_consumer(resource_group, max_jobs)
 
 
 @app.command()

@@ -6,8 +6,9 @@ Reads the definitions the manager publishes in Redis, so it works from any machi
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -15,7 +16,7 @@ from rich.table import Table
 from jobqueue.cli.console import console, err_console, with_client
 from jobqueue.errors import JobQueueError
 from jobqueue.keys import FALSE, SCHEDULE_ERRORS_FIELD, TRUE, ScheduleField
-from jobqueue.schedules import ScheduledQuery
+from jobqueue.schedules import ScheduledQuery, next_due
 from jobqueue.sizes import format_bytes
 
 if TYPE_CHECKING:
@@ -23,11 +24,11 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Scheduled queries: list, runs, run now, pause, resume.", no_args_is_help=False)
 NameArg = Annotated[str, typer.Argument(help="Schedule name.")]
-T = TypeVar("T")
 
 
 async def _definitions(client: AsyncJobQueueClient) -> tuple[dict[str, ScheduledQuery], list[str]]:
-    raw = {k.decode(): v.decode() for k, v in (await client.redis.hgetall(client.keys.schedules)).items()}
+    published = await cast(Awaitable[dict[bytes, bytes]], client.redis.hgetall(client.keys.schedules))
+    raw = {k.decode(): v.decode() for k, v in published.items()}
     errors = json.loads(raw.pop(SCHEDULE_ERRORS_FIELD, "[]"))
     return {name: ScheduledQuery.model_validate_json(body) for name, body in raw.items()}, errors
 
@@ -47,12 +48,10 @@ def list_schedules(ctx: typer.Context) -> None:
         return
 
     async def rows(client: AsyncJobQueueClient) -> tuple[list[list[str]], list[str]]:
-        from manager.schedule_policy import next_due
-
         definitions, errors = await _definitions(client)
         now, out = datetime.now(UTC), []
         for name, sq in sorted(definitions.items()):
-            raw = await client.redis.hgetall(client.keys.schedule(name))
+            raw = await cast(Awaitable[dict[bytes, bytes]], client.redis.hgetall(client.keys.schedule(name)))
             state = {k.decode(): v.decode() for k, v in raw.items()}
             last_job = state.get(ScheduleField.LAST_JOB)
             last = await client.store.get(last_job) if last_job else None
@@ -103,7 +102,7 @@ def list_runs(name: NameArg, limit: Annotated[int, typer.Option(min=1, help="How
 def _flag(name: str, field: ScheduleField, value: str, done: str) -> None:
     async def set_flag(client: AsyncJobQueueClient) -> Any:
         await _one(client, name)
-        await client.redis.hset(client.keys.schedule(name), field, value)
+        await cast(Awaitable[int], client.redis.hset(client.keys.schedule(name), field, value))
 
     with_client(set_flag)
     console.print(done)

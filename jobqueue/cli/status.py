@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
+from redis.asyncio import Redis
 from rich import box
 from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from jobqueue.client import connect_redis
 from jobqueue.keys import MANAGER_TICK_AT, GroupState, Keys
+from jobqueue.redis import connect_redis
 from jobqueue.settings import Settings
+
+
+def _hash(redis: Redis, key: str) -> Awaitable[dict[bytes, bytes]]:
+    return cast(Awaitable[dict[bytes, bytes]], redis.hgetall(key))  # redis-py types the async reply as sync-or-async
 
 
 async def read_status(settings: Settings) -> list[dict[str, Any]]:
     keys = Keys.for_environment(settings.environment)
     redis = connect_redis(settings)
     try:
-        groups = {k.decode(): json.loads(v) for k, v in (await redis.hgetall(keys.groups)).items()}
-        states = {k.decode(): GroupState.from_json(v) for k, v in (await redis.hgetall(keys.group_states)).items()}
-        tick_at = await redis.hget(keys.manager_state, MANAGER_TICK_AT)
-        tick_at = float(tick_at) if tick_at else None
+        groups = {k.decode(): json.loads(v) for k, v in (await _hash(redis, keys.groups)).items()}
+        states = {k.decode(): GroupState.from_json(v) for k, v in (await _hash(redis, keys.group_states)).items()}
+        tick = await cast(Awaitable[bytes | None], redis.hget(keys.manager_state, MANAGER_TICK_AT))
+        tick_at = float(tick) if tick else None
         rows = []
         for name in sorted(set(groups) | set(states)):
             state, config = states.get(name), groups.get(name, {})

@@ -9,4 +9,8 @@ consumer processes with Linux `perf` (or py-spy where perf is not permitted), ro
     collectors  perf and py-spy behind one Protocol
     dumps       naming and retention (pure)
     daemon      the capture / retain / upload loop
+
+I/O rule: reads `/proc`, runs `perf` / `py-spy` as subprocesses, writes dumps on local disk and
+uploads them through `jobqueue.storage`. No Redis. It imports neither `manager` nor `consumer`:
+it recognises their processes by name (`targets`).
 """

@@ -6,7 +6,7 @@
 - Before lowering replicas, each pod gets `controller.kubernetes.io/pod-deletion-cost`: busy pods
   (their name holds a job heartbeat: consumers use the pod name as consumer id) high, idle pods 0,
   so the ReplicaSet removes idle pods. The decision never goes below the busy count, and a
-  consumer that still receives SIGTERM drains (#3).
+  consumer that still receives SIGTERM drains its running jobs first.
 - A group gone from the config is scaled to its busy count, then to 0, and its Deployment is
   deleted once it has no pods.
 - Only objects labelled `app.kubernetes.io/managed-by=jobqueue-manager` and this release are read
@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
@@ -35,7 +36,7 @@ from jobqueue.groups import ResourceGroup
 from jobqueue.jobstore import OOM_KILL_TTL_SECONDS
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
-from jobqueue.sizes import format_bytes, parse_bytes
+from jobqueue.sizes import byte_count, format_bytes
 from manager.backends.base import OomKill
 from manager.backends.kube_cache import DeploymentCache
 from manager.backends.kube_objects import (
@@ -97,7 +98,8 @@ async def _json(response: Any) -> dict[str, Any]:
             error = ApiException(status=response.status, reason=response.reason)
             error.body = body.decode(errors="replace")
             raise error
-        return json.loads(body)
+        reply: dict[str, Any] = json.loads(body)
+        return reply
 
 
 def spec_replicas(deployment: dict[str, Any] | None) -> int:
@@ -110,7 +112,7 @@ def _readable(quantity: str | None) -> str:
     if quantity is None:
         return "the container's memory limit"
     try:
-        return format_bytes(int(parse_bytes(quantity)))  # type: ignore[call-overload]
+        return format_bytes(byte_count(quantity))
     except (ValueError, TypeError):
         return quantity
 
@@ -233,7 +235,7 @@ class KubernetesBackend:
         name = body["metadata"]["name"]
 
         async def apply() -> dict[str, Any]:
-            return await _json(await self.apps.patch_namespaced_deployment(
+            return await _json(await self.apps.patch_namespaced_deployment(  # type: ignore[call-arg]  # (stubs)
                 name, self.namespace, body, field_manager=FIELD_MANAGER, force=True,
                 _content_type=APPLY, _preload_content=False, _request_timeout=self.timeout,
             ))
@@ -244,7 +246,7 @@ class KubernetesBackend:
         name = deployment_name(self.settings, group)
 
         async def scale() -> dict[str, Any]:
-            return await _json(await self.apps.patch_namespaced_deployment_scale(
+            return await _json(await self.apps.patch_namespaced_deployment_scale(  # type: ignore[call-arg]  # (stubs)
                 name, self.namespace, {"spec": {"replicas": replicas}}, field_manager=FIELD_MANAGER,
                 _content_type=MERGE, _preload_content=False, _request_timeout=self.timeout,
             ))
@@ -296,11 +298,11 @@ class KubernetesBackend:
             if (pod["metadata"].get("annotations") or {}).get(DELETION_COST) == cost:
                 continue
             patch = {"metadata": {"annotations": {DELETION_COST: cost}}}
-            await with_retries(lambda n=name, p=patch: self.core.patch_namespaced_pod(  # type: ignore[misc]
-                n, self.namespace, p, _content_type=MERGE, _request_timeout=self.timeout), f"annotate pod {name}")
+            await with_retries(functools.partial(self._patch_pod, name, patch), f"annotate pod {name}")
 
-    async def forget(self, group: str) -> None:
-        """Nothing to do at once: `retire` drains and deletes over the next ticks."""
+    async def _patch_pod(self, name: str, patch: dict[str, Any]) -> None:
+        await self.core.patch_namespaced_pod(  # type: ignore[call-arg]  # the stubs omit `_content_type`
+            name, self.namespace, patch, _content_type=MERGE, _request_timeout=self.timeout)
 
     async def aclose(self) -> None:
         """The manager is stopping: consumers keep running (they are the cluster's, not this process's)."""

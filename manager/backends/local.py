@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consumer.resources import physical_memory_bytes
+from jobqueue.engine.resources import physical_memory_bytes
 from jobqueue.groups import ResourceGroup
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
 import structlog
 
-from consumer.worker import build_worker
 from jobqueue import AsyncJobQueueClient, JobStatus
 from jobqueue.logs import configure_logging
-from tests.helpers import stop_worker
+from tests.helpers import worker_running
 
 
 async def test_every_job_line_carries_the_job_id(settings, capsys):
@@ -21,12 +19,8 @@ async def test_every_job_line_carries_the_job_id(settings, capsys):
     try:
         async with AsyncJobQueueClient(settings) as client:
             job = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
-            worker = build_worker(settings, "default", max_jobs=1)
-            task = asyncio.create_task(worker.async_run())
-            try:
+            async with worker_running(settings):
                 assert (await job.wait(timeout=30, show_progress=False)).status is JobStatus.SUCCEEDED
-            finally:
-                await stop_worker(worker, task)
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])

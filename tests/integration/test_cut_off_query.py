@@ -12,11 +12,11 @@ import signal
 import threading
 from typing import Any
 
-from consumer.engine import QueryInterrupted
 from consumer.worker import build_worker
 from jobqueue import AsyncJobQueueClient, JobStatus
+from jobqueue.engine.duckdb_run import QueryInterrupted
 from manager.reaper import Reaper, ReapReport
-from tests.helpers import eventually, stop_worker
+from tests.helpers import eventually, stop_worker, worker_running
 
 HEARTBEAT_TTL = 1.5  # fractional: the heartbeat must live 1.5 s, not a truncated 1 s
 
@@ -38,6 +38,12 @@ class SlowToStopQuery:
 
     def __init__(self) -> None:
         self.run = SlowToStopRun()
+
+    def progress(self) -> float:
+        return self.run.progress()
+
+    def interrupt(self) -> None:
+        self.run.interrupt()
 
     def execute(self) -> Any:
         self.run.interrupted.wait(60)
@@ -87,12 +93,8 @@ async def test_a_cut_off_query_slow_to_stop_keeps_its_heartbeat_and_is_handed_ba
         assert queued is not None, "still queued"
 
         # the next consumer runs it: attempt 1 of max_retries=0 is allowed
-        worker = build_worker(settings, "default", max_jobs=1)
-        task = asyncio.create_task(worker.async_run())
-        try:
+        async with worker_running(settings):
             record = await job.wait(timeout=30, show_progress=False)
-        finally:
-            await stop_worker(worker, task)
         assert record.status is JobStatus.SUCCEEDED and record.attempts == 1 and record.errors == []
 
 

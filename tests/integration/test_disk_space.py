@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from consumer.disk_space import (
+from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus
+from jobqueue.cli.status import read_status
+from jobqueue.engine.disk_space import (
     Ledger,
     SpillSpaceUnavailable,
     own_identity,
@@ -24,18 +26,11 @@ from consumer.disk_space import (
     reserve_slots,
     spill_reservation,
 )
-from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus
-from jobqueue.cli.status import read_status
-from jobqueue.sample import sample_input, write_sample_store
+from jobqueue.sample import sample_input
 from tests.helpers import eventually, running_manager, with_groups
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def big_store(tmp_path_factory):
-    return write_sample_store(tmp_path_factory.mktemp("big"), users=100_000, snapshots=10, features=3)
 
 
 @pytest.fixture
@@ -56,7 +51,7 @@ def tmpfs(tmp_path):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from consumer.disk_space import spill_reservation
+from jobqueue.engine.disk_space import spill_reservation
 from jobqueue.settings import Settings
 settings = Settings(spill_directory=Path(sys.argv[1]), home=Path(sys.argv[2]), spill_reserve_bytes=sys.argv[3],
                     spill_min_bytes="8MiB")

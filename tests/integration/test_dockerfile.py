@@ -38,6 +38,28 @@ def stages() -> list[list[tuple[str, str]]]:
     return result
 
 
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_pins() -> dict[str, str]:
+    """requirements.lock as {canonical name: version}."""
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith("#"):
+            name, _, version = line.split(";")[0].strip().partition("==")
+            pins[canonical(name.split("[")[0])] = version.strip()
+    return pins
+
+
+def test_the_build_stage_installs_from_the_lock():
+    build, _ = stages()
+    copied = " ".join(v for k, v in build if k == "COPY")
+    runs = " ".join(v for k, v in build if k == "RUN")
+    assert "requirements.lock" in copied.split()
+    assert '--constraint requirements.lock ".[profiler]"' in runs, "the image's packages are the lock's versions"
+
+
 def test_the_image_is_multi_stage_pinned_slim_and_non_root():
     build, final = stages()
     (arg,) = [v for k, v in instructions(DOCKERFILE) if k == "ARG" and v.startswith("PYTHON_IMAGE=")]
@@ -71,5 +93,13 @@ def test_the_build_stage_installs_a_working_jobqueue_in_a_fresh_venv(tmp_path):
         assert command in help_text
     imports = "import jobqueue.client, manager.runner, consumer.worker, jobqueue.profiler.daemon"
     subprocess.run([venv / "bin" / "python", "-c", imports], check=True, cwd=tmp_path)
+    listing = "import importlib.metadata as m; print('\\n'.join(f'{d.name}=={d.version}' for d in m.distributions()))"
+    installed = subprocess.run([venv / "bin" / "python", "-c", listing], capture_output=True, text=True, check=True)
+    pins = locked_pins()
+    for line in installed.stdout.split():
+        name, _, version = line.partition("==")
+        if canonical(name) != "jobqueue":
+            assert pins.get(canonical(name)) == version, f"{name} {version} is not the version requirements.lock pins"
+    assert "duckdb" in {canonical(line.partition("==")[0]) for line in installed.stdout.split()}
     assert not (venv / "bin" / "pip").exists(), "no pip left in the image's venv"
     assert not list((venv / "lib").glob("python3*/site-packages/tests")), "tests are not installed"

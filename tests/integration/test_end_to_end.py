@@ -11,16 +11,11 @@ import pytest
 
 from jobqueue import AsyncJobQueueClient, JobQueueClient, JobStatus, ResourceRequests
 from jobqueue.errors import JobStateError
-from jobqueue.sample import sample_input, write_sample_store
+from jobqueue.sample import sample_input
 from tests.helpers import eventually, running_manager, with_groups
 from tests.reference import assert_same, reference
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
-
-
-@pytest.fixture(scope="module")
-def big_store(tmp_path_factory):
-    return write_sample_store(tmp_path_factory.mktemp("big"), users=100_000, snapshots=10, features=3)
 
 
 async def test_async_queries_match_pandas_and_report_a_summary(settings, store, tmp_path):

@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from consumer.engine import EngineLimits, QueryInterrupted, QueryRun
-from consumer.schema_check import SourceSchemaError
-from consumer.sources import ParquetSource
+from jobqueue.engine.duckdb_run import EngineLimits, QueryInterrupted, QueryRun
+from jobqueue.engine.schema_check import SourceSchemaError
+from jobqueue.engine.sources import ParquetSource
 from jobqueue.inputs import to_arrow, with_times
 from jobqueue.plan import plan_query
 from jobqueue.registry import load_registry
@@ -50,11 +50,6 @@ def test_rows_before_any_data_and_unknown_keys_are_null(store, tmp_path):
     times = pa.array([datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)])
     _, _, df = run(store, tmp_path, ids, times)
     assert df[["user.f0", "user.logins"]].isna().all().all()
-
-
-@pytest.fixture(scope="module")
-def big_store(tmp_path_factory):
-    return write_sample_store(tmp_path_factory.mktemp("big"), users=100_000, snapshots=10, features=3)
 
 
 def test_small_memory_limit_spills_and_stays_correct(big_store, tmp_path):

@@ -3,7 +3,6 @@ cannot tell apart, and when two environments share one Redis and one bucket and 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from consumer.worker import build_worker
 from jobqueue import AsyncJobQueueClient, JobStatus
+from jobqueue.client import PreparedSubmission
 from jobqueue.settings import Settings
-from tests.helpers import stop_worker
+from tests.helpers import worker_running
 
 
 @pytest.fixture
@@ -33,16 +32,12 @@ def other_settings(settings: Settings, redis_url: str) -> Iterator[Settings]:
 async def submit(client: AsyncJobQueueClient, job_id: str, users: list[int]) -> None:
     now = datetime.now(UTC)
     table, columns = client._prepare({"user.id": users}, ["user.f0"], None, now)
-    assert await client.submit_prepared(table, columns, ["user.f0"], "default", job_id, now)
+    assert await client.submit_prepared(PreparedSubmission(table, columns, ["user.f0"], "default", job_id, now))
 
 
 async def run_until_final(settings: Settings, client: AsyncJobQueueClient, ids: list[str]) -> dict[str, object]:
-    worker = build_worker(settings, "default", max_jobs=4)
-    task = asyncio.create_task(worker.async_run())
-    try:
+    async with worker_running(settings, max_jobs=4):
         return {i: await client.job(i).wait(timeout=60, show_progress=False) for i in ids}
-    finally:
-        await stop_worker(worker, task)
 
 
 async def test_ids_that_differ_only_in_unsafe_characters_each_get_their_own_result(settings):

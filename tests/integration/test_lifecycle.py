@@ -12,16 +12,11 @@ import yaml
 from pydantic import SecretStr
 
 from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus, ResourceRequests
-from jobqueue.sample import sample_input, write_sample_store
+from jobqueue.sample import sample_input
 from tests.helpers import eventually, free_port, running_manager, with_groups
 from tests.reference import assert_same, reference
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
-
-
-@pytest.fixture(scope="module")
-def big_store(tmp_path_factory):
-    return write_sample_store(tmp_path_factory.mktemp("big"), users=100_000, snapshots=10, features=3)
 
 
 def lifecycle_settings(settings, tmp_path, store, groups):

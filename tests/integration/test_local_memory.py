@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import structlog
 
-from consumer.resources import physical_memory_bytes
 from jobqueue import AsyncJobQueueClient, ResourceRequests
-from jobqueue.client import connect_redis
+from jobqueue.engine.resources import physical_memory_bytes
 from jobqueue.groups import ResourceGroup
 from jobqueue.keys import Keys
+from jobqueue.redis import connect_redis
 from manager.backends.local import LocalBackend
 from manager.backends.local_cgroup import CgroupUnavailable, cgroup_name, detect, join_in_child, remove
 from manager.backends.local_memory import default_consumer_memory
@@ -123,7 +123,7 @@ async def test_a_consumer_sees_its_cgroup_limit_without_being_told(settings, tmp
     path = cgroups.create(cgroup_name(settings.environment, "probe"), 300 * MIB)
     try:
         out = subprocess.run(
-            [sys.executable, "-c", "from consumer.resources import container_memory_bytes as c; print(c()[0])"],
+            [sys.executable, "-c", "from jobqueue.engine.resources import container_memory_bytes as c; print(c()[0])"],
             preexec_fn=join_in_child(path), capture_output=True, text=True, check=True,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     finally:

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from consumer.engine import EngineLimits, QueryRun
-from consumer.sources import ParquetSource
+from jobqueue.engine.duckdb_run import EngineLimits, QueryRun
+from jobqueue.engine.sources import ParquetSource
 from jobqueue.inputs import to_arrow, with_times
 from jobqueue.plan import plan_query
 from jobqueue.registry import load_registry

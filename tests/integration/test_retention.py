@@ -22,7 +22,6 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from consumer.worker import build_worker
 from jobqueue import (
     AsyncJobQueueClient,
     JobFailedError,
@@ -35,7 +34,7 @@ from jobqueue.jobstore import JobStore
 from jobqueue.models import JobRecord
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage, job_uri
-from tests.helpers import eventually, running_manager, stop_worker, with_groups
+from tests.helpers import eventually, running_manager, with_groups, worker_running
 from tests.integration.test_worker_payloads import envelope
 
 PAUSED = ResourceRequests(resource_group="paused")
@@ -131,13 +130,9 @@ async def test_a_rejected_payload_removes_the_staged_input(settings):
         payload = json.loads(await client.redis.get(client.keys.arq_job(job.id)))
         payload["k"]["job"]["environment"] = "elsewhere"  # a payload the consumer must refuse
         await client.redis.set(client.keys.arq_job(job.id), envelope(payload["k"]))
-        worker = build_worker(settings, "default", max_jobs=1)
-        task = asyncio.create_task(worker.async_run())
-        try:
+        async with worker_running(settings):
             with pytest.raises(JobFailedError) as info:
                 await job.wait(timeout=30, show_progress=False)
-        finally:
-            await stop_worker(worker, task)
         assert info.value.record.error.startswith("malformed job payload")
         assert not staged(settings, job.id)
 
@@ -145,13 +140,9 @@ async def test_a_rejected_payload_removes_the_staged_input(settings):
 async def test_a_failed_job_leaves_no_result_folder(settings):
     async with AsyncJobQueueClient(settings) as client:
         bad = await client.offline_query({"user.id": ["x"]}, ["user.f0"])  # fails in the join, not retried
-        worker = build_worker(settings, "default", max_jobs=1)
-        task = asyncio.create_task(worker.async_run())
-        try:
+        async with worker_running(settings):
             with pytest.raises(JobFailedError):
                 await bad.wait(timeout=30, show_progress=False)
-        finally:
-            await stop_worker(worker, task)
     assert not staged(settings, bad.id)
     assert not has_folder(settings, settings.results, bad.id)
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.scan_cache import BlockCache, ScanCacheLockedError, ScanStats, object_key, open_scan_cache
+from jobqueue.engine.scan_cache import BlockCache, ScanCacheLockedError, ScanStats, object_key, open_scan_cache
 
 BLOCK = 64 << 10
 
@@ -103,7 +103,7 @@ def test_a_restart_keeps_the_cache_and_removes_temp_files(tmp_path):
 
 def test_the_directory_lock_is_exclusive_across_processes(cache):
     probe = textwrap.dedent(f"""
-        from consumer.scan_cache import BlockCache, ScanCacheLockedError
+        from jobqueue.engine.scan_cache import BlockCache, ScanCacheLockedError
         try:
             BlockCache({str(cache.directory)!r}, {cache.capacity}, {cache.block_size})
         except ScanCacheLockedError as e:

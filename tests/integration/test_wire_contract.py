@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from jobqueue import AsyncJobQueueClient, JobStatus, ResourceRequests
-from jobqueue.client import connect_redis
 from jobqueue.groups import load_groups, load_groups_config
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import (
@@ -24,6 +23,7 @@ from jobqueue.keys import (
     parse_counter_field,
 )
 from jobqueue.models import JobRecord, PerformanceSummary
+from jobqueue.redis import connect_redis
 from jobqueue.registry import load_registry
 from jobqueue.schedules import parse_schedules
 from manager.backends.local import LocalBackend

@@ -14,7 +14,7 @@ import structlog
 from consumer.worker import build_worker
 from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus
 from jobqueue.models import JobRecord
-from tests.helpers import eventually, stop_worker
+from tests.helpers import eventually, stop_worker, worker_running
 
 
 class Boom:
@@ -84,15 +84,11 @@ async def test_a_failing_query_is_recorded_and_the_worker_serves_the_next(settin
     async with AsyncJobQueueClient(settings) as client:
         bad = await client.offline_query({"user.id": ["not-a-number"]}, ["user.f0"])  # type clash in the join
         good = await client.offline_query({"user.id": [1]}, ["user.f0"])
-        worker = build_worker(settings, "default", max_jobs=1)
-        task = asyncio.create_task(worker.async_run())
-        try:
+        async with worker_running(settings):
             with pytest.raises(JobFailedError) as info:
                 await bad.wait(timeout=30, show_progress=False)
             failed = info.value.record
             record = await good.wait(timeout=30, show_progress=False)
-        finally:
-            await stop_worker(worker, task)
         assert failed.status is JobStatus.FAILED and "is BIGINT but the input's 'user.id' is VARCHAR" in failed.error
         assert record.status is JobStatus.SUCCEEDED
 
@@ -105,10 +101,6 @@ async def test_naive_times_given_to_the_sdk_are_utc_and_the_job_runs(settings):
     async with AsyncJobQueueClient(settings) as client:
         job = await client.offline_query({"user.id": [1, 2]}, ["user.f0"], [naive_now, naive_now],
                                          completion_deadline=naive_now + timedelta(minutes=5))
-        worker = build_worker(settings, "default", max_jobs=1)
-        task = asyncio.create_task(worker.async_run())
-        try:
+        async with worker_running(settings):
             record = await job.wait(timeout=30, show_progress=False)
-        finally:
-            await stop_worker(worker, task)
     assert record.status is JobStatus.SUCCEEDED and record.completion_deadline.tzinfo is not None

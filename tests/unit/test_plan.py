@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobqueue.errors import InvalidQueryError
-from jobqueue.plan import plan_query
+from jobqueue.plan import plan_query, reorder_sql
 from jobqueue.registry import parse_registry
 
 REGISTRY = parse_registry(
@@ -41,6 +41,16 @@ def test_one_source_one_asof_join_in_input_order():
     # key pruning: the source side is cut to keys the input holds before the ASOF join sorts it
     assert 'WITH __keys_0 AS (SELECT DISTINCT "user.id" AS k FROM input)' in plan.sql
     assert 'FROM src_profile AS src SEMI JOIN __keys_0 ON src."uid" = __keys_0.k' in plan.sql
+
+
+def test_the_out_of_memory_fallback_sql_leaves_the_order_to_a_second_pass_through_row():
+    plan = plan_query(["user.id"], ["user.age", "user.logins"], REGISTRY)
+    assert "ORDER BY" not in plan.unordered_sql
+    select, _, rest = plan.sql.partition("\nFROM input AS i")
+    assert plan.unordered_sql == f"{select}, i.__row__ AS __row__\nFROM input AS i{rest.rsplit(chr(10), 1)[0]}"
+    again = reorder_sql("/spill/q-1/unordered.parquet", plan.output_columns)
+    assert again == ('SELECT "user.id", "user.age", "user.logins" FROM read_parquet(\'/spill/q-1/unordered.parquet\') '
+                     "ORDER BY __row__")
 
 
 def test_only_keys_requested_needs_no_join():

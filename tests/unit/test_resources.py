@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumer.resources import (
+from jobqueue.engine.resources import (
     container_cpus,
     container_memory_bytes,
     memory_limit_bytes,

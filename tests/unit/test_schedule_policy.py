@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobqueue.schedules import ScheduledQuery
-from manager.schedule_policy import next_due, plan_firing
+from jobqueue.schedules import ScheduledQuery, next_due
+from manager.schedule_policy import plan_firing
 
 BERLIN = ZoneInfo("Europe/Berlin")
 GRACE = timedelta(seconds=60)

@@ -15,16 +15,17 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from consumer.cached_fs import cached_filesystem
-from consumer.disk_space import spill_reservation
-from consumer.engine import EngineLimits, QueryInterrupted, QueryRun
-from consumer.resources import container_cpus, container_memory_bytes, memory_limit_bytes, threads_for
-from consumer.scan_cache import BlockCache, ScanStats
-from consumer.sources import TableSource, TimeBounds, make_source
+from jobqueue.engine.cached_fs import cached_filesystem
+from jobqueue.engine.disk_space import spill_reservation
+from jobqueue.engine.duckdb_run import EngineLimits, QueryInterrupted, QueryRun
+from jobqueue.engine.resources import container_cpus, container_memory_bytes, memory_limit_bytes, threads_for
+from jobqueue.engine.scan_cache import BlockCache, ScanStats
+from jobqueue.engine.sources import TableSource, TimeBounds, make_source
 from jobqueue.models import PerformanceSummary, QueryJob
 from jobqueue.plan import QueryPlan, plan_query
 from jobqueue.registry import Registry
 from jobqueue.settings import Settings
+from jobqueue.sizes import format_bytes
 from jobqueue.storage import Storage, is_local, job_uri, local_path
 
 
@@ -32,12 +33,17 @@ def engine_limits(settings: Settings) -> EngineLimits:
     """Memory from the container limit, threads from the CPU quota. The temp space cap is reserved when the
     query runs (`PreparedQuery.spill_space`)."""
     if settings.container_memory_bytes is not None:
-        container = settings.container_memory_bytes
+        container, where = settings.container_memory_bytes, "JOBQUEUE_CONTAINER_MEMORY_BYTES"
     else:
-        container, _ = container_memory_bytes()
+        container, where = container_memory_bytes()
     settings.spill_root.mkdir(parents=True, exist_ok=True)
+    percent = settings.query_memory_limit_percent
     return EngineLimits(
-        memory_limit_bytes=memory_limit_bytes(container, settings.query_memory_limit_percent),
+        memory_limit_bytes=memory_limit_bytes(container, percent),
+        memory_hint=(
+            f"raise JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT (now {percent:g}% of {format_bytes(container)} from {where}; "
+            "a resource group's `memory_limit_percent`) or the container's memory (a resource group's `memory`)"
+        ),
         threads=settings.query_threads or threads_for(container_cpus()[0]),
         spill_root=settings.spill_root,
     )
@@ -80,19 +86,26 @@ class PreparedQuery:
             sources = self.storage.reading_through(lambda fs: cached_filesystem(fs, scan_cache, self.scan_stats))
         self.plan: QueryPlan = plan_query(job.input_columns, job.output, registry)
         self.limits = engine_limits(settings)
-        self.run = QueryRun(self.plan, self.limits, table_sources(self.plan, job, sources))
+        self.query_run = QueryRun(self.plan, self.limits, table_sources(self.plan, job, sources))
         self.plan_seconds = time.perf_counter() - t0
 
     @contextlib.contextmanager
     def spill_space(self) -> Iterator[None]:
-        """Hold this query's spill reservation on the volume's ledger (`consumer.disk_space`) while it runs:
+        """Hold this query's spill reservation on the volume's ledger (`jobqueue.engine.disk_space`) while it runs:
         DuckDB's `max_temp_directory_size` is the reserved cap."""
         try:
-            with spill_reservation(self.settings, self.run.spill_dir, lambda: self.run._interrupted) as cap:
-                self.limits = self.run.limits = replace(self.limits, max_temp_directory_bytes=cap)
+            with spill_reservation(self.settings, self.query_run.spill_dir, self.query_run.interrupted) as cap:
+                self.limits = self.query_run.limits = replace(self.limits, max_temp_directory_bytes=cap)
                 yield
         except InterruptedError as e:
             raise QueryInterrupted(str(e)) from e
+
+    def interrupt(self) -> None:
+        """Stop the running query soon (from any thread); `execute` then raises `QueryInterrupted`."""
+        self.query_run.interrupt()
+
+    def progress(self) -> float:
+        return self.query_run.progress()
 
     def execute(self, started_at: datetime | None = None) -> QueryOutcome:
         with self.spill_space():
@@ -112,11 +125,11 @@ class PreparedQuery:
             input_data = self.storage.read_table(self.job.input_uri)
         t_input = time.perf_counter()
         if is_local(result_uri):
-            result = self.run.run(input_data, local_path(result_uri))
+            result = self.query_run.run(input_data, local_path(result_uri))
             t_exec = time.perf_counter()
         else:
             staged = self.limits.spill_root / f"result-{self.job.job_id.replace(':', '_')}-{uuid.uuid4().hex}.parquet"
-            result = self.run.run(input_data, staged)
+            result = self.query_run.run(input_data, staged)
             t_exec = time.perf_counter()
             self.storage.upload_file(staged, result_uri)
         t_done = time.perf_counter()
@@ -143,11 +156,13 @@ class PreparedQuery:
             queue_wait_seconds=max(0.0, (started_at - self.job.submitted_at).total_seconds()),
             execution_seconds=result.execution_seconds,
             total_seconds=t_done - t0 + self.plan_seconds,
+            oom_retries=result.oom_retries,
             stage_seconds={
                 "stage_input": round(t_input - t0, 6),
                 "plan": round(self.plan_seconds, 6),
                 "execute": round(t_exec - t_input, 6),
                 "write_result": round(t_done - t_exec, 6),
+                **({"oom_reorder": round(result.reorder_seconds, 6)} if result.oom_retries else {}),
             },
         )
         return QueryOutcome(result_uri=result_uri, summary=summary)

@@ -29,7 +29,8 @@ def _is_time(t: str) -> bool:
 def check_source(con: duckdb.DuckDBPyConnection, join: SourceJoin, origin: str, input_key_type: str) -> None:
     src, ns = join.source, join.namespace
     where = f"registry {origin}: namespace {ns.name!r}, source {src.name!r} ({src.path or src.table})"
-    columns = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {quote(join.relation)}").fetchall()}
+    described = con.execute(f"DESCRIBE SELECT * FROM {quote(join.relation)}").fetchall()
+    columns: dict[str, str] = {row[0]: row[1] for row in described}
 
     def column(field: str, name: str) -> str:
         if name not in columns:

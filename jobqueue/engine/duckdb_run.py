@@ -14,19 +14,22 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import structlog
 
-from consumer.disk_space import spill_dir_name
-from consumer.schema_check import check_source
-from consumer.sources import TableSource
-from jobqueue.plan import QueryPlan, literal
+from jobqueue.engine.disk_space import spill_dir_name
+from jobqueue.engine.schema_check import check_source
+from jobqueue.engine.sources import TableSource
+from jobqueue.plan import QueryPlan, literal, reorder_sql
+from jobqueue.sizes import format_bytes
 
 ProgressCallback = Callable[[float], None]
+log = structlog.stdlib.get_logger("jobqueue.engine")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class EngineLimits:
     threads: int
     spill_root: Path
     max_temp_directory_bytes: int | None = None
+    memory_hint: str = "raise the memory limit"  # how to give queries more memory, for the out-of-memory error
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,26 @@ class EngineResult:
     bytes_read: int
     execution_seconds: float
     sources: dict[str, dict[str, Any]]
+    oom_retries: int = 0  # 1 when the first run ran out of memory and the retry succeeded
+    retry_threads: int | None = None  # the retry's threads
+    reorder_seconds: float = 0.0  # the retry's second pass, which restores input order
 
 
 class QueryInterrupted(RuntimeError):
     pass
+
+
+class QueryOutOfMemory(RuntimeError):
+    """DuckDB ran out of memory on the first run and on the retry with fewer threads."""
+
+    def __init__(self, memory_limit_bytes: int, threads: int, error: Exception, hint: str) -> None:
+        super().__init__(
+            f"out of memory under DuckDB memory_limit {format_bytes(memory_limit_bytes)} ({memory_limit_bytes} "
+            f"bytes), also on the retry with {threads} thread(s) and preserve_insertion_order=false; "
+            f"to give queries more memory, {hint}. DuckDB said: {error}"
+        )
+        self.memory_limit_bytes = memory_limit_bytes
+        self.threads = threads
 
 
 class QueryRun:
@@ -77,6 +97,9 @@ class QueryRun:
             return 0.0
         return max(0.0, min(1.0, value / 100.0)) if value >= 0 else 0.0
 
+    def interrupted(self) -> bool:
+        return self._interrupted
+
     def interrupt(self) -> None:
         with self._lock:
             self._interrupted = True
@@ -84,33 +107,77 @@ class QueryRun:
                 self._con.interrupt()
 
     def run(self, input_data: pa.Table | str, result_path: Path) -> EngineResult:
-        """Execute the plan over `input_data` (Arrow table or local Parquet path) into `result_path`."""
+        """Execute the plan over `input_data` (Arrow table or local Parquet path) into `result_path`.
+
+        When DuckDB runs out of memory (not out of spill space), the query is run once more with half
+        the threads and `preserve_insertion_order = false`, unsorted into the spill directory with
+        `__row__`, and a second pass writes it in input order. `QueryOutOfMemory` if that fails too."""
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         result_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = result_path.with_name(f".{result_path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            try:
+                result = self._attempt(input_data, self.plan.sql, tmp, self.limits.threads, True)
+            except duckdb.OutOfMemoryException as e:
+                if not is_memory_exhausted(e):
+                    raise
+                result = self._retry(input_data, tmp, e)
+            tmp.replace(result_path)
+            for stale in result_path.parent.glob(f".{result_path.name}.*.tmp"):  # from attempts that were killed
+                stale.unlink(missing_ok=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+        return result
+
+    def _retry(self, input_data: pa.Table | str, tmp: Path, first: duckdb.OutOfMemoryException) -> EngineResult:
+        threads = retry_threads(self.limits.threads)
+        log.warning("query ran out of memory; retrying once with fewer threads and preserve_insertion_order=false",
+                    memory_limit_bytes=self.limits.memory_limit_bytes, threads=threads, error=str(first))
+        unordered = self.spill_dir / f"unordered-{uuid.uuid4().hex}.parquet"
+        try:
+            query = self._attempt(input_data, self.plan.unordered_sql, unordered, threads, False)
+            ordered = self._attempt(None, reorder_sql(str(unordered), self.plan.output_columns), tmp, threads, False)
+        except duckdb.OutOfMemoryException as e:
+            if not is_memory_exhausted(e):
+                raise
+            raise QueryOutOfMemory(self.limits.memory_limit_bytes, threads, e, self.limits.memory_hint) from e
+        finally:
+            unordered.unlink(missing_ok=True)
+        return replace(
+            query,
+            rows_out=ordered.rows_out,
+            spilled_bytes=max(query.spilled_bytes, ordered.spilled_bytes),
+            bytes_written=query.bytes_written + ordered.bytes_written,
+            peak_memory_bytes=max(query.peak_memory_bytes, ordered.peak_memory_bytes),
+            bytes_read=query.bytes_read + ordered.bytes_read,
+            execution_seconds=query.execution_seconds + ordered.execution_seconds,
+            oom_retries=1,
+            retry_threads=threads,
+            reorder_seconds=ordered.execution_seconds,
+        )
+
+    def _attempt(self, input_data: pa.Table | str | None, sql: str, out: Path, threads: int,
+                 preserve_order: bool) -> EngineResult:
+        """One DuckDB connection running `COPY (sql) TO out`; `input_data=None` reads no input or sources."""
         con = duckdb.connect(
             ":memory:",
             config={
                 "memory_limit": f"{self.limits.memory_limit_bytes}B",
-                "threads": self.limits.threads,
+                "threads": threads,
                 "temp_directory": str(self.spill_dir),
+                "preserve_insertion_order": preserve_order,
             },
         )
+        facts: dict[str, dict[str, Any]] = {}
         try:
             con.execute("SET TimeZone = 'UTC'")
             if self.limits.max_temp_directory_bytes:  # after temp_directory, which resets it
                 con.execute(f"SET max_temp_directory_size = '{self.limits.max_temp_directory_bytes}B'")
             con.execute("SET enable_progress_bar = true")
             con.execute("SET enable_progress_bar_print = false")
-            if isinstance(input_data, pa.Table):
-                con.register("input", input_data)
-            else:
-                con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet({literal(input_data)})")
-            facts = {join.source.name: self.sources[join.relation].attach(con, join.relation)
-                     for join in self.plan.joins}
-            input_types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM input").fetchall()}
-            for join in self.plan.joins:
-                check_source(con, join, self.plan.registry_origin, input_types[join.namespace.key_feature])
+            if input_data is not None:
+                facts = self._attach(con, input_data)
             con.execute("SET enable_profiling = 'no_output'")
             with self._lock:
                 if self._interrupted:
@@ -118,22 +185,15 @@ class QueryRun:
                 self._con = con
             started = time.perf_counter()
             try:
-                row = con.execute(
-                    f"COPY ({self.plan.sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
-                ).fetchone()
+                row = con.execute(f"COPY ({sql}) TO {literal(str(out))} (FORMAT parquet, COMPRESSION zstd)").fetchone()
             except duckdb.InterruptException as e:
                 raise QueryInterrupted("query was interrupted") from e
             elapsed = time.perf_counter() - started
             profile = json.loads(con.get_profiling_information(format="json"))
-            tmp.replace(result_path)
-            for stale in result_path.parent.glob(f".{result_path.name}.*.tmp"):  # from attempts that were killed
-                stale.unlink(missing_ok=True)
         finally:
             with self._lock:
                 self._con = None
             con.close()
-            tmp.unlink(missing_ok=True)
-            shutil.rmtree(self.spill_dir, ignore_errors=True)
         system, io, query = profile.get("system", {}), profile.get("io", {}), profile.get("query", {})
         return EngineResult(
             rows_out=int(row[0]) if row else 0,
@@ -146,6 +206,29 @@ class QueryRun:
             execution_seconds=elapsed,
         )
 
+    def _attach(self, con: duckdb.DuckDBPyConnection, input_data: pa.Table | str) -> dict[str, dict[str, Any]]:
+        """Register the input and the sources, and check the sources against the registry."""
+        if isinstance(input_data, pa.Table):
+            con.register("input", input_data)
+        else:
+            con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet({literal(input_data)})")
+        facts = {join.source.name: self.sources[join.relation].attach(con, join.relation) for join in self.plan.joins}
+        input_types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM input").fetchall()}
+        for join in self.plan.joins:
+            check_source(con, join, self.plan.registry_origin, input_types[join.namespace.key_feature])
+        return facts
+
+
+def is_memory_exhausted(error: duckdb.OutOfMemoryException) -> bool:
+    """DuckDB's memory_limit was hit; not the spill volume's cap (`max_temp_directory_size`), which
+    fewer threads would not help."""
+    return "max_temp_directory_size" not in str(error)
+
+
+def retry_threads(threads: int) -> int:
+    """Threads for the out-of-memory retry: half, at least one (each thread holds its own buffers)."""
+    return max(1, threads // 2)
+
 
 def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
     found = [node] if node.get("type") == "TABLE_SCAN" else []
@@ -154,7 +237,8 @@ def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def _with_scan_counts(facts: dict[str, dict[str, Any]], profile: dict[str, Any], plan: QueryPlan) -> dict:
+def _with_scan_counts(facts: dict[str, dict[str, Any]], profile: dict[str, Any], plan: QueryPlan
+                      ) -> dict[str, dict[str, Any]]:
     """Add rows read and bytes scanned per source from DuckDB's operator profile (`bytes_scanned`: the
     decoded bytes its scans produced). Parquet scans name their files; scans through Arrow (object
     stores) are matched by the columns they project."""

@@ -18,7 +18,7 @@
 - **Exclusive.** The process holds a non-blocking `flock` on `<dir>/.lock` for its lifetime: two
   consumers never share a cache directory (the local backend gives each consumer slot its own).
 - **Reserved.** `open_scan_cache` reserves the cache's size in its volume's space ledger
-  (`consumer.disk_space`), next to the queries' spill; a cache the volume cannot hold is shrunk.
+  (`jobqueue.engine.disk_space`), next to the queries' spill; a cache the volume cannot hold is shrunk.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consumer.disk_space import reserve_cache
+from jobqueue.engine.disk_space import reserve_cache
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
 
@@ -65,10 +65,6 @@ class ScanStats:
         with self._lock:
             for name, n in counts.items():
                 setattr(self, name, getattr(self, name) + n)
-
-    def as_dict(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "bytes_from_cache": self.bytes_from_cache,
-                "bytes_from_remote": self.bytes_from_remote, "evictions": self.evictions}
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 
 from jobqueue.plan import literal, quote
 from jobqueue.registry import FeatureSource
 from jobqueue.storage import Storage, is_local, local_path
+
+if TYPE_CHECKING:
+    from pyiceberg.expressions import BooleanExpression
+    from pyiceberg.table import Table
 
 
 class TableSource(Protocol):
@@ -63,17 +67,13 @@ class ParquetSource:
         return {"kind": "parquet", "path": self.source.path}
 
 
-class IcebergTableError(RuntimeError):
-    pass
-
-
 @dataclass
 class IcebergSource:
     source: FeatureSource
     storage: Storage
     bounds: TimeBounds | None
 
-    def load_table(self) -> Any:
+    def load_table(self) -> Table:
         from pyiceberg.catalog import load_catalog
         from pyiceberg.exceptions import NoSuchTableError
 
@@ -87,6 +87,7 @@ class IcebergSource:
             props.setdefault("s3.access-key-id", s.s3_access_key_id)
             props.setdefault("s3.secret-access-key", s.s3_secret_access_key.get_secret_value())
         catalog = load_catalog(props.pop("name", "jobqueue"), **props)
+        assert self.source.table is not None  # FeatureSource requires it for iceberg sources
         try:
             return catalog.load_table(self.source.table)
         except NoSuchTableError as e:
@@ -94,17 +95,17 @@ class IcebergSource:
                 f"source {self.source.name!r}: Iceberg table {self.source.table!r} not found"
             ) from e
 
-    def row_filter(self) -> Any:
+    def row_filter(self) -> BooleanExpression:
         """Rows that can matter for this query's time range; the rest, and whole files, are pruned."""
         from pyiceberg.expressions import AlwaysTrue, And, GreaterThan, LessThanOrEqual
 
         if self.bounds is None:
             return AlwaysTrue()
         ts = self.source.timestamp  # literals in microseconds since the epoch (naive columns are UTC)
-        expr = LessThanOrEqual(ts, int(self.bounds.latest.timestamp() * 1_000_000))
+        expr: BooleanExpression = LessThanOrEqual(term=ts, value=int(self.bounds.latest.timestamp() * 1_000_000))
         if self.bounds.lookback_seconds is not None:
             start = self.bounds.earliest.timestamp() - self.bounds.lookback_seconds
-            expr = And(expr, GreaterThan(ts, int(start * 1_000_000)))
+            expr = And(expr, GreaterThan(term=ts, value=int(start * 1_000_000)))
         return expr
 
     def attach(self, con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, Any]:

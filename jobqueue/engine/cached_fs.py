@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from consumer.scan_cache import BlockCache, ScanStats, object_key
+from jobqueue.engine.scan_cache import BlockCache, ScanStats, object_key
 
 
 class CachedInputFile(io.RawIOBase):
@@ -52,7 +52,7 @@ class CachedInputFile(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> bytearray:
         if size is None or size < 0:
             size = self.size - self.position
         data = self.cache.read(self.key, self.size, self.position, size, self._fetch, self.stats)
@@ -60,7 +60,7 @@ class CachedInputFile(io.RawIOBase):
         return data
 
     def readall(self) -> bytes:
-        return self.read(-1)
+        return bytes(self.read(-1))
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
@@ -73,7 +73,7 @@ class CachedInputFile(io.RawIOBase):
         super().close()
 
 
-class CachedFileSystemHandler(pafs.FileSystemHandler):
+class CachedFileSystemHandler(pafs.FileSystemHandler):  # type: ignore[misc]  # pyarrow ships no types
     def __init__(self, base: pafs.FileSystem, cache: BlockCache, stats: ScanStats) -> None:
         self.base, self.cache, self.stats = base, cache, stats
 
@@ -87,13 +87,13 @@ class CachedFileSystemHandler(pafs.FileSystemHandler):
         return f"cached-{self.base.type_name}"
 
     def normalize_path(self, path: str) -> str:
-        return self.base.normalize_path(path)
+        return str(self.base.normalize_path(path))
 
     def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
-        return self.base.get_file_info(paths)
+        return list(self.base.get_file_info(paths))
 
     def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
-        return self.base.get_file_info(selector)
+        return list(self.base.get_file_info(selector))
 
     def open_input_file(self, path: str) -> pa.NativeFile:
         (info,) = self.base.get_file_info([path])
