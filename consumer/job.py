@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
@@ -22,7 +22,7 @@ from arq.worker import Retry
 from jobqueue.engine.duckdb_run import QueryInterrupted, QueryOutOfMemory
 from jobqueue.engine.execute import QueryOutcome
 from jobqueue.errors import InvalidQueryError
-from jobqueue.jobstore import Claim, heartbeat_ms
+from jobqueue.jobstore import Claim
 from jobqueue.logs import capped
 from jobqueue.models import JobStatus, QueryJob
 from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
@@ -100,7 +100,7 @@ class JobRun:
 
     async def __call__(self) -> dict[str, Any]:
         job, store = self.job, self.store
-        if job.completion_deadline and datetime.now(UTC) >= job.completion_deadline:
+        if job.completion_deadline and self.consumer.clock() >= job.completion_deadline:
             applied = await store.mark_expired(job.job_id, "completion deadline passed before the job started")
             return await self._final("expired before start", applied)
         claim = await store.claim(
@@ -165,17 +165,12 @@ class JobRun:
         with contextlib.suppress(Exception):
             task.result()
 
-    async def _renew(self, prepared: RunnableQuery) -> bytes | None:
-        """Renew the job's heartbeat and publish progress; returns the cancel flag (None while Redis is down)."""
-        job, keys, redis = self.job, self.consumer.keys, self.consumer.redis
+    async def _renew(self, prepared: RunnableQuery) -> bool | None:
+        """Renew the job's heartbeat and publish progress; returns whether a cancel was requested (None while
+        Redis is down)."""
         try:
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.set(keys.heartbeat(job.job_id), self.consumer.consumer_id,
-                         px=heartbeat_ms(self.consumer.settings.job_heartbeat_ttl_seconds))
-                pipe.hset(keys.job(job.job_id), "progress", str(round(prepared.progress(), 4)))
-                pipe.hget(keys.job(job.job_id), "cancel_requested")
-                cancel: bytes | None
-                _, _, cancel = await pipe.execute()
+            cancel = await self.store.renew(self.job.job_id, self.consumer.consumer_id,
+                                            self.consumer.settings.job_heartbeat_ttl_seconds, prepared.progress())
             self.outage.recovered()
             return cancel
         except REDIS_UNREACHABLE as e:  # the query goes on; its outcome is recorded once Redis is back
@@ -187,9 +182,9 @@ class JobRun:
         cancel = await self._renew(prepared)
         if self.stop is not None:
             return
-        if cancel == b"true":
+        if cancel:
             self.stop = Stopped(JobStatus.CANCELLED, "cancelled while running")
-        elif job.completion_deadline and datetime.now(UTC) >= job.completion_deadline:
+        elif job.completion_deadline and self.consumer.clock() >= job.completion_deadline:
             self.stop = Stopped(JobStatus.EXPIRED, "completion deadline passed while running")
         if self.stop is not None:
             log.info("interrupting query", reason=str(self.stop))

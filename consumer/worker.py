@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from consumer.arq_worker import JobQueueWorker
 from consumer.job import JobRun, PrepareQuery, RunnableQuery
 from jobqueue import entries, serializer
+from jobqueue.clock import Clock, system_clock
 from jobqueue.engine.disk_space import reserve_slots, sweep_spill
 from jobqueue.engine.execute import PreparedQuery
 from jobqueue.engine.scan_cache import open_scan_cache
@@ -50,14 +51,15 @@ class Consumer:
 
     def __init__(
         self, settings: Settings, group: str, registry: Registry, prepare: PrepareQuery | None = None,
-        max_jobs: int = 1,
+        max_jobs: int = 1, clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # the time its jobs' deadlines and records go by
         self.group = group
         self.registry = registry
         self.keys = Keys.for_environment(settings.environment)
         self.redis = connect_redis(settings)
-        self.store = JobStore(self.redis, self.keys, settings.job_ttl_seconds)
+        self.store = JobStore(self.redis, self.keys, settings.job_ttl_seconds, clock)
         self.storage = Storage(settings)
         self.consumer_id = settings.consumer_id or f"{socket.gethostname()}-{os.getpid()}"
         self.started_at = self.last_heartbeat = time.time()
@@ -104,10 +106,7 @@ class Consumer:
         job_id = self.job_id(ctx)
         if job_id in self.running:
             self.running.discard(job_id)
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(self.keys.running(self.group), job_id)
-                pipe.delete(self.keys.heartbeat(job_id))
-                await pipe.execute()
+            await self.store.release(job_id, self.group)
 
     # --- presence ------------------------------------------------------------------------------
     async def publish_presence(self) -> None:
@@ -192,10 +191,11 @@ def build_worker(
     settings: Settings, group: str, max_jobs: int, registry: Registry | None = None, **worker_options: Any
 ) -> Worker:
     """An arq Worker for `group`, wired to a `Consumer`. Call inside a running event loop.
-    `prepare` (in `worker_options`) replaces query planning; other options go to arq's Worker."""
+    `prepare` (in `worker_options`) replaces query planning, `clock` the time; other options go to arq's Worker."""
     prepare = worker_options.pop("prepare", None)
+    clock = worker_options.pop("clock", system_clock)
     registry = registry if registry is not None else load_registry(settings.registry_path)
-    consumer = Consumer(settings, group, registry, prepare, max_jobs)
+    consumer = Consumer(settings, group, registry, prepare, max_jobs, clock)
     options: dict[str, Any] = dict(
         # attempts are counted and limited by JobRun (max_retries per query), not by arq
         functions=[func(run_offline_query, name=ARQ_FUNCTION, max_tries=entries.MAX_TRIES)],

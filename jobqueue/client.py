@@ -41,7 +41,7 @@ from jobqueue.groups import ResourceGroup, load_groups
 from jobqueue.handles import AsyncJobHandle, AsyncLocalResult, JobHandle, LocalResult
 from jobqueue.inputs import time_range, to_arrow, with_times
 from jobqueue.jobstore import CancelOutcome, JobStore
-from jobqueue.keys import ARQ_FUNCTION, Keys
+from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
 from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
 from jobqueue.plan import plan_query
@@ -198,7 +198,7 @@ class AsyncJobQueueClient:
         if not await self.store.submit(record, self.keys.queue(job.resource_group), payload,
                                        self.settings.job_ttl_seconds * 1000, exclusive=exclusive):
             return False  # another manager won the race; its staged input is the same file
-        await self.redis.publish(self.keys.events, f"submitted:{job.resource_group}")
+        await self.redis.publish(self.keys.events, submitted_event(job.resource_group))
         return True
 
     def _run_in_process(
@@ -248,9 +248,7 @@ class AsyncJobQueueClient:
         if result is CancelOutcome.NO_JOB:
             raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
         record = await self.get_job(job_id)
-        if result is CancelOutcome.CANCELLED_QUEUED:
-            await self.redis.zrem(self.keys.queue(record.resource_group), self.keys.arq_id(job_id))
-            await self.redis.delete(self.keys.arq_job(job_id))
+        if result is CancelOutcome.CANCELLED_QUEUED:  # the record, its queue entry and arq job changed in one script
             with contextlib.suppress(OSError):  # no consumer reads it now; the manager's GC retries a failed delete
                 await asyncio.to_thread(self.storage.remove_job_files, job_id)
         elif result is CancelOutcome.STOP_REQUESTED and wait:

@@ -15,8 +15,6 @@ import contextlib
 import math
 from typing import Any
 
-from arq.constants import in_progress_key_prefix
-
 from jobqueue import serializer
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
@@ -77,12 +75,7 @@ async def reject(
     job_id = keys.job_id_of(member)
     if job_id is not None:
         await store.mark_failed(job_id, f"rejected queue entry: {reason}")
-    async with store.redis.pipeline(transaction=True) as pipe:
-        pipe.zrem(keys.queue(group), member)
-        pipe.delete(in_progress_key_prefix + member)  # the take's own lock, whoever's member it is
-        if job_id is not None:
-            pipe.delete(keys.arq_job(job_id), keys.arq_retry(job_id))
-        await pipe.execute()
+    await store.remove_entry(group, member)
     if job_id is not None and storage is not None:
         staging = storage.settings.staging
         with contextlib.suppress(ValueError):  # an id that is no path has nothing staged

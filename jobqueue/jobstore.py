@@ -17,23 +17,30 @@ import enum
 import json
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
+from jobqueue.clock import Clock, system_clock
 from jobqueue.errors import JobStateError
-from jobqueue.keys import Keys
+from jobqueue.keys import JOB_JSON_FIELDS, CounterName, JobField, Keys
 from jobqueue.logs import capped
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
-
-SECONDS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 10800)
-BYTES_BUCKETS = (0, 1 << 20, 16 << 20, 128 << 20, 1 << 30, 8 << 30, 64 << 30)
-# histogram name -> bucket upper bounds: the Lua below counts into them, the manager exposes all of them
-HISTOGRAM_BUCKETS = {"job_queue_wait_seconds": SECONDS_BUCKETS, "job_run_seconds": SECONDS_BUCKETS,
-                     "job_spilled_bytes": BYTES_BUCKETS}
+from jobqueue.store_scripts import (
+    CLAIM,
+    KILL_ID,
+    NAMES,
+    RECORD_OOM_KILL,
+    RECORD_REPLACED,
+    REQUEST_CANCEL,
+    TRANSITION,
+    count,
+    summary_counts,
+    transition_counter,
+)
 
 
 class DuplicateJobId(JobStateError):
@@ -41,113 +48,8 @@ class DuplicateJobId(JobStateError):
         super().__init__(f"job id {job_id} already exists; nothing was submitted")
 
 
-# KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] counters (`<state>:<group>` per transition, `retried` for
-# back-to-queued, `spilled_bytes:<group>`, and with a scan cache
-# `scan_cache_{bytes_cache,bytes_remote,evictions,hits,misses}:<group>`); to release the job from its consumer,
-# also KEYS[4] its group's running hash and KEYS[5] its heartbeat, from which it is removed.
-# ARGV[1] comma-separated allowed current states; ARGV[2] new state; ARGV[3] job id;
-# ARGV[4] required consumer_id, JSON ('' for any); ARGV[5] '1' when the new state is final; ARGV[6..] field/value
-# pairs. One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
-_TRANSITION = """
--- histograms kept as cumulative bucket counters: hist:<name>:<group>:<le>, and :sum
-local SECONDS = {SECONDS_BUCKETS}
-local BYTES = {BYTES_BUCKETS}
-local function observe(key, name, group, value, buckets)
-  local prefix = 'hist:' .. name .. ':' .. group .. ':'
-  for _, le in ipairs(buckets) do
-    if value <= le then redis.call('HINCRBY', key, prefix .. le, 1) end
-  end
-  redis.call('HINCRBY', key, prefix .. '+Inf', 1)
-  redis.call('HINCRBYFLOAT', key, prefix .. 'sum', value)
-end
-local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return -1 end
-if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'consumer_id') ~= ARGV[4] then return 0 end
-for s in string.gmatch(ARGV[1], '[^,]+') do
-  if s == cur then
-    redis.call('HSET', KEYS[1], 'status', ARGV[2])
-    local group = cjson.decode(redis.call('HGET', KEYS[1], 'resource_group') or '""')
-    local counter = ARGV[2]
-    if counter == 'queued' then counter = 'retried' end
-    redis.call('HINCRBY', KEYS[3], counter .. ':' .. group, 1)
-    for i = 6, #ARGV, 2 do
-      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-      if ARGV[i] == 'summary' then
-        local sm = cjson.decode(ARGV[i + 1])
-        redis.call('HINCRBY', KEYS[3], 'spilled_bytes:' .. group, sm['spilled_bytes'])
-        if sm['scan_cache_enabled'] then
-          redis.call('HINCRBY', KEYS[3], 'scan_cache_bytes_cache:' .. group, sm['bytes_from_cache'] or 0)
-          redis.call('HINCRBY', KEYS[3], 'scan_cache_bytes_remote:' .. group, sm['bytes_from_remote'] or 0)
-          redis.call('HINCRBY', KEYS[3], 'scan_cache_evictions:' .. group, sm['scan_cache_evictions'] or 0)
-          redis.call('HINCRBY', KEYS[3], 'scan_cache_hits:' .. group, sm['scan_cache_hits'] or 0)
-          redis.call('HINCRBY', KEYS[3], 'scan_cache_misses:' .. group, sm['scan_cache_misses'] or 0)
-        end
-        observe(KEYS[3], 'job_queue_wait_seconds', group, sm['queue_wait_seconds'], SECONDS)
-        observe(KEYS[3], 'job_run_seconds', group, sm['total_seconds'], SECONDS)
-        observe(KEYS[3], 'job_spilled_bytes', group, sm['spilled_bytes'], BYTES)
-      end
-    end
-    if ARGV[5] == '1' then redis.call('ZREM', KEYS[2], ARGV[3]) end
-    if #KEYS == 5 then
-      redis.call('HDEL', KEYS[4], ARGV[3])
-      redis.call('DEL', KEYS[5])
-    end
-    return 1
-  end
-end
-return 0
-"""
-_TRANSITION = _TRANSITION.replace("{SECONDS_BUCKETS}", "{" + ", ".join(map(str, SECONDS_BUCKETS)) + "}").replace(
-    "{BYTES_BUCKETS}", "{" + ", ".join(map(str, BYTES_BUCKETS)) + "}")
-
-# KEYS[1] job hash, KEYS[2] running hash, KEYS[3] heartbeat, KEYS[4] counters. ARGV[1] consumer id, ARGV[2] the same
-# as JSON, ARGV[3] started_at JSON, ARGV[4] heartbeat TTL milliseconds, ARGV[5] job id.
-# queued -> running, attempt counted, running entry and heartbeat set: one round trip.
-# Returns {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record.
-_CLAIM = """
-local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return {-1} end
-if cur ~= 'queued' then return {0, cur} end
-redis.call('HSET', KEYS[1], 'status', 'running', 'consumer_id', ARGV[2], 'started_at', ARGV[3], 'progress', '0.0')
-redis.call('HINCRBY', KEYS[4], 'started:' .. cjson.decode(redis.call('HGET', KEYS[1], 'resource_group') or '""'), 1)
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[2], ARGV[5], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4])
-return {1, attempts, redis.call('HGET', KEYS[1], 'errors') or '[]'}
-"""
-
-# KEYS[1] job hash. queued -> cancelled (1); running -> cancel_requested (2); else 0; none -1 (`CancelOutcome`).
-_REQUEST_CANCEL = """
-local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return -1 end
-if cur == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
-  redis.call('HINCRBY', KEYS[2], 'cancelled:' .. cjson.decode(redis.call('HGET', KEYS[1], 'resource_group') or '""'), 1)
-  return 1
-end
-if cur == 'running' then
-  redis.call('HSET', KEYS[1], 'cancel_requested', 'true')
-  return 2
-end
-return 0
-"""
-
-# KEYS[1] oom-kill:<consumer>, KEYS[2] counters. ARGV[1] the kill as JSON, ARGV[2] its kill id, ARGV[3] group,
-# ARGV[4] TTL ms. Keeps the consumer's latest kill and counts `oom_kills:<group>` once per kill id. Returns 1 when new.
-_RECORD_OOM_KILL = """
-local known = redis.call('GET', KEYS[1])
-if known and cjson.decode(known)['kill_id'] == ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
-redis.call('HINCRBY', KEYS[2], 'oom_kills:' .. ARGV[3], 1)
-return 1
-"""
 OOM_KILL_TTL_SECONDS = 3600  # long past the heartbeat TTL after which the reaper takes the jobs of the killed
 
-_JSON_FIELDS = (
-    "resource_group", "output", "input_rows", "submitted_at", "started_at", "finished_at", "consumer_id",
-    "progress", "attempts", "max_retries", "completion_deadline", "cancel_requested", "errors", "error",
-    "result_uri", "summary",
-)
 QUEUED, RUNNING = [JobStatus.QUEUED], [JobStatus.RUNNING]
 
 
@@ -160,7 +62,7 @@ class Claim:
 
 
 class CancelOutcome(enum.IntEnum):
-    """What a cancel request did (the reply of `_REQUEST_CANCEL`)."""
+    """What a cancel request did (the reply of `store_scripts.REQUEST_CANCEL`)."""
 
     NO_JOB = -1
     ALREADY_FINAL = 0  # finished, or cancelled before: nothing changed
@@ -173,10 +75,6 @@ def heartbeat_ms(ttl_seconds: float) -> int:
     return max(1, round(ttl_seconds * 1000))
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _encode(value: Any) -> str:
     if isinstance(value, datetime):
         return json.dumps(value.isoformat())
@@ -186,16 +84,19 @@ def _encode(value: Any) -> str:
 
 
 class JobStore:
-    """The I/O for job records. Holds no state beyond its Redis client and key layout."""
+    """The I/O for job records, and the only writer of job state: the record, its queue entry and arq job,
+    the running entry and heartbeat, deadlines, the jobs index, OOM kills and the counters. Holds no state
+    beyond its Redis client, key layout and clock."""
 
-    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int) -> None:
+    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int, clock: Clock = system_clock) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl_seconds = ttl_seconds
-        self._transition = redis.register_script(_TRANSITION)
-        self._claim = redis.register_script(_CLAIM)
-        self._request_cancel = redis.register_script(_REQUEST_CANCEL)
-        self._record_oom_kill = redis.register_script(_RECORD_OOM_KILL)
+        self.clock = clock
+        self._transition = redis.register_script(TRANSITION)
+        self._claim = redis.register_script(CLAIM)
+        self._request_cancel = redis.register_script(REQUEST_CANCEL)
+        self._record_oom_kill = redis.register_script(RECORD_OOM_KILL)
 
     async def create(self, record: JobRecord) -> None:
         """Write a record without enqueueing it (tests plant records for hand-made queue entries this way).
@@ -233,11 +134,11 @@ class JobStore:
 
     def _write_record(self, pipe: Pipeline, record: JobRecord) -> None:
         key = self.keys.job(record.job_id)
-        fields = {name: _encode(getattr(record, name)) for name in _JSON_FIELDS}
-        pipe.hset(key, mapping={"status": record.status.value, **fields})
+        fields = {name: _encode(getattr(record, name)) for name in JOB_JSON_FIELDS}
+        pipe.hset(key, mapping={JobField.STATUS.value: record.status.value, **fields})
         pipe.expire(key, self.ttl_seconds)
         pipe.zadd(self.keys.jobs_index, {record.job_id: record.submitted_at.timestamp() * 1000})
-        pipe.hincrby(self.keys.counters, f"enqueued:{record.resource_group}", 1)
+        pipe.hincrby(self.keys.counters, CounterName.ENQUEUED.field(record.resource_group), 1)
         if record.completion_deadline is not None:
             pipe.zadd(self.keys.deadlines, {record.job_id: record.completion_deadline.timestamp() * 1000})
 
@@ -246,9 +147,9 @@ class JobStore:
         if not raw:
             return None
         data = {k.decode(): v.decode() for k, v in raw.items()}
-        values: dict[str, Any] = {"job_id": job_id, "status": data.pop("status")}
+        values: dict[str, Any] = {"job_id": job_id, "status": data.pop(JobField.STATUS)}
         for name, text in data.items():
-            if name in _JSON_FIELDS:
+            if name in JOB_JSON_FIELDS:
                 values[name] = json.loads(text)
         return JobRecord.model_validate(values)
 
@@ -265,18 +166,22 @@ class JobStore:
         """Set `status=new` (and `fields`) only if the status is in `allowed` (and, with `owner`,
         the job belongs to that consumer). With `release=<group>` the job's running entry and
         heartbeat go in the same round trip. Returns 1 applied, 0 not applied, -1 no record."""
-        args: list[str] = [
-            ",".join(s.value for s in allowed), new.value, job_id, _encode(owner) if owner else "",
-            "1" if new.is_final else "0",
-        ]
+        counts = [count(transition_counter(new))]
+        pairs: list[str] = []
         for name, value in fields.items():
-            if name not in _JSON_FIELDS:
+            if name not in JOB_JSON_FIELDS:
                 raise ValueError(f"unknown job field {name!r}")
-            if name == "error" and isinstance(value, str):
+            if name == JobField.ERROR and isinstance(value, str):
                 value = capped(value)
-            elif name == "errors":
+            elif name == JobField.ERRORS:
                 value = [capped(e) for e in value]
-            args += [name, _encode(value)]
+            elif name == JobField.SUMMARY and isinstance(value, PerformanceSummary):
+                counts += summary_counts(value)
+            pairs += [name, _encode(value)]
+        args: list[str] = [
+            NAMES, ",".join(s.value for s in allowed), new.value, job_id, _encode(owner) if owner else "",
+            "1" if new.is_final else "0", json.dumps(counts), *pairs,
+        ]
         keys = [self.keys.job(job_id), self.keys.deadlines, self.keys.counters]
         if release:
             keys += [self.keys.running(release), self.keys.heartbeat(job_id)]
@@ -287,20 +192,79 @@ class JobStore:
         heartbeat, and returns the attempt number and earlier errors, in one round trip."""
         reply = await self._claim(
             keys=[self.keys.job(job_id), self.keys.running(group), self.keys.heartbeat(job_id), self.keys.counters],
-            args=[consumer_id, _encode(consumer_id), _encode(_now()), heartbeat_ms(heartbeat_ttl), job_id],
+            args=[NAMES, JobStatus.QUEUED.value, JobStatus.RUNNING.value, consumer_id, _encode(consumer_id),
+                  _encode(self.clock()), heartbeat_ms(heartbeat_ttl), job_id, json.dumps([count(CounterName.STARTED)])],
         )
         if int(reply[0]) != 1:
             return Claim(False, 0, [], reply[1].decode() if len(reply) > 1 else None)
         return Claim(True, int(reply[1]), json.loads(reply[2]), JobStatus.RUNNING.value)
+
+    async def renew(self, job_id: str, consumer_id: str, heartbeat_ttl: float, progress: float) -> bool:
+        """The running consumer's heartbeat: renew the job's heartbeat key, publish its progress, and return
+        whether a cancel was requested. One round trip."""
+        key = self.keys.job(job_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.heartbeat(job_id), consumer_id, px=heartbeat_ms(heartbeat_ttl))
+            pipe.hset(key, JobField.PROGRESS, str(round(progress, 4)))
+            pipe.hget(key, JobField.CANCEL_REQUESTED)
+            _, _, cancel = await pipe.execute()
+        return bool(cancel == b"true")
+
+    async def release(self, job_id: str, group: str) -> None:
+        """Drop the job's running entry and heartbeat (a consumer's fallback: its final transition does it)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.running(group), job_id)
+            pipe.delete(self.keys.heartbeat(job_id))
+            await pipe.execute()
+
+    async def release_lost(self, job_id: str, group: str, dequeue: bool) -> None:
+        """The reaper's clean-up of a lost consumer's job: its running entry goes, and arq's in-progress lock, so
+        any consumer of the group can take it again; with `dequeue` (the job is over) its queue entry and arq job
+        go too. One transaction."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.running(group), job_id)
+            pipe.delete(self.keys.arq_in_progress(job_id))
+            if dequeue:
+                pipe.zrem(self.keys.queue(group), self.keys.arq_id(job_id))
+                pipe.delete(self.keys.arq_job(job_id))
+            await pipe.execute()
+
+    async def dequeue(self, job_id: str, group: str) -> None:
+        """Take a job that is over off its queue, with its arq job. One transaction."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.keys.queue(group), self.keys.arq_id(job_id))
+            pipe.delete(self.keys.arq_job(job_id))
+            await pipe.execute()
+
+    async def remove_entry(self, group: str, member: str) -> None:
+        """Remove a queue member, whoever's it is, with the lock of its take; with this environment's arq keys
+        when it is a job of this environment (`jobqueue.entries.reject`). One transaction."""
+        job_id = self.keys.job_id_of(member)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.keys.queue(group), member)
+            pipe.delete(self.keys.arq_in_progress_of(member))
+            if job_id is not None:
+                pipe.delete(self.keys.arq_job(job_id), self.keys.arq_retry(job_id))
+            await pipe.execute()
+
+    async def forget_deadline(self, job_id: str) -> None:
+        await self.redis.zrem(self.keys.deadlines, job_id)
+
+    async def prune_index(self, index: str, job_ids: Iterable[str]) -> None:
+        """Remove job ids from an index zset (`jobs`, `deadlines`, `schedule-runs:<name>`) once their records are
+        gone (the garbage collector)."""
+        ids = list(job_ids)
+        if ids:
+            await self.redis.zrem(index, *ids)
 
     async def requeue(
         self, job_id: str, errors: list[str], owner: str = "", release: str = "", attempts: int | None = None
     ) -> bool:
         """running -> queued, keeping the attempt history; `owner` guards against a stale consumer.
         `attempts` resets the count (a run cut off by a shutdown does not use up a retry)."""
-        fields: dict[str, Any] = {"errors": errors, "progress": 0.0}
+        fields: dict[str, Any] = {JobField.ERRORS: errors, JobField.PROGRESS: 0.0}
         if attempts is not None:
-            fields["attempts"] = attempts
+            fields[JobField.ATTEMPTS] = attempts
         applied = await self.transition(job_id, RUNNING, JobStatus.QUEUED, owner=owner, release=release, **fields)
         return applied == 1
 
@@ -309,7 +273,7 @@ class JobStore:
     ) -> bool:
         applied = await self.transition(
             job_id, RUNNING, JobStatus.SUCCEEDED, owner=owner, release=release,
-            finished_at=_now(), result_uri=result_uri, summary=summary, progress=1.0,
+            finished_at=self.clock(), result_uri=result_uri, summary=summary, progress=1.0,
         )
         return applied == 1
 
@@ -318,38 +282,45 @@ class JobStore:
     ) -> bool:
         applied = await self.transition(
             job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.FAILED, owner=owner, release=release,
-            finished_at=_now(), error=error, errors=errors if errors is not None else [error],
+            finished_at=self.clock(), error=error, errors=errors if errors is not None else [error],
         )
         return applied == 1
 
     async def mark_cancelled(self, job_id: str, owner: str = "", release: str = "") -> bool:
         applied = await self.transition(
             job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.CANCELLED, owner=owner, release=release,
-            finished_at=_now(),
+            finished_at=self.clock(),
         )
         return applied == 1
 
     async def mark_expired(self, job_id: str, error: str, owner: str = "", release: str = "") -> bool:
         applied = await self.transition(
             job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.EXPIRED, owner=owner, release=release,
-            finished_at=_now(), error=error,
+            finished_at=self.clock(), error=error,
         )
         return applied == 1
 
     async def request_cancel(self, job_id: str) -> CancelOutcome:
-        """Cancel a queued job now, or ask the running consumer to stop it."""
-        result = CancelOutcome(int(await self._request_cancel(keys=[self.keys.job(job_id), self.keys.counters],
-                                                              args=[_encode(_now())])))
-        if result is CancelOutcome.CANCELLED_QUEUED:
-            await self.redis.zrem(self.keys.deadlines, job_id)
-        return result
+        """Cancel a queued job now (off its queue and deadlines, its arq job gone, in one script), or ask the
+        running consumer to stop it."""
+        key = self.keys.job(job_id)
+        while True:
+            stored = await cast(Awaitable[bytes | None], self.redis.hget(key, JobField.RESOURCE_GROUP)) or b'""'
+            group = json.loads(stored)
+            reply = int(await self._request_cancel(
+                keys=[key, self.keys.counters, self.keys.deadlines, self.keys.queue(group), self.keys.arq_job(job_id)],
+                args=[NAMES, _encode(self.clock()), job_id, self.keys.arq_id(job_id), stored, JobStatus.QUEUED.value,
+                      JobStatus.RUNNING.value, JobStatus.CANCELLED.value, json.dumps([count(CounterName.CANCELLED)])],
+            ))
+            if reply != RECORD_REPLACED:
+                return CancelOutcome(reply)
 
     async def record_oom_kill(self, consumer_id: str, group: str, kill: dict[str, Any]) -> bool:
         """Remember that the kernel OOM-killed `consumer_id` (`kill` has `kill_id`, `limit`, `at`) and count it
         once per kill id, however often it is reported. True when it was new."""
         reply = await self._record_oom_kill(keys=[self.keys.oom_kill(consumer_id), self.keys.counters],
-                                            args=[json.dumps(kill), kill["kill_id"], group,
-                                                  OOM_KILL_TTL_SECONDS * 1000])
+                                            args=[json.dumps(kill), kill[KILL_ID], CounterName.OOM_KILLS.field(group),
+                                                  OOM_KILL_TTL_SECONDS * 1000, KILL_ID])
         return int(reply) == 1
 
     async def oom_kills(self, consumer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -6,38 +6,204 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
                                 deferred when score > now. Running jobs stay in it until done.
     <p>running:<group>          hash job_id -> consumer_id of jobs a consumer is executing (in flight)
     <p>consumers:<group>        hash consumer_id -> JSON ConsumerInfo (presence + busy jobs)
-    <p>job:<id>                 hash: one job's record (status, request, summary, error, result)
+    <p>job:<id>                 hash: one job's record (status, request, summary, error, result): `JobField`
     <p>heartbeat:<id>           string with a short TTL, renewed by the consumer running the job;
                                 when it expires while the job is running, the reaper re-queues it
     <p>oom-kill:<consumer_id>   string, JSON of the consumer's last OOM kill (limit, time, kill id), kept an
                                 hour: the reaper names it in the error of the jobs that consumer lost
     <p>deadlines                zset job_id -> completion deadline ms (jobs that have one)
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
-    <p>group-states             hash group -> JSON of the manager's last decision (`jobqueue status`)
-    <p>manager                  hash: `tick_at`, the leader's last tick (epoch seconds)
+    <p>group-states             hash group -> JSON `GroupState` of the manager's last decision (`jobqueue status`)
+    <p>manager                  hash: `tick_at` (`MANAGER_TICK_AT`), the leader's last tick (epoch seconds)
     <p>groups                   hash group -> JSON config, published by the manager for SDKs
-    <p>counters                 hash `<event>:<group>` -> count (enqueued, started, succeeded, failed,
-                                retried, cancelled, expired, spilled_bytes, oom_kills): exported by the manager
+    <p>counters                 hash `<counter>:<group>` -> count (`CounterName`: enqueued, started, succeeded, failed,
+                                retried, cancelled, expired, spilled_bytes, scan_cache_*, oom_kills) and
+                                `hist:<name>:<group>:<le>|sum` (`HistogramName`): exported by the manager
     <p>schedules                hash name -> JSON definition, published by the manager (+ `!errors`)
-    <p>schedule:<name>          hash: checkpoint, paused, run_requested, last_job, last_due, last_reason
+    <p>schedule:<name>          hash: `ScheduleField` (checkpoint, paused, run_requested, last_job, last_due,
+                                last_reason)
     <p>schedule-runs:<name>     zset job_id -> due ms: the runs of one schedule
-    <p>events                   pub/sub channel: `submitted:<group>` wakes the manager early
+    <p>events                   pub/sub channel: `submitted:<group>` (`submitted_event`) wakes the manager early
 
 arq keeps its own per-job keys (`arq:job:<arq id>`, `arq:in-progress:<arq id>`, `arq:retry:<arq id>`,
 `arq:result:<arq id>`), outside our prefix. So that environments sharing a Redis never share them, arq
 knows a job by its *arq id*, `<p><job id>` (`Keys.arq_id`): that is the queue member too, and a consumer
 maps it back with `Keys.job_id_of` (a member without this environment's prefix is not a job of it).
+
+Field names, counter names and the group-state record are declared here too, so that a Lua script,
+the manager's metrics and the CLI cannot disagree about them: scripts receive every key and field name
+as an argument (`around` splits a key or field built with `SLOT` for a script that fills in a group).
 """
 
 from __future__ import annotations
 
+import enum
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 
 ARQ_FUNCTION = "run_offline_query"
 SCHEDULE_ERRORS_FIELD = "!errors"  # in <p>schedules: the load errors, as a JSON list
+MANAGER_TICK_AT = "tick_at"  # in <p>manager: epoch seconds of the leader's last tick
+TRUE, FALSE = "true", "false"  # flag values of <p>schedule:<name> `paused`
+SLOT = "\x00"  # stands for the variable part of a key or field a script completes (never in a name)
+
+
+def around(template: str) -> tuple[str, str]:
+    """A key or field built with `SLOT` for its variable part, as the text before and after it: a script
+    rebuilds the name as `head .. part .. tail`, so the format stays declared here."""
+    head, slot, tail = template.partition(SLOT)
+    if not slot:
+        raise ValueError(f"{template!r} has no slot")
+    return head, tail
+
+
+def submitted_event(group: str) -> str:
+    """The message on <p>events that announces a submission to `group`."""
+    return f"submitted:{group}"
+
+
+class JobField(enum.StrEnum):
+    """The fields of <p>job:<id>: `status` is plain text, `attempts` a plain integer (HINCRBY), the rest JSON."""
+
+    STATUS = "status"
+    RESOURCE_GROUP = "resource_group"
+    OUTPUT = "output"
+    INPUT_ROWS = "input_rows"
+    SUBMITTED_AT = "submitted_at"
+    STARTED_AT = "started_at"
+    FINISHED_AT = "finished_at"
+    CONSUMER_ID = "consumer_id"
+    PROGRESS = "progress"
+    ATTEMPTS = "attempts"
+    MAX_RETRIES = "max_retries"
+    COMPLETION_DEADLINE = "completion_deadline"
+    CANCEL_REQUESTED = "cancel_requested"
+    ERRORS = "errors"
+    ERROR = "error"
+    RESULT_URI = "result_uri"
+    SUMMARY = "summary"
+
+
+JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
+
+
+class ScheduleField(enum.StrEnum):
+    """The fields of <p>schedule:<name>: written by the manager's scheduler and the `jobqueue schedules` CLI."""
+
+    CHECKPOINT = "checkpoint"  # ISO time the scheduler last evaluated the schedule
+    PAUSED = "paused"  # TRUE or FALSE
+    RUN_REQUESTED = "run_requested"  # ISO time of a "run now" request, until the manager takes it
+    LAST_JOB = "last_job"
+    LAST_DUE = "last_due"
+    LAST_REASON = "last_reason"
+
+
+class CounterName(enum.StrEnum):
+    """The job counters in <p>counters, one field per group: `<counter>:<group>`. Only `JobStore` writes them,
+    and the manager exports every one (`manager.metrics`)."""
+
+    ENQUEUED = "enqueued"
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRIED = "retried"  # running -> queued
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    SPILLED_BYTES = "spilled_bytes"
+    SCAN_CACHE_BYTES_CACHE = "scan_cache_bytes_cache"
+    SCAN_CACHE_BYTES_REMOTE = "scan_cache_bytes_remote"
+    SCAN_CACHE_EVICTIONS = "scan_cache_evictions"
+    SCAN_CACHE_HITS = "scan_cache_hits"
+    SCAN_CACHE_MISSES = "scan_cache_misses"
+    OOM_KILLS = "oom_kills"
+
+    def field(self, group: str) -> str:
+        return f"{self.value}:{group}"
+
+
+SECONDS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 10800)
+BYTES_BUCKETS = (0, 1 << 20, 16 << 20, 128 << 20, 1 << 30, 8 << 30, 64 << 30)
+HISTOGRAM_FIELD_PREFIX = "hist"
+
+
+class HistogramName(enum.StrEnum):
+    """Histograms kept in <p>counters as cumulative bucket counters: `hist:<name>:<group>:<le>`, `+Inf` and `sum`."""
+
+    JOB_QUEUE_WAIT_SECONDS = "job_queue_wait_seconds"
+    JOB_RUN_SECONDS = "job_run_seconds"
+    JOB_SPILLED_BYTES = "job_spilled_bytes"
+
+    @property
+    def buckets(self) -> tuple[float, ...]:
+        """The finite bucket upper bounds; a bound's field is `str(bound)`."""
+        return BYTES_BUCKETS if self is HistogramName.JOB_SPILLED_BYTES else SECONDS_BUCKETS
+
+    def field(self, group: str, le: str) -> str:
+        """`le`: a bound as `str(bound)`, `+Inf`, or `sum`."""
+        return f"{HISTOGRAM_FIELD_PREFIX}:{self.value}:{group}:{le}"
+
+
+@dataclass(frozen=True)
+class CounterField:
+    counter: CounterName
+    group: str
+
+
+@dataclass(frozen=True)
+class HistogramField:
+    histogram: HistogramName
+    group: str
+    le: str  # a bound, `+Inf` or `sum`
+
+
+def parse_counter_field(name: str) -> CounterField | HistogramField | None:
+    """What a field of <p>counters counts; None for a field no one declared."""
+    head, _, rest = name.partition(":")
+    if head == HISTOGRAM_FIELD_PREFIX:
+        hist, _, rest = rest.partition(":")
+        group, _, le = rest.rpartition(":")
+        if hist in HistogramName.__members__.values() and group:
+            return HistogramField(HistogramName(hist), group, le)
+        return None
+    if head in CounterName.__members__.values():
+        return CounterField(CounterName(head), rest)
+    return None
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """One group's state as the manager last decided it: the JSON value of <p>group-states (`jobqueue status`).
+    The field names are the JSON names."""
+
+    current: int = 0
+    desired: int = 0
+    direction: str = "none"
+    reason: str = ""
+    detail: str = ""
+    ready: int = 0
+    in_flight: int = 0
+    deferred: int = 0
+    busy: int = 0
+    orphaned: int = 0
+    oldest_ready_at: float | None = None  # epoch seconds
+    error: str | None = None
+    configured: bool = True
+    live: int = 0
+    start_trouble: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> GroupState:
+        """A published state; fields this version does not know are ignored, missing ones take their default."""
+        data: dict[str, Any] = json.loads(raw)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class _Fixed:
@@ -90,6 +256,11 @@ class Keys:
 
     def arq_in_progress(self, job_id: str) -> str:
         return in_progress_key_prefix + self.arq_id(job_id)
+
+    @staticmethod
+    def arq_in_progress_of(member: str) -> str:
+        """arq's in-progress lock (the take's) of a queue member, whoever's member it is."""
+        return in_progress_key_prefix + member
 
     def arq_retry(self, job_id: str) -> str:
         return retry_key_prefix + self.arq_id(job_id)

@@ -31,7 +31,8 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from jobqueue.keys import SCHEDULE_ERRORS_FIELD, Keys
+from jobqueue.jobstore import JobStore
+from jobqueue.keys import SCHEDULE_ERRORS_FIELD, JobField, Keys
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
@@ -63,6 +64,7 @@ class GarbageCollector:
         self.redis = redis
         self.settings = settings
         self.keys = Keys.for_environment(settings.environment)
+        self.store = JobStore(redis, self.keys, settings.job_ttl_seconds)
         self.storage = storage or Storage(settings)
         self.metrics = metrics
         self.clock = clock
@@ -161,7 +163,7 @@ class GarbageCollector:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hmget(self.keys.job(job_id), ["status", "finished_at"])
+                pipe.hmget(self.keys.job(job_id), [JobField.STATUS, JobField.FINISHED_AT])
             replies = await pipe.execute()
         return [(status.decode() if status else None, _epoch(finished)) for status, finished in replies]
 
@@ -182,8 +184,7 @@ class GarbageCollector:
             report.examined[kind] += len(ids)
             report.removed[kind] += gone
             if not report.dry_run:
-                if gone:
-                    await self.redis.zrem(key, *gone)
+                await self.store.prune_index(key, gone)
                 self._cursors[key] = offset + len(ids) - len(gone) if len(ids) == budget else 0
             budget -= len(ids)
 

@@ -10,17 +10,45 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from jobqueue.groups import ResourceGroup
-from jobqueue.jobstore import HISTOGRAM_BUCKETS
+from jobqueue.keys import CounterField, CounterName, HistogramField, HistogramName, parse_counter_field
 from manager.observe import GroupObservation
 from manager.policy import Decision
 
-JOB_EVENTS = ("enqueued", "started", "succeeded", "failed", "retried", "cancelled", "expired")
+JOB_EVENTS = (CounterName.ENQUEUED, CounterName.STARTED, CounterName.SUCCEEDED, CounterName.FAILED, CounterName.RETRIED,
+              CounterName.CANCELLED, CounterName.EXPIRED)
+# every other counter: (metric name, help, extra label and its value or None)
+COUNTER_METRICS: dict[CounterName, tuple[str, str, tuple[str, str] | None]] = {
+    CounterName.SPILLED_BYTES: ("jobqueue_spilled_bytes", "Peak spill bytes summed over jobs.", None),
+    CounterName.SCAN_CACHE_BYTES_CACHE: ("jobqueue_scan_cache_read_bytes", "Source bytes read through consumers' "
+                                     "table-scan caches, by where they came from.", ("origin", "cache")),
+    CounterName.SCAN_CACHE_BYTES_REMOTE: ("jobqueue_scan_cache_read_bytes", "", ("origin", "remote")),
+    CounterName.SCAN_CACHE_EVICTIONS: ("jobqueue_scan_cache_evictions", "Scan cache blocks evicted by queries.", None),
+    CounterName.SCAN_CACHE_HITS: ("jobqueue_scan_cache_hits", "Scan cache blocks served from local disk.", None),
+    CounterName.SCAN_CACHE_MISSES: ("jobqueue_scan_cache_misses", "Scan cache blocks fetched from the object store.",
+                                None),
+    CounterName.OOM_KILLS: ("jobqueue_consumer_oom_kills", "Consumers the kernel killed for memory (their memory "
+                        "cgroup's OOM killer; Kubernetes: OOMKilled).", None),
+}
+
+
+def _counter_families() -> dict[CounterName, CounterMetricFamily]:
+    """A family for every counter (the scan-cache byte counters share one, labelled by origin)."""
+    families: dict[CounterName, CounterMetricFamily] = {
+        event: CounterMetricFamily(f"jobqueue_jobs_{event}", f"Jobs {event}, all consumers.", labels=["group"])
+        for event in JOB_EVENTS
+    }
+    by_name: dict[str, CounterMetricFamily] = {}
+    for counter, (name, doc, extra) in COUNTER_METRICS.items():
+        labels = ["group", extra[0]] if extra else ["group"]
+        families[counter] = by_name.setdefault(name, CounterMetricFamily(name, doc, labels=labels))
+    return families
 
 
 class RedisCounters(Collector):
@@ -30,63 +58,34 @@ class RedisCounters(Collector):
         self.snapshot: dict[str, float] = {}
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
-        families = {
-            event: CounterMetricFamily(f"jobqueue_jobs_{event}", f"Jobs {event}, all consumers.", labels=["group"])
-            for event in JOB_EVENTS
-        }
-        spilled = CounterMetricFamily("jobqueue_spilled_bytes", "Peak spill bytes summed over jobs.", labels=["group"])
-        cache_bytes = CounterMetricFamily("jobqueue_scan_cache_read_bytes", "Source bytes read through consumers' "
-                                          "table-scan caches, by where they came from.", labels=["group", "origin"])
-        evictions = CounterMetricFamily("jobqueue_scan_cache_evictions", "Scan cache blocks evicted by queries.",
-                                        labels=["group"])
-        hits = CounterMetricFamily("jobqueue_scan_cache_hits", "Scan cache blocks served from local disk.",
-                                   labels=["group"])
-        misses = CounterMetricFamily("jobqueue_scan_cache_misses", "Scan cache blocks fetched from the object store.",
-                                     labels=["group"])
-        oom_kills = CounterMetricFamily("jobqueue_consumer_oom_kills", "Consumers the kernel killed for memory "
-                                        "(their memory cgroup's OOM killer; Kubernetes: OOMKilled).", labels=["group"])
-        histograms: dict[tuple[str, str], dict[str, float]] = {}
+        families = _counter_families()
+        histograms: dict[tuple[HistogramName, str], dict[str, float]] = {}
         for field, value in sorted(self.snapshot.items()):
-            event, _, group = field.partition(":")
-            if event in families:
-                families[event].add_metric([group], value)
-            elif event == "spilled_bytes":
-                spilled.add_metric([group], value)
-            elif event in ("scan_cache_bytes_cache", "scan_cache_bytes_remote"):
-                cache_bytes.add_metric([group, event.rsplit("_", 1)[1]], value)
-            elif event == "scan_cache_evictions":
-                evictions.add_metric([group], value)
-            elif event == "scan_cache_hits":
-                hits.add_metric([group], value)
-            elif event == "scan_cache_misses":
-                misses.add_metric([group], value)
-            elif event == "oom_kills":
-                oom_kills.add_metric([group], value)
-            elif event == "hist":
-                name, group, le = group.split(":")
-                histograms.setdefault((name, group), {})[le] = value
-        yield from families.values()
-        yield spilled
-        yield from (cache_bytes, evictions, hits, misses, oom_kills)
+            parsed = parse_counter_field(field)
+            if isinstance(parsed, CounterField):
+                extra = COUNTER_METRICS.get(parsed.counter, ("", "", None))[2]
+                families[parsed.counter].add_metric([parsed.group, extra[1]] if extra else [parsed.group], value)
+            elif isinstance(parsed, HistogramField):
+                histograms.setdefault((parsed.histogram, parsed.group), {})[parsed.le] = value
+        yield from {id(f): f for f in families.values()}.values()
         yield from _histograms(histograms)
 
 
 HISTOGRAM_DOCS = {
-    "job_queue_wait_seconds": "Seconds from submission to start, per succeeded job.",
-    "job_run_seconds": "Seconds a consumer spent on a succeeded job.",
-    "job_spilled_bytes": "Peak spill bytes per succeeded job.",
+    HistogramName.JOB_QUEUE_WAIT_SECONDS: "Seconds from submission to start, per succeeded job.",
+    HistogramName.JOB_RUN_SECONDS: "Seconds a consumer spent on a succeeded job.",
+    HistogramName.JOB_SPILLED_BYTES: "Peak spill bytes per succeeded job.",
 }
 
 
-def _histograms(data: dict[tuple[str, str], dict[str, float]]) -> Iterator[HistogramMetricFamily]:
+def _histograms(data: dict[tuple[HistogramName, str], dict[str, float]]) -> Iterator[HistogramMetricFamily]:
     """Every bucket of every histogram: Redis only holds the buckets a job fell into (cumulative), so a
     missing bucket is a zero."""
-    families: dict[str, HistogramMetricFamily] = {}
-    for (name, group), fields in sorted(data.items()):
-        family = families.setdefault(name, HistogramMetricFamily(
-            f"jobqueue_{name}", HISTOGRAM_DOCS.get(name, name), labels=["group"]))
-        bounds = HISTOGRAM_BUCKETS.get(name, ())
-        buckets = [(_le(str(le)), fields.get(str(le), 0.0)) for le in bounds] + [("+Inf", fields.get("+Inf", 0))]
+    families: dict[HistogramName, HistogramMetricFamily] = {}
+    for (hist, group), fields in sorted(data.items()):
+        family = families.setdefault(hist, HistogramMetricFamily(
+            f"jobqueue_{hist.value}", HISTOGRAM_DOCS[hist], labels=["group"]))
+        buckets = [(_le(str(le)), fields.get(str(le), 0.0)) for le in hist.buckets] + [("+Inf", fields.get("+Inf", 0))]
         family.add_metric([group], buckets=buckets, sum_value=fields.get("sum", 0.0))
     yield from families.values()
 
@@ -113,22 +112,44 @@ GROUP_GAUGES = (
 )
 
 
+@dataclass(frozen=True)
+class GroupValues:
+    """What the last tick saw of one group; each field is the gauge of the same name in `GROUP_GAUGES`, but the
+    oldest ready job is kept as a time (`oldest_ready_ms`), so a steady group's values do not change every tick."""
+
+    queue_ready_jobs: float
+    queue_deferred_jobs: float
+    jobs_in_flight: float
+    oldest_ready_ms: float  # 0 when nothing is ready
+    consumers_desired: float
+    consumers_current: float
+    consumers_ready: float
+    consumers_busy: float
+    consumers_min: float
+    consumers_max: float
+    group_error: float
+    group_config_error: float
+
+    def gauge(self, name: str, now: float) -> float:
+        if name == "queue_oldest_ready_age_seconds":
+            return max(0.0, now - self.oldest_ready_ms / 1000) if self.oldest_ready_ms else 0.0
+        return float(getattr(self, name))
+
+
 class GroupGauges(Collector):
     """Per-group gauges, rendered at scrape time from what the last tick saw: a tick only stores one
-    tuple per group, so its cost does not include Prometheus label lookups for every group."""
+    `GroupValues` per group, so its cost does not include Prometheus label lookups for every group."""
 
     def __init__(self) -> None:
-        self.values: dict[str, tuple[float, ...]] = {}
+        self.values: dict[str, GroupValues] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        families = [GaugeMetricFamily(f"jobqueue_{name}", doc, labels=["group"]) for name, doc in GROUP_GAUGES]
+        families = [(name, GaugeMetricFamily(f"jobqueue_{name}", doc, labels=["group"])) for name, doc in GROUP_GAUGES]
         now = time.time()
         for group, values in sorted(self.values.items()):
-            oldest_ms = values[3]  # stored as a time, so a steady group's tuple does not change every tick
-            values = (*values[:3], max(0.0, now - oldest_ms / 1000) if oldest_ms else 0.0, *values[4:])
-            for family, value in zip(families, values, strict=True):
-                family.add_metric([group], value)
-        yield from families
+            for name, family in families:
+                family.add_metric([group], values.gauge(name, now))
+        yield from (family for _, family in families)
 
 
 class ManagerMetrics:
@@ -156,9 +177,11 @@ class ManagerMetrics:
         stats = obs.stats
         oldest = obs.oldest_ready_ms or 0
         bounds = (group.min_instances, group.max_instances) if group is not None else (0, 0)
-        self.groups.values[name] = (
-            stats.ready, stats.deferred, stats.in_flight, oldest, decision.replicas, current, len(obs.consumers),
-            stats.busy_consumers, *bounds, 1 if error else 0, 1 if config_error else 0,
+        self.groups.values[name] = GroupValues(
+            queue_ready_jobs=stats.ready, queue_deferred_jobs=stats.deferred, jobs_in_flight=stats.in_flight,
+            oldest_ready_ms=oldest, consumers_desired=decision.replicas, consumers_current=current,
+            consumers_ready=len(obs.consumers), consumers_busy=stats.busy_consumers, consumers_min=bounds[0],
+            consumers_max=bounds[1], group_error=1 if error else 0, group_config_error=1 if config_error else 0,
         )
         if decision.replicas != current:
             self.decisions.labels(decision.direction, decision.reason).inc()

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from jobqueue.entries import MAX_TIME_MS
-from jobqueue.keys import Keys
+from jobqueue.keys import SLOT, Keys, around
 from jobqueue.logs import capped
 from jobqueue.models import ConsumerInfo
 from manager.policy import QueueStats
@@ -89,13 +89,17 @@ def summarize(
 
 # Every group's queue counts, oldest ready job, running entries and consumers in one server-side
 # script: a tick's cost in round trips and in client-side command packing does not grow with the
-# number of groups. Keys are built from the prefix inside the script (single Redis, not Cluster).
+# number of groups. Each group's keys are built inside the script (single Redis, not Cluster), from the
+# layout of `jobqueue.keys` passed in as the text around the group (`_templates`).
+# ARGV[1] now (ms), ARGV[2] group names, comma-separated, ARGV[3] the last due time (ms); ARGV[4..11] the text
+# before and after the group in a queue key, a running key, a consumers key, and around the job id in an arq id.
 _OBSERVE = """
-local prefix, now, max_ms = ARGV[1], tonumber(ARGV[2]), ARGV[4]
+local now, max_ms = tonumber(ARGV[1]), ARGV[3]
+local queue_h, queue_t, running_h, running_t, consumers_h, consumers_t, arq_h, arq_t = unpack(ARGV, 4, 11)
 local out = {}
 local function observe(g)
-  local queue = prefix .. 'queue:' .. g
-  local running = redis.call('HGETALL', prefix .. 'running:' .. g)
+  local queue = queue_h .. g .. queue_t
+  local running = redis.call('HGETALL', running_h .. g .. running_t)
   local total, ready, oldest = redis.call('ZCARD', queue), 0, false
   if total > 0 then
     -- arq keeps running jobs in the queue: the oldest ready job is the first member that is not
@@ -103,7 +107,7 @@ local function observe(g)
     local nrun = #running / 2
     local head = redis.call('ZRANGE', queue, 0, nrun, 'WITHSCORES')
     local busy = {}
-    for j = 1, #running, 2 do busy[prefix .. running[j]] = true end  -- members are arq ids: <prefix><job id>
+    for j = 1, #running, 2 do busy[arq_h .. running[j] .. arq_t] = true end  -- members are arq ids
     for j = 1, #head, 2 do
       if tonumber(head[j + 1]) > now then break end
       if not busy[head[j]] then oldest = head[j + 1]; break end
@@ -115,9 +119,9 @@ local function observe(g)
   end
   local never = {}
   if total > ready then never = redis.call('ZRANGEBYSCORE', queue, '(' .. max_ms, '+inf', 'LIMIT', 0, 100) end
-  return {ready, total - ready, oldest, running, redis.call('HGETALL', prefix .. 'consumers:' .. g), never}
+  return {ready, total - ready, oldest, running, redis.call('HGETALL', consumers_h .. g .. consumers_t), never}
 end
-for g in string.gmatch(ARGV[3], '[^,]+') do  -- group names, comma-separated: one argument to encode
+for g in string.gmatch(ARGV[2], '[^,]+') do  -- group names, comma-separated: one argument to encode
   local ok, reply = pcall(observe, g)  -- a key of the wrong type fails its own group only
   if ok then out[#out + 1] = reply
   else out[#out + 1] = {'!error', type(reply) == 'table' and reply.err or tostring(reply)} end
@@ -168,7 +172,8 @@ async def observe_in_chunks(
     now_ms = int(now * 1000)
     size = -(-len(names) // chunks)
     parts = [names[i:i + size] for i in range(0, len(names), size)]
-    calls = [asyncio.ensure_future(script(args=[keys.prefix, now_ms, ",".join(part), MAX_TIME_MS]))
+    templates = _templates(keys)
+    calls = [asyncio.ensure_future(script(args=[now_ms, ",".join(part), MAX_TIME_MS, *templates]))
              for part in parts]
     try:
         for part, call in zip(parts, calls, strict=True):
@@ -176,6 +181,12 @@ async def observe_in_chunks(
     finally:
         for call in calls:
             call.cancel()
+
+
+def _templates(keys: Keys) -> list[str]:
+    """The script's key layout: the text around the group in each key it reads, and around the job id in an arq id."""
+    return [part for key in (keys.queue(SLOT), keys.running(SLOT), keys.consumers(SLOT), keys.arq_id(SLOT))
+            for part in around(key)]
 
 
 def _summarize_part(names: list[str], replies: list[Any], now: float, stale_after: float,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
@@ -82,7 +82,7 @@ class Reaper:
                   unreachable: Mapping[str, tuple[str, ...]] | None = None) -> ReapReport:
         """`running`: each group's running entries (job id -> consumer id), as the tick observed them;
         `unreachable`: each group's queue members that can never be due."""
-        now = now or datetime.now(UTC)
+        now = now or self.store.clock()
         requeued: list[str] = []
         failed: list[str] = []
         await self._record_pending_kills()
@@ -162,13 +162,9 @@ class Reaper:
                 outcome = "requeued"
             elif await self.store.mark_failed(job_id, loss, errors=errors, owner=owner):
                 outcome = "failed"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.keys.running(group), job_id)
-            pipe.delete(self.keys.arq_in_progress(job_id))  # lets any consumer of the group pick it up again
-            if outcome == "failed" or (record is not None and record.status.is_final):
-                pipe.zrem(self.keys.queue(group), self.keys.arq_id(job_id))
-                pipe.delete(self.keys.arq_job(job_id))
-            await pipe.execute()
+        # the in-progress lock goes too, so any consumer of the group can pick it up again
+        await self.store.release_lost(job_id, group,
+                                      dequeue=outcome == "failed" or (record is not None and record.status.is_final))
         if outcome == "failed":
             await self._remove_files(job_id, result=True)  # a killed attempt may have left a temporary file
         if outcome != "cleaned":
@@ -186,15 +182,12 @@ class Reaper:
     async def _expire_one(self, job_id: str) -> bool:
         record = await self.store.get(job_id)
         if record is None or record.status.is_final:
-            await self.redis.zrem(self.keys.deadlines, job_id)
+            await self.store.forget_deadline(job_id)
             return False
         if record.status is JobStatus.QUEUED and await self.store.mark_expired(
             job_id, "completion deadline passed while queued"
         ):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.keys.queue(record.resource_group), self.keys.arq_id(job_id))
-                pipe.delete(self.keys.arq_job(job_id))
-                await pipe.execute()
+            await self.store.dequeue(job_id, record.resource_group)
             log.info("job expired in queue", job_id=job_id, group=record.resource_group)
             await self._remove_files(job_id, result=False)
             return True

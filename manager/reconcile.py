@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 
+from jobqueue.clock import Clock, system_clock
 from jobqueue.errors import ConfigError
 from jobqueue.groups import GroupsConfig, ResourceGroup, load_groups_config
 from jobqueue.jobstore import JobStore
-from jobqueue.keys import Keys
+from jobqueue.keys import MANAGER_TICK_AT, GroupState, Keys
 from jobqueue.logs import capped, get_logger
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
 from jobqueue.settings import Settings
@@ -34,11 +34,6 @@ from manager.reaper import Reaper
 from manager.scheduler import Scheduler
 
 log = get_logger("jobqueue.manager")
-
-
-# What `jobqueue status` reads from <p>group-states, in the order `_reconcile_group` returns it.
-STATE_FIELDS = ("current", "desired", "direction", "reason", "detail", "ready", "in_flight", "deferred", "busy",
-                "orphaned", "oldest_ready_at", "error", "configured", "live", "start_trouble")
 
 
 class GroupStatus(NamedTuple):
@@ -54,7 +49,7 @@ class Reconciler:
         settings: Settings,
         groups: dict[str, ResourceGroup] | GroupsConfig,
         backend: ScalerBackend,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = system_clock,
         scheduler: Scheduler | None = None,
         metrics: ManagerMetrics | None = None,
         groups_path: Path | None = None,
@@ -67,18 +62,18 @@ class Reconciler:
         self.groups_path = groups_path  # re-read when it changes (a mounted ConfigMap)
         self._groups_mtime = groups_path.stat().st_mtime_ns if groups_path else None
         self.backend = backend
-        self.clock = clock
+        self.clock = clock  # the time of every decision: the reaper, the scheduler and the job records go by it too
         self.scheduler = scheduler
         self.metrics = metrics or ManagerMetrics()
         self.leader = leader or (lambda: True)
         self.last_tick_at = time.monotonic()
         self.states: dict[str, ScaleState] = {}
         self.last: dict[str, GroupStatus] = {}
-        self._published: dict[str, tuple[Any, ...]] = {}  # group -> the state last written to Redis
+        self._published: dict[str, GroupState] = {}  # group -> the state last written to Redis
         self._specs: dict[str, tuple[ResourceGroup, ScalingSpec]] = {}
         self._observations = ObservationCache()
         self._group_errors: dict[str, str] = {}  # group -> the error last logged for it (logged once)
-        store = JobStore(redis, self.keys, settings.job_ttl_seconds)
+        store = JobStore(redis, self.keys, settings.job_ttl_seconds, clock)
         self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds, Storage(settings),
                              oom_source=backend if hasattr(backend, "pending_oom_kills") else None)
 
@@ -127,7 +122,8 @@ class Reconciler:
         started = time.perf_counter()
         await self._reload_groups()
         names = set(self.groups) | set(self.config.errors) | self.backend.managed_groups()
-        now = self.clock()
+        at = self.clock()
+        now = at.timestamp()
         observed: dict[str, GroupObservation] = {}
         changed: dict[str, str] = {}
         async for part in observe_in_chunks(self.redis, self.keys, sorted(names), now,
@@ -137,9 +133,9 @@ class Reconciler:
                 state = await self._reconcile_group_isolated(name, obs, now)
                 if self._published.get(name) != state:  # steady groups cost no write
                     self._published[name] = state
-                    changed[name] = json.dumps(dict(zip(STATE_FIELDS, state, strict=True)))
+                    changed[name] = state.to_json()
         # jobs of dead consumers go back to their queue now, and count from the next tick
-        await self.reaper.run({g: o.running for g, o in observed.items()},
+        await self.reaper.run({g: o.running for g, o in observed.items()}, now=at,
                               unreachable={g: o.unreachable for g, o in observed.items() if o.unreachable})
         gone = [n for n in self._published if n not in names]
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -150,7 +146,7 @@ class Reconciler:
                 pipe.hset(self.keys.group_states, mapping=changed)
             if gone:
                 pipe.hdel(self.keys.group_states, *gone)
-            pipe.hset(self.keys.manager_state, "tick_at", str(now))
+            pipe.hset(self.keys.manager_state, MANAGER_TICK_AT, str(now))
             pipe.hgetall(self.keys.counters)
             replies = await pipe.execute()
         for name in gone:
@@ -171,19 +167,19 @@ class Reconciler:
         current = self.last[name].current if name in self.last else 0
         return Decision(current, "none", "error", error, self.states.get(name, ScaleState()))
 
-    async def _reconcile_group_isolated(self, name: str, obs: GroupObservation, now: float) -> tuple[Any, ...]:
+    async def _reconcile_group_isolated(self, name: str, obs: GroupObservation, now: float) -> GroupState:
         try:
             state = await self._reconcile_group(name, obs, now)
         except Exception as e:  # outside the backend calls (which report their own): never the other groups'
             decision = self._group_failed(name, capped(f"{type(e).__name__}: {e}"), exc_info=True)
             self.last[name] = GroupStatus(obs, decision.replicas, decision)
-            return (decision.replicas, decision.replicas, "none", "error", decision.detail, 0, 0, 0, 0, 0, None,
-                    decision.detail, name in self.groups, 0)
-        if state[STATE_FIELDS.index("error")] is None:
+            return GroupState(current=decision.replicas, desired=decision.replicas, direction="none", reason="error",
+                              detail=decision.detail, error=decision.detail, configured=name in self.groups)
+        if state.error is None:
             self._group_errors.pop(name, None)
         return state
 
-    async def _reconcile_group(self, name: str, obs: GroupObservation, now: float) -> tuple[Any, ...]:  # noqa: C901
+    async def _reconcile_group(self, name: str, obs: GroupObservation, now: float) -> GroupState:  # noqa: C901
         """Decide and act for one group; a failure is reported in its state and does not stop the others."""
         group = self.groups.get(name)
         prev = self.last.get(name)
@@ -230,10 +226,13 @@ class Reconciler:
                                    error=decision.reason == "error")
         stats = obs.stats
         trouble = getattr(self.backend, "start_trouble", None)  # the local backend's crash-looping slots
-        return (current, decision.replicas, decision.direction, decision.reason, decision.detail, stats.ready,
-                stats.in_flight, stats.deferred, stats.busy_consumers, len(obs.orphaned_jobs),
-                obs.oldest_ready_ms / 1000 if obs.oldest_ready_ms else None, error, group is not None,
-                len(obs.consumers), trouble(name) if trouble else None)
+        return GroupState(
+            current=current, desired=decision.replicas, direction=decision.direction, reason=decision.reason,
+            detail=decision.detail, ready=stats.ready, in_flight=stats.in_flight, deferred=stats.deferred,
+            busy=stats.busy_consumers, orphaned=len(obs.orphaned_jobs),
+            oldest_ready_at=obs.oldest_ready_ms / 1000 if obs.oldest_ready_ms else None, error=error,
+            configured=group is not None, live=len(obs.consumers), start_trouble=trouble(name) if trouble else None,
+        )
 
     def healthy(self) -> bool:
         """Liveness: the loop has completed a tick recently."""
@@ -262,7 +261,7 @@ class Reconciler:
                         self.last_tick_at = time.monotonic()
                     else:
                         if self.scheduler is not None:  # before scaling, so a fired run is seen this tick
-                            await self.scheduler.tick()
+                            await self.scheduler.tick(self.clock())
                         await self.tick()
                     outage.recovered()
                 except REDIS_UNREACHABLE as e:  # Redis down: one line now and then, try again next tick

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
 from jobqueue.inputs import to_arrow, with_times
-from jobqueue.keys import SCHEDULE_ERRORS_FIELD
+from jobqueue.keys import SCHEDULE_ERRORS_FIELD, TRUE, ScheduleField
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
 from jobqueue.schedules import ScheduledQuery, spine_columns
@@ -87,18 +87,19 @@ class Scheduler:
     async def _evaluate(self, sq: ScheduledQuery, now: datetime) -> list[Fired]:
         key = self.keys.schedule(sq.name)
         checkpoint, paused, requested = await cast(
-            Awaitable[list[bytes | None]], self.redis.hmget(key, ["checkpoint", "paused", "run_requested"])
+            Awaitable[list[bytes | None]],
+            self.redis.hmget(key, [ScheduleField.CHECKPOINT, ScheduleField.PAUSED, ScheduleField.RUN_REQUESTED]),
         )
         results = []
         if requested:
-            await cast(Awaitable[int], self.redis.hdel(key, "run_requested"))
+            await cast(Awaitable[int], self.redis.hdel(key, ScheduleField.RUN_REQUESTED))
             results.append(await self.fire(sq, now, manual=True))
-        if not sq.enabled or paused == b"true":
+        if not sq.enabled or paused == TRUE.encode():
             # paused time is not "missed"
-            await cast(Awaitable[int], self.redis.hset(key, "checkpoint", now.isoformat()))
+            await cast(Awaitable[int], self.redis.hset(key, ScheduleField.CHECKPOINT, now.isoformat()))
             return results
         firing = plan_firing(sq, _dt(checkpoint), now, self.grace)
-        await cast(Awaitable[int], self.redis.hset(key, "checkpoint", now.isoformat()))
+        await cast(Awaitable[int], self.redis.hset(key, ScheduleField.CHECKPOINT, now.isoformat()))
         if firing.missed:
             log.warning("schedule missed due times", schedule=sq.name, missed=firing.missed, reason=firing.reason)
         if firing.due is not None:
@@ -109,11 +110,11 @@ class Scheduler:
         """Submit the run for `due` unless it exists already or overlaps a running one."""
         key = self.keys.schedule(sq.name)
         if not sq.allow_overlap:
-            last = await cast(Awaitable[bytes | None], self.redis.hget(key, "last_job"))
+            last = await cast(Awaitable[bytes | None], self.redis.hget(key, ScheduleField.LAST_JOB))
             record = await self.client.store.get(last.decode()) if last else None
             if record is not None and record.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 reason = f"skipped {due.isoformat()}: previous run {record.job_id} is still {record.status.value}"
-                await cast(Awaitable[int], self.redis.hset(key, "last_reason", reason))
+                await cast(Awaitable[int], self.redis.hset(key, ScheduleField.LAST_REASON, reason))
                 log.info("scheduled run skipped (overlap)", schedule=sq.name, due=due.isoformat(), reason=reason)
                 return Fired(sq.name, due, None, reason)
         job_id = run_id(self.client.settings.environment, sq.name, due, manual)
@@ -128,8 +129,8 @@ class Scheduler:
             return Fired(sq.name, due, None, "already submitted (another manager, or before a restart)")
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(self.keys.schedule_runs(sq.name), {job_id: due.timestamp() * 1000})
-            pipe.hset(key, mapping={"last_job": job_id, "last_due": due.isoformat(),
-                                    "last_reason": "manual run" if manual else "due"})
+            pipe.hset(key, mapping={ScheduleField.LAST_JOB: job_id, ScheduleField.LAST_DUE: due.isoformat(),
+                                    ScheduleField.LAST_REASON: "manual run" if manual else "due"})
             await pipe.execute()
         log.info("scheduled run submitted", schedule=sq.name, due=due.isoformat(), job_id=job_id)
         return Fired(sq.name, due, job_id, "submitted")

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from jobqueue.cli.console import console, err_console, with_client
 from jobqueue.errors import JobQueueError
-from jobqueue.keys import SCHEDULE_ERRORS_FIELD
+from jobqueue.keys import FALSE, SCHEDULE_ERRORS_FIELD, TRUE, ScheduleField
 from jobqueue.schedules import ScheduledQuery, next_due
 from jobqueue.sizes import format_bytes
 
@@ -53,15 +53,16 @@ def list_schedules(ctx: typer.Context) -> None:
         for name, sq in sorted(definitions.items()):
             raw = await cast(Awaitable[dict[bytes, bytes]], client.redis.hgetall(client.keys.schedule(name)))
             state = {k.decode(): v.decode() for k, v in raw.items()}
-            last = await client.store.get(state["last_job"]) if state.get("last_job") else None
+            last_job = state.get(ScheduleField.LAST_JOB)
+            last = await client.store.get(last_job) if last_job else None
             nxt = next_due(sq, now)
-            paused = state.get("paused") == "true"
+            paused = state.get(ScheduleField.PAUSED) == TRUE
             out.append([
                 name, f"{sq.schedule} ({sq.timezone})", sq.resource_group,
                 "paused" if paused else "enabled" if sq.enabled else "disabled",
                 nxt.isoformat(timespec="minutes") if nxt else "-",
-                f"{last.status.value} ({state.get('last_due', '')[:16]})" if last else "-",
-                state.get("last_reason", "-"),
+                f"{last.status.value} ({state.get(ScheduleField.LAST_DUE, '')[:16]})" if last else "-",
+                state.get(ScheduleField.LAST_REASON, "-"),
             ])
         return out, errors
 
@@ -98,7 +99,7 @@ def list_runs(name: NameArg, limit: Annotated[int, typer.Option(min=1, help="How
     console.print(table)
 
 
-def _flag(name: str, field: str, value: str, done: str) -> None:
+def _flag(name: str, field: ScheduleField, value: str, done: str) -> None:
     async def set_flag(client: AsyncJobQueueClient) -> Any:
         await _one(client, name)
         await cast(Awaitable[int], client.redis.hset(client.keys.schedule(name), field, value))
@@ -110,16 +111,16 @@ def _flag(name: str, field: str, value: str, done: str) -> None:
 @app.command("run")
 def run_now(name: NameArg) -> None:
     """Trigger a run now (the manager submits it on its next tick)."""
-    _flag(name, "run_requested", datetime.now(UTC).isoformat(), f"requested a run of {name}")
+    _flag(name, ScheduleField.RUN_REQUESTED, datetime.now(UTC).isoformat(), f"requested a run of {name}")
 
 
 @app.command("pause")
 def pause(name: NameArg) -> None:
     """Stop firing until resumed; due times while paused are not caught up."""
-    _flag(name, "paused", "true", f"paused {name}")
+    _flag(name, ScheduleField.PAUSED, TRUE, f"paused {name}")
 
 
 @app.command("resume")
 def resume(name: NameArg) -> None:
     """Fire again from the next due time."""
-    _flag(name, "paused", "false", f"resumed {name}")
+    _flag(name, ScheduleField.PAUSED, FALSE, f"resumed {name}")

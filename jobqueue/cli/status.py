@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from jobqueue.keys import Keys
+from jobqueue.keys import MANAGER_TICK_AT, GroupState, Keys
 from jobqueue.redis import connect_redis
 from jobqueue.settings import Settings
 
@@ -27,25 +27,30 @@ async def read_status(settings: Settings) -> list[dict[str, Any]]:
     redis = connect_redis(settings)
     try:
         groups = {k.decode(): json.loads(v) for k, v in (await _hash(redis, keys.groups)).items()}
-        states = {k.decode(): json.loads(v) for k, v in (await _hash(redis, keys.group_states)).items()}
-        tick = await cast(Awaitable[bytes | None], redis.hget(keys.manager_state, "tick_at"))
+        states = {k.decode(): GroupState.from_json(v) for k, v in (await _hash(redis, keys.group_states)).items()}
+        tick = await cast(Awaitable[bytes | None], redis.hget(keys.manager_state, MANAGER_TICK_AT))
         tick_at = float(tick) if tick else None
         rows = []
         for name in sorted(set(groups) | set(states)):
-            state, config = states.get(name, {}), groups.get(name, {})
-            oldest = state.get("oldest_ready_at")
+            state, config = states.get(name), groups.get(name, {})
+            oldest = state.oldest_ready_at if state else None
             rows.append({
                 "group": name,
                 "min": config.get("min_instances"),
                 "max": config.get("max_instances"),
-                **{k: state.get(k) for k in ("desired", "current", "busy", "ready", "in_flight", "deferred")},
-                "consumers_ready": state.get("live"),
+                "desired": state.desired if state else None,
+                "current": state.current if state else None,
+                "busy": state.busy if state else None,
+                "ready": state.ready if state else None,
+                "in_flight": state.in_flight if state else None,
+                "deferred": state.deferred if state else None,
+                "consumers_ready": state.live if state else None,
                 "oldest_wait_seconds": round(max(0.0, tick_at - oldest), 1) if oldest and tick_at else 0,
-                "decision": state.get("reason"),
-                "detail": state.get("detail"),
-                "error": state.get("error"),
-                "start_trouble": state.get("start_trouble"),
-                "configured": state.get("configured", True),
+                "decision": state.reason if state else None,
+                "detail": state.detail if state else None,
+                "error": state.error if state else None,
+                "start_trouble": state.start_trouble if state else None,
+                "configured": state.configured if state else True,
                 "age_seconds": round(time.time() - tick_at, 1) if state and tick_at else None,
             })
         return rows

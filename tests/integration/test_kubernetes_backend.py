@@ -192,7 +192,7 @@ async def test_a_broken_group_config_is_reported_while_the_others_run(cluster, m
     assert manager.last["adhoc"].decision.reason == "config_error"
     assert "'adhoc'" in manager.last["adhoc"].decision.detail and "not a Kubernetes quantity" in manager.last[
         "adhoc"].decision.detail
-    assert manager.metrics.groups.values["adhoc"][-1] == 1  # jobqueue_group_config_error
+    assert manager.metrics.groups.values["adhoc"].group_config_error == 1  # jobqueue_group_config_error
 
 
 async def test_exactly_one_leader_and_handover(cluster, kube_settings):

@@ -1,0 +1,142 @@
+"""The Lua scripts of `JobStore` and the counts they add, as data. Pure, no I/O.
+
+No name is written in the Lua: every key comes in KEYS, every job field in ARGV[1] (`NAMES`), every status in
+ARGV, and every counter as the text before and after the group in its field (`keys.around`), because the
+group is read from the record inside the script. So the names live in `jobqueue.keys` alone.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jobqueue.keys import SLOT, CounterName, HistogramName, JobField, around
+from jobqueue.models import JobStatus, PerformanceSummary
+
+# ARGV[1] of every script: the job fields it reads and writes, as JSON {status = <JobField.STATUS>, ...}
+NAMES = json.dumps({f.name.lower(): f.value for f in (JobField.STATUS, JobField.RESOURCE_GROUP, JobField.CONSUMER_ID,
+                                               JobField.STARTED_AT, JobField.PROGRESS, JobField.ATTEMPTS,
+                                               JobField.ERRORS, JobField.FINISHED_AT, JobField.CANCEL_REQUESTED)})
+GROUP_FUNCTIONS = """
+local function group_of(job)
+  return cjson.decode(redis.call('HGET', job, N.resource_group) or '""')
+end
+-- counts: JSON list of {head, tail, amount, 'i' or 'f'}; the field is head .. group .. tail
+local function count(counters, group, counts)
+  for _, c in ipairs(cjson.decode(counts)) do
+    local field = c[1] .. group .. c[2]
+    if c[4] == 'f' then redis.call('HINCRBYFLOAT', counters, field, c[3])
+    else redis.call('HINCRBY', counters, field, c[3]) end
+  end
+end
+"""
+
+# KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] counters; to release the job from its consumer, also KEYS[4] its
+# group's running hash and KEYS[5] its heartbeat, from which it is removed.
+# ARGV[1] names; ARGV[2] comma-separated allowed current states; ARGV[3] new state; ARGV[4] job id;
+# ARGV[5] required consumer_id, JSON ('' for any); ARGV[6] '1' when the new state is final; ARGV[7] the counts (see
+# `count`); ARGV[8..] field/value pairs. One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
+TRANSITION = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + """
+local cur = redis.call('HGET', KEYS[1], N.status)
+if not cur then return -1 end
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], N.consumer_id) ~= ARGV[5] then return 0 end
+for s in string.gmatch(ARGV[2], '[^,]+') do
+  if s == cur then
+    redis.call('HSET', KEYS[1], N.status, ARGV[3])
+    count(KEYS[3], group_of(KEYS[1]), ARGV[7])
+    for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    if ARGV[6] == '1' then redis.call('ZREM', KEYS[2], ARGV[4]) end
+    if #KEYS == 5 then
+      redis.call('HDEL', KEYS[4], ARGV[4])
+      redis.call('DEL', KEYS[5])
+    end
+    return 1
+  end
+end
+return 0
+"""
+
+# KEYS[1] job hash, KEYS[2] running hash, KEYS[3] heartbeat, KEYS[4] counters. ARGV[1] names, ARGV[2] queued,
+# ARGV[3] running, ARGV[4] consumer id, ARGV[5] the same as JSON, ARGV[6] started_at JSON, ARGV[7] heartbeat TTL
+# milliseconds, ARGV[8] job id, ARGV[9] the counts. queued -> running, attempt counted, running entry and heartbeat
+# set: one round trip. Returns {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record.
+CLAIM = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + """
+local cur = redis.call('HGET', KEYS[1], N.status)
+if not cur then return {-1} end
+if cur ~= ARGV[2] then return {0, cur} end
+redis.call('HSET', KEYS[1], N.status, ARGV[3], N.consumer_id, ARGV[5], N.started_at, ARGV[6], N.progress, '0.0')
+count(KEYS[4], group_of(KEYS[1]), ARGV[9])
+local attempts = redis.call('HINCRBY', KEYS[1], N.attempts, 1)
+redis.call('HSET', KEYS[2], ARGV[8], ARGV[4])
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[7])
+return {1, attempts, redis.call('HGET', KEYS[1], N.errors) or '[]'}
+"""
+
+# KEYS[1] job hash, KEYS[2] counters, KEYS[3] deadlines, KEYS[4] the job's queue, KEYS[5] its arq job. ARGV[1] names,
+# ARGV[2] finished_at JSON, ARGV[3] job id, ARGV[4] arq id, ARGV[5] the job's resource_group as stored (JSON),
+# ARGV[6] queued, ARGV[7] running, ARGV[8] cancelled, ARGV[9] the counts.
+# Replies with a `jobstore.CancelOutcome`: queued -> cancelled, out of its queue, deadlines and arq (1); running ->
+# cancel_requested (2); else 0; none -1; or -2 (RECORD_REPLACED) when the record's group is not ARGV[5] (it was replaced
+# since it was read: read it again).
+REQUEST_CANCEL = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + """
+local cur = redis.call('HGET', KEYS[1], N.status)
+if not cur then return -1 end
+if (redis.call('HGET', KEYS[1], N.resource_group) or '""') ~= ARGV[5] then return -2 end
+if cur == ARGV[6] then
+  redis.call('HSET', KEYS[1], N.status, ARGV[8], N.finished_at, ARGV[2])
+  count(KEYS[2], group_of(KEYS[1]), ARGV[9])
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  redis.call('ZREM', KEYS[4], ARGV[4])
+  redis.call('DEL', KEYS[5])
+  return 1
+end
+if cur == ARGV[7] then
+  redis.call('HSET', KEYS[1], N.cancel_requested, 'true')
+  return 2
+end
+return 0
+"""
+RECORD_REPLACED = -2  # REQUEST_CANCEL's reply when the record changed group under it (never a `CancelOutcome`)
+
+# KEYS[1] oom-kill:<consumer>, KEYS[2] counters. ARGV[1] the kill as JSON, ARGV[2] its kill id, ARGV[3] the counter
+# field (`oom_kills:<group>`), ARGV[4] TTL ms, ARGV[5] the name of the kill id in the JSON. Keeps the consumer's latest
+# kill and counts it once per kill id. Returns 1 when new.
+RECORD_OOM_KILL = """
+local known = redis.call('GET', KEYS[1])
+if known and cjson.decode(known)[ARGV[5]] == ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+return 1
+"""
+KILL_ID = "kill_id"  # in the JSON of <p>oom-kill:<consumer>
+Count = tuple[str, str, str, str]  # head, tail (around the group), amount, 'i' (HINCRBY) or 'f' (HINCRBYFLOAT)
+
+
+def count(counter: CounterName, amount: int = 1) -> Count:
+    return (*around(counter.field(SLOT)), str(amount), "i")
+
+
+def _observe(histogram: HistogramName, value: float) -> list[Count]:
+    """One value into a histogram's cumulative buckets, `+Inf` and `sum`."""
+    def at(le: str) -> tuple[str, str]:
+        return around(histogram.field(SLOT, le))
+
+    return ([(*at(str(le)), "1", "i") for le in histogram.buckets if value <= le]
+            + [(*at("+Inf"), "1", "i"), (*at("sum"), repr(float(value)), "f")])
+
+
+def summary_counts(sm: PerformanceSummary) -> list[Count]:
+    """What a succeeded job's summary adds to the counters and histograms."""
+    counts = [count(CounterName.SPILLED_BYTES, sm.spilled_bytes)]
+    if sm.scan_cache_enabled:
+        counts += [count(CounterName.SCAN_CACHE_BYTES_CACHE, sm.bytes_from_cache),
+                   count(CounterName.SCAN_CACHE_BYTES_REMOTE, sm.bytes_from_remote),
+                   count(CounterName.SCAN_CACHE_EVICTIONS, sm.scan_cache_evictions),
+                   count(CounterName.SCAN_CACHE_HITS, sm.scan_cache_hits),
+                   count(CounterName.SCAN_CACHE_MISSES, sm.scan_cache_misses)]
+    return (counts + _observe(HistogramName.JOB_QUEUE_WAIT_SECONDS, sm.queue_wait_seconds)
+            + _observe(HistogramName.JOB_RUN_SECONDS, sm.total_seconds)
+            + _observe(HistogramName.JOB_SPILLED_BYTES, sm.spilled_bytes))
+
+
+def transition_counter(new: JobStatus) -> CounterName:
+    return CounterName.RETRIED if new is JobStatus.QUEUED else CounterName(new.value)
