@@ -75,7 +75,7 @@ class Reconciler:
         self._group_errors: dict[str, str] = {}  # group -> the error last logged for it (logged once)
         store = JobStore(redis, self.keys, settings.job_ttl_seconds, clock)
         self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds, Storage(settings),
-                             oom_source=backend if hasattr(backend, "pending_oom_kills") else None)
+                             oom_source=backend)
 
     @property
     def groups(self) -> dict[str, ResourceGroup]:
