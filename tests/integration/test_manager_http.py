@@ -86,7 +86,8 @@ async def test_metrics_and_health(settings, tmp_path, arq_redis):
             'jobqueue_job_spilled_bytes_count{group="tight"}': 1,
             'jobqueue_job_spilled_bytes_bucket{group="tight",le="0.0"}': 0,
             'jobqueue_job_spilled_bytes_bucket{group="default",le="0.0"}': 1,
-            'jobqueue_job_run_seconds_count{group="default"}': 1,
+            'jobqueue_job_run_seconds_count{group="default",outcome="succeeded"}': 1,
+            'jobqueue_job_run_seconds_count{group="default",outcome="failed"}': 2,  # bad, and flaky's last attempt
             'jobqueue_job_queue_wait_seconds_bucket{group="default",le="+Inf"}': 1,
             'jobqueue_queue_ready_jobs{group="paused"}': 1, 'jobqueue_consumers_max{group="default"}': 2,
         }
@@ -110,6 +111,34 @@ async def test_metrics_and_health(settings, tmp_path, arq_redis):
         await ops.stop()
     reconciler.last_tick_at -= 3600  # a loop that stopped ticking is not live
     assert not reconciler.healthy()
+
+
+async def test_every_counter_has_a_zero_sample_for_every_group_before_its_first_event(settings, tmp_path, arq_redis):
+    """`increase()` only sees the first failure when the series existed before it, at 0."""
+    settings = with_groups(settings, tmp_path, {"one": {"max_instances": 0}, "two": {"max_instances": 0}})
+    backend = LocalBackend(settings)
+    reconciler = Reconciler(arq_redis, settings, load_groups(settings.resource_groups_path), backend)
+    ops = OpsServer(0, reconciler.metrics.registry, reconciler.healthy, reconciler.ready, host="127.0.0.1")
+    await ops.start()
+    try:
+        before_tick = (await asyncio.to_thread(get, ops.bound_port, "/metrics"))[1]
+        await reconciler.tick()
+        status, text = await asyncio.to_thread(get, ops.bound_port, "/metrics")
+    finally:
+        await backend.aclose()
+        await ops.stop()
+    assert status == 200
+    for page in (before_tick, text):
+        for group in ("one", "two"):
+            for event in ("enqueued", "started", "succeeded", "failed", "retried", "cancelled", "expired"):
+                assert metric(page, f'jobqueue_jobs_{event}_total{{group="{group}"}}') == 0
+            for name in ("scan_cache_hits", "scan_cache_misses", "scan_cache_evictions", "spilled_bytes",
+                         "consumer_oom_kills"):
+                assert metric(page, f'jobqueue_{name}_total{{group="{group}"}}') == 0
+            for origin in ("cache", "remote"):
+                assert metric(page, f'jobqueue_scan_cache_read_bytes_total{{group="{group}",origin="{origin}"}}') == 0
+            for outcome in ("succeeded", "failed"):
+                assert metric(page, f'jobqueue_job_run_seconds_count{{group="{group}",outcome="{outcome}"}}') == 0
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
