@@ -174,6 +174,11 @@ class ManagerMetrics:
         self.tick = Histogram("jobqueue_manager_tick_seconds", "Duration of one reconcile tick.", registry=r,
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.leader = Gauge("jobqueue_manager_is_leader", "1 when this manager acts.", registry=r)
+        self.tick_age = Gauge("jobqueue_manager_last_tick_age_seconds", "Seconds since this manager last completed a "
+                              "tick (a standby: its last leadership check), or since it started; alert when it is "
+                              "several ticks old.", registry=r)
+        self.redis_up = Gauge("jobqueue_manager_redis_up", "1 when this manager's last tick reached Redis, 0 when "
+                              "Redis was unreachable (or before the first tick).", registry=r)
         self.decisions = Counter("jobqueue_scale_decisions", "Scaling actions taken.", ["direction", "reason"],
                                  registry=r)
         self.backend_errors = Counter("jobqueue_backend_errors", "Failed backend calls.", ["backend", "kind"],

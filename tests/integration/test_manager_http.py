@@ -15,6 +15,8 @@ from pydantic import SecretStr
 from jobqueue import AsyncJobQueueClient, JobFailedError, ResourceRequests
 from jobqueue.groups import load_groups
 from jobqueue.ops_server import OpsServer
+from jobqueue.outage import REDIS_UNREACHABLE
+from jobqueue.redis import connect_redis
 from jobqueue.sample import sample_input, write_sample_store
 from manager.backends.local import LocalBackend
 from manager.reconcile import Reconciler
@@ -209,6 +211,29 @@ async def test_every_counter_has_a_zero_sample_for_every_group_before_its_first_
                 assert metric(page, f'jobqueue_scan_cache_read_bytes_total{{group="{group}",origin="{origin}"}}') == 0
             for outcome in ("succeeded", "failed"):
                 assert metric(page, f'jobqueue_job_run_seconds_count{{group="{group}",outcome="{outcome}"}}') == 0
+
+
+async def test_the_manager_reports_its_tick_age_and_whether_redis_answers(settings, tmp_path, arq_redis):
+    settings = with_groups(settings, tmp_path, {"one": {"max_instances": 0}})
+    backend = LocalBackend(settings)
+    gone = connect_redis(settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}))
+    try:
+        reachable = Reconciler(arq_redis, settings, load_groups(settings.resource_groups_path), backend)
+        value = reachable.metrics.registry.get_sample_value
+        assert value("jobqueue_manager_redis_up") == 0, "unknown before the first tick"
+        await reachable.tick()
+        assert value("jobqueue_manager_redis_up") == 1
+        assert 0 <= (value("jobqueue_manager_last_tick_age_seconds") or -1) < 60
+        reachable.last_tick_at -= 600  # ten minutes without a tick
+        assert (value("jobqueue_manager_last_tick_age_seconds") or 0) >= 600
+        unreachable = Reconciler(gone, settings, load_groups(settings.resource_groups_path), backend)
+        unreachable.metrics.redis_up.set(1)  # as after an earlier good tick
+        with pytest.raises(REDIS_UNREACHABLE):
+            await unreachable.tick()
+        assert unreachable.metrics.registry.get_sample_value("jobqueue_manager_redis_up") == 0
+    finally:
+        await gone.aclose()
+        await backend.aclose()
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
