@@ -177,7 +177,7 @@ class ManagerMetrics:
         self.tick_age = Gauge("jobqueue_manager_last_tick_age_seconds", "Seconds since this manager last completed a "
                               "tick (a standby: its last leadership check), or since it started; alert when it is "
                               "several ticks old.", registry=r)
-        self.redis_up = Gauge("jobqueue_manager_redis_up", "1 when this manager's last tick reached Redis, 0 when "
+        self.reached = Gauge("jobqueue_manager_redis_up", "1 when this manager's last tick reached Redis, 0 when "
                               "Redis was unreachable (or before the first tick).", registry=r)
         self.decisions = Counter("jobqueue_scale_decisions", "Scaling actions taken.", ["direction", "reason"],
                                  registry=r)
@@ -205,6 +205,9 @@ class ManagerMetrics:
         )
         if decision.replicas != current:
             self.decisions.labels(decision.direction, decision.reason).inc()
+
+    def redis_reached(self, up: bool) -> None:
+        self.reached.set(1 if up else 0)
 
     def forget_group(self, name: str) -> None:
         self.groups.values.pop(name, None)

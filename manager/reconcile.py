@@ -125,9 +125,9 @@ class Reconciler:
         try:
             last = await self._tick()
         except REDIS_UNREACHABLE:
-            self.metrics.redis_up.set(0)
+            self.metrics.redis_reached(False)
             raise
-        self.metrics.redis_up.set(1)
+        self.metrics.redis_reached(True)
         return last
 
     async def _tick(self) -> dict[str, GroupStatus]:
@@ -277,7 +277,7 @@ class Reconciler:
                         await self.tick()
                     outage.recovered()
                 except REDIS_UNREACHABLE as e:  # Redis down: one line now and then, try again next tick
-                    self.metrics.redis_up.set(0)
+                    self.metrics.redis_reached(False)
                     outage.failed(e)
                 except Exception:
                     log.exception("tick failed")

@@ -227,7 +227,7 @@ async def test_the_manager_reports_its_tick_age_and_whether_redis_answers(settin
         reachable.last_tick_at -= 600  # ten minutes without a tick
         assert (value("jobqueue_manager_last_tick_age_seconds") or 0) >= 600
         unreachable = Reconciler(gone, settings, load_groups(settings.resource_groups_path), backend)
-        unreachable.metrics.redis_up.set(1)  # as after an earlier good tick
+        unreachable.metrics.redis_reached(True)  # as after an earlier good tick
         with pytest.raises(REDIS_UNREACHABLE):
             await unreachable.tick()
         assert unreachable.metrics.registry.get_sample_value("jobqueue_manager_redis_up") == 0
