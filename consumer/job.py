@@ -126,7 +126,7 @@ class JobRun:
             await self._record_stop(stop)
             return await self._final(stop.status.value)
         except Exception as e:
-            return await self._record_failure(claim, e)
+            return await self._record_failure(claim, e, time.time() - started)
         await self._released(
             lambda: store.mark_succeeded(job.job_id, outcome.result_uri, outcome.summary, owner=owner, release=group)
         )
@@ -214,7 +214,7 @@ class JobRun:
                                                                  release=group))
         log.info("job stopped", status=stop.status.value, reason=str(stop))
 
-    async def _record_failure(self, claim: Claim, error: Exception) -> dict[str, Any]:
+    async def _record_failure(self, claim: Claim, error: Exception, ran: float) -> dict[str, Any]:
         message = capped(f"{type(error).__name__}: {error}")
         if "max_temp_directory_size" in str(error):
             message = (f"spill space exhausted in {self.consumer.settings.spill_root} (this query's share of the "
@@ -230,7 +230,7 @@ class JobRun:
         why = "not retryable" if not retryable else f"{claim.attempt} attempt(s) used"
         log.error("job failed", error=message, why=why, exc_info=error)
         await self._released(lambda: self.store.mark_failed(self.job.job_id, message, errors=errors, owner=owner,
-                                                    release=group))
+                                                            release=group, run_seconds=ran))
         return await self._final("failed")
 
     async def _final(self, outcome: str, applied: bool = True) -> dict[str, Any]:

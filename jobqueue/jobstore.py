@@ -37,7 +37,9 @@ from jobqueue.store_scripts import (
     RECORD_REPLACED,
     REQUEST_CANCEL,
     TRANSITION,
+    Count,
     count,
+    failed_run_counts,
     summary_counts,
     transition_counter,
 )
@@ -161,12 +163,13 @@ class JobStore:
         *,
         owner: str = "",
         release: str = "",
+        extra_counts: list[Count] | None = None,
         **fields: Any,
     ) -> int:
         """Set `status=new` (and `fields`) only if the status is in `allowed` (and, with `owner`,
         the job belongs to that consumer). With `release=<group>` the job's running entry and
         heartbeat go in the same round trip. Returns 1 applied, 0 not applied, -1 no record."""
-        counts = [count(transition_counter(new))]
+        counts = [count(transition_counter(new)), *(extra_counts or [])]
         pairs: list[str] = []
         for name, value in fields.items():
             if name not in JOB_JSON_FIELDS:
@@ -278,10 +281,13 @@ class JobStore:
         return applied == 1
 
     async def mark_failed(
-        self, job_id: str, error: str, errors: list[str] | None = None, owner: str = "", release: str = ""
+        self, job_id: str, error: str, errors: list[str] | None = None, owner: str = "", release: str = "",
+        run_seconds: float | None = None,
     ) -> bool:
+        """`run_seconds`: how long the failed attempt ran, for the run-time histogram (None: it did not run)."""
         applied = await self.transition(
             job_id, [JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.FAILED, owner=owner, release=release,
+            extra_counts=failed_run_counts(run_seconds) if run_seconds is not None else None,
             finished_at=self.clock(), error=error, errors=errors if errors is not None else [error],
         )
         return applied == 1

@@ -134,7 +134,8 @@ class HistogramName(enum.StrEnum):
     """Histograms kept in <p>counters as cumulative bucket counters: `hist:<name>:<group>:<le>`, `+Inf` and `sum`."""
 
     JOB_QUEUE_WAIT_SECONDS = "job_queue_wait_seconds"
-    JOB_RUN_SECONDS = "job_run_seconds"
+    JOB_RUN_SECONDS = "job_run_seconds"  # succeeded jobs
+    JOB_FAILED_RUN_SECONDS = "job_failed_run_seconds"  # failed jobs that ran: exported as job_run_seconds{outcome}
     JOB_SPILLED_BYTES = "job_spilled_bytes"
 
     @property

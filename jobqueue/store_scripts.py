@@ -138,5 +138,10 @@ def summary_counts(sm: PerformanceSummary) -> list[Count]:
             + _observe(HistogramName.JOB_SPILLED_BYTES, sm.spilled_bytes))
 
 
+def failed_run_counts(run_seconds: float) -> list[Count]:
+    """What a failed job's run adds to the run-time histogram (its `failed` outcome)."""
+    return _observe(HistogramName.JOB_FAILED_RUN_SECONDS, run_seconds)
+
+
 def transition_counter(new: JobStatus) -> CounterName:
     return CounterName.RETRIED if new is JobStatus.QUEUED else CounterName(new.value)

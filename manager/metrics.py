@@ -9,7 +9,7 @@ taken every tick.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -52,41 +52,56 @@ def _counter_families() -> dict[CounterName, CounterMetricFamily]:
 
 
 class RedisCounters(Collector):
-    """Counters aggregated in Redis, exported from the last snapshot."""
+    """Counters aggregated in Redis, exported from the last snapshot. Every counter and histogram has a sample for
+    every known group from the start (0 until its first event), so that `increase()` sees the first event."""
 
     def __init__(self) -> None:
         self.snapshot: dict[str, float] = {}
+        self.known_groups: Callable[[], Iterable[str]] = tuple
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         families = _counter_families()
-        histograms: dict[tuple[HistogramName, str], dict[str, float]] = {}
-        for field, value in sorted(self.snapshot.items()):
+        groups = set(self.known_groups())
+        values: dict[tuple[CounterName, str], float] = {(c, g): 0.0 for c in CounterName for g in groups}
+        histograms: dict[tuple[HistogramName, str], dict[str, float]] = {(h, g): {} for h in HistogramName
+                                                                         for g in groups}
+        for field, value in self.snapshot.items():
             parsed = parse_counter_field(field)
             if isinstance(parsed, CounterField):
-                extra = COUNTER_METRICS.get(parsed.counter, ("", "", None))[2]
-                families[parsed.counter].add_metric([parsed.group, extra[1]] if extra else [parsed.group], value)
+                values[(parsed.counter, parsed.group)] = value
             elif isinstance(parsed, HistogramField):
                 histograms.setdefault((parsed.histogram, parsed.group), {})[parsed.le] = value
+        for (counter, group), value in sorted(values.items()):
+            extra = COUNTER_METRICS.get(counter, ("", "", None))[2]
+            families[counter].add_metric([group, extra[1]] if extra else [group], value)
         yield from {id(f): f for f in families.values()}.values()
         yield from _histograms(histograms)
 
 
-HISTOGRAM_DOCS = {
-    HistogramName.JOB_QUEUE_WAIT_SECONDS: "Seconds from submission to start, per succeeded job.",
-    HistogramName.JOB_RUN_SECONDS: "Seconds a consumer spent on a succeeded job.",
-    HistogramName.JOB_SPILLED_BYTES: "Peak spill bytes per succeeded job.",
+# each stored histogram: (metric name, help, extra label and its value or None)
+HISTOGRAM_METRICS: dict[HistogramName, tuple[str, str, tuple[str, str] | None]] = {
+    HistogramName.JOB_QUEUE_WAIT_SECONDS: ("jobqueue_job_queue_wait_seconds",
+                                           "Seconds from submission to start, per succeeded job.", None),
+    HistogramName.JOB_RUN_SECONDS: ("jobqueue_job_run_seconds", "Seconds a consumer spent on a job that succeeded, "
+                                    "or on the last attempt of a job that failed, by outcome.",
+                                    ("outcome", "succeeded")),
+    HistogramName.JOB_FAILED_RUN_SECONDS: ("jobqueue_job_run_seconds", "", ("outcome", "failed")),
+    HistogramName.JOB_SPILLED_BYTES: ("jobqueue_job_spilled_bytes", "Peak spill bytes per succeeded job.", None),
 }
 
 
 def _histograms(data: dict[tuple[HistogramName, str], dict[str, float]]) -> Iterator[HistogramMetricFamily]:
     """Every bucket of every histogram: Redis only holds the buckets a job fell into (cumulative), so a
     missing bucket is a zero."""
-    families: dict[HistogramName, HistogramMetricFamily] = {}
+    families: dict[str, HistogramMetricFamily] = {}
     for (hist, group), fields in sorted(data.items()):
-        family = families.setdefault(hist, HistogramMetricFamily(
-            f"jobqueue_{hist.value}", HISTOGRAM_DOCS[hist], labels=["group"]))
+        name, doc, extra = HISTOGRAM_METRICS[hist]
+        family = families.get(name)
+        if family is None:
+            family = families[name] = HistogramMetricFamily(name, doc, labels=["group", extra[0]] if extra
+                                                            else ["group"])
         buckets = [(_le(str(le)), fields.get(str(le), 0.0)) for le in hist.buckets] + [("+Inf", fields.get("+Inf", 0))]
-        family.add_metric([group], buckets=buckets, sum_value=fields.get("sum", 0.0))
+        family.add_metric([group, extra[1]] if extra else [group], buckets=buckets, sum_value=fields.get("sum", 0.0))
     yield from families.values()
 
 
@@ -159,6 +174,11 @@ class ManagerMetrics:
         self.tick = Histogram("jobqueue_manager_tick_seconds", "Duration of one reconcile tick.", registry=r,
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.leader = Gauge("jobqueue_manager_is_leader", "1 when this manager acts.", registry=r)
+        self.tick_age = Gauge("jobqueue_manager_last_tick_age_seconds", "Seconds since this manager last completed a "
+                              "tick (a standby: its last leadership check), or since it started; alert when it is "
+                              "several ticks old.", registry=r)
+        self.reached = Gauge("jobqueue_manager_redis_up", "1 when this manager's last tick reached Redis, 0 when "
+                              "Redis was unreachable (or before the first tick).", registry=r)
         self.decisions = Counter("jobqueue_scale_decisions", "Scaling actions taken.", ["direction", "reason"],
                                  registry=r)
         self.backend_errors = Counter("jobqueue_backend_errors", "Failed backend calls.", ["backend", "kind"],
@@ -185,6 +205,9 @@ class ManagerMetrics:
         )
         if decision.replicas != current:
             self.decisions.labels(decision.direction, decision.reason).inc()
+
+    def redis_reached(self, up: bool) -> None:
+        self.reached.set(1 if up else 0)
 
     def forget_group(self, name: str) -> None:
         self.groups.values.pop(name, None)

@@ -158,9 +158,10 @@ class Reaper:
         if record is not None and record.status is JobStatus.RUNNING and record.consumer_id == owner:
             loss = self._loss(record, owner, kill)
             errors = [*record.errors, loss]
+            ran = max(0.0, (self.store.clock() - record.started_at).total_seconds()) if record.started_at else None
             if record.attempts <= record.max_retries and await self.store.requeue(job_id, errors, owner=owner):
                 outcome = "requeued"
-            elif await self.store.mark_failed(job_id, loss, errors=errors, owner=owner):
+            elif await self.store.mark_failed(job_id, loss, errors=errors, owner=owner, run_seconds=ran):
                 outcome = "failed"
         # the in-progress lock goes too, so any consumer of the group can pick it up again
         await self.store.release_lost(job_id, group,

@@ -65,8 +65,10 @@ class Reconciler:
         self.clock = clock  # the time of every decision: the reaper, the scheduler and the job records go by it too
         self.scheduler = scheduler
         self.metrics = metrics or ManagerMetrics()
+        self.metrics.counters.known_groups = lambda: [*self.groups, *self.config.errors]  # 0 before any event
         self.leader = leader or (lambda: True)
         self.last_tick_at = time.monotonic()
+        self.metrics.tick_age.set_function(lambda: time.monotonic() - self.last_tick_at)
         self.states: dict[str, ScaleState] = {}
         self.last: dict[str, GroupStatus] = {}
         self._published: dict[str, GroupState] = {}  # group -> the state last written to Redis
@@ -119,6 +121,16 @@ class Reconciler:
         await self.publish_groups()
 
     async def tick(self) -> dict[str, GroupStatus]:
+        """One reconcile of every group; `jobqueue_manager_redis_up` says whether it reached Redis."""
+        try:
+            last = await self._tick()
+        except REDIS_UNREACHABLE:
+            self.metrics.redis_reached(False)
+            raise
+        self.metrics.redis_reached(True)
+        return last
+
+    async def _tick(self) -> dict[str, GroupStatus]:
         started = time.perf_counter()
         await self._reload_groups()
         names = set(self.groups) | set(self.config.errors) | self.backend.managed_groups()
@@ -265,6 +277,7 @@ class Reconciler:
                         await self.tick()
                     outage.recovered()
                 except REDIS_UNREACHABLE as e:  # Redis down: one line now and then, try again next tick
+                    self.metrics.redis_reached(False)
                     outage.failed(e)
                 except Exception:
                     log.exception("tick failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,8 @@ from pydantic import SecretStr
 from jobqueue import AsyncJobQueueClient, JobFailedError, ResourceRequests
 from jobqueue.groups import load_groups
 from jobqueue.ops_server import OpsServer
+from jobqueue.outage import REDIS_UNREACHABLE
+from jobqueue.redis import connect_redis
 from jobqueue.sample import sample_input, write_sample_store
 from manager.backends.local import LocalBackend
 from manager.reconcile import Reconciler
@@ -26,6 +29,80 @@ def get(port: int, path: str) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+DASHBOARD = Path(__file__).parents[2] / "helm" / "jobqueue" / "dashboards" / "jobqueue.json"
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
+FLAGS = ("_is_leader", "_error")  # 0/1 gauges
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(where, PromQL) for every panel target and every templating query of the dashboard."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+    return queries + [(f"variable {v['name']}", v["definition"]) for v in dashboard["templating"]["list"]
+                      if v["type"] == "query"]
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads: identifiers outside strings, label matchers, ranges and label
+    lists that are not functions or keywords."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"label_values\(([^,)]+)(,[^)]*)?\)", r"\1", text)
+    text = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    return {m[1] for m in re.finditer(r"\b([A-Za-z_:][A-Za-z0-9_:]*)\b\s*(\()?", text)
+            if not m[2] and m[1] not in PROMQL_WORDS}
+
+
+def served_names(text: str) -> set[str]:
+    """Every series name a /metrics page serves: its samples, and the names its families declare (a labelled family
+    with no sample yet still has `_total` etc.)."""
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""], "summary": ["_sum",
+                                                                                                         "_count"]}
+    declared = {re.sub(r"_total$", "", name) + sfx for _, _, name, kind in (ln.split(" ") for ln in text.splitlines()
+                                                                            if ln.startswith("# TYPE "))
+                for sfx in suffixes.get(kind, [""])}
+    return declared | {re.split(r"[{ ]", ln, maxsplit=1)[0] for ln in text.splitlines() if ln and ln[0] != "#"}
+
+
+def assert_dashboard_queries_served_metrics(text: str) -> None:
+    served = served_names(text)
+    for where, expr in dashboard_queries():
+        names = metric_names(expr)
+        assert names, f"{where}: no metric in {expr!r}"
+        assert names <= served, f"{where}: {expr!r} reads metrics the manager does not serve: {names - served}"
+
+
+def unit_of(expr: str) -> str:
+    """The unit a query's values have, from its metric's name: a ratio of two rates is a fraction, a quantile has its
+    histogram's unit, a rate of a `_bytes` counter is bytes/s and of any other counter events/s, a `_seconds` or
+    `_bytes` gauge has that unit, a 0/1 flag is a boolean, and any other gauge is a count."""
+    names = metric_names(expr)
+    if re.search(r"\)\s*/\s*\(?\s*sum", expr):
+        return "percentunit"
+    assert len(names) == 1, f"one metric per query, or a ratio: {expr!r}"
+    (name,) = names
+    base = re.sub(r"_(bucket|total)$", "", name)
+    if name.endswith("_total"):
+        assert re.search(r"\b(rate|increase|irate)\(", expr), f"a counter read without rate(): {expr!r}"
+        return "Bps" if base.endswith("_bytes") else "ops"
+    if name.endswith("_bucket"):
+        assert "histogram_quantile(" in expr, f"buckets read without histogram_quantile(): {expr!r}"
+    if base.endswith("_seconds"):
+        return "s"
+    if base.endswith("_bytes"):
+        return "bytes"
+    return "bool" if base.endswith(FLAGS) else "short"
+
+
+def test_every_dashboard_panel_shows_one_unit_the_unit_of_its_queries():
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    mixed = {p["title"]: sorted({unit_of(t["expr"]) for t in p["targets"]}) for p in panels}
+    assert {title: units for title, units in mixed.items() if len(units) != 1} == {}, "a panel mixes units"
+    assert {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in panels} == {t: u[0] for t, u in mixed.items()}
+    queried = {name for p in panels for t in p["targets"] for name in metric_names(t["expr"])}
+    assert {"jobqueue_consumers_ready", "jobqueue_group_config_error"} <= queried, "panels for readiness and config"
 
 
 def metric(text: str, line_start: str) -> float:
@@ -86,20 +163,15 @@ async def test_metrics_and_health(settings, tmp_path, arq_redis):
             'jobqueue_job_spilled_bytes_count{group="tight"}': 1,
             'jobqueue_job_spilled_bytes_bucket{group="tight",le="0.0"}': 0,
             'jobqueue_job_spilled_bytes_bucket{group="default",le="0.0"}': 1,
-            'jobqueue_job_run_seconds_count{group="default"}': 1,
+            'jobqueue_job_run_seconds_count{group="default",outcome="succeeded"}': 1,
+            'jobqueue_job_run_seconds_count{group="default",outcome="failed"}': 2,  # bad, and flaky's last attempt
             'jobqueue_job_queue_wait_seconds_bucket{group="default",le="+Inf"}': 1,
             'jobqueue_queue_ready_jobs{group="paused"}': 1, 'jobqueue_consumers_max{group="default"}': 2,
         }
         assert {k: metric(text, k) for k in expected} == expected
         assert metric(text, "jobqueue_manager_is_leader") == 1
         assert "jobqueue_manager_tick_seconds_count" in text
-        dashboard = (Path(__file__).parents[2] / "helm" / "jobqueue" / "dashboards" / "jobqueue.json").read_text()
-        used = set(re.findall(r"jobqueue_[a-z_]+", dashboard)) - {"jobqueue"}
-        suffixes = {"counter": ["", "_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
-        exposed = {name + sfx for _, _, name, kind in (ln.split(" ") for ln in text.splitlines()
-                                                      if ln.startswith("# TYPE jobqueue_"))
-                   for sfx in suffixes[kind]}
-        assert used and used <= exposed, f"dashboard queries metrics the manager does not expose: {used - exposed}"
+        assert_dashboard_queries_served_metrics(text)
         assert await asyncio.to_thread(get, ops.bound_port, "/healthz") == (200, "ok\n")
         assert await asyncio.to_thread(get, ops.bound_port, "/readyz") == (200, "ok\n")
         assert (await asyncio.to_thread(get, ops.bound_port, "/nope"))[0] == 404
@@ -110,6 +182,58 @@ async def test_metrics_and_health(settings, tmp_path, arq_redis):
         await ops.stop()
     reconciler.last_tick_at -= 3600  # a loop that stopped ticking is not live
     assert not reconciler.healthy()
+
+
+async def test_every_counter_has_a_zero_sample_for_every_group_before_its_first_event(settings, tmp_path, arq_redis):
+    """`increase()` only sees the first failure when the series existed before it, at 0."""
+    settings = with_groups(settings, tmp_path, {"one": {"max_instances": 0}, "two": {"max_instances": 0}})
+    backend = LocalBackend(settings)
+    reconciler = Reconciler(arq_redis, settings, load_groups(settings.resource_groups_path), backend)
+    ops = OpsServer(0, reconciler.metrics.registry, reconciler.healthy, reconciler.ready, host="127.0.0.1")
+    await ops.start()
+    try:
+        before_tick = (await asyncio.to_thread(get, ops.bound_port, "/metrics"))[1]
+        await reconciler.tick()
+        status, text = await asyncio.to_thread(get, ops.bound_port, "/metrics")
+    finally:
+        await backend.aclose()
+        await ops.stop()
+    assert status == 200
+    assert_dashboard_queries_served_metrics(text)
+    for page in (before_tick, text):
+        for group in ("one", "two"):
+            for event in ("enqueued", "started", "succeeded", "failed", "retried", "cancelled", "expired"):
+                assert metric(page, f'jobqueue_jobs_{event}_total{{group="{group}"}}') == 0
+            for name in ("scan_cache_hits", "scan_cache_misses", "scan_cache_evictions", "spilled_bytes",
+                         "consumer_oom_kills"):
+                assert metric(page, f'jobqueue_{name}_total{{group="{group}"}}') == 0
+            for origin in ("cache", "remote"):
+                assert metric(page, f'jobqueue_scan_cache_read_bytes_total{{group="{group}",origin="{origin}"}}') == 0
+            for outcome in ("succeeded", "failed"):
+                assert metric(page, f'jobqueue_job_run_seconds_count{{group="{group}",outcome="{outcome}"}}') == 0
+
+
+async def test_the_manager_reports_its_tick_age_and_whether_redis_answers(settings, tmp_path, arq_redis):
+    settings = with_groups(settings, tmp_path, {"one": {"max_instances": 0}})
+    backend = LocalBackend(settings)
+    gone = connect_redis(settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}))
+    try:
+        reachable = Reconciler(arq_redis, settings, load_groups(settings.resource_groups_path), backend)
+        value = reachable.metrics.registry.get_sample_value
+        assert value("jobqueue_manager_redis_up") == 0, "unknown before the first tick"
+        await reachable.tick()
+        assert value("jobqueue_manager_redis_up") == 1
+        assert 0 <= (value("jobqueue_manager_last_tick_age_seconds") or -1) < 60
+        reachable.last_tick_at -= 600  # ten minutes without a tick
+        assert (value("jobqueue_manager_last_tick_age_seconds") or 0) >= 600
+        unreachable = Reconciler(gone, settings, load_groups(settings.resource_groups_path), backend)
+        unreachable.metrics.redis_reached(True)  # as after an earlier good tick
+        with pytest.raises(REDIS_UNREACHABLE):
+            await unreachable.tick()
+        assert unreachable.metrics.registry.get_sample_value("jobqueue_manager_redis_up") == 0
+    finally:
+        await gone.aclose()
+        await backend.aclose()
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])

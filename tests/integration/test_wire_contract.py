@@ -27,7 +27,7 @@ from jobqueue.redis import connect_redis
 from jobqueue.registry import load_registry
 from jobqueue.schedules import parse_schedules
 from manager.backends.local import LocalBackend
-from manager.metrics import RedisCounters
+from manager.metrics import HISTOGRAM_METRICS, RedisCounters
 from manager.reconcile import Reconciler
 from manager.scheduler import Scheduler
 from tests.helpers import eventually, with_groups
@@ -54,13 +54,15 @@ async def test_every_counter_the_store_can_write_is_exported_by_the_metrics(sett
     redis = connect_redis(settings)
     try:
         store = JobStore(redis, keys, 3600)
-        for job_id in ("ok", "bad", "queued", "late"):
+        for job_id in ("ok", "bad", "ran", "queued", "late"):
             await store.create(_record(job_id))  # enqueued
         assert (await store.claim("ok", "c1", GROUP, 30)).claimed  # started
         assert await store.requeue("ok", ["attempt 1: lost"], owner="c1", release=GROUP)  # retried
         assert (await store.claim("ok", "c1", GROUP, 30)).claimed
         assert await store.mark_succeeded("ok", "file:///r", _summary(), owner="c1", release=GROUP)  # + the summary's
         assert await store.mark_failed("bad", "no")  # failed
+        assert (await store.claim("ran", "c1", GROUP, 30)).claimed
+        assert await store.mark_failed("ran", "no", owner="c1", release=GROUP, run_seconds=7.0)  # its run time
         assert await store.request_cancel("queued") == 1  # cancelled
         assert await store.mark_expired("late", "too late")  # expired
         assert await store.record_oom_kill("c1", GROUP, {"kill_id": "k1", "limit": "1GiB", "at": 0.0})  # oom_kills
@@ -82,14 +84,16 @@ async def test_every_counter_the_store_can_write_is_exported_by_the_metrics(sett
     assert samples == sorted(counters.values()), "every counter is exported once, with its value"
     histograms = {f.name: f for f in families if isinstance(f, HistogramMetricFamily)}
     expected = {HistogramName.JOB_QUEUE_WAIT_SECONDS: 0.25, HistogramName.JOB_RUN_SECONDS: 2.0,
-                HistogramName.JOB_SPILLED_BYTES: float(3 << 20)}
+                HistogramName.JOB_FAILED_RUN_SECONDS: 7.0, HistogramName.JOB_SPILLED_BYTES: float(3 << 20)}
+    assert set(expected) == set(HistogramName)
     for hist, value in expected.items():
-        family = histograms[f"jobqueue_{hist.value}"]
-        by_name = {(s.name, s.labels.get("le")): s.value for s in family.samples if s.labels["group"] == GROUP}
-        assert by_name[(f"jobqueue_{hist.value}_sum", None)] == value
-        assert by_name[(f"jobqueue_{hist.value}_count", None)] == 1
-        assert all(by_name[(f"jobqueue_{hist.value}_bucket", str(float(le)))] == (1 if value <= le else 0)
-                   for le in hist.buckets)
+        name, _, extra = HISTOGRAM_METRICS[hist]
+        family = histograms[name]
+        by_name = {(s.name, s.labels.get("le")): s.value for s in family.samples if s.labels["group"] == GROUP
+                   and (extra is None or s.labels[extra[0]] == extra[1])}
+        assert by_name[(f"{name}_sum", None)] == value
+        assert by_name[(f"{name}_count", None)] == 1
+        assert all(by_name[(f"{name}_bucket", str(float(le)))] == (1 if value <= le else 0) for le in hist.buckets)
 
 
 class TroubledBackend(LocalBackend):
