@@ -57,6 +57,7 @@ class AsyncJobHandle:
 
     async def record(self) -> JobRecord:
         self._record = await self._client.get_job(self.id)
+        self.id = self._record.job_id  # `client.job(prefix)`: the full id from the first look-up on
         return self._record
 
     async def status(self) -> JobStatus:
@@ -125,6 +126,7 @@ class AsyncJobHandle:
     async def cancel(self, wait: float | None = 30.0) -> JobRecord:
         """Cancel (see `AsyncJobQueueClient.cancel`); returns the record afterwards."""
         self._record = await self._client.cancel(self.id, wait)
+        self.id = self._record.job_id
         return self._record
 
 
@@ -170,7 +172,10 @@ class JobHandle:
     def __init__(self, handle: AsyncJobHandle | AsyncLocalResult, loop: LoopThread) -> None:
         self._handle = handle
         self._loop = loop
-        self.id = handle.id
+
+    @property
+    def id(self) -> str:
+        return self._handle.id
 
     def __repr__(self) -> str:
         return repr(self._handle).replace("<Async", "<", 1)

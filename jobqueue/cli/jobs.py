@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from jobqueue.client import AsyncJobQueueClient
 
 app = typer.Typer(help="Recent jobs, one job's record, cancel.", no_args_is_help=False)
-IdArg = Annotated[str, typer.Argument(help="Job id.")]
+IdArg = Annotated[str, typer.Argument(help="Job id, or a unique prefix of it (the progress bar shows 8 characters).")]
 
 
 def _seconds(record: JobRecord) -> tuple[str, str]:
@@ -61,7 +61,8 @@ def show(job_id: IdArg) -> None:
     console.print_json(record.model_dump_json())
 
 
+@app.command("cancel")
 def cancel(job_id: IdArg, wait: Annotated[float, typer.Option(help="Seconds to wait for a running job.")] = 30) -> None:
     """Cancel a job: a queued one at once, a running one interrupted by its consumer."""
     record = with_client(lambda client: client.cancel(job_id, wait))
-    console.print(f"job {job_id} is {record.status.value}")
+    console.print(f"job {record.job_id} is {record.status.value}")
