@@ -12,6 +12,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -191,7 +192,12 @@ class JobHandle:
         return self._handle.performance_summary
 
     def wait(self, timeout: float | None = None, show_progress: bool | None = None) -> JobRecord:
-        return self._loop.run(self._handle.wait(timeout, show_progress))
+        """See `AsyncJobHandle.wait`. Ctrl-C stops the polling and the progress bar, says how to cancel the job
+        (which goes on without this process), and raises `WaitInterrupted` (a `KeyboardInterrupt`)."""
+        try:
+            return self._loop.run(self._handle.wait(timeout, show_progress))
+        except KeyboardInterrupt:
+            raise WaitInterrupted(self.id, self._handle._record) from None
 
     def to_arrow(self) -> pa.Table:
         return self._loop.run(self._handle.to_arrow())
@@ -208,6 +214,33 @@ class LocalResult(JobHandle):
 
     def __init__(self, result: AsyncLocalResult, loop: LoopThread) -> None:
         super().__init__(result, loop)
+
+
+class WaitInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `JobHandle.wait()`. Its message is printed at once (a notebook shows it too); if nothing
+    catches it, the script ends without a traceback, as killed by SIGINT."""
+
+    def __init__(self, job_id: str, record: JobRecord | None) -> None:
+        state = record.status.value if record else "running"
+        message = (f"job {job_id} is still {state}; cancel it with `jobqueue cancel {job_id}` or `job.cancel()`")
+        super().__init__(message)
+        print(message, file=sys.stderr, flush=True)
+        _quiet_uncaught_wait_interrupted()
+
+
+def _quiet_uncaught_wait_interrupted() -> None:
+    """Leave out the traceback of an uncaught `WaitInterrupted` (its message is already printed); every other
+    exception goes to the hook that was there before."""
+    previous = sys.excepthook
+    if getattr(previous, "_jobqueue_wait_interrupted", False):
+        return
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if not isinstance(value, WaitInterrupted):
+            previous(kind, value, tb)
+
+    hook._jobqueue_wait_interrupted = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
