@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import re
 import uuid
+import weakref
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -321,8 +322,11 @@ class JobQueueClient:
     """Synchronous twin of `AsyncJobQueueClient`: same arguments, blocking calls."""
 
     def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        self._async = AsyncJobQueueClient(settings, **kwargs)  # bad settings raise before a thread is started
         self._loop = LoopThread()
-        self._async = AsyncJobQueueClient(settings, **kwargs)
+        # `close()`, or else garbage collection or interpreter exit, closes the connections on their own loop
+        # (never left to the connections' `__del__`, which runs on the wrong thread or during shutdown)
+        self._closer = weakref.finalize(self, _close_client, self._loop, self._async)
 
     @property
     def settings(self) -> Settings:
@@ -347,11 +351,20 @@ class JobQueueClient:
         return self._loop.run(self._async.cancel(job_id, wait))
 
     def close(self) -> None:
-        self._loop.run(self._async.aclose())
-        self._loop.stop()
+        """Close the Redis connections and stop the client's loop thread; a second call does nothing."""
+        self._closer()
 
     def __enter__(self) -> JobQueueClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_client(loop: LoopThread, client: AsyncJobQueueClient) -> None:
+    if loop.is_current():  # collected on its own loop thread: it cannot wait for itself; the loop dies with it
+        return
+    try:
+        loop.run(client.aclose())
+    finally:
+        loop.stop()

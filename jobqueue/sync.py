@@ -40,6 +40,10 @@ class LoopThread:
             finished.wait(timeout=_UNWIND_SECONDS)
             raise
 
+    def is_current(self) -> bool:
+        """True on the loop's own thread (where `run` would wait for itself)."""
+        return threading.current_thread() is self._thread
+
     def stop(self) -> None:
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
