@@ -120,3 +120,18 @@ async def test_job_id_prefixes_and_jobs_cancel(settings, redis_url, environment,
 def test_empty_schedules_say_how_to_add_one(redis_url, environment, tmp_path):
     code, out = cli(redis_url, environment, tmp_path, "schedules")
     assert code == 0 and "no schedules" in out and "JOBQUEUE_SCHEDULES_PATH" in out, out
+
+
+async def test_jobs_logs_shows_the_consumer_lines_of_one_job(settings, redis_url, environment):
+    from tests.helpers import running_manager
+
+    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+        job = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
+        other = await client.offline_query({"user.id": [3]}, ["user.f0"])
+        for handle in (job, other):
+            assert (await handle.wait(timeout=120, show_progress=False)).status is JobStatus.SUCCEEDED
+    code, out = await asyncio.to_thread(cli, redis_url, environment, settings.home, "jobs", "logs", job.id[:10])
+    assert code == 0 and "job succeeded" in out and "consumer_id=" in out, out
+    assert other.id not in out and "Traceback" not in out, out
+    code, out = await asyncio.to_thread(cli, redis_url, environment, settings.home, "jobs", "logs", "f" * 32)
+    assert code == 0 and f"no log lines of job {'f' * 32}" in out, out
