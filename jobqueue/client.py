@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
+import weakref
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +33,7 @@ from arq.jobs import serialize_job
 
 from jobqueue import serializer
 from jobqueue.errors import (
+    AmbiguousJobIdError,
     InvalidQueryError,
     JobNotFoundError,
     JobQueueError,
@@ -229,7 +232,28 @@ class AsyncJobQueueClient:
         )
         return AsyncLocalResult(record, self.storage)
 
+    async def resolve_job_id(self, job_id: str) -> str:
+        """The full id of the job `job_id` names: itself, or the one job whose id starts with it (the progress
+        bar shows 8 characters). `AmbiguousJobIdError` lists the jobs a shared prefix matches;
+        `JobNotFoundError` when none does."""
+        with self._reaching_redis(f"job {job_id} could not be looked up"):
+            if job_id and await self.redis.exists(self.keys.job(job_id)):
+                return job_id
+            pattern = _GLOB_SPECIAL.sub(r"\\\g<0>", job_id) + "*"
+            found: list[str] = sorted({m.decode() async for m, _ in self.redis.zscan_iter(self.keys.jobs_index,
+                                                                                         match=pattern)})
+            if len(found) > 1:  # the index outlives expired records: only jobs that still exist count
+                alive = await asyncio.gather(*(self.redis.exists(self.keys.job(i)) for i in found))
+                found = [i for i, a in zip(found, alive, strict=True) if a]
+        if not job_id or not found:
+            raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
+        if len(found) > 1:
+            raise AmbiguousJobIdError(job_id, found)
+        return found[0]
+
     async def get_job(self, job_id: str) -> JobRecord:
+        """The record of a job, by its id or a unique prefix of it."""
+        job_id = await self.resolve_job_id(job_id)
         with self._reaching_redis(f"job {job_id}'s status is unknown; it goes on without this client"):
             record = await self.store.get(job_id)
         if record is None:
@@ -242,7 +266,9 @@ class AsyncJobQueueClient:
     async def cancel(self, job_id: str, wait: float | None = 30.0) -> JobRecord:
         """Cancel a job. A queued one is cancelled at once and leaves its queue; a running one is
         interrupted by its consumer (temp files removed), and this waits up to `wait` seconds for
-        that. Cancelling a cancelled job is a no-op; a finished one raises `JobStateError`."""
+        that. Cancelling a cancelled job is a no-op; a finished one raises `JobStateError`. `job_id` may be a
+        unique prefix of the id."""
+        job_id = await self.resolve_job_id(job_id)
         with self._reaching_redis(f"job {job_id} was not cancelled"):
             result = await self.store.request_cancel(job_id)
         if result is CancelOutcome.NO_JOB:
@@ -258,6 +284,9 @@ class AsyncJobQueueClient:
         elif result is CancelOutcome.ALREADY_FINAL and record.status is not JobStatus.CANCELLED:
             raise JobStateError(f"job {job_id} is {record.status.value}; it can no longer be cancelled")
         return record
+
+
+_GLOB_SPECIAL = re.compile(r"[\\*?\[\]]")  # escaped in a ZSCAN MATCH pattern
 
 
 @dataclass(frozen=True)
@@ -293,8 +322,11 @@ class JobQueueClient:
     """Synchronous twin of `AsyncJobQueueClient`: same arguments, blocking calls."""
 
     def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        self._async = AsyncJobQueueClient(settings, **kwargs)  # bad settings raise before a thread is started
         self._loop = LoopThread()
-        self._async = AsyncJobQueueClient(settings, **kwargs)
+        # `close()`, or else garbage collection or interpreter exit, closes the connections on their own loop
+        # (never left to the connections' `__del__`, which runs on the wrong thread or during shutdown)
+        self._closer = weakref.finalize(self, _close_client, self._loop, self._async)
 
     @property
     def settings(self) -> Settings:
@@ -309,7 +341,8 @@ class JobQueueClient:
         return JobHandle(result, self._loop)
 
     def job(self, job_id: str) -> JobHandle:
-        return JobHandle(self._async.job(job_id), self._loop)
+        """A handle on a submitted job, by its id or a unique prefix of it."""
+        return JobHandle(self._async.job(self._loop.run(self._async.resolve_job_id(job_id))), self._loop)
 
     def get_job(self, job_id: str) -> JobRecord:
         return self._loop.run(self._async.get_job(job_id))
@@ -318,11 +351,20 @@ class JobQueueClient:
         return self._loop.run(self._async.cancel(job_id, wait))
 
     def close(self) -> None:
-        self._loop.run(self._async.aclose())
-        self._loop.stop()
+        """Close the Redis connections and stop the client's loop thread; a second call does nothing."""
+        self._closer()
 
     def __enter__(self) -> JobQueueClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_client(loop: LoopThread, client: AsyncJobQueueClient) -> None:
+    if loop.is_current():  # collected on its own loop thread: it cannot wait for itself; the loop dies with it
+        return
+    try:
+        loop.run(client.aclose())
+    finally:
+        loop.stop()

@@ -7,6 +7,7 @@
     │   └── SettingsError        a `JOBQUEUE_*` setting that does not validate or does not exist;
     │                            `.variables` names them, and no secret value is ever in the message
     ├── JobNotFoundError         no record for that job id (expired or never submitted)
+    ├── AmbiguousJobIdError      a job id prefix that several jobs share; `.candidates` lists them
     ├── JobFailedError           the job ended `failed`; `.record` holds the error and summary
     ├── JobCancelledError        the job ended `cancelled`
     ├── JobStateError            the operation does not fit the job's state (e.g. cancel a running job)
@@ -47,6 +48,14 @@ class SettingsError(ConfigError):
 class JobNotFoundError(JobQueueError, KeyError):
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else "job not found"
+
+
+class AmbiguousJobIdError(JobQueueError, ValueError):
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        shown = ", ".join(candidates[:10]) + (f" and {len(candidates) - 10} more" if len(candidates) > 10 else "")
+        super().__init__(f"job id prefix {prefix!r} matches {len(candidates)} jobs: {shown}; give more characters")
+        self.prefix = prefix
+        self.candidates = candidates
 
 
 class JobFailedError(JobQueueError):

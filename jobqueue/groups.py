@@ -38,6 +38,7 @@ import yaml
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from jobqueue.errors import ConfigError
+from jobqueue.settings_errors import did_you_mean
 from jobqueue.sizes import parse_bytes
 
 DEFAULT_GROUP = "default"
@@ -56,7 +57,8 @@ def _camel(name: str) -> AliasChoices:
 def _check_quantities(value: dict[str, str]) -> dict[str, str]:
     for name, quantity in value.items():
         if name not in _RESOURCE_NAMES:
-            raise ValueError(f"unknown resource {name!r}; use {', '.join(_RESOURCE_NAMES)}")
+            hint = did_you_mean(str(name), _RESOURCE_NAMES)
+            raise ValueError(f"unknown resource {name!r}{hint}; use {', '.join(_RESOURCE_NAMES)}")
         if not _QUANTITY_RE.match(str(quantity)):
             raise ValueError(f"{name}: {quantity!r} is not a Kubernetes quantity (e.g. 500m, 2, 8Gi)")
     return {k: str(v) for k, v in value.items()}
@@ -183,7 +185,7 @@ def read_groups_config(data: object, source: str = "<resource groups>") -> Group
         try:
             groups[str(name)] = ResourceGroup.model_validate({**_merge(defaults, body or {}), "name": str(name)})
         except ValidationError as e:
-            errors[str(name)] = f"{source}: resource group {name!r}: {_first_error(e)}"
+            errors[str(name)] = f"{source}: resource group {name!r}: {_all_errors(e)}"
     return GroupsConfig(groups, errors)
 
 
@@ -191,7 +193,7 @@ def parse_groups(data: object, source: str = "<resource groups>") -> dict[str, R
     """Strict: the first broken group raises `ConfigError` naming it and the field."""
     config = read_groups_config(data, source)
     if config.errors:
-        raise ConfigError(next(iter(config.errors.values())))
+        raise ConfigError("; ".join(config.errors.values()))  # every broken group at once
     return config.groups
 
 
@@ -214,7 +216,13 @@ def load_groups_config(path: Path | None) -> GroupsConfig:
     return read_groups_config(_read_yaml(path), str(path))
 
 
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"{loc}: {err['msg']}" if loc else err["msg"]
+def _all_errors(e: ValidationError) -> str:
+    """Every problem of one group, a misspelt field with the nearest valid name."""
+    problems = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+            msg += did_you_mean(loc, [n for n in ResourceGroup.model_fields if n != "name"])
+        problems.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(problems)

@@ -12,6 +12,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -57,6 +58,7 @@ class AsyncJobHandle:
 
     async def record(self) -> JobRecord:
         self._record = await self._client.get_job(self.id)
+        self.id = self._record.job_id  # `client.job(prefix)`: the full id from the first look-up on
         return self._record
 
     async def status(self) -> JobStatus:
@@ -125,6 +127,7 @@ class AsyncJobHandle:
     async def cancel(self, wait: float | None = 30.0) -> JobRecord:
         """Cancel (see `AsyncJobQueueClient.cancel`); returns the record afterwards."""
         self._record = await self._client.cancel(self.id, wait)
+        self.id = self._record.job_id
         return self._record
 
 
@@ -170,7 +173,10 @@ class JobHandle:
     def __init__(self, handle: AsyncJobHandle | AsyncLocalResult, loop: LoopThread) -> None:
         self._handle = handle
         self._loop = loop
-        self.id = handle.id
+
+    @property
+    def id(self) -> str:
+        return self._handle.id
 
     def __repr__(self) -> str:
         return repr(self._handle).replace("<Async", "<", 1)
@@ -186,7 +192,12 @@ class JobHandle:
         return self._handle.performance_summary
 
     def wait(self, timeout: float | None = None, show_progress: bool | None = None) -> JobRecord:
-        return self._loop.run(self._handle.wait(timeout, show_progress))
+        """See `AsyncJobHandle.wait`. Ctrl-C stops the polling and the progress bar, says how to cancel the job
+        (which goes on without this process), and raises `WaitInterrupted` (a `KeyboardInterrupt`)."""
+        try:
+            return self._loop.run(self._handle.wait(timeout, show_progress))
+        except KeyboardInterrupt:
+            raise WaitInterrupted(self.id, self._handle._record) from None
 
     def to_arrow(self) -> pa.Table:
         return self._loop.run(self._handle.to_arrow())
@@ -203,6 +214,33 @@ class LocalResult(JobHandle):
 
     def __init__(self, result: AsyncLocalResult, loop: LoopThread) -> None:
         super().__init__(result, loop)
+
+
+class WaitInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `JobHandle.wait()`. Its message is printed at once (a notebook shows it too); if nothing
+    catches it, the script ends without a traceback, as killed by SIGINT."""
+
+    def __init__(self, job_id: str, record: JobRecord | None) -> None:
+        state = record.status.value if record else "running"
+        message = (f"job {job_id} is still {state}; cancel it with `jobqueue cancel {job_id}` or `job.cancel()`")
+        super().__init__(message)
+        print(message, file=sys.stderr, flush=True)
+        _quiet_uncaught_wait_interrupted()
+
+
+def _quiet_uncaught_wait_interrupted() -> None:
+    """Leave out the traceback of an uncaught `WaitInterrupted` (its message is already printed); every other
+    exception goes to the hook that was there before."""
+    previous = sys.excepthook
+    if getattr(previous, "_jobqueue_wait_interrupted", False):
+        return
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if not isinstance(value, WaitInterrupted):
+            previous(kind, value, tb)
+
+    hook._jobqueue_wait_interrupted = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:

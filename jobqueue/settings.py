@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobqueue.errors import SettingsError
 from jobqueue.keys import Keys
-from jobqueue.settings_errors import settings_error
+from jobqueue.settings_errors import did_you_mean, settings_error
 from jobqueue.sizes import parse_bytes
 
 ENV_PREFIX = "JOBQUEUE_"
@@ -437,12 +437,22 @@ def load_settings() -> Settings:
 
     Unknown `JOBQUEUE_*` variables raise `UnknownSettingError`: a typo must not be silently ignored.
     """
-    unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known_variables())
+    known = known_variables()
+    unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+    try:
+        settings = Settings()
+    except SettingsError as e:  # reported together with the unknown names: every mistake at once
+        if not unknown:
+            raise
+        raise UnknownSettingError(f"{_unknown_message(unknown, known)}; {e}", (*unknown, *e.variables)) from None
     if unknown:
-        raise UnknownSettingError(
-            f"unknown setting(s) {', '.join(unknown)}; run `jobqueue settings` for the valid names"
-        )
-    return Settings()
+        raise UnknownSettingError(_unknown_message(unknown, known) + "; run `jobqueue settings` for the valid names",
+                                  tuple(unknown))
+    return settings
+
+
+def _unknown_message(unknown: list[str], known: set[str]) -> str:
+    return "unknown setting(s) " + ", ".join(f"{k}{did_you_mean(k, known)}" for k in unknown)
 
 
 def settings_reference() -> list[tuple[str, str, str]]:

@@ -9,9 +9,10 @@ or unknown names), and strips the credentials from any URL it quotes.
 
 from __future__ import annotations
 
+import difflib
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
@@ -23,6 +24,13 @@ _SECRET_NAME = re.compile(r"password|secret|token|key", re.IGNORECASE)
 _USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@")
 _MAX_SHOWN = 80
 _NAMED = re.compile(r"^([A-Z][A-Z0-9_]+)\b")
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """` (did you mean `X`?)` for the valid name closest to a misspelt `name` (case-insensitively), else ``."""
+    by_upper = {v.upper(): v for v in valid}
+    close = difflib.get_close_matches(name.upper(), list(by_upper), n=1, cutoff=0.6)
+    return f" (did you mean `{by_upper[close[0]]}`?)" if close else ""
 
 
 def without_credentials(text: str) -> str:
@@ -47,7 +55,8 @@ def settings_error(error: ValidationError, fields: Mapping[str, FieldInfo], pref
         variable = loc.upper() if prefixed or loc.isupper() else prefix + loc.upper() if loc else ""
         message = without_credentials(err["msg"].removeprefix("Value error, "))
         if err["type"] == "extra_forbidden":
-            message = "not a setting (found in the env file); fix the name, or remove it"
+            message = "not a setting (found in the env file); fix the name, or remove it" + did_you_mean(
+                variable, [prefix + f.upper() for f in fields])
         elif loc and not is_secret(field_name, fields.get(field_name)):
             message += "" if "got " in message else f" (got {_shown(err.get('input'))})"
         elif loc:

@@ -1,21 +1,24 @@
-"""`jobqueue jobs`: recent jobs (by group and state), one job's full record, and cancel."""
+"""`jobqueue jobs`: recent jobs (by group and state), one job's full record, its consumer log lines, cancel."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from jobqueue.cli.console import console, with_client
+from jobqueue.cli.console import console, settings_or_exit, with_client
+from jobqueue.errors import JobNotFoundError
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.sizes import format_bytes
 
 if TYPE_CHECKING:
     from jobqueue.client import AsyncJobQueueClient
 
-app = typer.Typer(help="Recent jobs, one job's record, cancel.", no_args_is_help=False)
-IdArg = Annotated[str, typer.Argument(help="Job id.")]
+app = typer.Typer(help="Recent jobs, one job's record, its consumer log lines, cancel.", no_args_is_help=False)
+IdArg = Annotated[str, typer.Argument(help="Job id, or a unique prefix of it (the progress bar shows 8 characters).")]
 
 
 def _seconds(record: JobRecord) -> tuple[str, str]:
@@ -61,7 +64,48 @@ def show(job_id: IdArg) -> None:
     console.print_json(record.model_dump_json())
 
 
+@app.command("cancel")
 def cancel(job_id: IdArg, wait: Annotated[float, typer.Option(help="Seconds to wait for a running job.")] = 30) -> None:
     """Cancel a job: a queued one at once, a running one interrupted by its consumer."""
     record = with_client(lambda client: client.cancel(job_id, wait))
-    console.print(f"job {job_id} is {record.status.value}")
+    console.print(f"job {record.job_id} is {record.status.value}")
+
+
+
+@app.command("logs")
+def logs(job_id: IdArg) -> None:
+    """The consumer log lines of one job, oldest first, from the local consumers' logs (JOBQUEUE_HOME/logs)."""
+
+    async def full_id(client: AsyncJobQueueClient) -> str:
+        try:
+            return await client.resolve_job_id(job_id)
+        except JobNotFoundError:  # the record expired before the log files: the full id still finds its lines
+            return job_id
+
+    job = with_client(full_id)
+    log_dir = settings_or_exit().home / "logs"
+    lines = sorted(_job_lines(sorted(log_dir.glob("*.log")), job), key=lambda e: str(e.get("timestamp", "")))
+    if not lines:
+        console.print(f"no log lines of job {job} in {log_dir}/*.log (consumers on Kubernetes log to their pods: "
+                      f"`kubectl logs` and search for job_id={job})", highlight=False)
+        return
+    for e in lines:
+        rest = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("timestamp", "level", "event", "job_id"))
+        console.print(f"{e.get('timestamp', '-')} {e.get('level', '-'):<7} {e.get('event', '')}  {rest}",
+                      highlight=False, markup=False, soft_wrap=True)
+
+
+def _job_lines(files: list[Path], job_id: str) -> list[dict[str, object]]:
+    found = []
+    for path in files:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if job_id not in line or not line.startswith("{"):
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a partly written last line, or a line of a library that is not JSON
+                if isinstance(entry, dict) and entry.get("job_id") == job_id:
+                    found.append(entry)
+    return found

@@ -67,6 +67,13 @@ def list_schedules(ctx: typer.Context) -> None:
         return out, errors
 
     table_rows, errors = with_client(rows)
+    if not table_rows and not errors:
+        console.print(
+            "no schedules: add one to a YAML file named by JOBQUEUE_SCHEDULES_PATH (`schedules: [{name, schedule, "
+            "output, resource_group, input}]`, see docs/schedules.md) and restart the manager (`jobqueue up`), "
+            "which publishes them", highlight=False,
+        )
+        return
     table = Table("name", "cron", "group", "state", "next run", "last run", "last decision", title="schedules")
     for row in table_rows:
         table.add_row(*row)

@@ -80,3 +80,15 @@ def test_bad_aggregation(agg, words):
         parse_registry({"namespaces": {"user": {"primary_key": "id", "sources": [src]}}}, Path("/"), "reg.yaml")
     for w in ["reg.yaml", "'user'", *words]:
         assert w in str(info.value)
+
+
+def test_group_typos_get_the_nearest_name_and_every_broken_group_is_reported():
+    with pytest.raises(ConfigError) as info:
+        parse_groups({"resource_groups": {
+            "a": {"max_instance": 2, "resources": {"requests": {"memroy": "1Gi"}}},
+            "b": {"min_instances": -1},
+        }})
+    message = str(info.value)
+    assert "unknown resource 'memroy' (did you mean `memory`?)" in message, message
+    assert "max_instance: Extra inputs are not permitted (did you mean `max_instances`?)" in message, message
+    assert "resource group 'b': min_instances" in message, message

@@ -65,3 +65,14 @@ def test_to_env_round_trips(tmp_path):
 def test_docs_list_every_setting():
     doc = (Path(__file__).parents[2] / "docs" / "settings.md").read_text()
     assert doc.strip() == settings_markdown(settings_reference()).strip(), "run `make docs`"
+
+
+def test_typos_get_the_nearest_name_and_every_error_is_reported_at_once(monkeypatch):
+    monkeypatch.setenv("JOBQUEUE_REDIS_UR", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("JOBQUEUE_QUERY_THREADS", "many")
+    with pytest.raises(UnknownSettingError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "JOBQUEUE_REDIS_UR (did you mean `JOBQUEUE_REDIS_URL`?)" in message, message
+    assert "JOBQUEUE_QUERY_THREADS" in message, message  # the bad value is reported with the unknown name
+    assert set(info.value.variables) == {"JOBQUEUE_REDIS_UR", "JOBQUEUE_QUERY_THREADS"}

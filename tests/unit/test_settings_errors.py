@@ -64,4 +64,5 @@ def test_a_misspelt_secret_in_the_env_file_is_named_but_not_shown(tmp_path):
         Settings(_env_file=env_file)
     assert info.value.variables == ("JOBQUEUE_REDIS_PASWORD",)
     assert "JOBQUEUE_REDIS_PASWORD: not a setting (found in the env file); fix the name" in str(info.value)
+    assert "(did you mean `JOBQUEUE_REDIS_PASSWORD`?)" in str(info.value)
     assert_hidden(info.value)
