@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jobqueue.client import AsyncJobQueueClient, JobQueueClient
     from jobqueue.errors import (
+        AmbiguousJobIdError,
         ConfigError,
         InvalidQueryError,
         JobCancelledError,
@@ -42,8 +43,8 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "jobqueue.client": ("AsyncJobQueueClient", "JobQueueClient"),
-    "jobqueue.errors": ("ConfigError", "InvalidQueryError", "JobCancelledError", "JobFailedError",
-                        "JobNotFoundError", "JobQueueError", "JobStateError", "RedisUnavailableError",
+    "jobqueue.errors": ("AmbiguousJobIdError", "ConfigError", "InvalidQueryError", "JobCancelledError",
+                        "JobFailedError", "JobNotFoundError", "JobQueueError", "JobStateError", "RedisUnavailableError",
                         "ResultGoneError", "SettingsError"),
     "jobqueue.handles": ("AsyncJobHandle", "JobHandle", "LocalResult"),
     "jobqueue.models": ("JobRecord", "JobStatus", "PerformanceSummary", "ResourceRequests"),
@@ -52,8 +53,9 @@ _HOMES = {
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = [
-    "AsyncJobHandle", "AsyncJobQueueClient", "ConfigError", "InvalidQueryError", "JobCancelledError",
-    "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError", "JobRecord",
+    "AmbiguousJobIdError", "AsyncJobHandle", "AsyncJobQueueClient", "ConfigError", "InvalidQueryError",
+    "JobCancelledError", "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError",
+    "JobRecord",
     "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "RedisUnavailableError", "ResourceRequests",
     "ResultGoneError", "ScheduledQuery", "Settings", "SettingsError", "load_settings",
 ]

@@ -5,8 +5,9 @@ import jobqueue
 
 def test_public_names():
     assert sorted(jobqueue.__all__) == sorted([
-        "AsyncJobHandle", "AsyncJobQueueClient", "ConfigError", "InvalidQueryError", "JobCancelledError",
-        "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError", "JobRecord",
+        "AmbiguousJobIdError", "AsyncJobHandle", "AsyncJobQueueClient", "ConfigError", "InvalidQueryError",
+        "JobCancelledError", "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError",
+        "JobRecord",
         "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "RedisUnavailableError", "ResourceRequests",
         "ScheduledQuery",
         "Settings",
