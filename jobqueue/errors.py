@@ -5,7 +5,8 @@
     │                            `.field` names the offending argument, the message says the fix
     ├── ConfigError              a registry or resource-group file that does not validate
     │   └── SettingsError        a `JOBQUEUE_*` setting that does not validate or does not exist;
-    │                            `.variables` names them, and no secret value is ever in the message
+    │       │                    `.variables` names them, and no secret value is ever in the message
+    │       └── NoServerError    no JOBQUEUE_REDIS_URL and no running `jobqueue up`: nothing to connect to
     ├── JobNotFoundError         no record for that job id (expired or never submitted)
     ├── JobFailedError           the job ended `failed`; `.record` holds the error and summary
     ├── JobCancelledError        the job ended `cancelled`
@@ -42,6 +43,10 @@ class SettingsError(ConfigError):
     def __init__(self, message: str, variables: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.variables = variables
+
+
+class NoServerError(SettingsError):
+    """No Redis is configured: never a guess at 127.0.0.1:6379, which on a shared host is somebody else's."""
 
 
 class JobNotFoundError(JobQueueError, KeyError):

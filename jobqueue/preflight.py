@@ -94,7 +94,7 @@ def fail_cleanly() -> Iterator[None]:
     """Known failures become one line on stderr and an exit code; bugs keep their traceback."""
     try:
         yield
-    except PreflightError as e:  # a setting that cannot work here: same exit code as an invalid one
+    except (PreflightError, SettingsError) as e:  # a setting that cannot work here (or none is set): exit 2
         raise _error(str(e), 2) from None
     except JobQueueError as e:
         raise _error(str(e), 1) from None
