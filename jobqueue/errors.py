@@ -14,6 +14,7 @@
     ├── ResultGoneError          the job succeeded but its result file was removed (retention); also a
     │                            `FileNotFoundError`
     └── RedisUnavailableError    Redis could not be reached; also a `ConnectionError`
+        └── JobLostError         the embedded server of `jobqueue up` is gone, and the job with it
 """
 
 from __future__ import annotations
@@ -74,3 +75,7 @@ class ResultGoneError(JobQueueError, FileNotFoundError):
 
 class RedisUnavailableError(JobQueueError, ConnectionError):
     pass
+
+
+class JobLostError(RedisUnavailableError):
+    """The job lived in the embedded server of `jobqueue up`, which keeps nothing once it stops: resubmit it."""
