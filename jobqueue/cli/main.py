@@ -66,6 +66,7 @@ def manager() -> None:
     configure_logging(settings.log_format, settings.log_level)
     announce_role("manager")
     with fail_cleanly():
+        check_port_free(settings.http_host, settings.manager_http_port, "JOBQUEUE_MANAGER_HTTP_PORT")
         asyncio.run(check_redis(settings))
         asyncio.run(run_manager(settings))
 
