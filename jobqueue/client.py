@@ -70,14 +70,29 @@ class AsyncJobQueueClient:
         self._local_groups = groups
         self._redis = redis
         self._owns_redis = redis is None
+        self._url: str | None = None  # the URL connected to (the embedded server's record may go away)
+        self._embedded = False
         self._store: JobStore | None = None
         self.storage = Storage(self.settings)
 
     @property
     def redis(self) -> ArqRedis:
         if self._redis is None:
+            self._url = self.settings.resolved_redis_url()
+            self._embedded = self.settings.redis_url is None or self.settings.redis_url == self.settings.embedded_url()
             self._redis = connect_redis(self.settings)
         return self._redis
+
+    @property
+    def server(self) -> str:
+        """The Redis this client talks to, without credentials, for messages."""
+        return redacted(self._url or self.settings.redis_url or "the configured Redis")
+
+    @property
+    def on_embedded_server(self) -> bool:
+        """Whether this client talks to the embedded server of a local `jobqueue up`, which keeps nothing once
+        it stops: its `<home>/redis.url` gave the URL, or the URL set is the one recorded there."""
+        return self._embedded
 
     @property
     def store(self) -> JobStore:
@@ -104,7 +119,7 @@ class AsyncJobQueueClient:
             yield
         except REDIS_UNREACHABLE as e:
             raise RedisUnavailableError(
-                f"cannot reach Redis at {redacted(self.settings.resolved_redis_url())} ({e}); {consequence}. "
+                f"cannot reach Redis at {self.server} ({e}); {consequence}. "
                 "Check that Redis is up (`jobqueue up` on one machine) and JOBQUEUE_REDIS_URL"
             ) from e
 

@@ -33,6 +33,8 @@ def embedded_redis(home: Path, persist: bool = False) -> Iterator[str]:
     try:
         yield url
     finally:
-        url_file.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if url_file.read_text().strip() == url:  # never remove another instance's record
+                url_file.unlink()
         server.stop()
         log.info("embedded valkey stopped")

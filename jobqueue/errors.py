@@ -5,7 +5,8 @@
     │                            `.field` names the offending argument, the message says the fix
     ├── ConfigError              a registry or resource-group file that does not validate
     │   └── SettingsError        a `JOBQUEUE_*` setting that does not validate or does not exist;
-    │                            `.variables` names them, and no secret value is ever in the message
+    │       │                    `.variables` names them, and no secret value is ever in the message
+    │       └── NoServerError    no JOBQUEUE_REDIS_URL and no running `jobqueue up`: nothing to connect to
     ├── JobNotFoundError         no record for that job id (expired or never submitted)
     ├── AmbiguousJobIdError      a job id prefix that several jobs share; `.candidates` lists them
     ├── JobFailedError           the job ended `failed`; `.record` holds the error and summary
@@ -14,6 +15,7 @@
     ├── ResultGoneError          the job succeeded but its result file was removed (retention); also a
     │                            `FileNotFoundError`
     └── RedisUnavailableError    Redis could not be reached; also a `ConnectionError`
+        └── JobLostError         the embedded server of `jobqueue up` is gone, and the job with it
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class SettingsError(ConfigError):
     def __init__(self, message: str, variables: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.variables = variables
+
+
+class NoServerError(SettingsError):
+    """No Redis is configured: never a guess at 127.0.0.1:6379, which on a shared host is somebody else's."""
 
 
 class JobNotFoundError(JobQueueError, KeyError):
@@ -78,3 +84,7 @@ class ResultGoneError(JobQueueError, FileNotFoundError):
 
 class RedisUnavailableError(JobQueueError, ConnectionError):
     pass
+
+
+class JobLostError(RedisUnavailableError):
+    """The job lived in the embedded server of `jobqueue up`, which keeps nothing once it stops: resubmit it."""

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from jobqueue.errors import JobCancelledError, JobFailedError, JobStateError, RedisUnavailableError, ResultGoneError
+from jobqueue.errors import (
+    JobCancelledError,
+    JobFailedError,
+    JobLostError,
+    JobStateError,
+    RedisUnavailableError,
+    ResultGoneError,
+)
 from jobqueue.logs import get_logger
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 from jobqueue.outage import Outage
@@ -94,12 +101,19 @@ class AsyncJobHandle:
 
     async def _poll(self, deadline: float | None, on_update: Callable[[JobRecord], None] | None) -> JobRecord:
         """Poll the record with backoff. A lost Redis connection is waited out (until the deadline):
-        the job lives in Redis and in the consumers, not in this process, so it goes on meanwhile."""
+        the job lives in Redis and in the consumers, not in this process, so it goes on meanwhile. Except when
+        that Redis is the embedded server of `jobqueue up`: gone, it took the job with it (`JobLostError`)."""
         delay, outage = _POLL_MIN, Outage(log, "wait()", every=10.0)
         while True:
             try:
                 record = await self.record()
             except RedisUnavailableError as e:
+                if self._client.on_embedded_server:  # nothing to wait for: that server kept the job in memory only
+                    raise JobLostError(
+                        f"job {self.id} is lost: the embedded server of `jobqueue up` ({self._client.server}) is "
+                        "gone, and it keeps no jobs once it stops. Start `jobqueue up` again and submit the query "
+                        "again (call `offline_query` once more)"
+                    ) from e
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
                 await _sleep_before(deadline, outage.failed(e, job_id=self.id))

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,8 +79,49 @@ async def check_redis(settings: Settings, timeout: float = 10.0) -> None:
         await client.aclose()
 
 
+@contextlib.contextmanager
+def single_instance(home: Path) -> Iterator[None]:
+    """Hold `<home>/up.pid` (an exclusive `flock`, with our pid in it) for the block: one `jobqueue up` per home.
+
+    The lock goes with the process, even a killed one, so a stale file never blocks a new start.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "up.pid", "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            raise PreflightError(
+                f"JOBQUEUE_HOME: `jobqueue up` is already running for {home} (pid {pid}); use it, stop it "
+                f"(Ctrl-C in its terminal, or `kill {pid}`), or set JOBQUEUE_HOME to another directory"
+            ) from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)  # before the lock goes: a newer instance's pid is never erased
+
+
+def check_port_free(host: str, port: int, variable: str) -> None:
+    """`port` can be bound on `host` now (as asyncio binds it: SO_REUSEADDR); 0 and -1 always pass."""
+    if port <= 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            raise PreflightError(f"{variable}: port {port} on {host} is in use (another `jobqueue up`, or another "
+                                 f"program); set {variable} to a free port (0: any free port)") from None
+
+
 def _error(message: str, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line; the terminal wraps
     return typer.Exit(code)
 
 
@@ -94,7 +138,7 @@ def fail_cleanly() -> Iterator[None]:
     """Known failures become one line on stderr and an exit code; bugs keep their traceback."""
     try:
         yield
-    except PreflightError as e:  # a setting that cannot work here: same exit code as an invalid one
+    except (PreflightError, SettingsError) as e:  # a setting that cannot work here (or none is set): exit 2
         raise _error(str(e), 2) from None
     except JobQueueError as e:
         raise _error(str(e), 1) from None

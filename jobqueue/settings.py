@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from jobqueue.errors import SettingsError
+from jobqueue.errors import NoServerError, SettingsError
 from jobqueue.keys import Keys
 from jobqueue.settings_errors import did_you_mean, settings_error
 from jobqueue.sizes import parse_bytes
@@ -410,13 +410,28 @@ class Settings(BaseSettings):
         return self.profiler_directory or self.home / "profiles"
 
     def resolved_redis_url(self) -> str:
-        """The Redis URL: the setting, else the embedded server's recorded URL, else the local default."""
+        """The Redis URL: the setting, else the URL a running `jobqueue up` recorded in `<home>/redis.url`.
+
+        Neither: `NoServerError`, before any connection. There is no default address: on a shared host
+        `127.0.0.1:6379` is somebody else's Redis, and jobs sent there would wait forever.
+        """
         if self.redis_url:
             return self.redis_url
-        url_file = self.embedded_redis_url_file
-        if url_file.is_file():
-            return url_file.read_text().strip()
-        return "redis://127.0.0.1:6379/0"
+        url = self.embedded_url()
+        if url is None:
+            raise NoServerError(
+                "no jobqueue server: start one with `jobqueue up` (it records its address in "
+                f"{self.embedded_redis_url_file}), or set JOBQUEUE_REDIS_URL to your Redis",
+                ("JOBQUEUE_REDIS_URL",),
+            )
+        return url
+
+    def embedded_url(self) -> str | None:
+        """The URL of the embedded server a running `jobqueue up` recorded under the home, if any."""
+        try:
+            return self.embedded_redis_url_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
 
 def known_variables() -> set[str]:

@@ -17,7 +17,7 @@ from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
 from jobqueue.cli.schedules import app as schedules_app
 from jobqueue.logs import configure_logging, get_logger
-from jobqueue.preflight import check_redis
+from jobqueue.preflight import check_port_free, check_redis, single_instance
 from jobqueue.profiler.targets import announce_role
 
 app = typer.Typer(
@@ -49,6 +49,8 @@ def up(
     announce_role("manager")
     use_embedded = settings.redis_url is None if embedded is None else embedded
     with fail_cleanly(), contextlib.ExitStack() as stack:
+        stack.enter_context(single_instance(settings.home))  # before anything starts or writes under the home
+        check_port_free(settings.http_host, settings.manager_http_port, "JOBQUEUE_MANAGER_HTTP_PORT")
         if use_embedded:
             url = stack.enter_context(embedded_redis(settings.home))
             settings = settings.model_copy(update={"redis_url": url})
@@ -64,6 +66,7 @@ def manager() -> None:
     configure_logging(settings.log_format, settings.log_level)
     announce_role("manager")
     with fail_cleanly():
+        check_port_free(settings.http_host, settings.manager_http_port, "JOBQUEUE_MANAGER_HTTP_PORT")
         asyncio.run(check_redis(settings))
         asyncio.run(run_manager(settings))
 

@@ -22,6 +22,15 @@ def _hash(redis: Redis, key: str) -> Awaitable[dict[bytes, bytes]]:
     return cast(Awaitable[dict[bytes, bytes]], redis.hgetall(key))  # redis-py types the async reply as sync-or-async
 
 
+def stale_after(settings: Settings) -> float:
+    """A manager tick older than this (10 ticks, at least 5 s) means no manager runs: queued jobs wait."""
+    return max(5.0, 10 * settings.manager_tick_seconds)
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 async def read_status(settings: Settings) -> list[dict[str, Any]]:
     keys = Keys.for_environment(settings.environment)
     redis = connect_redis(settings)
@@ -30,6 +39,7 @@ async def read_status(settings: Settings) -> list[dict[str, Any]]:
         states = {k.decode(): GroupState.from_json(v) for k, v in (await _hash(redis, keys.group_states)).items()}
         tick = await cast(Awaitable[bytes | None], redis.hget(keys.manager_state, MANAGER_TICK_AT))
         tick_at = float(tick) if tick else None
+        tick_age = round(time.time() - tick_at, 1) if tick_at else None
         rows = []
         for name in sorted(set(groups) | set(states)):
             state, config = states.get(name), groups.get(name, {})
@@ -51,7 +61,9 @@ async def read_status(settings: Settings) -> list[dict[str, Any]]:
                 "error": state.error if state else None,
                 "start_trouble": state.start_trouble if state else None,
                 "configured": state.configured if state else True,
-                "age_seconds": round(time.time() - tick_at, 1) if state and tick_at else None,
+                "age_seconds": tick_age if state else None,
+                "manager_tick_age_seconds": tick_age,
+                "manager_stale": tick_age is None or tick_age > stale_after(settings),
             })
         return rows
     finally:
@@ -70,12 +82,22 @@ def render_status(rows: list[dict[str, Any]]) -> Group:
                      "jobs: ready (due, not running), in flight, deferred")
     if not rows:
         table.caption = "no manager has published groups for this environment yet (is `jobqueue up` running?)"
-    details = [f"[bold]{r['group']}[/]: {r['detail']} ({r['age_seconds']}s ago)" for r in rows
+    details = [_manager_line(rows[0])] if rows else []
+    details += [f"[bold]{r['group']}[/]: {r['detail']} ({r['age_seconds']}s ago)" for r in rows
                if r["detail"] and not r["error"]]
     details += [f"[bold red]{r['group']}[/]: {r['error']}" for r in rows if r["error"]]
     details += [f"[bold red]{r['group']}[/]: {escape(r['start_trouble'])}" for r in rows if r.get("start_trouble")]
     details += [f"[bold]{r['group']}[/]: removed from the config; draining" for r in rows if not r["configured"]]
     return Group(table, *details)
+
+
+def _manager_line(row: dict[str, Any]) -> str:
+    age = row.get("manager_tick_age_seconds")
+    if not row.get("manager_stale"):
+        return f"manager: last tick {_age(age or 0.0)} ago"
+    since = f"for {_age(age)}" if age is not None else "yet"
+    return (f"[bold red]warning:[/] no manager has ticked {since}, so queued jobs wait; start one "
+            "(`jobqueue up`, or `jobqueue manager`)")
 
 
 async def watch_status(settings: Settings, interval: float) -> None:

@@ -45,3 +45,20 @@ def test_bad_settings_fail_fast_naming_the_variable(settings, tmp_path, command,
     assert done.returncode == 2, (done.returncode, stderr)
     assert variable in stderr and words in stderr, stderr
     assert "Traceback" not in done.stderr
+
+
+def test_manager_port_in_use_is_one_line_naming_the_setting(settings, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, **settings.to_env(), "JOBQUEUE_LOG_FORMAT": "json",
+               "JOBQUEUE_MANAGER_HTTP_PORT": str(port)}
+        done = subprocess.run([sys.executable, "-m", "jobqueue.cli.main", "manager"], env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "JOBQUEUE_MANAGER_HTTP_PORT" in done.stderr and f"port {port}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "manager started" not in done.stdout + done.stderr
