@@ -26,7 +26,6 @@ from jobqueue.jobstore import Claim
 from jobqueue.logs import capped
 from jobqueue.models import JobStatus, QueryJob
 from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
-from jobqueue.storage import is_local
 
 if TYPE_CHECKING:
     from consumer.worker import Consumer
@@ -238,12 +237,5 @@ class JobRun:
         unless it succeeded its result folder (empty, or a cut-off attempt's temporary file). Inline when
         local (small), in a thread for object stores; a failed delete is left to the manager's GC."""
         if applied:
-            settings, storage, result = self.consumer.settings, self.consumer.storage, outcome != "succeeded"
-            try:
-                if is_local(settings.staging) and (not result or is_local(settings.results)):
-                    storage.remove_job_files(self.job.job_id, result)
-                else:
-                    await asyncio.to_thread(storage.remove_job_files, self.job.job_id, result)
-            except OSError as e:
-                log.warning("could not remove the job's files", error=str(e))
+            await self.consumer.storage.discard_job_files(self.job.job_id, result=outcome != "succeeded")
         return {"outcome": outcome}

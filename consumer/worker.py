@@ -177,8 +177,7 @@ class Consumer:
             reason = capped(f"malformed job payload: {e}".replace("\n", " "))
             log.error("job payload rejected", reason=reason)
             if await self.store.mark_failed(job_id, reason):  # its staged input will never be read
-                with contextlib.suppress(ValueError, OSError):  # an unsafe id has no folder; the GC retries
-                    await asyncio.to_thread(self.storage.remove_job_files, job_id, True)
+                await self.storage.discard_job_files(job_id, result=True)
             return None
 
 

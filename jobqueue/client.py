@@ -290,8 +290,7 @@ class AsyncJobQueueClient:
             raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
         record = await self.get_job(job_id)
         if result is CancelOutcome.CANCELLED_QUEUED:  # the record, its queue entry and arq job changed in one script
-            with contextlib.suppress(OSError):  # no consumer reads it now; the manager's GC retries a failed delete
-                await asyncio.to_thread(self.storage.remove_job_files, job_id)
+            await self.storage.discard_job_files(job_id)  # no consumer reads it now
         elif result is CancelOutcome.STOP_REQUESTED and wait:
             with contextlib.suppress(TimeoutError, JobQueueError):
                 record = await AsyncJobHandle(job_id, self).wait(timeout=wait, show_progress=False)

@@ -10,8 +10,6 @@ deleted, and one line is logged with the job id.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 from typing import Any
 
@@ -19,7 +17,7 @@ from jobqueue import serializer
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
 from jobqueue.logs import capped, get_logger
-from jobqueue.storage import Storage, is_local
+from jobqueue.storage import Storage
 
 log = get_logger("jobqueue.entries")
 
@@ -77,11 +75,6 @@ async def reject(
         await store.mark_failed(job_id, f"rejected queue entry: {reason}")
     await store.remove_entry(group, member)
     if job_id is not None and storage is not None:
-        staging = storage.settings.staging
-        with contextlib.suppress(ValueError):  # an id that is no path has nothing staged
-            if is_local(staging):
-                storage.delete_job_dir(staging, job_id)
-            else:
-                await asyncio.to_thread(storage.delete_job_dir, staging, job_id)
+        await storage.discard_job_files(job_id)
     log.error("queue entry rejected", job_id=job_id or capped(member, 256), resource_group=group, reason=reason,
               **log_fields)

@@ -15,6 +15,7 @@ AWS environment and config files.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import fnmatch
 import os
@@ -31,8 +32,10 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
 
+log = get_logger("jobqueue.storage")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$")
 _KEPT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
@@ -148,6 +151,18 @@ class Storage:
         self.delete_job_dir(self.settings.staging, job_id)
         if result:
             self.delete_job_dir(self.settings.results, job_id)
+
+    async def discard_job_files(self, job_id: str, result: bool = False) -> None:
+        """`remove_job_files` for a job that has just ended, from async code: inline when all it touches is on
+        local disk (small), in a thread for object stores. A failure is logged, never raised: the manager's
+        garbage collector removes what is left."""
+        try:
+            if is_local(self.settings.staging) and (not result or is_local(self.settings.results)):
+                self.remove_job_files(job_id, result)
+            else:
+                await asyncio.to_thread(self.remove_job_files, job_id, result)
+        except (OSError, ValueError) as e:  # ValueError: an id that is no path has no files
+            log.warning("could not remove a finished job's files", job_id=job_id, error=str(e))
 
     def job_ids(self, root: str) -> list[str]:
         """The ids of this environment's jobs that have a folder under `root` (staging or results), sorted:

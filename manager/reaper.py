@@ -21,7 +21,6 @@ stops the others, or the tick.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -71,12 +70,8 @@ class Reaper:
 
     async def _remove_files(self, job_id: str, result: bool) -> None:
         """A job the reaper ended needs its staged input no more, nor (failed) its result folder."""
-        if self.storage is None:
-            return
-        try:
-            await asyncio.to_thread(self.storage.remove_job_files, job_id, result)
-        except OSError as e:  # the garbage collector tries again later
-            log.warning("could not remove a finished job's files", job_id=job_id, error=str(e))
+        if self.storage is not None:
+            await self.storage.discard_job_files(job_id, result)
 
     async def run(self, running: Mapping[str, Mapping[str, str]], now: datetime | None = None,
                   unreachable: Mapping[str, tuple[str, ...]] | None = None) -> ReapReport:
