@@ -154,7 +154,16 @@ async def test_metrics_and_health(settings, tmp_path, arq_redis):
             status, text = await asyncio.to_thread(get, ops.bound_port, "/metrics")
             return text if status == 200 and 'jobqueue_queue_ready_jobs{group="paused"} 1.0' in text else None
 
-        text = await eventually(scraped, what="a tick that saw the paused job")
+        seen = await eventually(scraped, what="a tick that saw the paused job")
+        # a scrape can land inside that tick, after its group gauges and before its counters: read the metrics
+        # once a whole tick has run since (every counter below was written before the paused job was submitted)
+        ticks = metric(seen, "jobqueue_manager_tick_seconds_count")
+
+        async def next_tick():
+            text = await scraped()
+            return text if text and metric(text, "jobqueue_manager_tick_seconds_count") >= ticks + 2 else None
+
+        text = await eventually(next_tick, what="a whole tick after the one that saw the paused job")
         expected = {
             'jobqueue_jobs_enqueued_total{group="default"}': 3, 'jobqueue_jobs_started_total{group="default"}': 4,
             'jobqueue_jobs_succeeded_total{group="default"}': 1, 'jobqueue_jobs_failed_total{group="default"}': 2,
