@@ -34,6 +34,7 @@ from jobqueue.waiting import WaitNotices
 
 if TYPE_CHECKING:
     import pandas as pd
+    import polars as pl
 
     from jobqueue.client import AsyncJobQueueClient
     from jobqueue.sync import LoopThread
@@ -141,6 +142,10 @@ class AsyncJobHandle:
     async def to_pandas(self) -> pd.DataFrame:
         return _to_pandas(await self.to_arrow())
 
+    async def to_polars(self) -> pl.DataFrame:
+        """The result as a polars DataFrame (needs the `jobqueue[polars]` extra)."""
+        return _to_polars(await self.to_arrow())
+
     async def cancel(self, wait: float | None = 30.0) -> JobRecord:
         """Cancel (see `AsyncJobQueueClient.cancel`); returns the record afterwards."""
         self._record = await self._client.cancel(self.id, wait)
@@ -179,6 +184,10 @@ class AsyncLocalResult:
 
     async def to_pandas(self) -> pd.DataFrame:
         return _to_pandas(await self.to_arrow())
+
+    async def to_polars(self) -> pl.DataFrame:
+        """The result as a polars DataFrame (needs the `jobqueue[polars]` extra)."""
+        return _to_polars(await self.to_arrow())
 
     async def cancel(self, wait: float | None = 30.0) -> JobRecord:
         raise JobStateError(f"job {self.id} ran in-process and has already finished")
@@ -222,6 +231,10 @@ class JobHandle:
     def to_pandas(self) -> pd.DataFrame:
         return _to_pandas(self.to_arrow())
 
+    def to_polars(self) -> pl.DataFrame:
+        """The result as a polars DataFrame (needs the `jobqueue[polars]` extra)."""
+        return _to_polars(self.to_arrow())
+
     def cancel(self, wait: float | None = 30.0) -> JobRecord:
         return self._loop.run(self._handle.cancel(wait))
 
@@ -262,6 +275,17 @@ def _quiet_uncaught_wait_interrupted() -> None:
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
     frame: pd.DataFrame = table.to_pandas()
+    return frame
+
+
+def _to_polars(table: pa.Table) -> pl.DataFrame:
+    try:
+        import polars as pl
+    except ImportError as e:
+        raise ImportError("to_polars() needs polars: install the polars extra, `pip install 'jobqueue[polars]'` "
+                          "(or use to_pandas() / to_arrow())") from e
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)  # a table gives a frame (a lone array would give a Series)
     return frame
 
 
