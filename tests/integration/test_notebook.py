@@ -135,5 +135,6 @@ async def test_interrupting_wait_in_a_notebook_stops_the_bar_and_says_how_to_can
     job_id = re.search(r"submitted (\w+)", drawn(outputs[0])).group(1)
     shown = drawn(outputs[1])
     assert re.search(rf"job {job_id[:8]}:   0%\|\s+\| queued", shown), shown
+    assert f"job {job_id[:8]} waits: " in shown, shown  # why it waits (no manager runs), above the bar
     assert f"job {job_id} is still queued; cancel it with `jobqueue cancel {job_id}` or `job.cancel()`" in shown
     assert drawn(outputs[2]) == "queued\n", drawn(outputs[2])
