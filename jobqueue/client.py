@@ -143,20 +143,27 @@ class AsyncJobQueueClient:
         resources: ResourceRequests | None = None,
         max_retries: int = 2,
         completion_deadline: datetime | timedelta | None = None,
+        include_input_time: bool = False,
     ) -> AsyncJobHandle | AsyncLocalResult:
         """Validate, stage and enqueue one offline query; or run it here when not asynchronous.
 
-        `max_retries`: failed attempts retried (default 2, so 3 attempts). `completion_deadline`:
-        a time (or a delay from now) after which the job is `expired` if not done.
+        `input`: a dict of columns, a pandas or polars DataFrame, or an Arrow table, with the primary key of
+        every output namespace (columns named `namespace.feature`). `input_times`: one time per row, the time
+        each row is answered as of (default: now; naive times are UTC). `max_retries`: failed attempts retried
+        (default 2, so 3 attempts). `completion_deadline`: a time (or a delay from now) after which the job is
+        `expired` if not done. `include_input_time`: the result gets an `input_time` column, the UTC time each
+        row was answered as of, after the input columns (to audit point-in-time answers).
         """
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
         deadline = _deadline(completion_deadline, now)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 100:
             raise InvalidQueryError("max_retries", f"must be a whole number from 0 to 100, got {max_retries!r}")
+        if not isinstance(include_input_time, bool):
+            raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
         table, columns = self._prepare(input, output, input_times, now)
         if not run_asynchronously:
-            return await asyncio.to_thread(self._run_in_process, table, columns, output, now)
+            return await asyncio.to_thread(self._run_in_process, table, columns, output, now, include_input_time)
         with self._reaching_redis("the query was not submitted"):
             known = await self.known_groups()
         if resources.resource_group not in known:
@@ -169,6 +176,7 @@ class AsyncJobQueueClient:
                                   f"write, `jobqueue jobs` would list job {job_id})"):
             await self.submit_prepared(PreparedSubmission(
                 table, columns, output, resources.resource_group, job_id, now, max_retries, deadline,
+                include_input_time=include_input_time,
             ))
         return AsyncJobHandle(job_id, self)
 
@@ -181,7 +189,7 @@ class AsyncJobQueueClient:
             job_id=job_id, environment=self.settings.environment, resource_group=request.group,
             output=list(request.output), input_uri=input_uri, input_columns=request.columns,
             input_rows=table.num_rows, submitted_at=request.submitted_at, max_retries=request.max_retries,
-            completion_deadline=request.deadline, **time_range(table),
+            completion_deadline=request.deadline, include_input_time=request.include_input_time, **time_range(table),
         )
         record = JobRecord(
             job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
@@ -222,7 +230,7 @@ class AsyncJobQueueClient:
         return True
 
     def _run_in_process(
-        self, table: pa.Table, columns: list[str], output: list[str], now: datetime
+        self, table: pa.Table, columns: list[str], output: list[str], now: datetime, include_input_time: bool
     ) -> AsyncLocalResult:
         from jobqueue.engine.execute import PreparedQuery  # the engine is only needed for in-process runs
 
@@ -232,7 +240,7 @@ class AsyncJobQueueClient:
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group="in-process",
             output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
-            submitted_at=now, **time_range(table),
+            submitted_at=now, include_input_time=include_input_time, **time_range(table),
         )
         succeeded = False
         started = datetime.now(UTC)
@@ -321,6 +329,7 @@ class PreparedSubmission:
     max_retries: int = 2
     deadline: datetime | None = None
     exclusive: bool = False  # an id that already exists is not submitted again (deterministic ids)
+    include_input_time: bool = False  # the result gets `input_time`, each row's as-of time
 
 
 def _deadline(value: datetime | timedelta | None, now: datetime) -> datetime | None:

@@ -28,11 +28,13 @@ from jobqueue.errors import (
 from jobqueue.logs import get_logger
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, WaitReason
 from jobqueue.outage import Outage
+from jobqueue.progress import progress_bar, show_by_default
 from jobqueue.storage import Storage
 from jobqueue.waiting import WaitNotices
 
 if TYPE_CHECKING:
     import pandas as pd
+    import polars as pl
 
     from jobqueue.client import AsyncJobQueueClient
     from jobqueue.sync import LoopThread
@@ -80,31 +82,20 @@ class AsyncJobHandle:
     async def wait(self, timeout: float | None = None, show_progress: bool | None = None) -> JobRecord:
         """Block until the job is final; raise `JobFailedError` / `JobCancelledError` if it did not succeed.
 
-        `show_progress` (default: when stderr is a terminal) draws a rich progress bar. While the job is queued,
-        a line says why it waits when that needs telling (above the bar, or logged without one), and a timeout's
-        `TimeoutError` says it too (`JobRecord.wait_reason`).
+        `show_progress` (default: when stderr is a terminal, and in a notebook) draws a progress bar: rich's in a
+        terminal, tqdm's in a Jupyter kernel (a widget with ipywidgets installed, else a text bar). While the job
+        is queued, a line says why it waits when that needs telling (above the bar, or logged without one), and a
+        timeout's `TimeoutError` says it too (`JobRecord.wait_reason`).
         """
         if show_progress is None:
-            show_progress = sys.stderr.isatty()
+            show_progress = show_by_default()
         deadline = None if timeout is None else time.monotonic() + timeout
         if not show_progress:
             return _check_final(await self._poll(deadline, None, lambda reason: log.info(
                 "job waits", job_id=self.id, reason=reason.code.value, detail=reason.message)))
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=False,
-        ) as progress:
-            task = progress.add_task(f"job {self.id[:8]}", total=1.0, status="queued")
-
-            def update(record: JobRecord) -> None:
-                progress.update(task, completed=record.progress, status=record.status.value)
-
-            def tell(reason: WaitReason) -> None:
-                progress.console.print(f"job {self.id[:8]} waits: {reason.message}", markup=False, highlight=False)
-
-            return _check_final(await self._poll(deadline, update, tell))
+        with progress_bar(self.id) as bar:
+            return _check_final(await self._poll(
+                deadline, bar.update, lambda reason: bar.tell(f"job {self.id[:8]} waits: {reason.message}")))
 
     async def _poll(self, deadline: float | None, on_update: Callable[[JobRecord], None] | None,
                     tell: Callable[[WaitReason], None]) -> JobRecord:
@@ -151,6 +142,10 @@ class AsyncJobHandle:
     async def to_pandas(self) -> pd.DataFrame:
         return _to_pandas(await self.to_arrow())
 
+    async def to_polars(self) -> pl.DataFrame:
+        """The result as a polars DataFrame (needs the `jobqueue[polars]` extra)."""
+        return _to_polars(await self.to_arrow())
+
     async def cancel(self, wait: float | None = 30.0) -> JobRecord:
         """Cancel (see `AsyncJobQueueClient.cancel`); returns the record afterwards."""
         self._record = await self._client.cancel(self.id, wait)
@@ -189,6 +184,10 @@ class AsyncLocalResult:
 
     async def to_pandas(self) -> pd.DataFrame:
         return _to_pandas(await self.to_arrow())
+
+    async def to_polars(self) -> pl.DataFrame:
+        """The result as a polars DataFrame (needs the `jobqueue[polars]` extra)."""
+        return _to_polars(await self.to_arrow())
 
     async def cancel(self, wait: float | None = 30.0) -> JobRecord:
         raise JobStateError(f"job {self.id} ran in-process and has already finished")
@@ -232,6 +231,10 @@ class JobHandle:
     def to_pandas(self) -> pd.DataFrame:
         return _to_pandas(self.to_arrow())
 
+    def to_polars(self) -> pl.DataFrame:
+        """The result as a polars DataFrame (needs the `jobqueue[polars]` extra)."""
+        return _to_polars(self.to_arrow())
+
     def cancel(self, wait: float | None = 30.0) -> JobRecord:
         return self._loop.run(self._handle.cancel(wait))
 
@@ -272,6 +275,17 @@ def _quiet_uncaught_wait_interrupted() -> None:
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
     frame: pd.DataFrame = table.to_pandas()
+    return frame
+
+
+def _to_polars(table: pa.Table) -> pl.DataFrame:
+    try:
+        import polars as pl
+    except ImportError as e:
+        raise ImportError("to_polars() needs polars: install the polars extra, `pip install 'jobqueue[polars]'` "
+                          "(or use to_pandas() / to_arrow())") from e
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)  # a table gives a frame (a lone array would give a Series)
     return frame
 
 

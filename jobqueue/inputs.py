@@ -1,10 +1,11 @@
-"""Query input normalisation: dict / pandas / Arrow -> one Arrow table with `__ts__` and `__row__`.
+"""Query input normalisation: dict / pandas / polars / Arrow -> one Arrow table with `__ts__` and `__row__`.
 
 Pure, no I/O. Every rejection is an `InvalidQueryError` naming the argument and the fix.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -18,18 +19,24 @@ TS_TYPE = pa.timestamp("us", tz="UTC")
 
 
 def to_arrow(input: Any) -> pa.Table:
-    """Accept a column dict, a pandas DataFrame or an Arrow table."""
+    """Accept a column dict, a pandas or polars DataFrame or an Arrow table."""
+    polars = sys.modules.get("polars")  # a polars frame exists only once polars is imported
     if isinstance(input, pa.Table):
         table = input
     elif isinstance(input, pa.RecordBatch):
         table = pa.Table.from_batches([input])
     elif hasattr(input, "to_dict") and hasattr(input, "columns") and hasattr(input, "iloc"):
         table = pa.Table.from_pandas(input, preserve_index=False)
+    elif polars is not None and isinstance(input, polars.DataFrame):
+        table = input.to_arrow()
+    elif polars is not None and isinstance(input, polars.LazyFrame):
+        raise InvalidQueryError("input", "is a polars LazyFrame; pass the DataFrame of its rows (`.collect()`)")
     elif isinstance(input, Mapping):
         table = _from_mapping(input)
     else:
         raise InvalidQueryError(
-            "input", f"got {type(input).__name__}; pass a dict of columns, a pandas DataFrame or an Arrow table"
+            "input", f"got {type(input).__name__}; pass a dict of columns, a pandas or polars DataFrame or an Arrow "
+            "table"
         )
     if table.num_columns == 0 or table.num_rows == 0:
         raise InvalidQueryError("input", "is empty; pass at least one row with the primary key column")

@@ -57,6 +57,7 @@ class QueryJob(_Strict):
     completion_deadline: AwareDatetime | None = None
     input_time_min: AwareDatetime | None = None  # the input's as-of range: lets sources prune files
     input_time_max: AwareDatetime | None = None
+    include_input_time: bool = False  # the result gets `input_time`, each row's as-of time (jobqueue.plan)
 
 
 class PerformanceSummary(_Strict):

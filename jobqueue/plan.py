@@ -6,8 +6,10 @@ Point-in-time semantics, never looking past each row's time `t = __ts__`:
 - a feature takes the latest source row with `ts <= t` (DuckDB `ASOF LEFT JOIN`), null when none;
 - a windowed aggregation covers the rows with `t - window < ts <= t` (counts are 0 when empty,
   other functions null).
-Rows come back in input order. `QueryPlan.unordered_sql` is the same query without the final sort and
-with `__row__` kept, for an engine that restores the order itself (its out-of-memory fallback).
+Rows come back in input order. With `include_input_time`, the result also has `input_time`: the `t` each
+row was answered as of (after the input columns), so a point-in-time answer can be audited.
+`QueryPlan.unordered_sql` is the same query without the final sort and with `__row__` kept, for an engine
+that restores the order itself (its out-of-memory fallback).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from jobqueue.registry import FeatureSource, Namespace, Registry
 
 TS_COLUMN = "__ts__"
 ROW_COLUMN = "__row__"
+INPUT_TIME_COLUMN = "input_time"  # the opt-in result column; never an input's (those are 'namespace.feature')
 
 
 @dataclass(frozen=True)
@@ -110,13 +113,18 @@ def check_input_columns(input_columns: Sequence[str], namespaces: list[Namespace
     )
 
 
-def plan_query(input_columns: Sequence[str], output: Sequence[str], registry: Registry) -> QueryPlan:
-    """Check the request against the registry and build the point-in-time SQL."""
+def plan_query(input_columns: Sequence[str], output: Sequence[str], registry: Registry, *,
+               include_input_time: bool = False) -> QueryPlan:
+    """Check the request against the registry and build the point-in-time SQL. `include_input_time` adds the
+    `input_time` column (each row's as-of time) after the input columns."""
     namespaces = check_output(output, registry)
     check_input_columns(input_columns, namespaces, registry)
     joins = _group_by_source(output, registry)
-    output_columns = tuple(dict.fromkeys([*input_columns, *output]))
+    as_of = [INPUT_TIME_COLUMN] if include_input_time else []
+    output_columns = tuple(dict.fromkeys([*input_columns, *as_of, *output]))
     exprs = {c: f"i.{quote(c)}" for c in input_columns}
+    if include_input_time:
+        exprs[INPUT_TIME_COLUMN] = f"i.{TS_COLUMN}"
     keys: dict[str, str] = {}  # namespace -> CTE of the distinct keys the input asks for
     ctes: list[str] = []
     from_clause = ["FROM input AS i"]

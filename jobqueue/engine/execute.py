@@ -84,7 +84,8 @@ class PreparedQuery:
         sources = self.storage
         if scan_cache is not None:
             sources = self.storage.reading_through(lambda fs: cached_filesystem(fs, scan_cache, self.scan_stats))
-        self.plan: QueryPlan = plan_query(job.input_columns, job.output, registry)
+        self.plan: QueryPlan = plan_query(job.input_columns, job.output, registry,
+                                            include_input_time=job.include_input_time)
         self.limits = engine_limits(settings)
         self.query_run = QueryRun(self.plan, self.limits, table_sources(self.plan, job, sources))
         self.plan_seconds = time.perf_counter() - t0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pytest
 
@@ -18,6 +19,21 @@ def test_dict_pandas_and_arrow_agree():
     d = {"user.id": [3, 1, 2]}
     for value in (d, pd.DataFrame(d), pa.table(d)):
         assert to_arrow(value).column("user.id").to_pylist() == [3, 1, 2]
+
+
+def test_a_polars_frame_gives_the_table_pandas_gives():
+    d = {"user.id": [3, 1, 2], "user.name": ["c", "a", "b"]}
+    from_polars, from_pandas = to_arrow(pl.DataFrame(d)), to_arrow(pd.DataFrame(d))
+    assert from_polars.column_names == from_pandas.column_names == ["user.id", "user.name"]
+    assert from_polars.to_pylist() == from_pandas.to_pylist()
+    with pytest.raises(InvalidQueryError, match=r"polars LazyFrame; pass the DataFrame of its rows \(`.collect\(\)`\)"):
+        to_arrow(pl.DataFrame(d).lazy())
+
+
+def test_polars_times_series():
+    times = pl.Series([datetime(2024, 1, 1, 12), datetime(2024, 1, 2)])  # naive: UTC
+    t = with_times(to_arrow(pl.DataFrame({"user.id": [1, 2]})), times, NOW)
+    assert t.column("__ts__").to_pylist() == [datetime(2024, 1, 1, 12, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)]
 
 
 def test_times_default_to_submission_and_rows_are_numbered():

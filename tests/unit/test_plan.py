@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobqueue.errors import InvalidQueryError
-from jobqueue.plan import plan_query, reorder_sql
+from jobqueue.plan import INPUT_TIME_COLUMN, plan_query, reorder_sql
 from jobqueue.registry import parse_registry
 
 REGISTRY = parse_registry(
@@ -41,6 +41,20 @@ def test_one_source_one_asof_join_in_input_order():
     # key pruning: the source side is cut to keys the input holds before the ASOF join sorts it
     assert 'WITH __keys_0 AS (SELECT DISTINCT "user.id" AS k FROM input)' in plan.sql
     assert 'FROM src_profile AS src SEMI JOIN __keys_0 ON src."uid" = __keys_0.k' in plan.sql
+
+
+def test_the_input_time_column_is_opt_in_and_holds_each_rows_as_of_time():
+    default = plan_query(["user.id"], ["user.age"], REGISTRY)
+    assert INPUT_TIME_COLUMN not in default.output_columns and INPUT_TIME_COLUMN not in default.sql
+    plan = plan_query(["user.id"], ["user.age", "user.logins"], REGISTRY, include_input_time=True)
+    assert INPUT_TIME_COLUMN == "input_time"
+    assert plan.output_columns == ("user.id", "input_time", "user.age", "user.logins")  # after the input columns
+    assert 'SELECT i."user.id" AS "user.id", i.__ts__ AS "input_time", s0."age" AS "user.age"' in plan.sql
+    assert 'i.__ts__ AS "input_time"' in plan.unordered_sql  # the out-of-memory fallback keeps it
+    assert '"input_time"' in reorder_sql("u.parquet", plan.output_columns)
+    # the column can never shadow an input column: those are 'namespace.feature'
+    with pytest.raises(InvalidQueryError, match="'input_time' is not 'namespace.feature'"):
+        plan_query(["user.id", "input_time"], ["user.age"], REGISTRY, include_input_time=True)
 
 
 def test_the_out_of_memory_fallback_sql_leaves_the_order_to_a_second_pass_through_row():
