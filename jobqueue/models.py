@@ -119,8 +119,33 @@ class PerformanceSummary(_Strict):
     correlation_id: str | None = None
 
 
+class WaitCode(enum.StrEnum):
+    """Why a queued job is not running yet (`WaitReason.code`): stable names for programs and the HTTP API."""
+
+    NO_MANAGER = "no_manager"  # no manager has ever ticked in the environment
+    MANAGER_STALE = "manager_stale"  # the last tick is too old: no manager runs now
+    UNKNOWN_GROUP = "unknown_group"  # the running manager does not serve the job's group
+    GROUP_ERROR = "group_error"  # the manager cannot scale the group (a config or backend error)
+    MAX_INSTANCES_ZERO = "max_instances_zero"
+    DEFERRED = "deferred"  # a retry waits for its due time
+    TEAM_LIMIT = "team_limit"  # the submitting team is at its limit (fair share; not enforced yet)
+    CONSUMER_START_FAILING = "consumer_start_failing"
+    CONSUMER_STARTING = "consumer_starting"
+    AT_MAX_INSTANCES = "at_max_instances"
+    SCALE_UP_PENDING = "scale_up_pending"  # the manager has not asked for a consumer yet (its next tick will)
+    NEXT_IN_LINE = "next_in_line"  # a consumer has room: it takes the job at its next poll
+
+
+class WaitReason(_Strict):
+    """Why a queued job waits, as observed when its record was read."""
+
+    code: WaitCode
+    message: str = Field(description="For people: what holds the job and, where there is one, the fix.")
+
+
 class JobRecord(_Strict):
-    """A job as the SDK and CLI see it: stored as the hash `<prefix>job:<id>`."""
+    """A job as the SDK and CLI see it: stored as the hash `<prefix>job:<id>`, but for `wait_reason`, which the
+    SDK works out when it reads a queued job (`jobqueue.waiting`)."""
 
     job_id: str
     status: JobStatus
@@ -146,6 +171,8 @@ class JobRecord(_Strict):
     tags: Tags = Field(default_factory=dict)
     query_name: QueryName | None = None
     correlation_id: CorrelationId | None = None
+    wait_reason: WaitReason | None = Field(default=None, description="Why a queued job is not running yet; "
+                                           "None once it runs (never stored: read with the record).")
 
 
 class ConsumerInfo(_Strict):
