@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from consumer.arq_worker import JobQueueWorker
 from consumer.job import JobRun, PrepareQuery, RunnableQuery
 from jobqueue import entries, serializer
+from jobqueue.attribution import log_context
 from jobqueue.clock import Clock, system_clock
 from jobqueue.engine.disk_space import reserve_slots, sweep_spill
 from jobqueue.engine.execute import PreparedQuery
@@ -149,7 +150,8 @@ class Consumer:
                 job = await self._validate(job_id, payload)
                 if job is None:
                     return {"rejected": True}
-                return await JobRun(self, job)()
+                with structlog.contextvars.bound_contextvars(**log_context(job)):  # owner, team, query_name...
+                    return await JobRun(self, job)()
             except REDIS_UNREACHABLE as e:
                 # never an arq failure (that would drop the job from its queue): run it again later
                 log.warning("redis unreachable before the job was recorded; it will be taken again", error=str(e))

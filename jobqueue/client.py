@@ -33,6 +33,7 @@ from arq.connections import ArqRedis
 from arq.jobs import serialize_job
 
 from jobqueue import serializer
+from jobqueue.attribution import Attribution, check_attribution, default_owner, new_correlation_id
 from jobqueue.errors import (
     AmbiguousJobIdError,
     InvalidQueryError,
@@ -144,6 +145,11 @@ class AsyncJobQueueClient:
         max_retries: int = 2,
         completion_deadline: datetime | timedelta | None = None,
         include_input_time: bool = False,
+        owner: str | None = None,
+        team: str | None = None,
+        tags: dict[str, str] | None = None,
+        query_name: str | None = None,
+        correlation_id: str | None = None,
     ) -> AsyncJobHandle | AsyncLocalResult:
         """Validate, stage and enqueue one offline query; or run it here when not asynchronous.
 
@@ -153,17 +159,27 @@ class AsyncJobQueueClient:
         (default 2, so 3 attempts). `completion_deadline`: a time (or a delay from now) after which the job is
         `expired` if not done. `include_input_time`: the result gets an `input_time` column, the UTC time each
         row was answered as of, after the input columns (to audit point-in-time answers).
+
+        Attribution (`jobqueue.attribution`), stored with the job and shown by `jobqueue jobs`: `owner` (default:
+        the OS user), `team` (default: JOBQUEUE_TEAM), `tags` (a small mapping of text), `query_name`, and
+        `correlation_id` (default: a new one) to find the job from the caller's own logs.
         """
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
         deadline = _deadline(completion_deadline, now)
+        attribution = check_attribution(
+            owner if owner is not None else default_owner(), team if team is not None else self.settings.team or None,
+            tags, query_name, correlation_id if correlation_id is not None else new_correlation_id(),
+        )
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 100:
             raise InvalidQueryError("max_retries", f"must be a whole number from 0 to 100, got {max_retries!r}")
         if not isinstance(include_input_time, bool):
             raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
         table, columns = self._prepare(input, output, input_times, now)
         if not run_asynchronously:
-            return await asyncio.to_thread(self._run_in_process, table, columns, output, now, include_input_time)
+            return await asyncio.to_thread(
+                self._run_in_process, table, columns, output, now, include_input_time, attribution
+            )
         with self._reaching_redis("the query was not submitted"):
             known = await self.known_groups()
         if resources.resource_group not in known:
@@ -176,7 +192,7 @@ class AsyncJobQueueClient:
                                   f"write, `jobqueue jobs` would list job {job_id})"):
             await self.submit_prepared(PreparedSubmission(
                 table, columns, output, resources.resource_group, job_id, now, max_retries, deadline,
-                include_input_time=include_input_time,
+                include_input_time=include_input_time, attribution=attribution,
             ))
         return AsyncJobHandle(job_id, self)
 
@@ -190,11 +206,13 @@ class AsyncJobQueueClient:
             output=list(request.output), input_uri=input_uri, input_columns=request.columns,
             input_rows=table.num_rows, submitted_at=request.submitted_at, max_retries=request.max_retries,
             completion_deadline=request.deadline, include_input_time=request.include_input_time, **time_range(table),
+            **request.attribution.model_dump(),
         )
         record = JobRecord(
             job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
             output=job.output, input_rows=job.input_rows, submitted_at=job.submitted_at,
             max_retries=job.max_retries, completion_deadline=job.completion_deadline,
+            **request.attribution.model_dump(),
         )
         if request.exclusive and await self.redis.exists(self.keys.job(job_id)):
             return False
@@ -230,7 +248,8 @@ class AsyncJobQueueClient:
         return True
 
     def _run_in_process(
-        self, table: pa.Table, columns: list[str], output: list[str], now: datetime, include_input_time: bool
+        self, table: pa.Table, columns: list[str], output: list[str], now: datetime, include_input_time: bool,
+        attribution: Attribution,
     ) -> AsyncLocalResult:
         from jobqueue.engine.execute import PreparedQuery  # the engine is only needed for in-process runs
 
@@ -240,7 +259,7 @@ class AsyncJobQueueClient:
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group="in-process",
             output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
-            submitted_at=now, include_input_time=include_input_time, **time_range(table),
+            submitted_at=now, include_input_time=include_input_time, **time_range(table), **attribution.model_dump(),
         )
         succeeded = False
         started = datetime.now(UTC)
@@ -253,7 +272,7 @@ class AsyncJobQueueClient:
             job_id=job_id, status=JobStatus.SUCCEEDED, resource_group=job.resource_group, output=job.output,
             input_rows=job.input_rows, submitted_at=now, started_at=started, finished_at=datetime.now(UTC),
             consumer_id="in-process", progress=1.0, attempts=1, max_retries=job.max_retries,
-            result_uri=outcome.result_uri, summary=outcome.summary,
+            result_uri=outcome.result_uri, summary=outcome.summary, **attribution.model_dump(),
         )
         return AsyncLocalResult(record, self.storage)
 
@@ -330,6 +349,7 @@ class PreparedSubmission:
     deadline: datetime | None = None
     exclusive: bool = False  # an id that already exists is not submitted again (deterministic ids)
     include_input_time: bool = False  # the result gets `input_time`, each row's as-of time
+    attribution: Attribution = Attribution()  # who the job is for (`jobqueue.attribution`), checked already
 
 
 def _deadline(value: datetime | timedelta | None, now: datetime) -> datetime | None:

@@ -26,7 +26,7 @@ from redis.exceptions import WatchError
 
 from jobqueue.clock import Clock, system_clock
 from jobqueue.errors import JobStateError
-from jobqueue.keys import JOB_JSON_FIELDS, CounterName, JobField, Keys
+from jobqueue.keys import JOB_JSON_FIELDS, CounterName, JobField, Keys, TeamCounterName
 from jobqueue.logs import capped
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 from jobqueue.store_scripts import (
@@ -41,7 +41,7 @@ from jobqueue.store_scripts import (
     count,
     failed_run_counts,
     summary_counts,
-    transition_counter,
+    transition_counts,
 )
 
 
@@ -141,6 +141,8 @@ class JobStore:
         pipe.expire(key, self.ttl_seconds)
         pipe.zadd(self.keys.jobs_index, {record.job_id: record.submitted_at.timestamp() * 1000})
         pipe.hincrby(self.keys.counters, CounterName.ENQUEUED.field(record.resource_group), 1)
+        if record.team:
+            pipe.hincrby(self.keys.counters, TeamCounterName.SUBMITTED.field(record.team), 1)
         if record.completion_deadline is not None:
             pipe.zadd(self.keys.deadlines, {record.job_id: record.completion_deadline.timestamp() * 1000})
 
@@ -169,7 +171,7 @@ class JobStore:
         """Set `status=new` (and `fields`) only if the status is in `allowed` (and, with `owner`,
         the job belongs to that consumer). With `release=<group>` the job's running entry and
         heartbeat go in the same round trip. Returns 1 applied, 0 not applied, -1 no record."""
-        counts = [count(transition_counter(new)), *(extra_counts or [])]
+        counts = [*transition_counts(new), *(extra_counts or [])]
         pairs: list[str] = []
         for name, value in fields.items():
             if name not in JOB_JSON_FIELDS:
@@ -309,14 +311,14 @@ class JobStore:
     async def request_cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a queued job now (off its queue and deadlines, its arq job gone, in one script), or ask the
         running consumer to stop it."""
-        key = self.keys.job(job_id)
+        key, counts = self.keys.job(job_id), json.dumps(transition_counts(JobStatus.CANCELLED))
         while True:
             stored = await cast(Awaitable[bytes | None], self.redis.hget(key, JobField.RESOURCE_GROUP)) or b'""'
             group = json.loads(stored)
             reply = int(await self._request_cancel(
                 keys=[key, self.keys.counters, self.keys.deadlines, self.keys.queue(group), self.keys.arq_job(job_id)],
                 args=[NAMES, _encode(self.clock()), job_id, self.keys.arq_id(job_id), stored, JobStatus.QUEUED.value,
-                      JobStatus.RUNNING.value, JobStatus.CANCELLED.value, json.dumps([count(CounterName.CANCELLED)])],
+                      JobStatus.RUNNING.value, JobStatus.CANCELLED.value, counts],
             ))
             if reply != RECORD_REPLACED:
                 return CancelOutcome(reply)

@@ -18,11 +18,14 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>groups                   hash group -> JSON config, published by the manager for SDKs
     <p>counters                 hash `<counter>:<group>` -> count (`CounterName`: enqueued, started, succeeded, failed,
                                 retried, cancelled, expired, spilled_bytes, scan_cache_*, oom_kills) and
-                                `hist:<name>:<group>:<le>|sum` (`HistogramName`): exported by the manager
+                                `hist:<name>:<group>:<le>|sum` (`HistogramName`): exported by the manager;
+                                and `team:<event>:<team>` (`TeamCounterName`): jobs per team (submitted, outcomes)
     <p>schedules                hash name -> JSON definition, published by the manager (+ `!errors`)
     <p>schedule:<name>          hash: `ScheduleField` (checkpoint, paused, run_requested, last_job, last_due,
                                 last_reason)
     <p>schedule-runs:<name>     zset job_id -> due ms: the runs of one schedule
+    <p>tokens                   zset token id -> created ms: every API token (`jobqueue.auth.tokens`)
+    <p>token:<id>               hash: one API token (`TokenField`): the SHA-256 of the token, never the token
     <p>events                   pub/sub channel: `submitted:<group>` (`submitted_event`) wakes the manager early
 
 arq keeps its own per-job keys (`arq:job:<arq id>`, `arq:in-progress:<arq id>`, `arq:retry:<arq id>`,
@@ -86,6 +89,11 @@ class JobField(enum.StrEnum):
     ERROR = "error"
     RESULT_URI = "result_uri"
     SUMMARY = "summary"
+    OWNER = "owner"
+    TEAM = "team"
+    TAGS = "tags"
+    QUERY_NAME = "query_name"
+    CORRELATION_ID = "correlation_id"
 
 
 JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
@@ -100,6 +108,19 @@ class ScheduleField(enum.StrEnum):
     LAST_JOB = "last_job"
     LAST_DUE = "last_due"
     LAST_REASON = "last_reason"
+
+
+class TokenField(enum.StrEnum):
+    """The fields of <p>token:<id>, written by `jobqueue.auth.tokens.TokenStore` alone. Times are ISO 8601 text."""
+
+    SHA256 = "sha256"  # hex SHA-256 of the whole token: the token itself is never stored
+    OWNER = "owner"
+    TEAM = "team"
+    ROLE = "role"
+    CREATED_AT = "created_at"
+    EXPIRES_AT = "expires_at"  # absent: never expires
+    REVOKED_AT = "revoked_at"  # absent: not revoked
+    LAST_USED_AT = "last_used_at"  # absent: never used (updated at most once a minute)
 
 
 class CounterName(enum.StrEnum):
@@ -123,6 +144,23 @@ class CounterName(enum.StrEnum):
 
     def field(self, group: str) -> str:
         return f"{self.value}:{group}"
+
+
+TEAM_COUNTER_PREFIX = "team"
+
+
+class TeamCounterName(enum.StrEnum):
+    """Per-team job counters in <p>counters: `team:<event>:<team>`, only for jobs that have a team. Only `JobStore`
+    writes them; the manager exports them with a bounded `team` label (`manager.metrics`)."""
+
+    SUBMITTED = "submitted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    def field(self, team: str) -> str:
+        return f"{TEAM_COUNTER_PREFIX}:{self.value}:{team}"
 
 
 SECONDS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 10800)
@@ -161,9 +199,20 @@ class HistogramField:
     le: str  # a bound, `+Inf` or `sum`
 
 
-def parse_counter_field(name: str) -> CounterField | HistogramField | None:
+@dataclass(frozen=True)
+class TeamCounterField:
+    counter: TeamCounterName
+    team: str
+
+
+def parse_counter_field(name: str) -> CounterField | HistogramField | TeamCounterField | None:
     """What a field of <p>counters counts; None for a field no one declared."""
     head, _, rest = name.partition(":")
+    if head == TEAM_COUNTER_PREFIX:
+        event, _, team = rest.partition(":")
+        if event in TeamCounterName.__members__.values() and team:
+            return TeamCounterField(TeamCounterName(event), team)
+        return None
     if head == HISTOGRAM_FIELD_PREFIX:
         hist, _, rest = rest.partition(":")
         group, _, le = rest.rpartition(":")
@@ -279,6 +328,7 @@ class Keys:
     oom_kill = _Named("oom-kill")  # per consumer id
     schedule = _Named("schedule")  # per schedule name
     schedule_runs = _Named("schedule-runs")  # per schedule name
+    token = _Named("token")  # per API token id
 
     # keys without a variable part
     deadlines = _Fixed("deadlines")  # zset: job id -> completion deadline (ms)
@@ -289,3 +339,4 @@ class Keys:
     counters = _Fixed("counters")
     schedules = _Fixed("schedules")
     events = _Fixed("events")
+    tokens = _Fixed("tokens")  # zset: API token id -> creation time (ms)

@@ -1,7 +1,8 @@
 """structlog set-up: JSON lines in production, readable output in a terminal.
 
-Context (job_id, resource_group, consumer_id) is bound with `structlog.contextvars`, so every
-line logged while a job runs carries its id. Standard-library loggers (arq, asyncio) are routed
+Context (job_id, resource_group, consumer_id, and the job's attribution: owner, team, tags, query_name,
+correlation_id) is bound with `structlog.contextvars`, so every line logged while a job runs carries its id
+and whose it is. Standard-library loggers (arq, asyncio) are routed
 through the same renderer.
 
 Error text is capped (`capped`, `MAX_ERROR_BYTES`) wherever it is logged or stored in a job record: a

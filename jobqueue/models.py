@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from jobqueue.attribution import CorrelationId, OwnerName, QueryName, Tags, TeamName
+
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$"
 
 
@@ -58,6 +60,12 @@ class QueryJob(_Strict):
     input_time_min: AwareDatetime | None = None  # the input's as-of range: lets sources prune files
     input_time_max: AwareDatetime | None = None
     include_input_time: bool = False  # the result gets `input_time`, each row's as-of time (jobqueue.plan)
+    # attribution (`jobqueue.attribution`): who the job is for and what it is
+    owner: OwnerName | None = None
+    team: TeamName | None = None
+    tags: Tags = Field(default_factory=dict)
+    query_name: QueryName | None = None
+    correlation_id: CorrelationId | None = None
 
 
 class PerformanceSummary(_Strict):
@@ -104,6 +112,12 @@ class PerformanceSummary(_Strict):
         default_factory=dict, description="stage_input, plan, execute (DuckDB, incl. the local result file), "
         "write_result (upload or rename); oom_reorder after an out-of-memory retry."
     )
+    # the job's attribution, so that a summary read on its own says whose query it measured
+    owner: str | None = None
+    team: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    query_name: str | None = None
+    correlation_id: str | None = None
 
 
 class WaitCode(enum.StrEnum):
@@ -152,6 +166,12 @@ class JobRecord(_Strict):
     error: str | None = None
     result_uri: str | None = None
     summary: PerformanceSummary | None = None
+    # attribution (`jobqueue.attribution`): who the job is for and what it is
+    owner: OwnerName | None = None
+    team: TeamName | None = None
+    tags: Tags = Field(default_factory=dict)
+    query_name: QueryName | None = None
+    correlation_id: CorrelationId | None = None
     wait_reason: WaitReason | None = Field(default=None, description="Why a queued job is not running yet; "
                                            "None once it runs (never stored: read with the record).")
 

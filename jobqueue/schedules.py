@@ -14,6 +14,10 @@
         missed: skip                     # or run_once: one run for the latest missed time
         allow_overlap: false             # skip a due run while the previous one is queued or running
         enabled: true
+        query_name: nightly_user_features  # optional attribution (`jobqueue.attribution`); query_name defaults
+        owner: risk-bot                    # to the schedule's name, owner to `scheduler`; the correlation id
+        team: risk                         # of a run is its job id
+        tags: {project: churn}
 
 Field names follow chalkpy's `ScheduledQuery` where it has them. A bad definition is reported
 with its name and does not stop the others from loading.
@@ -31,12 +35,14 @@ import yaml
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from jobqueue.attribution import Attribution, check_attribution
 from jobqueue.errors import ConfigError, InvalidQueryError
 from jobqueue.groups import ResourceGroup
 from jobqueue.plan import plan_query
 from jobqueue.registry import Registry, parse_window
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+SCHEDULER_OWNER = "scheduler"  # the owner of a scheduled run whose schedule names none
 
 
 class ScheduledQuery(BaseModel):
@@ -56,6 +62,10 @@ class ScheduledQuery(BaseModel):
     missed: Literal["skip", "run_once"] = "skip"
     allow_overlap: bool = False
     enabled: bool = True
+    query_name: str | None = None
+    owner: str | None = None
+    team: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -98,6 +108,19 @@ class ScheduledQuery(BaseModel):
             if value is not None and value.tzinfo is None:
                 object.__setattr__(self, name, value.replace(tzinfo=UTC))
         return self
+
+    @model_validator(mode="after")
+    def _attribution(self) -> ScheduledQuery:
+        try:
+            self.attribution("check")
+        except InvalidQueryError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    def attribution(self, job_id: str) -> Attribution:
+        """The attribution of the run `job_id`."""
+        return check_attribution(self.owner or SCHEDULER_OWNER, self.team, self.tags, self.query_name or self.name,
+                                 job_id)
 
     @property
     def zone(self) -> ZoneInfo:

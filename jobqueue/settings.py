@@ -164,6 +164,21 @@ class Settings(BaseSettings):
         default=8 << 30, ge=1, description="Largest query input the SDK accepts, in Arrow bytes (e.g. `8GiB`); a "
         "bigger one is refused at submit.",
     )
+    team: str = Field(
+        default="", pattern=r"^$|^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="The team the SDK records on the jobs it submits when `offline_query(team=...)` is not given "
+        "(empty: none). Lowercase letters, digits, '_' or '-'.",
+    )
+    metrics_max_teams: int = Field(
+        default=50, ge=0,
+        description="Most teams the manager exports per-team job counters for (`jobqueue_team_jobs_total{team}`): "
+        "teams get a label in the order the manager first sees them, later ones are summed as `team=\"_other\"`, "
+        "so the label stays bounded whatever teams clients write.",
+    )
+    users_see_team_jobs: bool = Field(
+        default=False,
+        description="Whether a token with role `user` sees and cancels the jobs of its whole team, not only its own.",
+    )
     table_scan_cache_bytes: ByteSize = Field(
         default=0, ge=0,
         validation_alias=AliasChoices("JOBQUEUE_TABLE_SCAN_CACHE_BYTES", "LIBCHALK_VELOX_TABLE_SCAN_SSD_CACHE_BYTES"),

@@ -9,23 +9,37 @@ from __future__ import annotations
 
 import json
 
-from jobqueue.keys import SLOT, CounterName, HistogramName, JobField, around
+from jobqueue.keys import SLOT, CounterName, HistogramName, JobField, TeamCounterName, around
 from jobqueue.models import JobStatus, PerformanceSummary
 
 # ARGV[1] of every script: the job fields it reads and writes, as JSON {status = <JobField.STATUS>, ...}
 NAMES = json.dumps({f.name.lower(): f.value for f in (JobField.STATUS, JobField.RESOURCE_GROUP, JobField.CONSUMER_ID,
                                                JobField.STARTED_AT, JobField.PROGRESS, JobField.ATTEMPTS,
-                                               JobField.ERRORS, JobField.FINISHED_AT, JobField.CANCEL_REQUESTED)})
+                                               JobField.ERRORS, JobField.FINISHED_AT, JobField.CANCEL_REQUESTED,
+                                               JobField.TEAM)})
 GROUP_FUNCTIONS = """
 local function group_of(job)
   return cjson.decode(redis.call('HGET', job, N.resource_group) or '""')
 end
--- counts: JSON list of {head, tail, amount, 'i' or 'f'}; the field is head .. group .. tail
-local function count(counters, group, counts)
+local function team_of(job)
+  local raw = redis.call('HGET', job, N.team)
+  if not raw then return nil end
+  local team = cjson.decode(raw)
+  if type(team) ~= 'string' or team == '' then return nil end
+  return team
+end
+-- counts: JSON list of {head, tail, amount, 'i' or 'f'[, 't']}; the field is head .. group .. tail, or with 't'
+-- head .. team .. tail (not counted for a job without a team)
+local function count(counters, job, counts)
+  local group = group_of(job)
   for _, c in ipairs(cjson.decode(counts)) do
-    local field = c[1] .. group .. c[2]
-    if c[4] == 'f' then redis.call('HINCRBYFLOAT', counters, field, c[3])
-    else redis.call('HINCRBY', counters, field, c[3]) end
+    local name = group
+    if c[5] == 't' then name = team_of(job) end
+    if name then
+      local field = c[1] .. name .. c[2]
+      if c[4] == 'f' then redis.call('HINCRBYFLOAT', counters, field, c[3])
+      else redis.call('HINCRBY', counters, field, c[3]) end
+    end
   end
 end
 """
@@ -42,7 +56,7 @@ if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], N.consumer_id) ~= ARGV[5] then 
 for s in string.gmatch(ARGV[2], '[^,]+') do
   if s == cur then
     redis.call('HSET', KEYS[1], N.status, ARGV[3])
-    count(KEYS[3], group_of(KEYS[1]), ARGV[7])
+    count(KEYS[3], KEYS[1], ARGV[7])
     for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
     if ARGV[6] == '1' then redis.call('ZREM', KEYS[2], ARGV[4]) end
     if #KEYS == 5 then
@@ -64,7 +78,7 @@ local cur = redis.call('HGET', KEYS[1], N.status)
 if not cur then return {-1} end
 if cur ~= ARGV[2] then return {0, cur} end
 redis.call('HSET', KEYS[1], N.status, ARGV[3], N.consumer_id, ARGV[5], N.started_at, ARGV[6], N.progress, '0.0')
-count(KEYS[4], group_of(KEYS[1]), ARGV[9])
+count(KEYS[4], KEYS[1], ARGV[9])
 local attempts = redis.call('HINCRBY', KEYS[1], N.attempts, 1)
 redis.call('HSET', KEYS[2], ARGV[8], ARGV[4])
 redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[7])
@@ -83,7 +97,7 @@ if not cur then return -1 end
 if (redis.call('HGET', KEYS[1], N.resource_group) or '""') ~= ARGV[5] then return -2 end
 if cur == ARGV[6] then
   redis.call('HSET', KEYS[1], N.status, ARGV[8], N.finished_at, ARGV[2])
-  count(KEYS[2], group_of(KEYS[1]), ARGV[9])
+  count(KEYS[2], KEYS[1], ARGV[9])
   redis.call('ZREM', KEYS[3], ARGV[3])
   redis.call('ZREM', KEYS[4], ARGV[4])
   redis.call('DEL', KEYS[5])
@@ -108,11 +122,17 @@ redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 return 1
 """
 KILL_ID = "kill_id"  # in the JSON of <p>oom-kill:<consumer>
-Count = tuple[str, str, str, str]  # head, tail (around the group), amount, 'i' (HINCRBY) or 'f' (HINCRBYFLOAT)
+# head, tail (around the group), amount, 'i' (HINCRBY) or 'f' (HINCRBYFLOAT)[, 't': around the team, not the group]
+Count = tuple[str, ...]
 
 
 def count(counter: CounterName, amount: int = 1) -> Count:
     return (*around(counter.field(SLOT)), str(amount), "i")
+
+
+def team_count(counter: TeamCounterName) -> Count:
+    """One more of a per-team counter for the job's team (nothing for a job without one)."""
+    return (*around(counter.field(SLOT)), "1", "i", "t")
 
 
 def _observe(histogram: HistogramName, value: float) -> list[Count]:
@@ -120,8 +140,8 @@ def _observe(histogram: HistogramName, value: float) -> list[Count]:
     def at(le: str) -> tuple[str, str]:
         return around(histogram.field(SLOT, le))
 
-    return ([(*at(str(le)), "1", "i") for le in histogram.buckets if value <= le]
-            + [(*at("+Inf"), "1", "i"), (*at("sum"), repr(float(value)), "f")])
+    counts: list[Count] = [(*at(str(le)), "1", "i") for le in histogram.buckets if value <= le]
+    return counts + [(*at("+Inf"), "1", "i"), (*at("sum"), repr(float(value)), "f")]
 
 
 def summary_counts(sm: PerformanceSummary) -> list[Count]:
@@ -145,3 +165,11 @@ def failed_run_counts(run_seconds: float) -> list[Count]:
 
 def transition_counter(new: JobStatus) -> CounterName:
     return CounterName.RETRIED if new is JobStatus.QUEUED else CounterName(new.value)
+
+
+def transition_counts(new: JobStatus) -> list[Count]:
+    """The counts of a transition to `new`: its group's counter, and for an outcome its team's."""
+    counts = [count(transition_counter(new))]
+    if new.is_final:
+        counts.append(team_count(TeamCounterName(new.value)))
+    return counts

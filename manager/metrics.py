@@ -17,7 +17,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from jobqueue.groups import ResourceGroup
-from jobqueue.keys import CounterField, CounterName, HistogramField, HistogramName, parse_counter_field
+from jobqueue.keys import (
+    CounterField,
+    CounterName,
+    HistogramField,
+    HistogramName,
+    TeamCounterField,
+    TeamCounterName,
+    parse_counter_field,
+)
 from manager.observe import GroupObservation
 from manager.policy import Decision
 
@@ -55,9 +63,10 @@ class RedisCounters(Collector):
     """Counters aggregated in Redis, exported from the last snapshot. Every counter and histogram has a sample for
     every known group from the start (0 until its first event), so that `increase()` sees the first event."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_teams: int = 50) -> None:
         self.snapshot: dict[str, float] = {}
         self.known_groups: Callable[[], Iterable[str]] = tuple
+        self.teams = TeamLabels(max_teams)
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         families = _counter_families()
@@ -65,9 +74,13 @@ class RedisCounters(Collector):
         values: dict[tuple[CounterName, str], float] = {(c, g): 0.0 for c in CounterName for g in groups}
         histograms: dict[tuple[HistogramName, str], dict[str, float]] = {(h, g): {} for h in HistogramName
                                                                          for g in groups}
-        for field, value in self.snapshot.items():
+        team_values: dict[tuple[str, TeamCounterName], float] = {}
+        for field, value in sorted(self.snapshot.items()):  # sorted: new teams are labelled in name order
             parsed = parse_counter_field(field)
-            if isinstance(parsed, CounterField):
+            if isinstance(parsed, TeamCounterField):
+                at = (self.teams.label(parsed.team), parsed.counter)
+                team_values[at] = team_values.get(at, 0.0) + value
+            elif isinstance(parsed, CounterField):
                 values[(parsed.counter, parsed.group)] = value
             elif isinstance(parsed, HistogramField):
                 histograms.setdefault((parsed.histogram, parsed.group), {})[parsed.le] = value
@@ -76,6 +89,38 @@ class RedisCounters(Collector):
             families[counter].add_metric([group, extra[1]] if extra else [group], value)
         yield from {id(f): f for f in families.values()}.values()
         yield from _histograms(histograms)
+        yield _team_family(team_values)
+
+
+OTHER_TEAMS = "_other"  # the label of the teams past `metrics_max_teams` (a team name cannot start with '_')
+
+
+class TeamLabels:
+    """The `team` label values: the first `max_teams` teams seen get their own (in the order first seen; a
+    snapshot's new teams in name order), and keep it for the life of the process, so a labelled team's counter
+    never moves; every later team is summed into `_other`. Clients write arbitrary team names in trusted mode,
+    and so the series count stays bounded however many they write."""
+
+    def __init__(self, max_teams: int) -> None:
+        self.max_teams = max_teams
+        self.named: set[str] = set()
+
+    def label(self, team: str) -> str:
+        if team in self.named:
+            return team
+        if len(self.named) < self.max_teams:
+            self.named.add(team)
+            return team
+        return OTHER_TEAMS
+
+
+def _team_family(values: dict[tuple[str, TeamCounterName], float]) -> CounterMetricFamily:
+    family = CounterMetricFamily("jobqueue_team_jobs", "Jobs of each team, by event (submitted, or an outcome). "
+                                 "Only jobs with a team; teams past JOBQUEUE_METRICS_MAX_TEAMS are summed as "
+                                 f"team={OTHER_TEAMS!r}.", labels=["team", "event"])
+    for (team, event), value in sorted(values.items()):
+        family.add_metric([team, event.value], value)
+    return family
 
 
 # each stored histogram: (metric name, help, extra label and its value or None)
@@ -168,7 +213,7 @@ class GroupGauges(Collector):
 
 
 class ManagerMetrics:
-    def __init__(self) -> None:
+    def __init__(self, max_teams: int = 50) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.tick = Histogram("jobqueue_manager_tick_seconds", "Duration of one reconcile tick.", registry=r,
@@ -187,7 +232,7 @@ class ManagerMetrics:
                                   "result, result_folder, jobs_index, deadlines, schedule_runs).", ["kind"], registry=r)
         self.groups = GroupGauges()
         r.register(self.groups)
-        self.counters = RedisCounters()
+        self.counters = RedisCounters(max_teams)
         r.register(self.counters)
 
     def observe_group(

@@ -64,7 +64,7 @@ class Reconciler:
         self.backend = backend
         self.clock = clock  # the time of every decision: the reaper, the scheduler and the job records go by it too
         self.scheduler = scheduler
-        self.metrics = metrics or ManagerMetrics()
+        self.metrics = metrics or ManagerMetrics(settings.metrics_max_teams)
         self.metrics.counters.known_groups = lambda: [*self.groups, *self.config.errors]  # 0 before any event
         self.leader = leader or (lambda: True)
         self.last_tick_at = time.monotonic()

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from jobqueue.cli.console import console, settings_or_exit, with_client
+from jobqueue.attribution import parse_tag_filters
+from jobqueue.cli.console import console, fail_cleanly, settings_or_exit, with_client
 from jobqueue.errors import JobNotFoundError
+from jobqueue.job_filter import JobFilter
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.sizes import format_bytes
 
@@ -33,16 +35,23 @@ def list_jobs(
     group: Annotated[str | None, typer.Option("--group", "-g", help="Only this resource group.")] = None,
     state: Annotated[JobStatus | None, typer.Option("--state", "-s", help="Only this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many, newest first.")] = 20,
+    owner: Annotated[str | None, typer.Option(help="Only jobs of this owner.")] = None,
+    team: Annotated[str | None, typer.Option(help="Only jobs of this team.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Only jobs with this tag, NAME=VALUE (repeatable).")] = None,
+    query_name: Annotated[str | None, typer.Option(help="Only jobs with this query name.")] = None,
 ) -> None:
     """Recent jobs with their wait and run times and spilled bytes."""
     if ctx.invoked_subcommand is not None:
         return
+    with fail_cleanly():
+        wanted = JobFilter(group=group, state=state, owner=owner, team=team, query_name=query_name,
+                           tags=parse_tag_filters(tag or []))
 
     async def fetch(client: AsyncJobQueueClient) -> list[JobRecord]:
         found: list[JobRecord] = []
-        for job_id in await client.store.recent(limit * 20 if group or state else limit):
+        for job_id in await client.store.recent(limit * 20 if wanted.narrows else limit):
             record = await client.store.get(job_id)
-            if record and (not group or record.resource_group == group) and (not state or record.status is state):
+            if record and wanted.matches(record):
                 found.append(record)
             if len(found) >= limit:
                 break

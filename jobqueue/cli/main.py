@@ -16,6 +16,7 @@ from jobqueue.cli.gc import gc
 from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
 from jobqueue.cli.schedules import app as schedules_app
+from jobqueue.cli.tokens import app as tokens_app
 from jobqueue.logs import configure_logging, get_logger
 from jobqueue.preflight import check_port_free, check_redis, single_instance
 from jobqueue.profiler.targets import announce_role
@@ -27,6 +28,7 @@ app = typer.Typer(
 
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(tokens_app, name="tokens")
 app.command("cancel")(cancel_job)
 app.command("gc")(gc)
 

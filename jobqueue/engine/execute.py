@@ -165,5 +165,7 @@ class PreparedQuery:
                 "write_result": round(t_done - t_exec, 6),
                 **({"oom_reorder": round(result.reorder_seconds, 6)} if result.oom_retries else {}),
             },
+            owner=self.job.owner, team=self.job.team, tags=self.job.tags, query_name=self.job.query_name,
+            correlation_id=self.job.correlation_id,
         )
         return QueryOutcome(result_uri=result_uri, summary=summary)

@@ -28,6 +28,8 @@ NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "schedule": "a schedule's checkpoint and flags: the scheduler and the `jobqueue schedules` CLI",
     "schedule_runs": "the index of a schedule's runs: the scheduler",
     "events": "the pub/sub channel that wakes the manager",
+    "token": "an API token's record (its hash, never the token): `jobqueue.auth.tokens.TokenStore`",
+    "tokens": "the index of API tokens: `jobqueue.auth.tokens.TokenStore`",
 }
 ALLOWED = {  # (module, call) whose key the scan cannot name -> why it is not a write of job state
     ("manager/observe.py", "register_script"): "the observation script only reads",
