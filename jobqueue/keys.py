@@ -23,6 +23,9 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>schedule:<name>          hash: `ScheduleField` (checkpoint, paused, run_requested, last_job, last_due,
                                 last_reason)
     <p>schedule-runs:<name>     zset job_id -> due ms: the runs of one schedule
+    <p>registry-versions        hash version number -> JSON `RegistryVersion` (jobqueue.registry_versions): every
+                                applied feature registry, immutable, never expired
+    <p>registry-current         string: the id (`<number>-<hash>`) of the version the SDK plans new jobs against
     <p>events                   pub/sub channel: `submitted:<group>` (`submitted_event`) wakes the manager early
 
 arq keeps its own per-job keys (`arq:job:<arq id>`, `arq:in-progress:<arq id>`, `arq:retry:<arq id>`,
@@ -86,6 +89,7 @@ class JobField(enum.StrEnum):
     ERROR = "error"
     RESULT_URI = "result_uri"
     SUMMARY = "summary"
+    REGISTRY_VERSION = "registry_version"
 
 
 JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
@@ -288,3 +292,5 @@ class Keys:
     counters = _Fixed("counters")
     schedules = _Fixed("schedules")
     events = _Fixed("events")
+    registry_versions = _Fixed("registry-versions")  # hash: version number -> JSON `RegistryVersion`
+    registry_current = _Fixed("registry-current")  # string: the current version id

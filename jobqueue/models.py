@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$"
+REGISTRY_VERSION_PATTERN = r"^[1-9][0-9]{0,17}-[0-9a-f]{12}$"  # `<number>-<hash>`: jobqueue.registry_versions
 
 
 class _Strict(BaseModel):
@@ -57,6 +58,9 @@ class QueryJob(_Strict):
     completion_deadline: AwareDatetime | None = None
     input_time_min: AwareDatetime | None = None  # the input's as-of range: lets sources prune files
     input_time_max: AwareDatetime | None = None
+    # the registry version (`<number>-<hash>`) the job was planned against; None: queued by an SDK that planned
+    # against its local file (no version in Redis, or an older SDK), and consumers plan with theirs
+    registry_version: str | None = Field(default=None, pattern=REGISTRY_VERSION_PATTERN)
 
 
 class PerformanceSummary(_Strict):
@@ -126,6 +130,8 @@ class JobRecord(_Strict):
     error: str | None = None
     result_uri: str | None = None
     summary: PerformanceSummary | None = None
+    registry_version: str | None = Field(default=None, description="The registry version the job was planned "
+                                         "against (`jobqueue registry show <version>`); None: the local file.")
 
 
 class ConsumerInfo(_Strict):

@@ -124,6 +124,7 @@ class Scheduler:
         submitted = await self.client.submit_prepared(PreparedSubmission(
             table, spine_columns(sq, self.client.registry), sq.output, sq.resource_group, job_id, submitted_at=due,
             max_retries=sq.max_retries, deadline=due + sq.deadline if sq.deadline else None, exclusive=True,
+            registry_version=await self.client.registries.current_id(),  # checked at load; runs on the current
         ))
         if not submitted:
             return Fired(sq.name, due, None, "already submitted (another manager, or before a restart)")

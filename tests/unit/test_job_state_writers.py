@@ -28,10 +28,13 @@ NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "schedule": "a schedule's checkpoint and flags: the scheduler and the `jobqueue schedules` CLI",
     "schedule_runs": "the index of a schedule's runs: the scheduler",
     "events": "the pub/sub channel that wakes the manager",
+    "registry_versions": "the applied feature registries: `RegistryStore.apply`",
+    "registry_current": "the current registry version: `RegistryStore.apply`",
 }
 ALLOWED = {  # (module, call) whose key the scan cannot name -> why it is not a write of job state
     ("manager/observe.py", "register_script"): "the observation script only reads",
     ("consumer/arq_worker.py", "register_script"): "arq's own take (its in-progress lock), as arq's Worker does it",
+    ("jobqueue/registry_store.py", "register_script"): "the apply script writes the registry keys alone",
     ("consumer/arq_worker.py", "delete"): "arq's in-progress lock of a take cut off by an outage, as arq does it",
 }
 
