@@ -4,12 +4,15 @@ planned against, consumers without a registry file, and what a client or a consu
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from jobqueue import AsyncJobQueueClient, InvalidQueryError, JobStatus
+from jobqueue.engine.execute import PreparedQuery
 from jobqueue.errors import RegistryMismatchError
 from jobqueue.registry import load_registry
 from jobqueue.sample import SampleStore, sample_input
@@ -115,6 +118,47 @@ async def test_a_queued_job_runs_on_the_version_it_pinned_after_a_rename(setting
             assert list(df.columns) == ["user.id", "user.score"]
             expected = reference(store, ids["user.id"], times, ["user.f0"]).rename(columns={"user.f0": "user.score"})
             assert_same(df, expected)
+
+
+class Gated:
+    """PreparedQuery, held before it executes until the test lets it go."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.query = PreparedQuery(*args, **kwargs)
+        self.go = threading.Event()
+
+    def execute(self) -> Any:
+        if not self.go.wait(60):
+            raise TimeoutError("never let go")
+        return self.query.execute()
+
+    def interrupt(self) -> None:
+        self.query.interrupt()
+
+    def progress(self) -> float:
+        return self.query.progress()
+
+
+async def test_a_running_job_is_not_affected_by_a_later_apply(settings, store, tmp_path):
+    fileless = settings.model_copy(update={"registry_path": None})
+    gated: list[Gated] = []
+
+    def prepare(*args: Any, **kwargs: Any) -> Gated:
+        gated.append(Gated(*args, **kwargs))
+        return gated[-1]
+
+    ids, times = sample_input(store.users, 200)
+    async with AsyncJobQueueClient(fileless) as client:
+        v1 = (await client.registries.apply(load_registry(registry_file(store, tmp_path / "v1.yaml")))).version
+        job = await client.offline_query(ids, ["user.f0"], times)
+        async with worker_running(fileless, prepare=prepare):
+            await eventually(lambda: gated, what="the job running")
+            v2_file = registry_file(store, tmp_path / "v2.yaml", rename=("f0", "score"))
+            assert (await client.registries.apply(load_registry(v2_file))).created
+            gated[0].go.set()
+            record = await job.wait(timeout=60, show_progress=False)
+        assert record.status is JobStatus.SUCCEEDED and record.registry_version == v1.id
+        assert_same(await job.to_pandas(), reference(store, ids["user.id"], times, ["user.f0"]))
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
