@@ -2,13 +2,13 @@
 
 The layer that `manager/` and `consumer/` both stand on, plus the client side:
 - the contract, pure (no I/O but reading their own config file): `settings`, `models`, `keys` (every
-  Redis key), `registry`, `registry_versions`, `groups`, `schedules`, `plan` (`plan_query()`), `sizes`, `errors`,
-  `serializer`;
+  Redis key), `registry`, `registry_versions`, `groups`, `schedules`, `plan` (`plan_query()`), `waiting`
+  (`why_waiting()`), `sizes`, `errors`, `serializer`;
 - the shared I/O: `jobstore` (job state in Redis: its one writer), `registry_store` (registry versions in Redis),
   `redis` (`connect_redis`),
   `storage` (Parquet on local disk or an object store), `entries` (rejecting bad queue entries);
 - `engine/`: the query engine on DuckDB, shared by the consumers and the SDK's in-process mode;
-- the SDK (`client`, `handles`, `inputs`, `sync`) and the CLI (`cli/`, the composition root);
+- the SDK (`client`, `handles`, `inputs`, `sync`, `wait_observe`) and the CLI (`cli/`, the composition root);
 - process helpers: `logs`, `outage`, `preflight`, `ops_server`, `embedded`, `profiler/`.
 
 Import rule: nothing here imports `manager` or `consumer`, except the CLI commands that start those
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
         SettingsError,
     )
     from jobqueue.handles import AsyncJobHandle, JobHandle, LocalResult
-    from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, ResourceRequests
+    from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, ResourceRequests, WaitCode, WaitReason
     from jobqueue.schedules import ScheduledQuery
     from jobqueue.settings import Settings, load_settings
 
@@ -49,7 +49,7 @@ _HOMES = {
                         "JobFailedError", "JobNotFoundError", "JobQueueError", "JobStateError", "RedisUnavailableError",
                         "ResultGoneError", "SettingsError"),
     "jobqueue.handles": ("AsyncJobHandle", "JobHandle", "LocalResult"),
-    "jobqueue.models": ("JobRecord", "JobStatus", "PerformanceSummary", "ResourceRequests"),
+    "jobqueue.models": ("JobRecord", "JobStatus", "PerformanceSummary", "ResourceRequests", "WaitCode", "WaitReason"),
     "jobqueue.schedules": ("ScheduledQuery",),
     "jobqueue.settings": ("Settings", "load_settings"),
 }
@@ -59,7 +59,7 @@ __all__ = [
     "JobCancelledError", "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError",
     "JobRecord",
     "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "RedisUnavailableError", "ResourceRequests",
-    "ResultGoneError", "ScheduledQuery", "Settings", "SettingsError", "load_settings",
+    "ResultGoneError", "ScheduledQuery", "Settings", "SettingsError", "WaitCode", "WaitReason", "load_settings",
 ]
 assert sorted(__all__) == sorted(_MODULE_OF)
 

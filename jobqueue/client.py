@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Iterator
@@ -56,6 +57,7 @@ from jobqueue.registry_versions import content_hash, document_of
 from jobqueue.settings import Settings, load_settings
 from jobqueue.storage import Storage, job_uri
 from jobqueue.sync import LoopThread
+from jobqueue.wait_observe import wait_reason
 
 
 class AsyncJobQueueClient:
@@ -308,10 +310,13 @@ class AsyncJobQueueClient:
         return found[0]
 
     async def get_job(self, job_id: str) -> JobRecord:
-        """The record of a job, by its id or a unique prefix of it."""
+        """The record of a job, by its id or a unique prefix of it; a queued one says why it waits (`wait_reason`)."""
         job_id = await self.resolve_job_id(job_id)
         with self._reaching_redis(f"job {job_id}'s status is unknown; it goes on without this client"):
             record = await self.store.get(job_id)
+            if record is not None and record.status is JobStatus.QUEUED:  # say why it waits
+                record = record.model_copy(update={"wait_reason": await wait_reason(self.redis, self.settings,
+                                                                                    record, time.time())})
         if record is None:
             raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
         return record

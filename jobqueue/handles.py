@@ -26,9 +26,10 @@ from jobqueue.errors import (
     ResultGoneError,
 )
 from jobqueue.logs import get_logger
-from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
+from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, WaitReason
 from jobqueue.outage import Outage
 from jobqueue.storage import Storage
+from jobqueue.waiting import WaitNotices
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,13 +80,16 @@ class AsyncJobHandle:
     async def wait(self, timeout: float | None = None, show_progress: bool | None = None) -> JobRecord:
         """Block until the job is final; raise `JobFailedError` / `JobCancelledError` if it did not succeed.
 
-        `show_progress` (default: when stderr is a terminal) draws a rich progress bar.
+        `show_progress` (default: when stderr is a terminal) draws a rich progress bar. While the job is queued,
+        a line says why it waits when that needs telling (above the bar, or logged without one), and a timeout's
+        `TimeoutError` says it too (`JobRecord.wait_reason`).
         """
         if show_progress is None:
             show_progress = sys.stderr.isatty()
         deadline = None if timeout is None else time.monotonic() + timeout
         if not show_progress:
-            return _check_final(await self._poll(deadline, None))
+            return _check_final(await self._poll(deadline, None, lambda reason: log.info(
+                "job waits", job_id=self.id, reason=reason.code.value, detail=reason.message)))
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(
@@ -97,13 +101,18 @@ class AsyncJobHandle:
             def update(record: JobRecord) -> None:
                 progress.update(task, completed=record.progress, status=record.status.value)
 
-            return _check_final(await self._poll(deadline, update))
+            def tell(reason: WaitReason) -> None:
+                progress.console.print(f"job {self.id[:8]} waits: {reason.message}", markup=False, highlight=False)
 
-    async def _poll(self, deadline: float | None, on_update: Callable[[JobRecord], None] | None) -> JobRecord:
-        """Poll the record with backoff. A lost Redis connection is waited out (until the deadline):
-        the job lives in Redis and in the consumers, not in this process, so it goes on meanwhile. Except when
-        that Redis is the embedded server of `jobqueue up`: gone, it took the job with it (`JobLostError`)."""
-        delay, outage = _POLL_MIN, Outage(log, "wait()", every=10.0)
+            return _check_final(await self._poll(deadline, update, tell))
+
+    async def _poll(self, deadline: float | None, on_update: Callable[[JobRecord], None] | None,
+                    tell: Callable[[WaitReason], None]) -> JobRecord:
+        """Poll the record with backoff; `tell` why the job waits (`WaitNotices`: when that needs telling). A lost
+        Redis connection is waited out (until the deadline): the job lives in Redis and in the consumers, not in
+        this process, so it goes on meanwhile. Except when that Redis is the embedded server of `jobqueue up`:
+        gone, it took the job with it (`JobLostError`)."""
+        delay, outage, notices = _POLL_MIN, Outage(log, "wait()", every=10.0), WaitNotices()
         while True:
             try:
                 record = await self.record()
@@ -123,8 +132,12 @@ class AsyncJobHandle:
                 on_update(record)
             if record.status.is_final:
                 return record
+            reason = record.wait_reason
+            if notices.due(reason, time.monotonic()) and reason is not None:
+                tell(reason)
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {self.id} is still {record.status.value} after the timeout")
+                why = f": {reason.message}" if reason else ""
+                raise TimeoutError(f"job {self.id} is still {record.status.value} after the timeout{why}")
             await _sleep_before(deadline, delay)
             delay = min(delay * 1.5, _POLL_MAX)
 

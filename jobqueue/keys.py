@@ -199,6 +199,7 @@ class GroupState:
     configured: bool = True
     live: int = 0
     start_trouble: str | None = None
+    starting_since: float | None = None  # epoch seconds since which fewer consumers are live than desired
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

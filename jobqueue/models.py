@@ -109,8 +109,33 @@ class PerformanceSummary(_Strict):
     )
 
 
+class WaitCode(enum.StrEnum):
+    """Why a queued job is not running yet (`WaitReason.code`): stable names for programs and the HTTP API."""
+
+    NO_MANAGER = "no_manager"  # no manager has ever ticked in the environment
+    MANAGER_STALE = "manager_stale"  # the last tick is too old: no manager runs now
+    UNKNOWN_GROUP = "unknown_group"  # the running manager does not serve the job's group
+    GROUP_ERROR = "group_error"  # the manager cannot scale the group (a config or backend error)
+    MAX_INSTANCES_ZERO = "max_instances_zero"
+    DEFERRED = "deferred"  # a retry waits for its due time
+    TEAM_LIMIT = "team_limit"  # the submitting team is at its limit (fair share; not enforced yet)
+    CONSUMER_START_FAILING = "consumer_start_failing"
+    CONSUMER_STARTING = "consumer_starting"
+    AT_MAX_INSTANCES = "at_max_instances"
+    SCALE_UP_PENDING = "scale_up_pending"  # the manager has not asked for a consumer yet (its next tick will)
+    NEXT_IN_LINE = "next_in_line"  # a consumer has room: it takes the job at its next poll
+
+
+class WaitReason(_Strict):
+    """Why a queued job waits, as observed when its record was read."""
+
+    code: WaitCode
+    message: str = Field(description="For people: what holds the job and, where there is one, the fix.")
+
+
 class JobRecord(_Strict):
-    """A job as the SDK and CLI see it: stored as the hash `<prefix>job:<id>`."""
+    """A job as the SDK and CLI see it: stored as the hash `<prefix>job:<id>`, but for `wait_reason`, which the
+    SDK works out when it reads a queued job (`jobqueue.waiting`)."""
 
     job_id: str
     status: JobStatus
@@ -130,6 +155,8 @@ class JobRecord(_Strict):
     error: str | None = None
     result_uri: str | None = None
     summary: PerformanceSummary | None = None
+    wait_reason: WaitReason | None = Field(default=None, description="Why a queued job is not running yet; "
+                                           "None once it runs (never stored: read with the record).")
     registry_version: str | None = Field(default=None, description="The registry version the job was planned "
                                          "against (`jobqueue registry show <version>`); None: the local file.")
 

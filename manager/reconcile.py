@@ -75,6 +75,7 @@ class Reconciler:
         self._specs: dict[str, tuple[ResourceGroup, ScalingSpec]] = {}
         self._observations = ObservationCache()
         self._group_errors: dict[str, str] = {}  # group -> the error last logged for it (logged once)
+        self._starting_since: dict[str, float] = {}  # group -> since when fewer consumers are live than desired
         store = JobStore(redis, self.keys, settings.job_ttl_seconds, clock)
         self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds, Storage(settings),
                              oom_source=backend)
@@ -164,6 +165,7 @@ class Reconciler:
         for name in gone:
             del self._published[name]
             self.last.pop(name, None)
+            self._starting_since.pop(name, None)
             self.metrics.forget_group(name)
         self.metrics.counters.snapshot = {k.decode(): float(v) for k, v in replies[-1].items()}
         self.metrics.leader.set(1)
@@ -238,12 +240,18 @@ class Reconciler:
                                    error=decision.reason == "error")
         stats = obs.stats
         trouble = getattr(self.backend, "start_trouble", None)  # the local backend's crash-looping slots
+        if decision.replicas > len(obs.consumers):  # consumers asked for and not live yet: the SDK says so
+            starting_since: float | None = self._starting_since.setdefault(name, now)
+        else:
+            self._starting_since.pop(name, None)
+            starting_since = None
         return GroupState(
             current=current, desired=decision.replicas, direction=decision.direction, reason=decision.reason,
             detail=decision.detail, ready=stats.ready, in_flight=stats.in_flight, deferred=stats.deferred,
             busy=stats.busy_consumers, orphaned=len(obs.orphaned_jobs),
             oldest_ready_at=obs.oldest_ready_ms / 1000 if obs.oldest_ready_ms else None, error=error,
             configured=group is not None, live=len(obs.consumers), start_trouble=trouble(name) if trouble else None,
+            starting_since=starting_since,
         )
 
     def healthy(self) -> bool:

@@ -24,7 +24,9 @@ from jobqueue.registry_versions import RegistryVersion, parse_version_ref
 T = TypeVar("T")
 app = typer.Typer(
     help="The feature registry served from Redis: every apply is a new immutable version; each job runs on the "
-    "version it was planned against, whatever is applied later.",
+    "version it was planned against, whatever is applied later, and consumers need no registry file. `jobqueue up` "
+    "applies JOBQUEUE_REGISTRY_PATH at start; a client with JOBQUEUE_REGISTRY_PATH set refuses to submit while "
+    "another version is current (docs/architecture.md, 'Registry versions').",
     no_args_is_help=True,
 )
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from jobqueue.keys import MANAGER_TICK_AT, GroupState, Keys
 from jobqueue.redis import connect_redis
 from jobqueue.settings import Settings
+from jobqueue.waiting import manager_stale_after
 
 
 def _hash(redis: Redis, key: str) -> Awaitable[dict[bytes, bytes]]:
@@ -23,8 +24,8 @@ def _hash(redis: Redis, key: str) -> Awaitable[dict[bytes, bytes]]:
 
 
 def stale_after(settings: Settings) -> float:
-    """A manager tick older than this (10 ticks, at least 5 s) means no manager runs: queued jobs wait."""
-    return max(5.0, 10 * settings.manager_tick_seconds)
+    """A manager tick older than this means no manager runs: queued jobs wait (`waiting.manager_stale_after`)."""
+    return manager_stale_after(settings.manager_tick_seconds)
 
 
 def _age(seconds: float) -> str:

@@ -12,6 +12,7 @@ def test_public_names():
         "ScheduledQuery",
         "Settings",
         "ResultGoneError", "SettingsError",
+        "WaitCode", "WaitReason",
         "load_settings",
     ])
     for name in jobqueue.__all__:
