@@ -21,7 +21,7 @@ from arq.worker import Retry
 
 from jobqueue.engine.duckdb_run import QueryInterrupted, QueryOutOfMemory
 from jobqueue.engine.execute import QueryOutcome
-from jobqueue.errors import InvalidQueryError
+from jobqueue.errors import InvalidQueryError, RegistryVersionNotFound
 from jobqueue.jobstore import Claim
 from jobqueue.logs import capped
 from jobqueue.models import JobStatus, QueryJob
@@ -39,7 +39,7 @@ WATCH_SECONDS = 0.5
 # Deterministic: the same input fails the same way on every attempt. (QueryOutOfMemory: the engine
 # already retried with fewer threads; it needs more memory.)
 NOT_RETRYABLE: tuple[type[BaseException], ...] = (
-    InvalidQueryError, FileNotFoundError, NotImplementedError, ValueError, QueryOutOfMemory,
+    InvalidQueryError, RegistryVersionNotFound, FileNotFoundError, NotImplementedError, ValueError, QueryOutOfMemory,
     duckdb.BinderException, duckdb.ConversionException, duckdb.InvalidInputException,
     duckdb.CatalogException, duckdb.ParserException, duckdb.NotImplementedException,
 )
@@ -112,7 +112,7 @@ class JobRun:
         started = time.time()
         owner, group = self.consumer.consumer_id, self.consumer.group
         try:
-            prepared = self.consumer.prepare(job)
+            prepared = self.consumer.prepare(job, await self.consumer.registry_for(job))
             outcome = await self._watched(prepared)
         except asyncio.CancelledError:
             # hard shutdown (drain grace exceeded): arq runs the job again; hand the record back,

@@ -31,6 +31,7 @@ from jobqueue.clock import Clock, system_clock
 from jobqueue.engine.disk_space import reserve_slots, sweep_spill
 from jobqueue.engine.execute import PreparedQuery
 from jobqueue.engine.scan_cache import open_scan_cache
+from jobqueue.errors import RegistryVersionNotFound
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys
 from jobqueue.logs import capped, configure_logging, get_logger
@@ -41,6 +42,7 @@ from jobqueue.preflight import check_redis, check_spill_dir, fail_cleanly, setti
 from jobqueue.profiler.targets import announce_role
 from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
+from jobqueue.registry_store import RegistryStore
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage, job_uri
 
@@ -57,9 +59,10 @@ class Consumer:
         self.settings = settings
         self.clock = clock  # the time its jobs' deadlines and records go by
         self.group = group
-        self.registry = registry
+        self.registry = registry  # the local file's (JOBQUEUE_REGISTRY_PATH): for jobs that pin no version
         self.keys = Keys.for_environment(settings.environment)
         self.redis = connect_redis(settings)
+        self.registries = RegistryStore(self.redis, self.keys)
         self.store = JobStore(self.redis, self.keys, settings.job_ttl_seconds, clock)
         self.storage = Storage(settings)
         self.consumer_id = settings.consumer_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -72,9 +75,22 @@ class Consumer:
         self.disk_slots = reserve_slots(settings, max_jobs)  # its query slots, for sharing the spill volume
         self.scan_cache = open_scan_cache(settings)
 
-    def prepare(self, job: QueryJob) -> RunnableQuery:
+    async def registry_for(self, job: QueryJob) -> Registry:
+        """The registry a job runs with: the version it pins, from Redis (cached: versions never change), or the
+        local file's for a job that pins none (queued by an older SDK, or with no version in Redis). A pinned
+        version that Redis no longer has raises `RegistryVersionNotFound`: the job fails, never runs on another."""
+        if job.registry_version is None:
+            return self.registry
+        try:
+            return await self.registries.registry(job.registry_version)
+        except RegistryVersionNotFound as e:
+            raise RegistryVersionNotFound(
+                f"the job pins registry version {job.registry_version}, which is not available: {e}. It is not run "
+                "on another version; resubmit it to plan it against the current one") from None
+
+    def prepare(self, job: QueryJob, registry: Registry) -> RunnableQuery:
         """Plan a job for execution (the seam the consumer-overhead benchmark replaces with a no-op)."""
-        return self._prepare(job, self.registry, self.settings, self.consumer_id, scan_cache=self.scan_cache)
+        return self._prepare(job, registry, self.settings, self.consumer_id, scan_cache=self.scan_cache)
 
     # --- arq hooks ---------------------------------------------------------------------------
     async def startup(self, ctx: dict[str, Any]) -> None:

@@ -2,9 +2,10 @@
 
 The layer that `manager/` and `consumer/` both stand on, plus the client side:
 - the contract, pure (no I/O but reading their own config file): `settings`, `models`, `keys` (every
-  Redis key), `registry`, `groups`, `schedules`, `plan` (`plan_query()`), `waiting` (`why_waiting()`), `sizes`,
-  `errors`, `serializer`;
-- the shared I/O: `jobstore` (job state in Redis: its one writer), `redis` (`connect_redis`),
+  Redis key), `registry`, `registry_versions`, `groups`, `schedules`, `plan` (`plan_query()`), `waiting`
+  (`why_waiting()`), `sizes`, `errors`, `serializer`;
+- the shared I/O: `jobstore` (job state in Redis: its one writer), `registry_store` (registry versions in Redis),
+  `redis` (`connect_redis`),
   `storage` (Parquet on local disk or an object store), `entries` (rejecting bad queue entries);
 - `engine/`: the query engine on DuckDB, shared by the consumers and the SDK's in-process mode;
 - the SDK (`client`, `handles`, `inputs`, `sync`, `wait_observe`) and the CLI (`cli/`, the composition root);

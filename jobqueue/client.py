@@ -41,6 +41,7 @@ from jobqueue.errors import (
     JobQueueError,
     JobStateError,
     RedisUnavailableError,
+    RegistryMismatchError,
 )
 from jobqueue.groups import ResourceGroup, load_groups
 from jobqueue.handles import AsyncJobHandle, AsyncLocalResult, JobHandle, LocalResult
@@ -52,6 +53,8 @@ from jobqueue.outage import REDIS_UNREACHABLE, redacted
 from jobqueue.plan import plan_query
 from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
+from jobqueue.registry_store import RegistryStore
+from jobqueue.registry_versions import content_hash, document_of
 from jobqueue.settings import Settings, load_settings
 from jobqueue.storage import Storage, job_uri
 from jobqueue.sync import LoopThread
@@ -70,6 +73,10 @@ class AsyncJobQueueClient:
         self.settings = settings or load_settings()
         self.keys = Keys.for_environment(self.settings.environment)
         self.registry = registry if registry is not None else load_registry(self.settings.registry_path)
+        # a registry of its own (given, or JOBQUEUE_REGISTRY_PATH) must be the served one: see `planning_registry`
+        self._local_hash = (content_hash(document_of(self.registry))
+                            if registry is not None or self.settings.registry_path is not None else None)
+        self._registries: RegistryStore | None = None
         self._local_groups = groups
         self._redis = redis
         self._owns_redis = redis is None
@@ -103,11 +110,38 @@ class AsyncJobQueueClient:
             self._store = JobStore(self.redis, self.keys, self.settings.job_ttl_seconds)
         return self._store
 
+    @property
+    def registries(self) -> RegistryStore:
+        """The registry versions served in Redis (`jobqueue registry`)."""
+        if self._registries is None:
+            self._registries = RegistryStore(self.redis, self.keys)
+        return self._registries
+
+    async def planning_registry(self) -> tuple[Registry, str | None]:
+        """The registry a new job is planned against, and the version it pins: the current version in Redis when
+        there is one, else this client's own (JOBQUEUE_REGISTRY_PATH, or the one given), pinning none (consumers
+        then plan with their own file, as before versions existed). A client with a registry of its own that
+        differs from the current version raises `RegistryMismatchError`: its file would say one thing and the
+        job do another."""
+        current = await self.registries.current_id()
+        if current is None:
+            return self.registry, None
+        if self._local_hash is not None and not current.endswith(self._local_hash):
+            served = await self.registries.version(current)
+            raise RegistryMismatchError(
+                f"{self.registry.origin} (JOBQUEUE_REGISTRY_PATH) is not the registry the service plans against: "
+                f"the current version is {current}, applied {served.applied_at:%Y-%m-%d %H:%M:%S %Z}"
+                + (f" by {served.applied_by}" if served.applied_by else "") + f" from {served.origin}. Apply "
+                f"yours (`jobqueue registry apply {self.registry.origin}`), or unset JOBQUEUE_REGISTRY_PATH to "
+                "plan against the current version; nothing was submitted")
+        return await self.registries.registry(current), current
+
     async def aclose(self) -> None:
         if self._redis is not None and self._owns_redis:
             await self._redis.aclose()
             self._redis = None
             self._store = None
+            self._registries = None
 
     async def __aenter__(self) -> AsyncJobQueueClient:
         return self
@@ -175,13 +209,15 @@ class AsyncJobQueueClient:
             raise InvalidQueryError("max_retries", f"must be a whole number from 0 to 100, got {max_retries!r}")
         if not isinstance(include_input_time, bool):
             raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
-        table, columns = self._prepare(input, output, input_times, now)
-        if not run_asynchronously:
+        if not run_asynchronously:  # plans against this client's own registry: no Redis needed
+            table, columns = self._prepare(input, output, input_times, now)
             return await asyncio.to_thread(
                 self._run_in_process, table, columns, output, now, include_input_time, attribution
             )
         with self._reaching_redis("the query was not submitted"):
+            registry, registry_version = await self.planning_registry()
             known = await self.known_groups()
+        table, columns = self._prepare(input, output, input_times, now, registry)
         if resources.resource_group not in known:
             raise InvalidQueryError(
                 "resources.resource_group",
@@ -193,6 +229,7 @@ class AsyncJobQueueClient:
             await self.submit_prepared(PreparedSubmission(
                 table, columns, output, resources.resource_group, job_id, now, max_retries, deadline,
                 include_input_time=include_input_time, attribution=attribution,
+                registry_version=registry_version,
             ))
         return AsyncJobHandle(job_id, self)
 
@@ -205,14 +242,15 @@ class AsyncJobQueueClient:
             job_id=job_id, environment=self.settings.environment, resource_group=request.group,
             output=list(request.output), input_uri=input_uri, input_columns=request.columns,
             input_rows=table.num_rows, submitted_at=request.submitted_at, max_retries=request.max_retries,
-            completion_deadline=request.deadline, include_input_time=request.include_input_time, **time_range(table),
-            **request.attribution.model_dump(),
+            completion_deadline=request.deadline, include_input_time=request.include_input_time,
+            registry_version=request.registry_version, **time_range(table), **request.attribution.model_dump(),
         )
         record = JobRecord(
             job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
             output=job.output, input_rows=job.input_rows, submitted_at=job.submitted_at,
             max_retries=job.max_retries, completion_deadline=job.completion_deadline,
             **request.attribution.model_dump(),
+            registry_version=job.registry_version,
         )
         if request.exclusive and await self.redis.exists(self.keys.job(job_id)):
             return False
@@ -220,7 +258,7 @@ class AsyncJobQueueClient:
         return await self._submit(record, job, request.exclusive)
 
     def _prepare(
-        self, input: Any, output: list[str], input_times: Any, now: datetime
+        self, input: Any, output: list[str], input_times: Any, now: datetime, registry: Registry | None = None
     ) -> tuple[pa.Table, list[str]]:
         if isinstance(output, str) or not isinstance(output, (list, tuple)):
             raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
@@ -233,14 +271,17 @@ class AsyncJobQueueClient:
                                     f"{self.settings.max_input_bytes}; split it into several queries or raise "
                                     "the limit")
         columns = list(table.column_names)
-        plan_query(columns, output, self.registry)  # raises InvalidQueryError on any mismatch
+        # raises InvalidQueryError on any mismatch
+        plan_query(columns, output, self.registry if registry is None else registry)
         return with_times(table, input_times, now), columns
 
     async def _submit(self, record: JobRecord, job: QueryJob, exclusive: bool) -> bool:
         """Create the record and enqueue the job atomically (`JobStore.submit`), then wake the manager."""
         enqueued_ms = int(job.submitted_at.timestamp() * 1000)
-        payload = serialize_job(ARQ_FUNCTION, (), {"job": job.model_dump(mode="json")}, None, enqueued_ms,
-                                serializer=serializer.dumps)
+        body = job.model_dump(mode="json")
+        if body["registry_version"] is None:  # a payload that pins no version stays one older consumers take
+            del body["registry_version"]
+        payload = serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
         if not await self.store.submit(record, self.keys.queue(job.resource_group), payload,
                                        self.settings.job_ttl_seconds * 1000, exclusive=exclusive):
             return False  # another manager won the race; its staged input is the same file
@@ -350,6 +391,7 @@ class PreparedSubmission:
     exclusive: bool = False  # an id that already exists is not submitted again (deterministic ids)
     include_input_time: bool = False  # the result gets `input_time`, each row's as-of time
     attribution: Attribution = Attribution()  # who the job is for (`jobqueue.attribution`), checked already
+    registry_version: str | None = None  # the registry version it was planned against (`planning_registry`)
 
 
 def _deadline(value: datetime | timedelta | None, now: datetime) -> datetime | None:

@@ -4,9 +4,13 @@
     ├── InvalidQueryError        bad input rejected at submit, before anything is enqueued;
     │                            `.field` names the offending argument, the message says the fix
     ├── ConfigError              a registry or resource-group file that does not validate
-    │   └── SettingsError        a `JOBQUEUE_*` setting that does not validate or does not exist;
-    │       │                    `.variables` names them, and no secret value is ever in the message
-    │       └── NoServerError    no JOBQUEUE_REDIS_URL and no running `jobqueue up`: nothing to connect to
+    │   ├── SettingsError        a `JOBQUEUE_*` setting that does not validate or does not exist;
+    │   │   │                    `.variables` names them, and no secret value is ever in the message
+    │   │   └── NoServerError    no JOBQUEUE_REDIS_URL and no running `jobqueue up`: nothing to connect to
+    │   └── RegistryMismatchError the client's registry file (JOBQUEUE_REGISTRY_PATH) is not the version the
+    │                            service plans against: nothing is submitted
+    ├── RegistryVersionNotFound  no stored registry version by that number or id (a job's pinned version: the
+    │                            job fails, it never runs on another version)
     ├── JobNotFoundError         no record for that job id (expired or never submitted)
     ├── AmbiguousJobIdError      a job id prefix that several jobs share; `.candidates` lists them
     ├── JobFailedError           the job ended `failed`; `.record` holds the error and summary
@@ -49,6 +53,14 @@ class SettingsError(ConfigError):
 
 class NoServerError(SettingsError):
     """No Redis is configured: never a guess at 127.0.0.1:6379, which on a shared host is somebody else's."""
+
+
+class RegistryMismatchError(ConfigError):
+    pass
+
+
+class RegistryVersionNotFound(JobQueueError, LookupError):
+    pass
 
 
 class JobNotFoundError(JobQueueError, KeyError):

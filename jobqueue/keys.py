@@ -26,6 +26,9 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>schedule-runs:<name>     zset job_id -> due ms: the runs of one schedule
     <p>tokens                   zset token id -> created ms: every API token (`jobqueue.auth.tokens`)
     <p>token:<id>               hash: one API token (`TokenField`): the SHA-256 of the token, never the token
+    <p>registry-versions        hash version number -> JSON `RegistryVersion` (jobqueue.registry_versions): every
+                                applied feature registry, immutable, never expired
+    <p>registry-current         string: the id (`<number>-<hash>`) of the version the SDK plans new jobs against
     <p>events                   pub/sub channel: `submitted:<group>` (`submitted_event`) wakes the manager early
 
 arq keeps its own per-job keys (`arq:job:<arq id>`, `arq:in-progress:<arq id>`, `arq:retry:<arq id>`,
@@ -94,6 +97,7 @@ class JobField(enum.StrEnum):
     TAGS = "tags"
     QUERY_NAME = "query_name"
     CORRELATION_ID = "correlation_id"
+    REGISTRY_VERSION = "registry_version"
 
 
 JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
@@ -340,3 +344,5 @@ class Keys:
     schedules = _Fixed("schedules")
     events = _Fixed("events")
     tokens = _Fixed("tokens")  # zset: API token id -> creation time (ms)
+    registry_versions = _Fixed("registry-versions")  # hash: version number -> JSON `RegistryVersion`
+    registry_current = _Fixed("registry-current")  # string: the current version id

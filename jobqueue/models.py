@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from jobqueue.attribution import CorrelationId, OwnerName, QueryName, Tags, TeamName
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$"
+REGISTRY_VERSION_PATTERN = r"^[1-9][0-9]{0,17}-[0-9a-f]{12}$"  # `<number>-<hash>`: jobqueue.registry_versions
 
 
 class _Strict(BaseModel):
@@ -66,6 +67,9 @@ class QueryJob(_Strict):
     tags: Tags = Field(default_factory=dict)
     query_name: QueryName | None = None
     correlation_id: CorrelationId | None = None
+    # the registry version (`<number>-<hash>`) the job was planned against; None: queued by an SDK that planned
+    # against its local file (no version in Redis, or an older SDK), and consumers plan with theirs
+    registry_version: str | None = Field(default=None, pattern=REGISTRY_VERSION_PATTERN)
 
 
 class PerformanceSummary(_Strict):
@@ -174,6 +178,8 @@ class JobRecord(_Strict):
     correlation_id: CorrelationId | None = None
     wait_reason: WaitReason | None = Field(default=None, description="Why a queued job is not running yet; "
                                            "None once it runs (never stored: read with the record).")
+    registry_version: str | None = Field(default=None, description="The registry version the job was planned "
+                                         "against (`jobqueue registry show <version>`); None: the local file.")
 
 
 class ConsumerInfo(_Strict):

@@ -81,7 +81,9 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key (never logged).")
     registry_path: Path | None = Field(
         default=None,
-        description="Feature registry YAML (namespaces, primary keys, feature sources).",
+        description="Feature registry YAML (namespaces, primary keys, feature sources). The manager (`jobqueue up`) "
+        "applies it at start as the current registry version when its content differs; a client that has it set "
+        "refuses to submit while another version is current; consumers use it only for jobs that pin no version.",
     )
     schedules_path: Path | None = Field(
         default=None, description="Scheduled queries YAML (cron definitions); the manager fires them."

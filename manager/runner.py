@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
+
+from redis.asyncio import Redis
 
 from jobqueue.groups import GroupsConfig, ResourceGroup, load_groups_config
+from jobqueue.keys import Keys
 from jobqueue.logs import get_logger
 from jobqueue.ops_server import OpsServer
 from jobqueue.redis import connect_redis
-from jobqueue.registry import load_registry
+from jobqueue.registry import Registry, load_registry
+from jobqueue.registry_store import RegistryStore
 from jobqueue.schedules import load_schedules
 from jobqueue.settings import Settings
 from manager.backends.base import ScalerBackend
@@ -30,6 +35,14 @@ async def make_backend(settings: Settings) -> tuple[ScalerBackend, LeaseElector 
         return LocalBackend(settings), None
     api = await api_client_from_settings(settings)
     return KubernetesBackend(settings, api), LeaseElector(api, settings)
+
+
+async def apply_registry_file(redis: Redis, settings: Settings, registry: Registry) -> None:
+    """Make the registry of JOBQUEUE_REGISTRY_PATH the current version, unless it is already (same content)."""
+    store = RegistryStore(redis, Keys.for_environment(settings.environment))
+    applied = await store.apply(registry, applied_by=f"manager on {socket.gethostname()} (JOBQUEUE_REGISTRY_PATH)")
+    log.info("registry applied at start" if applied.created else "registry file is the current version",
+             version=applied.version.id, file=str(settings.registry_path))
 
 
 async def run_manager(
@@ -57,6 +70,8 @@ async def run_manager(
     for error in config.errors.values():
         log.error("resource group not loaded; fix the file, it is re-read while running", error=error)
     registry = load_registry(settings.registry_path)
+    if settings.registry_path is not None:  # the file is applied at start: the version new jobs are planned against
+        await apply_registry_file(redis, settings, registry)
     schedules, errors = load_schedules(settings.schedules_path, registry, config.groups)
     scheduler = None
     if schedules or errors:

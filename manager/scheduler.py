@@ -125,6 +125,7 @@ class Scheduler:
             table, spine_columns(sq, self.client.registry), sq.output, sq.resource_group, job_id, submitted_at=due,
             max_retries=sq.max_retries, deadline=due + sq.deadline if sq.deadline else None, exclusive=True,
             attribution=sq.attribution(job_id),
+            registry_version=await self.client.registries.current_id(),  # checked at load; runs on the current
         ))
         if not submitted:
             return Fired(sq.name, due, None, "already submitted (another manager, or before a restart)")

@@ -15,6 +15,7 @@ from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
 from jobqueue.cli.gc import gc
 from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
+from jobqueue.cli.registry import app as registry_app
 from jobqueue.cli.schedules import app as schedules_app
 from jobqueue.cli.tokens import app as tokens_app
 from jobqueue.logs import configure_logging, get_logger
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(registry_app, name="registry")
 app.command("cancel")(cancel_job)
 app.command("gc")(gc)
 

@@ -30,10 +30,13 @@ NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "events": "the pub/sub channel that wakes the manager",
     "token": "an API token's record (its hash, never the token): `jobqueue.auth.tokens.TokenStore`",
     "tokens": "the index of API tokens: `jobqueue.auth.tokens.TokenStore`",
+    "registry_versions": "the applied feature registries: `RegistryStore.apply`",
+    "registry_current": "the current registry version: `RegistryStore.apply`",
 }
 ALLOWED = {  # (module, call) whose key the scan cannot name -> why it is not a write of job state
     ("manager/observe.py", "register_script"): "the observation script only reads",
     ("consumer/arq_worker.py", "register_script"): "arq's own take (its in-progress lock), as arq's Worker does it",
+    ("jobqueue/registry_store.py", "register_script"): "the apply script writes the registry keys alone",
     ("consumer/arq_worker.py", "delete"): "arq's in-progress lock of a take cut off by an outage, as arq does it",
 }
 

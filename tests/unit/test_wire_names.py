@@ -7,16 +7,17 @@ import re
 
 import pytest
 
-from jobqueue import store_scripts
+from jobqueue import registry_store, store_scripts
 from jobqueue.keys import HISTOGRAM_FIELD_PREFIX, CounterName, GroupState, HistogramName, JobField, Keys
 from jobqueue.models import JobRecord, JobStatus
 from manager import observe
 
 SCRIPTS = {"transition": store_scripts.TRANSITION, "claim": store_scripts.CLAIM,
            "request_cancel": store_scripts.REQUEST_CANCEL, "record_oom_kill": store_scripts.RECORD_OOM_KILL,
-           "observe": observe._OBSERVE}
+           "observe": observe._OBSERVE, "apply_registry": registry_store.APPLY}
 KEYS = Keys.for_environment("e")
-KEY_PARTS = [KEYS.queue("x"), KEYS.running("x"), KEYS.consumers("x"), KEYS.job("x"), KEYS.heartbeat("x")]
+KEY_PARTS = [KEYS.queue("x"), KEYS.running("x"), KEYS.consumers("x"), KEYS.job("x"), KEYS.heartbeat("x"),
+             KEYS.registry_versions + "x", KEYS.registry_current + "x"]
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
