@@ -17,7 +17,7 @@ from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
 from jobqueue.cli.schedules import app as schedules_app
 from jobqueue.logs import configure_logging, get_logger
-from jobqueue.preflight import check_port_free, check_redis, single_instance
+from jobqueue.preflight import check_config_files, check_port_free, check_redis, single_instance
 from jobqueue.profiler.targets import announce_role
 
 app = typer.Typer(
@@ -51,6 +51,7 @@ def up(
     with fail_cleanly(), contextlib.ExitStack() as stack:
         stack.enter_context(single_instance(settings.home))  # before anything starts or writes under the home
         check_port_free(settings.http_host, settings.manager_http_port, "JOBQUEUE_MANAGER_HTTP_PORT")
+        check_config_files(settings)
         if use_embedded:
             url = stack.enter_context(embedded_redis(settings.home))
             settings = settings.model_copy(update={"redis_url": url})
@@ -67,6 +68,7 @@ def manager() -> None:
     announce_role("manager")
     with fail_cleanly():
         check_port_free(settings.http_host, settings.manager_http_port, "JOBQUEUE_MANAGER_HTTP_PORT")
+        check_config_files(settings)
         asyncio.run(check_redis(settings))
         asyncio.run(run_manager(settings))
 
