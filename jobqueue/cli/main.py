@@ -87,12 +87,18 @@ def consumer(
 @app.command()
 def profiler(
     once: Annotated[bool, typer.Option("--once", help="One capture and upload, then exit.")] = False,
+    duration: Annotated[int | None, typer.Option(
+        "--duration", min=1, help="Seconds per capture (default: JOBQUEUE_PROFILER_DUMP_DURATION_SECONDS, 60).",
+    )] = None,
 ) -> None:
-    """Sample this node's jobqueue processes with perf (or py-spy) and upload the dumps (DaemonSet)."""
+    """Sample every jobqueue process on this machine (managers and consumers, any environment) with perf
+    (or py-spy), for --duration seconds per capture, and upload the dumps (DaemonSet)."""
     from jobqueue.profiler.collectors import choose_collector
     from jobqueue.profiler.daemon import ObjectStoreUploader, ProfilerDaemon
 
     settings = settings_or_exit()
+    if duration is not None:
+        settings = settings.model_copy(update={"profiler_dump_duration_seconds": duration})
     configure_logging(settings.log_format, settings.log_level)
     with fail_cleanly():  # no usable collector: exit 2 saying why
         collector, why = asyncio.run(choose_collector(settings.profiler_collector))
