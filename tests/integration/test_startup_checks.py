@@ -124,3 +124,14 @@ def test_embedded_server_that_cannot_start_is_one_line_naming_the_home(settings,
     message = _one_line_exit_2(["up", "--embedded"], env)
     assert "JOBQUEUE_HOME" in message and str(home / "redis") in message, message
     assert not (home / "redis.url").exists()
+
+
+@pytest.mark.parametrize("kubeconfig", [None, "garbage: [\n"], ids=["no-cluster-config", "kubeconfig-not-yaml"])
+def test_kubernetes_backend_without_a_usable_config_is_one_line(settings, tmp_path, kubeconfig):
+    env = {k: v for k, v in {**os.environ, **settings.to_env()}.items() if not k.startswith("KUBERNETES_")}
+    env.update(JOBQUEUE_LOG_FORMAT="json", JOBQUEUE_SCALER_BACKEND="kubernetes")
+    if kubeconfig is not None:
+        (tmp_path / "kubeconfig").write_text(kubeconfig)
+        env["JOBQUEUE_KUBECONFIG"] = str(tmp_path / "kubeconfig")
+    message = _one_line_exit_2(["manager"], env)
+    assert "JOBQUEUE_KUBECONFIG" in message and "JOBQUEUE_SCALER_BACKEND=local" in message, message
