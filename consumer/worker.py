@@ -38,7 +38,7 @@ from jobqueue.logs import capped, configure_logging, get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
-from jobqueue.preflight import check_redis, check_spill_dir, fail_cleanly, settings_or_exit
+from jobqueue.preflight import check_config_files, check_redis, check_spill_dir, fail_cleanly, settings_or_exit
 from jobqueue.profiler.targets import announce_role
 from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
@@ -256,7 +256,8 @@ async def serve(settings: Settings, group: str, max_jobs: int) -> None:
     if settings.consumer_http_port >= 0:  # process metrics (CPU, memory, fds) and probes
         from prometheus_client import REGISTRY
 
-        ops = OpsServer.from_settings(settings, settings.consumer_http_port, REGISTRY, consumer.healthy, consumer.ready)
+        ops = OpsServer.from_settings(settings, settings.consumer_http_port, REGISTRY, consumer.healthy, consumer.ready,
+                                     variable="JOBQUEUE_CONSUMER_HTTP_PORT")
         await ops.start()
     try:
         with contextlib.suppress(asyncio.CancelledError):
@@ -285,5 +286,6 @@ def run_consumer(resource_group: str, max_jobs: int) -> None:
     announce_role("consumer")
     with fail_cleanly():
         check_spill_dir(settings)
+        check_config_files(settings, groups=False, schedules=False)
         asyncio.run(check_redis(settings))
         asyncio.run(serve(settings, resource_group, max_jobs))

@@ -425,6 +425,24 @@ class JobQueueClient:
     def offline_query(
         self, input: Any, output: list[str], input_times: Any = None, **kwargs: Any
     ) -> JobHandle | LocalResult:
+        """Submit one offline (point-in-time) query; blocks only while the input is checked and staged.
+
+        `input`: the rows, as a dict of columns, a pandas DataFrame or a pyarrow Table; columns are named
+        `<namespace>.<feature>` and include the primary key of each output namespace (`user.id`).
+        `output`: the features to fetch, as `<namespace>.<feature>` (`["user.f0"]`).
+        `input_times`: the time each row is answered as of, one per row (a list of datetimes, a pandas
+        Series or a pyarrow array). Default: now, the submission time, for every row. Naive times are
+        UTC. A feature's value is its latest source row with `ts <= input time`.
+        Keywords: `run_asynchronously` (default True: queue it and return a `JobHandle`; False: run it in
+        this process and return its finished `LocalResult`), `resources=ResourceRequests(resource_group=...)`,
+        `max_retries` (default 2) and `completion_deadline` (a time, or a delay from now).
+
+        The result (`to_arrow()`, `to_pandas()`) has the input's columns, then each requested feature not
+        already among them, in a column named `<namespace>.<feature>` (`user.f0`); rows in input order.
+        `performance_summary` is a `jobqueue.PerformanceSummary` (a pydantic model: attributes,
+        `.model_dump()` for a dict), set once the job has succeeded. Raises `InvalidQueryError` (naming the
+        argument) before anything is submitted, and `RedisUnavailableError` when Redis cannot be reached.
+        """
         result = self._loop.run(self._async.offline_query(input, output, input_times, **kwargs))
         if isinstance(result, AsyncLocalResult):
             return LocalResult(result, self._loop)

@@ -76,7 +76,8 @@ class AsyncJobHandle:
 
     @property
     def performance_summary(self) -> PerformanceSummary | None:
-        """The summary from the last observed record (set once the job has succeeded)."""
+        """The summary from the last observed record (set once the job has succeeded): a `PerformanceSummary`,
+        a pydantic model, not a dict (`.model_dump()` gives one); each field documents itself."""
         return self._record.summary if self._record else None
 
     async def wait(self, timeout: float | None = None, show_progress: bool | None = None) -> JobRecord:

@@ -95,7 +95,9 @@ class PerformanceSummary(_Strict):
     rows_in: int
     rows_out: int
     rows_scanned: int = 0
-    bytes_read: int = Field(default=0, description="Bytes DuckDB read (local files and spill), per its profiler.")
+    bytes_read: int = Field(default=0, description="Bytes read: local files (the input, local sources and spill, "
+                            "per DuckDB's profiler) plus the object-store source bytes the query read, whether the "
+                            "scan cache or the store served them (Iceberg data files included).")
     queue_wait_seconds: float
     execution_seconds: float
     total_seconds: float
@@ -106,7 +108,9 @@ class PerformanceSummary(_Strict):
     )
     scan_cache_enabled: bool = Field(default=False, description="The consumer read object stores through its "
                                      "table-scan SSD cache (JOBQUEUE_TABLE_SCAN_CACHE_BYTES > 0).")
-    scan_cache_hits: int = Field(default=0, description="Cache blocks served from local disk.")
+    scan_cache_hits: int = Field(default=0, description="Cache block reads served from local disk. A cold cache "
+                                 "shows hits too: a query reads some blocks more than once (a Parquet footer when the "
+                                 "scan is planned and again when it runs), and the second read is a hit.")
     scan_cache_misses: int = Field(default=0, description="Cache blocks fetched from the object store.")
     bytes_from_cache: int = Field(default=0, description="Source bytes read from the scan cache.")
     bytes_from_remote: int = Field(default=0, description="Source bytes fetched from the object store "

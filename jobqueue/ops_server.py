@@ -13,12 +13,14 @@ take the answer, so slow clients cannot pile up.
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from jobqueue.logs import get_logger
+from jobqueue.preflight import port_in_use
 
 if TYPE_CHECKING:
     from jobqueue.settings import Settings
@@ -40,8 +42,10 @@ class OpsServer:
         host: str = "127.0.0.1",
         max_connections: int = 64,
         request_timeout: float = 10.0,
+        variable: str = "",
     ) -> None:
         self.port, self.host = port, host
+        self.variable = variable  # the setting that chose the port, named when it is taken
         self.registry = registry
         self.healthy = healthy
         self.ready = ready
@@ -56,9 +60,9 @@ class OpsServer:
     @classmethod
     def from_settings(
         cls, settings: Settings, port: int, registry: CollectorRegistry, healthy: Callable[[], bool],
-        ready: Callable[[], Awaitable[bool]],
+        ready: Callable[[], Awaitable[bool]], variable: str = "",
     ) -> OpsServer:
-        return cls(port, registry, healthy, ready, host=settings.http_host,
+        return cls(port, registry, healthy, ready, host=settings.http_host, variable=variable,
                    max_connections=settings.http_max_connections, request_timeout=settings.http_request_timeout_seconds)
 
     @property
@@ -72,7 +76,13 @@ class OpsServer:
         return self.bound_address[1]
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=MAX_LINE_BYTES)
+        """Listen; a taken port raises `PreflightError` naming the setting (a start-up failure, exit 2)."""
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=MAX_LINE_BYTES)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or not self.variable:
+                raise
+            raise port_in_use(self.variable, self.host, self.port) from None
         log.info("ops server listening", host=self.host, port=self.bound_port,
                  paths=["/metrics", "/healthz", "/readyz"], max_connections=self.max_connections)
 

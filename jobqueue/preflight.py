@@ -23,8 +23,9 @@ import typer
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
+from rich.markup import escape
 
-from jobqueue.errors import JobQueueError, SettingsError
+from jobqueue.errors import ConfigError, JobQueueError, SettingsError
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
 from jobqueue.settings import Settings, load_settings
 
@@ -79,6 +80,28 @@ async def check_redis(settings: Settings, timeout: float = 10.0) -> None:
         await client.aclose()
 
 
+def check_config_files(settings: Settings, groups: bool = True, schedules: bool = True) -> None:
+    """The registry, and for a manager the resource groups and schedules files, load (a broken group or
+    schedule alone does not stop a manager: it is reported and the others run)."""
+    from jobqueue.groups import load_groups_config
+    from jobqueue.registry import load_registry
+    from jobqueue.schedules import load_schedules
+
+    variable = "JOBQUEUE_REGISTRY_PATH"
+    try:
+        registry = load_registry(settings.registry_path)
+        if groups or schedules:
+            variable = "JOBQUEUE_RESOURCE_GROUPS_PATH"
+            config = load_groups_config(settings.resource_groups_path)
+        if schedules:
+            variable = "JOBQUEUE_SCHEDULES_PATH"
+            load_schedules(settings.schedules_path, registry, config.groups)
+    except ConfigError as e:
+        raise PreflightError(f"{variable}: {e}; fix the file, or point {variable} at another") from None
+    except OSError as e:  # the file went away, or cannot be read
+        raise PreflightError(f"{variable}: cannot read it ({e.strerror or e}: {e.filename})") from None
+
+
 @contextlib.contextmanager
 def single_instance(home: Path) -> Iterator[None]:
     """Hold `<home>/up.pid` (an exclusive `flock`, with our pid in it) for the block: one `jobqueue up` per home.
@@ -116,12 +139,17 @@ def check_port_free(host: str, port: int, variable: str) -> None:
         except OSError as e:
             if e.errno != errno.EADDRINUSE:
                 raise
-            raise PreflightError(f"{variable}: port {port} on {host} is in use (another `jobqueue up`, or another "
-                                 f"program); set {variable} to a free port (0: any free port)") from None
+            raise port_in_use(variable, host, port) from None
+
+
+def port_in_use(variable: str, host: str, port: int) -> PreflightError:
+    return PreflightError(f"{variable}: port {port} on {host} is in use (another `jobqueue up`, or another "
+                          f"program); set {variable} to a free port (0: any free port)")
 
 
 def _error(message: str, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line; the terminal wraps
+    message = " ".join(message.split())  # one line (a YAML error spans several); the terminal wraps it
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

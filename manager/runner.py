@@ -84,14 +84,19 @@ async def run_manager(
         groups_path=settings.resource_groups_path if groups is None else None,
         leader=elector.is_leader if elector is not None else None,
     )
-    await backend.start()  # before campaigning: a standby is ready (and warm) too
+    ops = None
+    if settings.manager_http_port >= 0:  # first: a taken port fails the start before any consumer runs
+        ops = OpsServer.from_settings(settings, settings.manager_http_port, reconciler.metrics.registry,
+                                     reconciler.healthy, reconciler.ready, variable="JOBQUEUE_MANAGER_HTTP_PORT")
+        await ops.start()
+    try:
+        await backend.start()  # before campaigning: a standby is ready (and warm) too
+    except BaseException:
+        if ops is not None:
+            await ops.stop()
+        raise
     if elector is not None:
         elector.start()
-    ops = None
-    if settings.manager_http_port >= 0:
-        ops = OpsServer.from_settings(settings, settings.manager_http_port, reconciler.metrics.registry,
-                                     reconciler.healthy, reconciler.ready)
-        await ops.start()
     gc = asyncio.create_task(GarbageCollector(redis, settings, metrics=reconciler.metrics).run(stop, reconciler.leader),
                              name="gc")
     try:

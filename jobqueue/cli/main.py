@@ -19,7 +19,7 @@ from jobqueue.cli.registry import app as registry_app
 from jobqueue.cli.schedules import app as schedules_app
 from jobqueue.cli.tokens import app as tokens_app
 from jobqueue.logs import configure_logging, get_logger
-from jobqueue.preflight import check_port_free, check_redis, single_instance
+from jobqueue.preflight import check_config_files, check_port_free, check_redis, single_instance
 from jobqueue.profiler.targets import announce_role
 
 app = typer.Typer(
@@ -55,6 +55,7 @@ def up(
     with fail_cleanly(), contextlib.ExitStack() as stack:
         stack.enter_context(single_instance(settings.home))  # before anything starts or writes under the home
         check_port_free(settings.http_host, settings.manager_http_port, "JOBQUEUE_MANAGER_HTTP_PORT")
+        check_config_files(settings)
         if use_embedded:
             url = stack.enter_context(embedded_redis(settings.home))
             settings = settings.model_copy(update={"redis_url": url})
@@ -71,6 +72,7 @@ def manager() -> None:
     announce_role("manager")
     with fail_cleanly():
         check_port_free(settings.http_host, settings.manager_http_port, "JOBQUEUE_MANAGER_HTTP_PORT")
+        check_config_files(settings)
         asyncio.run(check_redis(settings))
         asyncio.run(run_manager(settings))
 
@@ -89,12 +91,18 @@ def consumer(
 @app.command()
 def profiler(
     once: Annotated[bool, typer.Option("--once", help="One capture and upload, then exit.")] = False,
+    duration: Annotated[int | None, typer.Option(
+        "--duration", min=1, help="Seconds per capture (default: JOBQUEUE_PROFILER_DUMP_DURATION_SECONDS, 60).",
+    )] = None,
 ) -> None:
-    """Sample this node's jobqueue processes with perf (or py-spy) and upload the dumps (DaemonSet)."""
+    """Sample every jobqueue process on this machine (managers and consumers, any environment) with perf
+    (or py-spy), for --duration seconds per capture, and upload the dumps (DaemonSet)."""
     from jobqueue.profiler.collectors import choose_collector
     from jobqueue.profiler.daemon import ObjectStoreUploader, ProfilerDaemon
 
     settings = settings_or_exit()
+    if duration is not None:
+        settings = settings.model_copy(update={"profiler_dump_duration_seconds": duration})
     configure_logging(settings.log_format, settings.log_level)
     with fail_cleanly():  # no usable collector: exit 2 saying why
         collector, why = asyncio.run(choose_collector(settings.profiler_collector))

@@ -1,8 +1,10 @@
-"""A read-only pyarrow filesystem that reads an object store through the scan cache.
+"""A read-only pyarrow filesystem that reads an object store through the scan cache, counting what it reads.
 
 `cached_filesystem(base, cache, stats)` wraps e.g. pyarrow's S3FileSystem. Listing and metadata go
-to `base`; every byte read from a file goes through `BlockCache.read`, so DuckDB's projection and
-filter pushdown (it asks for column chunks, not whole files) still decide which bytes are fetched.
+to `base`; every byte read from a file goes through `BlockCache.read` (or, with `cache=None`,
+straight to `base`), so DuckDB's projection and filter pushdown (it asks for column chunks, not whole
+files) still decide which bytes are fetched. Each read adds its length to `stats.bytes_read`: the
+object-store bytes a query read, whether they came from the cache or the store.
 An object's identity is its path, modification time and size: Iceberg data files are immutable,
 and an overwritten Parquet object gets a new modification time (pyarrow exposes no ETag).
 """
@@ -20,7 +22,7 @@ from jobqueue.engine.scan_cache import BlockCache, ScanStats, object_key
 
 
 class CachedInputFile(io.RawIOBase):
-    def __init__(self, base: pafs.FileSystem, path: str, info: pafs.FileInfo, cache: BlockCache,
+    def __init__(self, base: pafs.FileSystem, path: str, info: pafs.FileInfo, cache: BlockCache | None,
                  stats: ScanStats) -> None:
         self.base, self.path, self.cache, self.stats = base, path, cache, stats
         self.size = int(info.size)
@@ -55,7 +57,11 @@ class CachedInputFile(io.RawIOBase):
     def read(self, size: int = -1) -> bytearray:
         if size is None or size < 0:
             size = self.size - self.position
-        data = self.cache.read(self.key, self.size, self.position, size, self._fetch, self.stats)
+        if self.cache is not None:
+            data = self.cache.read(self.key, self.size, self.position, size, self._fetch, self.stats)
+        else:
+            data = bytearray(self._fetch(self.position, max(0, min(size, self.size - self.position))))
+        self.stats.add(bytes_read=len(data))
         self.position += len(data)
         return data
 
@@ -74,7 +80,7 @@ class CachedInputFile(io.RawIOBase):
 
 
 class CachedFileSystemHandler(pafs.FileSystemHandler):  # type: ignore[misc]  # pyarrow ships no types
-    def __init__(self, base: pafs.FileSystem, cache: BlockCache, stats: ScanStats) -> None:
+    def __init__(self, base: pafs.FileSystem, cache: BlockCache | None, stats: ScanStats) -> None:
         self.base, self.cache, self.stats = base, cache, stats
 
     def __eq__(self, other: object) -> bool:
@@ -111,5 +117,5 @@ class CachedFileSystemHandler(pafs.FileSystemHandler):  # type: ignore[misc]  # 
     move = copy_file = open_output_stream = open_append_stream = _read_only
 
 
-def cached_filesystem(base: pafs.FileSystem, cache: BlockCache, stats: ScanStats) -> pafs.FileSystem:
+def cached_filesystem(base: pafs.FileSystem, cache: BlockCache | None, stats: ScanStats) -> pafs.FileSystem:
     return pafs.PyFileSystem(CachedFileSystemHandler(base, cache, stats))

@@ -81,11 +81,10 @@ class PreparedQuery:
         self.storage = Storage(settings)
         self.scan_cache = scan_cache
         self.scan_stats = ScanStats()
-        sources = self.storage
-        if scan_cache is not None:
-            sources = self.storage.reading_through(lambda fs: cached_filesystem(fs, scan_cache, self.scan_stats))
+        # object-store sources are read through the scan cache when there is one, and always counted
+        sources = self.storage.reading_through(lambda fs: cached_filesystem(fs, scan_cache, self.scan_stats))
         self.plan: QueryPlan = plan_query(job.input_columns, job.output, registry,
-                                            include_input_time=job.include_input_time)
+                                          include_input_time=job.include_input_time)
         self.limits = engine_limits(settings)
         self.query_run = QueryRun(self.plan, self.limits, table_sources(self.plan, job, sources))
         self.plan_seconds = time.perf_counter() - t0
@@ -139,7 +138,7 @@ class PreparedQuery:
             spill_enabled=True,
             spilled_bytes=result.spilled_bytes,
             bytes_written=result.bytes_written,
-            bytes_read=result.bytes_read,
+            bytes_read=result.bytes_read + self.scan_stats.bytes_read,
             memory_limit_bytes=self.limits.memory_limit_bytes,
             max_temp_directory_bytes=self.limits.max_temp_directory_bytes,
             peak_memory_bytes=result.peak_memory_bytes,

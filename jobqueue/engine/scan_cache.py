@@ -52,8 +52,9 @@ class ScanCacheLockedError(RuntimeError):
 
 @dataclass
 class ScanStats:
-    """What one query's reads did with the cache (blocks and bytes)."""
+    """What one query's reads did with the cache (blocks and bytes), and the bytes they returned."""
 
+    bytes_read: int = 0  # object-store bytes handed to the query, from the cache or the store (or no cache)
     hits: int = 0
     misses: int = 0
     bytes_from_cache: int = 0

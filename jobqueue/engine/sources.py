@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from pyiceberg.table import Table
 
 
+DEFAULT_CATALOG_NAME = "jobqueue"  # pyiceberg's catalog name unless the source's `catalog:` block has `name:`
+
+
 class TableSource(Protocol):
     def attach(self, con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, Any]:
         """Make `relation` scannable on `con`; return facts for the summary (e.g. a snapshot id)."""
@@ -86,13 +89,16 @@ class IcebergSource:
         if s.s3_access_key_id and s.s3_secret_access_key:
             props.setdefault("s3.access-key-id", s.s3_access_key_id)
             props.setdefault("s3.secret-access-key", s.s3_secret_access_key.get_secret_value())
-        catalog = load_catalog(props.pop("name", "jobqueue"), **props)
+        name = props.pop("name", None)
+        catalog = load_catalog(name or DEFAULT_CATALOG_NAME, **props)
         assert self.source.table is not None  # FeatureSource requires it for iceberg sources
         try:
             return catalog.load_table(self.source.table)
         except NoSuchTableError as e:
             raise FileNotFoundError(
-                f"source {self.source.name!r}: Iceberg table {self.source.table!r} not found"
+                f"source {self.source.name!r}: Iceberg table {self.source.table!r} not found in catalog "
+                f"{catalog.name!r} ({'its `name:`' if name else 'the default: the `catalog:` block has no `name:`'}; "
+                f"a table created under another catalog name is not seen under this one); {_catalog_contents(catalog)}"
             ) from e
 
     def row_filter(self) -> BooleanExpression:
@@ -138,6 +144,20 @@ class IcebergSource:
             con.register(relation, pads.dataset([self.storage.resolve_source(p)[1] for p in paths], filesystem=fs,
                                                 format="parquet"))
         return {**facts, "files": len(paths)}
+
+
+def _catalog_contents(catalog: Any, shown: int = 10) -> str:
+    """What `catalog` holds, for an error message: its namespaces and their tables (best effort)."""
+    try:
+        namespaces = [".".join(ns) for ns in catalog.list_namespaces()]
+        if not namespaces:
+            return f"catalog {catalog.name!r} has no namespaces"
+        tables = [".".join(t) for ns in namespaces[:shown] for t in catalog.list_tables(ns)]
+    except Exception as e:  # the listing is only a hint
+        return f"its namespaces could not be listed ({type(e).__name__})"
+    more = f" (first {shown})" if len(tables) > shown else ""
+    return (f"catalog {catalog.name!r} has namespaces {', '.join(namespaces[:shown])} and tables{more} "
+            f"{', '.join(tables[:shown]) or '(none)'}")
 
 
 def make_source(source: FeatureSource, storage: Storage, bounds: TimeBounds | None) -> TableSource:

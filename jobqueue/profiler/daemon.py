@@ -128,6 +128,8 @@ class ProfilerDaemon:
             log.info("dump directory has space again; capturing", free_bytes=free)
             self.disk_full = False
         out = self.root / dump_name(self.now(), self.collector.kind)
+        log.info("capturing", seconds=s.profiler_dump_duration_seconds, collector=self.collector.name,
+                 pids=[t.pid for t in targets], roles=sorted({t.role for t in targets}))
         try:
             await self.collector.capture(targets, s.profiler_dump_duration_seconds,
                                          s.profiler_perf_polling_frequency_hz, s.profiler_call_graph, out)

@@ -29,12 +29,14 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
+import yaml
 from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from jobqueue.groups import ResourceGroup
 from jobqueue.jobstore import OOM_KILL_TTL_SECONDS
 from jobqueue.logs import get_logger
+from jobqueue.preflight import PreflightError
 from jobqueue.settings import Settings
 from jobqueue.sizes import byte_count, format_bytes
 from manager.backends.base import OomKill
@@ -59,14 +61,21 @@ MERGE = "application/merge-patch+json"
 
 
 async def api_client_from_settings(settings: Settings) -> ApiClient:
-    """In-cluster service account, or `JOBQUEUE_KUBECONFIG`."""
+    """In-cluster service account, or `JOBQUEUE_KUBECONFIG`. Neither usable: a `PreflightError` naming the variable."""
     from kubernetes_asyncio import config
 
     cfg = Configuration()
-    if settings.kubeconfig is not None:
-        await config.load_kube_config(config_file=str(settings.kubeconfig), client_configuration=cfg)
-    else:
-        config.load_incluster_config(client_configuration=cfg)
+    try:
+        if settings.kubeconfig is not None:
+            await config.load_kube_config(config_file=str(settings.kubeconfig), client_configuration=cfg)
+        else:
+            config.load_incluster_config(client_configuration=cfg)
+    except (config.ConfigException, yaml.YAMLError, OSError, ValueError, TypeError, AttributeError) as e:
+        where = f"{settings.kubeconfig} is not a usable kubeconfig" if settings.kubeconfig is not None else \
+            "not in a pod with a service account, and no kubeconfig is set"
+        raise PreflightError(f"JOBQUEUE_KUBECONFIG: {where} ({type(e).__name__}: {e}); run the manager in the "
+                             "cluster (the chart does), set JOBQUEUE_KUBECONFIG, or JOBQUEUE_SCALER_BACKEND=local"
+                             ) from None
     return ApiClient(cfg)
 
 

@@ -112,3 +112,26 @@ def rest_registry(tmp_path, iceberg, table="db.user_profile"):
     path = tmp_path / f"registry-rest-{table}.yaml"
     path.write_text(yaml.safe_dump({"namespaces": {"user": {"primary_key": "id", "sources": [source]}}}))
     return path
+
+
+def test_a_table_under_another_catalog_name_is_found_with_name_and_the_error_says_so(settings, store, tmp_path):
+    """pyiceberg's SQL catalog keeps each catalog name's tables apart: a table created under `lake` is not
+    seen under the default name `jobqueue`. The error names the catalog, says `name:`, and lists what it has."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    props = {"uri": f"sqlite:///{tmp_path}/lake.db", "warehouse": f"file://{tmp_path}/lake"}
+    lake = SqlCatalog("lake", **props)
+    lake.create_namespace("db")
+    data = pq.read_table(store.root / "user_profile").select(["user_id", "ts", "f0", "f1"])
+    lake.create_table("db.user_profile", schema=data.schema).append(data)
+    SqlCatalog("jobqueue", **props).create_namespace("other")  # under the default name: another namespace
+    unnamed = registry(tmp_path, {"catalog": {"type": "sql", **props}})
+    with pytest.raises(FileNotFoundError) as info:
+        run(settings, unnamed, {"user.id": [1]}, None)
+    message = str(info.value)
+    assert "Iceberg table 'db.user_profile' not found in catalog 'jobqueue'" in message, message
+    assert "has no `name:`" in message and "has namespaces other and tables (none)" in message, message
+    named = registry(tmp_path, {"catalog": {"type": "sql", "name": "lake", **props}}, snapshot_id=None)
+    ids, times = sample_input(store.users, 200, seed=47)
+    result, summary = run(settings, named, ids, times)
+    assert result.num_rows == 200 and summary.sources["user_profile"]["kind"] == "iceberg"

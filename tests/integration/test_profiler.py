@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -118,7 +119,7 @@ async def test_a_full_disk_stops_capturing_warns_once_and_resumes(profiler_setti
         assert await d.cycle() == "captured"
     assert [e["event"] for e in events] == [
         "dump directory nearly full; capturing stopped until space is back",
-        "dump directory has space again; capturing", "captured"]
+        "dump directory has space again; capturing", "capturing", "captured"]
     assert d.collector.captures == 1
 
 
@@ -241,3 +242,19 @@ async def test_consumers_started_by_the_manager_are_found_by_role(settings, tmp_
 
         await eventually(named, what="both consumers named jq-consumer once started")
         assert {Target(pid, "consumer") for pid in pids} <= set(find_targets())
+
+
+def test_profiler_once_takes_its_duration_and_says_what_it_samples(profiler_settings, busy_consumer, s3_endpoint,
+                                                                    s3_bucket):
+    env = {**os.environ, **profiler_settings.to_env(), "JOBQUEUE_LOG_FORMAT": "json"}  # 60 s per capture, as set
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "jobqueue.cli.main", "profiler", "--once", "--duration", "1"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode == 2 and "no collector" in done.stderr:
+        pytest.skip(done.stderr.strip())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - started < 45, "--duration 1, not the configured 60 s"
+    (line,) = [json.loads(x) for x in (done.stdout + done.stderr).splitlines() if '"capturing"' in x]
+    assert line["seconds"] == 1 and busy_consumer.pid in line["pids"] and "consumer" in line["roles"], line
+    (key,) = keys(s3_endpoint, s3_bucket)
+    assert key.startswith("team/profiles/node-a/")

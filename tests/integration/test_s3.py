@@ -116,4 +116,34 @@ async def test_iceberg_data_files_on_s3_are_read_through_the_scan_cache(s3_setti
         assert_same(await job.to_pandas(), reference(store, ids["user.id"], times, ["user.f0", "user.f1"]))
     cold, warm = summaries
     assert cold.sources["user_profile"]["kind"] == "iceberg" and cold.bytes_from_remote > 0
+    data_files = _object_bytes(s3_settings, s3_bucket, "wh/")  # the table's Parquet data files
+    assert data_files // 2 < cold.bytes_read <= 2 * data_files, (cold.bytes_read, data_files)
+    assert warm.bytes_read == cold.bytes_read  # from the cache this time, the same bytes
     assert warm.scan_cache_hits > 0 and warm.bytes_from_remote == 0 and warm.scan_cache_misses == 0
+
+
+def _object_bytes(settings, bucket: str, prefix: str) -> int:
+    listing = s3_client(settings).list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sum(o["Size"] for o in listing.get("Contents", []) if o["Key"].endswith(".parquet"))
+
+
+async def test_bytes_read_counts_the_s3_source_bytes_with_and_without_the_scan_cache(
+        s3_settings, store, s3_bucket, tmp_path):
+    registry = upload_store(s3_settings, store, s3_bucket, tmp_path)
+    sources = _object_bytes(s3_settings, s3_bucket, "store/")
+    ids, times = sample_input(store.users, 2_000, seed=11)
+    uncached = s3_settings.model_copy(update={"registry_path": registry})
+    async with AsyncJobQueueClient(uncached) as client:  # in-process: no scan cache
+        direct = (await client.offline_query(ids, OUTPUT, times, run_asynchronously=False)).performance_summary
+    settings = with_groups(s3_settings, tmp_path, {"default": {"max_instances": 1}}, registry_path=registry,
+                           table_scan_cache_bytes=64 << 20)
+    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+        job = await client.offline_query(ids, OUTPUT, times)
+        cold = (await job.wait(timeout=60, show_progress=False)).summary
+    assert not direct.scan_cache_enabled and cold.scan_cache_enabled
+    for summary in (direct, cold):  # about the sources' Parquet (a footer is read at planning and again at scan)
+        assert sources // 2 < summary.bytes_read <= 2 * sources, (summary.bytes_read, sources)
+    # the query read the same bytes with or without the cache; the cold cache fetched each (small) object once
+    assert cold.bytes_read == direct.bytes_read, (cold.bytes_read, direct.bytes_read)
+    assert cold.bytes_from_remote == sources
+    assert cold.bytes_from_cache > 0  # a cold cache already serves the re-reads within one query
