@@ -7,6 +7,7 @@ import contextlib
 import signal
 import socket
 
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from jobqueue.groups import GroupsConfig, ResourceGroup, load_groups_config
@@ -45,6 +46,20 @@ async def apply_registry_file(redis: Redis, settings: Settings, registry: Regist
              version=applied.version.id, file=str(settings.registry_path))
 
 
+async def start_registry_and_schedules(redis: ArqRedis, settings: Settings, config: GroupsConfig) -> Scheduler | None:
+    """Apply JOBQUEUE_REGISTRY_PATH (the version new jobs are planned against) and load the schedules, if any."""
+    registry = load_registry(settings.registry_path)
+    if settings.registry_path is not None:
+        await apply_registry_file(redis, settings, registry)
+    schedules, errors = load_schedules(settings.schedules_path, registry, config.groups)
+    if not (schedules or errors):
+        return None
+    from jobqueue.client import AsyncJobQueueClient  # the scheduler submits through the SDK (pyarrow)
+
+    client = AsyncJobQueueClient(settings, registry=registry, groups=config.groups, redis=redis)
+    return Scheduler(client, schedules, errors)
+
+
 async def run_manager(
     settings: Settings,
     stop: asyncio.Event | None = None,
@@ -69,16 +84,7 @@ async def run_manager(
     )
     for error in config.errors.values():
         log.error("resource group not loaded; fix the file, it is re-read while running", error=error)
-    registry = load_registry(settings.registry_path)
-    if settings.registry_path is not None:  # the file is applied at start: the version new jobs are planned against
-        await apply_registry_file(redis, settings, registry)
-    schedules, errors = load_schedules(settings.schedules_path, registry, config.groups)
-    scheduler = None
-    if schedules or errors:
-        from jobqueue.client import AsyncJobQueueClient  # the scheduler submits through the SDK (pyarrow)
-
-        client = AsyncJobQueueClient(settings, registry=registry, groups=config.groups, redis=redis)
-        scheduler = Scheduler(client, schedules, errors)
+    scheduler = await start_registry_and_schedules(redis, settings, config)
     reconciler = Reconciler(
         redis, settings, config, backend, scheduler=scheduler,
         groups_path=settings.resource_groups_path if groups is None else None,
