@@ -113,7 +113,9 @@ def profiler(
     async def main() -> None:
         if once:
             settings.profiler_root.mkdir(parents=True, exist_ok=True)
-            await daemon.cycle()
+            outcome = await daemon.cycle()
+            if outcome != "captured":  # the log line above says why; a one-shot run that captured nothing fails
+                raise SystemExit(f"profiler --once: nothing captured ({outcome}); see the log line above")
             return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
