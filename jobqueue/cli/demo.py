@@ -134,6 +134,8 @@ async def _drive(
             if all(r.status.is_final for r in records.values()):
                 break
             await asyncio.sleep(0.15)
+    if not console.is_terminal:
+        console.line()  # rich ends a live display with a new line only in a terminal; piped, the next line joined it
     console.print(_summary_table(jobs, records))
 
     deadline = time.monotonic() + 60
