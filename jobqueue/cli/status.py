@@ -99,7 +99,7 @@ def render_status(rows: list[dict[str, Any]], console: Console) -> Group:
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
-    oldest = f"{r['oldest_wait_seconds']}s" if r.get("oldest_wait_seconds") is not None else None
+    oldest = _age(r["oldest_wait_seconds"]) if r.get("oldest_wait_seconds") is not None else None
     cells = [r["group"], r["min"], r["max"], r["desired"], r["current"], r["consumers_ready"], r["busy"],
              r["ready"], r["in_flight"], r["deferred"], oldest, r["decision"]]
     return ["-" if c is None else str(c) for c in cells]
