@@ -98,6 +98,9 @@ def job_card(record: JobRecord, width: int) -> Group:
         ("consumer", r.consumer_id or "-"),
         ("result", _Path(r.result_uri) if r.result_uri else "-"),
     ]
+    if r.wait_reason:  # why a queued job waits (`jobqueue.waiting`)
+        fields.insert(1, ("waits", Text(r.wait_reason.message, "yellow")))
+    fields += _attribution(r)
     if r.error:
         fields.append(("error", Text(r.error, "red")))
     fields += [(f"attempt {i} error", Text(e, "red")) for i, e in enumerate(r.errors, 1)]
@@ -105,6 +108,14 @@ def job_card(record: JobRecord, width: int) -> Group:
     if r.summary:
         parts += [Text("performance summary", "bold"), _grid(_summary_fields(r.summary.model_dump()), width)]
     return Group(*parts)
+
+
+def _attribution(r: JobRecord) -> list[tuple[str, str | Text]]:
+    """Who the job is for and what it is, and the registry version it was planned against."""
+    tags = ", ".join(f"{k}={v}" for k, v in r.tags.items())
+    fields = [("owner", r.owner), ("team", r.team), ("tags", tags), ("query name", r.query_name),
+              ("correlation id", r.correlation_id), ("registry", r.registry_version or "the local file")]
+    return [(name, value or "-") for name, value in fields]
 
 
 def _grid(fields: list[tuple[str, str | Text]], width: int) -> Table:
