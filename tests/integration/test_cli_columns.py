@@ -92,6 +92,7 @@ async def test_status_jobs_and_show_fit_the_terminal(jobs, redis_url, environmen
         assert code == 0, out
         assert_fits(out, columns, job, group)
         assert f"job {job}" in out, out  # a card
+    assert "waits" in out and "no manager has ticked" in " ".join(out.split()), out  # the queued job says why
     code, out = run("jobs", "show", done)
     assert "performance summary" in out and "result" in out and "spilled_bytes" in out, out
 
