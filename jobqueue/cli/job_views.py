@@ -106,7 +106,10 @@ def job_card(record: JobRecord, width: int) -> Group:
     fields += [(f"attempt {i} error", Text(e, "red")) for i, e in enumerate(r.errors, 1)]
     parts: list[RenderableType] = [Text.assemble("job ", (r.job_id, "bold")), _grid(fields, width)]
     if r.summary:
-        parts += [Text("performance summary", "bold"), _grid(_summary_fields(r.summary.model_dump()), width)]
+        # a field the record already showed with the same value (consumer, owner, team, ...) is not repeated
+        summary = {k: v for k, v in r.summary.model_dump().items()
+                   if k not in JobRecord.model_fields or getattr(r, k) != v}
+        parts += [Text("performance summary", "bold"), _grid(_summary_fields(summary), width)]
     return Group(*parts)
 
 
