@@ -5,6 +5,9 @@ correlation_id) is bound with `structlog.contextvars`, so every line logged whil
 and whose it is. Standard-library loggers (arq, asyncio) are routed
 through the same renderer.
 
+In a terminal, each console line is broken at spaces to the terminal's width (`wrap_ansi`), its
+continuation indented, so that the terminal never wraps it inside a word, an id or a group name.
+
 Error text is capped (`capped`, `MAX_ERROR_BYTES`) wherever it is logged or stored in a job record: a
 500 KB feature name in a query must not become a megabyte log line, or a megabyte record.
 """
@@ -12,9 +15,11 @@ Error text is capped (`capped`, `MAX_ERROR_BYTES`) wherever it is logged or stor
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
-from collections.abc import MutableMapping
-from typing import Any, Literal
+from collections.abc import Callable, MutableMapping
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -41,6 +46,80 @@ def cap_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PIECES = re.compile(r" +|[^ ]+")
+
+
+def visible_len(text: str) -> int:
+    return len(_ANSI.sub("", text))
+
+
+def wrap_ansi(text: str, width: int, indent: int = 4) -> str:
+    """`text` (which may carry ANSI colour codes) broken at spaces so that no line shows more than `width`
+    characters; continuation lines are indented by `indent`. A word longer than a line is cut at the line's
+    end, the only place a word is ever broken."""
+    return "\n".join(_wrap_line(line, width, indent) for line in text.split("\n"))
+
+
+def _wrap_line(line: str, width: int, indent: int) -> str:
+    if visible_len(line) <= width or width <= indent + 8:
+        return line
+    out, current, used, space = [], "", 0, ""
+    for piece in _PIECES.findall(line):
+        if piece.startswith(" "):
+            current, used, space = (current, used, piece) if current else (piece, len(piece), "")  # keep an indent
+            continue
+        size = visible_len(piece)
+        if current.strip() and used + len(space) + size > width:
+            out.append(current)
+            current, used = " " * indent, indent
+        elif current.strip():
+            current, used = current + space, used + len(space)
+        space = ""
+        while used + size > width:  # longer than a whole line: cut it at the line's end
+            head, piece = _split_visible(piece, width - used)
+            out.append(current + head)
+            current, used, size = " " * indent, indent, visible_len(piece)
+        current, used = current + piece, used + size
+    return "\n".join([*out, current])
+
+
+def _split_visible(text: str, n: int) -> tuple[str, str]:
+    """`text` cut after its first `n` visible characters (colour codes count as none)."""
+    seen, i = 0, 0
+    while i < len(text) and seen < n:
+        code = _ANSI.match(text, i)
+        if code:
+            i = code.end()
+        else:
+            seen, i = seen + 1, i + 1
+    return text[:i], text[i:]
+
+
+def terminal_columns(stream: TextIO) -> int | None:
+    """The width of the terminal `stream` writes to (`COLUMNS` overrides it), or None when it is no terminal."""
+    try:
+        if not stream.isatty():
+            return None
+        columns = os.environ.get("COLUMNS", "")
+        return int(columns) if columns.isdigit() else os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError):
+        return None
+
+
+class TerminalWrap:
+    """structlog renderer: `inner`'s line, broken at spaces to the terminal's width (`wrap_ansi`), measured on
+    every line so a resized terminal is followed; unchanged when the output is no terminal."""
+
+    def __init__(self, inner: Callable[[Any, str, MutableMapping[str, Any]], str],
+                 columns: Callable[[], int | None]) -> None:
+        self.inner, self.columns = inner, columns
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        line, width = self.inner(logger, name, event), self.columns()
+        return wrap_ansi(line, width) if width else line
+
+
 def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[structlog.types.Processor] = [
@@ -51,7 +130,8 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
         cap_values,
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=True)
+        structlog.processors.JSONRenderer() if use_json
+        else TerminalWrap(structlog.dev.ConsoleRenderer(colors=True), lambda: terminal_columns(sys.stderr))
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,

@@ -23,6 +23,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from jobqueue.cli.console import console
+from jobqueue.cli.job_views import STATUS_STYLE
+from jobqueue.cli.layout import fits
 from jobqueue.client import AsyncJobQueueClient
 from jobqueue.embedded import embedded_redis
 from jobqueue.handles import AsyncJobHandle
@@ -41,7 +43,6 @@ GROUPS = {
               "memory_limit_percent": 30},
 }
 OUTPUT = ["user.f0", "user.f1", "user.f2", "user.f3", "user.logins", "user.segment"]
-STATUS_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "cancelled": "dim"}
 
 
 class ConsumerView(Protocol):
@@ -133,6 +134,8 @@ async def _drive(
             if all(r.status.is_final for r in records.values()):
                 break
             await asyncio.sleep(0.15)
+    if not console.is_terminal:
+        console.line()  # rich ends a live display with a new line only in a terminal; piped, the next line joined it
     console.print(_summary_table(jobs, records))
 
     deadline = time.monotonic() + 60
@@ -166,20 +169,34 @@ def _progress_view(
 
 
 def _summary_table(jobs: list[tuple[str, AsyncJobHandle]], records: dict[str, JobRecord]) -> Table:
-    table = Table("job", "group", "rows out", "wait", "exec", "mem limit", "peak mem", "spill_enabled",
-                  "spilled_bytes", title="performance summaries")
+    """Each job's performance summary: every column when the console is wide enough, else fewer and merged ones
+    (peak / limit memory; spilled bytes, or `off`) so that no row wraps in 80 columns."""
+    wide = Table("job", "group", "rows out", "wait", "exec", "mem limit", "peak mem", "spill_enabled",
+                 "spilled_bytes", title="performance summaries")
+    narrow = Table("job", "group", "rows out", "wait", "exec", "peak / limit mem", "spilled",
+                   title="performance summaries", box=None, pad_edge=False)
+    for table in (wide, narrow):
+        for column in table.columns[:2]:
+            column.no_wrap = True  # the job id (its first 8 characters, as the progress bar) and group: never cut
     for group, job in jobs:
         r = records[job.id]
         s = r.summary
         if s is None:
-            table.add_row(job.id[:8], group, f"[red]{r.status.value}: {r.error}", *["-"] * 6)
+            failed = f"[red]{r.status.value}: {r.error}"
+            wide.add_row(job.id[:8], group, failed, *["-"] * 6)
+            narrow.add_row(job.id[:8], group, failed, *["-"] * 4)
             continue
-        table.add_row(
-            job.id[:8], group, f"{s.rows_out:,}", f"{s.queue_wait_seconds:.1f}s", f"{s.execution_seconds:.1f}s",
-            format_bytes(s.memory_limit_bytes), format_bytes(s.peak_memory_bytes), str(s.spill_enabled),
-            f"[bold]{format_bytes(s.spilled_bytes)}" if s.spilled_bytes else "0",
-        )
-    return table
+        spilled = f"[bold]{format_bytes(s.spilled_bytes)}" if s.spilled_bytes else "0"
+        times = (f"{s.rows_out:,}", f"{s.queue_wait_seconds:.1f}s", f"{s.execution_seconds:.1f}s")
+        wide.add_row(job.id[:8], group, *times, format_bytes(s.memory_limit_bytes),
+                     format_bytes(s.peak_memory_bytes), str(s.spill_enabled), spilled)
+        narrow.add_row(job.id[:8], group, *times,
+                       f"{format_bytes(s.peak_memory_bytes)} / {format_bytes(s.memory_limit_bytes)}",
+                       spilled if s.spill_enabled else "off")
+    for table in (wide, narrow):
+        for column in table.columns[2:]:
+            column.justify = "right"
+    return wide if fits(console, wide) else narrow
 
 
 def _checks(jobs: list[tuple[str, AsyncJobHandle]], records: dict[str, JobRecord], timeline: Timeline) -> bool:

@@ -7,26 +7,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from jobqueue.attribution import parse_tag_filters
 from jobqueue.cli.console import console, fail_cleanly, settings_or_exit, with_client
+from jobqueue.cli.job_views import job_card, jobs_view
 from jobqueue.errors import JobNotFoundError
 from jobqueue.job_filter import JobFilter
+from jobqueue.logs import wrap_ansi
 from jobqueue.models import JobRecord, JobStatus
-from jobqueue.sizes import format_bytes
 
 if TYPE_CHECKING:
     from jobqueue.client import AsyncJobQueueClient
 
 app = typer.Typer(help="Recent jobs, one job's record, its consumer log lines, cancel.", no_args_is_help=False)
 IdArg = Annotated[str, typer.Argument(help="Job id, or a unique prefix of it (the progress bar shows 8 characters).")]
-
-
-def _seconds(record: JobRecord) -> tuple[str, str]:
-    wait = (record.started_at - record.submitted_at).total_seconds() if record.started_at else None
-    run = (record.finished_at - record.started_at).total_seconds() if record.finished_at and record.started_at else None
-    return (f"{wait:.1f}s" if wait is not None else "-", f"{run:.1f}s" if run is not None else "-")
 
 
 @app.callback(invoke_without_command=True)
@@ -57,20 +51,20 @@ def list_jobs(
                 break
         return found
 
-    table = Table("job", "group", "status", "submitted", "wait", "run", "attempts", "spilled", title="jobs")
-    for r in with_client(fetch):
-        wait, run = _seconds(r)
-        spilled = format_bytes(r.summary.spilled_bytes) if r.summary else "-"
-        table.add_row(r.job_id, r.resource_group, r.status.value, r.submitted_at.isoformat(timespec="seconds"),
-                      wait, run, str(r.attempts), spilled)
-    console.print(table)
+    console.print(jobs_view(console, with_client(fetch)))
 
 
 @app.command("show")
-def show(job_id: IdArg) -> None:
+def show(
+    job_id: IdArg,
+    as_json: Annotated[bool, typer.Option("--json", help="The record as JSON, as the API returns it.")] = False,
+) -> None:
     """The full record of one job: status, timings, errors of every attempt, performance summary."""
     record = with_client(lambda client: client.get_job(job_id))
-    console.print_json(record.model_dump_json())
+    if as_json:
+        console.print_json(record.model_dump_json())
+    else:
+        console.print(job_card(record, console.width))
 
 
 @app.command("cancel")
@@ -100,8 +94,10 @@ def logs(job_id: IdArg) -> None:
         return
     for e in lines:
         rest = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("timestamp", "level", "event", "job_id"))
-        console.print(f"{e.get('timestamp', '-')} {e.get('level', '-'):<7} {e.get('event', '')}  {rest}",
-                      highlight=False, markup=False, soft_wrap=True)
+        line = f"{e.get('timestamp', '-')} {e.get('level', '-'):<7} {e.get('event', '')}  {rest}"
+        if console.is_terminal:  # broken at spaces, never inside an id; one line per entry when piped
+            line = wrap_ansi(line, console.width)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _job_lines(files: list[Path], job_id: str) -> list[dict[str, object]]:

@@ -180,7 +180,7 @@ def status(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        console.print(render_status(rows))
+        console.print(render_status(rows, console))
 
 
 @app.command()

@@ -9,10 +9,12 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from rich import box
-from rich.console import Group
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from jobqueue.cli.layout import aligned, fits
 from jobqueue.keys import MANAGER_TICK_AT, GroupState, Keys
 from jobqueue.redis import connect_redis
 from jobqueue.settings import Settings
@@ -71,25 +73,52 @@ async def read_status(settings: Settings) -> list[dict[str, Any]]:
         await redis.aclose()
 
 
-def render_status(rows: list[dict[str, Any]]) -> Group:
+CAPTION = ("consumers: desired, current (asked for), live (fresh heartbeat), busy (holding a job); "
+           "jobs: ready (due, not running), in flight, deferred")
+
+
+def render_status(rows: list[dict[str, Any]], console: Console) -> Group:
+    """The table if it fits the console, else a card per group (in 80 columns); then the manager's line and
+    each group's detail, error and start trouble. A group name is never cut."""
     table = Table("group", "min", "max", "desired", "current", "live", "busy", "ready", "in flight", "deferred",
                   "oldest wait", "decision", title="jobqueue status", box=box.SIMPLE)
+    table.columns[0].no_wrap = True
     for r in rows:
-        oldest = f"{r['oldest_wait_seconds']}s" if r.get("oldest_wait_seconds") is not None else None
-        cells = [r["group"], r["min"], r["max"], r["desired"], r["current"], r["consumers_ready"], r["busy"],
-                 r["ready"], r["in_flight"], r["deferred"], oldest, r["decision"]]
-        table.add_row(*("-" if c is None else str(c) for c in cells))
-    table.caption = ("consumers: desired, current (asked for), live (fresh heartbeat), busy (holding a job); "
-                     "jobs: ready (due, not running), in flight, deferred")
+        table.add_row(*_cells(r))
+    table.caption = CAPTION
     if not rows:
         table.caption = "no manager has published groups for this environment yet (is `jobqueue up` running?)"
+    view: RenderableType = table if not rows or fits(console, table) else _group_cards(rows)
     details = [_manager_line(rows[0])] if rows else []
     details += [f"[bold]{r['group']}[/]: {r['detail']} ({r['age_seconds']}s ago)" for r in rows
                if r["detail"] and not r["error"]]
     details += [f"[bold red]{r['group']}[/]: {r['error']}" for r in rows if r["error"]]
     details += [f"[bold red]{r['group']}[/]: {escape(r['start_trouble'])}" for r in rows if r.get("start_trouble")]
     details += [f"[bold]{r['group']}[/]: removed from the config; draining" for r in rows if not r["configured"]]
-    return Group(table, *details)
+    return Group(view, *details)
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    oldest = _age(r["oldest_wait_seconds"]) if r.get("oldest_wait_seconds") is not None else None
+    cells = [r["group"], r["min"], r["max"], r["desired"], r["current"], r["consumers_ready"], r["busy"],
+             r["ready"], r["in_flight"], r["deferred"], oldest, r["decision"]]
+    return ["-" if c is None else str(c) for c in cells]
+
+
+def _group_cards(rows: list[dict[str, Any]]) -> Group:
+    """Three lines per group: its name, bounds and decision; its consumers; its jobs."""
+    cells = [_cells(r) for r in rows]
+    heads = aligned([[c[0], f"min {c[1]}  max {c[2]}", f"decision {c[11]}"] for c in cells])
+    consumers = aligned([["  consumers", f"desired {c[3]}", f"current {c[4]}", f"live {c[5]}", f"busy {c[6]}"]
+                         for c in cells])
+    jobs = aligned([["  jobs     ", f"ready {c[7]}", f"in flight {c[8]}", f"deferred {c[9]}", f"oldest wait {c[10]}"]
+                    for c in cells])
+    lines: list[RenderableType] = [Text("jobqueue status", "italic", justify="center")]
+    for r, head, consumer, job in zip(rows, heads, consumers, jobs, strict=True):
+        line = Text(head)
+        line.stylize("bold", 0, len(r["group"]))
+        lines += [line, Text(consumer), Text(job)]
+    return Group(*lines, Text(CAPTION, "dim"))
 
 
 def _manager_line(row: dict[str, Any]) -> str:
@@ -111,5 +140,5 @@ async def watch_status(settings: Settings, interval: float) -> None:
 
     with Live(console=console, refresh_per_second=4) as live:
         while True:
-            live.update(render_status(await read_status(settings)))
+            live.update(render_status(await read_status(settings), console))
             await asyncio.sleep(interval)

@@ -64,7 +64,7 @@ async def test_attribution_round_trip(settings, capsys):
     assert len(succeeded) == 1, lines
     assert {k: succeeded[0].get(k) for k in ATTRIBUTION} == ATTRIBUTION
 
-    code, out = cli(settings, "jobs", "show", job.id)
+    code, out = cli(settings, "jobs", "show", job.id, "--json")
     assert code == 0, out
     shown = json.loads(out)
     assert {k: shown[k] for k in ATTRIBUTION} == ATTRIBUTION

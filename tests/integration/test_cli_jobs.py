@@ -33,7 +33,7 @@ async def test_jobs_show_and_cancel(settings, redis_url, environment, tmp_path):
     assert code == 0 and queued.id in out and other.id in out, out
     code, out = run("jobs", "--state", "queued")
     assert code == 0 and queued.id in out and other.id not in out, out
-    code, out = run("jobs", "show", other.id)
+    code, out = run("jobs", "show", other.id, "--json")
     assert code == 0 and json.loads(out)["status"] == "cancelled", out
     code, out = run("cancel", queued.id)
     assert code == 0 and f"job {queued.id} is cancelled" in out, out
@@ -83,7 +83,7 @@ async def test_job_id_prefixes_and_jobs_cancel(settings, redis_url, environment,
     unique = next(target[:n] for n in range(1, 33) if sum(i.startswith(target[:n]) for i in ids) == 1)
     run = lambda *a: cli(redis_url, environment, tmp_path, *a)  # noqa: E731
 
-    code, out = run("jobs", "show", unique)
+    code, out = run("jobs", "show", unique, "--json")
     assert code == 0 and json.loads(out)["job_id"] == target, out
     code, out = run("jobs", "show", shared)
     assert code == 1 and f"job id prefix '{shared}' matches {len(by_first[shared])} jobs" in out, out

@@ -33,7 +33,7 @@ async def test_a_job_on_a_group_with_max_instances_0_says_so(settings, redis_url
         reason = await eventually(blocked, what="the max_instances reason, once the manager has published the group")
         assert reason.message.startswith("group 'paused' has max_instances 0, so no consumer runs its jobs"), reason
 
-        code, out = await asyncio.to_thread(cli, redis_url, environment, tmp_path, "jobs", "show", job.id[:8])
+        code, out = await asyncio.to_thread(cli, redis_url, environment, tmp_path, "jobs", "show", job.id[:8], "--json")
         assert code == 0, out
         shown = json.loads(out)
         assert shown["status"] == "queued" and shown["wait_reason"]["code"] == "max_instances_zero", out
@@ -57,7 +57,7 @@ async def test_with_no_manager_ever_run_the_reason_says_so(settings, redis_url, 
                                   "deploy the manager")
         with pytest.raises(TimeoutError, match="still queued after the timeout: no manager has ever run"):
             await job.wait(timeout=0.2, show_progress=False)
-    code, out = await asyncio.to_thread(cli, redis_url, environment, tmp_path, "jobs", "show", job.id)
+    code, out = await asyncio.to_thread(cli, redis_url, environment, tmp_path, "jobs", "show", job.id, "--json")
     assert code == 0 and json.loads(out)["wait_reason"]["message"] == reason.message, out
 
 
@@ -82,7 +82,7 @@ async def test_when_the_manager_stopped_the_reason_says_since_when(settings, red
         assert f"(last tick {clock_time(last_tick, last_tick)})" in reason.message
         with pytest.raises(TimeoutError, match="still queued after the timeout: no manager has ticked for"):
             await job.wait(timeout=0.2, show_progress=False)
-    code, out = await asyncio.to_thread(cli, redis_url, environment, tmp_path, "jobs", "show", job.id)
+    code, out = await asyncio.to_thread(cli, redis_url, environment, tmp_path, "jobs", "show", job.id, "--json")
     assert code == 0 and "no manager has ticked for" in json.loads(out)["wait_reason"]["message"], out
 
 
