@@ -138,6 +138,8 @@ class LocalBackend:
             "JOBQUEUE_CONSUMER_ID": consumer_id,
             "JOBQUEUE_CONSUMER_SLOT": f"{group.name}-{slot}",
             "JOBQUEUE_CONSUMER_EXIT_WITH_PARENT": "true",
+            # the consumer's log file is read back by `jobqueue jobs logs` (JSON lines), whatever the terminal gets
+            "JOBQUEUE_LOG_FORMAT": "json",
         }
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{consumer_id}.log", "ab") as out:

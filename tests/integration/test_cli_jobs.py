@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from jobqueue import AsyncJobQueueClient, JobStatus, ResourceRequests
 from tests.helpers import with_groups
 
@@ -122,9 +124,11 @@ def test_empty_schedules_say_how_to_add_one(redis_url, environment, tmp_path):
     assert code == 0 and "no schedules" in out and "JOBQUEUE_SCHEDULES_PATH" in out, out
 
 
-async def test_jobs_logs_shows_the_consumer_lines_of_one_job(settings, redis_url, environment):
+@pytest.mark.parametrize("log_format", ["json", "console"])  # console: what `jobqueue up` in a terminal gets
+async def test_jobs_logs_shows_the_consumer_lines_of_one_job(settings, redis_url, environment, log_format):
     from tests.helpers import running_manager
 
+    settings = settings.model_copy(update={"log_format": log_format})
     async with running_manager(settings), AsyncJobQueueClient(settings) as client:
         job = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
         other = await client.offline_query({"user.id": [3]}, ["user.f0"])
