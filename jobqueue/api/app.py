@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from jobqueue.api import jobs, operations, submit
 from jobqueue.api.deps import ApiError, ApiMetrics, Services
@@ -35,6 +38,24 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "request"
 
 
+def _operation_id(route: APIRoute) -> str:
+    return route.name  # the function's name: `submit`, `get_job` (what OpenAPI links and clients name)
+
+
+async def known_parameters(request: Request) -> None:
+    """A query parameter the route does not take is refused (422 naming it), not ignored: a mistyped filter
+    (`ownr=alice`) must not list or cancel everything, and a client cannot pass what is not its to set (`owner`)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    declared = {p.alias for p in route.dependant.query_params}  # every route declares its own (none in deps)
+    for name in request.query_params:
+        if name not in declared:
+            takes = ", ".join(sorted(declared)) or "none"
+            raise InvalidQueryError(name, f"is not a parameter of {request.method} {route.path}; its parameters: "
+                                    f"{takes}")
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The API of one environment. The SDK client it submits with records no server-side team: the team of a job
     is always its token's."""
@@ -50,7 +71,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await client.aclose()
 
-    app = FastAPI(title="jobqueue", version="1", lifespan=lifespan,
+    app = FastAPI(title="jobqueue", version="1", lifespan=lifespan, generate_unique_id_function=_operation_id,
+                  dependencies=[Depends(known_parameters)],
                   description="Offline feature queries: submit, follow, cancel, download. Every `/v1` call needs "
                   "`Authorization: Bearer <token>` (`jobqueue tokens create`).")
     app.include_router(submit.router)
@@ -72,6 +94,15 @@ def create_app(settings: Settings) -> FastAPI:
         field = _field(tuple(first.get("loc", ())))
         return _error(422, ErrorBody(detail=f"{field}: {first.get('msg', 'invalid')}", field=field,
                                      reason="invalid"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
+        headers = dict(e.headers or {})
+        if e.status_code == 405:  # Allow: the methods of every route of this path, not only of the first one
+            methods = {m for r in app.router.routes if isinstance(r, Route | APIRoute)
+                       and r.matches(request.scope)[0] is not Match.NONE for m in (r.methods or ())}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return _error(e.status_code, ErrorBody(detail=str(e.detail)), headers)
 
     @app.exception_handler(JobStateError)
     async def job_state(request: Request, e: JobStateError) -> Response:

@@ -6,19 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import StringConstraints
 from starlette.responses import Response
 
 from jobqueue.api.deps import ApiError, Caller, Services, Svc, allow, audit, may, not_found
-from jobqueue.api.listing import all_jobs, find_jobs
+from jobqueue.api.listing import CURSOR_PATTERN, all_jobs, find_jobs
 from jobqueue.api.responses import ERRORS, PARQUET, PARQUET_TYPE
-from jobqueue.api.wire import CancelManyResult, JobPage, JobSummary
+from jobqueue.api.wire import CancelFilter, CancelManyResult, JobPage, JobSummary
 from jobqueue.auth.identity import Identity
 from jobqueue.auth.policy import Action
-from jobqueue.errors import AmbiguousJobIdError, InvalidQueryError, JobNotFoundError, JobStateError
+from jobqueue.errors import AmbiguousJobIdError, JobNotFoundError, JobStateError
 from jobqueue.job_filter import JobFilter
 from jobqueue.jobstore import CancelOutcome
 from jobqueue.models import JobRecord, JobStatus
@@ -31,20 +32,17 @@ Owner = Annotated[str | None, Query(description="Only jobs of this owner.")]
 Team = Annotated[str | None, Query(description="Only jobs of this team.")]
 State = Annotated[JobStatus | None, Query(description="Only jobs in this state.")]
 Group = Annotated[str | None, Query(description="Only jobs of this resource group.")]
-Tag = Annotated[list[str] | None, Query(description="Only jobs with this tag, NAME=VALUE (repeatable).")]
+TAG_PATTERN = r"^[^=]+=.*$"
+TagText = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
+Tag = Annotated[list[TagText] | None, Query(description="Only jobs with this tag, NAME=VALUE (repeatable).")]
 QueryName = Annotated[str | None, Query(description="Only jobs with this query name.")]
 After = Annotated[datetime | None, Query(description="Only jobs submitted at or after this time (ISO 8601).")]
 Before = Annotated[datetime | None, Query(description="Only jobs submitted at or before this time (ISO 8601).")]
 
 
 def parse_tags(items: list[str] | None) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for item in items or []:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise InvalidQueryError("tag", f"{item!r} must be NAME=VALUE, e.g. tag=project=churn")
-        found[key] = value
-    return found
+    """`tag` parameters (NAME=VALUE, checked by `TAG_PATTERN`) as a mapping."""
+    return dict(item.partition("=")[::2] for item in items or [])
 
 
 async def visible_job(identity: Identity, job_id: str, action: Action, svc: Services) -> JobRecord:
@@ -71,12 +69,24 @@ async def get_job(job_id: str, identity: Caller, svc: Svc) -> JobRecord:
     return await visible_job(identity, job_id, Action.READ_JOB, svc)
 
 
-@router.get("", response_model=JobPage, summary="Jobs, newest first, filtered and cursor-paginated.")
+def links_from(pointer: str) -> dict[str, Any]:
+    """OpenAPI links from a response holding a job id at `pointer` to the routes of that job (schemathesis'
+    stateful tests follow them)."""
+    target = {"parameters": {"job_id": f"$response.body#{pointer}"}}
+    return {"responses": {"200" if pointer != "/job_id" else "201": {"links": {
+        "GetJob": {"operationId": "get_job", **target}, "GetSummary": {"operationId": "get_summary", **target},
+        "GetResult": {"operationId": "get_result", **target}, "CancelJob": {"operationId": "cancel_job", **target},
+    }}}}
+
+
+@router.get("", response_model=JobPage, summary="Jobs, newest first, filtered and cursor-paginated.",
+            openapi_extra=links_from("/jobs/0/job_id"))
 async def list_jobs(identity: Caller, svc: Svc, owner: Owner = None, team: Team = None, state: State = None,
                     resource_group: Group = None, tag: Tag = None, query_name: QueryName = None,
                     submitted_after: After = None, submitted_before: Before = None,
                     limit: Annotated[int, Query(ge=1, le=1000, description="Jobs per page.")] = 50,
-                    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+                    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.",
+                                                         pattern=CURSOR_PATTERN)] = None,
                     ) -> JobPage:
     allow(identity, Action.LIST_JOBS, svc)
     wanted = JobFilter(group=resource_group, state=state, owner=owner, team=team, query_name=query_name,
@@ -90,23 +100,18 @@ async def list_jobs(identity: Caller, svc: Svc, owner: Owner = None, team: Team 
 
 
 @router.post("/cancel", response_model=CancelManyResult, summary="Cancel every job matching a filter.")
-async def cancel_many(identity: Caller, svc: Svc, owner: Owner = None, team: Team = None, state: State = None,
-                      resource_group: Group = None, tag: Tag = None, query_name: QueryName = None,
-                      submitted_after: After = None, submitted_before: Before = None) -> CancelManyResult:
-    """Cancels the queued and running jobs that match and that the caller may cancel (a `user`: its own). At
-    least one condition is needed, so that no call cancels everything by accident."""
+async def cancel_many(body: CancelFilter, identity: Caller, svc: Svc) -> CancelManyResult:
+    """Cancels the queued and running jobs that match every condition given and that the caller may cancel (a
+    `user`: its own). At least one condition is needed, so that no call cancels everything by accident."""
     allow(identity, Action.CANCEL_MANY, svc)
-    wanted = JobFilter(group=resource_group, state=state, owner=owner, team=team, query_name=query_name,
-                       tags=parse_tags(tag))
-    if not wanted.narrows and submitted_after is None and submitted_before is None:
-        raise InvalidQueryError("filter", "give at least one condition (owner, team, state, resource_group, tag, "
-                                "query_name, submitted_after or submitted_before)")
+    wanted = JobFilter(group=body.resource_group, state=body.state, owner=body.owner, team=body.team,
+                       query_name=body.query_name, tags=body.tags or {})
     client = svc.client
     cancelled: list[str] = []
     async for record in all_jobs(client.store, client.redis, client.keys,
                                  lambda r: (not r.status.is_final and wanted.matches(r)
                                             and may(identity, Action.CANCEL_JOB, r, svc)),
-                                 submitted_after, submitted_before):
+                                 body.submitted_after, body.submitted_before):
         outcome = await client.store.request_cancel(record.job_id)
         if outcome is CancelOutcome.CANCELLED_QUEUED:
             await client.storage.discard_job_files(record.job_id)
@@ -114,8 +119,7 @@ async def cancel_many(identity: Caller, svc: Svc, owner: Owner = None, team: Tea
             cancelled.append(record.job_id)
     svc.metrics.cancelled.labels(svc.metrics.team(identity.team)).inc(len(cancelled))
     audit(identity, Action.CANCEL_MANY, job_ids=cancelled, count=len(cancelled),
-          filter={k: v for k, v in {"owner": owner, "team": team, "state": state, "resource_group": resource_group,
-                                    "tags": wanted.tags, "query_name": query_name}.items() if v})
+          filter=body.model_dump(mode="json", exclude_none=True))
     return CancelManyResult(cancelled=len(cancelled), job_ids=cancelled)
 
 

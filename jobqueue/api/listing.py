@@ -1,6 +1,6 @@
 """Cursor-paginated job listings over the jobs index (`<prefix>jobs`: job id -> submission ms), newest first.
 
-The cursor is opaque to clients: the (submission ms, job id) of the last job a page looked at, so the next page
+The cursor is opaque to clients (`<submission ms>_<job id>`): the last job a page looked at, so the next page
 starts right after it whatever was submitted meanwhile. A page reads at most `scan_limit` records to fill itself;
 one that stops there returns a cursor even when it holds fewer jobs than asked. I/O: reads Redis through the
 `JobStore`, writes nothing.
@@ -9,9 +9,7 @@ one that stops there returns a cursor even when it holds fewer jobs than asked. 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,19 +32,20 @@ class Position:
     job_id: str
 
     def encode(self) -> str:
-        raw = json.dumps([self.score, self.job_id], separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return f"{self.score!r}_{self.job_id}"
 
     @classmethod
-    def decode(cls, cursor: str) -> Position:
-        try:
-            score, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-            if not isinstance(job_id, str) or isinstance(score, bool) or not isinstance(score, (int, float)):
-                raise ValueError(cursor)
-            return cls(float(score), job_id)
-        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    def decode(cls, text: str) -> Position:
+        """Any text of `CURSOR_PATTERN` is a position (so the schema says exactly which cursors are valid)."""
+        m = _CURSOR_RE.match(text)
+        if not m:
             raise InvalidQueryError("cursor", "is not a cursor this API gave out; pass `next_cursor` of the "
-                                    "previous page unchanged, or leave it out for the first page") from None
+                                    "previous page unchanged, or leave it out for the first page")
+        return cls(float(m.group(1)), m.group(2))
+
+
+CURSOR_PATTERN = r"^([0-9]{1,16}(?:\.[0-9]{1,6})?)_([A-Za-z0-9][A-Za-z0-9:_.-]{0,199})$"
+_CURSOR_RE = re.compile(CURSOR_PATTERN)
 
 
 def _ms(when: datetime | None, default: str) -> str:

@@ -42,7 +42,13 @@ async def groups(identity: Caller, svc: Svc) -> list[GroupStatus]:
     return [GroupStatus.model_validate(r) for r in rows]
 
 
-@router.get("/v1/schedules", response_model=ScheduleList, tags=["schedules"],
+_SCHEDULE_LINKS = {"responses": {"200": {"links": {
+    f"{verb.capitalize()}Schedule": {"operationId": f"{verb}_schedule",
+                                     "parameters": {"name": "$response.body#/schedules/0/name"}}
+    for verb in ("run", "pause", "resume")}}}}
+
+
+@router.get("/v1/schedules", response_model=ScheduleList, tags=["schedules"], openapi_extra=_SCHEDULE_LINKS,
             summary="Every schedule the manager publishes, with its state, next and last run.")
 async def schedules(identity: Caller, svc: Svc) -> ScheduleList:
     allow(identity, Action.READ_SCHEDULES, svc)

@@ -18,6 +18,7 @@ def _error(description: str) -> dict[str, Any]:
 
 # every /v1 route: authentication, authorization, bad input, an unreachable Redis
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("A JSON body that does not parse."),
     401: _error("No token, or a token that is unknown, expired or revoked (`reason` says which)."),
     403: _error("The token's role may not do this."),
     404: _error("No such job, or one the caller may not see."),
@@ -27,6 +28,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: _error("Redis cannot be reached."),
 }
 SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("A JSON body that does not parse."),
     413: _error("The body is over JOBQUEUE_API_MAX_BODY_BYTES."),
     415: _error("The body is neither an Arrow IPC stream nor Parquet."),
 }

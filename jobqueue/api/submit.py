@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from fastapi import APIRouter, Query, Request
 
 from jobqueue.api.deps import ApiError, Caller, Svc, allow, audit
-from jobqueue.api.jobs import parse_tags
+from jobqueue.api.jobs import TagText, links_from, parse_tags
 from jobqueue.api.responses import ARROW_STREAM_TYPE, ERRORS, INPUT_TYPES, PARQUET_TYPE, SUBMIT_ERRORS
 from jobqueue.auth.policy import Action
 from jobqueue.errors import InvalidQueryError
@@ -78,8 +78,8 @@ def split_times(table: pa.Table, column: str | None) -> tuple[pa.Table, Any]:
     return table.drop_columns([column]), table.column(column)
 
 
-@router.post("", response_model=JobRecord, status_code=201, openapi_extra={"requestBody": BODY},
-             summary="Submit an offline query.")
+@router.post("", response_model=JobRecord, status_code=201, summary="Submit an offline query.",
+             openapi_extra={"requestBody": BODY, **links_from("/job_id")})
 async def submit(
     request: Request, identity: Caller, svc: Svc,
     output: Annotated[list[str], Query(description="Output features, `namespace.feature` (repeatable).")],
@@ -91,7 +91,7 @@ async def submit(
     = False,
     input_times_column: Annotated[str | None, Query(description="The input column holding each row's as-of time "
                                                     "(taken out of the input); default: now for every row.")] = None,
-    tag: Annotated[list[str] | None, Query(description="A tag, NAME=VALUE (repeatable).")] = None,
+    tag: Annotated[list[TagText] | None, Query(description="A tag, NAME=VALUE (repeatable).")] = None,
     query_name: Annotated[str | None, Query(description="What the query is, for listings and logs.")] = None,
     correlation_id: Annotated[str | None, Query(description="The caller's id for the request (default: new).")]
     = None,

@@ -6,9 +6,10 @@ A job itself is `jobqueue.models.JobRecord` on the wire, as in the SDK.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 
@@ -31,6 +32,40 @@ class JobPage(_Wire):
 
     jobs: list[JobRecord]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: no more jobs.")
+
+
+_Text = Annotated[str, StringConstraints(min_length=1)]
+
+
+def _conditions_schema(schema: dict[str, Any]) -> None:
+    """At least one condition, and none null: an absent condition is left out (no `default: null` either)."""
+    schema["minProperties"] = 1
+    for prop in schema.get("properties", {}).values():
+        prop.pop("default", None)
+
+
+class CancelFilter(_Wire):
+    """Which jobs `POST /v1/jobs/cancel` cancels: every condition given must hold; at least one is needed. A
+    condition is left out, never null."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_conditions_schema)
+
+    owner: _Text | SkipJsonSchema[None] = None
+    team: _Text | SkipJsonSchema[None] = None
+    state: JobStatus | SkipJsonSchema[None] = None
+    resource_group: _Text | SkipJsonSchema[None] = None
+    tags: Annotated[dict[str, str], Field(min_length=1)] | SkipJsonSchema[None] = Field(
+        default=None, description="Each tag must be present with this value.")
+    query_name: _Text | SkipJsonSchema[None] = None
+    submitted_after: datetime | SkipJsonSchema[None] = None
+    submitted_before: datetime | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def _narrows(self) -> CancelFilter:
+        if not self.model_dump(exclude_none=True):
+            raise ValueError("give at least one condition (owner, team, state, resource_group, tags, query_name, "
+                             "submitted_after or submitted_before)")
+        return self
 
 
 class CancelManyResult(_Wire):

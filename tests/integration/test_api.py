@@ -5,7 +5,7 @@ filter; 413 and 422 texts (the SDK's own); /readyz when Redis is gone."""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 import pyarrow as pa
@@ -42,8 +42,13 @@ async def test_submit_over_http_runs_and_downloads_the_sdks_result(settings, ser
     async with httpx.AsyncClient(base_url=served, headers=bearer(token), timeout=30) as http:
         r = await http.post("/v1/jobs", content=parquet_body(inp), headers=PARQUET, params={
             "output": ["user.f0", "user.f1"], "input_times_column": "asof", "tag": ["project=churn"],
-            "query_name": "daily.churn", "owner": "mallory", "team": "evil"})  # owner/team are not the client's
+            "query_name": "daily.churn"})
         assert r.status_code == 201, r.text
+        for param in ("owner", "team"):  # the token's, never the client's: refused, not ignored
+            refused = await http.post("/v1/jobs", content=parquet_body(inp), headers=PARQUET,
+                                      params={"output": ["user.f0"], param: "mallory"})
+            assert refused.status_code == 422 and refused.json()["field"] == param, refused.text
+            assert refused.json()["detail"].startswith(f"{param}: is not a parameter of POST /v1/jobs")
         record = r.json()
         assert (record["owner"], record["team"], record["tags"], record["query_name"]) == (
             "alice", "risk", {"project": "churn"}, "daily.churn")
@@ -126,12 +131,13 @@ async def test_cancel_one_and_by_filter(settings, served):
         assert r.status_code == 200 and r.json()["status"] == "cancelled"
         assert not staged.exists()  # the staged input of a cancelled queued job is removed, as by the SDK
         assert (await http.post(f"/v1/jobs/{one.id}/cancel")).json()["status"] == "cancelled"  # again: no-op
-        r = await http.post("/v1/jobs/cancel", params={"tag": "run=r7"})
+        r = await http.post("/v1/jobs/cancel", json={"tags": {"run": "r7"}})
         assert r.status_code == 200, r.text
         assert r.json()["cancelled"] == 3 and set(r.json()["job_ids"]) == {j.id for j in batch}
-        assert (await http.post("/v1/jobs/cancel", params={"tag": "run=r7"})).json()["cancelled"] == 0
-        everything = await http.post("/v1/jobs/cancel")
-        assert everything.status_code == 422 and everything.json()["field"] == "filter"
+        assert (await http.post("/v1/jobs/cancel", json={"tags": {"run": "r7"}})).json()["cancelled"] == 0
+        for nothing in ({}, {"owner": None}):
+            everything = await http.post("/v1/jobs/cancel", json=nothing)
+            assert everything.status_code == 422 and "give at least one condition" in everything.json()["detail"]
     async with AsyncJobQueueClient(settings) as client:
         assert (await client.get_job(bobs.id)).status is JobStatus.QUEUED  # not alice's: untouched
         async with worker_running(settings):

@@ -72,7 +72,7 @@ async def test_auth_matrix(settings, team_view):
                     "schedule_resume": await http.post("/v1/schedules/nightly/resume", headers=h),
                     "metrics": await http.get("/metrics", headers=h),
                     "cancel_many": await http.post("/v1/jobs/cancel", headers=h,
-                                                   params={"query_name": f"victim_{who}"}),
+                                                   json={"query_name": f"victim_{who}"}),
                     "cancel": await http.post(f"/v1/jobs/{fresh[who]}/cancel", headers=h),
                 }
                 if who in REFUSED:
