@@ -11,6 +11,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import structlog.testing
 
 from jobqueue import AsyncJobQueueClient, InvalidQueryError, JobStatus
 from jobqueue.api.server import api_in_thread
@@ -226,3 +227,42 @@ async def test_readyz_follows_redis(settings, tmp_path):
     finally:
         if not stopped:
             server.stop()
+
+
+async def test_results_on_s3_stream_through_the_api(s3_settings):
+    token = await make_token(s3_settings, "alice", Role.USER, "risk")
+    with api_in_thread(s3_settings, port=0) as url:
+        async with httpx.AsyncClient(base_url=url, headers=bearer(token), timeout=30) as http:
+            r = await http.post("/v1/jobs", content=arrow_body(pa.table({"user.id": [3, 1, 2]})), headers=ARROW,
+                                params={"output": ["user.f0"]})
+            assert r.status_code == 201, r.text
+            async with worker_running(s3_settings):
+                final = await _finished(http, r.json()["job_id"])
+            assert final["status"] == "succeeded" and final["result_uri"].startswith("s3://"), final
+            got = await http.get(f"/v1/jobs/{final['job_id']}/result")
+    assert got.status_code == 200 and got.headers["content-type"] == "application/vnd.apache.parquet"
+    async with AsyncJobQueueClient(s3_settings) as client:
+        direct = await client.job(final["job_id"]).to_arrow()
+    assert pq.read_table(io.BytesIO(got.content)).equals(direct)
+
+
+async def test_mutating_calls_are_audited_and_metrics_carry_teams_only(settings, served):
+    alice = await make_token(settings, "alice", Role.USER, "risk")
+    ops = await make_token(settings, "olga", Role.OPERATOR, "platform")
+    body = arrow_body(pa.table({"user.id": [1]}))
+    with structlog.testing.capture_logs() as logs:
+        async with httpx.AsyncClient(base_url=served, headers=bearer(alice), timeout=30) as http:
+            job = (await http.post("/v1/jobs", content=body, headers=ARROW, params={"output": ["user.f0"]})).json()
+            await http.get(f"/v1/jobs/{job['job_id']}")  # a read: not audited
+            await http.post(f"/v1/jobs/{job['job_id']}/cancel")
+            await http.post("/v1/jobs/cancel", json={"owner": "alice"})
+    audited = [(e["action"], e.get("job_id"), e.get("count")) for e in logs if e["event"] == "api audit"]
+    assert audited == [("jobs:submit", job["job_id"], None), ("jobs:cancel", job["job_id"], None),
+                       ("jobs:cancel-many", None, 0)]
+    assert all(e["actor"] == "alice" and e["actor_team"] == "risk" and e["role"] == "user"
+               for e in logs if e["event"] == "api audit")
+    async with httpx.AsyncClient(base_url=served, headers=bearer(ops), timeout=30) as http:
+        metrics = (await http.get("/metrics")).text
+    assert 'jobqueue_api_jobs_submitted_total{team="risk"} 1.0' in metrics
+    assert 'route="/v1/jobs/{job_id}"' in metrics
+    assert "alice" not in metrics and job["job_id"] not in metrics
