@@ -279,6 +279,26 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="A client of those endpoints has this long to send its request, and as "
         "long again to take the answer; a slower or idle connection is dropped.",
     )
+    api_host: str = Field(
+        default="127.0.0.1", min_length=1,
+        description="Address `jobqueue api` (and the API `jobqueue up` starts) binds: loopback by default; "
+        "`0.0.0.0` behind a Kubernetes Service.",
+    )
+    api_port: int = Field(
+        default=8080, ge=0, le=65535,
+        description="Port of `jobqueue api` (0: any free port). `jobqueue up` uses it when it is free, else any "
+        "free port, and writes the URL to `<home>/api.url`.",
+    )
+    api_max_body_bytes: ByteSize = Field(
+        default=1 << 30, ge=1,
+        description="Largest request body the API accepts (a query's Arrow or Parquet input), e.g. `256MiB`; a "
+        "bigger one is answered 413 naming this limit.",
+    )
+    api_list_scan_limit: int = Field(
+        default=10_000, ge=100,
+        description="Most job records one `GET /v1/jobs` page reads to fill itself; a page that stops there "
+        "returns a cursor to go on from.",
+    )
     scale_down_stabilization_seconds: float = Field(
         default=30.0,
         ge=0,
@@ -409,6 +429,11 @@ class Settings(BaseSettings):
     @property
     def embedded_redis_url_file(self) -> Path:
         return self.home / "redis.url"
+
+    @property
+    def api_url_file(self) -> Path:
+        """Where `jobqueue up` records the URL of the API it started (next to `redis.url`)."""
+        return self.home / "api.url"
 
     def to_env(self) -> dict[str, str]:
         """These settings as `JOBQUEUE_*` variables, for child processes (Redis URL resolved)."""
