@@ -16,6 +16,7 @@ The manager exports the cluster-wide job counters (from Redis); these are what o
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +50,8 @@ class ConsumerMetrics(Collector):
         self.scan_cache = scan_cache
         self.clock = clock
         self.started = clock()
-        self._running: dict[str, float] = {}  # job id -> when it started
+        self._running: dict[tuple[str, int], float] = {}  # (job id, run) -> when it started
+        self._runs = itertools.count()
         self._busy_done = 0.0  # seconds of jobs that ended
         self.registry = CollectorRegistry()
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, self):
@@ -58,11 +60,12 @@ class ConsumerMetrics(Collector):
     @contextlib.contextmanager
     def running_job(self, job_id: str) -> Iterator[None]:
         """Count the block as busy time of one job slot, and the job as running."""
-        self._running[job_id] = self.clock()
+        run = (job_id, next(self._runs))  # a job taken again while its first run winds down counts twice
+        self._running[run] = self.clock()
         try:
             yield
         finally:
-            self._busy_done += self.clock() - self._running.pop(job_id)
+            self._busy_done += self.clock() - self._running.pop(run)
 
     def busy_seconds(self) -> float:
         now = self.clock()

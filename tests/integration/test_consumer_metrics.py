@@ -9,6 +9,9 @@ import re
 import urllib.request
 from pathlib import Path
 
+from prometheus_client import generate_latest
+
+from consumer.metrics import ConsumerMetrics
 from jobqueue import AsyncJobQueueClient, ResourceRequests
 from jobqueue.sample import sample_input
 from manager.backends.local import LocalBackend, LocalConsumer
@@ -110,3 +113,29 @@ async def test_a_spilling_job_shows_its_memory_and_spill_while_it_runs(settings,
     assert value(text, f"jobqueue_consumer_jobs_running{g}") == 0
     assert value(text, f"jobqueue_consumer_job_memory_bytes{g}") == 0  # idle again
     assert value(text, f"jobqueue_consumer_job_spill_bytes{g}") == 0
+
+
+def test_busy_and_idle_add_up_to_the_slots_time_and_a_job_counts_while_it_runs(tmp_path):
+    now = [100.0]
+    metrics = ConsumerMetrics("g", 2, 1 << 30, tmp_path, scan_cache=None, clock=lambda: now[0])
+
+    def page() -> str:
+        return generate_latest(metrics.registry).decode()
+
+    now[0] += 10  # idle: both slots
+    with metrics.running_job("a"):
+        now[0] += 4
+        with metrics.running_job("b"):
+            now[0] += 1
+            running = page()
+        now[0] += 2
+    now[0] += 3
+    done = page()
+    g = '{group="g"}'
+    assert value(running, f"jobqueue_consumer_jobs_running{g}") == 2
+    assert value(running, f"jobqueue_consumer_job_memory_bytes{g}") > 0
+    assert value(running, f"jobqueue_consumer_busy_seconds_total{g}") == 5 + 1
+    assert value(done, f"jobqueue_consumer_busy_seconds_total{g}") == 7 + 1  # a: 7 s, b: 1 s
+    assert value(done, f"jobqueue_consumer_idle_seconds_total{g}") == 2 * 20 - 8
+    assert value(done, f"jobqueue_consumer_jobs_running{g}") == 0
+    assert value(done, f"jobqueue_consumer_job_memory_bytes{g}") == 0
