@@ -156,7 +156,8 @@ class LocalBackend:
             process = self.memory.start(consumer_id, group, join_cgroup, popen)
         c = LocalConsumer(consumer_id, group.name, process, slot=slot)
         self.consumers[consumer_id] = c
-        log.info("consumer started", consumer_id=consumer_id, group=group.name, pid=process.pid, slot=c.slot_name)
+        log.info("consumer started", consumer_id=consumer_id, group=group.name, pid=process.pid, slot=c.slot_name,
+                 log=str(self.log_dir / f"{consumer_id}.log"))  # its metrics url: its `ops server listening` line
         return c
 
     def pending_oom_kills(self) -> list[OomKill]:
