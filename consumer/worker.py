@@ -25,11 +25,13 @@ from pydantic import ValidationError
 
 from consumer.arq_worker import JobQueueWorker
 from consumer.job import JobRun, PrepareQuery, RunnableQuery
+from consumer.metrics import ConsumerMetrics
 from jobqueue import entries, serializer
 from jobqueue.attribution import log_context
 from jobqueue.clock import Clock, system_clock
 from jobqueue.engine.disk_space import reserve_slots, sweep_spill
 from jobqueue.engine.execute import PreparedQuery
+from jobqueue.engine.resources import container_memory_bytes
 from jobqueue.engine.scan_cache import open_scan_cache
 from jobqueue.errors import RegistryVersionNotFound
 from jobqueue.jobstore import JobStore
@@ -74,6 +76,9 @@ class Consumer:
         sweep_spill(settings.spill_root)  # spill directories of killed consumers
         self.disk_slots = reserve_slots(settings, max_jobs)  # its query slots, for sharing the spill volume
         self.scan_cache = open_scan_cache(settings)
+        memory = settings.container_memory_bytes
+        self.metrics = ConsumerMetrics(group, max_jobs, memory if memory is not None else container_memory_bytes()[0],
+                                       settings.spill_root, self.scan_cache)
 
     async def registry_for(self, job: QueryJob) -> Registry:
         """The registry a job runs with: the version it pins, from Redis (cached: versions never change), or the
@@ -161,7 +166,7 @@ class Consumer:
 
     # --- the job -------------------------------------------------------------------------------
     async def run(self, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        with structlog.contextvars.bound_contextvars(job_id=job_id):
+        with structlog.contextvars.bound_contextvars(job_id=job_id), self.metrics.running_job(job_id):
             try:
                 job = await self._validate(job_id, payload)
                 if job is None:
@@ -253,11 +258,9 @@ async def serve(settings: Settings, group: str, max_jobs: int) -> None:
         loop.add_signal_handler(sig, drain)
     watcher = asyncio.create_task(_watch_parent(drain)) if settings.consumer_exit_with_parent else None
     ops = None
-    if settings.consumer_http_port >= 0:  # process metrics (CPU, memory, fds) and probes
-        from prometheus_client import REGISTRY
-
-        ops = OpsServer.from_settings(settings, settings.consumer_http_port, REGISTRY, consumer.healthy, consumer.ready,
-                                     variable="JOBQUEUE_CONSUMER_HTTP_PORT")
+    if settings.consumer_http_port >= 0:  # its metrics (consumer.metrics, and the process's) and probes
+        ops = OpsServer.from_settings(settings, settings.consumer_http_port, consumer.metrics.registry,
+                                      consumer.healthy, consumer.ready, variable="JOBQUEUE_CONSUMER_HTTP_PORT")
         await ops.start()
     try:
         with contextlib.suppress(asyncio.CancelledError):

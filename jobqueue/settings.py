@@ -206,9 +206,10 @@ class Settings(BaseSettings):
         "share a cache and a restarted one finds its warm cache.",
     )
     consumer_http_port: int = Field(
-        default=-1, ge=-1, le=65535,
-        description="Consumer port for /metrics (process metrics), /healthz, /readyz; -1: off (the "
-        "local backend runs several consumers per machine), set it on Kubernetes.",
+        default=0, ge=-1, le=65535,
+        description="Consumer port for /metrics (`jobqueue_consumer_*` and process metrics), /healthz, /readyz. "
+        "0: any free port, logged at start as `ops server listening` with its `url` (the local backend always "
+        "gives its consumers free ports: several run on one machine); -1: off. The Kubernetes backend sets 8080.",
     )
     consumer_poll_seconds: float = Field(default=0.2, gt=0, description="How often an idle consumer polls.")
     consumer_heartbeat_seconds: float = Field(

@@ -107,6 +107,21 @@ def test_rendered_groups_are_what_the_manager_loads_and_their_deployments_valida
         assert dashboard and "jobqueue_queue_ready_jobs" in dashboard[0]["data"]["jobqueue.json"]
 
 
+def test_pod_monitor_for_the_consumers_behind_a_flag(helm):
+    assert not [d for d in render(helm) if d["kind"] == "PodMonitor"]
+    docs = render(helm, **{"metrics.podMonitor.enabled": "true", "metrics.podMonitor.labels.release": "prom"})
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")]
+    groups = parse_groups(yaml.safe_load(config["data"]["groups.yaml"]), "groups.yaml")
+    settings = Settings(kubernetes_release="jq-jobqueue", kubernetes_namespace="data")
+    for group in groups.values():  # it selects the pods the manager creates, on the port they serve
+        pod = consumer_deployment(group, settings, replicas=1)["spec"]["template"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in pod["spec"]["containers"][0]["ports"]
+
+
 def test_service_monitor_behind_a_flag(helm):
     assert not [d for d in render(helm) if d["kind"] == "ServiceMonitor"]
     docs = render(helm, **{"metrics.serviceMonitor.enabled": "true"})
