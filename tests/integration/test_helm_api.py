@@ -132,6 +132,7 @@ def test_oidc_from_values_becomes_a_secret_and_quotas_become_env(helm, tmp_path)
     c = container(named(docs, "Deployment", API))
     assert {"secretRef": {"name": "jq-jobqueue-api-oidc"}} in c["envFrom"]
     env = {e["name"]: e.get("value") for e in c["env"]}
+    assert len(env) == len(c["env"]) and env["JOBQUEUE_LOG_LEVEL"] == "debug", "api.env overrides, once"
     assert {k: env[k] for k in QUOTA_NAMES} == {"JOBQUEUE_QUOTA_MAX_QUEUED_PER_OWNER": "20",
                                                 "JOBQUEUE_QUOTA_MAX_QUEUED_PER_TEAM": "200",
                                                 "JOBQUEUE_QUOTA_MAX_INPUT_ROWS": "10000000"}
