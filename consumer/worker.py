@@ -33,7 +33,7 @@ from jobqueue.engine.execute import PreparedQuery
 from jobqueue.engine.scan_cache import open_scan_cache
 from jobqueue.errors import RegistryVersionNotFound
 from jobqueue.jobstore import JobStore
-from jobqueue.keys import ARQ_FUNCTION, Keys
+from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
 from jobqueue.logs import capped, configure_logging, get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
@@ -222,6 +222,7 @@ def build_worker(
         job_timeout=settings.job_timeout_seconds,
         keep_result=60,
         poll_delay=settings.consumer_poll_seconds,
+        wake_on=(consumer.keys.events, submitted_event(group)),  # a submission to its group wakes it at once
         job_completion_wait=settings.consumer_drain_seconds,
         health_check_interval=max(1, int(settings.consumer_heartbeat_seconds)),
         on_startup=consumer.startup,

@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         default=8 << 30, ge=1, description="Largest query input the SDK accepts, in Arrow bytes (e.g. `8GiB`); a "
         "bigger one is refused at submit.",
     )
+    wait_poll_seconds: float = Field(
+        default=2.0, gt=0, description="`wait()` blocks on the job's finish event (Redis pub/sub) and reads the "
+        "record again at the latest after this long: the safety net for a missed event (a Redis restart, a "
+        "consumer of a version that does not publish it).",
+    )
     team: str = Field(
         default="", pattern=r"^$|^[a-z0-9][a-z0-9_-]{0,62}$",
         description="The team the SDK records on the jobs it submits when `offline_query(team=...)` is not given "
@@ -210,7 +215,10 @@ class Settings(BaseSettings):
         description="Consumer port for /metrics (process metrics), /healthz, /readyz; -1: off (the "
         "local backend runs several consumers per machine), set it on Kubernetes.",
     )
-    consumer_poll_seconds: float = Field(default=0.2, gt=0, description="How often an idle consumer polls.")
+    consumer_poll_seconds: float = Field(
+        default=0.2, gt=0, description="How often an idle consumer looks at its queue when nothing wakes it (a "
+        "submission to its group wakes it at once; this catches deferred retries and missed wake-ups).",
+    )
     consumer_heartbeat_seconds: float = Field(
         default=2.0, gt=0, description="How often a consumer publishes its presence and busy jobs."
     )
