@@ -28,9 +28,11 @@ from consumer.job import JobRun, PrepareQuery, RunnableQuery
 from jobqueue import entries, serializer
 from jobqueue.attribution import log_context
 from jobqueue.clock import Clock, system_clock
+from jobqueue.engine import warm
 from jobqueue.engine.disk_space import reserve_slots, sweep_spill
-from jobqueue.engine.execute import PreparedQuery
+from jobqueue.engine.execute import PreparedQuery, engine_limits
 from jobqueue.engine.scan_cache import open_scan_cache
+from jobqueue.engine.warm import InstanceSettings
 from jobqueue.errors import RegistryVersionNotFound
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
@@ -74,6 +76,9 @@ class Consumer:
         sweep_spill(settings.spill_root)  # spill directories of killed consumers
         self.disk_slots = reserve_slots(settings, max_jobs)  # its query slots, for sharing the spill volume
         self.scan_cache = open_scan_cache(settings)
+        warm.enable()  # each query's DuckDB instance is started ahead, while the consumer waits (`engine.warm`)
+        limits = engine_limits(settings)
+        self.instance_settings = InstanceSettings(limits.memory_limit_bytes, limits.threads, limits.spill_root)
 
     async def registry_for(self, job: QueryJob) -> Registry:
         """The registry a job runs with: the version it pins, from Redis (cached: versions never change), or the
@@ -96,6 +101,7 @@ class Consumer:
     async def startup(self, ctx: dict[str, Any]) -> None:
         structlog.contextvars.bind_contextvars(consumer_id=self.consumer_id, resource_group=self.group)
         await self.publish_presence()
+        warm.SPARES.prepare(self.instance_settings)
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
         log.info("consumer started", queue=self.keys.queue(self.group))
 
@@ -124,6 +130,7 @@ class Consumer:
         if job_id in self.running:
             self.running.discard(job_id)
             await self.store.release(job_id, self.group)
+        warm.SPARES.prepare(self.instance_settings)  # for the next query, started while none runs
 
     # --- presence ------------------------------------------------------------------------------
     async def publish_presence(self) -> None:

@@ -151,7 +151,8 @@ class AsyncJobHandle:
             await asyncio.shield(watch.close())
 
     async def to_arrow(self) -> pa.Table:
-        record = await self.record()
+        # a final record never changes again: the one `wait()` returned saves reading it once more
+        record = self._record if self._record is not None and self._record.status.is_final else await self.record()
         if record.status is not JobStatus.SUCCEEDED or not record.result_uri:
             _check_final(record)
             raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")

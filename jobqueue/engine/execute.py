@@ -108,8 +108,11 @@ class PreparedQuery:
         return self.query_run.progress()
 
     def execute(self, started_at: datetime | None = None) -> QueryOutcome:
-        with self.spill_space():
-            return self._execute(started_at)
+        try:
+            with self.spill_space():
+                return self._execute(started_at)
+        finally:
+            self.query_run.discard_spare()  # when it never ran
 
     def _execute(self, started_at: datetime | None = None) -> QueryOutcome:
         t0 = time.perf_counter()
