@@ -11,8 +11,8 @@ local backend starts) on a sample feature store, then measures, in one run:
   returned -> the consumer's claim), run (claim -> final transition, with the engine's own stages), noticed
   (final transition -> `wait()` returned) and read (the result into pandas).
 - `submit_p50_ms`, `submit_p99_ms`, `submits_per_second`: `--submits` submissions of a 1,000-row query by
-  `--clients` concurrent clients (each its own `AsyncJobQueueClient`) to a group no consumer serves, so
-  only submission is measured.
+  `--clients` concurrent clients (each its own `AsyncJobQueueClient`), spread over `--processes` processes, to a
+  group no consumer serves, so only submission is measured.
 
 HTTP figures (`http` and the HTTP-only keys) are null until the API server lands; `download_over_direct` is
 HTTP-only. The last line printed is one JSON object with every figure.
@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -126,24 +127,48 @@ async def small_in_process(client: AsyncJobQueueClient, data: dict[str, Any], ti
     return time.perf_counter() - t0
 
 
-async def submissions(settings: Settings, clients: int, total: int) -> tuple[list[float], float]:
+async def _submit_share(settings: Settings, clients: int, total: int, ready: Any) -> tuple[list[float], float, float]:
+    """This process's share: `clients` clients submitting `total` queries; (latencies, start, end) in epoch s."""
     data, times = sample_input(USERS, 1000, seed=5)
     latencies: list[float] = []
     remaining = [total]
     resources = ResourceRequests(resource_group=IDLE_GROUP)
+    opened = [AsyncJobQueueClient(settings) for _ in range(clients)]
+    for client in opened:  # connect and load the registry before the clock starts
+        await client.offline_query(data, OUTPUT, times, resources=resources)
+    await asyncio.to_thread(ready.wait)  # every process starts at once
 
-    async def one_client() -> None:
-        async with AsyncJobQueueClient(settings) as client:
-            await client.offline_query(data, OUTPUT, times, resources=resources)  # connect, load the registry
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                t0 = time.perf_counter()
-                await client.offline_query(data, OUTPUT, times, resources=resources)
-                latencies.append(time.perf_counter() - t0)
+    async def one_client(client: AsyncJobQueueClient) -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            t0 = time.perf_counter()
+            await client.offline_query(data, OUTPUT, times, resources=resources)
+            latencies.append(time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(one_client() for _ in range(clients)))
-    return latencies, len(latencies) / (time.perf_counter() - t0)
+    start = time.time()
+    await asyncio.gather(*(one_client(c) for c in opened))
+    end = time.time()
+    for client in opened:
+        await client.aclose()
+    return latencies, start, end
+
+
+def _submit_process(settings: Settings, clients: int, total: int, ready: Any) -> tuple[list[float], float, float]:
+    configure_logging("console", "warning")
+    return asyncio.run(_submit_share(settings, clients, total, ready))
+
+
+def submissions(settings: Settings, clients: int, total: int, processes: int) -> tuple[list[float], float]:
+    """`clients` concurrent clients spread over `processes` processes (clients are programs of their own, not
+    coroutines sharing one interpreter); the rate counts from the first start to the last end."""
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Manager().Barrier(processes)
+    shares = [(clients // processes + (i < clients % processes), total // processes + (i < total % processes))
+              for i in range(processes)]
+    with ctx.Pool(processes) as pool:
+        results = pool.starmap(_submit_process, [(settings, c, n, ready) for c, n in shares])
+    latencies = [x for r in results for x in r[0]]
+    return latencies, len(latencies) / (max(r[2] for r in results) - min(r[1] for r in results))
 
 
 def breakdown(runs: list[Direct]) -> dict[str, float]:
@@ -182,8 +207,9 @@ async def measure(args: argparse.Namespace, settings: Settings, process: subproc
     parts = breakdown(direct)
     for name, value in parts.items():
         print(f"  {name:<72} {value:8.2f}")
-    latencies, rate = await submissions(settings, args.clients, args.submits)
-    print(f"submissions: {len(latencies)} x 1,000 rows by {args.clients} concurrent clients: "
+    latencies, rate = await asyncio.to_thread(submissions, settings, args.clients, args.submits, args.processes)
+    print(f"submissions: {len(latencies)} x 1,000 rows by {args.clients} concurrent clients in {args.processes} "
+          f"processes: "
           f"p50 {ms(statistics.median(latencies))} ms, p99 {ms(pct(latencies, 99))} ms, {rate:.0f}/s")
     return {
         "submit_p50_ms": ms(statistics.median(latencies)),
@@ -197,7 +223,7 @@ async def measure(args: argparse.Namespace, settings: Settings, process: subproc
         "download_over_direct": None,
         "http": None,
         "note": "direct (Redis) mode only: the HTTP figures come when the API server lands",
-        "runs": args.runs, "clients": args.clients, "submits": len(latencies),
+        "runs": args.runs, "clients": args.clients, "client_processes": args.processes, "submits": len(latencies),
     }
 
 
@@ -207,6 +233,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--submits", type=int, default=1000)
+    p.add_argument("--processes", type=int, default=2, help="processes the submitting clients are spread over")
     args = p.parse_args()
     configure_logging("console", "warning")  # the SDK's 'job waits' lines (no manager runs here) are no news
     with tempfile.TemporaryDirectory() as tmp, ValkeyServer(data_dir=Path(tmp) / "valkey", save="",

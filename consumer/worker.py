@@ -112,6 +112,7 @@ class Consumer:
         if self.scan_cache is not None:
             self.scan_cache.close()
         self.disk_slots.release()
+        await asyncio.to_thread(warm.SPARES.discard)
         log.info("consumer stopped")
 
     def job_id(self, ctx: dict[str, Any]) -> str:

@@ -86,6 +86,17 @@ class _Spares:
             return None
         return spare
 
+    def discard(self) -> None:
+        """Close the waiting spare, once one still starting has started (a consumer that stops)."""
+        with self._lock:
+            starting = self._starting
+        if starting is not None:
+            starting.join()
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.con.close()
+
 
 SPARES = _Spares()
 
