@@ -196,9 +196,12 @@ async def measure(args: argparse.Namespace, settings: Settings, process: subproc
             await small_in_process(client, data, times)
         direct: list[Direct] = []
         local: list[float] = []
-        for _ in range(args.runs):  # interleaved, so that drift on a shared machine hits both alike
-            direct.append(await small_direct(client, data, times))
+        # one series after the other: interleaved, each in-process run would overlap the consumer's work after
+        # the direct run before it (its outcome, clean-up, the next query's DuckDB instance) on a 2-core machine
+        for _ in range(args.runs):
             local.append(await small_in_process(client, data, times))
+        for _ in range(args.runs):
+            direct.append(await small_direct(client, data, times))
     print(f"small query, {args.runs} runs after {args.warmup} warm-up (ms, p50 / p99):")
     totals = [r.total for r in direct]
     print(f"  direct     {ms(statistics.median(totals)):8.2f} / {ms(pct(totals, 99)):8.2f}")

@@ -25,7 +25,7 @@ import structlog
 from jobqueue.engine.disk_space import spill_dir_name
 from jobqueue.engine.schema_check import check_source
 from jobqueue.engine.sources import TableSource
-from jobqueue.engine.warm import SPARES, InstanceSettings, connect
+from jobqueue.engine.warm import SPARES, Instance, InstanceSettings, connect
 from jobqueue.plan import QueryPlan, literal, reorder_sql
 from jobqueue.sizes import format_bytes
 
@@ -81,9 +81,8 @@ class QueryRun:
         self.plan = plan
         self.limits = limits
         self.sources = sources  # relation name -> table source
-        # a spare instance started ahead with the first attempt's settings brings its own temp directory (`warm`)
-        self._spare = SPARES.take(self._instance_settings(limits.threads, True))
-        self.spill_dir = self._spare.spill_dir if self._spare else limits.spill_root / spill_dir_name()
+        self.spill_dir = limits.spill_root / spill_dir_name()  # names its process: see disk_space.sweep_spill
+        self._spare: Instance | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._interrupted = False
@@ -136,6 +135,13 @@ class QueryRun:
 
     def _instance_settings(self, threads: int, preserve_order: bool) -> InstanceSettings:
         return InstanceSettings(self.limits.memory_limit_bytes, threads, self.limits.spill_root, preserve_order)
+
+    def take_spare(self) -> None:
+        """Run on the instance this process started ahead (`warm`), if its settings are the first attempt's, in
+        its temp directory. Blocks while it is starting: call it in the query's thread, before `run`."""
+        self._spare = SPARES.take(self._instance_settings(self.limits.threads, True))
+        if self._spare is not None:
+            self.spill_dir = self._spare.spill_dir
 
     def discard_spare(self) -> None:
         """Close the spare instance this query took and did not use (it failed before running, or never ran)."""

@@ -109,6 +109,7 @@ class PreparedQuery:
 
     def execute(self, started_at: datetime | None = None) -> QueryOutcome:
         try:
+            self.query_run.take_spare()  # before the spill reservation, which names the temp directory
             with self.spill_space():
                 return self._execute(started_at)
         finally:

@@ -77,8 +77,13 @@ class _Spares:
             self._spare, self._starting = instance, None
 
     def take(self, settings: InstanceSettings) -> Instance | None:
-        """The waiting spare when it was started with `settings`; else None (never waits: a spare still starting
-        is left for the next query), and a waiting spare with other settings is closed."""
+        """The spare, when it was started with `settings`; else None, and a spare with other settings is closed.
+        Blocks while one is starting (it is further along than a new instance would be): call it in the query's
+        thread."""
+        with self._lock:
+            starting = self._starting
+        if starting is not None:
+            starting.join()
         with self._lock:
             spare, self._spare = self._spare, None
         if spare is not None and spare.settings != settings:

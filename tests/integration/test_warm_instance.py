@@ -49,12 +49,14 @@ async def test_a_spare_instance_serves_one_query_then_closes(spares, settings, t
         return QueryRun(plan, limits, table_sources(plan, job, Storage(settings)))
 
     first = query_run()
+    first.take_spare()  # as `PreparedQuery.execute` does, in the query's thread
     assert first.spill_dir == spare.spill_dir  # took the spare, with the temp directory it was started with
     first.run(table, tmp_path / "one.parquet")
     with pytest.raises(duckdb.ConnectionException):
         spare.con.execute("SELECT 1")  # closed after its query: never reused
 
     second = query_run()  # no spare was started again: it connects itself, elsewhere
+    second.take_spare()
     assert second.spill_dir != first.spill_dir
     assert second.run(table, tmp_path / "two.parquet").rows_out == 2
 
