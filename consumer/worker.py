@@ -29,13 +29,15 @@ from consumer.metrics import ConsumerMetrics
 from jobqueue import entries, serializer
 from jobqueue.attribution import log_context
 from jobqueue.clock import Clock, system_clock
+from jobqueue.engine import warm
 from jobqueue.engine.disk_space import reserve_slots, sweep_spill
-from jobqueue.engine.execute import PreparedQuery
+from jobqueue.engine.execute import PreparedQuery, engine_limits
 from jobqueue.engine.resources import container_memory_bytes
 from jobqueue.engine.scan_cache import open_scan_cache
+from jobqueue.engine.warm import InstanceSettings
 from jobqueue.errors import RegistryVersionNotFound
 from jobqueue.jobstore import JobStore
-from jobqueue.keys import ARQ_FUNCTION, Keys
+from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
 from jobqueue.logs import capped, configure_logging, get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
@@ -79,6 +81,9 @@ class Consumer:
         memory = settings.container_memory_bytes
         self.metrics = ConsumerMetrics(group, max_jobs, memory if memory is not None else container_memory_bytes()[0],
                                        settings.spill_root, self.scan_cache)
+        warm.enable()  # each query's DuckDB instance is started ahead, while the consumer waits (`engine.warm`)
+        limits = engine_limits(settings)
+        self.instance_settings = InstanceSettings(limits.memory_limit_bytes, limits.threads, limits.spill_root)
 
     async def registry_for(self, job: QueryJob) -> Registry:
         """The registry a job runs with: the version it pins, from Redis (cached: versions never change), or the
@@ -101,6 +106,7 @@ class Consumer:
     async def startup(self, ctx: dict[str, Any]) -> None:
         structlog.contextvars.bind_contextvars(consumer_id=self.consumer_id, resource_group=self.group)
         await self.publish_presence()
+        warm.SPARES.prepare(self.instance_settings)
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
         log.info("consumer started", queue=self.keys.queue(self.group))
 
@@ -111,6 +117,7 @@ class Consumer:
         if self.scan_cache is not None:
             self.scan_cache.close()
         self.disk_slots.release()
+        await asyncio.to_thread(warm.SPARES.discard)
         log.info("consumer stopped")
 
     def job_id(self, ctx: dict[str, Any]) -> str:
@@ -129,6 +136,7 @@ class Consumer:
         if job_id in self.running:
             self.running.discard(job_id)
             await self.store.release(job_id, self.group)
+        warm.SPARES.prepare(self.instance_settings)  # for the next query, started while none runs
 
     # --- presence ------------------------------------------------------------------------------
     async def publish_presence(self) -> None:
@@ -227,6 +235,7 @@ def build_worker(
         job_timeout=settings.job_timeout_seconds,
         keep_result=60,
         poll_delay=settings.consumer_poll_seconds,
+        wake_on=(consumer.keys.events, submitted_event(group)),  # a submission to its group wakes it at once
         job_completion_wait=settings.consumer_drain_seconds,
         health_check_interval=max(1, int(settings.consumer_heartbeat_seconds)),
         on_startup=consumer.startup,

@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         default=8 << 30, ge=1, description="Largest query input the SDK accepts, in Arrow bytes (e.g. `8GiB`); a "
         "bigger one is refused at submit.",
     )
+    wait_poll_seconds: float = Field(
+        default=2.0, gt=0, description="`wait()` blocks on the job's finish event (Redis pub/sub) and reads the "
+        "record again at the latest after this long: the safety net for a missed event (a Redis restart, a "
+        "consumer of a version that does not publish it).",
+    )
     team: str = Field(
         default="", pattern=r"^$|^[a-z0-9][a-z0-9_-]{0,62}$",
         description="The team the SDK records on the jobs it submits when `offline_query(team=...)` is not given "
@@ -211,7 +216,10 @@ class Settings(BaseSettings):
         "0: any free port, logged at start as `ops server listening` with its `url` (the local backend always "
         "gives its consumers free ports: several run on one machine); -1: off. The Kubernetes backend sets 8080.",
     )
-    consumer_poll_seconds: float = Field(default=0.2, gt=0, description="How often an idle consumer polls.")
+    consumer_poll_seconds: float = Field(
+        default=0.2, gt=0, description="How often an idle consumer looks at its queue when nothing wakes it (a "
+        "submission to its group wakes it at once; this catches deferred retries and missed wake-ups).",
+    )
     consumer_heartbeat_seconds: float = Field(
         default=2.0, gt=0, description="How often a consumer publishes its presence and busy jobs."
     )
