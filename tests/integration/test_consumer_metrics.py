@@ -46,6 +46,19 @@ async def consumer_url(backend: LocalBackend, group: str) -> tuple[LocalConsumer
     return consumer, url
 
 
+async def idle_page(url: str, g: str) -> str:
+    """The metrics page once the consumer has put its job down: wait() returns at the job's finish event,
+    which the consumer's record write sends just before its own bookkeeping ends."""
+    pages: list[str] = []
+
+    async def idle() -> bool:
+        pages.append(await asyncio.to_thread(scrape, url))
+        return value(pages[-1], f"jobqueue_consumer_jobs_running{g}") == 0
+
+    await eventually(idle, what="the consumer idle again")
+    return pages[-1]
+
+
 async def test_a_local_consumer_serves_its_metrics_by_default_with_its_scan_cache(
     s3_settings, store, s3_bucket, tmp_path
 ):
@@ -63,7 +76,7 @@ async def test_a_local_consumer_serves_its_metrics_by_default_with_its_scan_cach
             assert value(before, series + g) == 0, f"{series} has a zero sample before the first job"
         for _ in range(2):  # the second run reads its sources from the cache
             await (await client.offline_query(ids, OUTPUT, times)).wait(timeout=60, show_progress=False)
-        text = await asyncio.to_thread(scrape, url)
+        text = await idle_page(url, g)
         assert consumer.process.poll() is None
     assert value(text, f"jobqueue_consumer_scan_cache_hits_total{g}") > 0
     assert value(text, f"jobqueue_consumer_scan_cache_misses_total{g}") > 0
@@ -106,7 +119,7 @@ async def test_a_spilling_job_shows_its_memory_and_spill_while_it_runs(settings,
 
         await eventually(memory_and_spill_seen, timeout=120, what="the running job's memory and spill")
         spilled = (await job.wait(timeout=120, show_progress=False)).summary.spilled_bytes
-        text = await asyncio.to_thread(scrape, url)
+        text = await idle_page(url, g)
     assert spilled > 0
     assert 50 << 20 < seen["memory"] < 2 << 30, seen  # the process with DuckDB's buffers, not a page count
     assert value(text, f"jobqueue_consumer_busy_seconds_total{g}") > 0
