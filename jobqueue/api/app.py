@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
-from jobqueue.api import jobs, operations, submit
+from jobqueue.api import jobs, operations, registry, submit
 from jobqueue.api.deps import ApiError, ApiMetrics, Services
 from jobqueue.api.wire import ErrorBody
 from jobqueue.auth.tokens import TokenStore
@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(submit.router)
     app.include_router(jobs.router)
     app.include_router(operations.router)
+    app.include_router(registry.router)
     app.include_router(operations.probes)
 
     @app.exception_handler(ApiError)

@@ -137,3 +137,29 @@ class ScheduleAction(_Wire):
 class Health(_Wire):
     status: str
     detail: str | None = None
+
+
+class RegistryVersionBody(_Wire):
+    """One registry version: who applied it when, and (except in the history) its content."""
+
+    version: str = Field(description="The version id, `<number>-<hash>`: what a job pins.")
+    number: int
+    hash: str
+    applied_at: datetime
+    applied_by: str | None
+    origin: str = Field(description="The file it was applied from.")
+    namespaces: int
+    features: int
+    current: bool = Field(description="Whether new jobs are planned against it.")
+    document: dict[str, Any] | None = Field(default=None, description="The registry, in its file form (null in "
+                                            "the history).")
+
+
+class RegistryHistory(_Wire):
+    current: str | None = Field(description="The current version id (null: none applied yet).")
+    versions: list[RegistryVersionBody] = Field(description="Oldest first, without their content.")
+
+
+class RegistryApplied(_Wire):
+    created: bool = Field(description="False: the content was the current version's; nothing was stored.")
+    version: RegistryVersionBody
