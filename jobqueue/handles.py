@@ -138,7 +138,7 @@ class AsyncJobHandle:
         if record.status is not JobStatus.SUCCEEDED or not record.result_uri:
             _check_final(record)
             raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
-        return await asyncio.to_thread(read_result, self._client.storage, self.id, record.result_uri)
+        return await self._client.read_result(record)
 
     async def to_pandas(self) -> pd.DataFrame:
         return _to_pandas(await self.to_arrow())

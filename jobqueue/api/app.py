@@ -62,7 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = AsyncJobQueueClient(settings.model_copy(update={"team": ""}))
+        # always direct (never the HTTP mode a JOBQUEUE_API_URL or a local `up`'s api.url would give a client)
+        client = AsyncJobQueueClient(settings.model_copy(update={"team": ""}), direct=True)
         app.state.services = Services(settings, client, TokenStore(client.redis, client.keys),
                                       ApiMetrics(settings.metrics_max_teams))
         log.info("api started", environment=settings.environment)

@@ -24,7 +24,7 @@ from jobqueue.api.wire import RegistryApplied, RegistryHistory, RegistryVersionB
 from jobqueue.auth.policy import Action
 from jobqueue.errors import ConfigError, InvalidQueryError, RegistryVersionNotFound
 from jobqueue.registry import parse_registry
-from jobqueue.registry_versions import RegistryVersion, parse_version_ref
+from jobqueue.registry_versions import parse_version_ref
 
 VERSION_PATTERN = r"^[1-9][0-9]{0,17}(-[0-9a-f]{12})?$"  # what `parse_version_ref` takes
 router = APIRouter(prefix="/v1/registry", tags=["registry"], responses=ERRORS)
@@ -35,14 +35,6 @@ BODY = {"required": True, "description": "A registry file (`namespaces: {name: {
                     **{t: {"schema": {"type": "string"}} for t in YAML_TYPES}}}
 
 
-def body_of(version: RegistryVersion, current: str | None, *, document: bool = True) -> RegistryVersionBody:
-    return RegistryVersionBody(
-        version=version.id, number=version.number, hash=version.hash, applied_at=version.applied_at,
-        applied_by=version.applied_by, origin=version.origin, namespaces=version.namespace_count,
-        features=version.feature_count, current=version.id == current,
-        document=version.document if document else None)
-
-
 @router.get("", response_model=RegistryVersionBody, summary="The current registry version and its content.")
 async def current_registry(identity: Caller, svc: Svc) -> RegistryVersionBody:
     allow(identity, Action.READ_REGISTRY, svc)
@@ -50,7 +42,7 @@ async def current_registry(identity: Caller, svc: Svc) -> RegistryVersionBody:
     if current is None:
         raise ApiError(404, "no registry version is stored yet: an admin applies one (`jobqueue registry apply "
                        "<file>`, or `jobqueue up` with JOBQUEUE_REGISTRY_PATH)", reason="no_registry")
-    return body_of(current, current.id)
+    return RegistryVersionBody.of(current, current.id)
 
 
 @router.get("/versions", response_model=RegistryHistory, summary="Every registry version, oldest first.")
@@ -58,7 +50,8 @@ async def registry_history(identity: Caller, svc: Svc) -> RegistryHistory:
     allow(identity, Action.READ_REGISTRY, svc)
     store = svc.client.registries
     versions, current = await store.history(), await store.current_id()
-    return RegistryHistory(current=current, versions=[body_of(v, current, document=False) for v in versions])
+    return RegistryHistory(current=current,
+                           versions=[RegistryVersionBody.of(v, current, document=False) for v in versions])
 
 
 @router.get("/versions/{version}", response_model=RegistryVersionBody,
@@ -75,7 +68,7 @@ async def registry_version(version: Annotated[str, Path(pattern=VERSION_PATTERN,
         found = await store.version(version)
     except RegistryVersionNotFound as e:
         raise ApiError(404, str(e), reason="no_version") from None
-    return body_of(found, await store.current_id())
+    return RegistryVersionBody.of(found, await store.current_id())
 
 
 def parse_body(body: bytes, content_type: str, origin: str) -> Any:
@@ -115,4 +108,4 @@ async def apply_registry(
     applied = await svc.client.registries.apply(registry, applied_by=f"{identity.owner} (API)")
     audit(identity, Action.APPLY_REGISTRY, registry_version=applied.version.id, created=applied.created,
           origin=origin)
-    return RegistryApplied(created=applied.created, version=body_of(applied.version, applied.version.id))
+    return RegistryApplied(created=applied.created, version=RegistryVersionBody.of(applied.version, applied.version.id))

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from pydantic.json_schema import SkipJsonSchema
 
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
+from jobqueue.registry_versions import RegistryVersion
 
 
 class _Wire(BaseModel):
@@ -153,6 +154,12 @@ class RegistryVersionBody(_Wire):
     current: bool = Field(description="Whether new jobs are planned against it.")
     document: dict[str, Any] | None = Field(default=None, description="The registry, in its file form (null in "
                                             "the history).")
+
+    @classmethod
+    def of(cls, v: RegistryVersion, current: str | None, *, document: bool = True) -> RegistryVersionBody:
+        return cls(version=v.id, number=v.number, hash=v.hash, applied_at=v.applied_at, applied_by=v.applied_by,
+                   origin=v.origin, namespaces=v.namespace_count, features=v.feature_count, current=v.id == current,
+                   document=v.document if document else None)
 
 
 class RegistryHistory(_Wire):

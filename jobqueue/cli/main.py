@@ -45,6 +45,7 @@ def up(
     ] = None,
 ) -> None:
     """Run the manager with the local backend, plus an embedded Redis when none is configured."""
+    from jobqueue.api.local_token import local_admin_token
     from jobqueue.api.server import api_in_thread, recorded_api_url
     from jobqueue.embedded import embedded_redis
     from manager.runner import run_manager
@@ -60,10 +61,12 @@ def up(
         if use_embedded:
             url = stack.enter_context(embedded_redis(settings.home))
             settings = settings.model_copy(update={"redis_url": url})
+        settings.resolved_redis_url()  # no Redis at all: NoServerError now, before the API starts
         api_url = stack.enter_context(api_in_thread(settings, fallback_to_free=True))
+        token_file = stack.enter_context(local_admin_token(settings))  # before clients can find the URL
         stack.enter_context(recorded_api_url(settings.api_url_file, api_url))
-        console.print(f"API: {api_url} (OpenAPI: {api_url}/openapi.json; recorded in {settings.api_url_file})",
-                      highlight=False)
+        console.print(f"API: {api_url} (OpenAPI: {api_url}/openapi.json; recorded in {settings.api_url_file}; "
+                      f"your local admin token: {token_file})", highlight=False)
         asyncio.run(run_manager(settings))
 
 
