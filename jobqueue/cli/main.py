@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
+from jobqueue.cli.console import ApiUrl, Token, console, fail_cleanly, settings_or_exit
 from jobqueue.cli.gc import gc
 from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
@@ -187,6 +187,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh live until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 1.0,
+    api_url: ApiUrl = None,
+    token: Token = None,
 ) -> None:
     """Per-group consumers and queue depth, with the manager's last scaling decision."""
     from jobqueue.cli.status import read_status, render_status, watch_status
@@ -194,9 +196,9 @@ def status(
     settings = settings_or_exit()
     with fail_cleanly():
         if watch:
-            asyncio.run(watch_status(settings, interval))
+            asyncio.run(watch_status(settings, interval, api_url, token))
             return
-        rows = asyncio.run(read_status(settings))
+        rows = asyncio.run(read_status(settings, api_url, token))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
