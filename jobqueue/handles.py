@@ -1,6 +1,7 @@
 """Job handles returned by `offline_query`: status, wait with progress, results, cancel.
 
-`AsyncJobHandle` talks to Redis through its client; `JobHandle` is its blocking twin.
+`AsyncJobHandle` talks to the service through its client (`client.backend`: Redis directly, or the HTTP API; the
+handles are the same over either); `JobHandle` is its blocking twin.
 `AsyncLocalResult` (async client) and `LocalResult` (sync client) are what `run_asynchronously=False`
 returns: a job that already succeeded in this process, with the same surface (`wait` returns its record,
 `cancel` raises `JobStateError` as for any finished job).
