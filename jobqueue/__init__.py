@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from jobqueue.client import AsyncJobQueueClient, JobQueueClient
     from jobqueue.errors import (
         AmbiguousJobIdError,
+        AuthenticationError,
         ConfigError,
         InvalidQueryError,
         JobCancelledError,
@@ -45,8 +46,9 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "jobqueue.client": ("AsyncJobQueueClient", "JobQueueClient"),
-    "jobqueue.errors": ("AmbiguousJobIdError", "ConfigError", "InvalidQueryError", "JobCancelledError",
-                        "JobFailedError", "JobNotFoundError", "JobQueueError", "JobStateError", "RedisUnavailableError",
+    "jobqueue.errors": ("AmbiguousJobIdError", "AuthenticationError", "ConfigError", "InvalidQueryError",
+                        "JobCancelledError", "JobFailedError", "JobNotFoundError", "JobQueueError", "JobStateError",
+                        "RedisUnavailableError",
                         "ResultGoneError", "SettingsError"),
     "jobqueue.handles": ("AsyncJobHandle", "JobHandle", "LocalResult"),
     "jobqueue.models": ("JobRecord", "JobStatus", "PerformanceSummary", "ResourceRequests", "WaitCode", "WaitReason"),
@@ -55,7 +57,8 @@ _HOMES = {
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = [
-    "AmbiguousJobIdError", "AsyncJobHandle", "AsyncJobQueueClient", "ConfigError", "InvalidQueryError",
+    "AmbiguousJobIdError", "AsyncJobHandle", "AsyncJobQueueClient", "AuthenticationError", "ConfigError",
+    "InvalidQueryError",
     "JobCancelledError", "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError",
     "JobRecord",
     "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "RedisUnavailableError", "ResourceRequests",

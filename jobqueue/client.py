@@ -19,34 +19,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
 from arq.connections import ArqRedis
 from arq.jobs import serialize_job
+from pydantic import SecretStr, ValidationError
 
 from jobqueue import serializer
+from jobqueue.api.wire import (
+    CancelFilter,
+    CancelManyResult,
+    GroupStatus,
+    RegistryApplied,
+    RegistryHistory,
+    RegistryVersionBody,
+    ScheduleAction,
+    ScheduleList,
+)
 from jobqueue.attribution import Attribution, check_attribution, default_owner, new_correlation_id
+from jobqueue.backend import JobQueueBackend, QueryRequest
+from jobqueue.connect import HttpTarget, resolve_target
+from jobqueue.direct_backend import DirectBackend
 from jobqueue.errors import (
-    AmbiguousJobIdError,
+    ConfigError,
     InvalidQueryError,
-    JobNotFoundError,
-    JobQueueError,
-    JobStateError,
     RedisUnavailableError,
     RegistryMismatchError,
 )
 from jobqueue.groups import ResourceGroup, load_groups
 from jobqueue.handles import AsyncJobHandle, AsyncLocalResult, JobHandle, LocalResult
+from jobqueue.http_backend import HttpBackend
 from jobqueue.inputs import time_range, to_arrow, with_times
-from jobqueue.jobstore import CancelOutcome, JobStore
+from jobqueue.job_filter import JobFilter
+from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
 from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
@@ -54,11 +66,10 @@ from jobqueue.plan import plan_query
 from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
 from jobqueue.registry_store import RegistryStore
-from jobqueue.registry_versions import content_hash, document_of
+from jobqueue.registry_versions import content_hash, document_of, parse_version_ref
 from jobqueue.settings import Settings, load_settings
 from jobqueue.storage import Storage, job_uri
 from jobqueue.sync import LoopThread
-from jobqueue.wait_observe import wait_reason
 
 
 class AsyncJobQueueClient:
@@ -69,13 +80,31 @@ class AsyncJobQueueClient:
         registry: Registry | None = None,
         groups: dict[str, ResourceGroup] | None = None,
         redis: ArqRedis | None = None,
+        api_url: str | None = None,
+        token: str | SecretStr | None = None,
+        direct: bool = False,
     ) -> None:
+        """`api_url` and `token` (or JOBQUEUE_API_URL and JOBQUEUE_API_TOKEN): talk to the HTTP API, needing
+        nothing else. Else direct ("trusted"): Redis (JOBQUEUE_REDIS_URL, or `redis`) and storage. With neither,
+        a running `jobqueue up` on this machine: `jobqueue.connect` says which, in which order. `direct=True`:
+        the direct mode whatever is set (the service's own processes: the API, the manager)."""
         self.settings = settings or load_settings()
         self.keys = Keys.for_environment(self.settings.environment)
-        self.registry = registry if registry is not None else load_registry(self.settings.registry_path)
+        target = resolve_target(self.settings, api_url, token, redis_given=direct or redis is not None)
+        self.backend: JobQueueBackend
+        if isinstance(target, HttpTarget):
+            if registry is not None or groups is not None:
+                raise ConfigError("registry= and groups= are for the direct mode: over HTTP the service plans "
+                                  "against its own registry and groups")
+            self.backend = HttpBackend(target.url, target.token, local=target.local)
+            self.registry = Registry()
+        else:
+            self.backend = DirectBackend(self)
+            self.registry = registry if registry is not None else load_registry(self.settings.registry_path)
         # a registry of its own (given, or JOBQUEUE_REGISTRY_PATH) must be the served one: see `planning_registry`
         self._local_hash = (content_hash(document_of(self.registry))
-                            if registry is not None or self.settings.registry_path is not None else None)
+                            if registry is not None or (self.settings.registry_path is not None and self.direct)
+                            else None)
         self._registries: RegistryStore | None = None
         self._local_groups = groups
         self._redis = redis
@@ -86,8 +115,19 @@ class AsyncJobQueueClient:
         self.storage = Storage(self.settings)
 
     @property
+    def direct(self) -> bool:
+        """Whether this client reaches Redis and storage itself ("trusted"), rather than the HTTP API."""
+        return isinstance(self.backend, DirectBackend)
+
+    def _direct_only(self, what: str) -> None:
+        if not self.direct:
+            raise ConfigError(f"{what} is for the direct mode (JOBQUEUE_REDIS_URL); this client talks to "
+                              f"{self.backend.server}")
+
+    @property
     def redis(self) -> ArqRedis:
         if self._redis is None:
+            self._direct_only("Redis")
             self._url = self.settings.resolved_redis_url()
             self._embedded = self.settings.redis_url is None or self.settings.redis_url == self.settings.embedded_url()
             self._redis = connect_redis(self.settings)
@@ -95,7 +135,9 @@ class AsyncJobQueueClient:
 
     @property
     def server(self) -> str:
-        """The Redis this client talks to, without credentials, for messages."""
+        """The Redis (or API) this client talks to, without credentials, for messages."""
+        if not self.direct:
+            return self.backend.server
         return redacted(self._url or self.settings.redis_url or "the configured Redis")
 
     @property
@@ -137,6 +179,10 @@ class AsyncJobQueueClient:
         return await self.registries.registry(current), current
 
     async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    async def close_connections(self) -> None:
+        """Close the direct mode's Redis connection (if this client opened it)."""
         if self._redis is not None and self._owns_redis:
             await self._redis.aclose()
             self._redis = None
@@ -150,7 +196,7 @@ class AsyncJobQueueClient:
         await self.aclose()
 
     @contextlib.contextmanager
-    def _reaching_redis(self, consequence: str) -> Iterator[None]:
+    def reaching_redis(self, consequence: str) -> Iterator[None]:
         """A lost or refused Redis connection becomes `RedisUnavailableError` naming the server and the fix."""
         try:
             yield
@@ -201,37 +247,49 @@ class AsyncJobQueueClient:
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
         deadline = _deadline(completion_deadline, now)
-        attribution = check_attribution(
-            owner if owner is not None else default_owner(), team if team is not None else self.settings.team or None,
-            tags, query_name, correlation_id if correlation_id is not None else new_correlation_id(),
-        )
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 100:
             raise InvalidQueryError("max_retries", f"must be a whole number from 0 to 100, got {max_retries!r}")
         if not isinstance(include_input_time, bool):
             raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
+        if isinstance(output, str) or not isinstance(output, (list, tuple)):
+            raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
+        query = QueryRequest(input, list(output), input_times, resources.resource_group, max_retries, deadline,
+                             include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id)
         if not run_asynchronously:  # plans against this client's own registry: no Redis needed
+            if not self.direct:
+                raise InvalidQueryError("run_asynchronously", "False runs the query in this process, which needs "
+                                        "the registry file and storage of the direct mode; over HTTP the service "
+                                        "runs it (leave run_asynchronously=True)")
+            attribution = check_attribution(
+                owner if owner is not None else default_owner(),
+                team if team is not None else self.settings.team or None, tags, query_name,
+                correlation_id if correlation_id is not None else new_correlation_id())
             table, columns = self._prepare(input, output, input_times, now)
             return await asyncio.to_thread(
                 self._run_in_process, table, columns, output, now, include_input_time, attribution
             )
-        with self._reaching_redis("the query was not submitted"):
+        return AsyncJobHandle(await self.backend.submit(query), self)
+
+    async def submit_checked(self, query: QueryRequest, attribution: Attribution) -> str:
+        """The direct mode's submit: plan against the served registry, stage, enqueue; the job id."""
+        with self.reaching_redis("the query was not submitted"):
             registry, registry_version = await self.planning_registry()
             known = await self.known_groups()
-        table, columns = self._prepare(input, output, input_times, now, registry)
-        if resources.resource_group not in known:
+        table, columns = self._prepare(query.input, query.output, query.input_times, query.submitted_at, registry)
+        if query.resource_group not in known:
             raise InvalidQueryError(
                 "resources.resource_group",
-                f"unknown resource group {resources.resource_group!r}; known groups: {', '.join(known)}",
+                f"unknown resource group {query.resource_group!r}; known groups: {', '.join(known)}",
             )
         job_id = uuid.uuid4().hex
-        with self._reaching_redis("the query was not submitted (had the connection broken during the final "
-                                  f"write, `jobqueue jobs` would list job {job_id})"):
+        with self.reaching_redis("the query was not submitted (had the connection broken during the final "
+                                 f"write, `jobqueue jobs` would list job {job_id})"):
             await self.submit_prepared(PreparedSubmission(
-                table, columns, output, resources.resource_group, job_id, now, max_retries, deadline,
-                include_input_time=include_input_time, attribution=attribution,
+                table, columns, query.output, query.resource_group, job_id, query.submitted_at, query.max_retries,
+                query.deadline, include_input_time=query.include_input_time, attribution=attribution,
                 registry_version=registry_version,
             ))
-        return AsyncJobHandle(job_id, self)
+        return job_id
 
     async def submit_prepared(self, request: PreparedSubmission) -> bool:
         """Stage a checked input and enqueue it under `request.job_id`. With `request.exclusive`, a job id
@@ -321,32 +379,11 @@ class AsyncJobQueueClient:
         """The full id of the job `job_id` names: itself, or the one job whose id starts with it (the progress
         bar shows 8 characters). `AmbiguousJobIdError` lists the jobs a shared prefix matches;
         `JobNotFoundError` when none does."""
-        with self._reaching_redis(f"job {job_id} could not be looked up"):
-            if job_id and await self.redis.exists(self.keys.job(job_id)):
-                return job_id
-            pattern = _GLOB_SPECIAL.sub(r"\\\g<0>", job_id) + "*"
-            found: list[str] = sorted({m.decode() async for m, _ in self.redis.zscan_iter(self.keys.jobs_index,
-                                                                                         match=pattern)})
-            if len(found) > 1:  # the index outlives expired records: only jobs that still exist count
-                alive = await asyncio.gather(*(self.redis.exists(self.keys.job(i)) for i in found))
-                found = [i for i, a in zip(found, alive, strict=True) if a]
-        if not job_id or not found:
-            raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
-        if len(found) > 1:
-            raise AmbiguousJobIdError(job_id, found)
-        return found[0]
+        return await self.backend.resolve_job_id(job_id)
 
     async def get_job(self, job_id: str) -> JobRecord:
         """The record of a job, by its id or a unique prefix of it; a queued one says why it waits (`wait_reason`)."""
-        job_id = await self.resolve_job_id(job_id)
-        with self._reaching_redis(f"job {job_id}'s status is unknown; it goes on without this client"):
-            record = await self.store.get(job_id)
-            if record is not None and record.status is JobStatus.QUEUED:  # say why it waits
-                record = record.model_copy(update={"wait_reason": await wait_reason(self.redis, self.settings,
-                                                                                    record, time.time())})
-        if record is None:
-            raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
-        return record
+        return await self.backend.get_job(job_id)
 
     def job(self, job_id: str) -> AsyncJobHandle:
         return AsyncJobHandle(job_id, self)
@@ -354,26 +391,81 @@ class AsyncJobQueueClient:
     async def cancel(self, job_id: str, wait: float | None = 30.0) -> JobRecord:
         """Cancel a job. A queued one is cancelled at once and leaves its queue; a running one is
         interrupted by its consumer (temp files removed), and this waits up to `wait` seconds for
-        that. Cancelling a cancelled job is a no-op; a finished one raises `JobStateError`. `job_id` may be a
-        unique prefix of the id."""
-        job_id = await self.resolve_job_id(job_id)
-        with self._reaching_redis(f"job {job_id} was not cancelled"):
-            result = await self.store.request_cancel(job_id)
-        if result is CancelOutcome.NO_JOB:
-            raise JobNotFoundError(f"no job {job_id!r} in environment {self.settings.environment!r}")
-        record = await self.get_job(job_id)
-        if result is CancelOutcome.CANCELLED_QUEUED:  # the record, its queue entry and arq job changed in one script
-            await self.storage.discard_job_files(job_id)  # no consumer reads it now
-        elif result is CancelOutcome.STOP_REQUESTED and wait:
-            with contextlib.suppress(TimeoutError, JobQueueError):
-                record = await AsyncJobHandle(job_id, self).wait(timeout=wait, show_progress=False)
-            record = await self.get_job(job_id)
-        elif result is CancelOutcome.ALREADY_FINAL and record.status is not JobStatus.CANCELLED:
-            raise JobStateError(f"job {job_id} is {record.status.value}; it can no longer be cancelled")
-        return record
+        that (over HTTP, at most 60). Cancelling a cancelled job is a no-op; a finished one raises
+        `JobStateError`. `job_id` may be a unique prefix of the id."""
+        return await self.backend.cancel(job_id, wait)
+
+    async def read_result(self, record: JobRecord) -> pa.Table:
+        """A succeeded job's result (`ResultGoneError` once retention removed it)."""
+        return await self.backend.read_result(record)
+
+    async def jobs(self, *, owner: str | None = None, team: str | None = None, state: JobStatus | str | None = None,
+                   resource_group: str | None = None, tags: dict[str, str] | None = None,
+                   query_name: str | None = None, submitted_after: datetime | None = None,
+                   submitted_before: datetime | None = None, limit: int = 50) -> list[JobRecord]:
+        """Jobs newest first, every condition given holding (over HTTP, only those the token may see)."""
+        wanted = JobFilter(group=resource_group, state=JobStatus(state) if state is not None else None, owner=owner,
+                           team=team, query_name=query_name, tags=dict(tags or {}))
+        return await self.backend.jobs(wanted, limit, submitted_after, submitted_before)
+
+    async def cancel_many(self, *, owner: str | None = None, team: str | None = None,
+                          state: JobStatus | str | None = None, resource_group: str | None = None,
+                          tags: dict[str, str] | None = None, query_name: str | None = None,
+                          submitted_after: datetime | None = None,
+                          submitted_before: datetime | None = None) -> CancelManyResult:
+        """Cancel every queued or running job matching all conditions given (at least one: `InvalidQueryError`
+        otherwise, so that nothing cancels everything by accident)."""
+        values = {"owner": owner, "team": team, "state": state, "resource_group": resource_group,
+                  "tags": tags or None, "query_name": query_name, "submitted_after": submitted_after,
+                  "submitted_before": submitted_before}
+        try:
+            wanted = CancelFilter.model_validate({k: v for k, v in values.items() if v is not None})
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "filter"
+            raise InvalidQueryError(field, str(err["msg"]).removeprefix("Value error, ")) from None
+        return await self.backend.cancel_many(wanted)
+
+    async def groups(self) -> list[GroupStatus]:
+        """Each resource group's consumers, queue and the manager's last decision (`jobqueue status`)."""
+        return await self.backend.groups()
+
+    status = groups
+
+    async def schedules(self) -> ScheduleList:
+        return await self.backend.schedules()
+
+    async def run_schedule(self, name: str) -> ScheduleAction:
+        return await self.backend.schedule_action(name, "run")
+
+    async def pause_schedule(self, name: str) -> ScheduleAction:
+        return await self.backend.schedule_action(name, "pause")
+
+    async def resume_schedule(self, name: str) -> ScheduleAction:
+        return await self.backend.schedule_action(name, "resume")
+
+    async def registry_current(self) -> RegistryVersionBody:
+        """The registry version new jobs are planned against, with its content."""
+        return await self.backend.registry_current()
+
+    async def registry_history(self) -> RegistryHistory:
+        return await self.backend.registry_history()
+
+    async def registry_version(self, ref: str) -> RegistryVersionBody:
+        """One version, by number (`3`) or id (`3-9f8e7d6c5b4a`)."""
+        try:
+            parse_version_ref(ref)
+        except ValueError as e:
+            raise InvalidQueryError("version", str(e)) from None
+        return await self.backend.registry_version(ref)
+
+    async def apply_registry(self, registry: Path | str | Registry, applied_by: str | None = None) -> RegistryApplied:
+        """Validate a registry file (relative paths against its directory) and store it as the current version
+        (over HTTP: an admin token; the API records the token's owner as who applied it)."""
+        parsed = registry if isinstance(registry, Registry) else load_registry(Path(registry))
+        return await self.backend.apply_registry(parsed, applied_by)
 
 
-_GLOB_SPECIAL = re.compile(r"[\\*?\[\]]")  # escaped in a ZSCAN MATCH pattern
 
 
 @dataclass(frozen=True)
@@ -457,6 +549,43 @@ class JobQueueClient:
 
     def cancel(self, job_id: str, wait: float | None = 30.0) -> JobRecord:
         return self._loop.run(self._async.cancel(job_id, wait))
+
+    def jobs(self, **filters: Any) -> list[JobRecord]:
+        """See `AsyncJobQueueClient.jobs`: owner, team, state, resource_group, tags, query_name,
+        submitted_after, submitted_before, limit."""
+        return self._loop.run(self._async.jobs(**filters))
+
+    def cancel_many(self, **filters: Any) -> CancelManyResult:
+        return self._loop.run(self._async.cancel_many(**filters))
+
+    def groups(self) -> list[GroupStatus]:
+        return self._loop.run(self._async.groups())
+
+    status = groups
+
+    def schedules(self) -> ScheduleList:
+        return self._loop.run(self._async.schedules())
+
+    def run_schedule(self, name: str) -> ScheduleAction:
+        return self._loop.run(self._async.run_schedule(name))
+
+    def pause_schedule(self, name: str) -> ScheduleAction:
+        return self._loop.run(self._async.pause_schedule(name))
+
+    def resume_schedule(self, name: str) -> ScheduleAction:
+        return self._loop.run(self._async.resume_schedule(name))
+
+    def registry_current(self) -> RegistryVersionBody:
+        return self._loop.run(self._async.registry_current())
+
+    def registry_history(self) -> RegistryHistory:
+        return self._loop.run(self._async.registry_history())
+
+    def registry_version(self, ref: str) -> RegistryVersionBody:
+        return self._loop.run(self._async.registry_version(ref))
+
+    def apply_registry(self, registry: Path | str | Registry, applied_by: str | None = None) -> RegistryApplied:
+        return self._loop.run(self._async.apply_registry(registry, applied_by))
 
     def close(self) -> None:
         """Close the Redis connections and stop the client's loop thread; a second call does nothing."""

@@ -11,6 +11,8 @@
     │                            service plans against: nothing is submitted
     ├── RegistryVersionNotFound  no stored registry version by that number or id (a job's pinned version: the
     │                            job fails, it never runs on another version)
+    ├── AuthenticationError      the API refused the token (`.reason`: missing, unknown, expired, revoked)
+    ├── PermissionDeniedError    the API's policy refused the call to this token's role (403)
     ├── JobNotFoundError         no record for that job id (expired or never submitted)
     ├── AmbiguousJobIdError      a job id prefix that several jobs share; `.candidates` lists them
     ├── JobFailedError           the job ended `failed`; `.record` holds the error and summary
@@ -19,7 +21,8 @@
     ├── ResultGoneError          the job succeeded but its result file was removed (retention); also a
     │                            `FileNotFoundError`
     └── RedisUnavailableError    Redis could not be reached; also a `ConnectionError`
-        └── JobLostError         the embedded server of `jobqueue up` is gone, and the job with it
+        ├── JobLostError         the embedded server of `jobqueue up` is gone, and the job with it
+        └── ApiUnavailableError  the HTTP API could not be reached, or answered that it cannot reach Redis (503)
 """
 
 from __future__ import annotations
@@ -63,6 +66,18 @@ class RegistryVersionNotFound(JobQueueError, LookupError):
     pass
 
 
+class AuthenticationError(JobQueueError, PermissionError):
+    """The API refused the token: `.reason` says why (missing, unknown, expired, revoked), the message the fix."""
+
+    def __init__(self, message: str, reason: str = "unknown") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDeniedError(JobQueueError, PermissionError):
+    pass
+
+
 class JobNotFoundError(JobQueueError, KeyError):
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else "job not found"
@@ -100,3 +115,7 @@ class RedisUnavailableError(JobQueueError, ConnectionError):
 
 class JobLostError(RedisUnavailableError):
     """The job lived in the embedded server of `jobqueue up`, which keeps nothing once it stops: resubmit it."""
+
+
+class ApiUnavailableError(RedisUnavailableError):
+    """The HTTP API did not answer (or could not reach Redis): a `wait()` waits it out, as a Redis outage."""

@@ -1,6 +1,7 @@
 """Job handles returned by `offline_query`: status, wait with progress, results, cancel.
 
-`AsyncJobHandle` talks to Redis through its client; `JobHandle` is its blocking twin.
+`AsyncJobHandle` talks to the service through its client (`client.backend`: Redis directly, or the HTTP API; the
+handles are the same over either); `JobHandle` is its blocking twin.
 `AsyncLocalResult` (async client) and `LocalResult` (sync client) are what `run_asynchronously=False`
 returns: a job that already succeeded in this process, with the same surface (`wait` returns its record,
 `cancel` raises `JobStateError` as for any finished job).
@@ -156,7 +157,7 @@ class AsyncJobHandle:
         if record.status is not JobStatus.SUCCEEDED or not record.result_uri:
             _check_final(record)
             raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
-        return await asyncio.to_thread(read_result, self._client.storage, self.id, record.result_uri)
+        return await self._client.read_result(record)
 
     async def to_pandas(self) -> pd.DataFrame:
         return _to_pandas(await self.to_arrow())

@@ -288,6 +288,18 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="A client of those endpoints has this long to send its request, and as "
         "long again to take the answer; a slower or idle connection is dropped.",
     )
+    api_url: str | None = Field(
+        default=None,
+        description="URL of the jobqueue HTTP API the SDK and the CLI talk to (`https://jobqueue.example.com`). Set, "
+        "it wins over everything else: the client needs no Redis, storage credentials or registry file. Unset, "
+        "and JOBQUEUE_REDIS_URL unset too: the API a running `jobqueue up` recorded in `<home>/api.url` "
+        "(docs/sdk.md, 'Which server').",
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for JOBQUEUE_API_URL (`jobqueue tokens create`); never logged or shown. Unset "
+        "with the API of a local `jobqueue up`: the token it wrote to `<home>/api.token`.",
+    )
     api_host: str = Field(
         default="127.0.0.1", min_length=1,
         description="Address `jobqueue api` (and the API `jobqueue up` starts) binds: loopback by default; "
@@ -443,6 +455,18 @@ class Settings(BaseSettings):
     def api_url_file(self) -> Path:
         """Where `jobqueue up` records the URL of the API it started (next to `redis.url`)."""
         return self.home / "api.url"
+
+    @property
+    def api_token_file(self) -> Path:
+        """The local admin token a running `jobqueue up` wrote (0600) for clients of its API on this machine."""
+        return self.home / "api.token"
+
+    def recorded_api_url(self) -> str | None:
+        """The URL of the API a running `jobqueue up` recorded under the home, if any."""
+        try:
+            return self.api_url_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     def to_env(self) -> dict[str, str]:
         """These settings as `JOBQUEUE_*` variables, for child processes (Redis URL resolved)."""

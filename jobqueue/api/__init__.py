@@ -16,6 +16,16 @@ read helpers of `jobqueue` (`group_status`, `schedule_control`), and storage onl
 stateless: N replicas can serve the same environment. It never imports `manager` or `consumer`.
 """
 
-from jobqueue.api.app import create_app
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["create_app"]
+
+
+def __getattr__(name: str) -> Any:  # lazy: the SDK imports `jobqueue.api.wire` without FastAPI's app
+    if name == "create_app":
+        from jobqueue.api.app import create_app
+
+        return create_app
+    raise AttributeError(f"module 'jobqueue.api' has no attribute {name!r}")

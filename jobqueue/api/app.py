@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
-from jobqueue.api import jobs, operations, submit
+from jobqueue.api import jobs, operations, registry, submit
 from jobqueue.api.deps import ApiError, ApiMetrics, Services
 from jobqueue.api.wire import ErrorBody
 from jobqueue.auth.tokens import TokenStore
@@ -62,7 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = AsyncJobQueueClient(settings.model_copy(update={"team": ""}))
+        # always direct (never the HTTP mode a JOBQUEUE_API_URL or a local `up`'s api.url would give a client)
+        client = AsyncJobQueueClient(settings.model_copy(update={"team": ""}), direct=True)
         app.state.services = Services(settings, client, TokenStore(client.redis, client.keys),
                                       ApiMetrics(settings.metrics_max_teams))
         log.info("api started", environment=settings.environment)
@@ -78,6 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(submit.router)
     app.include_router(jobs.router)
     app.include_router(operations.router)
+    app.include_router(registry.router)
     app.include_router(operations.probes)
 
     @app.exception_handler(ApiError)

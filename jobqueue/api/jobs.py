@@ -14,14 +14,14 @@ from pydantic import StringConstraints
 from starlette.responses import Response
 
 from jobqueue.api.deps import ApiError, Caller, Services, Svc, allow, audit, may, not_found
-from jobqueue.api.listing import CURSOR_PATTERN, all_jobs, find_jobs
+from jobqueue.api.listing import CURSOR_PATTERN, find_jobs
 from jobqueue.api.responses import ERRORS, PARQUET, PARQUET_TYPE
 from jobqueue.api.wire import CancelFilter, CancelManyResult, JobPage, JobSummary
 from jobqueue.auth.identity import Identity
 from jobqueue.auth.policy import Action
+from jobqueue.direct_backend import DirectBackend
 from jobqueue.errors import AmbiguousJobIdError, JobNotFoundError, JobStateError
 from jobqueue.job_filter import JobFilter
-from jobqueue.jobstore import CancelOutcome
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.storage import is_local, local_path
 
@@ -104,23 +104,11 @@ async def cancel_many(body: CancelFilter, identity: Caller, svc: Svc) -> CancelM
     """Cancels the queued and running jobs that match every condition given and that the caller may cancel (a
     `user`: its own). At least one condition is needed, so that no call cancels everything by accident."""
     allow(identity, Action.CANCEL_MANY, svc)
-    wanted = JobFilter(group=body.resource_group, state=body.state, owner=body.owner, team=body.team,
-                       query_name=body.query_name, tags=body.tags or {})
-    client = svc.client
-    cancelled: list[str] = []
-    async for record in all_jobs(client.store, client.redis, client.keys,
-                                 lambda r: (not r.status.is_final and wanted.matches(r)
-                                            and may(identity, Action.CANCEL_JOB, r, svc)),
-                                 body.submitted_after, body.submitted_before):
-        outcome = await client.store.request_cancel(record.job_id)
-        if outcome is CancelOutcome.CANCELLED_QUEUED:
-            await client.storage.discard_job_files(record.job_id)
-        if outcome in (CancelOutcome.CANCELLED_QUEUED, CancelOutcome.STOP_REQUESTED):
-            cancelled.append(record.job_id)
-    svc.metrics.cancelled.labels(svc.metrics.team(identity.team)).inc(len(cancelled))
-    audit(identity, Action.CANCEL_MANY, job_ids=cancelled, count=len(cancelled),
+    done = await DirectBackend(svc.client).cancel_many(body, lambda r: may(identity, Action.CANCEL_JOB, r, svc))
+    svc.metrics.cancelled.labels(svc.metrics.team(identity.team)).inc(done.cancelled)
+    audit(identity, Action.CANCEL_MANY, job_ids=done.job_ids, count=done.cancelled,
           filter=body.model_dump(mode="json", exclude_none=True))
-    return CancelManyResult(cancelled=len(cancelled), job_ids=cancelled)
+    return done
 
 
 @router.post("/{job_id}/cancel", response_model=JobRecord, summary="Cancel one job.")

@@ -4,7 +4,6 @@ and the probes and metrics: `/healthz` (the process answers), `/readyz` (Redis a
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -15,19 +14,11 @@ from starlette.responses import Response
 
 from jobqueue.api.deps import ApiError, Caller, Services, Svc, allow, audit
 from jobqueue.api.responses import ERRORS
-from jobqueue.api.wire import GroupStatus, Health, ScheduleAction, ScheduleInfo, ScheduleList
+from jobqueue.api.wire import GroupStatus, Health, ScheduleAction, ScheduleList
 from jobqueue.auth.identity import Identity
 from jobqueue.auth.policy import Action
-from jobqueue.group_status import group_rows
-from jobqueue.keys import TRUE, ScheduleField
-from jobqueue.schedule_control import (
-    UnknownScheduleError,
-    published_schedules,
-    request_run,
-    schedule_state,
-    set_paused,
-)
-from jobqueue.schedules import next_due
+from jobqueue.direct_backend import DirectBackend
+from jobqueue.schedule_control import UnknownScheduleError
 
 router = APIRouter(responses=ERRORS)
 probes = APIRouter(tags=["probes"])
@@ -38,8 +29,7 @@ READY_TIMEOUT = 2.0
             summary="Each resource group's consumers, queue and the manager's last decision.")
 async def groups(identity: Caller, svc: Svc) -> list[GroupStatus]:
     allow(identity, Action.READ_STATUS, svc)
-    rows = await group_rows(svc.client.redis, svc.client.keys, svc.settings)
-    return [GroupStatus.model_validate(r) for r in rows]
+    return await DirectBackend(svc.client).groups()
 
 
 _SCHEDULE_LINKS = {"responses": {"200": {"links": {
@@ -52,33 +42,17 @@ _SCHEDULE_LINKS = {"responses": {"200": {"links": {
             summary="Every schedule the manager publishes, with its state, next and last run.")
 async def schedules(identity: Caller, svc: Svc) -> ScheduleList:
     allow(identity, Action.READ_SCHEDULES, svc)
-    redis, keys = svc.client.redis, svc.client.keys
-    published = await published_schedules(redis, keys)
-    now, out = datetime.now(UTC), []
-    for name, sq in sorted(published.definitions.items()):
-        state = await schedule_state(redis, keys, name)
-        out.append(ScheduleInfo(
-            name=name, schedule=sq.schedule, timezone=sq.timezone, resource_group=sq.resource_group,
-            enabled=sq.enabled, paused=state.get(ScheduleField.PAUSED) == TRUE, next_due=next_due(sq, now),
-            last_job=state.get(ScheduleField.LAST_JOB), last_due=state.get(ScheduleField.LAST_DUE),
-            last_reason=state.get(ScheduleField.LAST_REASON), definition=sq.model_dump(mode="json")))
-    return ScheduleList(schedules=out, errors=published.errors)
+    return await DirectBackend(svc.client).schedules()
 
 
 async def _act(name: str, action: str, identity: Identity, svc: Services) -> ScheduleAction:
     allow(identity, Action.MANAGE_SCHEDULES, svc)
-    redis, keys = svc.client.redis, svc.client.keys
     try:
-        if action == "run":
-            await request_run(redis, keys, name)
-        else:
-            await set_paused(redis, keys, name, paused=action == "pause")
+        done = await DirectBackend(svc.client).schedule_action(name, action)
     except UnknownScheduleError as e:
         raise ApiError(404, str(e)) from None
     audit(identity, Action.MANAGE_SCHEDULES, schedule=name, schedule_action=action)
-    detail = {"run": "the manager submits a run at its next tick", "pause": "no runs until resumed",
-              "resume": "runs again from the next due time"}[action]
-    return ScheduleAction(name=name, action=action, detail=detail)
+    return done
 
 
 @router.post("/v1/schedules/{name}/run", response_model=ScheduleAction, tags=["schedules"], summary="Run now.")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from pydantic.json_schema import SkipJsonSchema
 
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
+from jobqueue.registry_versions import RegistryVersion
 
 
 class _Wire(BaseModel):
@@ -137,3 +138,35 @@ class ScheduleAction(_Wire):
 class Health(_Wire):
     status: str
     detail: str | None = None
+
+
+class RegistryVersionBody(_Wire):
+    """One registry version: who applied it when, and (except in the history) its content."""
+
+    version: str = Field(description="The version id, `<number>-<hash>`: what a job pins.")
+    number: int
+    hash: str
+    applied_at: datetime
+    applied_by: str | None
+    origin: str = Field(description="The file it was applied from.")
+    namespaces: int
+    features: int
+    current: bool = Field(description="Whether new jobs are planned against it.")
+    document: dict[str, Any] | None = Field(default=None, description="The registry, in its file form (null in "
+                                            "the history).")
+
+    @classmethod
+    def of(cls, v: RegistryVersion, current: str | None, *, document: bool = True) -> RegistryVersionBody:
+        return cls(version=v.id, number=v.number, hash=v.hash, applied_at=v.applied_at, applied_by=v.applied_by,
+                   origin=v.origin, namespaces=v.namespace_count, features=v.feature_count, current=v.id == current,
+                   document=v.document if document else None)
+
+
+class RegistryHistory(_Wire):
+    current: str | None = Field(description="The current version id (null: none applied yet).")
+    versions: list[RegistryVersionBody] = Field(description="Oldest first, without their content.")
+
+
+class RegistryApplied(_Wire):
+    created: bool = Field(description="False: the content was the current version's; nothing was stored.")
+    version: RegistryVersionBody

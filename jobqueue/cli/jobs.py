@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from jobqueue.attribution import parse_tag_filters
-from jobqueue.cli.console import console, fail_cleanly, settings_or_exit, with_client
+from jobqueue.cli.console import ApiUrl, Token, console, fail_cleanly, settings_or_exit, with_client
 from jobqueue.cli.job_views import job_card, jobs_view
 from jobqueue.errors import JobNotFoundError
 from jobqueue.job_filter import JobFilter
@@ -33,8 +33,10 @@ def list_jobs(
     team: Annotated[str | None, typer.Option(help="Only jobs of this team.")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Only jobs with this tag, NAME=VALUE (repeatable).")] = None,
     query_name: Annotated[str | None, typer.Option(help="Only jobs with this query name.")] = None,
+    api_url: ApiUrl = None,
+    token: Token = None,
 ) -> None:
-    """Recent jobs with their wait and run times and spilled bytes."""
+    """Recent jobs with their wait and run times and spilled bytes (over the API: those the token may see)."""
     if ctx.invoked_subcommand is not None:
         return
     with fail_cleanly():
@@ -42,25 +44,22 @@ def list_jobs(
                            tags=parse_tag_filters(tag or []))
 
     async def fetch(client: AsyncJobQueueClient) -> list[JobRecord]:
-        found: list[JobRecord] = []
-        for job_id in await client.store.recent(limit * 20 if wanted.narrows else limit):
-            record = await client.store.get(job_id)
-            if record and wanted.matches(record):
-                found.append(record)
-            if len(found) >= limit:
-                break
-        return found
+        return await client.jobs(owner=wanted.owner, team=wanted.team, state=wanted.state,
+                                 resource_group=wanted.group, tags=wanted.tags, query_name=wanted.query_name,
+                                 limit=limit)
 
-    console.print(jobs_view(console, with_client(fetch)))
+    console.print(jobs_view(console, with_client(fetch, api_url, token)))
 
 
 @app.command("show")
 def show(
     job_id: IdArg,
     as_json: Annotated[bool, typer.Option("--json", help="The record as JSON, as the API returns it.")] = False,
+    api_url: ApiUrl = None,
+    token: Token = None,
 ) -> None:
     """The full record of one job: status, timings, errors of every attempt, performance summary."""
-    record = with_client(lambda client: client.get_job(job_id))
+    record = with_client(lambda client: client.get_job(job_id), api_url, token)
     if as_json:
         console.print_json(record.model_dump_json())
     else:
@@ -68,11 +67,11 @@ def show(
 
 
 @app.command("cancel")
-def cancel(job_id: IdArg, wait: Annotated[float, typer.Option(help="Seconds to wait for a running job.")] = 30) -> None:
+def cancel(job_id: IdArg, wait: Annotated[float, typer.Option(help="Seconds to wait for a running job.")] = 30,
+           api_url: ApiUrl = None, token: Token = None) -> None:
     """Cancel a job: a queued one at once, a running one interrupted by its consumer."""
-    record = with_client(lambda client: client.cancel(job_id, wait))
+    record = with_client(lambda client: client.cancel(job_id, wait), api_url, token)
     console.print(f"job {record.job_id} is {record.status.value}")
-
 
 
 @app.command("logs")

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
+from jobqueue.cli.console import ApiUrl, Token, console, fail_cleanly, settings_or_exit
 from jobqueue.cli.gc import gc
 from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
@@ -45,6 +45,7 @@ def up(
     ] = None,
 ) -> None:
     """Run the manager with the local backend, plus an embedded Redis when none is configured."""
+    from jobqueue.api.local_token import local_admin_token
     from jobqueue.api.server import api_in_thread, recorded_api_url
     from jobqueue.embedded import embedded_redis
     from manager.runner import run_manager
@@ -60,10 +61,12 @@ def up(
         if use_embedded:
             url = stack.enter_context(embedded_redis(settings.home))
             settings = settings.model_copy(update={"redis_url": url})
+        settings.resolved_redis_url()  # no Redis at all: NoServerError now, before the API starts
         api_url = stack.enter_context(api_in_thread(settings, fallback_to_free=True))
+        token_file = stack.enter_context(local_admin_token(settings))  # before clients can find the URL
         stack.enter_context(recorded_api_url(settings.api_url_file, api_url))
-        console.print(f"API: {api_url} (OpenAPI: {api_url}/openapi.json; recorded in {settings.api_url_file})",
-                      highlight=False)
+        console.print(f"API: {api_url} (OpenAPI: {api_url}/openapi.json; recorded in {settings.api_url_file}; "
+                      f"your local admin token: {token_file})", highlight=False)
         asyncio.run(run_manager(settings))
 
 
@@ -184,6 +187,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh live until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 1.0,
+    api_url: ApiUrl = None,
+    token: Token = None,
 ) -> None:
     """Per-group consumers and queue depth, with the manager's last scaling decision."""
     from jobqueue.cli.status import read_status, render_status, watch_status
@@ -191,9 +196,9 @@ def status(
     settings = settings_or_exit()
     with fail_cleanly():
         if watch:
-            asyncio.run(watch_status(settings, interval))
+            asyncio.run(watch_status(settings, interval, api_url, token))
             return
-        rows = asyncio.run(read_status(settings))
+        rows = asyncio.run(read_status(settings, api_url, token))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:

@@ -5,18 +5,18 @@ Reads the definitions the manager publishes in Redis, so it works from any machi
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.table import Table
 
-from jobqueue.cli.console import console, err_console, with_client
-from jobqueue.errors import JobQueueError
-from jobqueue.keys import FALSE, SCHEDULE_ERRORS_FIELD, TRUE, ScheduleField
-from jobqueue.schedules import ScheduledQuery, next_due
+from jobqueue.cli.console import ApiUrl, Token, console, err_console, with_client
+from jobqueue.errors import JobNotFoundError, JobQueueError
+from jobqueue.keys import SCHEDULE_ERRORS_FIELD
+from jobqueue.schedules import ScheduledQuery
 from jobqueue.sizes import format_bytes
 
 if TYPE_CHECKING:
@@ -42,31 +42,29 @@ async def _one(client: AsyncJobQueueClient, name: str) -> ScheduledQuery:
 
 
 @app.callback(invoke_without_command=True)
-def list_schedules(ctx: typer.Context) -> None:
+def list_schedules(ctx: typer.Context, api_url: ApiUrl = None, token: Token = None) -> None:
     """Name, cron, group, state, next run and last run of every schedule."""
     if ctx.invoked_subcommand is not None:
         return
 
     async def rows(client: AsyncJobQueueClient) -> tuple[list[list[str]], list[str]]:
-        definitions, errors = await _definitions(client)
-        now, out = datetime.now(UTC), []
-        for name, sq in sorted(definitions.items()):
-            raw = await cast(Awaitable[dict[bytes, bytes]], client.redis.hgetall(client.keys.schedule(name)))
-            state = {k.decode(): v.decode() for k, v in raw.items()}
-            last_job = state.get(ScheduleField.LAST_JOB)
-            last = await client.store.get(last_job) if last_job else None
-            nxt = next_due(sq, now)
-            paused = state.get(ScheduleField.PAUSED) == TRUE
+        listed = await client.schedules()
+        out = []
+        for sq in listed.schedules:
+            last = None
+            if sq.last_job:
+                with contextlib.suppress(JobNotFoundError):  # expired, or (over the API) not the token's to see
+                    last = await client.get_job(sq.last_job)
             out.append([
-                name, f"{sq.schedule} ({sq.timezone})", sq.resource_group,
-                "paused" if paused else "enabled" if sq.enabled else "disabled",
-                nxt.isoformat(timespec="minutes") if nxt else "-",
-                f"{last.status.value} ({state.get(ScheduleField.LAST_DUE, '')[:16]})" if last else "-",
-                state.get(ScheduleField.LAST_REASON, "-"),
+                sq.name, f"{sq.schedule} ({sq.timezone})", sq.resource_group,
+                "paused" if sq.paused else "enabled" if sq.enabled else "disabled",
+                sq.next_due.isoformat(timespec="minutes") if sq.next_due else "-",
+                f"{last.status.value} ({(sq.last_due or '')[:16]})" if last else "-",
+                sq.last_reason or "-",
             ])
-        return out, errors
+        return out, listed.errors
 
-    table_rows, errors = with_client(rows)
+    table_rows, errors = with_client(rows, api_url, token)
     if not table_rows and not errors:
         console.print(
             "no schedules: add one to a YAML file named by JOBQUEUE_SCHEDULES_PATH (`schedules: [{name, schedule, "
@@ -106,28 +104,28 @@ def list_runs(name: NameArg, limit: Annotated[int, typer.Option(min=1, help="How
     console.print(table)
 
 
-def _flag(name: str, field: ScheduleField, value: str, done: str) -> None:
-    async def set_flag(client: AsyncJobQueueClient) -> Any:
-        await _one(client, name)
-        await cast(Awaitable[int], client.redis.hset(client.keys.schedule(name), field, value))
+def _act(name: str, action: str, done: str, api_url: str | None, token: str | None) -> None:
+    async def act(client: AsyncJobQueueClient) -> Any:
+        return await {"run": client.run_schedule, "pause": client.pause_schedule,
+                      "resume": client.resume_schedule}[action](name)
 
-    with_client(set_flag)
+    with_client(act, api_url, token)
     console.print(done)
 
 
 @app.command("run")
-def run_now(name: NameArg) -> None:
+def run_now(name: NameArg, api_url: ApiUrl = None, token: Token = None) -> None:
     """Trigger a run now (the manager submits it on its next tick)."""
-    _flag(name, ScheduleField.RUN_REQUESTED, datetime.now(UTC).isoformat(), f"requested a run of {name}")
+    _act(name, "run", f"requested a run of {name}", api_url, token)
 
 
 @app.command("pause")
-def pause(name: NameArg) -> None:
+def pause(name: NameArg, api_url: ApiUrl = None, token: Token = None) -> None:
     """Stop firing until resumed; due times while paused are not caught up."""
-    _flag(name, ScheduleField.PAUSED, TRUE, f"paused {name}")
+    _act(name, "pause", f"paused {name}", api_url, token)
 
 
 @app.command("resume")
-def resume(name: NameArg) -> None:
+def resume(name: NameArg, api_url: ApiUrl = None, token: Token = None) -> None:
     """Fire again from the next due time."""
-    _flag(name, ScheduleField.PAUSED, FALSE, f"resumed {name}")
+    _act(name, "resume", f"resumed {name}", api_url, token)

@@ -11,9 +11,6 @@ from rich.table import Table
 from rich.text import Text
 
 from jobqueue.cli.layout import aligned, fits
-from jobqueue.group_status import group_rows
-from jobqueue.keys import Keys
-from jobqueue.redis import connect_redis
 from jobqueue.settings import Settings
 
 
@@ -21,12 +18,13 @@ def _age(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-async def read_status(settings: Settings) -> list[dict[str, Any]]:
-    redis = connect_redis(settings)
-    try:
-        return await group_rows(redis, Keys.for_environment(settings.environment), settings)
-    finally:
-        await redis.aclose()
+async def read_status(settings: Settings, api_url: str | None = None, token: str | None = None
+                      ) -> list[dict[str, Any]]:
+    """Each group's row (`GET /v1/groups`, or Redis in the direct mode), as `jobqueue status --json` prints it."""
+    from jobqueue.client import AsyncJobQueueClient
+
+    async with AsyncJobQueueClient(settings, api_url=api_url, token=token) as client:
+        return [g.model_dump(mode="json") for g in await client.groups()]
 
 
 CAPTION = ("consumers: desired, current (asked for), live (fresh heartbeat), busy (holding a job); "
@@ -86,7 +84,8 @@ def _manager_line(row: dict[str, Any]) -> str:
             "(`jobqueue up`, or `jobqueue manager`)")
 
 
-async def watch_status(settings: Settings, interval: float) -> None:
+async def watch_status(settings: Settings, interval: float, api_url: str | None = None,
+                       token: str | None = None) -> None:
     """Redraw the status table every `interval` seconds until interrupted."""
     import asyncio
 
@@ -96,5 +95,5 @@ async def watch_status(settings: Settings, interval: float) -> None:
 
     with Live(console=console, refresh_per_second=4) as live:
         while True:
-            live.update(render_status(await read_status(settings), console))
+            live.update(render_status(await read_status(settings, api_url, token), console))
             await asyncio.sleep(interval)

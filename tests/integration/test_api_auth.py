@@ -12,6 +12,7 @@ from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
 from jobqueue.keys import Keys
 from jobqueue.redis import connect_redis
+from jobqueue.registry_versions import document_of
 from jobqueue.schedules import ScheduledQuery
 from tests.api_support import bearer, make_token
 
@@ -52,8 +53,10 @@ async def test_auth_matrix(settings, team_view):
     await _publish_schedule(settings)
     sees = SEES_ALL | ({"same_team"} if team_view else set())
     async with AsyncJobQueueClient(settings) as client:
+        await client.registries.apply(client.registry, applied_by="test")  # version 1, as `jobqueue up` does
         job = await _alices_job(client, query_name="shared")
         fresh = {who: await _alices_job(client, query_name=f"victim_{who}") for who in CALLERS}
+        document = document_of(client.registry)  # already current: an admin's apply stores nothing
     with api_in_thread(settings, port=0) as url:
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             for who in CALLERS:
@@ -74,6 +77,10 @@ async def test_auth_matrix(settings, team_view):
                     "cancel_many": await http.post("/v1/jobs/cancel", headers=h,
                                                    json={"query_name": f"victim_{who}"}),
                     "cancel": await http.post(f"/v1/jobs/{fresh[who]}/cancel", headers=h),
+                    "registry": await http.get("/v1/registry", headers=h),
+                    "registry_history": await http.get("/v1/registry/versions", headers=h),
+                    "registry_version": await http.get("/v1/registry/versions/1", headers=h),
+                    "registry_apply": await http.post("/v1/registry", headers=h, json=document),
                 }
                 if who in REFUSED:
                     for name, r in calls.items():
@@ -91,11 +98,13 @@ async def test_auth_matrix(settings, team_view):
                 if who in ("same_team", "other_team"):
                     mine = "bob" if who == "same_team" else "carol"
                     assert set(listed.values()) <= ({mine, "alice"} if allowed_job else {mine}), (who, listed)
-                for name in ("groups", "schedules"):
+                for name in ("groups", "schedules", "registry", "registry_history", "registry_version"):
                     assert calls[name].status_code == 200, (who, name)
                 is_operator = who in ("operator", "admin")
                 for name in ("schedule_run", "schedule_pause", "schedule_resume", "metrics"):
                     assert calls[name].status_code == (200 if is_operator else 403), (who, name, calls[name].text)
+                assert calls["registry_apply"].status_code == (200 if who == "admin" else 403), \
+                    (who, calls["registry_apply"].text)
                 assert calls["cancel_many"].status_code == 200
                 assert calls["cancel_many"].json()["cancelled"] == (1 if allowed_job else 0), who
                 # the fresh job is cancelled already when cancel_many could; cancelling it again is a no-op

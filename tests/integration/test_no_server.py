@@ -23,12 +23,11 @@ def _no_server(settings, tmp_path):
 
 async def test_sdk_without_a_server_fails_before_connecting(settings, tmp_path):
     bare = _no_server(settings, tmp_path)
-    async with AsyncJobQueueClient(bare) as client:
-        with pytest.raises(NoServerError) as info:
-            await client.offline_query(**QUERY)
-        assert client._redis is None  # no connection pool was ever made, so nothing reached 127.0.0.1:6379
+    with pytest.raises(NoServerError) as info:  # the client is not even made: nothing reached 127.0.0.1:6379
+        AsyncJobQueueClient(bare)
     message = str(info.value)
     assert "JOBQUEUE_REDIS_URL" in message and "`jobqueue up`" in message, message
+    assert "JOBQUEUE_API_URL" in message and info.value.variables == ("JOBQUEUE_API_URL", "JOBQUEUE_REDIS_URL")
     assert "6379" not in message
     with pytest.raises(NoServerError):
         connect_redis(bare)

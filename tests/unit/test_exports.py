@@ -5,7 +5,8 @@ import jobqueue
 
 def test_public_names():
     assert sorted(jobqueue.__all__) == sorted([
-        "AmbiguousJobIdError", "AsyncJobHandle", "AsyncJobQueueClient", "ConfigError", "InvalidQueryError",
+        "AmbiguousJobIdError", "AsyncJobHandle", "AsyncJobQueueClient", "AuthenticationError", "ConfigError",
+        "InvalidQueryError",
         "JobCancelledError", "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError",
         "JobRecord",
         "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "RedisUnavailableError", "ResourceRequests",

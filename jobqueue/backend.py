@@ -1,0 +1,94 @@
+"""`JobQueueBackend`: what the SDK's public surface needs from a server, whichever way it is reached.
+
+    client = JobQueueClient()              # picks the backend: `jobqueue.connect.resolve_target`
+    client.backend                         # DirectBackend (Redis and storage: trusted) or HttpBackend (the API)
+
+Two implementations: `jobqueue.direct_backend.DirectBackend` (today's code: Redis and storage, for code inside
+the cluster and tests) and `jobqueue.http_backend.HttpBackend` (httpx against `jobqueue api`, with a token; needs
+nothing else). The client (`jobqueue.client`) and the handles (`jobqueue.handles`) call only this, so they are
+the same in both modes; both raise the same `jobqueue.errors` types with the same texts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from jobqueue.api.wire import (
+        CancelFilter,
+        CancelManyResult,
+        GroupStatus,
+        RegistryApplied,
+        RegistryHistory,
+        RegistryVersionBody,
+        ScheduleAction,
+        ScheduleList,
+    )
+    from jobqueue.job_filter import JobFilter
+    from jobqueue.models import JobRecord
+    from jobqueue.registry import Registry
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """An offline query as the client took it: options checked, the input not yet planned or staged."""
+
+    input: Any  # dict of columns, pandas or polars DataFrame, Arrow table
+    output: list[str]
+    input_times: Any
+    resource_group: str
+    max_retries: int
+    deadline: datetime | None
+    include_input_time: bool
+    submitted_at: datetime
+    owner: str | None  # None: the default (direct: the OS user; HTTP: the token's)
+    team: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    query_name: str | None = None
+    correlation_id: str | None = None
+
+
+class JobQueueBackend(Protocol):
+    @property
+    def server(self) -> str:
+        """Where it talks to, without credentials, for messages."""
+
+    @property
+    def on_embedded_server(self) -> bool:
+        """Whether the server is the embedded one of a local `jobqueue up` (gone, it took its jobs with it)."""
+
+    async def submit(self, query: QueryRequest) -> str:
+        """Plan, stage and enqueue; the new job's id. `InvalidQueryError` before anything is staged."""
+
+    async def resolve_job_id(self, job_id: str) -> str: ...
+
+    async def get_job(self, job_id: str) -> JobRecord: ...
+
+    async def cancel(self, job_id: str, wait: float | None) -> JobRecord: ...
+
+    async def read_result(self, record: JobRecord) -> pa.Table: ...
+
+    async def jobs(self, wanted: JobFilter, limit: int, submitted_after: datetime | None,
+                   submitted_before: datetime | None) -> list[JobRecord]: ...
+
+    async def cancel_many(self, wanted: CancelFilter) -> CancelManyResult: ...
+
+    async def groups(self) -> list[GroupStatus]: ...
+
+    async def schedules(self) -> ScheduleList: ...
+
+    async def schedule_action(self, name: str, action: str) -> ScheduleAction: ...
+
+    async def registry_current(self) -> RegistryVersionBody: ...
+
+    async def registry_history(self) -> RegistryHistory: ...
+
+    async def registry_version(self, ref: str) -> RegistryVersionBody: ...
+
+    async def apply_registry(self, registry: Registry, applied_by: str | None) -> RegistryApplied: ...
+
+    async def aclose(self) -> None: ...

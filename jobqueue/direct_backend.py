@@ -1,0 +1,226 @@
+"""`DirectBackend`: the SDK's surface straight on Redis and storage (`JobQueueBackend`). "Trusted": whoever holds
+the Redis URL may read and change every job, so this mode is for code inside the cluster (the API, the manager's
+schedules) and for tests; users go through the API (`jobqueue.http_backend`). The API's routes call the same
+functions, so both modes answer alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from jobqueue.api.listing import all_jobs, find_jobs
+from jobqueue.api.wire import (
+    CancelFilter,
+    CancelManyResult,
+    GroupStatus,
+    RegistryApplied,
+    RegistryHistory,
+    RegistryVersionBody,
+    ScheduleAction,
+    ScheduleInfo,
+    ScheduleList,
+)
+from jobqueue.attribution import check_attribution, default_owner, new_correlation_id
+from jobqueue.backend import QueryRequest
+from jobqueue.errors import (
+    AmbiguousJobIdError,
+    InvalidQueryError,
+    JobNotFoundError,
+    JobQueueError,
+    JobStateError,
+    RegistryVersionNotFound,
+)
+from jobqueue.group_status import group_rows
+from jobqueue.job_filter import JobFilter
+from jobqueue.jobstore import CancelOutcome
+from jobqueue.keys import TRUE, ScheduleField
+from jobqueue.models import JobRecord, JobStatus
+from jobqueue.registry import Registry
+from jobqueue.schedule_control import published_schedules, request_run, schedule_state, set_paused
+from jobqueue.schedules import next_due
+from jobqueue.wait_observe import wait_reason
+
+if TYPE_CHECKING:
+    from jobqueue.client import AsyncJobQueueClient
+
+_GLOB_SPECIAL = re.compile(r"[\\*?\[\]]")  # escaped in a ZSCAN MATCH pattern
+LIST_SCAN_LIMIT = 100_000  # a direct listing reads this many records at most to fill itself
+SCHEDULE_ACTIONS = {"run": "the manager submits a run at its next tick", "pause": "no runs until resumed",
+                    "resume": "runs again from the next due time"}
+
+
+class DirectBackend:
+    def __init__(self, client: AsyncJobQueueClient) -> None:
+        self.client = client
+
+    @property
+    def server(self) -> str:
+        return self.client.server
+
+    @property
+    def on_embedded_server(self) -> bool:
+        return self.client.on_embedded_server
+
+    async def submit(self, query: QueryRequest) -> str:
+        client = self.client
+        attribution = check_attribution(
+            query.owner if query.owner is not None else default_owner(),
+            query.team if query.team is not None else client.settings.team or None, query.tags, query.query_name,
+            query.correlation_id if query.correlation_id is not None else new_correlation_id())
+        return await client.submit_checked(query, attribution)
+
+    async def resolve_job_id(self, job_id: str) -> str:
+        """The full id of the job `job_id` names: itself, or the one job whose id starts with it (the progress
+        bar shows 8 characters). `AmbiguousJobIdError` lists the jobs a shared prefix matches;
+        `JobNotFoundError` when none does."""
+        client = self.client
+        redis, keys = client.redis, client.keys
+        with client.reaching_redis(f"job {job_id} could not be looked up"):
+            if job_id and await redis.exists(keys.job(job_id)):
+                return job_id
+            pattern = _GLOB_SPECIAL.sub(r"\\\g<0>", job_id) + "*"
+            found: list[str] = sorted({m.decode() async for m, _ in redis.zscan_iter(keys.jobs_index,
+                                                                                    match=pattern)})
+            if len(found) > 1:  # the index outlives expired records: only jobs that still exist count
+                alive = await asyncio.gather(*(redis.exists(keys.job(i)) for i in found))
+                found = [i for i, a in zip(found, alive, strict=True) if a]
+        if not job_id or not found:
+            raise JobNotFoundError(f"no job {job_id!r} in environment {client.settings.environment!r}")
+        if len(found) > 1:
+            raise AmbiguousJobIdError(job_id, found)
+        return found[0]
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        client = self.client
+        job_id = await self.resolve_job_id(job_id)
+        with client.reaching_redis(f"job {job_id}'s status is unknown; it goes on without this client"):
+            record = await client.store.get(job_id)
+            if record is not None and record.status is JobStatus.QUEUED:  # say why it waits
+                record = record.model_copy(update={"wait_reason": await wait_reason(client.redis, client.settings,
+                                                                                    record, time.time())})
+        if record is None:
+            raise JobNotFoundError(f"no job {job_id!r} in environment {client.settings.environment!r}")
+        return record
+
+    async def cancel(self, job_id: str, wait: float | None) -> JobRecord:
+        from jobqueue.handles import AsyncJobHandle
+
+        client = self.client
+        job_id = await self.resolve_job_id(job_id)
+        with client.reaching_redis(f"job {job_id} was not cancelled"):
+            result = await client.store.request_cancel(job_id)
+        if result is CancelOutcome.NO_JOB:
+            raise JobNotFoundError(f"no job {job_id!r} in environment {client.settings.environment!r}")
+        record = await self.get_job(job_id)
+        if result is CancelOutcome.CANCELLED_QUEUED:  # the record, its queue entry and arq job changed in one script
+            await client.storage.discard_job_files(job_id)  # no consumer reads it now
+        elif result is CancelOutcome.STOP_REQUESTED and wait:
+            with contextlib.suppress(TimeoutError, JobQueueError):
+                record = await AsyncJobHandle(job_id, client).wait(timeout=wait, show_progress=False)
+            record = await self.get_job(job_id)
+        elif result is CancelOutcome.ALREADY_FINAL and record.status is not JobStatus.CANCELLED:
+            raise JobStateError(f"job {job_id} is {record.status.value}; it can no longer be cancelled")
+        return record
+
+    async def read_result(self, record: JobRecord) -> pa.Table:
+        from jobqueue.handles import read_result
+
+        assert record.result_uri is not None
+        return await asyncio.to_thread(read_result, self.client.storage, record.job_id, record.result_uri)
+
+    async def jobs(self, wanted: JobFilter, limit: int, submitted_after: datetime | None,
+                   submitted_before: datetime | None, visible: Callable[[JobRecord], bool] = lambda r: True,
+                   cursor: str | None = None, scan_limit: int = LIST_SCAN_LIMIT) -> list[JobRecord]:
+        return (await self.page(wanted, limit, submitted_after, submitted_before, visible, cursor, scan_limit))[0]
+
+    async def page(self, wanted: JobFilter, limit: int, submitted_after: datetime | None,
+                   submitted_before: datetime | None, visible: Callable[[JobRecord], bool] = lambda r: True,
+                   cursor: str | None = None, scan_limit: int = LIST_SCAN_LIMIT) -> tuple[list[JobRecord], str | None]:
+        """Newest first, every condition of `wanted` and `visible`; and the cursor of the next page (the API's)."""
+        client = self.client
+        with client.reaching_redis("the jobs could not be listed"):
+            return await find_jobs(client.store, client.redis, client.keys,
+                                   lambda r: wanted.matches(r) and visible(r), limit, cursor, submitted_after,
+                                   submitted_before, scan_limit)
+
+    async def cancel_many(self, wanted: CancelFilter,
+                          may_cancel: Callable[[JobRecord], bool] = lambda r: True) -> CancelManyResult:
+        """Cancel the queued and running jobs matching every condition (and `may_cancel`)."""
+        client = self.client
+        matches = JobFilter(group=wanted.resource_group, state=wanted.state, owner=wanted.owner, team=wanted.team,
+                            query_name=wanted.query_name, tags=wanted.tags or {}).matches
+        cancelled: list[str] = []
+        with client.reaching_redis("jobs were not cancelled"):
+            async for record in all_jobs(client.store, client.redis, client.keys,
+                                         lambda r: not r.status.is_final and matches(r) and may_cancel(r),
+                                         wanted.submitted_after, wanted.submitted_before):
+                outcome = await client.store.request_cancel(record.job_id)
+                if outcome is CancelOutcome.CANCELLED_QUEUED:
+                    await client.storage.discard_job_files(record.job_id)
+                if outcome in (CancelOutcome.CANCELLED_QUEUED, CancelOutcome.STOP_REQUESTED):
+                    cancelled.append(record.job_id)
+        return CancelManyResult(cancelled=len(cancelled), job_ids=cancelled)
+
+    async def groups(self) -> list[GroupStatus]:
+        client = self.client
+        with client.reaching_redis("the status is unknown"):
+            rows = await group_rows(client.redis, client.keys, client.settings)
+        return [GroupStatus.model_validate(r) for r in rows]
+
+    async def schedules(self) -> ScheduleList:
+        redis, keys = self.client.redis, self.client.keys
+        with self.client.reaching_redis("the schedules are unknown"):
+            published = await published_schedules(redis, keys)
+            now, out = datetime.now(UTC), []
+            for name, sq in sorted(published.definitions.items()):
+                state = await schedule_state(redis, keys, name)
+                out.append(ScheduleInfo(
+                    name=name, schedule=sq.schedule, timezone=sq.timezone, resource_group=sq.resource_group,
+                    enabled=sq.enabled, paused=state.get(ScheduleField.PAUSED) == TRUE, next_due=next_due(sq, now),
+                    last_job=state.get(ScheduleField.LAST_JOB), last_due=state.get(ScheduleField.LAST_DUE),
+                    last_reason=state.get(ScheduleField.LAST_REASON), definition=sq.model_dump(mode="json")))
+        return ScheduleList(schedules=out, errors=published.errors)
+
+    async def schedule_action(self, name: str, action: str) -> ScheduleAction:
+        """Run now, pause or resume; `UnknownScheduleError` names the known schedules."""
+        if action not in SCHEDULE_ACTIONS:
+            raise InvalidQueryError("action", f"must be one of {', '.join(SCHEDULE_ACTIONS)}, got {action!r}")
+        redis, keys = self.client.redis, self.client.keys
+        with self.client.reaching_redis(f"schedule {name} was not changed"):
+            if action == "run":
+                await request_run(redis, keys, name)
+            else:
+                await set_paused(redis, keys, name, paused=action == "pause")
+        return ScheduleAction(name=name, action=action, detail=SCHEDULE_ACTIONS[action])
+
+    async def registry_current(self) -> RegistryVersionBody:
+        current = await self.client.registries.current()
+        if current is None:
+            raise RegistryVersionNotFound("no registry version is stored yet: an admin applies one (`jobqueue "
+                                          "registry apply <file>`, or `jobqueue up` with JOBQUEUE_REGISTRY_PATH)")
+        return RegistryVersionBody.of(current, current.id)
+
+    async def registry_history(self) -> RegistryHistory:
+        store = self.client.registries
+        versions, current = await store.history(), await store.current_id()
+        return RegistryHistory(current=current, versions=[RegistryVersionBody.of(v, current, document=False)
+                                                          for v in versions])
+
+    async def registry_version(self, ref: str) -> RegistryVersionBody:
+        store = self.client.registries
+        return RegistryVersionBody.of(await store.version(ref), await store.current_id())
+
+    async def apply_registry(self, registry: Registry, applied_by: str | None) -> RegistryApplied:
+        applied = await self.client.registries.apply(registry, applied_by=applied_by)
+        return RegistryApplied(created=applied.created, version=RegistryVersionBody.of(applied.version,
+                                                                                       applied.version.id))
+
+    async def aclose(self) -> None:
+        await self.client.close_connections()

@@ -1,0 +1,264 @@
+"""`HttpBackend`: the SDK's surface over the HTTP API (`jobqueue api`), with a bearer token and nothing else: no
+Redis, no storage credentials, no registry file (`JobQueueBackend`). Answers other than success become the
+SDK's own errors, with the API's texts (which are the direct mode's):
+
+    401 AuthenticationError (`.reason`)   403 PermissionDeniedError   404 JobNotFoundError (or the registry's)
+    409 AmbiguousJobIdError / JobStateError   410 ResultGoneError   413, 422 InvalidQueryError (`.field`)
+    429 JobQueueError naming the quota    503 and no answer at all: ApiUnavailableError (wait() waits it out)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import tempfile
+from datetime import datetime
+from typing import Any, NoReturn
+
+import httpx
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+from pydantic import SecretStr
+
+from jobqueue.api.wire import (
+    CancelFilter,
+    CancelManyResult,
+    GroupStatus,
+    JobPage,
+    RegistryApplied,
+    RegistryHistory,
+    RegistryVersionBody,
+    ScheduleAction,
+    ScheduleList,
+)
+from jobqueue.backend import QueryRequest
+from jobqueue.errors import (
+    AmbiguousJobIdError,
+    ApiUnavailableError,
+    AuthenticationError,
+    InvalidQueryError,
+    JobNotFoundError,
+    JobQueueError,
+    JobStateError,
+    PermissionDeniedError,
+    RegistryVersionNotFound,
+    ResultGoneError,
+)
+from jobqueue.inputs import to_arrow
+from jobqueue.job_filter import JobFilter
+from jobqueue.models import JobRecord
+from jobqueue.registry import Registry
+from jobqueue.registry_versions import document_of
+
+ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
+TIMES_COLUMN = "__input_time__"  # the input times travel as a column of the input, taken out by the API
+PAGE = 1000
+SPOOL_BYTES = 64 << 20  # a downloaded result is kept in memory up to this size, then in a temporary file
+_CANDIDATES = re.compile(r"matches \d+ jobs: (.*?)(?: and \d+ more)?; give more characters")
+
+
+class HttpBackend:
+    def __init__(self, url: str, token: SecretStr | None, *, local: bool = False, timeout: float = 60.0) -> None:
+        self.url = url
+        self.local = local
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
+        self._http = httpx.AsyncClient(base_url=url, headers=headers,
+                                       timeout=httpx.Timeout(timeout, connect=10.0))
+
+    def __repr__(self) -> str:
+        return f"<HttpBackend {self.url}>"
+
+    @property
+    def server(self) -> str:
+        return f"the jobqueue API at {self.url}"
+
+    @property
+    def on_embedded_server(self) -> bool:
+        return False  # an API that does not answer may come back; its jobs live in its Redis, not in it
+
+    async def _call(self, method: str, path: str, *, not_found: type[JobQueueError] = JobNotFoundError,
+                    **kw: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kw)
+        except httpx.TransportError as e:
+            raise ApiUnavailableError(f"cannot reach the jobqueue API at {self.url} ({type(e).__name__}: {e}); "
+                                      "check JOBQUEUE_API_URL, or that `jobqueue up` runs") from e
+        if response.is_success:
+            return response
+        _raise(response, self.url, not_found)
+
+    async def submit(self, query: QueryRequest) -> str:
+        if query.owner is not None or query.team is not None:
+            which = "owner" if query.owner is not None else "team"
+            raise InvalidQueryError(which, "is the API token's over HTTP: leave it out (an admin makes a token "
+                                    "for another owner or team with `jobqueue tokens create`)")
+        table = to_arrow(query.input)
+        params: list[tuple[str, str]] = [("output", o) for o in query.output]
+        params += [("resource_group", query.resource_group), ("max_retries", str(query.max_retries)),
+                   ("include_input_time", "true" if query.include_input_time else "false")]
+        if query.input_times is not None:
+            table = table.append_column(TIMES_COLUMN, _times(query.input_times, table.num_rows))
+            params.append(("input_times_column", TIMES_COLUMN))
+        if query.deadline is not None:
+            params.append(("completion_deadline", query.deadline.isoformat()))
+        params += [("tag", f"{k}={v}") for k, v in query.tags.items()]
+        params += [(k, v) for k, v in (("query_name", query.query_name),
+                                       ("correlation_id", query.correlation_id)) if v is not None]
+        body = await asyncio.to_thread(_arrow_stream, table)
+        response = await self._call("POST", "/v1/jobs", params=params, content=body,
+                                    headers={"Content-Type": ARROW_STREAM_TYPE})
+        return JobRecord.model_validate_json(response.content).job_id
+
+    async def resolve_job_id(self, job_id: str) -> str:
+        return (await self.get_job(job_id)).job_id
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        _check_id(job_id)
+        return JobRecord.model_validate_json((await self._call("GET", f"/v1/jobs/{job_id}")).content)
+
+    async def cancel(self, job_id: str, wait: float | None) -> JobRecord:
+        _check_id(job_id)
+        seconds = min(max(wait or 0.0, 0.0), 60.0)  # the API waits at most a minute for a running job to stop
+        response = await self._call("POST", f"/v1/jobs/{job_id}/cancel", params={"wait": seconds},
+                                    timeout=seconds + 30)
+        return JobRecord.model_validate_json(response.content)
+
+    async def read_result(self, record: JobRecord) -> pa.Table:
+        """The result, streamed from `GET /v1/jobs/{id}/result` into memory (or a temporary file past 64 MiB)."""
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as sink:
+            try:
+                async with self._http.stream("GET", f"/v1/jobs/{record.job_id}/result", timeout=None) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        _raise(response, self.url, JobNotFoundError)
+                    async for chunk in response.aiter_bytes(1 << 20):
+                        sink.write(chunk)
+            except httpx.TransportError as e:
+                raise ApiUnavailableError(f"the download of job {record.job_id}'s result from {self.url} broke "
+                                          f"({type(e).__name__}: {e}); read it again") from e
+            sink.seek(0)
+            return await asyncio.to_thread(pq.read_table, sink)
+
+    async def jobs(self, wanted: JobFilter, limit: int, submitted_after: datetime | None,
+                   submitted_before: datetime | None) -> list[JobRecord]:
+        base: list[tuple[str, str]] = [(k, str(v)) for k, v in (
+            ("owner", wanted.owner), ("team", wanted.team), ("state", wanted.state.value if wanted.state else None),
+            ("resource_group", wanted.group), ("query_name", wanted.query_name),
+            ("submitted_after", submitted_after.isoformat() if submitted_after else None),
+            ("submitted_before", submitted_before.isoformat() if submitted_before else None)) if v is not None]
+        base += [("tag", f"{k}={v}") for k, v in wanted.tags.items()]
+        found: list[JobRecord] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            params = [*base, ("limit", str(min(PAGE, limit - len(found))))]
+            if cursor:
+                params.append(("cursor", cursor))
+            page = JobPage.model_validate_json((await self._call("GET", "/v1/jobs", params=params)).content)
+            found += page.jobs
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        return found[:limit]
+
+    async def cancel_many(self, wanted: CancelFilter) -> CancelManyResult:
+        response = await self._call("POST", "/v1/jobs/cancel", json=wanted.model_dump(mode="json",
+                                                                                      exclude_none=True))
+        return CancelManyResult.model_validate_json(response.content)
+
+    async def groups(self) -> list[GroupStatus]:
+        return [GroupStatus.model_validate(g) for g in (await self._call("GET", "/v1/groups")).json()]
+
+    async def schedules(self) -> ScheduleList:
+        return ScheduleList.model_validate_json((await self._call("GET", "/v1/schedules")).content)
+
+    async def schedule_action(self, name: str, action: str) -> ScheduleAction:
+        if action not in ("run", "pause", "resume"):
+            raise InvalidQueryError("action", f"must be one of run, pause, resume, got {action!r}")
+        _check_id(name, "name")
+        response = await self._call("POST", f"/v1/schedules/{name}/{action}", not_found=JobQueueError)
+        return ScheduleAction.model_validate_json(response.content)
+
+    async def registry_current(self) -> RegistryVersionBody:
+        response = await self._call("GET", "/v1/registry", not_found=RegistryVersionNotFound)
+        return RegistryVersionBody.model_validate_json(response.content)
+
+    async def registry_history(self) -> RegistryHistory:
+        return RegistryHistory.model_validate_json((await self._call("GET", "/v1/registry/versions")).content)
+
+    async def registry_version(self, ref: str) -> RegistryVersionBody:
+        _check_id(ref, "version")
+        response = await self._call("GET", f"/v1/registry/versions/{ref}", not_found=RegistryVersionNotFound)
+        return RegistryVersionBody.model_validate_json(response.content)
+
+    async def apply_registry(self, registry: Registry, applied_by: str | None) -> RegistryApplied:
+        """The registry as parsed here (local paths made absolute against its file's directory), as JSON; the
+        API records the token's owner as who applied it."""
+        response = await self._call("POST", "/v1/registry", json=document_of(registry),
+                                    params={"origin": registry.origin})
+        return RegistryApplied.model_validate_json(response.content)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _check_id(value: str, field: str = "job_id") -> None:
+    """A path segment: never a `/` or a dot-segment, which would reach another route."""
+    if not value or "/" in value or value in (".", "..") or "?" in value or "#" in value:
+        raise InvalidQueryError(field, f"{value!r} is not a valid {field}")
+
+
+def _times(values: Any, rows: int) -> pa.Array:
+    from jobqueue.inputs import with_times
+
+    stamped = with_times(pa.table({"_": pa.nulls(rows)}), values, datetime.now().astimezone())
+    return stamped.column("__ts__").combine_chunks()
+
+
+def _arrow_stream(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _conflict(detail: str, field: object) -> JobQueueError:
+    """409: a job id prefix that several jobs share (`field` job_id), else a job state that does not allow it."""
+    m = _CANDIDATES.search(detail)
+    prefix = re.search(r"prefix '([^']*)'", detail)
+    if field == "job_id" and m and prefix:
+        return AmbiguousJobIdError(prefix.group(1), m.group(1).split(", "))
+    return JobStateError(detail)
+
+
+def _raise(response: httpx.Response, url: str, not_found: type[JobQueueError]) -> NoReturn:
+    """The SDK error of an API answer other than success."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    detail = str(body.get("detail") or response.text or response.reason_phrase)
+    field, reason, status = body.get("field"), body.get("reason"), response.status_code
+    if status == 401:
+        raise AuthenticationError(f"the jobqueue API at {url} refused the token ({reason or 'unknown'}): {detail}",
+                                  reason=str(reason or "unknown"))
+    if status == 403:
+        raise PermissionDeniedError(detail)
+    if status == 404:
+        raise not_found(detail)
+    if status == 409:
+        raise _conflict(detail, field)
+    if status == 410:
+        raise ResultGoneError(detail)
+    if status == 413:
+        raise InvalidQueryError("input", detail)
+    if status == 422 and field:
+        prefix_text = f"{field}: "
+        raise InvalidQueryError(str(field), detail[len(prefix_text):] if detail.startswith(prefix_text) else detail)
+    if status == 429:
+        raise JobQueueError(f"over quota: {detail}")
+    if status in (502, 503, 504):
+        raise ApiUnavailableError(f"the jobqueue API at {url} answered {status}: {detail}")
+    raise JobQueueError(f"the jobqueue API at {url} answered {status}: {detail}")
