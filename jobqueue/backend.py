@@ -52,6 +52,21 @@ class QueryRequest:
     correlation_id: str | None = None
 
 
+class FinishWatcher(Protocol):
+    """Blocks until one job is final, without polling: `subscribe()` before reading the record, then `wait(t)`
+    (True: read the record again now). Direct: the job's finish channel (`jobqueue.finish_watch`); HTTP: a long
+    poll of `GET /v1/jobs/{id}?wait=t`."""
+
+    @property
+    def subscribed(self) -> bool: ...
+
+    async def subscribe(self) -> bool: ...
+
+    async def wait(self, timeout: float) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
 class JobQueueBackend(Protocol):
     @property
     def server(self) -> str:
@@ -67,6 +82,9 @@ class JobQueueBackend(Protocol):
     async def resolve_job_id(self, job_id: str) -> str: ...
 
     async def get_job(self, job_id: str) -> JobRecord: ...
+
+    def finish_watcher(self, job_id: str) -> FinishWatcher:
+        """What `wait()` blocks on between two reads of the job's record."""
 
     async def cancel(self, job_id: str, wait: float | None) -> JobRecord: ...
 

@@ -37,6 +37,7 @@ from jobqueue.errors import (
     JobStateError,
     RegistryVersionNotFound,
 )
+from jobqueue.finish_watch import FinishWatch
 from jobqueue.group_status import group_rows
 from jobqueue.job_filter import JobFilter
 from jobqueue.jobstore import CancelOutcome
@@ -75,6 +76,9 @@ class DirectBackend:
             query.team if query.team is not None else client.settings.team or None, query.tags, query.query_name,
             query.correlation_id if query.correlation_id is not None else new_correlation_id())
         return await client.submit_checked(query, attribution)
+
+    def finish_watcher(self, job_id: str) -> FinishWatch:
+        return FinishWatch(self.client.redis, self.client.keys.job_finished(job_id), job_id)
 
     async def resolve_job_id(self, job_id: str) -> str:
         """The full id of the job `job_id` names: itself, or the one job whose id starts with it (the progress

@@ -26,7 +26,6 @@ from jobqueue.errors import (
     RedisUnavailableError,
     ResultGoneError,
 )
-from jobqueue.finish_watch import FinishWatch
 from jobqueue.logs import get_logger
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, WaitReason
 from jobqueue.outage import Outage
@@ -111,7 +110,7 @@ class AsyncJobHandle:
         meanwhile. Except when that Redis is the embedded server of `jobqueue up`: gone, it took the job with it
         (`JobLostError`)."""
         delay, outage, notices = _POLL_MIN, Outage(log, "wait()", every=10.0), WaitNotices()
-        watch = FinishWatch(self._client.redis, self._client.keys.job_finished(self.id), self.id)
+        watch = self._client.backend.finish_watcher(self.id)
         every = self._client.settings.wait_poll_seconds
         if on_update is not None:
             every = min(every, PROGRESS_SECONDS)

@@ -59,6 +59,30 @@ SPOOL_BYTES = 64 << 20  # a downloaded result is kept in memory up to this size,
 _CANDIDATES = re.compile(r"matches \d+ jobs: (.*?)(?: and \d+ more)?; give more characters")
 
 
+LONG_POLL_MAX_SECONDS = 60.0  # the API holds `GET /v1/jobs/{id}?wait=` at most this long
+
+
+class LongPollWatch:
+    """`FinishWatcher` over HTTP: each `wait` is one long poll; no connection is held in between."""
+
+    def __init__(self, backend: HttpBackend, job_id: str) -> None:
+        self._backend = backend
+        self._job_id = job_id
+
+    @property
+    def subscribed(self) -> bool:
+        return True
+
+    async def subscribe(self) -> bool:
+        return True
+
+    async def wait(self, timeout: float) -> bool:
+        return await self._backend.wait_final(self._job_id, timeout)
+
+    async def close(self) -> None:
+        return None
+
+
 class HttpBackend:
     def __init__(self, url: str, token: SecretStr | None, *, local: bool = False, timeout: float = 60.0) -> None:
         self.url = url
@@ -117,6 +141,17 @@ class HttpBackend:
     async def get_job(self, job_id: str) -> JobRecord:
         _check_id(job_id)
         return JobRecord.model_validate_json((await self._call("GET", f"/v1/jobs/{job_id}")).content)
+
+    def finish_watcher(self, job_id: str) -> LongPollWatch:
+        return LongPollWatch(self, job_id)
+
+    async def wait_final(self, job_id: str, timeout: float) -> bool:
+        """Whether the job is final, asking the API to hold its answer up to `timeout` seconds (a long poll: the
+        API answers as soon as the job's finish is published)."""
+        _check_id(job_id)
+        seconds = min(max(timeout, 0.0), LONG_POLL_MAX_SECONDS)
+        response = await self._call("GET", f"/v1/jobs/{job_id}", params={"wait": seconds}, timeout=seconds + 30)
+        return JobRecord.model_validate_json(response.content).status.is_final
 
     async def cancel(self, job_id: str, wait: float | None) -> JobRecord:
         _check_id(job_id)

@@ -21,6 +21,7 @@ from jobqueue.auth.identity import Identity
 from jobqueue.auth.policy import Action
 from jobqueue.direct_backend import DirectBackend
 from jobqueue.errors import AmbiguousJobIdError, JobNotFoundError, JobStateError
+from jobqueue.finish_watch import FinishWatch
 from jobqueue.job_filter import JobFilter
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.storage import is_local, local_path
@@ -65,8 +66,22 @@ async def visible_job(identity: Identity, job_id: str, action: Action, svc: Serv
 
 
 @router.get("/{job_id}", response_model=JobRecord, summary="A job's record (by id or a unique prefix).")
-async def get_job(job_id: str, identity: Caller, svc: Svc) -> JobRecord:
-    return await visible_job(identity, job_id, Action.READ_JOB, svc)
+async def get_job(job_id: str, identity: Caller, svc: Svc, wait: Annotated[float, Query(
+    ge=0, le=60, description="Seconds to hold the answer while the job is not final (a long poll: it is answered "
+    "as soon as the job ends); 0: at once.")] = 0) -> JobRecord:
+    record = await visible_job(identity, job_id, Action.READ_JOB, svc)
+    if wait <= 0 or record.status.is_final:
+        return record
+    watch = FinishWatch(svc.client.redis, svc.client.keys.job_finished(record.job_id), record.job_id)
+    try:
+        if not await watch.subscribe():  # Redis unreachable: answer what was read
+            return record
+        record = await visible_job(identity, record.job_id, Action.READ_JOB, svc)  # a finish before subscribing
+        if not record.status.is_final and await watch.wait(wait):
+            record = await visible_job(identity, record.job_id, Action.READ_JOB, svc)
+    finally:
+        await asyncio.shield(watch.close())
+    return record
 
 
 def links_from(pointer: str) -> dict[str, Any]:

@@ -156,3 +156,25 @@ def test_which_server(tmp_path):
     assert not isinstance(resolve_target(Settings(home=home, redis_url="redis://elsewhere:6379/0")), HttpTarget)
     remote = resolve_target(Settings(home=home, redis_url="redis://x:1/0", api_url="https://jq.example.com/"))
     assert isinstance(remote, HttpTarget) and remote.url == "https://jq.example.com" and remote.token is None
+
+
+async def test_wait_over_http_is_a_long_poll_answered_at_the_finish(settings, served):
+    """wait() over HTTP holds one `GET /v1/jobs/{id}?wait=` open; the API answers it at the job's finish event."""
+    import asyncio
+    import time
+
+    from tests.helpers import eventually
+    from tests.integration.test_wait_events import waiting_clients
+
+    token = await make_token(settings, "alice", Role.USER, "risk")
+    remote_settings = http_settings(settings, served, token).model_copy(update={"wait_poll_seconds": 30.0})
+    async with AsyncJobQueueClient(remote_settings) as remote, AsyncJobQueueClient(settings) as direct:
+        job = await remote.offline_query({"user.id": [1, 2, 3]}, ["user.f0"], TIMES)
+        waiter = asyncio.create_task(job.wait(show_progress=False))
+        await eventually(lambda: waiting_clients(direct.redis, job.id), timeout=10,
+                         what="the API holding wait()'s long poll on the job's finish channel")
+        async with worker_running(settings):
+            record = await asyncio.wait_for(waiter, 30)
+            returned = time.time()
+    assert record.status is JobStatus.SUCCEEDED and record.finished_at is not None
+    assert returned - record.finished_at.timestamp() < 2.0  # the 30 s safety read played no part
