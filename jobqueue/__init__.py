@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         JobNotFoundError,
         JobQueueError,
         JobStateError,
+        QuotaExceededError,
         RedisUnavailableError,
         ResultGoneError,
         SettingsError,
@@ -46,8 +47,8 @@ if TYPE_CHECKING:
 _HOMES = {
     "jobqueue.client": ("AsyncJobQueueClient", "JobQueueClient"),
     "jobqueue.errors": ("AmbiguousJobIdError", "ConfigError", "InvalidQueryError", "JobCancelledError",
-                        "JobFailedError", "JobNotFoundError", "JobQueueError", "JobStateError", "RedisUnavailableError",
-                        "ResultGoneError", "SettingsError"),
+                        "JobFailedError", "JobNotFoundError", "JobQueueError", "JobStateError", "QuotaExceededError",
+                        "RedisUnavailableError", "ResultGoneError", "SettingsError"),
     "jobqueue.handles": ("AsyncJobHandle", "JobHandle", "LocalResult"),
     "jobqueue.models": ("JobRecord", "JobStatus", "PerformanceSummary", "ResourceRequests", "WaitCode", "WaitReason"),
     "jobqueue.schedules": ("ScheduledQuery",),
@@ -58,7 +59,8 @@ __all__ = [
     "AmbiguousJobIdError", "AsyncJobHandle", "AsyncJobQueueClient", "ConfigError", "InvalidQueryError",
     "JobCancelledError", "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError",
     "JobRecord",
-    "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "RedisUnavailableError", "ResourceRequests",
+    "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "QuotaExceededError", "RedisUnavailableError",
+    "ResourceRequests",
     "ResultGoneError", "ScheduledQuery", "Settings", "SettingsError", "WaitCode", "WaitReason", "load_settings",
 ]
 assert sorted(__all__) == sorted(_MODULE_OF)
