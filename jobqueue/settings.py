@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import to_jsonable_python
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from jobqueue.attribution import TeamName
 from jobqueue.errors import NoServerError, SettingsError
@@ -201,7 +201,7 @@ class Settings(BaseSettings):
         description="Most input rows of one job (a quota, refused with `QuotaExceededError`; JOBQUEUE_MAX_INPUT_ROWS "
         "stays the hard limit of every input). 0: no limit.",
     )
-    quota_team_overrides: dict[TeamName, TeamQuota] = Field(
+    quota_team_overrides: Annotated[dict[TeamName, TeamQuota], NoDecode] = Field(
         default_factory=dict,
         description="Per-team quotas, JSON: `{\"risk\": {\"max_queued\": 500, \"max_queued_per_owner\": 50, "
         "\"max_input_rows\": 0}}`. Each key given replaces the default for that team's jobs (0: no limit).",

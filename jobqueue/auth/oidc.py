@@ -215,13 +215,13 @@ class BearerAuthenticator:
 
     async def verify(self, token: str | None) -> Identity | Refusal:
         token = (token or "").strip()
-        if not token or token.startswith(f"{TOKEN_PREFIX}_") or self.oidc is None:
-            if token and self.oidc is None and not token.startswith(f"{TOKEN_PREFIX}_") and token.count(".") == 2:
-                return Refusal(RefusalReason.OIDC_OFF, "this looks like a JWT, but this service accepts only jobqueue "
-                               "API tokens (jq_...): OIDC is off (JOBQUEUE_OIDC_ISSUER is not set)")
-            found = await self.tokens.verify(token)
-            if found.identity is not None:
-                return found.identity
-            failure = found.failure or AuthFailure.UNKNOWN
-            return Refusal(RefusalReason(failure.value), FAILURE_MESSAGES[failure])
-        return await self.oidc.verify(token)
+        if self.oidc is not None and token and not token.startswith(f"{TOKEN_PREFIX}_"):
+            return await self.oidc.verify(token)
+        if self.oidc is None and token.count(".") == 2:
+            return Refusal(RefusalReason.OIDC_OFF, "this looks like a JWT, but this service accepts only jobqueue API "
+                           "tokens (jq_...): OIDC is off (JOBQUEUE_OIDC_ISSUER is not set)")
+        found = await self.tokens.verify(token)
+        if found.identity is not None:
+            return found.identity
+        failure = found.failure or AuthFailure.UNKNOWN
+        return Refusal(RefusalReason(failure.value), FAILURE_MESSAGES[failure])
