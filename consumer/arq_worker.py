@@ -12,11 +12,17 @@ The take also returns the entry's envelope, so that an entry arq would refuse or
 that is not a time, an undecodable or foreign envelope, an enqueue time out of range, a member of
 another environment) is rejected here, once, with its job record failed (`jobqueue.entries`); it
 never reaches arq. Anything arq still fails on unexpectedly is rejected the same way.
+
+An idle worker does not poll its queue every `poll_delay` only: it waits for a wake-up (`wake_on`: a pub/sub
+channel and the message that means "work for you", the SDK's `submitted:<group>` on `<p>events`), or for one
+of its jobs to end (a slot is free for the backlog), and looks at its queue at once; `poll_delay` stays as the
+slow fallback for what no message announces (deferred retries, a message lost while resubscribing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
@@ -44,10 +50,15 @@ return {score, redis.call('GET', KEYS[3])}
 
 
 class JobQueueWorker(Worker):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wake_on: tuple[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._outage = Outage(log, "the consumer")
         self._take_script: AsyncScript | None = None
+        # arq sleeps poll_delay between looks; here the look waits for a wake-up instead, at most that long
+        self._idle_poll, self.poll_delay_s = self.poll_delay_s, 0.0
+        self._wake = asyncio.Event()
+        self._wake_on = (wake_on[0], wake_on[1].encode()) if wake_on else None
+        self._listener: asyncio.Task[None] | None = None
 
     @property
     def _take(self) -> AsyncScript:
@@ -89,12 +100,51 @@ class JobQueueWorker(Worker):
             self.tasks[job_id] = task
 
     async def _poll_iteration(self) -> None:
+        if self._listener is None and self._wake_on is not None:
+            self._listener = asyncio.create_task(self._listen_for_work(*self._wake_on), name="wake-on-submit")
+        self._wake.clear()  # a wake-up from here on makes the next look come at once
         try:
             await super()._poll_iteration()
         except REDIS_UNREACHABLE as e:
             await asyncio.sleep(self._outage.failed(e))
-        else:
-            self._outage.recovered()
+            return
+        self._outage.recovered()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._idle_poll)
+
+    async def _listen_for_work(self, channel: str, message: bytes) -> None:
+        """Wake the poll loop on each `message` on `channel`, for as long as the worker runs. (Re)subscribing
+        wakes it too: what was submitted while there was no subscription is found by that look."""
+        while True:
+            pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                self._wake.set()
+                while True:
+                    got = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    if got is not None and got.get("data") == message:
+                        self._wake.set()
+            except REDIS_UNREACHABLE as e:  # the poll loop reports the outage; polling carries on meanwhile
+                log.debug("wake-up subscription lost; resubscribing", error=str(e))
+                await asyncio.sleep(1.0)
+            except Exception:  # never let the listener die silently: polling still works without it
+                log.warning("wake-up listener failed; resubscribing", exc_info=True)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pubsub.aclose())
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._wake.set()  # a slot is free: take the next queued job now, not at the next poll
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        await super().close()
 
     async def run_job(self, job_id: str, score: int) -> None:
         try:

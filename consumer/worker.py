@@ -25,15 +25,19 @@ from pydantic import ValidationError
 
 from consumer.arq_worker import JobQueueWorker
 from consumer.job import JobRun, PrepareQuery, RunnableQuery
+from consumer.metrics import ConsumerMetrics
 from jobqueue import entries, serializer
 from jobqueue.attribution import log_context
 from jobqueue.clock import Clock, system_clock
+from jobqueue.engine import warm
 from jobqueue.engine.disk_space import reserve_slots, sweep_spill
-from jobqueue.engine.execute import PreparedQuery
+from jobqueue.engine.execute import PreparedQuery, engine_limits
+from jobqueue.engine.resources import container_memory_bytes
 from jobqueue.engine.scan_cache import open_scan_cache
+from jobqueue.engine.warm import InstanceSettings
 from jobqueue.errors import RegistryVersionNotFound
 from jobqueue.jobstore import JobStore
-from jobqueue.keys import ARQ_FUNCTION, Keys
+from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
 from jobqueue.logs import capped, configure_logging, get_logger
 from jobqueue.models import ConsumerInfo, QueryJob
 from jobqueue.ops_server import OpsServer
@@ -74,6 +78,12 @@ class Consumer:
         sweep_spill(settings.spill_root)  # spill directories of killed consumers
         self.disk_slots = reserve_slots(settings, max_jobs)  # its query slots, for sharing the spill volume
         self.scan_cache = open_scan_cache(settings)
+        memory = settings.container_memory_bytes
+        self.metrics = ConsumerMetrics(group, max_jobs, memory if memory is not None else container_memory_bytes()[0],
+                                       settings.spill_root, self.scan_cache)
+        warm.enable()  # each query's DuckDB instance is started ahead, while the consumer waits (`engine.warm`)
+        limits = engine_limits(settings)
+        self.instance_settings = InstanceSettings(limits.memory_limit_bytes, limits.threads, limits.spill_root)
 
     async def registry_for(self, job: QueryJob) -> Registry:
         """The registry a job runs with: the version it pins, from Redis (cached: versions never change), or the
@@ -96,6 +106,7 @@ class Consumer:
     async def startup(self, ctx: dict[str, Any]) -> None:
         structlog.contextvars.bind_contextvars(consumer_id=self.consumer_id, resource_group=self.group)
         await self.publish_presence()
+        warm.SPARES.prepare(self.instance_settings)
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
         log.info("consumer started", queue=self.keys.queue(self.group))
 
@@ -106,6 +117,7 @@ class Consumer:
         if self.scan_cache is not None:
             self.scan_cache.close()
         self.disk_slots.release()
+        await asyncio.to_thread(warm.SPARES.discard)
         log.info("consumer stopped")
 
     def job_id(self, ctx: dict[str, Any]) -> str:
@@ -124,6 +136,7 @@ class Consumer:
         if job_id in self.running:
             self.running.discard(job_id)
             await self.store.release(job_id, self.group)
+        warm.SPARES.prepare(self.instance_settings)  # for the next query, started while none runs
 
     # --- presence ------------------------------------------------------------------------------
     async def publish_presence(self) -> None:
@@ -161,7 +174,7 @@ class Consumer:
 
     # --- the job -------------------------------------------------------------------------------
     async def run(self, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        with structlog.contextvars.bound_contextvars(job_id=job_id):
+        with structlog.contextvars.bound_contextvars(job_id=job_id), self.metrics.running_job(job_id):
             try:
                 job = await self._validate(job_id, payload)
                 if job is None:
@@ -222,6 +235,7 @@ def build_worker(
         job_timeout=settings.job_timeout_seconds,
         keep_result=60,
         poll_delay=settings.consumer_poll_seconds,
+        wake_on=(consumer.keys.events, submitted_event(group)),  # a submission to its group wakes it at once
         job_completion_wait=settings.consumer_drain_seconds,
         health_check_interval=max(1, int(settings.consumer_heartbeat_seconds)),
         on_startup=consumer.startup,
@@ -253,11 +267,9 @@ async def serve(settings: Settings, group: str, max_jobs: int) -> None:
         loop.add_signal_handler(sig, drain)
     watcher = asyncio.create_task(_watch_parent(drain)) if settings.consumer_exit_with_parent else None
     ops = None
-    if settings.consumer_http_port >= 0:  # process metrics (CPU, memory, fds) and probes
-        from prometheus_client import REGISTRY
-
-        ops = OpsServer.from_settings(settings, settings.consumer_http_port, REGISTRY, consumer.healthy, consumer.ready,
-                                     variable="JOBQUEUE_CONSUMER_HTTP_PORT")
+    if settings.consumer_http_port >= 0:  # its metrics (consumer.metrics, and the process's) and probes
+        ops = OpsServer.from_settings(settings, settings.consumer_http_port, consumer.metrics.registry,
+                                      consumer.healthy, consumer.ready, variable="JOBQUEUE_CONSUMER_HTTP_PORT")
         await ops.start()
     try:
         with contextlib.suppress(asyncio.CancelledError):

@@ -25,6 +25,7 @@ from jobqueue.errors import (
     RedisUnavailableError,
     ResultGoneError,
 )
+from jobqueue.finish_watch import FinishWatch
 from jobqueue.logs import get_logger
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, WaitReason
 from jobqueue.outage import Outage
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
     from jobqueue.client import AsyncJobQueueClient
     from jobqueue.sync import LoopThread
 
-_POLL_MIN, _POLL_MAX = 0.05, 0.5
+_POLL_MIN, _POLL_MAX = 0.05, 0.5  # without a finish subscription (Redis unreachable): backoff
+PROGRESS_SECONDS = 0.5  # how often a progress bar is redrawn
 log = get_logger("jobqueue.sdk")
 
 
@@ -100,41 +102,57 @@ class AsyncJobHandle:
 
     async def _poll(self, deadline: float | None, on_update: Callable[[JobRecord], None] | None,
                     tell: Callable[[WaitReason], None]) -> JobRecord:
-        """Poll the record with backoff; `tell` why the job waits (`WaitNotices`: when that needs telling). A lost
-        Redis connection is waited out (until the deadline): the job lives in Redis and in the consumers, not in
-        this process, so it goes on meanwhile. Except when that Redis is the embedded server of `jobqueue up`:
-        gone, it took the job with it (`JobLostError`)."""
+        """Read the record until it is final, blocking in between on the job's finish event (`FinishWatch`): read
+        again when it comes, when a progress bar is due a redraw (every `PROGRESS_SECONDS`), and at the latest every
+        JOBQUEUE_WAIT_POLL_SECONDS (a missed event). Without a subscription (Redis unreachable) it polls with backoff.
+        `tell` why the job waits (`WaitNotices`: when that needs telling). A lost Redis connection is waited out
+        (until the deadline): the job lives in Redis and in the consumers, not in this process, so it goes on
+        meanwhile. Except when that Redis is the embedded server of `jobqueue up`: gone, it took the job with it
+        (`JobLostError`)."""
         delay, outage, notices = _POLL_MIN, Outage(log, "wait()", every=10.0), WaitNotices()
-        while True:
-            try:
-                record = await self.record()
-            except RedisUnavailableError as e:
-                if self._client.on_embedded_server:  # nothing to wait for: that server kept the job in memory only
-                    raise JobLostError(
-                        f"job {self.id} is lost: the embedded server of `jobqueue up` ({self._client.server}) is "
-                        "gone, and it keeps no jobs once it stops. Start `jobqueue up` again and submit the query "
-                        "again (call `offline_query` once more)"
-                    ) from e
+        watch = FinishWatch(self._client.redis, self._client.keys.job_finished(self.id), self.id)
+        every = self._client.settings.wait_poll_seconds
+        if on_update is not None:
+            every = min(every, PROGRESS_SECONDS)
+        try:
+            while True:
+                await watch.subscribe()  # before the read: a finish after it is then not missed
+                try:
+                    record = await self.record()
+                except RedisUnavailableError as e:
+                    if self._client.on_embedded_server:  # nothing to wait for: that server kept the job in memory
+                        raise JobLostError(
+                            f"job {self.id} is lost: the embedded server of `jobqueue up` ({self._client.server}) "
+                            "is gone, and it keeps no jobs once it stops. Start `jobqueue up` again and submit the "
+                            "query again (call `offline_query` once more)"
+                        ) from e
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+                    await watch.close()
+                    await _sleep_before(deadline, outage.failed(e, job_id=self.id))
+                    continue
+                outage.recovered(job_id=self.id)
+                if on_update:
+                    on_update(record)
+                if record.status.is_final:
+                    return record
+                reason = record.wait_reason
+                if notices.due(reason, time.monotonic()) and reason is not None:
+                    tell(reason)
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                await _sleep_before(deadline, outage.failed(e, job_id=self.id))
-                continue
-            outage.recovered(job_id=self.id)
-            if on_update:
-                on_update(record)
-            if record.status.is_final:
-                return record
-            reason = record.wait_reason
-            if notices.due(reason, time.monotonic()) and reason is not None:
-                tell(reason)
-            if deadline is not None and time.monotonic() >= deadline:
-                why = f": {reason.message}" if reason else ""
-                raise TimeoutError(f"job {self.id} is still {record.status.value} after the timeout{why}")
-            await _sleep_before(deadline, delay)
-            delay = min(delay * 1.5, _POLL_MAX)
+                    why = f": {reason.message}" if reason else ""
+                    raise TimeoutError(f"job {self.id} is still {record.status.value} after the timeout{why}")
+                if watch.subscribed:
+                    await watch.wait(every if deadline is None else max(0.0, min(every, deadline - time.monotonic())))
+                else:
+                    await _sleep_before(deadline, delay)
+                    delay = min(delay * 1.5, _POLL_MAX)
+        finally:
+            await asyncio.shield(watch.close())
 
     async def to_arrow(self) -> pa.Table:
-        record = await self.record()
+        # a final record never changes again: the one `wait()` returned saves reading it once more
+        record = self._record if self._record is not None and self._record.status.is_final else await self.record()
         if record.status is not JobStatus.SUCCEEDED or not record.result_uri:
             _check_final(record)
             raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")

@@ -90,8 +90,7 @@ def _encode(value: Any) -> str:
 class JobStore:
     """The I/O for job records, and the only writer of job state: the record, its queue entry and arq job,
     the running entry and heartbeat, deadlines, the jobs index, OOM kills, the counters and the active-jobs counts of
-    the quotas. Holds no state
-    beyond its Redis client, key layout and clock."""
+    the quotas. Holds no state beyond its Redis client, key layout and clock."""
 
     def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int, clock: Clock = system_clock) -> None:
         self.redis = redis
@@ -186,7 +185,8 @@ class JobStore:
     ) -> int:
         """Set `status=new` (and `fields`) only if the status is in `allowed` (and, with `owner`,
         the job belongs to that consumer). With `release=<group>` the job's running entry and
-        heartbeat go in the same round trip. Returns 1 applied, 0 not applied, -1 no record."""
+        heartbeat go in the same round trip. A final `new` is published on the job's finished channel by the same
+        script (`wait()` blocks on it). Returns 1 applied, 0 not applied, -1 no record."""
         counts = [*transition_counts(new), *(extra_counts or [])]
         pairs: list[str] = []
         for name, value in fields.items():
@@ -201,7 +201,7 @@ class JobStore:
             pairs += [name, _encode(value)]
         args: list[str] = [
             NAMES, ",".join(s.value for s in allowed), new.value, job_id, _encode(owner) if owner else "",
-            "1" if new.is_final else "0", json.dumps(counts), *pairs,
+            "1" if new.is_final else "0", json.dumps(counts), self.keys.job_finished(job_id), *pairs,
         ]
         keys = [self.keys.job(job_id), self.keys.deadlines, self.keys.counters, self.keys.active_jobs]
         if release:
@@ -335,7 +335,7 @@ class JobStore:
                 keys=[key, self.keys.counters, self.keys.deadlines, self.keys.queue(group), self.keys.arq_job(job_id),
                       self.keys.active_jobs],
                 args=[NAMES, _encode(self.clock()), job_id, self.keys.arq_id(job_id), stored, JobStatus.QUEUED.value,
-                      JobStatus.RUNNING.value, JobStatus.CANCELLED.value, counts],
+                      JobStatus.RUNNING.value, JobStatus.CANCELLED.value, counts, self.keys.job_finished(job_id)],
             ))
             if reply != RECORD_REPLACED:
                 return CancelOutcome(reply)

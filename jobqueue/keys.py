@@ -32,7 +32,10 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>registry-versions        hash version number -> JSON `RegistryVersion` (jobqueue.registry_versions): every
                                 applied feature registry, immutable, never expired
     <p>registry-current         string: the id (`<number>-<hash>`) of the version the SDK plans new jobs against
-    <p>events                   pub/sub channel: `submitted:<group>` (`submitted_event`) wakes the manager early
+    <p>events                   pub/sub channel: `submitted:<group>` (`submitted_event`) wakes the manager early,
+                                and the idle consumers of that group
+    <p>finished:<id>            pub/sub channel: the job's new status, published by the transition that made it
+                                final (`JobStore`), in the same script; `wait()` blocks on it
 
 arq keeps its own per-job keys (`arq:job:<arq id>`, `arq:in-progress:<arq id>`, `arq:retry:<arq id>`,
 `arq:result:<arq id>`), outside our prefix. So that environments sharing a Redis never share them, arq
@@ -347,6 +350,7 @@ class Keys:
     schedule = _Named("schedule")  # per schedule name
     schedule_runs = _Named("schedule-runs")  # per schedule name
     token = _Named("token")  # per API token id
+    job_finished = _Named("finished")  # pub/sub channel per job id: its final status, once
 
     # keys without a variable part
     deadlines = _Fixed("deadlines")  # zset: job id -> completion deadline (ms)

@@ -1,7 +1,7 @@
 """A small HTTP server for operators: `/metrics` (Prometheus), `/healthz` (liveness), `/readyz`.
 
 Runs in the process's event loop, so a stuck loop fails `/healthz` the way it should. Used by
-the manager and, when `JOBQUEUE_CONSUMER_HTTP_PORT` is set, by consumers.
+the manager and by consumers (unless `JOBQUEUE_CONSUMER_HTTP_PORT` is -1).
 
 Exposure: it binds `JOBQUEUE_HTTP_HOST` (loopback unless set; the chart and the Kubernetes
 backend set `0.0.0.0`), answers only GET and HEAD (anything else: 405), and holds at most
@@ -84,6 +84,7 @@ class OpsServer:
                 raise
             raise port_in_use(self.variable, self.host, self.port) from None
         log.info("ops server listening", host=self.host, port=self.bound_port,
+                 url=f"http://{self.host}:{self.bound_port}/metrics",
                  paths=["/metrics", "/healthz", "/readyz"], max_connections=self.max_connections)
 
     async def stop(self) -> None:

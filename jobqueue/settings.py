@@ -172,6 +172,11 @@ class Settings(BaseSettings):
         default=8 << 30, ge=1, description="Largest query input the SDK accepts, in Arrow bytes (e.g. `8GiB`); a "
         "bigger one is refused at submit.",
     )
+    wait_poll_seconds: float = Field(
+        default=2.0, gt=0, description="`wait()` blocks on the job's finish event (Redis pub/sub) and reads the "
+        "record again at the latest after this long: the safety net for a missed event (a Redis restart, a "
+        "consumer of a version that does not publish it).",
+    )
     team: str = Field(
         default="", pattern=r"^$|^[a-z0-9][a-z0-9_-]{0,62}$",
         description="The team the SDK records on the jobs it submits when `offline_query(team=...)` is not given "
@@ -266,11 +271,15 @@ class Settings(BaseSettings):
         "share a cache and a restarted one finds its warm cache.",
     )
     consumer_http_port: int = Field(
-        default=-1, ge=-1, le=65535,
-        description="Consumer port for /metrics (process metrics), /healthz, /readyz; -1: off (the "
-        "local backend runs several consumers per machine), set it on Kubernetes.",
+        default=0, ge=-1, le=65535,
+        description="Consumer port for /metrics (`jobqueue_consumer_*` and process metrics), /healthz, /readyz. "
+        "0: any free port, logged at start as `ops server listening` with its `url` (the local backend always "
+        "gives its consumers free ports: several run on one machine); -1: off. The Kubernetes backend sets 8080.",
     )
-    consumer_poll_seconds: float = Field(default=0.2, gt=0, description="How often an idle consumer polls.")
+    consumer_poll_seconds: float = Field(
+        default=0.2, gt=0, description="How often an idle consumer looks at its queue when nothing wakes it (a "
+        "submission to its group wakes it at once; this catches deferred retries and missed wake-ups).",
+    )
     consumer_heartbeat_seconds: float = Field(
         default=2.0, gt=0, description="How often a consumer publishes its presence and busy jobs."
     )
@@ -338,6 +347,26 @@ class Settings(BaseSettings):
     http_request_timeout_seconds: float = Field(
         default=10.0, gt=0, description="A client of those endpoints has this long to send its request, and as "
         "long again to take the answer; a slower or idle connection is dropped.",
+    )
+    api_host: str = Field(
+        default="127.0.0.1", min_length=1,
+        description="Address `jobqueue api` (and the API `jobqueue up` starts) binds: loopback by default; "
+        "`0.0.0.0` behind a Kubernetes Service.",
+    )
+    api_port: int = Field(
+        default=8080, ge=0, le=65535,
+        description="Port of `jobqueue api` (0: any free port). `jobqueue up` uses it when it is free, else any "
+        "free port, and writes the URL to `<home>/api.url`.",
+    )
+    api_max_body_bytes: ByteSize = Field(
+        default=1 << 30, ge=1,
+        description="Largest request body the API accepts (a query's Arrow or Parquet input), e.g. `256MiB`; a "
+        "bigger one is answered 413 naming this limit.",
+    )
+    api_list_scan_limit: int = Field(
+        default=10_000, ge=100,
+        description="Most job records one `GET /v1/jobs` page reads to fill itself; a page that stops there "
+        "returns a cursor to go on from.",
     )
     scale_down_stabilization_seconds: float = Field(
         default=30.0,
@@ -492,6 +521,11 @@ class Settings(BaseSettings):
     @property
     def embedded_redis_url_file(self) -> Path:
         return self.home / "redis.url"
+
+    @property
+    def api_url_file(self) -> Path:
+        """Where `jobqueue up` records the URL of the API it started (next to `redis.url`)."""
+        return self.home / "api.url"
 
     def to_env(self) -> dict[str, str]:
         """These settings as `JOBQUEUE_*` variables, for child processes (Redis URL resolved)."""

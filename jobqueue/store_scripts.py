@@ -62,7 +62,8 @@ end
 # consumer, also KEYS[5] its group's running hash and KEYS[6] its heartbeat, from which it is removed.
 # ARGV[1] names; ARGV[2] comma-separated allowed current states; ARGV[3] new state; ARGV[4] job id;
 # ARGV[5] required consumer_id, JSON ('' for any); ARGV[6] '1' when the new state is final; ARGV[7] the counts (see
-# `count`); ARGV[8..] field/value pairs. One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
+# `count`); ARGV[8] the job's finished channel, told the new state when it is final; ARGV[9..] field/value pairs.
+# One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
 TRANSITION = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + """
 local cur = redis.call('HGET', KEYS[1], N.status)
 if not cur then return -1 end
@@ -71,14 +72,15 @@ for s in string.gmatch(ARGV[2], '[^,]+') do
   if s == cur then
     redis.call('HSET', KEYS[1], N.status, ARGV[3])
     count(KEYS[3], KEYS[1], ARGV[7])
-    for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-    if ARGV[6] == '1' then
-      redis.call('ZREM', KEYS[2], ARGV[4])
-      release_active(KEYS[4], KEYS[1])
-    end
+    for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
     if #KEYS == 6 then
       redis.call('HDEL', KEYS[5], ARGV[4])
       redis.call('DEL', KEYS[6])
+    end
+    if ARGV[6] == '1' then
+      redis.call('ZREM', KEYS[2], ARGV[4])
+      release_active(KEYS[4], KEYS[1])
+      redis.call('PUBLISH', ARGV[8], ARGV[3])
     end
     return 1
   end
@@ -105,8 +107,9 @@ return {1, attempts, redis.call('HGET', KEYS[1], N.errors) or '[]'}
 # KEYS[1] job hash, KEYS[2] counters, KEYS[3] deadlines, KEYS[4] the job's queue, KEYS[5] its arq job, KEYS[6] active
 # jobs. ARGV[1] names,
 # ARGV[2] finished_at JSON, ARGV[3] job id, ARGV[4] arq id, ARGV[5] the job's resource_group as stored (JSON),
-# ARGV[6] queued, ARGV[7] running, ARGV[8] cancelled, ARGV[9] the counts.
-# Replies with a `jobstore.CancelOutcome`: queued -> cancelled, out of its queue, deadlines and arq (1); running ->
+# ARGV[6] queued, ARGV[7] running, ARGV[8] cancelled, ARGV[9] the counts, ARGV[10] the job's finished channel.
+# Replies with a `jobstore.CancelOutcome`: queued -> cancelled (told on its finished channel), out of its queue,
+# deadlines and arq (1); running ->
 # cancel_requested (2); else 0; none -1; or -2 (RECORD_REPLACED) when the record's group is not ARGV[5] (it was replaced
 # since it was read: read it again).
 REQUEST_CANCEL = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + """
@@ -120,6 +123,7 @@ if cur == ARGV[6] then
   redis.call('ZREM', KEYS[3], ARGV[3])
   redis.call('ZREM', KEYS[4], ARGV[4])
   redis.call('DEL', KEYS[5])
+  redis.call('PUBLISH', ARGV[10], ARGV[8])
   return 1
 end
 if cur == ARGV[7] then

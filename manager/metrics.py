@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -44,6 +45,43 @@ COUNTER_METRICS: dict[CounterName, tuple[str, str, tuple[str, str] | None]] = {
     CounterName.OOM_KILLS: ("jobqueue_consumer_oom_kills", "Consumers the kernel killed for memory (their memory "
                         "cgroup's OOM killer; Kubernetes: OOMKilled).", None),
 }
+
+
+class BackendErrorKind(StrEnum):
+    """The `kind` label of `jobqueue_backend_errors_total`: a closed set, each with a sample from the start."""
+
+    UNREACHABLE = "unreachable"
+    API = "api"
+    INVALID = "invalid"
+    OS = "os"
+    OTHER = "other"
+
+    @property
+    def doc(self) -> str:
+        return _KIND_DOCS[self]
+
+
+_KIND_DOCS = {
+    BackendErrorKind.UNREACHABLE: "the backend's API did not answer (timeout, connection)",
+    BackendErrorKind.API: "it answered with an error status (e.g. Kubernetes 403, 409, 422)",
+    BackendErrorKind.INVALID: "an object could not be rendered from the group's config",
+    BackendErrorKind.OS: "the operating system refused (local backend: starting a process, a cgroup)",
+    BackendErrorKind.OTHER: "anything else (see the manager's log)",
+}
+
+
+def backend_error_kind(error: BaseException) -> BackendErrorKind:
+    """The kind of a failed backend call. Duck-typed, so that only `manager.backends.kubernetes` imports the
+    Kubernetes client: its `ApiException` carries an integer `status`, its transport errors come from aiohttp."""
+    if isinstance(error, TimeoutError | ConnectionError) or type(error).__module__.split(".")[0] == "aiohttp":
+        return BackendErrorKind.UNREACHABLE
+    if isinstance(getattr(error, "status", None), int):
+        return BackendErrorKind.API
+    if isinstance(error, ValueError):
+        return BackendErrorKind.INVALID
+    if isinstance(error, OSError):
+        return BackendErrorKind.OS
+    return BackendErrorKind.OTHER
 
 
 def _counter_families() -> dict[CounterName, CounterMetricFamily]:
@@ -226,8 +264,9 @@ class ManagerMetrics:
                               "Redis was unreachable (or before the first tick).", registry=r)
         self.decisions = Counter("jobqueue_scale_decisions", "Scaling actions taken.", ["direction", "reason"],
                                  registry=r)
-        self.backend_errors = Counter("jobqueue_backend_errors", "Failed backend calls.", ["backend", "kind"],
-                                      registry=r)
+        self.backend_errors = Counter("jobqueue_backend_errors", "Failed backend calls, by kind: "
+                                      + "; ".join(f"{k.value}: {k.doc}" for k in BackendErrorKind) + ".",
+                                      ["backend", "kind"], registry=r)
         self.gc_removed = Counter("jobqueue_gc_removed", "Items the garbage collector removed, by kind (staged_input, "
                                   "result, result_folder, jobs_index, deadlines, schedule_runs).", ["kind"], registry=r)
         self.groups = GroupGauges()
@@ -250,6 +289,14 @@ class ManagerMetrics:
         )
         if decision.replicas != current:
             self.decisions.labels(decision.direction, decision.reason).inc()
+
+    def serve_backend(self, backend: str) -> None:
+        """Give `backend`'s error counter a sample at 0 for every kind, so that `increase()` sees the first one."""
+        for kind in BackendErrorKind:
+            self.backend_errors.labels(backend, kind.value)
+
+    def backend_error(self, backend: str, error: BaseException) -> None:
+        self.backend_errors.labels(backend, backend_error_kind(error).value).inc()
 
     def redis_reached(self, up: bool) -> None:
         self.reached.set(1 if up else 0)

@@ -66,6 +66,7 @@ class Reconciler:
         self.scheduler = scheduler
         self.metrics = metrics or ManagerMetrics(settings.metrics_max_teams)
         self.metrics.counters.known_groups = lambda: [*self.groups, *self.config.errors]  # 0 before any event
+        self.metrics.serve_backend(backend.name)
         self.leader = leader or (lambda: True)
         self.last_tick_at = time.monotonic()
         self.metrics.tick_age.set_function(lambda: time.monotonic() - self.last_tick_at)
@@ -231,7 +232,7 @@ class Reconciler:
                 else:
                     await self.backend.retire(name, decision.replicas, obs)
         except Exception as e:
-            self.metrics.backend_errors.labels(self.backend.name, type(e).__name__).inc()
+            self.metrics.backend_error(self.backend.name, e)
             error = capped(f"{type(e).__name__}: {e}")
             decision = self._group_failed(name, error, exc_info=True)
             current = decision.replicas

@@ -45,6 +45,7 @@ def up(
     ] = None,
 ) -> None:
     """Run the manager with the local backend, plus an embedded Redis when none is configured."""
+    from jobqueue.api.server import api_in_thread, recorded_api_url
     from jobqueue.embedded import embedded_redis
     from manager.runner import run_manager
 
@@ -59,7 +60,23 @@ def up(
         if use_embedded:
             url = stack.enter_context(embedded_redis(settings.home))
             settings = settings.model_copy(update={"redis_url": url})
+        api_url = stack.enter_context(api_in_thread(settings, fallback_to_free=True))
+        stack.enter_context(recorded_api_url(settings.api_url_file, api_url))
+        console.print(f"API: {api_url} (OpenAPI: {api_url}/openapi.json; recorded in {settings.api_url_file})",
+                      highlight=False)
         asyncio.run(run_manager(settings))
+
+
+@app.command()
+def api() -> None:
+    """Run the HTTP API (JOBQUEUE_API_HOST:JOBQUEUE_API_PORT) until SIGTERM; stateless, so run as many as needed."""
+    from jobqueue.api.server import serve
+
+    settings = settings_or_exit()
+    configure_logging(settings.log_format, settings.log_level)
+    with fail_cleanly():
+        asyncio.run(check_redis(settings))
+        serve(settings)
 
 
 @app.command()

@@ -118,6 +118,19 @@ def spill_dir_owner(name: str) -> tuple[int, int] | None:
     return None
 
 
+def own_spill_bytes(spill_root: Path) -> int:
+    """Bytes on disk in this process's spill directories under `spill_root`: its running queries' spill now."""
+    own = own_identity()
+    total = 0
+    for path in spill_root.glob("q-*") if spill_root.is_dir() else ():
+        if spill_dir_owner(path.name) == own:
+            for root, _, files in os.walk(path):
+                for name in files:
+                    with contextlib.suppress(OSError):  # the query removes its files as it goes
+                        total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
 def sweep_spill(spill_root: Path) -> list[Path]:
     """Remove the spill directories under `spill_root` whose owning process is gone; returns them."""
     removed = []

@@ -25,6 +25,7 @@ import structlog
 from jobqueue.engine.disk_space import spill_dir_name
 from jobqueue.engine.schema_check import check_source
 from jobqueue.engine.sources import TableSource
+from jobqueue.engine.warm import SPARES, Instance, InstanceSettings, connect
 from jobqueue.plan import QueryPlan, literal, reorder_sql
 from jobqueue.sizes import format_bytes
 
@@ -81,6 +82,7 @@ class QueryRun:
         self.limits = limits
         self.sources = sources  # relation name -> table source
         self.spill_dir = limits.spill_root / spill_dir_name()  # names its process: see disk_space.sweep_spill
+        self._spare: Instance | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._interrupted = False
@@ -126,9 +128,26 @@ class QueryRun:
             for stale in result_path.parent.glob(f".{result_path.name}.*.tmp"):  # from attempts that were killed
                 stale.unlink(missing_ok=True)
         finally:
+            self.discard_spare()
             tmp.unlink(missing_ok=True)
             shutil.rmtree(self.spill_dir, ignore_errors=True)
         return result
+
+    def _instance_settings(self, threads: int, preserve_order: bool) -> InstanceSettings:
+        return InstanceSettings(self.limits.memory_limit_bytes, threads, self.limits.spill_root, preserve_order)
+
+    def take_spare(self) -> None:
+        """Run on the instance this process started ahead (`warm`), if its settings are the first attempt's, in
+        its temp directory. Blocks while it is starting: call it in the query's thread, before `run`."""
+        self._spare = SPARES.take(self._instance_settings(self.limits.threads, True))
+        if self._spare is not None:
+            self.spill_dir = self._spare.spill_dir
+
+    def discard_spare(self) -> None:
+        """Close the spare instance this query took and did not use (it failed before running, or never ran)."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.con.close()
 
     def _retry(self, input_data: pa.Table | str, tmp: Path, first: duckdb.OutOfMemoryException) -> EngineResult:
         threads = retry_threads(self.limits.threads)
@@ -160,18 +179,16 @@ class QueryRun:
     def _attempt(self, input_data: pa.Table | str | None, sql: str, out: Path, threads: int,
                  preserve_order: bool) -> EngineResult:
         """One DuckDB connection running `COPY (sql) TO out`; `input_data=None` reads no input or sources."""
-        con = duckdb.connect(
-            ":memory:",
-            config={
-                "memory_limit": f"{self.limits.memory_limit_bytes}B",
-                "threads": threads,
-                "temp_directory": str(self.spill_dir),
-                "preserve_insertion_order": preserve_order,
-            },
-        )
+        wanted = self._instance_settings(threads, preserve_order)
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.settings == wanted:
+            con = spare.con  # started ahead, for this query alone
+        else:
+            if spare is not None:
+                spare.con.close()
+            con = connect(wanted, self.spill_dir)
         facts: dict[str, dict[str, Any]] = {}
         try:
-            con.execute("SET TimeZone = 'UTC'")
             if self.limits.max_temp_directory_bytes:  # after temp_directory, which resets it
                 con.execute(f"SET max_temp_directory_size = '{self.limits.max_temp_directory_bytes}B'")
             con.execute("SET enable_progress_bar = true")

@@ -108,8 +108,12 @@ class PreparedQuery:
         return self.query_run.progress()
 
     def execute(self, started_at: datetime | None = None) -> QueryOutcome:
-        with self.spill_space():
-            return self._execute(started_at)
+        try:
+            self.query_run.take_spare()  # before the spill reservation, which names the temp directory
+            with self.spill_space():
+                return self._execute(started_at)
+        finally:
+            self.query_run.discard_spare()  # when it never ran
 
     def _execute(self, started_at: datetime | None = None) -> QueryOutcome:
         t0 = time.perf_counter()

@@ -107,6 +107,7 @@ class BlockCache:
         self.used = 0
         self._pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="scan-cache-fetch")
         self.on_close: list[Callable[[], None]] = []  # e.g. releasing its space reservation
+        self.totals = ScanStats()  # every query's reads since the process started (the consumer's metrics)
         self._rebuild()
 
     # --- startup ------------------------------------------------------------------------------------
@@ -126,7 +127,7 @@ class BlockCache:
             self._freq[block_id] = 1
             self.used += block.length
         if self.used > self.capacity:  # the cap was lowered since
-            self._evict_to(int(self.capacity * LOW_WATER))
+            self.totals.add(evictions=self._evict_to(int(self.capacity * LOW_WATER)))
         log.info("scan cache ready", directory=str(self.directory), blocks=len(self._index), used_bytes=self.used,
                  capacity_bytes=self.capacity)
 
@@ -142,7 +143,7 @@ class BlockCache:
         with self._mutex:
             self.capacity = min(self.capacity, capacity)
             if self.used > self.capacity:
-                self._evict_to(int(self.capacity * LOW_WATER))
+                self.totals.add(evictions=self._evict_to(int(self.capacity * LOW_WATER)))
 
     def close(self) -> None:
         for hook in self.on_close:
@@ -151,6 +152,11 @@ class BlockCache:
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
         self._lock_file.close()
+
+    def _count(self, stats: ScanStats, **counts: int) -> None:
+        """Count cache events for the query (`stats`) and for the process (`totals`)."""
+        stats.add(**counts)
+        self.totals.add(**counts)
 
     # --- reads --------------------------------------------------------------------------------------
     def read(self, key: str, size: int, offset: int, length: int, fetch: Callable[[int, int], bytes],
@@ -168,7 +174,7 @@ class BlockCache:
             lo, hi = self._span(index, offset, end)
             at = index * self.block_size + lo - offset
             if self._get_into((key, index), lo, view[at:at + hi - lo]):
-                stats.add(hits=1, bytes_from_cache=hi - lo)
+                self._count(stats, hits=1, bytes_from_cache=hi - lo)
             else:
                 missing.append(index)
         if missing:
@@ -244,7 +250,7 @@ class BlockCache:
             for n, index in enumerate(run):
                 block = data[n * self.block_size:(n + 1) * self.block_size]
                 out[index] = block
-                stats.add(misses=1, bytes_from_remote=len(block))
+                self._count(stats, misses=1, bytes_from_remote=len(block))
                 self._admit(key, index, block, stats)
         return out
 
@@ -260,7 +266,7 @@ class BlockCache:
                     return  # only blocks requested at least as often would make room: not admitted
                 for victim in victims:
                     self._remove(victim)
-                stats.add(evictions=len(victims))
+                self._count(stats, evictions=len(victims))
             self.used += len(data)  # reserved: the cap holds even while the file is written
         path = self.directory / key[:2] / f"{key}.{index}.{len(data)}.{zlib.crc32(data):08x}.blk"
         try:

@@ -3,7 +3,8 @@
 Scale-down is graceful: SIGTERM makes a consumer stop taking jobs and finish the running ones.
 Idle consumers (or ones still starting) are stopped before any other; busy ones never.
 Children drain by themselves if the manager dies (`JOBQUEUE_CONSUMER_EXIT_WITH_PARENT`).
-Each consumer's output goes to `<home>/logs/<consumer_id>.log`.
+Each consumer's output goes to `<home>/logs/<consumer_id>.log`. Each serves its `/metrics` on a free
+loopback port (unless `JOBQUEUE_CONSUMER_HTTP_PORT` is -1), named in its log's `ops server listening` line.
 
 Each consumer runs in a slot of its group (`<group>-<n>`, the lowest one free), passed as
 `JOBQUEUE_CONSUMER_SLOT`: its scan cache lives in `<cache directory>/slot-<slot>`, so consumers on one
@@ -140,6 +141,8 @@ class LocalBackend:
             "JOBQUEUE_CONSUMER_EXIT_WITH_PARENT": "true",
             # the consumer's log file is read back by `jobqueue jobs logs` (JSON lines), whatever the terminal gets
             "JOBQUEUE_LOG_FORMAT": "json",
+            # a free port each (a fixed one would clash): the consumer logs it (`ops server listening`, its `url`)
+            "JOBQUEUE_CONSUMER_HTTP_PORT": "-1" if self.settings.consumer_http_port < 0 else "0",
         }
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{consumer_id}.log", "ab") as out:
@@ -153,7 +156,8 @@ class LocalBackend:
             process = self.memory.start(consumer_id, group, join_cgroup, popen)
         c = LocalConsumer(consumer_id, group.name, process, slot=slot)
         self.consumers[consumer_id] = c
-        log.info("consumer started", consumer_id=consumer_id, group=group.name, pid=process.pid, slot=c.slot_name)
+        log.info("consumer started", consumer_id=consumer_id, group=group.name, pid=process.pid, slot=c.slot_name,
+                 log=str(self.log_dir / f"{consumer_id}.log"))  # its metrics url: its `ops server listening` line
         return c
 
     def pending_oom_kills(self) -> list[OomKill]:

@@ -32,6 +32,10 @@ KUBERNETES = "1.30.0"
 
 @pytest.fixture(scope="session")
 def helm() -> str:
+    return helm_binary()
+
+
+def helm_binary() -> str:
     if os.environ.get("HELM"):
         return os.environ["HELM"]
     out = subprocess.run(["bash", str(ROOT / "tests" / "k8s" / "get-helm.sh")], capture_output=True, text=True,
@@ -54,6 +58,11 @@ def render(helm: str, *values: str, **sets: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
+def named(docs: list[dict], kind: str, name: str) -> dict:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
 @pytest.mark.parametrize("values", EXAMPLES, ids=EXAMPLE_IDS)
 def test_lint_render_and_validate(helm, values):
     lint = run(helm, "lint", "--strict", str(CHART), *sum((["-f", v] for v in values), []))
@@ -65,7 +74,7 @@ def test_lint_render_and_validate(helm, values):
     assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds, "nothing cluster-wide"
     (role,) = [d for d in docs if d["kind"] == "Role"]
     assert not any("secrets" in r["resources"] for r in role["rules"]), "the manager never reads Secrets"
-    (manager,) = [d for d in docs if d["kind"] == "Deployment"]
+    manager = named(docs, "Deployment", "jq-jobqueue-manager")
     pod = manager["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert manager["spec"]["replicas"] == 2 and pod["securityContext"]["runAsNonRoot"] is True
@@ -105,6 +114,21 @@ def test_rendered_groups_are_what_the_manager_loads_and_their_deployments_valida
         assert Settings(table_scan_cache_bytes="200Gi").table_scan_cache_bytes == 200 << 30
         dashboard = [d for d in docs if d["metadata"]["name"].endswith("-dashboard")]
         assert dashboard and "jobqueue_queue_ready_jobs" in dashboard[0]["data"]["jobqueue.json"]
+
+
+def test_pod_monitor_for_the_consumers_behind_a_flag(helm):
+    assert not [d for d in render(helm) if d["kind"] == "PodMonitor"]
+    docs = render(helm, **{"metrics.podMonitor.enabled": "true", "metrics.podMonitor.labels.release": "prom"})
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")]
+    groups = parse_groups(yaml.safe_load(config["data"]["groups.yaml"]), "groups.yaml")
+    settings = Settings(kubernetes_release="jq-jobqueue", kubernetes_namespace="data")
+    for group in groups.values():  # it selects the pods the manager creates, on the port they serve
+        pod = consumer_deployment(group, settings, replicas=1)["spec"]["template"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in pod["spec"]["containers"][0]["ports"]
 
 
 def test_service_monitor_behind_a_flag(helm):
@@ -171,8 +195,7 @@ def test_the_profiler_daemonset_is_opt_in_least_privileged_and_speaks_our_settin
 def test_suspended_stops_the_manager_and_the_profiler_unless_kept(helm, keep, daemonset):
     docs = render(helm, **{"suspended": "true", "profiler.enabled": "true",
                            "profiler.keep_running_when_suspended": keep})
-    (manager,) = [d for d in docs if d["kind"] == "Deployment"]
-    assert manager["spec"]["replicas"] == 0
+    assert named(docs, "Deployment", "jq-jobqueue-manager")["spec"]["replicas"] == 0
     assert bool([d for d in docs if d["kind"] == "DaemonSet"]) is daemonset
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 
+from consumer.metrics import ConsumerMetrics
 from jobqueue import AsyncJobQueueClient, JobFailedError, ResourceRequests
 from jobqueue.groups import load_groups
 from jobqueue.ops_server import OpsServer
@@ -19,6 +21,7 @@ from jobqueue.outage import REDIS_UNREACHABLE
 from jobqueue.redis import connect_redis
 from jobqueue.sample import sample_input, write_sample_store
 from manager.backends.local import LocalBackend
+from manager.metrics import BackendErrorKind
 from manager.reconcile import Reconciler
 from tests.helpers import eventually, free_port, with_groups
 
@@ -66,12 +69,19 @@ def served_names(text: str) -> set[str]:
     return declared | {re.split(r"[{ ]", ln, maxsplit=1)[0] for ln in text.splitlines() if ln and ln[0] != "#"}
 
 
+def consumer_page() -> str:
+    """A consumer's /metrics page (what `consumer.metrics` serves): the dashboard's consumer panels read it."""
+    metrics = ConsumerMetrics("default", 1, 1 << 30, Path("/nonexistent/spill"), scan_cache=None)
+    return generate_latest(metrics.registry).decode()
+
+
 def assert_dashboard_queries_served_metrics(text: str) -> None:
-    served = served_names(text)
+    """Every dashboard query reads metrics that the manager (its page: `text`) or a consumer serves."""
+    served = served_names(text) | served_names(consumer_page())
     for where, expr in dashboard_queries():
         names = metric_names(expr)
         assert names, f"{where}: no metric in {expr!r}"
-        assert names <= served, f"{where}: {expr!r} reads metrics the manager does not serve: {names - served}"
+        assert names <= served, f"{where}: {expr!r} reads metrics no manager or consumer serves: {names - served}"
 
 
 def unit_of(expr: str) -> str:
@@ -103,6 +113,7 @@ def test_every_dashboard_panel_shows_one_unit_the_unit_of_its_queries():
     assert {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in panels} == {t: u[0] for t, u in mixed.items()}
     queried = {name for p in panels for t in p["targets"] for name in metric_names(t["expr"])}
     assert {"jobqueue_consumers_ready", "jobqueue_group_config_error"} <= queried, "panels for readiness and config"
+    assert {"jobqueue_consumer_job_memory_bytes", "jobqueue_consumer_busy_seconds_total"} <= queried, "consumer panels"
 
 
 def metric(text: str, line_start: str) -> float:
@@ -213,6 +224,8 @@ async def test_every_counter_has_a_zero_sample_for_every_group_before_its_first_
         for group in ("one", "two"):
             for event in ("enqueued", "started", "succeeded", "failed", "retried", "cancelled", "expired"):
                 assert metric(page, f'jobqueue_jobs_{event}_total{{group="{group}"}}') == 0
+        for kind in BackendErrorKind:  # a closed set: a sample each from the start
+            assert metric(page, f'jobqueue_backend_errors_total{{backend="local",kind="{kind}"}}') == 0
             for name in ("scan_cache_hits", "scan_cache_misses", "scan_cache_evictions", "spilled_bytes",
                          "consumer_oom_kills"):
                 assert metric(page, f'jobqueue_{name}_total{{group="{group}"}}') == 0

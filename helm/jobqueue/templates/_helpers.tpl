@@ -21,6 +21,23 @@ app.kubernetes.io/instance: {{ include "jobqueue.fullname" . }}
 app.kubernetes.io/component: manager
 {{- end -}}
 
+{{- define "jobqueue.apiSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ include "jobqueue.fullname" . }}
+app.kubernetes.io/component: api
+{{- end -}}
+
+{{/* The labels the manager puts on every consumer pod of this release (manager/backends/kube_objects.py). */}}
+{{- define "jobqueue.consumerSelector" -}}
+jobqueue.io/release: {{ include "jobqueue.fullname" . }}
+app.kubernetes.io/component: consumer
+{{- end -}}
+
+{{/* policy/v1 from Kubernetes 1.21; 1.20 serves only policy/v1beta1 (same fields for what the chart sets). */}}
+{{- define "jobqueue.pdbApiVersion" -}}
+{{- if .Capabilities.APIVersions.Has "policy/v1" -}}policy/v1{{- else -}}policy/v1beta1{{- end -}}
+{{- end -}}
+
 {{- define "jobqueue.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}

@@ -1,0 +1,129 @@
+"""`create_app(settings)`: the FastAPI application, its lifespan and its error answers (all `ErrorBody`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.routing import Match, Route
+
+from jobqueue.api import jobs, operations, submit
+from jobqueue.api.deps import ApiError, ApiMetrics, Services
+from jobqueue.api.wire import ErrorBody
+from jobqueue.auth.tokens import TokenStore
+from jobqueue.client import AsyncJobQueueClient
+from jobqueue.errors import InvalidQueryError, JobStateError, RedisUnavailableError
+from jobqueue.logs import get_logger
+from jobqueue.settings import Settings
+
+log = get_logger("jobqueue.api")
+
+
+def _error(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    """A validation error's location as the name of the field (`max_retries`, `tag[1]`), without `query`/`body`."""
+    parts = [str(p) for p in loc[1:]] if len(loc) > 1 and loc[0] in ("query", "path", "header", "body") else \
+        [str(p) for p in loc]
+    return ".".join(parts) or "request"
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name  # the function's name: `submit`, `get_job` (what OpenAPI links and clients name)
+
+
+async def known_parameters(request: Request) -> None:
+    """A query parameter the route does not take is refused (422 naming it), not ignored: a mistyped filter
+    (`ownr=alice`) must not list or cancel everything, and a client cannot pass what is not its to set (`owner`)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    declared = {p.alias for p in route.dependant.query_params}  # every route declares its own (none in deps)
+    for name in request.query_params:
+        if name not in declared:
+            takes = ", ".join(sorted(declared)) or "none"
+            raise InvalidQueryError(name, f"is not a parameter of {request.method} {route.path}; its parameters: "
+                                    f"{takes}")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API of one environment. The SDK client it submits with records no server-side team: the team of a job
+    is always its token's."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = AsyncJobQueueClient(settings.model_copy(update={"team": ""}))
+        app.state.services = Services(settings, client, TokenStore(client.redis, client.keys),
+                                      ApiMetrics(settings.metrics_max_teams))
+        log.info("api started", environment=settings.environment)
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app = FastAPI(title="jobqueue", version="1", lifespan=lifespan, generate_unique_id_function=_operation_id,
+                  dependencies=[Depends(known_parameters)],
+                  description="Offline feature queries: submit, follow, cancel, download. Every `/v1` call needs "
+                  "`Authorization: Bearer <token>` (`jobqueue tokens create`).")
+    app.include_router(submit.router)
+    app.include_router(jobs.router)
+    app.include_router(operations.router)
+    app.include_router(operations.probes)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError) -> Response:
+        return _error(e.status, ErrorBody(detail=e.detail, field=e.field, reason=e.reason), e.headers)
+
+    @app.exception_handler(InvalidQueryError)
+    async def invalid_query(request: Request, e: InvalidQueryError) -> Response:
+        return _error(422, ErrorBody(detail=str(e), field=e.field, reason="invalid"))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, e: RequestValidationError) -> Response:
+        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
+        field = _field(tuple(first.get("loc", ())))
+        return _error(422, ErrorBody(detail=f"{field}: {first.get('msg', 'invalid')}", field=field,
+                                     reason="invalid"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
+        headers = dict(e.headers or {})
+        if e.status_code == 405:  # Allow: the methods of every route of this path, not only of the first one
+            methods = {m for r in app.router.routes if isinstance(r, Route | APIRoute)
+                       and r.matches(request.scope)[0] is not Match.NONE for m in (r.methods or ())}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return _error(e.status_code, ErrorBody(detail=str(e.detail)), headers)
+
+    @app.exception_handler(JobStateError)
+    async def job_state(request: Request, e: JobStateError) -> Response:
+        return _error(409, ErrorBody(detail=str(e), reason="job_state"))
+
+    async def unreachable(request: Request, e: Exception) -> Response:
+        log.warning("api: redis unreachable", error=str(e), path=request.url.path)
+        return _error(503, ErrorBody(detail=f"the service cannot reach Redis now: {e}", reason="unavailable"))
+
+    kinds: tuple[type[Exception], ...] = (RedisUnavailableError, RedisConnectionError, RedisTimeoutError)
+    for kind in kinds:
+        app.add_exception_handler(kind, unreachable)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        services = getattr(request.app.state, "services", None)
+        if services is not None:
+            template = getattr(route, "path", "unmatched")
+            services.metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        return response
+
+    return app

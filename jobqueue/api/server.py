@@ -1,0 +1,88 @@
+"""Serving the API with uvicorn: in the foreground (`jobqueue api`) or in a thread next to the manager
+(`jobqueue up`, tests). The socket is bound here, so a port of 0 (any free one) is known before it serves."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from jobqueue.api.app import create_app
+from jobqueue.errors import SettingsError
+from jobqueue.settings import Settings
+
+START_TIMEOUT = 30.0
+
+
+def bind(host: str, port: int, fallback_to_free: bool = False) -> socket.socket:
+    """A listening socket on (host, port); with `fallback_to_free`, any free port when that one is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        if not fallback_to_free or port == 0:
+            sock.close()
+            raise SettingsError(f"the API cannot listen on {host}:{port} ({e.strerror}); set JOBQUEUE_API_PORT to a "
+                                "free port (0: any)", ("JOBQUEUE_API_PORT", "JOBQUEUE_API_HOST")) from None
+        sock.bind((host, 0))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _server(settings: Settings) -> uvicorn.Server:
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=10)
+    return uvicorn.Server(config)
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM (`jobqueue api`)."""
+    sock = bind(settings.api_host, settings.api_port)
+    _server(settings).run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def api_in_thread(settings: Settings, port: int | None = None, fallback_to_free: bool = False) -> Iterator[str]:
+    """The API served from a thread of this process while the block runs; yields its URL."""
+    sock = bind(settings.api_host, settings.api_port if port is None else port, fallback_to_free)
+    server = _server(settings)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="jobqueue-api", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not server.started:  # uvicorn has no start event: its flag, checked until it is up or gone
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start (see the log above)")
+            time.sleep(0.01)
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=START_TIMEOUT)
+        sock.close()
+
+
+@contextlib.contextmanager
+def recorded_api_url(path: Path, url: str) -> Iterator[None]:
+    """`url` written to `path` (`<home>/api.url`, next to `redis.url`) while the block runs, for clients on this
+    machine; removed after unless another instance has written its own since."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(url + "\n")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_text().strip() == url:
+                path.unlink()

@@ -1,0 +1,114 @@
+"""`POST /v1/jobs`: submit an offline query. The body is the input, an Arrow IPC stream or a Parquet file
+(`Content-Type` says which); everything else is a query parameter, so that any HTTP client (curl) can submit:
+
+    curl -X POST "$URL/v1/jobs?output=user.f0&output=user.f1&tag=project=churn" \\
+         -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/vnd.apache.parquet" \\
+         --data-binary @input.parquet
+
+The owner and team are the token's, never the client's. The API checks and stages the input exactly as the SDK
+does (`AsyncJobQueueClient.offline_query`: the same `InvalidQueryError` texts, as 422 naming the field), and only
+the small job payload goes through Redis. Quotas (429) are not enforced yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import datetime
+from typing import Annotated, Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Query, Request
+
+from jobqueue.api.deps import ApiError, Caller, Svc, allow, audit
+from jobqueue.api.jobs import TagText, links_from, parse_tags
+from jobqueue.api.responses import ARROW_STREAM_TYPE, ERRORS, INPUT_TYPES, PARQUET_TYPE, SUBMIT_ERRORS
+from jobqueue.auth.policy import Action
+from jobqueue.errors import InvalidQueryError
+from jobqueue.handles import AsyncJobHandle
+from jobqueue.models import JobRecord, ResourceRequests
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={**ERRORS, **SUBMIT_ERRORS})
+
+BODY = {"required": True, "description": "The query input: an Arrow IPC stream or a Parquet file with the primary "
+        "key of every output namespace (columns `namespace.feature`).",
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in INPUT_TYPES}}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to be over `limit` bytes."""
+    too_big = ApiError(413, f"the request body is over JOBQUEUE_API_MAX_BODY_BYTES={limit} bytes; split the input "
+                       "into several queries, or raise the setting", reason="body_too_large")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    parts, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def decode_input(body: bytes, content_type: str) -> pa.Table:
+    """The body as an Arrow table; 415 for another media type, 422 (`input`) when it does not decode."""
+    media = content_type.split(";")[0].strip().lower()
+    if media not in INPUT_TYPES:
+        raise ApiError(415, f"Content-Type {media or '(none)'!r} is not a query input; send "
+                       f"{ARROW_STREAM_TYPE} (an Arrow IPC stream) or {PARQUET_TYPE}", field="Content-Type",
+                       reason="unsupported_media_type")
+    try:
+        if media == PARQUET_TYPE:
+            return pq.read_table(io.BytesIO(body))
+        return ipc.open_stream(body).read_all()
+    except (pa.ArrowException, OSError, ValueError) as e:
+        kind = "a Parquet file" if media == PARQUET_TYPE else "an Arrow IPC stream"
+        raise InvalidQueryError("input", f"the body is not {kind}: {e}") from None
+
+
+def split_times(table: pa.Table, column: str | None) -> tuple[pa.Table, Any]:
+    if column is None:
+        return table, None
+    if column not in table.column_names:
+        raise InvalidQueryError("input_times_column", f"{column!r} is not a column of the input; its columns: "
+                                f"{', '.join(table.column_names)}")
+    return table.drop_columns([column]), table.column(column)
+
+
+@router.post("", response_model=JobRecord, status_code=201, summary="Submit an offline query.",
+             openapi_extra={"requestBody": BODY, **links_from("/job_id")})
+async def submit(
+    request: Request, identity: Caller, svc: Svc,
+    output: Annotated[list[str], Query(description="Output features, `namespace.feature` (repeatable).")],
+    resource_group: Annotated[str, Query(description="The resource group (queue and consumer pool).")] = "default",
+    max_retries: Annotated[int, Query(description="Failed attempts retried, 0 to 100.")] = 2,
+    completion_deadline: Annotated[datetime | None, Query(description="The job expires if not done by then "
+                                                          "(ISO 8601; naive: UTC).")] = None,
+    include_input_time: Annotated[bool, Query(description="The result gets `input_time`, each row's as-of time.")]
+    = False,
+    input_times_column: Annotated[str | None, Query(description="The input column holding each row's as-of time "
+                                                    "(taken out of the input); default: now for every row.")] = None,
+    tag: Annotated[list[TagText] | None, Query(description="A tag, NAME=VALUE (repeatable).")] = None,
+    query_name: Annotated[str | None, Query(description="What the query is, for listings and logs.")] = None,
+    correlation_id: Annotated[str | None, Query(description="The caller's id for the request (default: new).")]
+    = None,
+) -> JobRecord:
+    allow(identity, Action.SUBMIT_JOB, svc)
+    tags = parse_tags(tag)
+    body = await read_body(request, svc.settings.api_max_body_bytes)
+    table = await asyncio.to_thread(decode_input, body, request.headers.get("content-type", ""))
+    del body
+    table, input_times = split_times(table, input_times_column)
+    handle = await svc.client.offline_query(
+        table, output, input_times, run_asynchronously=True, resources=ResourceRequests(resource_group=resource_group),
+        max_retries=max_retries, completion_deadline=completion_deadline, include_input_time=include_input_time,
+        owner=identity.owner, team=identity.team, tags=tags, query_name=query_name, correlation_id=correlation_id)
+    assert isinstance(handle, AsyncJobHandle)
+    record = await svc.client.get_job(handle.id)
+    svc.metrics.submitted.labels(svc.metrics.team(identity.team)).inc()
+    audit(identity, Action.SUBMIT_JOB, job_id=record.job_id, resource_group=record.resource_group,
+          rows=record.input_rows, query_name=record.query_name)
+    return record

@@ -1,0 +1,53 @@
+"""Helpers of the API tests: tokens of each role (and expired or revoked ones), request bodies, a served API."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from jobqueue.auth.identity import Role
+from jobqueue.auth.tokens import TokenStore
+from jobqueue.keys import Keys
+from jobqueue.redis import connect_redis
+from jobqueue.settings import Settings
+
+ARROW = {"content-type": "application/vnd.apache.arrow.stream"}
+PARQUET = {"content-type": "application/vnd.apache.parquet"}
+
+
+async def make_token(settings: Settings, owner: str, role: Role = Role.USER, team: str | None = None, *,
+                     expired: bool = False, revoked: bool = False) -> str:
+    redis = connect_redis(settings)
+    try:
+        keys = Keys.for_environment(settings.environment)
+        if expired:  # made two minutes ago, valid for one
+            past = datetime.now(UTC) - timedelta(minutes=2)
+            token, _ = await TokenStore(redis, keys, clock=lambda: past).create(owner, role, team, timedelta(minutes=1))
+        else:
+            token, info = await TokenStore(redis, keys).create(owner, role, team)
+            if revoked:
+                await TokenStore(redis, keys).revoke(info.token_id)
+        return token
+    finally:
+        await redis.aclose()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def arrow_body(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def parquet_body(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
