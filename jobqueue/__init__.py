@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         JobNotFoundError,
         JobQueueError,
         JobStateError,
+        QuotaExceededError,
         RedisUnavailableError,
         ResultGoneError,
         SettingsError,
@@ -48,8 +49,7 @@ _HOMES = {
     "jobqueue.client": ("AsyncJobQueueClient", "JobQueueClient"),
     "jobqueue.errors": ("AmbiguousJobIdError", "AuthenticationError", "ConfigError", "InvalidQueryError",
                         "JobCancelledError", "JobFailedError", "JobNotFoundError", "JobQueueError", "JobStateError",
-                        "RedisUnavailableError",
-                        "ResultGoneError", "SettingsError"),
+                        "QuotaExceededError", "RedisUnavailableError", "ResultGoneError", "SettingsError"),
     "jobqueue.handles": ("AsyncJobHandle", "JobHandle", "LocalResult"),
     "jobqueue.models": ("JobRecord", "JobStatus", "PerformanceSummary", "ResourceRequests", "WaitCode", "WaitReason"),
     "jobqueue.schedules": ("ScheduledQuery",),
@@ -61,7 +61,8 @@ __all__ = [
     "InvalidQueryError",
     "JobCancelledError", "JobFailedError", "JobHandle", "JobNotFoundError", "JobQueueClient", "JobQueueError",
     "JobRecord",
-    "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "RedisUnavailableError", "ResourceRequests",
+    "JobStateError", "JobStatus", "LocalResult", "PerformanceSummary", "QuotaExceededError", "RedisUnavailableError",
+    "ResourceRequests",
     "ResultGoneError", "ScheduledQuery", "Settings", "SettingsError", "WaitCode", "WaitReason", "load_settings",
 ]
 assert sorted(__all__) == sorted(_MODULE_OF)

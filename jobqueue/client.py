@@ -50,6 +50,7 @@ from jobqueue.direct_backend import DirectBackend
 from jobqueue.errors import (
     ConfigError,
     InvalidQueryError,
+    QuotaExceededError,
     RedisUnavailableError,
     RegistryMismatchError,
 )
@@ -63,6 +64,7 @@ from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
 from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
 from jobqueue.plan import plan_query
+from jobqueue.quotas import Quota, check_input_rows, queued_quotas, quotas_for
 from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
 from jobqueue.registry_store import RegistryStore
@@ -293,8 +295,19 @@ class AsyncJobQueueClient:
 
     async def submit_prepared(self, request: PreparedSubmission) -> bool:
         """Stage a checked input and enqueue it under `request.job_id`. With `request.exclusive`, a job id
-        that already exists is not submitted again (returns False)."""
+        that already exists is not submitted again (returns False).
+
+        Quotas (`jobqueue.quotas`, unless `request.enforce_quotas` is off): the input rows are checked before
+        anything is staged, the owner's and team's unfinished jobs before staging and again, atomically, with the
+        enqueue; `QuotaExceededError` names the quota, and nothing stays staged."""
         job_id, table = request.job_id, request.table
+        owner, team = request.attribution.owner, request.attribution.team
+        quotas = quotas_for(self.settings, owner, team) if request.enforce_quotas else []
+        check_input_rows(quotas, table.num_rows)
+        queued = queued_quotas(quotas)
+        for quota, current in zip(queued, await self.store.active_jobs(queued), strict=True):
+            if current >= quota.limit:  # full already: refuse before staging (the script decides the race)
+                raise quota.exceeded(current)
         input_uri = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")
         job = QueryJob(
             job_id=job_id, environment=self.settings.environment, resource_group=request.group,
@@ -313,7 +326,11 @@ class AsyncJobQueueClient:
         if request.exclusive and await self.redis.exists(self.keys.job(job_id)):
             return False
         await asyncio.to_thread(self.storage.write_table, table, input_uri)
-        return await self._submit(record, job, request.exclusive)
+        try:
+            return await self._submit(record, job, request.exclusive, queued)
+        except QuotaExceededError:  # another submit took the last slot while this one staged
+            await self.storage.discard_job_files(job_id)
+            raise
 
     def _prepare(
         self, input: Any, output: list[str], input_times: Any, now: datetime, registry: Registry | None = None
@@ -333,7 +350,7 @@ class AsyncJobQueueClient:
         plan_query(columns, output, self.registry if registry is None else registry)
         return with_times(table, input_times, now), columns
 
-    async def _submit(self, record: JobRecord, job: QueryJob, exclusive: bool) -> bool:
+    async def _submit(self, record: JobRecord, job: QueryJob, exclusive: bool, quotas: list[Quota]) -> bool:
         """Create the record and enqueue the job atomically (`JobStore.submit`), then wake the manager."""
         enqueued_ms = int(job.submitted_at.timestamp() * 1000)
         body = job.model_dump(mode="json")
@@ -341,7 +358,7 @@ class AsyncJobQueueClient:
             del body["registry_version"]
         payload = serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
         if not await self.store.submit(record, self.keys.queue(job.resource_group), payload,
-                                       self.settings.job_ttl_seconds * 1000, exclusive=exclusive):
+                                       self.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas):
             return False  # another manager won the race; its staged input is the same file
         await self.redis.publish(self.keys.events, submitted_event(job.resource_group))
         return True
@@ -484,6 +501,7 @@ class PreparedSubmission:
     include_input_time: bool = False  # the result gets `input_time`, each row's as-of time
     attribution: Attribution = Attribution()  # who the job is for (`jobqueue.attribution`), checked already
     registry_version: str | None = None  # the registry version it was planned against (`planning_registry`)
+    enforce_quotas: bool = True  # False: counted, never refused (scheduled runs: `jobqueue.quotas`)
 
 
 def _deadline(value: datetime | timedelta | None, now: datetime) -> datetime | None:

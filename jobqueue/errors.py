@@ -18,6 +18,8 @@
     ├── JobFailedError           the job ended `failed`; `.record` holds the error and summary
     ├── JobCancelledError        the job ended `cancelled`
     ├── JobStateError            the operation does not fit the job's state (e.g. cancel a running job)
+    ├── QuotaExceededError       a submission over a quota (queued jobs of the owner or team, input rows):
+    │                            nothing was staged or enqueued; `.quota`, `.subject`, `.limit`, `.current`
     ├── ResultGoneError          the job succeeded but its result file was removed (retention); also a
     │                            `FileNotFoundError`
     └── RedisUnavailableError    Redis could not be reached; also a `ConnectionError`
@@ -103,6 +105,18 @@ class JobCancelledError(JobQueueError):
 
 class JobStateError(JobQueueError):
     pass
+
+
+class QuotaExceededError(JobQueueError):
+    """A submission over a quota (`jobqueue.quotas`); the message names the quota, its limit, the current count and
+    the fix. The API answers it with 429."""
+
+    def __init__(self, message: str, *, quota: str, subject: str, limit: int, current: int) -> None:
+        super().__init__(message)
+        self.quota = quota  # `max_queued_per_owner`, `max_queued_per_team` or `max_input_rows`
+        self.subject = subject  # the owner or team it applies to
+        self.limit = limit
+        self.current = current  # the unfinished jobs counted, or the input's rows
 
 
 class ResultGoneError(JobQueueError, FileNotFoundError):

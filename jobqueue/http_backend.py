@@ -4,7 +4,7 @@ SDK's own errors, with the API's texts (which are the direct mode's):
 
     401 AuthenticationError (`.reason`)   403 PermissionDeniedError   404 JobNotFoundError (or the registry's)
     409 AmbiguousJobIdError / JobStateError   410 ResultGoneError   413, 422 InvalidQueryError (`.field`)
-    429 JobQueueError naming the quota    503 and no answer at all: ApiUnavailableError (wait() waits it out)
+    429 QuotaExceededError (its numbers)    503 and no answer at all: ApiUnavailableError (wait() waits it out)
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from jobqueue.errors import (
     JobQueueError,
     JobStateError,
     PermissionDeniedError,
+    QuotaExceededError,
     RegistryVersionNotFound,
     ResultGoneError,
 )
@@ -293,7 +294,10 @@ def _raise(response: httpx.Response, url: str, not_found: type[JobQueueError]) -
         prefix_text = f"{field}: "
         raise InvalidQueryError(str(field), detail[len(prefix_text):] if detail.startswith(prefix_text) else detail)
     if status == 429:
-        raise JobQueueError(f"over quota: {detail}")
+        quota = body.get("quota")
+        hit: dict[str, Any] = quota if isinstance(quota, dict) else {}
+        raise QuotaExceededError(detail, quota=str(hit.get("quota", "")), subject=str(hit.get("subject", "")),
+                                 limit=int(hit.get("limit", 0)), current=int(hit.get("current", 0)))
     if status in (502, 503, 504):
         raise ApiUnavailableError(f"the jobqueue API at {url} answered {status}: {detail}")
     raise JobQueueError(f"the jobqueue API at {url} answered {status}: {detail}")

@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
 from jobqueue.clock import Clock, system_clock
 from jobqueue.errors import JobStateError
-from jobqueue.keys import JOB_JSON_FIELDS, CounterName, JobField, Keys, TeamCounterName
+from jobqueue.keys import JOB_JSON_FIELDS, ActiveJobsField, CounterName, JobField, Keys, TeamCounterName
 from jobqueue.logs import capped
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
+from jobqueue.quotas import Quota
 from jobqueue.store_scripts import (
     CLAIM,
     KILL_ID,
@@ -36,6 +35,9 @@ from jobqueue.store_scripts import (
     RECORD_OOM_KILL,
     RECORD_REPLACED,
     REQUEST_CANCEL,
+    SUBMIT,
+    SUBMIT_CREATED,
+    SUBMIT_OVER_QUOTA,
     TRANSITION,
     Count,
     count,
@@ -87,8 +89,8 @@ def _encode(value: Any) -> str:
 
 class JobStore:
     """The I/O for job records, and the only writer of job state: the record, its queue entry and arq job,
-    the running entry and heartbeat, deadlines, the jobs index, OOM kills and the counters. Holds no state
-    beyond its Redis client, key layout and clock."""
+    the running entry and heartbeat, deadlines, the jobs index, OOM kills, the counters and the active-jobs counts of
+    the quotas. Holds no state beyond its Redis client, key layout and clock."""
 
     def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int, clock: Clock = system_clock) -> None:
         self.redis = redis
@@ -99,52 +101,65 @@ class JobStore:
         self._claim = redis.register_script(CLAIM)
         self._request_cancel = redis.register_script(REQUEST_CANCEL)
         self._record_oom_kill = redis.register_script(RECORD_OOM_KILL)
+        self._submit = redis.register_script(SUBMIT)
 
     async def create(self, record: JobRecord) -> None:
         """Write a record without enqueueing it (tests plant records for hand-made queue entries this way).
         Submissions go through `submit`, which writes the record and the queue entry together."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self._write_record(pipe, record)
-            await pipe.execute()
+        await self._create(record, None, b"", 0, ())
 
     async def submit(self, record: JobRecord, queue: str, arq_job: bytes, expires_ms: int,
-                     exclusive: bool = False) -> bool:
-        """Create the record and put its arq job on `queue` in one transaction, so that no crash or
-        lost connection can leave a record without a queue entry or a queue entry without a record.
+                     exclusive: bool = False, quotas: Sequence[Quota] = ()) -> bool:
+        """Create the record and put its arq job on `queue` in one script, so that no crash or lost connection can
+        leave a record without a queue entry or a queue entry without a record.
+
+        `quotas`: the queued-jobs quotas of the job's owner and team (`jobqueue.quotas`), checked in the same
+        script: over one, `QuotaExceededError` and nothing is written; two submits racing for the last slot cannot
+        both pass. The job counts against its owner and team (<p>active-jobs) until its final transition.
 
         An id that already has a record returns False with `exclusive` (deterministic ids: scheduled
         runs are created once however many managers try); otherwise it raises `DuplicateJobId` and
-        writes nothing. Retries by itself only when the watched keys changed underneath it."""
-        key, arq_key = self.keys.job(record.job_id), self.keys.arq_job(record.job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key, arq_key)
-                    if await pipe.exists(key, arq_key, self.keys.arq_result(record.job_id)):
-                        await pipe.reset()
-                        if exclusive:
-                            return False
-                        raise DuplicateJobId(record.job_id)
-                    pipe.multi()
-                    self._write_record(pipe, record)
-                    pipe.psetex(arq_key, expires_ms, arq_job)
-                    pipe.zadd(queue, {self.keys.arq_id(record.job_id): int(record.submitted_at.timestamp() * 1000)})
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue  # a racing writer: look again; the exists() check decides
+        writes nothing."""
+        return await self._create(record, queue, arq_job, expires_ms, quotas, exclusive)
 
-    def _write_record(self, pipe: Pipeline, record: JobRecord) -> None:
-        key = self.keys.job(record.job_id)
-        fields = {name: _encode(getattr(record, name)) for name in JOB_JSON_FIELDS}
-        pipe.hset(key, mapping={JobField.STATUS.value: record.status.value, **fields})
-        pipe.expire(key, self.ttl_seconds)
-        pipe.zadd(self.keys.jobs_index, {record.job_id: record.submitted_at.timestamp() * 1000})
-        pipe.hincrby(self.keys.counters, CounterName.ENQUEUED.field(record.resource_group), 1)
+    async def _create(self, record: JobRecord, queue: str | None, arq_job: bytes, expires_ms: int,
+                      quotas: Sequence[Quota], exclusive: bool = False) -> bool:
+        job_id = record.job_id
+        pairs: list[str] = [JobField.STATUS.value, record.status.value]
+        for name in JOB_JSON_FIELDS:
+            pairs += [name, _encode(getattr(record, name))]
+        counted = [CounterName.ENQUEUED.field(record.resource_group)]
         if record.team:
-            pipe.hincrby(self.keys.counters, TeamCounterName.SUBMITTED.field(record.team), 1)
-        if record.completion_deadline is not None:
-            pipe.zadd(self.keys.deadlines, {record.job_id: record.completion_deadline.timestamp() * 1000})
+            counted.append(TeamCounterName.SUBMITTED.field(record.team))
+        limits = {q.active_field: q.limit for q in quotas}
+        active = [] if record.status.is_final else [
+            [field, limits.get(field, 0)] for field in (
+                ActiveJobsField.OWNER.field(record.owner) if record.owner else None,
+                ActiveJobsField.TEAM.field(record.team) if record.team else None) if field is not None]
+        deadline = record.completion_deadline
+        keys = [self.keys.job(job_id), self.keys.arq_job(job_id), self.keys.arq_result(job_id), self.keys.jobs_index,
+                self.keys.counters, self.keys.deadlines, self.keys.active_jobs, *([queue] if queue else [])]
+        submitted_ms = record.submitted_at.timestamp() * 1000
+        reply = await self._submit(keys=keys, args=[
+            json.dumps(pairs), self.ttl_seconds, job_id, repr(submitted_ms),
+            repr(deadline.timestamp() * 1000) if deadline is not None else "", json.dumps(counted), json.dumps(active),
+            self.keys.arq_id(job_id), arq_job, expires_ms, int(submitted_ms)])
+        if int(reply[0]) == SUBMIT_CREATED:
+            return True
+        if int(reply[0]) == SUBMIT_OVER_QUOTA:
+            field, current = active[int(reply[1]) - 1][0], int(reply[2])
+            raise next(q for q in quotas if q.active_field == field).exceeded(current)
+        if exclusive:
+            return False
+        raise DuplicateJobId(job_id)
+
+    async def active_jobs(self, quotas: Sequence[Quota]) -> list[int]:
+        """The unfinished jobs each of these queued-jobs quotas counts now (`submit` checks them atomically)."""
+        if not quotas:
+            return []
+        values = await cast(Awaitable[list[bytes | None]],
+                            self.redis.hmget(self.keys.active_jobs, [q.active_field for q in quotas]))
+        return [int(v) if v is not None else 0 for v in values]
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id)))
@@ -188,7 +203,7 @@ class JobStore:
             NAMES, ",".join(s.value for s in allowed), new.value, job_id, _encode(owner) if owner else "",
             "1" if new.is_final else "0", json.dumps(counts), self.keys.job_finished(job_id), *pairs,
         ]
-        keys = [self.keys.job(job_id), self.keys.deadlines, self.keys.counters]
+        keys = [self.keys.job(job_id), self.keys.deadlines, self.keys.counters, self.keys.active_jobs]
         if release:
             keys += [self.keys.running(release), self.keys.heartbeat(job_id)]
         return int(await self._transition(keys=keys, args=args))
@@ -317,7 +332,8 @@ class JobStore:
             stored = await cast(Awaitable[bytes | None], self.redis.hget(key, JobField.RESOURCE_GROUP)) or b'""'
             group = json.loads(stored)
             reply = int(await self._request_cancel(
-                keys=[key, self.keys.counters, self.keys.deadlines, self.keys.queue(group), self.keys.arq_job(job_id)],
+                keys=[key, self.keys.counters, self.keys.deadlines, self.keys.queue(group), self.keys.arq_job(job_id),
+                      self.keys.active_jobs],
                 args=[NAMES, _encode(self.clock()), job_id, self.keys.arq_id(job_id), stored, JobStatus.QUEUED.value,
                       JobStatus.RUNNING.value, JobStatus.CANCELLED.value, counts, self.keys.job_finished(job_id)],
             ))

@@ -20,6 +20,9 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
                                 retried, cancelled, expired, spilled_bytes, scan_cache_*, oom_kills) and
                                 `hist:<name>:<group>:<le>|sum` (`HistogramName`): exported by the manager;
                                 and `team:<event>:<team>` (`TeamCounterName`): jobs per team (submitted, outcomes)
+    <p>active-jobs              hash `owner:<owner>` / `team:<team>` (`ActiveJobsField`) -> that owner's or team's
+                                unfinished (queued or running) jobs: the queued-jobs quotas (`jobqueue.quotas`);
+                                +1 at submit, -1 at the job's final transition, a field at 0 is removed
     <p>schedules                hash name -> JSON definition, published by the manager (+ `!errors`)
     <p>schedule:<name>          hash: `ScheduleField` (checkpoint, paused, run_requested, last_job, last_due,
                                 last_reason)
@@ -168,6 +171,17 @@ class TeamCounterName(enum.StrEnum):
 
     def field(self, team: str) -> str:
         return f"{TEAM_COUNTER_PREFIX}:{self.value}:{team}"
+
+
+class ActiveJobsField(enum.StrEnum):
+    """The fields of <p>active-jobs: `<kind>:<name>`, one per owner and per team with unfinished jobs. Only `JobStore`
+    writes them, in the submit script and the final transitions' scripts."""
+
+    OWNER = "owner"
+    TEAM = "team"
+
+    def field(self, name: str) -> str:
+        return f"{self.value}:{name}"
 
 
 SECONDS_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 10800)
@@ -345,6 +359,7 @@ class Keys:
     manager_state = _Fixed("manager")  # hash: `tick_at` (epoch seconds of the leader's last tick)
     groups = _Fixed("groups")
     counters = _Fixed("counters")
+    active_jobs = _Fixed("active-jobs")  # hash: `owner:<o>` / `team:<t>` -> unfinished jobs (quotas)
     schedules = _Fixed("schedules")
     events = _Fixed("events")
     tokens = _Fixed("tokens")  # zset: API token id -> creation time (ms)

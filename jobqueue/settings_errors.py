@@ -49,17 +49,20 @@ def settings_error(error: ValidationError, fields: Mapping[str, FieldInfo], pref
     variables: list[str] = []
     problems: list[str] = []
     for err in error.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        inner = "".join(f"[{p!r}]" if isinstance(p, int) or "." in str(p) else f".{p}" for p in err["loc"][1:])
         prefixed = loc.upper().startswith(prefix)  # a variable's name (an alias, or an env file's line)
         field_name = loc[len(prefix):].lower() if prefixed else loc
         variable = loc.upper() if prefixed or loc.isupper() else prefix + loc.upper() if loc else ""
         message = without_credentials(err["msg"].removeprefix("Value error, "))
-        if err["type"] == "extra_forbidden":
+        if inner:  # inside a JSON setting (JOBQUEUE_QUOTA_TEAM_OVERRIDES): where in it
+            message = f"at {inner.lstrip('.')}: {message}"
+        if err["type"] == "extra_forbidden" and not inner:
             message = "not a setting (found in the env file); fix the name, or remove it" + did_you_mean(
                 variable, [prefix + f.upper() for f in fields])
-        elif loc and not is_secret(field_name, fields.get(field_name)):
+        elif loc and not is_secret(field_name, fields.get(field_name)) and not inner:
             message += "" if "got " in message else f" (got {_shown(err.get('input'))})"
-        elif loc:
+        elif loc and not inner:
             message += " (the value is not shown: secret)"
         named = _NAMED.match(message)  # a whole-model check names its variable at the start
         variable = variable or (named.group(1) if named else "")

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 
-from jobqueue.keys import SLOT, CounterName, HistogramName, JobField, TeamCounterName, around
+from jobqueue.keys import SLOT, ActiveJobsField, CounterName, HistogramName, JobField, TeamCounterName, around
 from jobqueue.models import JobStatus, PerformanceSummary
 
-# ARGV[1] of every script: the job fields it reads and writes, as JSON {status = <JobField.STATUS>, ...}
-NAMES = json.dumps({f.name.lower(): f.value for f in (JobField.STATUS, JobField.RESOURCE_GROUP, JobField.CONSUMER_ID,
-                                               JobField.STARTED_AT, JobField.PROGRESS, JobField.ATTEMPTS,
-                                               JobField.ERRORS, JobField.FINISHED_AT, JobField.CANCEL_REQUESTED,
-                                               JobField.TEAM)})
+# ARGV[1] of every script: the job fields it reads and writes, as JSON {status = <JobField.STATUS>, ...}, and the
+# fields of <p>active-jobs as {head, tail} around the owner or team (`active_owner`, `active_team`)
+NAMES = json.dumps({**{f.name.lower(): f.value for f in (JobField.STATUS, JobField.RESOURCE_GROUP, JobField.CONSUMER_ID,
+                                                         JobField.STARTED_AT, JobField.PROGRESS, JobField.ATTEMPTS,
+                                                         JobField.ERRORS, JobField.FINISHED_AT,
+                                                         JobField.CANCEL_REQUESTED, JobField.TEAM, JobField.OWNER)},
+                    **{f"active_{f.value}": around(f.field(SLOT)) for f in ActiveJobsField}})
 GROUP_FUNCTIONS = """
 local function group_of(job)
   return cjson.decode(redis.call('HGET', job, N.resource_group) or '""')
@@ -27,6 +29,18 @@ local function team_of(job)
   local team = cjson.decode(raw)
   if type(team) ~= 'string' or team == '' then return nil end
   return team
+end
+-- a job that is over no longer counts against its owner's and team's queued-jobs quotas (<p>active-jobs, KEYS
+-- given): -1 on each, and a field that reaches 0 (or below: a job submitted before the counts existed) is removed
+local function release_active(active, job)
+  for _, who in ipairs({{N.owner, N.active_owner}, {N.team, N.active_team}}) do
+    local raw = redis.call('HGET', job, who[1])
+    local name = raw and cjson.decode(raw)
+    if type(name) == 'string' and name ~= '' then
+      local field = who[2][1] .. name .. who[2][2]
+      if redis.call('HINCRBY', active, field, -1) <= 0 then redis.call('HDEL', active, field) end
+    end
+  end
 end
 -- counts: JSON list of {head, tail, amount, 'i' or 'f'[, 't']}; the field is head .. group .. tail, or with 't'
 -- head .. team .. tail (not counted for a job without a team)
@@ -44,8 +58,8 @@ local function count(counters, job, counts)
 end
 """
 
-# KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] counters; to release the job from its consumer, also KEYS[4] its
-# group's running hash and KEYS[5] its heartbeat, from which it is removed.
+# KEYS[1] job hash, KEYS[2] deadlines zset, KEYS[3] counters, KEYS[4] active jobs; to release the job from its
+# consumer, also KEYS[5] its group's running hash and KEYS[6] its heartbeat, from which it is removed.
 # ARGV[1] names; ARGV[2] comma-separated allowed current states; ARGV[3] new state; ARGV[4] job id;
 # ARGV[5] required consumer_id, JSON ('' for any); ARGV[6] '1' when the new state is final; ARGV[7] the counts (see
 # `count`); ARGV[8] the job's finished channel, told the new state when it is final; ARGV[9..] field/value pairs.
@@ -59,12 +73,13 @@ for s in string.gmatch(ARGV[2], '[^,]+') do
     redis.call('HSET', KEYS[1], N.status, ARGV[3])
     count(KEYS[3], KEYS[1], ARGV[7])
     for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-    if #KEYS == 5 then
-      redis.call('HDEL', KEYS[4], ARGV[4])
-      redis.call('DEL', KEYS[5])
+    if #KEYS == 6 then
+      redis.call('HDEL', KEYS[5], ARGV[4])
+      redis.call('DEL', KEYS[6])
     end
     if ARGV[6] == '1' then
       redis.call('ZREM', KEYS[2], ARGV[4])
+      release_active(KEYS[4], KEYS[1])
       redis.call('PUBLISH', ARGV[8], ARGV[3])
     end
     return 1
@@ -89,7 +104,8 @@ redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[7])
 return {1, attempts, redis.call('HGET', KEYS[1], N.errors) or '[]'}
 """
 
-# KEYS[1] job hash, KEYS[2] counters, KEYS[3] deadlines, KEYS[4] the job's queue, KEYS[5] its arq job. ARGV[1] names,
+# KEYS[1] job hash, KEYS[2] counters, KEYS[3] deadlines, KEYS[4] the job's queue, KEYS[5] its arq job, KEYS[6] active
+# jobs. ARGV[1] names,
 # ARGV[2] finished_at JSON, ARGV[3] job id, ARGV[4] arq id, ARGV[5] the job's resource_group as stored (JSON),
 # ARGV[6] queued, ARGV[7] running, ARGV[8] cancelled, ARGV[9] the counts, ARGV[10] the job's finished channel.
 # Replies with a `jobstore.CancelOutcome`: queued -> cancelled (told on its finished channel), out of its queue,
@@ -103,6 +119,7 @@ if (redis.call('HGET', KEYS[1], N.resource_group) or '""') ~= ARGV[5] then retur
 if cur == ARGV[6] then
   redis.call('HSET', KEYS[1], N.status, ARGV[8], N.finished_at, ARGV[2])
   count(KEYS[2], KEYS[1], ARGV[9])
+  release_active(KEYS[6], KEYS[1])
   redis.call('ZREM', KEYS[3], ARGV[3])
   redis.call('ZREM', KEYS[4], ARGV[4])
   redis.call('DEL', KEYS[5])
@@ -116,6 +133,37 @@ end
 return 0
 """
 RECORD_REPLACED = -2  # REQUEST_CANCEL's reply when the record changed group under it (never a `CancelOutcome`)
+
+# Create a job: its record, index entry, counters and deadline, and (KEYS[8] given) its arq job and queue entry, in
+# one script, after checking the queued-jobs quotas: so no crash leaves a record without its queue entry, and two
+# submits racing for the last slot of a quota cannot both pass.
+# KEYS[1] job hash, KEYS[2] arq job, KEYS[3] arq result, KEYS[4] jobs index, KEYS[5] counters, KEYS[6] deadlines,
+# KEYS[7] active jobs[, KEYS[8] the queue]. ARGV[1] the record as a JSON list of field, value (stored text), ARGV[2]
+# its TTL seconds, ARGV[3] job id, ARGV[4] submitted ms, ARGV[5] deadline ms or '', ARGV[6] counter fields to +1 (JSON
+# list), ARGV[7] active-jobs fields to +1 with their limits (JSON list of {field, limit}, 0: none), ARGV[8] arq id,
+# ARGV[9] arq job payload, ARGV[10] its TTL ms, ARGV[11] its queue score (ms).
+# Returns {1} created; {0} the id exists already (its record, arq job or arq result); {-1, i, count} the i-th limit
+# of ARGV[7] is reached (count unfinished jobs): nothing written.
+SUBMIT = """
+if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then return {0} end
+local active = cjson.decode(ARGV[7])
+for i, a in ipairs(active) do
+  local n = tonumber(redis.call('HGET', KEYS[7], a[1]) or '0')
+  if a[2] > 0 and n >= a[2] then return {-1, i, n} end
+end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+for _, field in ipairs(cjson.decode(ARGV[6])) do redis.call('HINCRBY', KEYS[5], field, 1) end
+for _, a in ipairs(active) do redis.call('HINCRBY', KEYS[7], a[1], 1) end
+if ARGV[5] ~= '' then redis.call('ZADD', KEYS[6], ARGV[5], ARGV[3]) end
+if #KEYS == 8 then
+  redis.call('SET', KEYS[2], ARGV[9], 'PX', ARGV[10])
+  redis.call('ZADD', KEYS[8], ARGV[11], ARGV[8])
+end
+return {1}
+"""
+SUBMIT_CREATED, SUBMIT_EXISTS, SUBMIT_OVER_QUOTA = 1, 0, -1
 
 # KEYS[1] oom-kill:<consumer>, KEYS[2] counters. ARGV[1] the kill as JSON, ARGV[2] its kill id, ARGV[3] the counter
 # field (`oom_kills:<group>`), ARGV[4] TTL ms, ARGV[5] the name of the kill id in the JSON. Keeps the consumer's latest

@@ -126,6 +126,7 @@ class Scheduler:
             max_retries=sq.max_retries, deadline=due + sq.deadline if sq.deadline else None, exclusive=True,
             attribution=sq.attribution(job_id),
             registry_version=await self.client.registries.current_id(),  # checked at load; runs on the current
+            enforce_quotas=False,  # an operator's schedule: its runs count against the quotas, never refused
         ))
         if not submitted:
             return Fired(sq.name, due, None, "already submitted (another manager, or before a restart)")

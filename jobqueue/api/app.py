@@ -17,10 +17,11 @@ from starlette.routing import Match, Route
 
 from jobqueue.api import jobs, operations, registry, submit
 from jobqueue.api.deps import ApiError, ApiMetrics, Services
-from jobqueue.api.wire import ErrorBody
+from jobqueue.api.wire import ErrorBody, QuotaHit
+from jobqueue.auth.oidc import BearerAuthenticator
 from jobqueue.auth.tokens import TokenStore
 from jobqueue.client import AsyncJobQueueClient
-from jobqueue.errors import InvalidQueryError, JobStateError, RedisUnavailableError
+from jobqueue.errors import InvalidQueryError, JobStateError, QuotaExceededError, RedisUnavailableError
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
 
@@ -64,8 +65,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # always direct (never the HTTP mode a JOBQUEUE_API_URL or a local `up`'s api.url would give a client)
         client = AsyncJobQueueClient(settings.model_copy(update={"team": ""}), direct=True)
-        app.state.services = Services(settings, client, TokenStore(client.redis, client.keys),
-                                      ApiMetrics(settings.metrics_max_teams))
+        tokens = TokenStore(client.redis, client.keys)
+        app.state.services = Services(settings, client, tokens, ApiMetrics(settings.metrics_max_teams),
+                                      BearerAuthenticator.from_settings(settings, tokens))
         log.info("api started", environment=settings.environment)
         try:
             yield
@@ -81,6 +83,24 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(operations.router)
     app.include_router(registry.router)
     app.include_router(operations.probes)
+
+    add_error_answers(app)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        services = getattr(request.app.state, "services", None)
+        if services is not None:
+            template = getattr(route, "path", "unmatched")
+            services.metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        return response
+
+    return app
+
+
+def add_error_answers(app: FastAPI) -> None:
+    """Every error as an `ErrorBody`, with the status the SDK maps back to its own exception."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> Response:
@@ -106,6 +126,11 @@ def create_app(settings: Settings) -> FastAPI:
             headers["Allow"] = ", ".join(sorted(methods))
         return _error(e.status_code, ErrorBody(detail=str(e.detail)), headers)
 
+    @app.exception_handler(QuotaExceededError)
+    async def over_quota(request: Request, e: QuotaExceededError) -> Response:
+        hit = QuotaHit(quota=e.quota, subject=e.subject, limit=e.limit, current=e.current)
+        return _error(429, ErrorBody(detail=str(e), reason="quota", quota=hit))
+
     @app.exception_handler(JobStateError)
     async def job_state(request: Request, e: JobStateError) -> Response:
         return _error(409, ErrorBody(detail=str(e), reason="job_state"))
@@ -117,15 +142,3 @@ def create_app(settings: Settings) -> FastAPI:
     kinds: tuple[type[Exception], ...] = (RedisUnavailableError, RedisConnectionError, RedisTimeoutError)
     for kind in kinds:
         app.add_exception_handler(kind, unreachable)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        services = getattr(request.app.state, "services", None)
-        if services is not None:
-            template = getattr(route, "path", "unmatched")
-            services.metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        return response
-
-    return app

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter
 
 from jobqueue.auth.identity import Identity
+from jobqueue.auth.oidc import BearerAuthenticator, Refusal
 from jobqueue.auth.policy import AccessRules, Action, Decision, authorize
 from jobqueue.auth.tokens import TokenStore
 from jobqueue.client import AsyncJobQueueClient
@@ -69,6 +70,7 @@ class Services:
     client: AsyncJobQueueClient
     tokens: TokenStore
     metrics: ApiMetrics
+    auth: BearerAuthenticator  # `jq_` tokens through `tokens`, JWTs of the OIDC issuer when one is set
 
     @property
     def rules(self) -> AccessRules:
@@ -88,13 +90,13 @@ Svc = Annotated[Services, Depends(services)]
 async def caller(svc: Svc, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Identity:
     """The identity of the bearer token; 401 saying why there is none (missing, unknown, expired, revoked)."""
     token = credentials.credentials if credentials is not None else None
-    found = await svc.tokens.verify(token)
-    if found.identity is None:
-        reason = found.failure.value if found.failure else "unknown"
+    found = await svc.auth.verify(token)
+    if isinstance(found, Refusal):
+        reason = found.reason.value
         error = "" if reason == "missing" else ' error="invalid_token",'
-        raise ApiError(401, found.message, reason=reason,
+        raise ApiError(found.status, found.message, reason=reason,
                        headers={"WWW-Authenticate": f'Bearer realm="jobqueue",{error} error_description="{reason}"'})
-    return found.identity
+    return found
 
 
 Caller = Annotated[Identity, Depends(caller)]

@@ -7,7 +7,7 @@
 
 The owner and team are the token's, never the client's. The API checks and stages the input exactly as the SDK
 does (`AsyncJobQueueClient.offline_query`: the same `InvalidQueryError` texts, as 422 naming the field), and only
-the small job payload goes through Redis. Quotas (429) are not enforced yet.
+the small job payload goes through Redis. Quotas are the SDK's too (`jobqueue.quotas`): over one, 429 naming it.
 """
 
 from __future__ import annotations

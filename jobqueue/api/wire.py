@@ -19,13 +19,23 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class QuotaHit(_Wire):
+    """The quota a 429 answers (`jobqueue.quotas`)."""
+
+    quota: str = Field(description="`max_queued_per_owner`, `max_queued_per_team` or `max_input_rows`.")
+    subject: str = Field(description="The owner or team it applies to.")
+    limit: int
+    current: int = Field(description="The unfinished jobs counted now, or the input's rows.")
+
+
 class ErrorBody(_Wire):
     """Every error answer (4xx, 5xx)."""
 
     detail: str = Field(description="What went wrong and, where there is one, the fix.")
     field: str | None = Field(default=None, description="The request field at fault (422), e.g. `output`.")
-    reason: str | None = Field(default=None, description="A stable code: for 401 missing, unknown, expired or "
-                               "revoked; for 413 body_too_large.")
+    reason: str | None = Field(default=None, description="A stable code: for 401 why the token is refused (missing, "
+                               "unknown, expired, revoked, or a JWT's reason); for 413 body_too_large; for 429 quota.")
+    quota: QuotaHit | None = Field(default=None, description="For 429: the quota hit and its numbers.")
 
 
 class JobPage(_Wire):

@@ -2,7 +2,7 @@
 by reading the source (`ast`), goes to a key that is not job state, or is in `jobqueue/jobstore.py`.
 
 Job state: the record `job:<id>`, `queue:<group>`, `running:<group>`, `heartbeat:<id>`, `deadlines`, the `jobs`
-index, `oom-kill:<consumer>`, `counters`, and arq's per-job keys. The allowed writers of everything else:
+index, `oom-kill:<consumer>`, `counters`, `active-jobs`, and arq's per-job keys. The allowed writers of everything else:
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ WRITES = {"hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "zadd", "zrem", "
           "unlink", "set", "setex", "psetex", "expire", "pexpire", "persist", "rename", "lpush", "rpush", "sadd",
           "srem", "publish", "register_script", "eval", "evalsha"}
 REDIS_HANDLES = ("redis", "pipe", "pool")  # a receiver whose text holds one of these is a Redis client or pipeline
-JOB_STATE = {"job", "queue", "running", "heartbeat", "deadlines", "jobs_index", "oom_kill", "counters", "arq_job",
-             "arq_in_progress", "arq_in_progress_of", "arq_retry", "arq_result"}
+JOB_STATE = {"job", "queue", "running", "heartbeat", "deadlines", "jobs_index", "oom_kill", "counters", "active_jobs",
+             "arq_job", "arq_in_progress", "arq_in_progress_of", "arq_retry", "arq_result"}
 NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "consumers": "presence: each consumer's heartbeat JSON, written by itself; the manager drops stale ones",
     "group_states": "the manager's published decisions (`jobqueue status`)",
