@@ -51,3 +51,8 @@ def parquet_body(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()
+
+
+async def alice_token(redis_url: str, environment: str) -> str:
+    """A `user` token of alice (team risk) in `environment`, for a process started with only a Redis URL."""
+    return await make_token(Settings(redis_url=redis_url, environment=environment), "alice", Role.USER, "risk")

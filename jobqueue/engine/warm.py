@@ -80,12 +80,7 @@ class _Spares:
         """The spare, when it was started with `settings`; else None, and a spare with other settings is closed.
         Blocks while one is starting (it is further along than a new instance would be): call it in the query's
         thread."""
-        with self._lock:
-            starting = self._starting
-        if starting is not None:
-            starting.join()
-        with self._lock:
-            spare, self._spare = self._spare, None
+        spare = self._take_spare()
         if spare is not None and spare.settings != settings:
             spare.con.close()
             return None
@@ -93,14 +88,19 @@ class _Spares:
 
     def discard(self) -> None:
         """Close the waiting spare, once one still starting has started (a consumer that stops)."""
+        spare = self._take_spare()
+        if spare is not None:
+            spare.con.close()
+
+    def _take_spare(self) -> Instance | None:
+        """The spare, taken out, once one still starting has started."""
         with self._lock:
             starting = self._starting
         if starting is not None:
             starting.join()
         with self._lock:
             spare, self._spare = self._spare, None
-        if spare is not None:
-            spare.con.close()
+        return spare
 
 
 SPARES = _Spares()

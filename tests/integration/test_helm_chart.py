@@ -158,6 +158,11 @@ def test_service_monitor_behind_a_flag(helm):
     ],
 )
 def test_bad_values_fail_with_a_readable_error(helm, sets, words):
+    assert_refused(helm, sets, words)
+
+
+def assert_refused(helm: str, sets: dict[str, str], words: list[str]) -> None:
+    """`helm template` with these `--set` values fails, and its error has every one of `words`."""
     args = ["template", "jq", str(CHART)]
     for k, v in sets.items():
         args += ["--set", f"{k}={v}"]

@@ -21,11 +21,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from jobqueue import AsyncJobQueueClient
-from jobqueue.auth.identity import Role
-from jobqueue.auth.tokens import TokenStore
-from jobqueue.keys import Keys
-from jobqueue.redis import connect_redis
 from jobqueue.settings import Settings
+from tests.api_support import alice_token
 from tests.helpers import free_port
 
 README = '''
@@ -54,15 +51,6 @@ def _bare_env(tmp_path: Path, **values: str) -> dict[str, str]:
     home.mkdir()
     env.update(HOME=str(home), **values)
     return env
-
-
-async def _user_token(redis_url: str, environment: str) -> str:
-    redis = connect_redis(Settings(redis_url=redis_url, environment=environment))
-    try:
-        token, _ = await TokenStore(redis, Keys.for_environment(environment)).create("alice", Role.USER, "risk")
-        return token
-    finally:
-        await redis.aclose()
 
 
 async def _direct_result(redis_url: str, environment: str, home: Path):
@@ -94,7 +82,7 @@ def test_readme_example_over_http_equals_direct(tmp_path, store):
         token_file = home / "api.token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         redis_url = (home / "redis.url").read_text().strip()
-        token = asyncio.run(_user_token(redis_url, environment))
+        token = asyncio.run(alice_token(redis_url, environment))
 
         remote_env = _bare_env(tmp_path, JOBQUEUE_API_URL=url, JOBQUEUE_API_TOKEN=token)
         ran = subprocess.run([sys.executable, str(script), str(tmp_path / "http.parquet")], env=remote_env,

@@ -19,22 +19,8 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobqueue.auth.identity import Role
-from jobqueue.auth.tokens import TokenStore
-from jobqueue.keys import Keys
-from jobqueue.redis import connect_redis
-from jobqueue.settings import Settings
-from tests.api_support import ARROW, arrow_body, bearer
+from tests.api_support import ARROW, alice_token, arrow_body, bearer
 from tests.helpers import free_port
-
-
-async def _token(redis_url: str, environment: str) -> str:
-    redis = connect_redis(Settings(redis_url=redis_url, environment=environment))
-    try:
-        token, _ = await TokenStore(redis, Keys.for_environment(environment)).create("alice", Role.USER, "risk")
-        return token
-    finally:
-        await redis.aclose()
 
 
 def test_up_serves_the_api(tmp_path, store):
@@ -58,7 +44,7 @@ def test_up_serves_the_api(tmp_path, store):
         url = (home / "api.url").read_text().strip()
         assert url.startswith("http://127.0.0.1:") and not url.endswith(f":{taken.getsockname()[1]}")
         assert httpx.get(f"{url}/readyz", timeout=10).json()["status"] == "ready"
-        token = asyncio.run(_token((home / "redis.url").read_text().strip(), environment))
+        token = asyncio.run(alice_token((home / "redis.url").read_text().strip(), environment))
         with httpx.Client(base_url=url, headers=bearer(token), timeout=30) as http:
             r = http.post("/v1/jobs", content=arrow_body(pa.table({"user.id": [1, 2, 3]})), headers=ARROW,
                           params={"output": ["user.f0"]})
