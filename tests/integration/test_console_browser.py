@@ -22,7 +22,7 @@ from jobqueue.models import ResourceRequests
 from jobqueue.sample import sample_input
 from tests.api_support import make_token
 from tests.console_support import queued_jobs
-from tests.helpers import worker_running, with_groups
+from tests.helpers import with_groups, worker_running
 
 CHROMIUM = Path(os.environ.get("JOBQUEUE_TEST_CHROMIUM", "/usr/bin/chromium"))
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

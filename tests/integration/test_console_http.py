@@ -66,7 +66,7 @@ async def test_a_user_sees_only_own_jobs_and_an_operator_sees_everyones(settings
         await sign_in(http, alice)
         page = (await http.get("/jobs")).text
         assert alice_job in page and bob_job not in page
-        assert (await http.get(f"/jobs?owner=bob")).text.count('data-job="') == 0
+        assert (await http.get("/jobs?owner=bob")).text.count('data-job="') == 0
         hidden = await http.get(f"/jobs/{bob_job}")  # by URL: not found, as the API answers
         assert hidden.status_code == 404 and bob_job in hidden.text and "no job" in hidden.text
         assert (await http.get(f"/jobs/{bob_job}/cancel")).status_code == 404
