@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from jobqueue.api import jobs as api_jobs
 from jobqueue.api.deps import ApiError, Services, allow, audit, may, services
 from jobqueue.api.jobs import visible_job
 from jobqueue.api.listing import CURSOR_PATTERN, find_jobs
@@ -83,6 +84,15 @@ async def job_page(request: Request, job_id: str, session: SignedIn) -> Response
                   stages=views.stages(record.summary), live_url=here(request),
                   can_cancel=not record.status.is_final and may(session.identity, Action.CANCEL_JOB, record, svc),
                   has_result=record.status is JobStatus.SUCCEEDED and bool(record.result_uri))
+
+
+@router.get("/jobs/{job_id}/result")
+async def result_download(request: Request, job_id: str, session: SignedIn) -> Response:
+    """The result as a Parquet download: the API's own `get_result`, for the signed-in identity."""
+    try:
+        return await api_jobs.get_result(job_id, session.identity, services(request))
+    except ApiError as e:
+        raise PageError(e.status, e.detail) from None
 
 
 @router.get("/jobs/{job_id}/cancel")

@@ -5,8 +5,10 @@ confirmation with CSRF (a forged POST is refused), a revoked token ends the sess
 from __future__ import annotations
 
 import hashlib
+import io
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 import redis
 
@@ -20,6 +22,7 @@ from jobqueue.keys import Keys
 from jobqueue.redis import connect_redis
 from tests.api_support import make_token
 from tests.console_support import csrf_of, queued_jobs, sign_in
+from tests.helpers import worker_running
 
 
 @pytest.fixture
@@ -152,3 +155,21 @@ async def test_sign_in_goes_only_to_a_local_page(settings, served):
         for evil in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
             r = await sign_in(http, token, evil)
             assert r.headers["location"] == "/jobs", evil
+
+
+async def test_a_succeeded_jobs_result_downloads_from_its_page(settings, served):
+    async with AsyncJobQueueClient(settings) as client:
+        job = await client.offline_query({"user.id": [1, 2, 3]}, ["user.f0"], owner="alice", team="risk")
+        async with worker_running(settings):
+            await job.wait(timeout=60, show_progress=False)
+        direct = await job.to_arrow()
+    (queued,) = await queued_jobs(settings, "alice")
+    async with console(served) as http:
+        await sign_in(http, await make_token(settings, "alice", Role.USER, "risk"))
+        page = await http.get(f"/jobs/{job.id}")
+        assert f'href="/jobs/{job.id}/result"' in page.text and 'data-testid="spilled_bytes">0<' in page.text
+        got = await http.get(f"/jobs/{job.id}/result")
+        assert got.status_code == 200 and pq.read_table(io.BytesIO(got.content)).equals(direct)
+        assert f'/jobs/{queued}/result"' not in (await http.get(f"/jobs/{queued}")).text
+        assert (await http.get(f"/jobs/{queued}/result")).status_code == 409
+
