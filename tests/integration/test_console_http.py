@@ -18,11 +18,12 @@ from jobqueue.auth.identity import Role
 from jobqueue.auth.tokens import TokenStore
 from jobqueue.console import pages
 from jobqueue.console.web import COOKIE
+from jobqueue.direct_backend import DirectBackend
 from jobqueue.keys import Keys
 from jobqueue.redis import connect_redis
 from tests.api_support import make_token
 from tests.console_support import csrf_of, queued_jobs, sign_in
-from tests.helpers import worker_running
+from tests.helpers import eventually, running_manager, with_groups, worker_running
 
 
 @pytest.fixture
@@ -172,4 +173,22 @@ async def test_a_succeeded_jobs_result_downloads_from_its_page(settings, served)
         assert got.status_code == 200 and pq.read_table(io.BytesIO(got.content)).equals(direct)
         assert f'/jobs/{queued}/result"' not in (await http.get(f"/jobs/{queued}")).text
         assert (await http.get(f"/jobs/{queued}/result")).status_code == 409
+
+
+async def test_the_groups_page_shows_what_jobqueue_status_shows(settings, tmp_path):
+    settings = with_groups(settings, tmp_path, {"default": {"max_instances": 2}, "gpu": {"max_instances": 0}})
+    token = await make_token(settings, "alice", Role.USER)
+    with api_in_thread(settings, port=0) as url:
+        async with console(url) as http, running_manager(settings):
+            await sign_in(http, token)
+
+            async def both_rows() -> str | None:
+                page = (await http.get("/groups")).text
+                return page if 'data-group="default"' in page and 'data-group="gpu"' in page else None
+
+            page = await eventually(both_rows, timeout=30, what="both groups on the page")
+            async with AsyncJobQueueClient(settings) as client:
+                rows = await DirectBackend(client).groups()
+    gpu = next(g for g in rows if g.group == "gpu")
+    assert f"{gpu.min}–{gpu.max}" in page and "No manager has ticked" not in page
 
