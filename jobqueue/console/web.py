@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import Depends, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -94,7 +94,12 @@ def redirect(location: str, headers: dict[str, str] | None = None) -> RedirectRe
 
 
 async def form_fields(request: Request) -> dict[str, str]:
-    """An urlencoded form body as name -> first value (no multipart: the console's forms send none)."""
+    """An urlencoded form body as name -> first value (no multipart: the console's forms send none). A form a
+    browser posts from another site is refused by its `Origin` (the sign-in form has no session to carry a CSRF
+    token yet: this keeps another site from signing a browser in as someone else)."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        raise PageError(403, f"this form was posted from another site ({origin}); use the console's own page")
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         raise PageError(413, "this form is too large")

@@ -156,6 +156,12 @@ async def test_sign_in_goes_only_to_a_local_page(settings, served):
         for evil in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
             r = await sign_in(http, token, evil)
             assert r.headers["location"] == "/jobs", evil
+        http.cookies.clear()
+        # a form another site posts (login CSRF: signing the browser in as someone else) is refused
+        other = await http.post("/signin", data={"token": token}, headers={"Origin": "http://evil.example"})
+        assert other.status_code == 403 and COOKIE not in http.cookies
+        same = await http.post("/signin", data={"token": token}, headers={"Origin": served})
+        assert same.status_code == 303 and COOKIE in http.cookies
 
 
 async def test_a_succeeded_jobs_result_downloads_from_its_page(settings, served):
