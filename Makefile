@@ -10,7 +10,10 @@ STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib;print(hashlib.
 COMPILE := pip compile pyproject.toml --all-extras --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 
-.PHONY: venv lock demo test test-apiserver lint bench up clean docs
+.PHONY: venv lock demo test test-apiserver lint bench up clean docs browser
+# The console's browser tests drive Debian's chromium (`make browser`); Playwright never downloads a browser.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+CHROMIUM ?= /usr/bin/chromium
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +38,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy  # --strict over jobqueue, manager and consumer: [tool.mypy] in pyproject.toml
 
-test: $(STAMP) lint
+# Debian's chromium for tests/integration/test_console_browser.py, installed only when missing (needs root).
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The slow tier: a real kube-apiserver + controller-manager 1.20 (built once, ~12 min, cached under

@@ -29,6 +29,8 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>schedule-runs:<name>     zset job_id -> due ms: the runs of one schedule
     <p>tokens                   zset token id -> created ms: every API token (`jobqueue.auth.tokens`)
     <p>token:<id>               hash: one API token (`TokenField`): the SHA-256 of the token, never the token
+    <p>console-session:<h>      hash: one web console sign-in (`ConsoleSessionField`), <h> the SHA-256 of the
+                                session cookie (the cookie is not stored); TTL JOBQUEUE_CONSOLE_SESSION_SECONDS
     <p>registry-versions        hash version number -> JSON `RegistryVersion` (jobqueue.registry_versions): every
                                 applied feature registry, immutable, never expired
     <p>registry-current         string: the id (`<number>-<hash>`) of the version the SDK plans new jobs against
@@ -131,6 +133,16 @@ class TokenField(enum.StrEnum):
     EXPIRES_AT = "expires_at"  # absent: never expires
     REVOKED_AT = "revoked_at"  # absent: not revoked
     LAST_USED_AT = "last_used_at"  # absent: never used (updated at most once a minute)
+
+
+class ConsoleSessionField(enum.StrEnum):
+    """The fields of <p>console-session:<h>, written by `jobqueue.console.sessions.SessionStore` alone."""
+
+    OWNER = "owner"
+    TEAM = "team"  # absent: none
+    ROLE = "role"
+    TOKEN_ID = "token_id"  # the `jq_` token signed in with (re-checked on each page); absent for an OIDC JWT
+    CSRF = "csrf"  # the per-session token every mutating form carries
 
 
 class CounterName(enum.StrEnum):
@@ -350,6 +362,7 @@ class Keys:
     schedule = _Named("schedule")  # per schedule name
     schedule_runs = _Named("schedule-runs")  # per schedule name
     token = _Named("token")  # per API token id
+    console_session = _Named("console-session")  # per SHA-256 of a console session cookie
     job_finished = _Named("finished")  # pub/sub channel per job id: its final status, once
 
     # keys without a variable part

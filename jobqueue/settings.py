@@ -380,6 +380,11 @@ class Settings(BaseSettings):
         description="Most job records one `GET /v1/jobs` page reads to fill itself; a page that stops there "
         "returns a cursor to go on from.",
     )
+    console_session_seconds: int = Field(
+        default=8 * 3600, ge=60,
+        description="How long a web console sign-in lasts (its session record's TTL in Redis); never past the "
+        "expiry of the token it was made from, and a revoked token ends it at the next page.",
+    )
     scale_down_stabilization_seconds: float = Field(
         default=30.0,
         ge=0,

@@ -21,6 +21,7 @@ from jobqueue.api.wire import ErrorBody, QuotaHit
 from jobqueue.auth.oidc import BearerAuthenticator
 from jobqueue.auth.tokens import TokenStore
 from jobqueue.client import AsyncJobQueueClient
+from jobqueue.console import mount_console
 from jobqueue.errors import InvalidQueryError, JobStateError, QuotaExceededError, RedisUnavailableError
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
@@ -83,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(operations.router)
     app.include_router(registry.router)
     app.include_router(operations.probes)
+    mount_console(app)  # the web console at `/` (jobqueue.console)
 
     add_error_answers(app)
 

@@ -30,6 +30,8 @@ NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "events": "the pub/sub channel that wakes the manager",
     "token": "an API token's record (its hash, never the token): `jobqueue.auth.tokens.TokenStore`",
     "tokens": "the index of API tokens: `jobqueue.auth.tokens.TokenStore`",
+    "console_session": "a web console sign-in (its identity and CSRF token, never the token): "
+                       "`jobqueue.console.sessions.SessionStore`",
     "registry_versions": "the applied feature registries: `RegistryStore.apply`",
     "registry_current": "the current registry version: `RegistryStore.apply`",
 }
