@@ -104,7 +104,7 @@ def api_process(env: dict[str, str], home: Path, workers: int) -> Iterator[str]:
     log = (home / "api.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "jobqueue.cli.main", "api"],
                                env={**env, "JOBQUEUE_API_HOST": "127.0.0.1", "JOBQUEUE_API_PORT": str(port),
-                                    **({"JOBQUEUE_API_WORKERS": str(workers)} if workers != 1 else {})},
+                                    "JOBQUEUE_API_WORKERS": str(workers)},
                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:

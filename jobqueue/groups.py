@@ -210,6 +210,28 @@ def load_groups(path: Path | None) -> dict[str, ResourceGroup]:
     return parse_groups(_read_yaml(path), str(path))
 
 
+_loaded: dict[Path, tuple[tuple[int, int, int, int], dict[str, ResourceGroup]]] = {}
+
+
+def load_groups_cached(path: Path | None) -> dict[str, ResourceGroup]:
+    """`load_groups`, parsed again only when the file changed (its inode, size, mtime or ctime): a client that
+    checks every submission's group against the file (no manager publishes groups) does not parse YAML each
+    time."""
+    if path is None:
+        return load_groups(None)
+    try:
+        st = path.stat()
+    except OSError:
+        return load_groups(path)  # its own error, naming the file
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    hit = _loaded.get(path)
+    if hit is not None and hit[0] == stamp:
+        return dict(hit[1])
+    groups = load_groups(path)
+    _loaded[path] = (stamp, groups)
+    return dict(groups)
+
+
 def load_groups_config(path: Path | None) -> GroupsConfig:
     if path is None:
         return read_groups_config(None)

@@ -163,19 +163,18 @@ class HttpBackend:
 
     async def read_result(self, record: JobRecord) -> pa.Table:
         """The result, streamed from `GET /v1/jobs/{id}/result` into memory (or a temporary file past 64 MiB)."""
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as sink:
+        with ResultSink() as sink:
             try:
                 async with self._http.stream("GET", f"/v1/jobs/{record.job_id}/result", timeout=None) as response:
                     if not response.is_success:
                         await response.aread()
                         _raise(response, self.url, JobNotFoundError)
-                    async for chunk in response.aiter_bytes(1 << 20):
+                    async for chunk in response.aiter_raw():
                         sink.write(chunk)
             except httpx.TransportError as e:
                 raise ApiUnavailableError(f"the download of job {record.job_id}'s result from {self.url} broke "
                                           f"({type(e).__name__}: {e}); read it again") from e
-            sink.seek(0)
-            return await asyncio.to_thread(pq.read_table, sink)
+            return await asyncio.to_thread(sink.read_table)
 
     async def jobs(self, wanted: JobFilter, limit: int, submitted_after: datetime | None,
                    submitted_before: datetime | None) -> list[JobRecord]:
@@ -237,6 +236,40 @@ class HttpBackend:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+class ResultSink:
+    """A downloaded Parquet file: its blocks in memory up to SPOOL_BYTES (read by Arrow without a copy through a
+    Python file object), past that in a temporary file (memory-mapped)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._file: Any = None
+
+    def __enter__(self) -> ResultSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, chunk: bytes) -> None:
+        if self._file is None and self._size + len(chunk) > SPOOL_BYTES:
+            self._file = tempfile.NamedTemporaryFile(prefix="jobqueue-result-", suffix=".parquet")  # noqa: SIM115 (closed in __exit__)
+            self._file.writelines(self._parts)
+            self._parts = []
+        if self._file is not None:
+            self._file.write(chunk)
+        else:
+            self._parts.append(chunk)
+        self._size += len(chunk)
+
+    def read_table(self) -> pa.Table:
+        if self._file is None:
+            return pq.read_table(pa.BufferReader(b"".join(self._parts)))
+        self._file.flush()
+        return pq.read_table(self._file.name, memory_map=True)
 
 
 def _check_id(value: str, field: str = "job_id") -> None:
