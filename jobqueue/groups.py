@@ -30,6 +30,7 @@ and left alone while the others run. Everything else (the SDK, the CLI) loads st
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -210,6 +211,7 @@ def load_groups(path: Path | None) -> dict[str, ResourceGroup]:
     return parse_groups(_read_yaml(path), str(path))
 
 
+RECENT_NS = 2_000_000_000
 _loaded: dict[Path, tuple[tuple[int, int, int, int], dict[str, ResourceGroup]]] = {}
 
 
@@ -228,7 +230,8 @@ def load_groups_cached(path: Path | None) -> dict[str, ResourceGroup]:
     if hit is not None and hit[0] == stamp:
         return dict(hit[1])
     groups = load_groups(path)
-    _loaded[path] = (stamp, groups)
+    if time.time_ns() - st.st_mtime_ns > RECENT_NS:  # a file changed within the clock's resolution again may keep
+        _loaded[path] = (stamp, groups)               # its size and times: not kept until it is older (as git does)
     return dict(groups)
 
 
