@@ -60,6 +60,7 @@ SPOOL_BYTES = 64 << 20  # a downloaded result is kept in memory up to this size,
 _CANDIDATES = re.compile(r"matches \d+ jobs: (.*?)(?: and \d+ more)?; give more characters")
 
 
+FINISHED_KEPT = 256  # final records from long polls, each handed to the next `get_job` of its job
 LONG_POLL_MAX_SECONDS = 60.0  # the API holds `GET /v1/jobs/{id}?wait=` at most this long
 
 
@@ -91,6 +92,7 @@ class HttpBackend:
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
         self._http = httpx.AsyncClient(base_url=url, headers=headers,
                                        timeout=httpx.Timeout(timeout, connect=10.0))
+        self._finished: dict[str, JobRecord] = {}  # final records from long polls: see `wait_final`
 
     def __repr__(self) -> str:
         return f"<HttpBackend {self.url}>"
@@ -141,6 +143,9 @@ class HttpBackend:
 
     async def get_job(self, job_id: str) -> JobRecord:
         _check_id(job_id)
+        final = self._finished.pop(job_id, None)  # a final record never changes: the long poll's, not a GET more
+        if final is not None:
+            return final
         return JobRecord.model_validate_json((await self._call("GET", f"/v1/jobs/{job_id}")).content)
 
     def finish_watcher(self, job_id: str) -> LongPollWatch:
@@ -152,7 +157,12 @@ class HttpBackend:
         _check_id(job_id)
         seconds = min(max(timeout, 0.0), LONG_POLL_MAX_SECONDS)
         response = await self._call("GET", f"/v1/jobs/{job_id}", params={"wait": seconds}, timeout=seconds + 30)
-        return JobRecord.model_validate_json(response.content).status.is_final
+        record = JobRecord.model_validate_json(response.content)
+        if record.status.is_final:  # the next `get_job` of it (wait() reads it right after) takes this one
+            self._finished[job_id] = record
+            while len(self._finished) > FINISHED_KEPT:
+                self._finished.pop(next(iter(self._finished)))
+        return record.status.is_final
 
     async def cancel(self, job_id: str, wait: float | None) -> JobRecord:
         _check_id(job_id)
