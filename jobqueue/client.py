@@ -54,13 +54,14 @@ from jobqueue.errors import (
     RedisUnavailableError,
     RegistryMismatchError,
 )
-from jobqueue.groups import ResourceGroup, load_groups
+from jobqueue.groups import ResourceGroup, load_groups_cached
 from jobqueue.handles import AsyncJobHandle, AsyncLocalResult, JobHandle, LocalResult
 from jobqueue.http_backend import HttpBackend
 from jobqueue.inputs import time_range, to_arrow, with_times
 from jobqueue.job_filter import JobFilter
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
+from jobqueue.lookup_cache import LookupCache
 from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
 from jobqueue.plan import plan_query
@@ -109,6 +110,9 @@ class AsyncJobQueueClient:
                             else None)
         self._registries: RegistryStore | None = None
         self._local_groups = groups
+        # what each submission reads from Redis (current registry version, served groups): the API reuses it for
+        # JOBQUEUE_API_CACHE_SECONDS; any other client reads it every time (seconds 0)
+        self.lookups = LookupCache()
         self._redis = redis
         self._owns_redis = redis is None
         self._url: str | None = None  # the URL connected to (the embedded server's record may go away)
@@ -158,7 +162,7 @@ class AsyncJobQueueClient:
     def registries(self) -> RegistryStore:
         """The registry versions served in Redis (`jobqueue registry`)."""
         if self._registries is None:
-            self._registries = RegistryStore(self.redis, self.keys)
+            self._registries = RegistryStore(self.redis, self.keys, self.lookups)
         return self._registries
 
     async def planning_registry(self) -> tuple[Registry, str | None]:
@@ -210,11 +214,15 @@ class AsyncJobQueueClient:
 
     async def known_groups(self) -> list[str]:
         """Groups the running manager serves (published in Redis), else the local config's."""
-        published = await cast(Awaitable[list[bytes]], self.redis.hkeys(self.keys.groups))
+        published = await self.lookups.get("groups", self._published_groups)
         if published:
-            return sorted(g.decode() for g in published)
-        groups = self._local_groups or load_groups(self.settings.resource_groups_path)
+            return published
+        groups = self._local_groups or load_groups_cached(self.settings.resource_groups_path)
         return sorted(groups)
+
+    async def _published_groups(self) -> list[str]:
+        published = await cast(Awaitable[list[bytes]], self.redis.hkeys(self.keys.groups))
+        return sorted(g.decode() for g in published)
 
     async def offline_query(
         self,

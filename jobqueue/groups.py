@@ -30,6 +30,7 @@ and left alone while the others run. Everything else (the SDK, the CLI) loads st
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -208,6 +209,30 @@ def load_groups(path: Path | None) -> dict[str, ResourceGroup]:
     if path is None:
         return parse_groups(None)
     return parse_groups(_read_yaml(path), str(path))
+
+
+RECENT_NS = 2_000_000_000
+_loaded: dict[Path, tuple[tuple[int, int, int, int], dict[str, ResourceGroup]]] = {}
+
+
+def load_groups_cached(path: Path | None) -> dict[str, ResourceGroup]:
+    """`load_groups`, parsed again only when the file changed (its inode, size, mtime or ctime): a client that
+    checks every submission's group against the file (no manager publishes groups) does not parse YAML each
+    time."""
+    if path is None:
+        return load_groups(None)
+    try:
+        st = path.stat()
+    except OSError:
+        return load_groups(path)  # its own error, naming the file
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    hit = _loaded.get(path)
+    if hit is not None and hit[0] == stamp:
+        return dict(hit[1])
+    groups = load_groups(path)
+    if time.time_ns() - st.st_mtime_ns > RECENT_NS:  # a file changed within the clock's resolution again may keep
+        _loaded[path] = (stamp, groups)               # its size and times: not kept until it is older (as git does)
+    return dict(groups)
 
 
 def load_groups_config(path: Path | None) -> GroupsConfig:

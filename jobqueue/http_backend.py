@@ -60,6 +60,7 @@ SPOOL_BYTES = 64 << 20  # a downloaded result is kept in memory up to this size,
 _CANDIDATES = re.compile(r"matches \d+ jobs: (.*?)(?: and \d+ more)?; give more characters")
 
 
+FINISHED_KEPT = 256  # final records from long polls, each handed to the next `get_job` of its job
 LONG_POLL_MAX_SECONDS = 60.0  # the API holds `GET /v1/jobs/{id}?wait=` at most this long
 
 
@@ -91,6 +92,7 @@ class HttpBackend:
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
         self._http = httpx.AsyncClient(base_url=url, headers=headers,
                                        timeout=httpx.Timeout(timeout, connect=10.0))
+        self._finished: dict[str, JobRecord] = {}  # final records from long polls: see `wait_final`
 
     def __repr__(self) -> str:
         return f"<HttpBackend {self.url}>"
@@ -141,6 +143,9 @@ class HttpBackend:
 
     async def get_job(self, job_id: str) -> JobRecord:
         _check_id(job_id)
+        final = self._finished.pop(job_id, None)  # a final record never changes: the long poll's, not a GET more
+        if final is not None:
+            return final
         return JobRecord.model_validate_json((await self._call("GET", f"/v1/jobs/{job_id}")).content)
 
     def finish_watcher(self, job_id: str) -> LongPollWatch:
@@ -152,7 +157,12 @@ class HttpBackend:
         _check_id(job_id)
         seconds = min(max(timeout, 0.0), LONG_POLL_MAX_SECONDS)
         response = await self._call("GET", f"/v1/jobs/{job_id}", params={"wait": seconds}, timeout=seconds + 30)
-        return JobRecord.model_validate_json(response.content).status.is_final
+        record = JobRecord.model_validate_json(response.content)
+        if record.status.is_final:  # the next `get_job` of it (wait() reads it right after) takes this one
+            self._finished[job_id] = record
+            while len(self._finished) > FINISHED_KEPT:
+                self._finished.pop(next(iter(self._finished)))
+        return record.status.is_final
 
     async def cancel(self, job_id: str, wait: float | None) -> JobRecord:
         _check_id(job_id)
@@ -163,19 +173,18 @@ class HttpBackend:
 
     async def read_result(self, record: JobRecord) -> pa.Table:
         """The result, streamed from `GET /v1/jobs/{id}/result` into memory (or a temporary file past 64 MiB)."""
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as sink:
+        with ResultSink() as sink:
             try:
                 async with self._http.stream("GET", f"/v1/jobs/{record.job_id}/result", timeout=None) as response:
                     if not response.is_success:
                         await response.aread()
                         _raise(response, self.url, JobNotFoundError)
-                    async for chunk in response.aiter_bytes(1 << 20):
+                    async for chunk in response.aiter_raw():
                         sink.write(chunk)
             except httpx.TransportError as e:
                 raise ApiUnavailableError(f"the download of job {record.job_id}'s result from {self.url} broke "
                                           f"({type(e).__name__}: {e}); read it again") from e
-            sink.seek(0)
-            return await asyncio.to_thread(pq.read_table, sink)
+            return await asyncio.to_thread(sink.read_table)
 
     async def jobs(self, wanted: JobFilter, limit: int, submitted_after: datetime | None,
                    submitted_before: datetime | None) -> list[JobRecord]:
@@ -237,6 +246,40 @@ class HttpBackend:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+class ResultSink:
+    """A downloaded Parquet file: its blocks in memory up to SPOOL_BYTES (read by Arrow without a copy through a
+    Python file object), past that in a temporary file (memory-mapped)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._file: Any = None
+
+    def __enter__(self) -> ResultSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, chunk: bytes) -> None:
+        if self._file is None and self._size + len(chunk) > SPOOL_BYTES:
+            self._file = tempfile.NamedTemporaryFile(prefix="jobqueue-result-", suffix=".parquet")  # noqa: SIM115 (closed in __exit__)
+            self._file.writelines(self._parts)
+            self._parts = []
+        if self._file is not None:
+            self._file.write(chunk)
+        else:
+            self._parts.append(chunk)
+        self._size += len(chunk)
+
+    def read_table(self) -> pa.Table:
+        if self._file is None:
+            return pq.read_table(pa.BufferReader(b"".join(self._parts)))
+        self._file.flush()
+        return pq.read_table(self._file.name, memory_map=True)
 
 
 def _check_id(value: str, field: str = "job_id") -> None:

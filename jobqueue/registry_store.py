@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from jobqueue.errors import RegistryVersionNotFound
 from jobqueue.keys import Keys
+from jobqueue.lookup_cache import LookupCache
 from jobqueue.registry import Registry
 from jobqueue.registry_versions import SEPARATOR, RegistryVersion, parse_version_ref, version_id
 
@@ -42,6 +43,7 @@ redis.call('SET', KEYS[2], id)
 return {id, 1}
 """
 CACHED_VERSIONS = 16
+CURRENT = "registry_current"  # its name in the LookupCache
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,10 @@ class Applied:
 class RegistryStore:
     """Registry versions in Redis for one environment. Holds its Redis client, keys and the parsed-version cache."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, lookups: LookupCache | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        self.lookups = lookups or LookupCache()  # the current id, reused for its `seconds` (0: never)
         self._apply = redis.register_script(APPLY)
         self._parsed: OrderedDict[str, Registry] = OrderedDict()
 
@@ -65,12 +68,16 @@ class RegistryStore:
         reply = await self._apply(keys=[self.keys.registry_versions, self.keys.registry_current],
                                   args=[candidate.hash, candidate.stored_json(), SEPARATOR])
         vid, created = _text(reply[0]), bool(int(reply[1]))
+        self.lookups.forget(CURRENT)  # this process sees its own apply at once
         number, _ = parse_version_ref(vid)
         if created:
             return Applied(candidate.model_copy(update={"number": number}), True)
         return Applied(await self.version(vid), False)
 
     async def current_id(self) -> str | None:
+        return await self.lookups.get(CURRENT, self._read_current_id)
+
+    async def _read_current_id(self) -> str | None:
         raw = await self.redis.get(self.keys.registry_current)
         return _text(raw) if raw is not None else None
 

@@ -370,6 +370,18 @@ class Settings(BaseSettings):
         description="Port of `jobqueue api` (0: any free port). `jobqueue up` uses it when it is free, else any "
         "free port, and writes the URL to `<home>/api.url`.",
     )
+    api_workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Processes `jobqueue api` serves with (uvicorn workers sharing one socket; the API is "
+        "stateless). One process uses at most one core: set it to the cores the API may use. The API `jobqueue up` "
+        "starts is always one.",
+    )
+    api_cache_seconds: float = Field(
+        default=1.0, ge=0, le=60,
+        description="How long an API process reuses what every submission reads from Redis: the current registry "
+        "version and the groups the manager serves (0: read them on every call). An apply through this process "
+        "is seen at once; through another, within this time.",
+    )
     api_max_body_bytes: ByteSize = Field(
         default=1 << 30, ge=1,
         description="Largest request body the API accepts (a query's Arrow or Parquet input), e.g. `256MiB`; a "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobqueue.api import jobs, operations, registry, submit
 from jobqueue.api.deps import ApiError, ApiMetrics, Services
@@ -58,6 +59,31 @@ async def known_parameters(request: Request) -> None:
                                     f"{takes}")
 
 
+class CountRequests:
+    """`jobqueue_api_requests` by method, route template and status: a plain ASGI middleware (Starlette's
+    `BaseHTTPMiddleware` runs every request through an extra task and memory streams)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [0]
+
+        async def send_noting_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, send_noting_status)
+        services = getattr(scope["app"].state, "services", None)
+        if services is not None and status[0]:
+            template = getattr(scope.get("route"), "path", "unmatched")
+            services.metrics.requests.labels(scope["method"], template, str(status[0])).inc()
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The API of one environment. The SDK client it submits with records no server-side team: the team of a job
     is always its token's."""
@@ -66,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # always direct (never the HTTP mode a JOBQUEUE_API_URL or a local `up`'s api.url would give a client)
         client = AsyncJobQueueClient(settings.model_copy(update={"team": ""}), direct=True)
+        client.lookups.seconds = settings.api_cache_seconds
         tokens = TokenStore(client.redis, client.keys)
         app.state.services = Services(settings, client, tokens, ApiMetrics(settings.metrics_max_teams),
                                       BearerAuthenticator.from_settings(settings, tokens))
@@ -88,16 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     add_error_answers(app)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        services = getattr(request.app.state, "services", None)
-        if services is not None:
-            template = getattr(route, "path", "unmatched")
-            services.metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(CountRequests)
     return app
 
 

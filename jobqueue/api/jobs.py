@@ -143,6 +143,12 @@ async def cancel_job(job_id: str, identity: Caller, svc: Svc,
     return done
 
 
+class ResultFile(FileResponse):
+    """A result file sent in blocks of CHUNK (Starlette's default, 64 KiB, is a thread hop and a send each)."""
+
+    chunk_size = CHUNK
+
+
 @router.get("/{job_id}/result", response_class=Response, responses=PARQUET,
             summary="The result of a succeeded job, as a Parquet file (streamed).")
 async def get_result(job_id: str, identity: Caller, svc: Svc) -> Response:
@@ -158,7 +164,7 @@ async def get_result(job_id: str, identity: Caller, svc: Svc) -> Response:
         path = local_path(uri)
         if not path.is_file():
             raise gone
-        return FileResponse(path, media_type=PARQUET_TYPE, filename=filename)
+        return ResultFile(path, media_type=PARQUET_TYPE, filename=filename)
     fs, key = svc.client.storage.resolve(uri)
     try:
         stream = await asyncio.to_thread(fs.open_input_stream, key)

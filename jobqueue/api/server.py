@@ -9,12 +9,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from jobqueue.api.app import create_app
 from jobqueue.errors import SettingsError
-from jobqueue.settings import Settings
+from jobqueue.logs import configure_logging
+from jobqueue.settings import Settings, load_settings
 
 START_TIMEOUT = 30.0
 
@@ -42,16 +46,32 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+# uvicorn picks uvloop and httptools (dependencies) over asyncio's loop and h11 when they import
+OPTIONS: dict[str, Any] = {"log_config": None, "access_log": False, "lifespan": "on", "timeout_graceful_shutdown": 10}
+
+
 def _server(settings: Settings) -> uvicorn.Server:
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=10)
-    return uvicorn.Server(config)
+    return uvicorn.Server(uvicorn.Config(create_app(settings), **OPTIONS))
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process (`JOBQUEUE_API_WORKERS` > 1): its settings from the environment, as the
+    parent's (`jobqueue api` reads nothing else)."""
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM (`jobqueue api`)."""
+    """Serve until SIGINT or SIGTERM (`jobqueue api`): in this process, or in JOBQUEUE_API_WORKERS worker
+    processes sharing the socket bound here (uvicorn's supervisor restarts one that dies)."""
     sock = bind(settings.api_host, settings.api_port)
-    _server(settings).run(sockets=[sock])
+    if settings.api_workers <= 1:
+        _server(settings).run(sockets=[sock])
+        return
+    config = uvicorn.Config(f"{__name__}:{app_from_environment.__name__}", factory=True,
+                            workers=settings.api_workers, **OPTIONS)
+    Multiprocess(config, sockets=[sock]).run()
 
 
 @contextlib.contextmanager

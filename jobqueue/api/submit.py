@@ -107,7 +107,11 @@ async def submit(
         max_retries=max_retries, completion_deadline=completion_deadline, include_input_time=include_input_time,
         owner=identity.owner, team=identity.team, tags=tags, query_name=query_name, correlation_id=correlation_id)
     assert isinstance(handle, AsyncJobHandle)
-    record = await svc.client.get_job(handle.id)
+    # the record as stored (one read; not `get_job`, whose wait reason costs a round trip of its own: a GET of
+    # the job says why it waits)
+    record = await svc.client.store.get(handle.id)
+    if record is None:
+        raise ApiError(404, f"job {handle.id} was submitted and is gone already (its record expired)")
     svc.metrics.submitted.labels(svc.metrics.team(identity.team)).inc()
     audit(identity, Action.SUBMIT_JOB, job_id=record.job_id, resource_group=record.resource_group,
           rows=record.input_rows, query_name=record.query_name)
