@@ -190,9 +190,10 @@ async def test_the_groups_page_shows_what_jobqueue_status_shows(settings, tmp_pa
 
             async def both_rows() -> str | None:
                 page = (await http.get("/groups")).text
-                return page if 'data-group="default"' in page and 'data-group="gpu"' in page else None
+                rows = 'data-group="default"' in page and 'data-group="gpu"' in page
+                return page if rows and "No manager has ticked" not in page else None
 
-            page = await eventually(both_rows, timeout=30, what="both groups on the page")
+            page = await eventually(both_rows, timeout=30, what="both groups on the page, the manager ticking")
             async with AsyncJobQueueClient(settings) as client:
                 rows = await DirectBackend(client).groups()
     gpu = next(g for g in rows if g.group == "gpu")
