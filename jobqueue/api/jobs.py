@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -16,7 +15,7 @@ from starlette.responses import Response
 from jobqueue.api.deps import ApiError, Caller, Services, Svc, allow, audit, may, not_found
 from jobqueue.api.listing import CURSOR_PATTERN, find_jobs
 from jobqueue.api.responses import ERRORS, PARQUET, PARQUET_TYPE
-from jobqueue.api.wire import CancelFilter, CancelManyResult, JobPage, JobSummary
+from jobqueue.api.wire import CancelFilter, CancelManyResult, IsoTime, JobPage, JobSummary
 from jobqueue.auth.identity import Identity
 from jobqueue.auth.policy import Action
 from jobqueue.direct_backend import DirectBackend
@@ -37,8 +36,8 @@ TAG_PATTERN = r"^[^=]+=.*$"
 TagText = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
 Tag = Annotated[list[TagText] | None, Query(description="Only jobs with this tag, NAME=VALUE (repeatable).")]
 QueryName = Annotated[str | None, Query(description="Only jobs with this query name.")]
-After = Annotated[datetime | None, Query(description="Only jobs submitted at or after this time (ISO 8601).")]
-Before = Annotated[datetime | None, Query(description="Only jobs submitted at or before this time (ISO 8601).")]
+After = Annotated[IsoTime | None, Query(description="Only jobs submitted at or after this time (ISO 8601).")]
+Before = Annotated[IsoTime | None, Query(description="Only jobs submitted at or before this time (ISO 8601).")]
 
 
 def parse_tags(items: list[str] | None) -> dict[str, str]:

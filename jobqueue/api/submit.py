@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from datetime import datetime
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -25,6 +24,7 @@ from fastapi import APIRouter, Query, Request
 from jobqueue.api.deps import ApiError, Caller, Svc, allow, audit
 from jobqueue.api.jobs import TagText, links_from, parse_tags
 from jobqueue.api.responses import ARROW_STREAM_TYPE, ERRORS, INPUT_TYPES, PARQUET_TYPE, SUBMIT_ERRORS
+from jobqueue.api.wire import IsoTime
 from jobqueue.auth.policy import Action
 from jobqueue.errors import InvalidQueryError
 from jobqueue.handles import AsyncJobHandle
@@ -85,7 +85,7 @@ async def submit(
     output: Annotated[list[str], Query(description="Output features, `namespace.feature` (repeatable).")],
     resource_group: Annotated[str, Query(description="The resource group (queue and consumer pool).")] = "default",
     max_retries: Annotated[int, Query(description="Failed attempts retried, 0 to 100.")] = 2,
-    completion_deadline: Annotated[datetime | None, Query(description="The job expires if not done by then "
+    completion_deadline: Annotated[IsoTime | None, Query(description="The job expires if not done by then "
                                                           "(ISO 8601; naive: UTC).")] = None,
     include_input_time: Annotated[bool, Query(description="The result gets `input_time`, each row's as-of time.")]
     = False,

@@ -5,10 +5,11 @@ A job itself is `jobqueue.models.JobRecord` on the wire, as in the SDK.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
@@ -17,6 +18,19 @@ from jobqueue.registry_versions import RegistryVersion
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_NUMBER = re.compile(r"^\s*[-+]?\d+(\.\d*)?\s*$")
+
+
+def _iso_only(value: object) -> object:
+    """A time is ISO 8601 text, as the schema says: pydantic would also take a number as Unix seconds."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError("must be an ISO 8601 time such as 2026-12-01T00:00:00Z, not a number")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 class QuotaHit(_Wire):
@@ -68,8 +82,8 @@ class CancelFilter(_Wire):
     tags: Annotated[dict[str, str], Field(min_length=1)] | SkipJsonSchema[None] = Field(
         default=None, description="Each tag must be present with this value.")
     query_name: _Text | SkipJsonSchema[None] = None
-    submitted_after: datetime | SkipJsonSchema[None] = None
-    submitted_before: datetime | SkipJsonSchema[None] = None
+    submitted_after: IsoTime | SkipJsonSchema[None] = None
+    submitted_before: IsoTime | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _narrows(self) -> CancelFilter:
