@@ -62,9 +62,9 @@ def test_the_build_stage_installs_from_the_lock():
 
 def test_the_image_is_multi_stage_pinned_slim_and_non_root():
     build, final = stages()
-    (arg,) = [v for k, v in instructions(DOCKERFILE) if k == "ARG" and v.startswith("PYTHON_IMAGE=")]
-    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm", arg), "a pinned Python patch release, slim"
-    assert build[0] == ("FROM", "${PYTHON_IMAGE} AS build") and final[0] == ("FROM", "${PYTHON_IMAGE}")
+    (arg,) = [v for k, v in instructions(DOCKERFILE) if k == "ARG" and v.startswith("BASE=")]
+    assert re.fullmatch(r"BASE=python:3\.11\.\d+-slim-bookworm", arg), "a pinned Python patch release, slim"
+    assert build[0] == ("FROM", "${BASE} AS build") and final[0] == ("FROM", "${BASE}")
     final_text = " ".join(v for _, v in final)
     assert "COPY --from=build /opt/jobqueue /opt/jobqueue" in " ".join(f"{k} {v}" for k, v in final)
     for tool in ("gcc", "build-essential", "make ", "git", "-dev "):
