@@ -24,7 +24,7 @@ WORK=$(mktemp -d)
 trap 'umount -R "$WORK/rootfs/proc" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 # --- base: the hash of this script's base recipe and the mirror's suite
-BASE_KEY=$(printf '%s\n' "$SUITE" "$BASE_PACKAGES" "minbase-v1" | sha256sum | cut -c1-16)
+BASE_KEY=$(printf '%s\n' "$SUITE" "$BASE_PACKAGES" "minbase-v2" | sha256sum | cut -c1-16)
 BASE=$CACHE/base-$BASE_KEY
 if [[ ! -f $BASE/done ]]; then
   rm -rf "$BASE"
@@ -45,6 +45,15 @@ Suites: $SUITE-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
+  # as Debian's own container images: apt keeps no package caches or downloaded .debs in image layers
+  # (without it the final stage's apt-get left ~97 MiB in /var/cache/apt)
+  cat > "$WORK/rootfs/etc/apt/apt.conf.d/docker-clean" <<'APT'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+APT
+  rm -f "$WORK"/rootfs/var/cache/apt/*.bin
   umoci init --layout "$WORK/base" >&2
   umoci new --image "$WORK/base:bookworm-python" >&2
   umoci insert --image "$WORK/base:bookworm-python" "$WORK/rootfs" / >&2
