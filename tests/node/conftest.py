@@ -214,11 +214,24 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         for p in reversed(processes):
             with contextlib.suppress(Exception):
                 p.stop()
-        for pid in reversed(cp_pids):  # the apiserver lingers if etcd goes first
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        for pid in reversed(cp_pids):  # one at a time: the apiserver lingers if etcd goes first
+            _stop(pid)
         signal.signal(signal.SIGTERM, previous)
         print("[node tier] measured: " + json.dumps({k: round(v, 2) for k, v in TIMES.items()}), flush=True)
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM, wait up to 15 s, then SIGKILL; the control plane's processes are children of a script
+    that has exited, so they are polled, not waited for."""
+    with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
 
 
 def _node_ready(listing: str) -> bool:
