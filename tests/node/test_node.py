@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 from kubernetes_asyncio.client import CoreV1Api
 
 from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus, ResourceRequests
 from jobqueue.sample import sample_input
+from manager.backends.kube_objects import HTTP_PORT
 from tests.helpers import eventually
 from tests.node.conftest import NAMESPACE, Node, record
 
@@ -36,6 +38,7 @@ class PodTimes:
     scheduled: float | None = None
     running: float | None = None
     ready: float | None = None
+    consumer_ready: float | None = None  # the consumer's own /readyz answered 200 (polled from the host)
     gone: float | None = None
     last: dict[str, Any] = field(default_factory=dict)
 
@@ -69,6 +72,9 @@ class PodWatcher:
                 ready_now += 1
                 if t.ready is None:
                     t.ready = now
+            probe = t.running is not None and t.consumer_ready is None and pod.status.pod_ip
+            if probe and await _readyz(pod.status.pod_ip):
+                t.consumer_ready = time.monotonic()
             t.last = pod.to_dict()
         for name, t in self.pods.items():
             if name not in seen and t.gone is None:
@@ -93,6 +99,17 @@ class PodWatcher:
 
     def live(self) -> list[str]:
         return [n for n, t in self.pods.items() if t.gone is None]
+
+
+async def _readyz(ip: str) -> bool:
+    """The consumer's readiness endpoint, straight over the bridge: what the kubelet's probe asks, without
+    waiting for the probe's period."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5)) as session, \
+                session.get(f"http://{ip}:{HTTP_PORT}/readyz") as reply:
+            return reply.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
 
 
 @pytest.fixture
@@ -192,11 +209,13 @@ async def test_a_query_beyond_the_memory_limit_gets_the_pod_oomkilled_and_the_jo
 
 async def test_scale_from_zero_p50_split_into_scheduling_container_start_and_consumer_ready(
         node: Node, client: AsyncJobQueueClient, api: Any) -> None:
-    """submit -> pod created (manager + Deployment controller) -> scheduled -> container running ->
-    Ready (the readiness probe) -> the first byte of the result, over 5 trials from zero pods."""
+    """submit -> pod created (manager + Deployment controller) -> scheduled -> container running -> the
+    consumer's /readyz answers -> the first byte of the result, over 5 trials from zero pods. The pod's
+    Ready condition waits for the kubelet's probe (period 10 s) and a consumer takes work before it: a pod
+    may finish its query and be scaled away before it is ever Ready, so Ready is printed when seen."""
     phases: dict[str, list[float]] = {k: [] for k in (
-        "submit->pod created", "created->scheduled", "scheduled->container running", "running->Ready",
-        "submit->Ready", "submit->result first byte")}
+        "submit->pod created", "created->scheduled", "scheduled->container running",
+        "running->consumer ready", "submit->consumer ready", "submit->result first byte")}
     async with PodWatcher(api, "default") as pods:
         for trial in range(5):
             await no_pods(pods)
@@ -209,16 +228,18 @@ async def test_scale_from_zero_p50_split_into_scheduling_container_start_and_con
             table = await job.to_arrow()
             first_byte = time.monotonic()
             assert rec.status is JobStatus.SUCCEEDED and len(table) == 2_000
+            assert rec.consumer_id not in before, "a new pod each trial"
             pod = pods.pods[rec.consumer_id]
-            await eventually(lambda p=pod: p.ready, timeout=120, what="the pod Ready")
-            assert rec.consumer_id not in before and None not in (pod.created, pod.scheduled, pod.running, pod.ready)
+            assert None not in (pod.created, pod.scheduled, pod.running, pod.consumer_ready), pod
             phases["submit->pod created"].append(pod.created - submitted)
             phases["created->scheduled"].append(pod.scheduled - pod.created)
             phases["scheduled->container running"].append(pod.running - pod.scheduled)
-            phases["running->Ready"].append(pod.ready - pod.running)
-            phases["submit->Ready"].append(pod.ready - submitted)
+            phases["running->consumer ready"].append(pod.consumer_ready - pod.running)
+            phases["submit->consumer ready"].append(pod.consumer_ready - submitted)
             phases["submit->result first byte"].append(first_byte - submitted)
-            print(f"[node tier] trial {trial}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in phases.items()))
+            ready = f"{pod.ready - submitted:.2f}" if pod.ready else "not seen"
+            print(f"[node tier] trial {trial}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in phases.items())
+                  + f", submit->pod Ready condition {ready}")
         await no_pods(pods)
     for name, values in phases.items():
         record(f"scale-from-zero p50 {name}", statistics.median(values))
