@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib;print(hashlib.
 COMPILE := pip compile pyproject.toml --all-extras --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 
-.PHONY: venv lock demo test test-apiserver lint bench up clean docs browser
+.PHONY: venv lock demo test test-apiserver test-node lint bench up clean docs browser
 # The console's browser tests drive Debian's chromium (`make browser`); Playwright never downloads a browser.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 CHROMIUM ?= /usr/bin/chromium
@@ -49,6 +49,11 @@ test: $(STAMP) lint browser
 # ~/.cache/k8s-control-plane; needs root for apt-get). See tests/k8s/README.md.
 test-apiserver: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/apiserver
+
+# The node tier: the same control plane plus kube-scheduler, containerd and a kubelet; the image built from
+# the Dockerfile; consumers as pods (root; caches under ~/.cache). -s: it prints what it measures.
+test-node: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -s tests/node
 
 bench: $(STAMP)
 	$(BIN)/python bench/offline_query.py

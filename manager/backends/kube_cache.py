@@ -90,8 +90,8 @@ class DeploymentCache:
                 await asyncio.sleep(delay)
 
     async def _raw(self, call: Callable[..., Awaitable[Any]], **kwargs: Any) -> Any:
-        return await call(self.namespace, label_selector=self.selector, _preload_content=False,
-                          _request_timeout=self.timeout, **kwargs)
+        kwargs.setdefault("_request_timeout", self.timeout)  # the watch passes its own
+        return await call(self.namespace, label_selector=self.selector, _preload_content=False, **kwargs)
 
     async def _list(self) -> str | None:
         response = await self._raw(self.apps.list_namespaced_deployment)

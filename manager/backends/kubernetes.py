@@ -282,19 +282,19 @@ class KubernetesBackend:
         return []
 
     async def oom_killed(self, consumer_ids: set[str]) -> list[OomKill]:
-        """Read the pods named by these consumer ids (a consumer's id is its pod's name); a missing one is gone."""
+        """Read the pods named by these consumer ids (a consumer's id is its pod's name); a missing one is gone.
+        Listed by name, not read: the chart's Role grants `list` on pods, not `get`."""
         kills = []
         for name in sorted(consumer_ids):
             async def read(n: str = name) -> dict[str, Any]:
-                return await _json(await self.core.read_namespaced_pod(
-                    n, self.namespace, _preload_content=False, _request_timeout=self.timeout))
-            try:
-                pod = await with_retries(read, f"read pod {name}")
-            except ApiException as e:
-                if e.status == 404:
-                    continue
-                raise
-            kill = pod_oom_kill(pod, time.time())
+                return await _json(await self.core.list_namespaced_pod(
+                    self.namespace, field_selector=f"metadata.name={n}", _preload_content=False,
+                    _request_timeout=self.timeout))
+            found = [p for p in (await with_retries(read, f"read pod {name}"))["items"]
+                     if p["metadata"]["name"] == name]
+            if not found:
+                continue
+            kill = pod_oom_kill(found[0], time.time())
             if kill is not None:
                 kills.append(kill)
         return kills

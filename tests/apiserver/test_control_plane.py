@@ -142,6 +142,8 @@ async def test_the_manager_does_its_whole_job_under_the_charts_role(
         (rs,) = await eventually(replica_sets, timeout=60, what="a ReplicaSet from the controller-manager")
         assert rs.spec.replicas == 2
         etl_pods = await eventually(lambda: _count(pods, 2), timeout=60, what="2 Pods (Pending: no kubelet)")
+        # the reaper asks whether lost consumers' pods were OOM-killed: the Role grants `list` on pods, not `get`
+        assert await backend.oom_killed({etl_pods[0].metadata.name, "a-pod-long-gone"}) == []
 
         busy = etl_pods[0].metadata.name
         await arq_redis.delete(keys.queue("etl"))
@@ -227,3 +229,30 @@ async def test_reading_secrets_is_refused(control_plane, tester_bound):
         assert info.value.status == 403
     finally:
         await api.close()
+
+
+async def test_the_deployment_cache_keeps_its_watch_open_under_the_charts_role(
+        control_plane, tester_bound, settings, admin):
+    """The manager's Deployment cache lists once, then watches; it relists only when the watch breaks."""
+    from structlog.testing import capture_logs
+
+    namespace = tester_bound
+    settings = settings.model_copy(update={
+        "scaler_backend": "kubernetes", "kubernetes_namespace": namespace, "kubernetes_release": FULLNAME,
+        "kubernetes_consumer_image": "jobqueue:test"})
+    backend = KubernetesBackend(settings, control_plane.client("user-token"))
+    apps = AppsV1Api(admin)
+    labels = {"jobqueue.io/release": FULLNAME, "app.kubernetes.io/component": "consumer",
+              "app.kubernetes.io/managed-by": "jobqueue-manager", "jobqueue.io/group": "w"}
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "watched", "labels": labels},
+            "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": {
+                "metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+    with capture_logs() as logs:
+        try:
+            await backend.start()
+            await apps.create_namespaced_deployment(namespace, body)
+            await eventually(lambda: backend.cache.get("watched"), timeout=30, what="the cache to see the Deployment")
+        finally:
+            await backend.aclose()
+    failures = [e for e in logs if e.get("event") == "deployment watch failed; relisting"]
+    assert failures == [], failures[:2]

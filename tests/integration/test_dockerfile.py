@@ -62,9 +62,9 @@ def test_the_build_stage_installs_from_the_lock():
 
 def test_the_image_is_multi_stage_pinned_slim_and_non_root():
     build, final = stages()
-    (arg,) = [v for k, v in instructions(DOCKERFILE) if k == "ARG" and v.startswith("PYTHON_IMAGE=")]
-    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm", arg), "a pinned Python patch release, slim"
-    assert build[0] == ("FROM", "${PYTHON_IMAGE} AS build") and final[0] == ("FROM", "${PYTHON_IMAGE}")
+    (arg,) = [v for k, v in instructions(DOCKERFILE) if k == "ARG" and v.startswith("BASE=")]
+    assert re.fullmatch(r"BASE=python:3\.11\.\d+-slim-bookworm", arg), "a pinned Python patch release, slim"
+    assert build[0] == ("FROM", "${BASE} AS build") and final[0] == ("FROM", "${BASE}")
     final_text = " ".join(v for _, v in final)
     assert "COPY --from=build /opt/jobqueue /opt/jobqueue" in " ".join(f"{k} {v}" for k, v in final)
     for tool in ("gcc", "build-essential", "make ", "git", "-dev "):
@@ -103,3 +103,21 @@ def test_the_build_stage_installs_a_working_jobqueue_in_a_fresh_venv(tmp_path):
     assert "duckdb" in {canonical(line.partition("==")[0]) for line in installed.stdout.split()}
     assert not (venv / "bin" / "pip").exists(), "no pip left in the image's venv"
     assert not list((venv / "lib").glob("python3*/site-packages/tests")), "tests are not installed"
+
+
+@pytest.mark.parametrize("with_pip", [False, True])
+def test_the_final_stage_removes_pip_where_the_base_has_it_and_builds_on_a_base_without(tmp_path, with_pip):
+    """BASE may be python:*-slim (pip installed) or the node tier's debootstrap base (Debian's python3,
+    no pip): the final stage's pip step must work on both."""
+    _, final = stages()
+    (run,) = [v for k, v in final if k == "RUN"]
+    (step,) = [part.strip() for part in run.split(" && ") if "pip uninstall" in part]
+    venv = tmp_path / "base"
+    python = Path(sys.base_prefix) / "bin" / "python3"
+    subprocess.run([python, "-m", "venv", *([] if with_pip else ["--without-pip"]), venv], check=True)
+    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+    env.pop("VIRTUAL_ENV", None)
+    env.pop("PIP_CONSTRAINT", None)
+    done = subprocess.run(["sh", "-c", step], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{step}\n{done.stderr}"
+    assert not list((venv / "lib").glob("python3*/site-packages/pip")), "no pip left in the image"
