@@ -74,6 +74,16 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextlib.contextmanager
 def consumer_process(env: dict[str, str], home: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = (home / "consumer.log").open("wb")
@@ -82,12 +92,7 @@ def consumer_process(env: dict[str, str], home: Path) -> Iterator[subprocess.Pop
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 
@@ -120,12 +125,7 @@ def api_process(env: dict[str, str], home: Path, workers: int) -> Iterator[str]:
             time.sleep(0.05)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 
