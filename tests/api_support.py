@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -56,3 +59,13 @@ def parquet_body(table: pa.Table) -> bytes:
 async def alice_token(redis_url: str, environment: str) -> str:
     """A `user` token of alice (team risk) in `environment`, for a process started with only a Redis URL."""
     return await make_token(Settings(redis_url=redis_url, environment=environment), "alice", Role.USER, "risk")
+
+
+def api_url_of(up: subprocess.Popen[str], home: Path, timeout: float = 60.0) -> str:
+    """The URL a starting `jobqueue up` (its output piped) writes to `<home>/api.url`; its output if it exits."""
+    deadline = time.monotonic() + timeout
+    while not (home / "api.url").is_file():
+        assert up.poll() is None, up.stdout.read() if up.stdout else ""
+        assert time.monotonic() < deadline, "`jobqueue up` wrote no api.url"
+        time.sleep(0.1)
+    return (home / "api.url").read_text().strip()

@@ -14,7 +14,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 
 from jobqueue import AsyncJobQueueClient
 from jobqueue.settings import Settings
-from tests.api_support import alice_token
+from tests.api_support import alice_token, api_url_of
 from tests.helpers import free_port
 
 README = '''
@@ -73,12 +72,7 @@ def test_readme_example_over_http_equals_direct(tmp_path, store):
     script = tmp_path / "readme.py"
     script.write_text(README)
     try:
-        deadline = time.monotonic() + 60
-        while not (home / "api.url").is_file():
-            assert up.poll() is None, up.stdout.read() if up.stdout else ""
-            assert time.monotonic() < deadline, "`jobqueue up` wrote no api.url"
-            time.sleep(0.1)
-        url = (home / "api.url").read_text().strip()
+        url = api_url_of(up, home)
         token_file = home / "api.token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         redis_url = (home / "redis.url").read_text().strip()

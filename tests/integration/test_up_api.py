@@ -19,7 +19,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.api_support import ARROW, alice_token, arrow_body, bearer
+from tests.api_support import ARROW, alice_token, api_url_of, arrow_body, bearer
 from tests.helpers import free_port
 
 
@@ -37,11 +37,7 @@ def test_up_serves_the_api(tmp_path, store):
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
-        while not (home / "api.url").is_file():
-            assert up.poll() is None, up.stdout.read() if up.stdout else ""
-            assert time.monotonic() < deadline, "`jobqueue up` wrote no api.url"
-            time.sleep(0.1)
-        url = (home / "api.url").read_text().strip()
+        url = api_url_of(up, home, timeout=60)
         assert url.startswith("http://127.0.0.1:") and not url.endswith(f":{taken.getsockname()[1]}")
         assert httpx.get(f"{url}/readyz", timeout=10).json()["status"] == "ready"
         token = asyncio.run(alice_token((home / "redis.url").read_text().strip(), environment))
