@@ -1,0 +1,99 @@
+"""The direct mode's submission: stage a checked input and enqueue it in one atomic step (`JobStore.submit`), quotas
+enforced. `AsyncJobQueueClient.submit_prepared` is its entry point (the SDK, the API and the scheduler's runs)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from arq.jobs import serialize_job
+
+from jobqueue import serializer
+from jobqueue.attribution import Attribution
+from jobqueue.errors import QuotaExceededError
+from jobqueue.inputs import time_range
+from jobqueue.keys import ARQ_FUNCTION, submitted_event
+from jobqueue.models import JobRecord, JobStatus, QueryJob
+from jobqueue.quotas import Quota, check_input_rows, queued_quotas, quotas_for
+from jobqueue.storage import job_uri
+
+if TYPE_CHECKING:
+    from jobqueue.client import AsyncJobQueueClient
+
+
+@dataclass(frozen=True)
+class PreparedSubmission:
+    """What `submit_prepared` stages and enqueues: an input already checked and timed (`__ts__`/`__row__`)."""
+
+    table: pa.Table
+    columns: list[str]  # the input's own columns (before `__ts__`/`__row__` were added)
+    output: list[str]
+    group: str
+    job_id: str
+    submitted_at: datetime
+    max_retries: int = 2
+    deadline: datetime | None = None
+    exclusive: bool = False  # an id that already exists is not submitted again (deterministic ids)
+    include_input_time: bool = False  # the result gets `input_time`, each row's as-of time
+    attribution: Attribution = Attribution()  # who the job is for (`jobqueue.attribution`), checked already
+    registry_version: str | None = None  # the registry version it was planned against (`planning_registry`)
+    enforce_quotas: bool = True  # False: counted, never refused (scheduled runs: `jobqueue.quotas`)
+
+
+async def submit_prepared(client: AsyncJobQueueClient, request: PreparedSubmission) -> bool:
+    """Stage a checked input and enqueue it under `request.job_id`. With `request.exclusive`, a job id
+    that already exists is not submitted again (returns False).
+
+    Quotas (`jobqueue.quotas`, unless `request.enforce_quotas` is off): the input rows are checked before
+    anything is staged, the owner's and team's unfinished jobs before staging and again, atomically, with the
+    enqueue; `QuotaExceededError` names the quota, and nothing stays staged."""
+    job_id, table = request.job_id, request.table
+    owner, team = request.attribution.owner, request.attribution.team
+    quotas = quotas_for(client.settings, owner, team) if request.enforce_quotas else []
+    check_input_rows(quotas, table.num_rows)
+    queued = queued_quotas(quotas)
+    for quota, current in zip(queued, await client.store.active_jobs(queued), strict=True):
+        if current >= quota.limit:  # full already: refuse before staging (the script decides the race)
+            raise quota.exceeded(current)
+    input_uri = job_uri(client.settings.staging, client.settings.environment, job_id, "input.parquet")
+    job = QueryJob(
+        job_id=job_id, environment=client.settings.environment, resource_group=request.group,
+        output=list(request.output), input_uri=input_uri, input_columns=request.columns,
+        input_rows=table.num_rows, submitted_at=request.submitted_at, max_retries=request.max_retries,
+        completion_deadline=request.deadline, include_input_time=request.include_input_time,
+        registry_version=request.registry_version, **time_range(table), **request.attribution.model_dump(),
+    )
+    record = JobRecord(
+        job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
+        output=job.output, input_rows=job.input_rows, submitted_at=job.submitted_at,
+        max_retries=job.max_retries, completion_deadline=job.completion_deadline,
+        **request.attribution.model_dump(),
+        registry_version=job.registry_version,
+    )
+    if request.exclusive and await client.redis.exists(client.keys.job(job_id)):
+        return False
+    await asyncio.to_thread(client.storage.write_table, table, input_uri)
+    try:
+        return await _enqueue(client, record, job, request.exclusive, queued)
+    except QuotaExceededError:  # another submit took the last slot while this one staged
+        await client.storage.discard_job_files(job_id)
+        raise
+
+
+async def _enqueue(
+    client: AsyncJobQueueClient, record: JobRecord, job: QueryJob, exclusive: bool, quotas: list[Quota]
+) -> bool:
+    """Create the record and enqueue the job atomically (`JobStore.submit`), then wake the manager."""
+    enqueued_ms = int(job.submitted_at.timestamp() * 1000)
+    body = job.model_dump(mode="json")
+    if body["registry_version"] is None:  # a payload that pins no version stays one older consumers take
+        del body["registry_version"]
+    payload = serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
+    if not await client.store.submit(record, client.keys.queue(job.resource_group), payload,
+                                   client.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas):
+        return False  # another manager won the race; its staged input is the same file
+    await client.redis.publish(client.keys.events, submitted_event(job.resource_group))
+    return True

@@ -1,0 +1,61 @@
+"""The HTTP API: where clients find it and with which token, how `jobqueue api` serves, and the web console's
+sessions."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings
+
+from jobqueue.setting_groups import ByteSize
+
+
+class ApiSettings(BaseSettings):
+    api_url: str | None = Field(
+        default=None,
+        description="URL of the jobqueue HTTP API the SDK and the CLI talk to (`https://jobqueue.example.com`). Set, "
+        "it wins over everything else: the client needs no Redis, storage credentials or registry file. Unset, "
+        "and JOBQUEUE_REDIS_URL unset too: the API a running `jobqueue up` recorded in `<home>/api.url` "
+        "(docs/sdk.md, 'Which server').",
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for JOBQUEUE_API_URL (`jobqueue tokens create`); never logged or shown. Unset "
+        "with the API of a local `jobqueue up`: the token it wrote to `<home>/api.token`.",
+    )
+    api_host: str = Field(
+        default="127.0.0.1", min_length=1,
+        description="Address `jobqueue api` (and the API `jobqueue up` starts) binds: loopback by default; "
+        "`0.0.0.0` behind a Kubernetes Service.",
+    )
+    api_port: int = Field(
+        default=8080, ge=0, le=65535,
+        description="Port of `jobqueue api` (0: any free port). `jobqueue up` uses it when it is free, else any "
+        "free port, and writes the URL to `<home>/api.url`.",
+    )
+    api_workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Processes `jobqueue api` serves with (uvicorn workers sharing one socket; the API is "
+        "stateless). One process uses at most one core: set it to the cores the API may use. The API `jobqueue up` "
+        "starts is always one.",
+    )
+    api_cache_seconds: float = Field(
+        default=1.0, ge=0, le=60,
+        description="How long an API process reuses what every submission reads from Redis: the current registry "
+        "version and the groups the manager serves (0: read them on every call). An apply through this process "
+        "is seen at once; through another, within this time.",
+    )
+    api_max_body_bytes: ByteSize = Field(
+        default=1 << 30, ge=1,
+        description="Largest request body the API accepts (a query's Arrow or Parquet input), e.g. `256MiB`; a "
+        "bigger one is answered 413 naming this limit.",
+    )
+    api_list_scan_limit: int = Field(
+        default=10_000, ge=100,
+        description="Most job records one `GET /v1/jobs` page reads to fill itself; a page that stops there "
+        "returns a cursor to go on from.",
+    )
+    console_session_seconds: int = Field(
+        default=8 * 3600, ge=60,
+        description="How long a web console sign-in lasts (its session record's TTL in Redis); never past the "
+        "expiry of the token it was made from, and a revoked token ends it at the next page.",
+    )
