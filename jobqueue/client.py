@@ -47,6 +47,7 @@ from jobqueue.direct_submit import PreparedSubmission, submit_prepared
 from jobqueue.errors import (
     ConfigError,
     InvalidQueryError,
+    JobQueueError,
     RedisUnavailableError,
     RegistryMismatchError,
 )
@@ -263,11 +264,9 @@ class AsyncJobQueueClient:
             raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
         query = QueryRequest(input, list(output), input_times, resources.resource_group, max_retries, deadline,
                              include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id)
+        if not run_asynchronously and not self.direct:
+            return await self._run_remotely(query)
         if not run_asynchronously:  # plans against this client's own registry: no Redis needed
-            if not self.direct:
-                raise InvalidQueryError("run_asynchronously", "False runs the query in this process, which needs "
-                                        "the registry file and storage of the direct mode; over HTTP the service "
-                                        "runs it (leave run_asynchronously=True)")
             attribution = check_attribution(
                 owner if owner is not None else default_owner(),
                 team if team is not None else self.settings.team or None, tags, query_name,
@@ -277,6 +276,20 @@ class AsyncJobQueueClient:
                 run_in_process, self, table, columns, output, now, include_input_time, attribution
             )
         return AsyncJobHandle(await self.backend.submit(query), self)
+
+    async def _run_remotely(self, query: QueryRequest) -> AsyncLocalResult:
+        """`run_asynchronously=False` over HTTP: the service runs the query (this client has no registry file or
+        storage to run it with); this submits it, waits for its end on the long poll, and returns it finished, as
+        the direct mode's in-process run (a failure raises `JobFailedError`). Interrupted (Ctrl-C, a cancelled
+        task), the job is cancelled: nobody is left to read its result."""
+        handle = AsyncJobHandle(await self.backend.submit(query), self)
+        try:
+            record = await handle.wait(show_progress=False)
+        except asyncio.CancelledError:
+            with contextlib.suppress(JobQueueError):
+                await asyncio.shield(self.backend.cancel(handle.id, 0))
+            raise
+        return AsyncLocalResult(record, fetch=self.read_result)
 
     async def submit_checked(self, query: QueryRequest, attribution: Attribution) -> str:
         """The direct mode's submit: plan against the served registry, stage, enqueue; the job id."""

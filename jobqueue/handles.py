@@ -3,8 +3,8 @@
 `AsyncJobHandle` talks to the service through its client (`client.backend`: Redis directly, or the HTTP API; the
 handles are the same over either); `JobHandle` is its blocking twin.
 `AsyncLocalResult` (async client) and `LocalResult` (sync client) are what `run_asynchronously=False`
-returns: a job that already succeeded in this process, with the same surface (`wait` returns its record,
-`cancel` raises `JobStateError` as for any finished job).
+returns: a job that already succeeded (in this process, or over HTTP in the service, waited for), with the same
+surface (`wait` returns its record, `cancel` raises `JobStateError` as for any finished job).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -173,13 +173,18 @@ class AsyncJobHandle:
 
 
 class AsyncLocalResult:
-    """An in-process query's job (`run_asynchronously=False`): it has already succeeded, so `wait` returns
-    its record at once and `cancel` raises `JobStateError`. Its record lives here, not in Redis."""
+    """The job of `run_asynchronously=False`: it has already succeeded, so `wait` returns its record at once and
+    `cancel` raises `JobStateError`. In the direct mode it ran in this process and its record lives here, not in
+    Redis (`storage` reads its result); over HTTP the service ran it and `fetch` downloads its result."""
 
-    def __init__(self, record: JobRecord, storage: Storage) -> None:
+    def __init__(self, record: JobRecord, storage: Storage | None = None, *,
+                 fetch: Callable[[JobRecord], Awaitable[pa.Table]] | None = None) -> None:
+        if (storage is None) == (fetch is None):
+            raise ValueError("give one of storage (an in-process run) and fetch (a job the service ran)")
         self.id = record.job_id
         self._record = record
         self._storage = storage
+        self._fetch = fetch
 
     def __repr__(self) -> str:
         return f"<AsyncLocalResult {self.id} {self._record.status.value}>"
@@ -198,7 +203,9 @@ class AsyncLocalResult:
         return self._record
 
     async def to_arrow(self) -> pa.Table:
-        assert self._record.result_uri is not None  # an in-process record is made once its result is written
+        if self._fetch is not None:
+            return await self._fetch(self._record)
+        assert self._storage is not None and self._record.result_uri is not None  # made once its result is written
         return await asyncio.to_thread(read_result, self._storage, self.id, self._record.result_uri)
 
     async def to_pandas(self) -> pd.DataFrame:
@@ -209,7 +216,8 @@ class AsyncLocalResult:
         return _to_polars(await self.to_arrow())
 
     async def cancel(self, wait: float | None = 30.0) -> JobRecord:
-        raise JobStateError(f"job {self.id} ran in-process and has already finished")
+        where = "in-process" if self._fetch is None else "to its end before offline_query returned"
+        raise JobStateError(f"job {self.id} ran {where} and has already finished")
 
 
 class JobHandle:
