@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         RegistryVersionBody,
         ScheduleAction,
         ScheduleList,
+        ScheduleRuns,
     )
     from jobqueue.job_filter import JobFilter
     from jobqueue.models import JobRecord
@@ -100,6 +101,8 @@ class JobQueueBackend(Protocol):
     async def schedules(self) -> ScheduleList: ...
 
     async def schedule_action(self, name: str, action: str) -> ScheduleAction: ...
+
+    async def schedule_runs(self, name: str, limit: int) -> ScheduleRuns: ...
 
     async def registry_current(self) -> RegistryVersionBody: ...
 

@@ -38,6 +38,7 @@ from jobqueue.api.wire import (
     RegistryVersionBody,
     ScheduleAction,
     ScheduleList,
+    ScheduleRuns,
 )
 from jobqueue.attribution import Attribution, check_attribution, default_owner, new_correlation_id
 from jobqueue.backend import JobQueueBackend, QueryRequest
@@ -394,6 +395,10 @@ class AsyncJobQueueClient:
 
     async def schedules(self) -> ScheduleList:
         return await self.backend.schedules()
+
+    async def schedule_runs(self, name: str, limit: int = 10) -> ScheduleRuns:
+        """The last `limit` runs of a schedule, newest first (`jobqueue schedules runs NAME`)."""
+        return await self.backend.schedule_runs(name, limit)
 
     async def run_schedule(self, name: str) -> ScheduleAction:
         return await self.backend.schedule_action(name, "run")

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from jobqueue.api.listing import all_jobs, find_jobs
 from jobqueue.api.wire import (
+    MAX_SCHEDULE_RUNS,
     CancelFilter,
     CancelManyResult,
     GroupStatus,
@@ -26,6 +27,8 @@ from jobqueue.api.wire import (
     ScheduleAction,
     ScheduleInfo,
     ScheduleList,
+    ScheduleRun,
+    ScheduleRuns,
 )
 from jobqueue.attribution import check_attribution, default_owner, new_correlation_id
 from jobqueue.backend import QueryRequest
@@ -44,7 +47,13 @@ from jobqueue.jobstore import CancelOutcome
 from jobqueue.keys import TRUE, ScheduleField
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.registry import Registry
-from jobqueue.schedule_control import published_schedules, request_run, schedule_state, set_paused
+from jobqueue.schedule_control import (
+    published_schedules,
+    request_run,
+    run_ids,
+    schedule_state,
+    set_paused,
+)
 from jobqueue.schedules import next_due
 from jobqueue.wait_observe import wait_reason
 
@@ -204,6 +213,16 @@ class DirectBackend:
                 await set_paused(redis, keys, name, paused=action == "pause")
         return ScheduleAction(name=name, action=action, detail=SCHEDULE_ACTIONS[action])
 
+    async def schedule_runs(self, name: str, limit: int) -> ScheduleRuns:
+        """The last `limit` runs of a schedule, newest first; `UnknownScheduleError` names the known schedules."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_SCHEDULE_RUNS:
+            raise InvalidQueryError("limit", f"must be a whole number from 1 to {MAX_SCHEDULE_RUNS}, got {limit!r}")
+        client = self.client
+        with client.reaching_redis(f"the runs of schedule {name} are unknown"):
+            ids = await run_ids(client.redis, client.keys, name, limit)
+            records = [await client.store.get(job_id) for job_id in ids]
+        return ScheduleRuns(name=name, runs=[_run(job_id, r) for job_id, r in zip(ids, records, strict=True)])
+
     async def registry_current(self) -> RegistryVersionBody:
         current = await self.client.registries.current()
         if current is None:
@@ -228,3 +247,13 @@ class DirectBackend:
 
     async def aclose(self) -> None:
         await self.client.close_connections()
+
+
+def _run(job_id: str, r: JobRecord | None) -> ScheduleRun:
+    if r is None:  # the record expired (JOBQUEUE_JOB_TTL_SECONDS); the run's id is all that is left
+        return ScheduleRun(job_id=job_id, status=None, submitted_at=None, started_at=None, finished_at=None,
+                           duration_seconds=None, spilled_bytes=None)
+    took = (r.finished_at - r.started_at).total_seconds() if r.finished_at and r.started_at else None
+    return ScheduleRun(job_id=job_id, status=r.status, submitted_at=r.submitted_at, started_at=r.started_at,
+                       finished_at=r.finished_at, duration_seconds=took,
+                       spilled_bytes=r.summary.spilled_bytes if r.summary else None)

@@ -32,6 +32,7 @@ from jobqueue.api.wire import (
     RegistryVersionBody,
     ScheduleAction,
     ScheduleList,
+    ScheduleRuns,
 )
 from jobqueue.backend import QueryRequest
 from jobqueue.errors import (
@@ -224,6 +225,12 @@ class HttpBackend:
         _check_id(name, "name")
         response = await self._call("POST", f"/v1/schedules/{name}/{action}", not_found=JobQueueError)
         return ScheduleAction.model_validate_json(response.content)
+
+    async def schedule_runs(self, name: str, limit: int) -> ScheduleRuns:
+        _check_id(name, "name")
+        response = await self._call("GET", f"/v1/schedules/{name}/runs", params={"limit": limit},
+                                    not_found=JobQueueError)
+        return ScheduleRuns.model_validate_json(response.content)
 
     async def registry_current(self) -> RegistryVersionBody:
         response = await self._call("GET", "/v1/registry", not_found=RegistryVersionNotFound)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         RegistryVersionBody,
         ScheduleAction,
         ScheduleList,
+        ScheduleRuns,
     )
     from jobqueue.client import AsyncJobQueueClient
     from jobqueue.models import JobRecord
@@ -94,6 +95,9 @@ class JobQueueClient:
 
     def schedules(self) -> ScheduleList:
         return self._loop.run(self._async.schedules())
+
+    def schedule_runs(self, name: str, limit: int = 10) -> ScheduleRuns:
+        return self._loop.run(self._async.schedule_runs(name, limit))
 
     def run_schedule(self, name: str) -> ScheduleAction:
         return self._loop.run(self._async.run_schedule(name))

@@ -153,6 +153,26 @@ class ScheduleList(_Wire):
     errors: list[str] = Field(description="Schedules the manager could not load, and why.")
 
 
+MAX_SCHEDULE_RUNS = 1000  # most runs of a schedule one look asks for
+
+
+class ScheduleRun(_Wire):
+    """One run of a schedule: its job, as far as its record still tells (null status: the record expired)."""
+
+    job_id: str
+    status: JobStatus | None = Field(description="The job's state; null once its record expired.")
+    submitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None = Field(description="From the start of its last attempt to its end.")
+    spilled_bytes: int | None = Field(description="What the query spilled to disk (from its performance summary).")
+
+
+class ScheduleRuns(_Wire):
+    name: str
+    runs: list[ScheduleRun] = Field(description="Newest first.")
+
+
 class ScheduleAction(_Wire):
     name: str
     action: str
