@@ -9,7 +9,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
@@ -84,6 +84,14 @@ class CancelFilter(_Wire):
     query_name: _Text | SkipJsonSchema[None] = None
     submitted_after: IsoTime | SkipJsonSchema[None] = None
     submitted_before: IsoTime | SkipJsonSchema[None] = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        """A null condition is refused (422 naming it), as the schema says: it is left out or given."""
+        if value is None:
+            raise ValueError("leave the condition out instead of null")
+        return value
 
     @model_validator(mode="after")
     def _narrows(self) -> CancelFilter:
