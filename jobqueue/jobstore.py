@@ -24,7 +24,16 @@ from redis.asyncio import Redis
 
 from jobqueue.clock import Clock, system_clock
 from jobqueue.errors import JobStateError
-from jobqueue.keys import JOB_JSON_FIELDS, ActiveJobsField, CounterName, JobField, Keys, TeamCounterName
+from jobqueue.keys import (
+    JOB_JSON_FIELDS,
+    SLOT,
+    ActiveJobsField,
+    CounterName,
+    JobField,
+    Keys,
+    TeamCounterName,
+    around,
+)
 from jobqueue.logs import capped
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 from jobqueue.quotas import Quota
@@ -34,6 +43,7 @@ from jobqueue.store_scripts import (
     NAMES,
     RECORD_OOM_KILL,
     RECORD_REPLACED,
+    RECOUNT_ACTIVE,
     REQUEST_CANCEL,
     SUBMIT,
     SUBMIT_CREATED,
@@ -63,6 +73,20 @@ class Claim:
     attempt: int
     errors: list[str]  # earlier attempts' errors
     status: str | None  # the status found (when not claimed)
+
+
+@dataclass(frozen=True)
+class ActiveCount:
+    """One <p>active-jobs count the quota recount suspects is too high, with the jobs a scan found unfinished for
+    it (`JobStore.recount_active`)."""
+
+    kind: ActiveJobsField
+    name: str  # the owner or team
+    candidates: frozenset[str]
+
+    @property
+    def field(self) -> str:
+        return self.kind.field(self.name)
 
 
 class CancelOutcome(enum.IntEnum):
@@ -102,6 +126,7 @@ class JobStore:
         self._request_cancel = redis.register_script(REQUEST_CANCEL)
         self._record_oom_kill = redis.register_script(RECORD_OOM_KILL)
         self._submit = redis.register_script(SUBMIT)
+        self._recount_active = redis.register_script(RECOUNT_ACTIVE)
 
     async def create(self, record: JobRecord) -> None:
         """Write a record without enqueueing it (tests plant records for hand-made queue entries this way).
@@ -160,6 +185,20 @@ class JobStore:
         values = await cast(Awaitable[list[bytes | None]],
                             self.redis.hmget(self.keys.active_jobs, [q.active_field for q in quotas]))
         return [int(v) if v is not None else 0 for v in values]
+
+    async def recount_active(self, suspects: Sequence[ActiveCount], recheck_from_ms: int) -> list[tuple[str, int, int]]:
+        """Lower the <p>active-jobs counts of `suspects` to the unfinished jobs their live records show: each one's
+        candidates (the jobs a scan found unfinished for it) and every job submitted since `recheck_from_ms` (which
+        the scan may have missed) are checked again in one script, so that no submit or final transition comes
+        between the check and the write. A count is never raised. Returns (field, before, after) of those lowered."""
+        if not suspects:
+            return []
+        finals = ",".join(s.value for s in JobStatus if s.is_final)
+        head, tail = around(self.keys.job(SLOT))
+        wanted = json.dumps([[s.field, s.kind.value, s.name, sorted(s.candidates)] for s in suspects])
+        reply = await self._recount_active(keys=[self.keys.active_jobs, self.keys.jobs_index],
+                                           args=[NAMES, finals, head, tail, recheck_from_ms, wanted])
+        return [(str(f), int(before), int(after)) for f, before, after in json.loads(reply)]
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id)))

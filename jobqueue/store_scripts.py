@@ -165,6 +165,60 @@ return {1}
 """
 SUBMIT_CREATED, SUBMIT_EXISTS, SUBMIT_OVER_QUOTA = 1, 0, -1
 
+# The quota recount (`JobStore.recount_active`): lowers counts of <p>active-jobs that are over what the live records
+# say (a record that expired before its job ended is never released). KEYS[1] active jobs, KEYS[2] jobs index.
+# ARGV[1] names; ARGV[2] the final states, comma-separated; ARGV[3], ARGV[4] the text around a job id in its key;
+# ARGV[5] the index score (submitted ms) from which every job is rechecked here besides the candidates; ARGV[6] JSON
+# list of {field, kind (`ActiveJobsField`: the job field holding the name), name, [candidate job ids]}. A field
+# becomes the number of its candidates and recent jobs that are unfinished now, when that is lower (0: removed);
+# being one script, no submit or final transition comes between the check and the write. Returns JSON
+# [[field, before, after], ...] of the fields lowered.
+RECOUNT_ACTIVE = """
+local N = cjson.decode(ARGV[1])
+local final = {}
+for s in string.gmatch(ARGV[2], '[^,]+') do final[s] = true end
+local cache = {}
+local function unfinished(id)  -- {owner = , team = } of a live unfinished job, else false
+  if cache[id] == nil then
+    local key = ARGV[3] .. id .. ARGV[4]
+    local status = redis.call('HGET', key, N.status)
+    if not status or final[status] then cache[id] = false
+    else
+      local who = {}
+      for _, kind in ipairs({'owner', 'team'}) do
+        local raw = redis.call('HGET', key, N[kind])
+        local name = raw and cjson.decode(raw)
+        if type(name) == 'string' then who[kind] = name end
+      end
+      cache[id] = who
+    end
+  end
+  return cache[id]
+end
+local wanted = cjson.decode(ARGV[6])
+local recent = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], '+inf')
+local changed = {}
+for _, w in ipairs(wanted) do
+  local seen, n = {}, 0
+  for _, list in ipairs({w[4], recent}) do
+    for _, id in ipairs(list) do
+      if not seen[id] then
+        seen[id] = true
+        local who = unfinished(id)
+        if who and who[w[2]] == w[3] then n = n + 1 end
+      end
+    end
+  end
+  local before = tonumber(redis.call('HGET', KEYS[1], w[1]) or '0')
+  if n < before then
+    if n > 0 then redis.call('HSET', KEYS[1], w[1], n) else redis.call('HDEL', KEYS[1], w[1]) end
+    table.insert(changed, {w[1], before, n})
+  end
+end
+if #changed == 0 then return '[]' end
+return cjson.encode(changed)
+"""
+
 # KEYS[1] oom-kill:<consumer>, KEYS[2] counters. ARGV[1] the kill as JSON, ARGV[2] its kill id, ARGV[3] the counter
 # field (`oom_kills:<group>`), ARGV[4] TTL ms, ARGV[5] the name of the kill id in the JSON. Keeps the consumer's latest
 # kill and counts it once per kill id. Returns 1 when new.

@@ -26,6 +26,12 @@ class ManagerSettings(BaseSettings):
         description="A staged input without a job record, or the result folder of a job that did not succeed, "
         "is removed only once it is this old (a submission stages its input before it writes the record).",
     )
+    quota_recount_seconds: float = Field(
+        default=300.0, ge=0,
+        description="How often the manager (the leader) recounts the queued-jobs quota counts from the live job "
+        "records and lowers those that are too high (a record that expired before its job ended leaves its count "
+        "one too high). 0: never.",
+    )
     manager_tick_seconds: float = Field(
         default=0.5, gt=0, description="Manager reconcile period: observe queues, decide, act."
     )
