@@ -44,18 +44,16 @@ from jobqueue.attribution import Attribution, check_attribution, default_owner, 
 from jobqueue.backend import JobQueueBackend, QueryRequest
 from jobqueue.connect import HttpTarget, resolve_target
 from jobqueue.direct_backend import DirectBackend
-from jobqueue.direct_submit import PreparedSubmission, submit_prepared
+from jobqueue.direct_submit import PreparedSubmission, planning_registry, submit_prepared
 from jobqueue.errors import (
     ConfigError,
     InvalidQueryError,
-    JobQueueError,
     RedisUnavailableError,
-    RegistryMismatchError,
 )
 from jobqueue.groups import ResourceGroup, load_groups_cached
 from jobqueue.handles import AsyncJobHandle, AsyncLocalResult
 from jobqueue.http_backend import HttpBackend
-from jobqueue.in_process import run_in_process
+from jobqueue.in_process import run_in_process, run_remotely
 from jobqueue.inputs import to_arrow, with_times
 from jobqueue.job_filter import JobFilter
 from jobqueue.jobstore import JobStore
@@ -166,23 +164,8 @@ class AsyncJobQueueClient:
         return self._registries
 
     async def planning_registry(self) -> tuple[Registry, str | None]:
-        """The registry a new job is planned against, and the version it pins: the current version in Redis when
-        there is one, else this client's own (JOBQUEUE_REGISTRY_PATH, or the one given), pinning none (consumers
-        then plan with their own file, as before versions existed). A client with a registry of its own that
-        differs from the current version raises `RegistryMismatchError`: its file would say one thing and the
-        job do another."""
-        current = await self.registries.current_id()
-        if current is None:
-            return self.registry, None
-        if self._local_hash is not None and not current.endswith(self._local_hash):
-            served = await self.registries.version(current)
-            raise RegistryMismatchError(
-                f"{self.registry.origin} (JOBQUEUE_REGISTRY_PATH) is not the registry the service plans against: "
-                f"the current version is {current}, applied {served.applied_at:%Y-%m-%d %H:%M:%S %Z}"
-                + (f" by {served.applied_by}" if served.applied_by else "") + f" from {served.origin}. Apply "
-                f"yours (`jobqueue registry apply {self.registry.origin}`), or unset JOBQUEUE_REGISTRY_PATH to "
-                "plan against the current version; nothing was submitted")
-        return await self.registries.registry(current), current
+        """The registry a new job is planned against and the version it pins (`jobqueue.direct_submit`)."""
+        return await planning_registry(self)
 
     async def aclose(self) -> None:
         await self.backend.aclose()
@@ -266,7 +249,7 @@ class AsyncJobQueueClient:
         query = QueryRequest(input, list(output), input_times, resources.resource_group, max_retries, deadline,
                              include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id)
         if not run_asynchronously and not self.direct:
-            return await self._run_remotely(query)
+            return await run_remotely(self, query)
         if not run_asynchronously:  # plans against this client's own registry: no Redis needed
             attribution = check_attribution(
                 owner if owner is not None else default_owner(),
@@ -277,20 +260,6 @@ class AsyncJobQueueClient:
                 run_in_process, self, table, columns, output, now, include_input_time, attribution
             )
         return AsyncJobHandle(await self.backend.submit(query), self)
-
-    async def _run_remotely(self, query: QueryRequest) -> AsyncLocalResult:
-        """`run_asynchronously=False` over HTTP: the service runs the query (this client has no registry file or
-        storage to run it with); this submits it, waits for its end on the long poll, and returns it finished, as
-        the direct mode's in-process run (a failure raises `JobFailedError`). Interrupted (Ctrl-C, a cancelled
-        task), the job is cancelled: nobody is left to read its result."""
-        handle = AsyncJobHandle(await self.backend.submit(query), self)
-        try:
-            record = await handle.wait(show_progress=False)
-        except asyncio.CancelledError:
-            with contextlib.suppress(JobQueueError):
-                await asyncio.shield(self.backend.cancel(handle.id, 0))
-            raise
-        return AsyncLocalResult(record, fetch=self.read_result)
 
     async def submit_checked(self, query: QueryRequest, attribution: Attribution) -> str:
         """The direct mode's submit: plan against the served registry, stage, enqueue; the job id."""

@@ -13,11 +13,12 @@ from arq.jobs import serialize_job
 
 from jobqueue import serializer
 from jobqueue.attribution import Attribution
-from jobqueue.errors import QuotaExceededError
+from jobqueue.errors import QuotaExceededError, RegistryMismatchError
 from jobqueue.inputs import time_range
 from jobqueue.keys import ARQ_FUNCTION, submitted_event
 from jobqueue.models import JobRecord, JobStatus, QueryJob
 from jobqueue.quotas import Quota, check_input_rows, queued_quotas, quotas_for
+from jobqueue.registry import Registry
 from jobqueue.storage import job_uri
 
 if TYPE_CHECKING:
@@ -41,6 +42,26 @@ class PreparedSubmission:
     attribution: Attribution = Attribution()  # who the job is for (`jobqueue.attribution`), checked already
     registry_version: str | None = None  # the registry version it was planned against (`planning_registry`)
     enforce_quotas: bool = True  # False: counted, never refused (scheduled runs: `jobqueue.quotas`)
+
+
+async def planning_registry(client: AsyncJobQueueClient) -> tuple[Registry, str | None]:
+    """The registry a new job is planned against, and the version it pins: the current version in Redis when
+    there is one, else this client's own (JOBQUEUE_REGISTRY_PATH, or the one given), pinning none (consumers
+    then plan with their own file, as before versions existed). A client with a registry of its own that
+    differs from the current version raises `RegistryMismatchError`: its file would say one thing and the
+    job do another."""
+    current = await client.registries.current_id()
+    if current is None:
+        return client.registry, None
+    if client._local_hash is not None and not current.endswith(client._local_hash):
+        served = await client.registries.version(current)
+        raise RegistryMismatchError(
+            f"{client.registry.origin} (JOBQUEUE_REGISTRY_PATH) is not the registry the service plans against: "
+            f"the current version is {current}, applied {served.applied_at:%Y-%m-%d %H:%M:%S %Z}"
+            + (f" by {served.applied_by}" if served.applied_by else "") + f" from {served.origin}. Apply "
+            f"yours (`jobqueue registry apply {client.registry.origin}`), or unset JOBQUEUE_REGISTRY_PATH to "
+            "plan against the current version; nothing was submitted")
+    return await client.registries.registry(current), current
 
 
 async def submit_prepared(client: AsyncJobQueueClient, request: PreparedSubmission) -> bool:

@@ -1,8 +1,11 @@
-"""`offline_query(run_asynchronously=False)` in the direct mode: the query runs in this process on the engine,
-against the client's own registry; its input is staged for the engine and removed afterwards."""
+"""`offline_query(run_asynchronously=False)`. In the direct mode the query runs in this process on the engine,
+against the client's own registry; its input is staged for the engine and removed afterwards. Over HTTP the service
+runs it and the call waits for it (`run_remotely`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -10,7 +13,9 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from jobqueue.attribution import Attribution
-from jobqueue.handles import AsyncLocalResult
+from jobqueue.backend import QueryRequest
+from jobqueue.errors import JobQueueError
+from jobqueue.handles import AsyncJobHandle, AsyncLocalResult
 from jobqueue.inputs import time_range
 from jobqueue.models import JobRecord, JobStatus, QueryJob
 from jobqueue.storage import job_uri
@@ -47,3 +52,18 @@ def run_in_process(
         result_uri=outcome.result_uri, summary=outcome.summary, **attribution.model_dump(),
     )
     return AsyncLocalResult(record, client.storage)
+
+
+async def run_remotely(client: AsyncJobQueueClient, query: QueryRequest) -> AsyncLocalResult:
+    """`run_asynchronously=False` over HTTP: the service runs the query (this client has no registry file or
+    storage to run it with); this submits it, waits for its end on the long poll, and returns it finished, as
+    the direct mode's in-process run (a failure raises `JobFailedError`). Interrupted (Ctrl-C, a cancelled
+    task), the job is cancelled: nobody is left to read its result."""
+    handle = AsyncJobHandle(await client.backend.submit(query), client)
+    try:
+        record = await handle.wait(show_progress=False)
+    except asyncio.CancelledError:
+        with contextlib.suppress(JobQueueError):
+            await asyncio.shield(client.backend.cancel(handle.id, 0))
+        raise
+    return AsyncLocalResult(record, fetch=client.read_result)
