@@ -111,7 +111,8 @@ return 0
 # ARGV[3] running, ARGV[4] consumer id, ARGV[5] the same as JSON, ARGV[6] started_at JSON, ARGV[7] heartbeat TTL
 # milliseconds, ARGV[8] job id, ARGV[9] the counts, ARGV[10] the job's changed channel ('' none), ARGV[11]
 # listing-index JSON (console-jobs). queued -> running, attempt counted and its start appended to attempt_starts,
-# running entry and heartbeat set, `running` published on the changed channel: one round trip. Returns {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record.
+# running entry and heartbeat set, `running` published on the changed channel: one round trip. Returns
+# {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record.
 CLAIM = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + """
 local cur = redis.call('HGET', KEYS[1], N.status)
 if not cur then return {-1} end

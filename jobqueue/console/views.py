@@ -100,7 +100,7 @@ def attempts(record: JobRecord, now: datetime) -> list[Attempt]:
     starts: list[datetime | None] = list(record.attempt_starts)
     count = max(len(starts), record.attempts)
     if not starts and count:  # an older record: only the last attempt's start is known
-        starts = [None] * (count - 1) + [record.started_at]
+        starts = [*([None] * (count - 1)), record.started_at]
     starts += [None] * (count - len(starts))
     ends: list[datetime | None] = list(record.attempt_ends)
     found: list[Attempt] = []
