@@ -68,7 +68,7 @@ async def live_context(svc: Services, session: Session, record: JobRecord) -> di
         if summary else 0.0,
         "can_cancel": not record.status.is_final and may(session.identity, Action.CANCEL_JOB, record, svc),
         "has_result": record.status is JobStatus.SUCCEEDED and bool(record.result_uri),
-        "preview": await _preview(svc, record), "session": session,
+        "preview": await _preview(svc, record),
     }
 
 
