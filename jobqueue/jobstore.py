@@ -203,7 +203,8 @@ class JobStore:
         args: list[str] = [
             NAMES, ",".join(s.value for s in allowed), new.value, job_id, _encode(owner) if owner else "",
             "1" if new.is_final else "0", json.dumps(counts), self.keys.job_finished(job_id),
-            self.keys.job_changed(job_id), "", *pairs, JobField.ATTEMPT_ENDS.value, _encode(self.clock()),
+            self.keys.job_changed(job_id), "", *pairs,
+            JobField.ATTEMPT_ENDS.value, _encode(fields.get(JobField.FINISHED_AT) or self.clock()),
         ]
         keys = [self.keys.job(job_id), self.keys.deadlines, self.keys.counters, self.keys.active_jobs]
         if release:

@@ -124,6 +124,7 @@ async def _events(svc: Services, session: Session, cookie: str, job_id: str,
                         yield sse("end", "signed-out")
                         return
                     await streams.renew()
+                    yield ": ping\n\n"  # a browser that went away is noticed here at the latest
                     break
                 message: dict[str, Any] | None = await pubsub.get_message(ignore_subscribe_messages=True,
                                                                           timeout=left)

@@ -23,6 +23,8 @@ from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
 from jobqueue.auth.tokens import TokenStore
 from jobqueue.console.preview import read_preview
+from jobqueue.console.sessions import cookie_digest
+from jobqueue.console.web import COOKIE
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
 from jobqueue.models import ResourceRequests
@@ -31,7 +33,7 @@ from jobqueue.sample import sample_input
 from jobqueue.storage import Storage
 from tests.api_support import make_token
 from tests.console_support import queued_jobs, sign_in
-from tests.helpers import with_groups, worker_running
+from tests.helpers import eventually, with_groups, worker_running
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
 STATE_RE = re.compile(r'data-testid="state">([a-z]+)<')
@@ -183,7 +185,16 @@ async def test_live_streams_are_capped_per_sign_in_and_end_when_the_token_is_rev
                 assert third.status_code == 429 and "JOBQUEUE_CONSOLE_LIVE_STREAMS_PER_SESSION" in third.text
                 async with other.stream("GET", f"/live/jobs/{job_id}") as theirs:
                     assert theirs.status_code == 200
-            async with http.stream("GET", f"/live/jobs/{job_id}") as again:  # closed streams no longer count
+            key = Keys.for_environment(settings.environment).console_live(cookie_digest(http.cookies[COOKIE]))
+            redis = connect_redis(settings)
+            try:  # a closed stream stops counting once the server sees the browser go
+                async def none_open() -> bool:
+                    return await redis.zcard(key) == 0
+
+                await eventually(none_open, timeout=30, what="the closed streams to stop counting")
+            finally:
+                await redis.aclose()
+            async with http.stream("GET", f"/live/jobs/{job_id}") as again:
                 assert again.status_code == 200
                 stream = events(again)
                 assert (await next_event(stream))[0] == "card"
@@ -244,7 +255,9 @@ async def test_the_preview_reads_the_first_row_group_not_the_whole_file_local_an
     _big_result(local, 1_000_000)
     storage = Storage(s3_settings)
     uri = s3_settings.results_uri + "/big/result.parquet"
-    await asyncio.to_thread(storage.upload_file, local, uri)
+    copy = tmp_path / "upload.parquet"
+    copy.write_bytes(local.read_bytes())
+    await asyncio.to_thread(storage.upload_file, copy, uri)  # moves the file up
     for where in (str(local), uri):
         preview = await asyncio.to_thread(read_preview, storage, where, 50)
         assert len(preview.rows) == 50 and preview.total_rows == 1_000_000 and preview.rows[0][0] == "0"
