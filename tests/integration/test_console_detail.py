@@ -217,7 +217,7 @@ async def test_a_spilling_jobs_page_shows_its_card_50_rows_and_the_logs_state(se
                                          tags={"ticket": "T-1"}, correlation_id="corr-42",
                                          resources=ResourceRequests(resource_group="tight"))
         async with worker_running(settings, "tight"):
-            record = await client.get_job(job.id, wait=300)
+            record = await job.wait(timeout=300)
     assert record.status is JobStatus.SUCCEEDED and record.summary is not None and record.result_uri
     summary = record.summary
     assert summary.spilled_bytes > 0
