@@ -121,6 +121,33 @@ def _summary(job_id: str):
                               stage_seconds={"plan": 0.1, "execute": 0.8, "write_result": 0.1})
 
 
+async def test_a_cancel_request_is_on_the_stream_at_once(settings):
+    settings = settings.model_copy(update={"console_live_check_seconds": 3600})
+    queued, running = await queued_jobs(settings, "alice", "alice")
+    token = await make_token(settings, "alice", Role.USER, "risk")
+    redis = connect_redis(settings)
+    store = JobStore(redis, Keys.for_environment(settings.environment), settings.job_ttl_seconds)
+    try:
+        assert (await store.claim(running, "c-1", "default", 30)).claimed
+        with api_in_thread(settings, port=0) as url:
+            async with console(url) as http:
+                await sign_in(http, token)
+                async with http.stream("GET", f"/live/jobs/{queued}") as a, \
+                        http.stream("GET", f"/live/jobs/{running}") as b:
+                    on_a, on_b = events(a), events(b)
+                    assert state_of((await next_event(on_a))[1]) == "queued"
+                    assert "cancel requested" not in (await next_event(on_b))[1]
+                    await store.request_cancel(queued)
+                    await store.request_cancel(running)
+                    name, card = await next_event(on_a, timeout=30)
+                    assert name == "card" and state_of(card) == "cancelled"
+                    assert await next_event(on_a) == ("end", "final")
+                    name, card = await next_event(on_b, timeout=30)
+                    assert name == "card" and state_of(card) == "running" and "cancel requested" in card
+    finally:
+        await redis.aclose()
+
+
 async def test_attempts_are_on_the_timeline_with_their_start_end_and_error(settings, served):
     (job_id,) = await queued_jobs(settings, "alice")
     token = await make_token(settings, "alice", Role.USER, "risk")
@@ -137,6 +164,10 @@ async def test_attempts_are_on_the_timeline_with_their_start_end_and_error(setti
         assert len(record.attempt_starts) == 2 and len(record.attempt_ends) == 2
         assert record.attempt_starts[0] <= record.attempt_ends[0] <= record.attempt_starts[1] <= record.attempt_ends[1]
         assert record.attempt_ends[1] == record.finished_at
+        (queued,) = await queued_jobs(settings, "alice")
+        assert await store.mark_cancelled(queued)  # never claimed: no attempt ended
+        cancelled = await store.get(queued)
+        assert cancelled is not None and cancelled.attempt_starts == cancelled.attempt_ends == []
     finally:
         await redis.aclose()
     async with console(served) as http:
