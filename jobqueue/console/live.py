@@ -31,6 +31,7 @@ from jobqueue.auth.policy import Action
 from jobqueue.console.job_page import live_context, render_live, visible
 from jobqueue.console.sessions import Session, cookie_digest
 from jobqueue.console.web import COOKIE, SECURITY_HEADERS, PageError, SignedIn, session_store
+from jobqueue.keys import Keys
 from jobqueue.logs import get_logger
 from jobqueue.outage import REDIS_UNREACHABLE
 
@@ -48,8 +49,8 @@ class LiveStreams:
     """The open streams of one session: a zset of stream id -> expiry (ms), each entry renewed at each check, so a
     stream of a process that died stops counting after a few checks."""
 
-    def __init__(self, redis: Redis, key: str, limit: int, check_seconds: float) -> None:
-        self.redis, self.key, self.limit = redis, key, limit
+    def __init__(self, redis: Redis, keys: Keys, cookie: str, limit: int, check_seconds: float) -> None:
+        self.redis, self.keys, self.session, self.limit = redis, keys, cookie_digest(cookie), limit
         self.keep_ms = max(1000, round(3 * check_seconds * 1000))
         self.stream_id = secrets.token_hex(8)
 
@@ -57,10 +58,10 @@ class LiveStreams:
         """Count this stream in; False (and not counted) when the session holds `limit` already."""
         now = int(time.time() * 1000)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(self.key, "-inf", now)
-            pipe.zadd(self.key, {self.stream_id: now + self.keep_ms})
-            pipe.zcard(self.key)
-            pipe.pexpire(self.key, self.keep_ms)
+            pipe.zremrangebyscore(self.keys.console_live(self.session), "-inf", now)
+            pipe.zadd(self.keys.console_live(self.session), {self.stream_id: now + self.keep_ms})
+            pipe.zcard(self.keys.console_live(self.session))
+            pipe.pexpire(self.keys.console_live(self.session), self.keep_ms)
             _, _, count, _ = await pipe.execute()
         if int(count) > self.limit:
             await self.close()
@@ -69,13 +70,14 @@ class LiveStreams:
 
     async def renew(self) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.key, {self.stream_id: int(time.time() * 1000) + self.keep_ms}, xx=True)
-            pipe.pexpire(self.key, self.keep_ms)
+            expiry = int(time.time() * 1000) + self.keep_ms
+            pipe.zadd(self.keys.console_live(self.session), {self.stream_id: expiry}, xx=True)
+            pipe.pexpire(self.keys.console_live(self.session), self.keep_ms)
             await pipe.execute()
 
     async def close(self) -> None:
         with contextlib.suppress(*REDIS_UNREACHABLE):
-            await self.redis.zrem(self.key, self.stream_id)
+            await self.redis.zrem(self.keys.console_live(self.session), self.stream_id)
 
 
 @router.get("/live/jobs/{job_id}")
@@ -84,8 +86,8 @@ async def live_job(request: Request, job_id: str, session: SignedIn) -> Response
     record = await visible(session, job_id, Action.READ_JOB, svc)
     cookie = request.cookies.get(COOKIE, "")
     settings = svc.settings
-    streams = LiveStreams(svc.client.redis, svc.client.keys.console_live(cookie_digest(cookie)),
-                          settings.console_live_streams_per_session, settings.console_live_check_seconds)
+    streams = LiveStreams(svc.client.redis, svc.client.keys, cookie, settings.console_live_streams_per_session,
+                          settings.console_live_check_seconds)
     if not await streams.open():
         raise PageError(429, f"this sign-in has {settings.console_live_streams_per_session} live pages open already "
                         "(JOBQUEUE_CONSOLE_LIVE_STREAMS_PER_SESSION): close one, or reload to read this page once")
