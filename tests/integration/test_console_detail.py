@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import statistics
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -258,6 +260,13 @@ async def test_a_spilling_jobs_page_shows_its_card_50_rows_and_the_logs_state(se
             await sign_in(http, token)
             page = (await http.get(f"/jobs/{job.id}")).text
             assert "Logs not reachable" in page  # no `jobqueue up` logs folder in this home
+            took = []
+            for _ in range(20):  # the page with its 50-row preview, round trips on this (loaded) machine
+                start = time.perf_counter()
+                assert (await http.get(f"/jobs/{job.id}")).status_code == 200
+                took.append(time.perf_counter() - start)
+            print(f"job page with a preview: p50 {statistics.median(took) * 1000:.1f} ms, "
+                  f"max {max(took) * 1000:.1f} ms over {len(took)} loads")
             log_dir = settings.home / "logs"
             log_dir.mkdir(parents=True)
             line = {"timestamp": "2026-01-01T00:00:00Z", "level": "info", "event": "query done", "job_id": job.id}
