@@ -175,6 +175,8 @@ async def test_attempts_are_on_the_timeline_with_their_start_end_and_error(setti
     async with console(served) as http:
         await sign_in(http, token)
         page = (await http.get(f"/jobs/{job_id}")).text
+        api = (await http.get(f"/v1/jobs/{job_id}/summary", headers={"Authorization": f"Bearer {token}"})).json()
+    assert len(api["attempt_starts"]) == len(api["attempt_ends"]) == 2
     steps = re.findall(r'data-step="([a-z]+)"', page)
     assert steps == ["submitted", "queued", "attempt", "attempt", "final"], steps
     assert re.findall(r'data-testid="attempt-outcome">([a-z]+)<', page) == ["requeued", "failed"]
