@@ -6,7 +6,9 @@ owner's job can neither be opened nor streamed."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Request, async_playwright, expect
@@ -19,7 +21,9 @@ from jobqueue.sample import sample_input
 from tests.api_support import make_token
 from tests.console_support import queued_jobs
 from tests.helpers import with_groups, worker_running
-from tests.integration.test_console_browser import CHROMIUM, LAUNCH_ARGS, OUTPUT
+from tests.integration.test_console_browser import CHROMIUM, LAUNCH_ARGS, NO_SIDEWAYS_SCROLL, OUTPUT
+
+SCREENSHOTS = os.environ.get("CONSOLE_TEST_SCREENSHOTS")  # a folder: save the job page there (390 and 1280 px)
 
 
 @pytest.fixture
@@ -81,6 +85,12 @@ async def test_a_jobs_page_goes_queued_running_succeeded_over_sse_without_pollin
         await page.get_by_role("button", name="Copy id").click()  # one click
         await expect(page.get_by_test_id("copied")).to_have_text("Copied")
         assert await page.evaluate("navigator.clipboard.readText()") == job.id
+
+        for width in (390, 1280):  # the preview table scrolls inside its box, the page never sideways
+            await page.set_viewport_size({"width": width, "height": 900})
+            assert await page.evaluate(NO_SIDEWAYS_SCROLL), f"the job page scrolls sideways at {width} px"
+            if SCREENSHOTS:
+                await page.screenshot(path=str(Path(SCREENSHOTS) / f"job-{width}.png"), full_page=True)
 
         response = await page.goto(f"{url}/jobs/{bobs}")
         assert response is not None and response.status == 404
