@@ -186,11 +186,12 @@ class JobStore:
         """Set `status=new` (and `fields`) only if the status is in `allowed` (and, with `owner`,
         the job belongs to that consumer). With `release=<group>` the job's running entry and
         heartbeat go in the same round trip. A final `new` is published on the job's finished channel by the same
-        script (`wait()` blocks on it). Returns 1 applied, 0 not applied, -1 no record."""
+        script (`wait()` blocks on it), and every new state on its changed channel (the console's live page); leaving
+        a claimed attempt appends the time to `attempt_ends`. Returns 1 applied, 0 not applied, -1 no record."""
         counts = [*transition_counts(new), *(extra_counts or [])]
         pairs: list[str] = []
         for name, value in fields.items():
-            if name not in JOB_JSON_FIELDS:
+            if name not in JOB_JSON_FIELDS or name in (JobField.ATTEMPT_STARTS, JobField.ATTEMPT_ENDS):
                 raise ValueError(f"unknown job field {name!r}")
             if name == JobField.ERROR and isinstance(value, str):
                 value = capped(value)
@@ -201,7 +202,9 @@ class JobStore:
             pairs += [name, _encode(value)]
         args: list[str] = [
             NAMES, ",".join(s.value for s in allowed), new.value, job_id, _encode(owner) if owner else "",
-            "1" if new.is_final else "0", json.dumps(counts), self.keys.job_finished(job_id), *pairs,
+            "1" if new.is_final else "0", json.dumps(counts), self.keys.job_finished(job_id),
+            self.keys.job_changed(job_id), "", *pairs,
+            JobField.ATTEMPT_ENDS.value, _encode(fields.get(JobField.FINISHED_AT) or self.clock()),
         ]
         keys = [self.keys.job(job_id), self.keys.deadlines, self.keys.counters, self.keys.active_jobs]
         if release:
@@ -214,7 +217,8 @@ class JobStore:
         reply = await self._claim(
             keys=[self.keys.job(job_id), self.keys.running(group), self.keys.heartbeat(job_id), self.keys.counters],
             args=[NAMES, JobStatus.QUEUED.value, JobStatus.RUNNING.value, consumer_id, _encode(consumer_id),
-                  _encode(self.clock()), heartbeat_ms(heartbeat_ttl), job_id, json.dumps([count(CounterName.STARTED)])],
+                  _encode(self.clock()), heartbeat_ms(heartbeat_ttl), job_id, json.dumps([count(CounterName.STARTED)]),
+                  self.keys.job_changed(job_id), ""],
         )
         if int(reply[0]) != 1:
             return Claim(False, 0, [], reply[1].decode() if len(reply) > 1 else None)
@@ -335,7 +339,8 @@ class JobStore:
                 keys=[key, self.keys.counters, self.keys.deadlines, self.keys.queue(group), self.keys.arq_job(job_id),
                       self.keys.active_jobs],
                 args=[NAMES, _encode(self.clock()), job_id, self.keys.arq_id(job_id), stored, JobStatus.QUEUED.value,
-                      JobStatus.RUNNING.value, JobStatus.CANCELLED.value, counts, self.keys.job_finished(job_id)],
+                      JobStatus.RUNNING.value, JobStatus.CANCELLED.value, counts, self.keys.job_finished(job_id),
+                      self.keys.job_changed(job_id), ""],
             ))
             if reply != RECORD_REPLACED:
                 return CancelOutcome(reply)

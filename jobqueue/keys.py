@@ -38,6 +38,10 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
                                 and the idle consumers of that group
     <p>finished:<id>            pub/sub channel: the job's new status, published by the transition that made it
                                 final (`JobStore`), in the same script; `wait()` blocks on it
+    <p>changed:<id>             pub/sub channel: the job's new status at every transition, claim and cancel request
+                                (`JobStore`, in the same script): the console's live job page follows it
+    <p>console-live:<h>         zset: stream id -> expiry ms of each open live stream (SSE) of one console session
+                                (<h> as in console-session): caps the streams per session; entries expire by score
 
 arq keeps its own per-job keys (`arq:job:<arq id>`, `arq:in-progress:<arq id>`, `arq:retry:<arq id>`,
 `arq:result:<arq id>`), outside our prefix. So that environments sharing a Redis never share them, arq
@@ -106,6 +110,8 @@ class JobField(enum.StrEnum):
     QUERY_NAME = "query_name"
     CORRELATION_ID = "correlation_id"
     REGISTRY_VERSION = "registry_version"
+    ATTEMPT_STARTS = "attempt_starts"  # JSON list of ISO times, one per claim (CLAIM appends)
+    ATTEMPT_ENDS = "attempt_ends"  # JSON list of ISO times, one per attempt that ended (TRANSITION from a claim)
 
 
 JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
@@ -364,6 +370,8 @@ class Keys:
     token = _Named("token")  # per API token id
     console_session = _Named("console-session")  # per SHA-256 of a console session cookie
     job_finished = _Named("finished")  # pub/sub channel per job id: its final status, once
+    job_changed = _Named("changed")  # pub/sub channel per job id: its new status, at every transition
+    console_live = _Named("console-live")  # per SHA-256 of a console session cookie: its open live streams
 
     # keys without a variable part
     deadlines = _Fixed("deadlines")  # zset: job id -> completion deadline (ms)

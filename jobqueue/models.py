@@ -184,6 +184,10 @@ class JobRecord(_Strict):
                                            "None once it runs (never stored: read with the record).")
     registry_version: str | None = Field(default=None, description="The registry version the job was planned "
                                          "against (`jobqueue registry show <version>`); None: the local file.")
+    attempt_starts: list[datetime] = Field(default_factory=list, description="When each attempt started (claimed "
+                                           "by a consumer), oldest first.")
+    attempt_ends: list[datetime] = Field(default_factory=list, description="When each attempt ended (finished, "
+                                         "failed, was cancelled or given back to the queue), oldest first.")
 
 
 class ConsumerInfo(_Strict):

@@ -397,6 +397,16 @@ class Settings(BaseSettings):
         description="How long a web console sign-in lasts (its session record's TTL in Redis); never past the "
         "expiry of the token it was made from, and a revoked token ends it at the next page.",
     )
+    console_live_streams_per_session: int = Field(
+        default=6, ge=1, le=1000,
+        description="Most live update streams (the job page's server-sent events) one console sign-in may hold open "
+        "at once; one more is answered 429.",
+    )
+    console_live_check_seconds: float = Field(
+        default=15.0, gt=0, le=3600,
+        description="How often an open live stream re-checks its sign-in (a revoked token or a sign-out ends the "
+        "stream) and re-reads its job (progress, and any change whose message was lost).",
+    )
     scale_down_stabilization_seconds: float = Field(
         default=30.0,
         ge=0,

@@ -17,7 +17,8 @@ from jobqueue.models import JobStatus, PerformanceSummary
 NAMES = json.dumps({**{f.name.lower(): f.value for f in (JobField.STATUS, JobField.RESOURCE_GROUP, JobField.CONSUMER_ID,
                                                          JobField.STARTED_AT, JobField.PROGRESS, JobField.ATTEMPTS,
                                                          JobField.ERRORS, JobField.FINISHED_AT,
-                                                         JobField.CANCEL_REQUESTED, JobField.TEAM, JobField.OWNER)},
+                                                         JobField.CANCEL_REQUESTED, JobField.TEAM, JobField.OWNER,
+                                                         JobField.ATTEMPT_STARTS, JobField.ATTEMPT_ENDS)},
                     **{f"active_{f.value}": around(f.field(SLOT)) for f in ActiveJobsField}})
 GROUP_FUNCTIONS = """
 local function group_of(job)
@@ -42,6 +43,10 @@ local function release_active(active, job)
     end
   end
 end
+-- a JSON list field as a table (empty when absent)
+local function list_of(job, field)
+  return cjson.decode(redis.call('HGET', job, field) or '[]')
+end
 -- counts: JSON list of {head, tail, amount, 'i' or 'f'[, 't']}; the field is head .. group .. tail, or with 't'
 -- head .. team .. tail (not counted for a job without a team)
 local function count(counters, job, counts)
@@ -62,7 +67,10 @@ end
 # consumer, also KEYS[5] its group's running hash and KEYS[6] its heartbeat, from which it is removed.
 # ARGV[1] names; ARGV[2] comma-separated allowed current states; ARGV[3] new state; ARGV[4] job id;
 # ARGV[5] required consumer_id, JSON ('' for any); ARGV[6] '1' when the new state is final; ARGV[7] the counts (see
-# `count`); ARGV[8] the job's finished channel, told the new state when it is final; ARGV[9..] field/value pairs.
+# `count`); ARGV[8] the job's finished channel, told the new state when it is final; ARGV[9] the job's changed
+# channel, told the new state at every applied transition ('' none); ARGV[10] listing-index JSON (console-jobs);
+# ARGV[11..] field/value pairs, where a pair named N.attempt_ends appends its time to that list when an attempt is open
+# (more starts than ends), and is dropped otherwise.
 # One round trip. Returns 1 applied, 0 wrong state or owner, -1 no such job.
 TRANSITION = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + """
 local cur = redis.call('HGET', KEYS[1], N.status)
@@ -72,7 +80,17 @@ for s in string.gmatch(ARGV[2], '[^,]+') do
   if s == cur then
     redis.call('HSET', KEYS[1], N.status, ARGV[3])
     count(KEYS[3], KEYS[1], ARGV[7])
-    for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    for i = 11, #ARGV, 2 do
+      if ARGV[i] == N.attempt_ends then
+        local ends = list_of(KEYS[1], N.attempt_ends)
+        if #list_of(KEYS[1], N.attempt_starts) > #ends then
+          table.insert(ends, cjson.decode(ARGV[i + 1]))
+          redis.call('HSET', KEYS[1], N.attempt_ends, cjson.encode(ends))
+        end
+      else
+        redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+      end
+    end
     if #KEYS == 6 then
       redis.call('HDEL', KEYS[5], ARGV[4])
       redis.call('DEL', KEYS[6])
@@ -82,6 +100,7 @@ for s in string.gmatch(ARGV[2], '[^,]+') do
       release_active(KEYS[4], KEYS[1])
       redis.call('PUBLISH', ARGV[8], ARGV[3])
     end
+    if ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[9], ARGV[3]) end
     return 1
   end
 end
@@ -90,8 +109,10 @@ return 0
 
 # KEYS[1] job hash, KEYS[2] running hash, KEYS[3] heartbeat, KEYS[4] counters. ARGV[1] names, ARGV[2] queued,
 # ARGV[3] running, ARGV[4] consumer id, ARGV[5] the same as JSON, ARGV[6] started_at JSON, ARGV[7] heartbeat TTL
-# milliseconds, ARGV[8] job id, ARGV[9] the counts. queued -> running, attempt counted, running entry and heartbeat
-# set: one round trip. Returns {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record.
+# milliseconds, ARGV[8] job id, ARGV[9] the counts, ARGV[10] the job's changed channel ('' none), ARGV[11]
+# listing-index JSON (console-jobs). queued -> running, attempt counted and its start appended to attempt_starts,
+# running entry and heartbeat set, `running` published on the changed channel: one round trip. Returns
+# {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record.
 CLAIM = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + """
 local cur = redis.call('HGET', KEYS[1], N.status)
 if not cur then return {-1} end
@@ -99,15 +120,21 @@ if cur ~= ARGV[2] then return {0, cur} end
 redis.call('HSET', KEYS[1], N.status, ARGV[3], N.consumer_id, ARGV[5], N.started_at, ARGV[6], N.progress, '0.0')
 count(KEYS[4], KEYS[1], ARGV[9])
 local attempts = redis.call('HINCRBY', KEYS[1], N.attempts, 1)
+local starts = list_of(KEYS[1], N.attempt_starts)
+table.insert(starts, cjson.decode(ARGV[6]))
+redis.call('HSET', KEYS[1], N.attempt_starts, cjson.encode(starts))
 redis.call('HSET', KEYS[2], ARGV[8], ARGV[4])
 redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[7])
+if ARGV[10] ~= '' then redis.call('PUBLISH', ARGV[10], ARGV[3]) end
 return {1, attempts, redis.call('HGET', KEYS[1], N.errors) or '[]'}
 """
 
 # KEYS[1] job hash, KEYS[2] counters, KEYS[3] deadlines, KEYS[4] the job's queue, KEYS[5] its arq job, KEYS[6] active
 # jobs. ARGV[1] names,
 # ARGV[2] finished_at JSON, ARGV[3] job id, ARGV[4] arq id, ARGV[5] the job's resource_group as stored (JSON),
-# ARGV[6] queued, ARGV[7] running, ARGV[8] cancelled, ARGV[9] the counts, ARGV[10] the job's finished channel.
+# ARGV[6] queued, ARGV[7] running, ARGV[8] cancelled, ARGV[9] the counts, ARGV[10] the job's finished channel,
+# ARGV[11] its changed channel ('' none: told `cancelled`, or `running` when a stop was requested), ARGV[12]
+# listing-index JSON (console-jobs).
 # Replies with a `jobstore.CancelOutcome`: queued -> cancelled (told on its finished channel), out of its queue,
 # deadlines and arq (1); running ->
 # cancel_requested (2); else 0; none -1; or -2 (RECORD_REPLACED) when the record's group is not ARGV[5] (it was replaced
@@ -124,10 +151,12 @@ if cur == ARGV[6] then
   redis.call('ZREM', KEYS[4], ARGV[4])
   redis.call('DEL', KEYS[5])
   redis.call('PUBLISH', ARGV[10], ARGV[8])
+  if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[11], ARGV[8]) end
   return 1
 end
 if cur == ARGV[7] then
   redis.call('HSET', KEYS[1], N.cancel_requested, 'true')
+  if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[11], ARGV[7]) end
   return 2
 end
 return 0

@@ -22,7 +22,7 @@ from jobqueue.api.wire import ErrorBody, QuotaHit
 from jobqueue.auth.oidc import BearerAuthenticator
 from jobqueue.auth.tokens import TokenStore
 from jobqueue.client import AsyncJobQueueClient
-from jobqueue.console import mount_console
+from jobqueue.console import console_error_pages, mount_console
 from jobqueue.errors import InvalidQueryError, JobStateError, QuotaExceededError, RedisUnavailableError
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
@@ -114,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
     mount_console(app)  # the web console at `/` (jobqueue.console)
 
     add_error_answers(app)
+    console_error_pages(app)  # ... but as HTML pages on the console's paths
 
     app.add_middleware(CountRequests)
     return app

@@ -183,5 +183,6 @@ async def get_result(job_id: str, identity: Caller, svc: Svc) -> Response:
 async def get_summary(job_id: str, identity: Caller, svc: Svc) -> JobSummary:
     r = await visible_job(identity, job_id, Action.READ_JOB, svc)
     return JobSummary(job_id=r.job_id, status=r.status, attempts=r.attempts, max_retries=r.max_retries,
-                      errors=r.errors, error=r.error, summary=r.summary)
+                      errors=r.errors, error=r.error, summary=r.summary, attempt_starts=r.attempt_starts,
+                      attempt_ends=r.attempt_ends)
 

@@ -108,6 +108,8 @@ class JobSummary(_Wire):
     errors: list[str] = Field(description="One entry per failed attempt, oldest first.")
     error: str | None
     summary: PerformanceSummary | None
+    attempt_starts: list[datetime] = Field(default_factory=list, description="When each attempt started.")
+    attempt_ends: list[datetime] = Field(default_factory=list, description="When each attempt ended.")
 
 
 class GroupStatus(_Wire):

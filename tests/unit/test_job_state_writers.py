@@ -32,6 +32,7 @@ NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "tokens": "the index of API tokens: `jobqueue.auth.tokens.TokenStore`",
     "console_session": "a web console sign-in (its identity and CSRF token, never the token): "
                        "`jobqueue.console.sessions.SessionStore`",
+    "console_live": "the open live streams of a console sign-in: `jobqueue.console.live.LiveStreams`",
     "registry_versions": "the applied feature registries: `RegistryStore.apply`",
     "registry_current": "the current registry version: `RegistryStore.apply`",
 }
