@@ -364,6 +364,7 @@ class Keys:
     token = _Named("token")  # per API token id
     console_session = _Named("console-session")  # per SHA-256 of a console session cookie
     job_finished = _Named("finished")  # pub/sub channel per job id: its final status, once
+    upload = _Named("upload")  # per upload reference: JSON of a staged upload, TTL JOBQUEUE_API_UPLOAD_TTL_SECONDS
 
     # keys without a variable part
     deadlines = _Fixed("deadlines")  # zset: job id -> completion deadline (ms)
