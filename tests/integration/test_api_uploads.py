@@ -68,6 +68,8 @@ async def _largest_value(settings) -> int:
 async def test_a_presigned_upload_is_submitted_by_reference_and_the_result_read_from_its_url(s3_settings):
     settings = s3_settings.model_copy(update={"api_presign_seconds": 120})
     alice = await make_token(settings, "alice", Role.USER, "risk")
+    carol = await make_token(settings, "carol", Role.USER, "growth")
+    olga = await make_token(settings, "olga", Role.OPERATOR, "platform")
     inp = pa.table({"user.id": pa.array(range(1, 50_001), pa.int64())})  # 50,000 rows, about 200 KB of Parquet
     body = parquet_body(inp)
     with api_in_thread(settings, port=0) as url:
@@ -104,6 +106,11 @@ async def test_a_presigned_upload_is_submitted_by_reference_and_the_result_read_
             presigned = r.json()
             assert presigned["job_id"] == record["job_id"] and presigned["size"] > 0
             assert parse_qs(urlsplit(presigned["url"]).query)["X-Amz-Expires"] == ["120"]
+            # the result download's policy: another owner's job is not found, an operator's may
+            r = await http.get(f"/v1/jobs/{record['job_id']}/result-url", headers=bearer(carol))
+            assert r.status_code == 404, r.text
+            r = await http.get(f"/v1/jobs/{record['job_id']}/result-url", headers=bearer(olga))
+            assert r.status_code == 200, r.text
             async with httpx.AsyncClient(timeout=60) as raw:
                 got = await raw.get(presigned["url"])
             assert got.status_code == 200 and len(got.content) == presigned["size"]
