@@ -6,7 +6,7 @@ the SDK over HTTP choosing the presigned path on its own."""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
@@ -26,6 +26,7 @@ from jobqueue.upload_store import upload_uri
 from manager.gc import GarbageCollector
 from tests.api_support import ARROW, PARQUET, arrow_body, bearer, make_token, parquet_body
 from tests.helpers import eventually, worker_running
+from tests.s3_gateway import presign_checking_gateway
 
 PARQUET_TYPE = PARQUET["content-type"]
 
@@ -247,3 +248,44 @@ async def test_the_sdk_over_http_stages_big_inputs_and_reads_results_through_pre
     async with AsyncJobQueueClient(served) as direct:
         assert got.equals(await direct.job(big_job.id).to_arrow())
         assert got.num_rows == 2000
+
+
+async def test_presigned_urls_are_signed_as_s3_checks_them_and_expire(s3_settings, s3_endpoint):
+    """moto takes any presigned request; a gateway that checks them as S3 does (tests/s3_gateway.py) shows that the
+    URLs are rightly signed, bind the declared size and type, and stop working when they expire."""
+    alice = await make_token(s3_settings, "alice", Role.USER, "risk")
+    inp = pa.table({"user.id": [2, 1, 3]})
+    body = arrow_body(inp)
+    arrow = ARROW["content-type"]
+    with presign_checking_gateway(s3_endpoint, secret="test") as gateway:
+        with api_in_thread(s3_settings, port=0) as url:
+            async with httpx.AsyncClient(base_url=url, headers=bearer(alice), timeout=60) as http, \
+                    httpx.AsyncClient(timeout=60) as raw:
+                ticket = await _ticket(http, body, arrow)
+                put_url = gateway.route(ticket["url"])
+                r = await raw.put(put_url, content=body + b"x", headers={"Content-Type": arrow})  # another size
+                assert r.status_code == 403 and "SignatureDoesNotMatch" in r.text, r.text
+                r = await raw.put(put_url, content=body, headers={**ticket["headers"], "Content-Type": PARQUET_TYPE})
+                assert r.status_code == 403 and "SignatureDoesNotMatch" in r.text, r.text
+                other = put_url.replace(f"/{ticket['upload']}/", f"/up_{'0' * 32}/")  # another key: not signed
+                r = await raw.put(other, content=body, headers=ticket["headers"])
+                assert r.status_code == 403 and "SignatureDoesNotMatch" in r.text, r.text
+                r = await raw.put(put_url, content=body, headers=ticket["headers"])
+                assert r.status_code == 200, (r.text, gateway.refused)
+                job = await http.post("/v1/jobs", params={"output": ["user.f0"], "upload": ticket["upload"]})
+                assert job.status_code == 201, job.text
+                async with worker_running(s3_settings):
+                    assert (await _finished(http, job.json()["job_id"]))["status"] == "succeeded"
+                presigned = (await http.get(f"/v1/jobs/{job.json()['job_id']}/result-url")).json()
+                got = await raw.get(gateway.route(presigned["url"]))
+                assert got.status_code == 200, (got.text, gateway.refused)
+                assert pq.read_table(io.BytesIO(got.content)).num_rows == 3
+        brief = s3_settings.model_copy(update={"api_presign_seconds": 1})
+        with api_in_thread(brief, port=0) as url:
+            async with httpx.AsyncClient(base_url=url, headers=bearer(alice), timeout=60) as http, \
+                    httpx.AsyncClient(timeout=60) as raw:
+                ticket = await _ticket(http, body, arrow)
+                until = datetime.fromisoformat(ticket["url_expires_at"]) + timedelta(seconds=1)
+                await eventually(lambda: datetime.now(UTC) > until, timeout=30, what="the URL's expiry passed")
+                r = await raw.put(gateway.route(ticket["url"]), content=body, headers=ticket["headers"])
+                assert r.status_code == 403 and "Request has expired" in r.text, r.text
