@@ -1,8 +1,9 @@
 """Short-lived presigned S3 URLs, signed by botocore (the `s3` extra: `pip install 'jobqueue[s3]'`).
 
     presigner = Presigner(settings)
-    url = presigner.put_url("s3://bucket/key", size=1234, content_type=PARQUET_TYPE, seconds=900)
-    url = presigner.get_url("s3://bucket/result.parquet", seconds=900, filename="<job>.parquet")
+    put = presigner.put_url("s3://bucket/key", size=1234, content_type=PARQUET_TYPE, seconds=900)
+    get = presigner.get_url("s3://bucket/result.parquet", seconds=900, filename="<job>.parquet")
+    put.url, put.expires_at
 
 A PUT URL signs `Content-Length` and `Content-Type`: S3 refuses a PUT of another size or type, so the size a
 client declared (and the API checked against JOBQUEUE_API_MAX_UPLOAD_BYTES) is the size it can store. Signing is
@@ -14,7 +15,10 @@ store the service reads.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from jobqueue.errors import ConfigError
 from jobqueue.settings import Settings
@@ -28,6 +32,18 @@ def s3_location(uri: str) -> tuple[str, str]:
     if not bucket or not key:
         raise ValueError(f"{uri!r} names no bucket and key")
     return bucket, key
+
+
+@dataclass(frozen=True)
+class Presigned:
+    url: str
+    expires_at: datetime  # the URL's own: when it was signed (`X-Amz-Date`, to the second) plus its seconds
+
+
+def _presigned(url: str) -> Presigned:
+    query = parse_qs(urlsplit(url).query)
+    signed_at = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return Presigned(url, signed_at + timedelta(seconds=int(query["X-Amz-Expires"][0])))
 
 
 class Presigner:
@@ -62,18 +78,18 @@ class Presigner:
         config = Config(signature_version="s3v4", s3={"addressing_style": style})
         return botocore.session.get_session().create_client("s3", config=config, **options)
 
-    def put_url(self, uri: str, *, size: int, content_type: str, seconds: int) -> str:
+    def put_url(self, uri: str, *, size: int, content_type: str, seconds: int) -> Presigned:
         """A URL that PUTs exactly `size` bytes of `content_type` at `uri`, for `seconds`."""
         bucket, key = s3_location(uri)
         params = {"Bucket": bucket, "Key": key, "ContentLength": size, "ContentType": content_type}
-        return str(self._s3().generate_presigned_url("put_object", Params=params, ExpiresIn=seconds,
-                                                     HttpMethod="PUT"))
+        return _presigned(str(self._s3().generate_presigned_url("put_object", Params=params, ExpiresIn=seconds,
+                                                                HttpMethod="PUT")))
 
-    def get_url(self, uri: str, *, seconds: int, filename: str | None = None) -> str:
+    def get_url(self, uri: str, *, seconds: int, filename: str | None = None) -> Presigned:
         """A URL that GETs the object at `uri` for `seconds` (saved as `filename` by a browser)."""
         bucket, key = s3_location(uri)
         params: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
-        return str(self._s3().generate_presigned_url("get_object", Params=params, ExpiresIn=seconds,
-                                                     HttpMethod="GET"))
+        return _presigned(str(self._s3().generate_presigned_url("get_object", Params=params, ExpiresIn=seconds,
+                                                                HttpMethod="GET")))

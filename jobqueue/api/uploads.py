@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pyarrow.fs as pafs
 from fastapi import APIRouter
@@ -65,16 +65,17 @@ async def create_upload(body: UploadRequest, identity: Caller, svc: Svc) -> Uplo
                        "bytes; split the input into several queries, or raise the setting", field="size",
                        reason="upload_too_large")
     staged = await upload_store(svc).create(identity.owner, identity.team, body.size, body.content_type)
-    seconds = min(s.api_presign_seconds, s.api_upload_ttl_seconds)  # never a URL that outlives its reference
+    left = int((staged.expires_at - datetime.now(UTC)).total_seconds())
+    seconds = max(1, min(s.api_presign_seconds, left))  # a URL never outlives its reference (but by the signing)
     try:
-        url = await asyncio.to_thread(svc.presigner.put_url, staged.uri, size=body.size,
+        put = await asyncio.to_thread(svc.presigner.put_url, staged.uri, size=body.size,
                                       content_type=body.content_type, seconds=seconds)
     except (ConfigError, OSError, ValueError) as e:
         raise _presign_failed(e) from None
     audit(identity, Action.SUBMIT_JOB, upload=staged.ref, size=body.size, step="upload")
-    return UploadTicket(upload=staged.ref, url=url, headers={"Content-Type": body.content_type,
-                        "Content-Length": str(body.size)}, url_expires_at=staged.created_at + timedelta(
-                        seconds=seconds), expires_at=staged.expires_at, max_bytes=int(s.api_max_upload_bytes))
+    return UploadTicket(upload=staged.ref, url=put.url, headers={"Content-Type": body.content_type,
+                        "Content-Length": str(body.size)}, url_expires_at=put.expires_at,
+                        expires_at=staged.expires_at, max_bytes=int(s.api_max_upload_bytes))
 
 
 @asynccontextmanager
@@ -141,11 +142,9 @@ async def get_result_url(job_id: str, identity: Caller, svc: Svc) -> ResultUrl:
         raise ApiError(410, f"the result of job {record.job_id} is gone: results are kept for "
                        f"JOBQUEUE_RESULT_TTL_SECONDS ({svc.settings.result_ttl} s) after their job finished",
                        reason="result_gone")
-    seconds = svc.settings.api_presign_seconds
-    now = datetime.now(UTC)
     try:
-        url = await asyncio.to_thread(svc.presigner.get_url, uri, seconds=seconds,
+        got = await asyncio.to_thread(svc.presigner.get_url, uri, seconds=svc.settings.api_presign_seconds,
                                       filename=f"{record.job_id}.parquet")
     except (ConfigError, OSError, ValueError) as e:
         raise _presign_failed(e) from None
-    return ResultUrl(job_id=record.job_id, url=url, expires_at=now + timedelta(seconds=seconds), size=info.size)
+    return ResultUrl(job_id=record.job_id, url=got.url, expires_at=got.expires_at, size=info.size)

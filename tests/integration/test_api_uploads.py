@@ -181,7 +181,7 @@ async def test_an_unused_reference_expires_and_the_gc_removes_its_object(s3_sett
         with api_in_thread(settings, port=0) as url:
             async with httpx.AsyncClient(base_url=url, headers=bearer(alice), timeout=60) as http:
                 expiring = await _ticket(http, body, ARROW["content-type"])
-                assert parse_qs(urlsplit(expiring["url"]).query)["X-Amz-Expires"] == ["2"]  # never past the ref
+                assert int(parse_qs(urlsplit(expiring["url"]).query)["X-Amz-Expires"][0]) <= 2  # not past the ref
                 expires_at = datetime.fromisoformat(expiring["expires_at"])
                 assert 0 < (expires_at - datetime.now(UTC)).total_seconds() <= 2
                 assert (await _put(expiring, body)).status_code == 200
