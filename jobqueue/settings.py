@@ -394,10 +394,11 @@ class Settings(BaseSettings):
     )
     # --- staged uploads and presigned URLs (S3 storage only; jobqueue.api.uploads, jobqueue.uploads) ---
     api_max_upload_bytes: ByteSize = Field(
-        default=5 << 30, ge=1, le=5 << 30,
+        default=1 << 30, ge=1, le=5 << 30,
         description="Largest input a client may stage with a presigned PUT (`POST /v1/uploads`), e.g. `2GiB`; the "
-        "size is signed into the URL, and a staged object over it is refused at submit (413). At most 5 GiB, "
-        "S3's limit for one PUT.",
+        "size is signed into the URL, and a staged object over it is refused at submit (413). The API decodes a "
+        "staged input from the store to check it (no copy of its bytes, but the table is in memory): size the "
+        "API's memory for it. At most 5 GiB, S3's limit for one PUT.",
     )
     api_presign_seconds: int = Field(
         default=900, ge=1, le=7 * 24 * 3600,

@@ -28,7 +28,7 @@ from fastapi import APIRouter, Query, Request
 from jobqueue.api.deps import ApiError, Caller, Svc, allow, audit
 from jobqueue.api.jobs import TagText, links_from, parse_tags
 from jobqueue.api.responses import ARROW_STREAM_TYPE, ERRORS, INPUT_TYPES, PARQUET_TYPE, SUBMIT_ERRORS
-from jobqueue.api.uploads import read_staged, using_upload
+from jobqueue.api.uploads import open_staged, using_upload
 from jobqueue.api.wire import IsoTime
 from jobqueue.auth.policy import Action
 from jobqueue.errors import InvalidQueryError
@@ -58,7 +58,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def decode_input(body: bytes, content_type: str) -> pa.Table:
+def decode_input(body: bytes | pa.NativeFile, content_type: str) -> pa.Table:
     """The body as an Arrow table; 415 for another media type, 422 (`input`) when it does not decode."""
     media = content_type.split(";")[0].strip().lower()
     if media not in INPUT_TYPES:
@@ -67,7 +67,7 @@ def decode_input(body: bytes, content_type: str) -> pa.Table:
                        reason="unsupported_media_type")
     try:
         if media == PARQUET_TYPE:
-            return pq.read_table(io.BytesIO(body))
+            return pq.read_table(io.BytesIO(body) if isinstance(body, bytes) else body)
         return ipc.open_stream(body).read_all()
     except (pa.ArrowException, OSError, ValueError) as e:
         kind = "a Parquet file" if media == PARQUET_TYPE else "an Arrow IPC stream"
@@ -114,7 +114,7 @@ async def submit(
                 raise InvalidQueryError("upload", "give the input either as the body or as an upload reference, "
                                         "not both")
             staged = await stack.enter_async_context(using_upload(svc, identity, upload))
-            body = await asyncio.to_thread(read_staged, svc, staged)
+            body = stack.enter_context(await asyncio.to_thread(open_staged, svc, staged))
             content_type = staged.content_type
         table = await asyncio.to_thread(decode_input, body, content_type)
         del body

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 from fastapi import APIRouter
 
@@ -103,25 +104,20 @@ async def using_upload(svc: Services, identity: Identity, ref: str) -> AsyncIter
         log.warning("could not remove a submitted upload", upload=staged.ref, error=str(e))
 
 
-def read_staged(svc: Services, staged: StagedUpload) -> bytes:
-    """The staged object's bytes, refused as a body would be: 422 (`upload`) when nothing was PUT, 413 past the
-    limit."""
+def open_staged(svc: Services, staged: StagedUpload) -> pa.NativeFile:
+    """The staged object, opened for reading (Parquet needs random access), refused as a body would be: 422
+    (`upload`) when nothing was PUT, 413 past the limit. Decoded from the store, with no copy of its bytes."""
     fs, key = svc.client.storage.resolve(staged.uri)
     info = fs.get_file_info(key)
     if info.type != pafs.FileType.File:
         raise ApiError(422, f"upload: nothing was PUT to upload {staged.ref}'s URL yet; PUT the input there "
                        "first", field="upload", reason="invalid")
     limit = svc.settings.api_max_upload_bytes
-    if info.size is not None and info.size > limit:
+    if info.size is None or info.size > limit:
         raise ApiError(413, f"the staged upload is {info.size} bytes, over JOBQUEUE_API_MAX_UPLOAD_BYTES={limit} "
                        "bytes; split the input into several queries, or raise the setting", field="upload",
                        reason="upload_too_large")
-    with fs.open_input_stream(key) as stream:
-        data = bytes(stream.read())
-    if len(data) > limit:  # the store changed under us
-        raise ApiError(413, f"the staged upload is over JOBQUEUE_API_MAX_UPLOAD_BYTES={limit} bytes",
-                       field="upload", reason="upload_too_large")
-    return data
+    return fs.open_input_file(key)
 
 
 @results.get("/{job_id}/result-url", response_model=ResultUrl,
