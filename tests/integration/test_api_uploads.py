@@ -289,3 +289,23 @@ async def test_presigned_urls_are_signed_as_s3_checks_them_and_expire(s3_setting
                 await eventually(lambda: datetime.now(UTC) > until, timeout=30, what="the URL's expiry passed")
                 r = await raw.put(gateway.route(ticket["url"]), content=body, headers=ticket["headers"])
                 assert r.status_code == 403 and "Request has expired" in r.text, r.text
+
+
+async def test_the_sdk_falls_back_to_the_api_when_the_object_store_is_out_of_its_reach(s3_settings):
+    served = s3_settings.model_copy(update={"upload_threshold_bytes": 1024})
+    token = await make_token(served, "alice", Role.USER, "risk")
+    big = {"user.id": list(range(1, 2001))}
+    with api_in_thread(served, port=0) as url, structlog.testing.capture_logs() as logs:
+        async with AsyncJobQueueClient(served, api_url=url, token=token) as client:
+            presigned = client.backend.presigned
+            await presigned._store.aclose()  # the store's address does not answer from here (an in-cluster name)
+            presigned._store = httpx.AsyncClient(proxy="http://127.0.0.1:9", timeout=10)
+            job = await client.offline_query(big, ["user.f0"])
+            async with worker_running(served):
+                await job.wait(timeout=90)
+            got = await job.to_arrow()
+            assert presigned.offered is False
+    submits = [(e.get("step"), e.get("upload")) for e in logs if e["event"] == "api audit"]
+    assert [step for step, _ in submits] == ["upload", None] and submits[1][1] is None, submits  # then the body
+    assert any("cannot reach the object store" in e["event"] for e in logs), [e["event"] for e in logs]
+    assert got.num_rows == 2000
