@@ -99,7 +99,8 @@ class AsyncJobQueueClient:
             if registry is not None or groups is not None:
                 raise ConfigError("registry= and groups= are for the direct mode: over HTTP the service plans "
                                   "against its own registry and groups")
-            self.backend = HttpBackend(target.url, target.token, local=target.local)
+            self.backend = HttpBackend(target.url, target.token, local=target.local,
+                                       upload_threshold=self.settings.upload_threshold_bytes)
             self.registry = Registry()
         else:
             self.backend = DirectBackend(self)

@@ -372,6 +372,7 @@ class Keys:
     job_finished = _Named("finished")  # pub/sub channel per job id: its final status, once
     job_changed = _Named("changed")  # pub/sub channel per job id: its new status, at every transition
     console_live = _Named("console-live")  # per SHA-256 of a console session cookie: its open live streams
+    upload = _Named("upload")  # per upload reference: JSON of a staged upload, TTL JOBQUEUE_API_UPLOAD_TTL_SECONDS
 
     # keys without a variable part
     deadlines = _Fixed("deadlines")  # zset: job id -> completion deadline (ms)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobqueue.api import jobs, operations, registry, submit
+from jobqueue.api import jobs, operations, registry, submit, uploads
 from jobqueue.api.deps import ApiError, ApiMetrics, Services
 from jobqueue.api.wire import ErrorBody, QuotaHit
 from jobqueue.auth.oidc import BearerAuthenticator
@@ -108,6 +108,8 @@ def create_app(settings: Settings) -> FastAPI:
                   "`Authorization: Bearer <token>` (`jobqueue tokens create`).")
     app.include_router(submit.router)
     app.include_router(jobs.router)
+    app.include_router(uploads.uploads)
+    app.include_router(uploads.results)
     app.include_router(operations.router)
     app.include_router(registry.router)
     app.include_router(operations.probes)

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import StringConstraints
 from starlette.responses import Response
@@ -19,7 +19,7 @@ from jobqueue.api.wire import CancelFilter, CancelManyResult, IsoTime, JobPage, 
 from jobqueue.auth.identity import Identity
 from jobqueue.auth.policy import Action
 from jobqueue.direct_backend import DirectBackend
-from jobqueue.errors import AmbiguousJobIdError, JobNotFoundError, JobStateError
+from jobqueue.errors import AmbiguousJobIdError, InvalidQueryError, JobNotFoundError, JobStateError
 from jobqueue.finish_watch import FinishWatch
 from jobqueue.job_filter import JobFilter
 from jobqueue.models import JobRecord, JobStatus
@@ -114,9 +114,13 @@ async def list_jobs(identity: Caller, svc: Svc, owner: Owner = None, team: Team 
 
 
 @router.post("/cancel", response_model=CancelManyResult, summary="Cancel every job matching a filter.")
-async def cancel_many(body: CancelFilter, identity: Caller, svc: Svc) -> CancelManyResult:
+async def cancel_many(body: CancelFilter, request: Request, identity: Caller, svc: Svc) -> CancelManyResult:
     """Cancels the queued and running jobs that match every condition given and that the caller may cancel (a
     `user`: its own). At least one condition is needed, so that no call cancels everything by accident."""
+    raw = await request.json()  # the body as sent (read already): a condition is left out, never null
+    for name, value in raw.items() if isinstance(raw, dict) else ():
+        if value is None:
+            raise InvalidQueryError(name, "is null; leave a condition out instead")
     allow(identity, Action.CANCEL_MANY, svc)
     done = await DirectBackend(svc.client).cancel_many(body, lambda r: may(identity, Action.CANCEL_JOB, r, svc))
     svc.metrics.cancelled.labels(svc.metrics.team(identity.team)).inc(done.cancelled)
