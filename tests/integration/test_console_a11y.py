@@ -14,7 +14,7 @@ from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
 from jobqueue.models import ResourceRequests
 from tests.api_support import make_token
-from tests.console_pages import axe_problems, chromium, each_page, layout_problems, signed_in_page
+from tests.console_pages import axe_problems, chromium, each_page, layout_problems, new_page, signed_in_page
 from tests.helpers import with_groups, worker_running
 
 
@@ -48,6 +48,16 @@ async def test_every_page_passes_axe_and_fits_1280_and_390_px(console, browser):
     async for page, _, where in each_page(browser, url, token, ids):
         problems += await axe_problems(page, where) + await layout_problems(page, where)
     assert not problems, "\n".join(problems)
+
+
+async def test_the_axe_check_fails_on_an_unlabelled_control_and_names_it(settings, browser):
+    with api_in_thread(settings, port=0) as url:
+        page = await new_page(browser, 1280)
+        await page.goto(f"{url}/signin")
+        await page.evaluate("document.querySelector('label[for=token]').remove()")
+        problems = await axe_problems(page, "signin without its label")
+    assert len(problems) == 1 and "[critical] label: Form elements must have labels" in problems[0], problems
+    assert "at #token: <input" in problems[0]
 
 
 async def test_job_ids_scroll_inside_the_table_at_390_px_and_show_whole(console, browser):
