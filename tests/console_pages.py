@@ -62,17 +62,25 @@ async def chromium() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-async def new_page(browser: Browser, width: int, height: int = HEIGHT) -> Page:
+# htmx's live refresh, cancelled before its first request: a swap in the middle of a check would move the nodes
+# it reads, or a screenshot would catch half a page.
+NO_LIVE_REFRESH = "document.addEventListener('htmx:beforeRequest', e => e.preventDefault())"
+
+
+async def new_page(browser: Browser, width: int, height: int = HEIGHT, live: bool = True) -> Page:
     """A page of a new context (its own cookies) with axe-core loaded in every document: an init script, as the
-    console's Content-Security-Policy allows no injected <script>."""
+    console's Content-Security-Policy allows no injected <script>. `live=False`: no live refresh."""
     context = await browser.new_context(viewport={"width": width, "height": height})
     await context.add_init_script(path=AXE)
+    if not live:
+        await context.add_init_script(script=NO_LIVE_REFRESH)
     return await context.new_page()
 
 
-async def signed_in_page(browser: Browser, url: str, token: str, width: int, height: int = HEIGHT) -> Page:
+async def signed_in_page(browser: Browser, url: str, token: str, width: int, height: int = HEIGHT,
+                         live: bool = True) -> Page:
     """A new page, signed in with `token` through the form: on /jobs."""
-    page = await new_page(browser, width, height)
+    page = await new_page(browser, width, height, live)
     await page.goto(f"{url}/signin")
     await page.get_by_label("Token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
@@ -82,11 +90,11 @@ async def signed_in_page(browser: Browser, url: str, token: str, width: int, hei
 
 async def each_page(browser: Browser, url: str, token: str, ids: Mapping[str, str],
                     widths: tuple[int, ...] = WIDTHS) -> AsyncIterator[tuple[Page, ConsolePage, str]]:
-    """Every page of `PAGES` at every width, loaded (signed in, or not for a visitor's page) with its live refresh
-    paused so that a check sees one document: (the browser's page, the console page, where: its name, path, width)."""
+    """Every page of `PAGES` at every width, loaded (signed in, or not for a visitor's page) without live refresh,
+    so that a check sees one document: (the browser's page, the console page, where: its name, path and width)."""
     for width in widths:
-        member = await signed_in_page(browser, url, token, width)
-        visitor = await new_page(browser, width)
+        member = await signed_in_page(browser, url, token, width, live=False)
+        visitor = await new_page(browser, width, live=False)
         try:
             for console_page in PAGES:
                 page = member if console_page.signed_in else visitor
@@ -94,17 +102,10 @@ async def each_page(browser: Browser, url: str, token: str, ids: Mapping[str, st
                 response = await page.goto(f"{url}{path}")
                 assert response is not None and response.ok, f"{path}: {response.status if response else '-'}"
                 assert page.url == f"{url}{path}", f"{path} went to {page.url}"
-                await pause_live_refresh(page)
                 yield page, console_page, f"{console_page.name} ({path}) at {width} px"
         finally:
             await member.context.close()
             await visitor.context.close()
-
-
-async def pause_live_refresh(page: Page) -> None:
-    """Cancel htmx's polling requests from now on in this document (a swap in the middle of a check would move the
-    nodes it reads)."""
-    await page.evaluate("document.addEventListener('htmx:beforeRequest', e => e.preventDefault())")
 
 
 async def axe_violations(page: Page) -> list[dict[str, Any]]:

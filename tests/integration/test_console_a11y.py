@@ -4,6 +4,7 @@ and job ids are shown whole. The jobs table works from the keyboard, through the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -96,9 +97,9 @@ async def tab_to(target: Locator, limit: int = 60) -> None:
 
 
 async def next_live_refresh(page: Page) -> None:
-    """Wait until htmx has swapped in the next live refresh of the page (an event, not a sleep)."""
-    await page.evaluate("""() => new Promise(resolve =>
-        document.body.addEventListener('htmx:afterSettle', () => resolve(), {once: true}))""")
+    """Wait until htmx has swapped in the next live refresh of the page (an event, not a sleep; it polls every 3 s)."""
+    await asyncio.wait_for(page.evaluate("""() => new Promise(resolve =>
+        document.body.addEventListener('htmx:afterSettle', () => resolve(), {once: true}))"""), 60)
 
 
 async def test_the_jobs_table_works_from_the_keyboard_through_live_refreshes(console, browser):
