@@ -137,8 +137,9 @@ async def axe_problems(page: Page, where: str) -> list[str]:
     return [f"axe, {where}:\n{describe(blocking)}"] if blocking else []
 
 
-# The page's layout at this width: nothing wider than the window, every table in a focusable named region that
-# scrolls it, and every job id shown whole (never cut, never ellipsised).
+# The page's layout at this width: nothing wider than the window, every table in a focusable named region with an
+# id that scrolls it (`<div class="scroll" id="…" tabindex="0" role="region" aria-label="…">`), and every id (`.id`)
+# shown whole (never cut, never ellipsised) and selectable.
 LAYOUT = """() => {
   const problems = [];
   const root = document.scrollingElement;
@@ -155,6 +156,8 @@ LAYOUT = """() => {
     if (getComputedStyle(region).overflowX !== 'auto')
       problems.push(`.scroll of table.${table.className} does not scroll`);
     if (region.tabIndex !== 0) problems.push(`the region of table.${table.className} is not focusable (tabindex=0)`);
+    if (!region.id) problems.push(`the region of table.${table.className} has no id (a live refresh keeps an id's `
+                                  + `focus and scroll position: static/console.js)`);
     if (region.getAttribute('role') !== 'region' || !region.getAttribute('aria-label'))
       problems.push(`the region of table.${table.className} has no role=region and aria-label`);
   }
