@@ -138,7 +138,8 @@ async def axe_problems(page: Page, where: str) -> list[str]:
 
 
 # The page's layout at this width: nothing wider than the window, every table in a focusable named region with an
-# id that scrolls it (`<div class="scroll" id="…" tabindex="0" role="region" aria-label="…">`), and every id (`.id`)
+# id that scrolls it (`<div class="scroll" id="…" tabindex="0" role="region" aria-label="…">`,
+# or aria-labelledby), and every id (`.id`)
 # shown whole (never cut, never ellipsised) and selectable.
 LAYOUT = """() => {
   const problems = [];
@@ -158,8 +159,9 @@ LAYOUT = """() => {
     if (region.tabIndex !== 0) problems.push(`the region of table.${table.className} is not focusable (tabindex=0)`);
     if (!region.id) problems.push(`the region of table.${table.className} has no id (a live refresh keeps an id's `
                                   + `focus and scroll position: static/console.js)`);
-    if (region.getAttribute('role') !== 'region' || !region.getAttribute('aria-label'))
-      problems.push(`the region of table.${table.className} has no role=region and aria-label`);
+    if (region.getAttribute('role') !== 'region'
+        || !(region.getAttribute('aria-label') || region.getAttribute('aria-labelledby')))
+      problems.push(`the region of table.${table.className} has no role=region and aria-label(ledby)`);
   }
   for (const id of document.querySelectorAll('.id')) {
     const text = id.textContent.trim();
