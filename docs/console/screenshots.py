@@ -1,7 +1,7 @@
 """The README's console screenshots (`make screenshots`): a real `jobqueue up` with a few jobs, one of which spills,
 signed in with `up`'s token in Debian's chromium; each page of tests/console_pages.py (PAGES) at 1280 px and 390 px
-is saved as docs/console/<page>-<width>.png, in 96 colours (Pillow; a page of text looks the same at a third of
-the size).
+is saved as docs/console/<page>-<width>.png (its first 2000 px), in 96 colours (Pillow; a page of text looks the
+same at a third of the size).
 
     PYTHONPATH=. .venv/bin/python docs/console/screenshots.py [--out docs/console]
 """
@@ -32,6 +32,7 @@ GROUPS = {
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
 USERS = 100_000
 COLOURS = 96
+MAX_HEIGHT = 2000  # px: the top of a long page (a job's 50 result rows) shows what it is
 
 
 async def submit(client: AsyncJobQueueClient) -> dict[str, str]:
@@ -76,7 +77,9 @@ async def main(out: Path) -> None:
                 async for page, console_page, where in each_page(browser, up.url, up.token, ids):
                     width = page.viewport_size["width"] if page.viewport_size else 0
                     path = out / f"{console_page.name}-{width}.png"
-                    await page.screenshot(path=path, full_page=True, animations="disabled", caret="hide")
+                    height = min(await page.evaluate("document.scrollingElement.scrollHeight"), MAX_HEIGHT)
+                    await page.screenshot(path=path, full_page=True, animations="disabled", caret="hide",
+                                          clip={"x": 0, "y": 0, "width": width, "height": height})
                     compress(path)
                     print(f"{path}: {where}, {path.stat().st_size // 1024} KiB")
 

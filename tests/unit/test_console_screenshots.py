@@ -1,5 +1,5 @@
 """The README's console screenshots exist, and stay small: palette PNGs (docs/console/screenshots.py) of at most
-100 KiB each, so that taking them again does not grow the repository by megabytes."""
+150 KiB each, so that taking them again does not grow the repository by megabytes."""
 
 from __future__ import annotations
 
@@ -18,4 +18,4 @@ def test_every_console_screenshot_the_readme_shows_exists_and_is_a_small_palette
         png = (ROOT / name).read_bytes()
         assert png.startswith(PNG_SIGNATURE), f"{name} is not a PNG"
         assert png[25] == PALETTE, f"{name} is not a palette PNG: take it with `make screenshots`"
-        assert len(png) <= 100 * 1024, f"{name} is {len(png) // 1024} KiB"
+        assert len(png) <= 150 * 1024, f"{name} is {len(png) // 1024} KiB"
