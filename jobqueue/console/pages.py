@@ -1,5 +1,5 @@
 """The console's pages: the jobs table (filters, cursor pages), a job's card with its performance summary, cancel
-through a confirmation, and the resource groups (`jobqueue status`). Every page reads through the API's own
+through a confirmation (queues, schedules and the registry: their own modules). Every page reads through the API's own
 functions and policy (`visible_job`, `find_jobs`, `may`, `DirectBackend`), so a page shows what the API would."""
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from jobqueue.auth.policy import Action
 from jobqueue.console import views
 from jobqueue.console.sessions import Session
 from jobqueue.console.web import PageError, SignedIn, form_fields, here, redirect, render, require_csrf
-from jobqueue.direct_backend import DirectBackend
 from jobqueue.errors import JobStateError
 from jobqueue.job_filter import JobFilter
 from jobqueue.models import JobRecord, JobStatus
@@ -117,11 +116,3 @@ async def cancel(request: Request, job_id: str, session: SignedIn) -> Response:
     audit(identity, Action.CANCEL_JOB, job_id=record.job_id, outcome=done.status.value, job_owner=record.owner,
           via="console")
     return redirect(f"/jobs/{record.job_id}")
-
-
-@router.get("/groups")
-async def groups_page(request: Request, session: SignedIn) -> Response:
-    svc = services(request)
-    allow(session.identity, Action.READ_STATUS, svc)
-    return render(request, "groups.html", session, groups=await DirectBackend(svc.client).groups(),
-                  live_url=here(request))
