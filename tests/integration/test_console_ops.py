@@ -44,7 +44,7 @@ def cell(page: str, group: str, column: str) -> str:
 
 async def test_the_queues_page_follows_consumers_0_to_n_to_0_with_the_last_hours_lines(settings, tmp_path):
     settings = with_groups(settings, tmp_path, {"default": {"max_instances": 2}}, group_history_seconds=1,
-                           scale_to_zero_cooldown_seconds=4)
+                           scale_to_zero_cooldown_seconds=10)  # consumers stay a while
     token = await make_token(settings, "alice", Role.USER)
     with api_in_thread(settings, port=0) as url:
         async with console(url) as http, running_manager(settings):
