@@ -31,7 +31,8 @@ CONSOLE_CLIENT = "jobqueue-console"
 
 
 class IdentityProvider:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        """`host`: the name in the issuer's URL ("localhost" is another site than the console's 127.0.0.1)."""
         self.keys: dict[str, Any] = {}  # kid -> private key
         self.jwks_requests = 0
         self.client_id = CONSOLE_CLIENT
@@ -41,7 +42,7 @@ class IdentityProvider:
         self.token_requests: list[dict[str, str]] = []
         self.id_token_changes: dict[str, Any] = {}  # claims /token puts in every ID token (a wrong nonce...)
         self.server = _Server(self)
-        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.issuer = f"http://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

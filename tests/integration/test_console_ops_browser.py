@@ -6,9 +6,11 @@ page lists the features; and a person signs in through the OIDC issuer's own pag
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from playwright.async_api import expect
 
 from jobqueue import AsyncJobQueueClient
@@ -19,8 +21,8 @@ from jobqueue.registry import load_registry
 from tests.api_support import bearer, make_token
 from tests.helpers import running_manager, with_groups
 from tests.integration.test_console_browser import NO_SIDEWAYS_SCROLL, browser, sign_in  # noqa: F401 (fixture)
-from tests.integration.test_console_ops import issuer, published_schedule  # noqa: F401 (fixture)
-from tests.oidc_provider import AUDIENCE, CONSOLE_CLIENT
+from tests.integration.test_console_ops import published_schedule
+from tests.oidc_provider import AUDIENCE, CONSOLE_CLIENT, IdentityProvider
 
 
 async def test_the_queues_page_shows_consumers_0_then_n_then_0_without_a_reload(settings, tmp_path, browser,  # noqa: F811
@@ -91,10 +93,23 @@ async def test_the_registry_page_lists_the_features(settings, store, browser):  
         await page.close()
 
 
-async def test_signing_in_through_the_oidc_issuer_lands_on_the_page_asked_for(settings, issuer, browser):  # noqa: F811
+@pytest.fixture
+def other_site_issuer() -> Iterator[IdentityProvider]:
+    """The issuer on another site than the console (localhost, not 127.0.0.1): its redirect back is cross-site."""
+    provider = IdentityProvider(host="localhost")
+    provider.add_key("k1")
+    provider.users = {"carol": {"team": "risk", "jobqueue_role": "operator"}}
+    yield provider
+    provider.close()
+
+
+async def test_signing_in_through_the_oidc_issuer_lands_on_the_page_asked_for(settings, other_site_issuer,
+                                                                              browser):  # noqa: F811
+    """Also: the issuer's redirect back is a cross-site navigation, on which a browser does not send a
+    SameSite=Strict cookie; a redirect from the callback to the page (still that navigation) found no session."""
+    issuer = other_site_issuer  # a public client: PKCE alone
     settings = settings.model_copy(update={"oidc_issuer": issuer.issuer, "oidc_audience": AUDIENCE,
                                            "oidc_client_id": CONSOLE_CLIENT})
-    issuer.client_secret = None  # a public client: PKCE alone
     with api_in_thread(settings, port=0) as url:
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
         await page.goto(f"{url}/queues")
