@@ -9,9 +9,7 @@ so a burst shorter than the interval still shows. I/O: reads Redis only.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass, fields
 
 from redis.asyncio import Redis
 
@@ -42,14 +40,22 @@ class GroupSample:
         counts = {f.name: max(getattr(self, f.name), getattr(other, f.name)) for f in fields(self) if f.name != "at"}
         return GroupSample(at=self.at, **counts)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+    def to_member(self) -> str:
+        """The zset member: the fields in `FIELDS` order, space-separated (parsed by the thousand for a page: far
+        cheaper than JSON)."""
+        return " ".join(f"{self.at:.17g}" if name == "at" else str(getattr(self, name)) for name in FIELDS)
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> GroupSample:
-        data: dict[str, Any] = json.loads(raw)
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_member(cls, raw: str | bytes) -> GroupSample:
+        """A stored sample; `ValueError` for a member of another shape. Fields a later version appends are ignored,
+        ones it lacks take their default."""
+        parts = (raw.decode() if isinstance(raw, bytes) else raw).split()
+        if not parts:
+            raise ValueError("an empty sample")
+        return cls(float(parts[0]), *(int(p) for p in parts[1:len(FIELDS)]))
+
+
+FIELDS = tuple(f.name for f in fields(GroupSample))
 
 
 async def recent_samples(redis: Redis, keys: Keys, groups: list[str], now: float,
@@ -64,8 +70,8 @@ async def recent_samples(redis: Redis, keys: Keys, groups: list[str], now: float
         samples = []
         for raw in members:
             try:
-                samples.append(GroupSample.from_json(raw))
-            except (ValueError, TypeError):  # a member this version cannot read: skipped, never the page
+                samples.append(GroupSample.from_member(raw))
+            except ValueError:  # a member this version cannot read: skipped, never the page
                 continue
         out[group] = sorted(samples, key=lambda s: s.at)
     return out

@@ -14,10 +14,10 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>deadlines                zset job_id -> completion deadline ms (jobs that have one)
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
     <p>group-states             hash group -> JSON `GroupState` of the manager's last decision (`jobqueue status`)
-    <p>group-history:<group>    zset: JSON `GroupSample` -> its interval's start (epoch seconds): the group's queue and
-                                consumers over the last hour, one sample per JOBQUEUE_GROUP_HISTORY_SECONDS (the
-                                peaks within it), written by the manager (`manager.group_history`); the console's
-                                sparklines
+    <p>group-history:<group>    zset: a `GroupSample` (`to_member`: its counts as text) -> its interval's start
+                                (epoch seconds): the group's queue and consumers over the last hour, one sample per
+                                JOBQUEUE_GROUP_HISTORY_SECONDS (the peaks within it), written by the manager
+                                (`manager.group_history`); the console's sparklines
     <p>oidc-login:<h>           string: JSON of one browser's OIDC sign-in under way (PKCE verifier, nonce, where to
                                 go), <h> the SHA-256 of its `state`; taken once by the callback, TTL 10 minutes
     <p>manager                  hash: `tick_at` (`MANAGER_TICK_AT`), the leader's last tick (epoch seconds)

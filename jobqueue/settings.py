@@ -419,9 +419,10 @@ class Settings(BaseSettings):
         "expiry of the token it was made from, and a revoked token ends it at the next page.",
     )
     group_history_seconds: float = Field(
-        default=10.0, ge=1,
+        default=30.0, ge=1,
         description="The manager keeps one sample per resource group per this many seconds (the peaks of its queue "
-        "and consumers in that time), for the last hour: the web console's sparklines (`<p>group-history:<group>`).",
+        "and consumers in that time), for the last hour: the web console's sparklines (`<p>group-history:<group>`; "
+        "30 s: one sample per pixel).",
     )
     scale_down_stabilization_seconds: float = Field(
         default=30.0,

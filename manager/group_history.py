@@ -52,7 +52,7 @@ class GroupHistory:
                 continue
             key = self.keys.group_history(name)
             pipe.zremrangebyscore(key, sample.at, sample.at)  # this interval's earlier sample, if any
-            pipe.zadd(key, {sample.to_json(): sample.at})
+            pipe.zadd(key, {sample.to_member(): sample.at})
             pipe.zremrangebyscore(key, "-inf", f"({now - self.window - self.interval}")
             pipe.expire(key, math.ceil(self.window + 2 * self.interval))
             written += 1

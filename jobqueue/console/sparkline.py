@@ -46,10 +46,15 @@ def sparkline(samples: list[GroupSample], value: Callable[[GroupSample], int], n
                          "JOBQUEUE_GROUP_HISTORY_SECONDS)")
     values = [value(s) for s in shown]
     peak = max(values)
+    columns: dict[int, tuple[float, int]] = {}  # at most one step per unit of width (the peak of its samples)
+    for sample, v in zip(shown, values, strict=True):
+        x = _x(sample.at, start, window)
+        first = columns.get(int(x))
+        columns[int(x)] = (first[0], max(first[1], v)) if first else (x, v)
+    steps = list(columns.values())
     points: list[str] = []
-    for i, (sample, v) in enumerate(zip(shown, values, strict=True)):
-        x0 = _x(sample.at, start, window)
-        x1 = _x(shown[i + 1].at, start, window) if i + 1 < len(shown) else max(x0 + 1.0, _x(now, start, window))
+    for i, (x0, v) in enumerate(steps):
+        x1 = steps[i + 1][0] if i + 1 < len(steps) else max(x0 + 1.0, _x(now, start, window))
         y = _y(v, peak)
         points += [f"{x0},{y}", f"{min(x1, WIDTH)},{y}"]
     text = (f"{what} over the last hour: peak {peak}, now {values[-1]} "

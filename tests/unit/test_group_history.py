@@ -31,7 +31,7 @@ def test_a_steady_group_is_written_once_per_interval_and_a_burst_keeps_its_peak(
     assert history.record(pipe, {"g": state(ready=0, live=3, busy=2)}, now=105.0) == 1  # a peak grew
     assert history.record(pipe, {"g": state(ready=1, live=1)}, now=109.9) == 0  # below the peaks
     added = [args[1] for name, args in pipe.commands if name == "zadd"]
-    last = GroupSample.from_json(next(iter(added[-1])))
+    last = GroupSample.from_member(next(iter(added[-1])))
     assert (last.at, last.ready, last.consumers, last.busy) == (100.0, 2, 3, 2)  # the peaks of the interval
     assert history.record(pipe, {"g": state(ready=0, live=0)}, now=110.0) == 1  # the next interval
     replaced = [args for name, args in pipe.commands if name == "zremrangebyscore" and args[1] == args[2]]
@@ -52,6 +52,22 @@ def test_a_sparkline_rises_with_its_values_and_says_so_in_words():
     ys = [y for _, y in points]
     assert min(ys) == 2.0 and max(ys) == HEIGHT - 2  # the peak at the top, 0 at the bottom
     assert [x for x, _ in points] == sorted(x for x, _ in points)  # time runs left to right
+
+
+def test_a_sample_is_a_short_line_of_numbers_and_reads_back():
+    sample = GroupSample(at=1764748800.0, ready=3, in_flight=1, deferred=0, consumers=2, busy=1, desired=2)
+    assert sample.to_member() == "1764748800 3 1 0 2 1 2"
+    assert GroupSample.from_member(sample.to_member().encode()) == sample
+    assert GroupSample.from_member("1764748800 3 1 0 2 1 2 9 9") == sample  # a later version's extra fields
+    assert GroupSample.from_member("1764748800 3") == GroupSample(at=1764748800.0, ready=3)
+
+
+def test_a_sparkline_of_many_samples_draws_one_step_per_unit_of_width_keeping_each_peak():
+    now = 10_000.0
+    samples = [GroupSample(at=now - 3600 + i, consumers=5 if i == 1801 else 0) for i in range(3600)]
+    line = sparkline(samples, lambda s: s.consumers, now, "consumers of g")
+    assert len(line.points.split()) <= 2 * WIDTH + 2 and line.peak == 5
+    assert any(float(p.split(",")[1]) == 2.0 for p in line.points.split()), "the one-second burst still shows"
 
 
 def test_no_samples_and_samples_older_than_the_hour_draw_nothing():
