@@ -18,11 +18,13 @@ from jobqueue import AsyncJobQueueClient
 from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
 from jobqueue.console.web import COOKIE
-from jobqueue.groups import parse_groups
+from jobqueue.groups import load_groups_config, parse_groups
 from jobqueue.keys import ScheduleField
 from jobqueue.registry import load_registry
 from jobqueue.schedule_control import schedule_state
 from jobqueue.schedules import parse_schedules
+from manager.backends.local import LocalBackend
+from manager.reconcile import Reconciler
 from manager.scheduler import Scheduler
 from tests.api_support import bearer, make_token
 from tests.console_support import csrf_of, sign_in
@@ -254,3 +256,21 @@ async def test_without_a_client_id_the_sign_in_page_offers_no_oidc_button(settin
         async with console(url) as http:
             assert "Sign in with" not in (await http.get("/signin")).text
             assert (await http.get("/signin/oidc")).status_code == 404
+
+
+async def test_a_group_whose_config_is_broken_shows_the_error_on_the_queues_page(settings, tmp_path, arq_redis):
+    settings = with_groups(settings, tmp_path, {"default": {"max_instances": 1},
+                                                "broken": {"min_instances": 3, "max_instances": 1}})
+    backend = LocalBackend(settings)
+    try:  # one tick of the manager's loop, as `jobqueue up` runs it with this file (a broken group is reported)
+        await Reconciler(arq_redis, settings, load_groups_config(settings.resource_groups_path), backend).tick()
+    finally:
+        await backend.aclose()
+    token = await make_token(settings, "alice", Role.USER)
+    with api_in_thread(settings, port=0) as url:
+        async with console(url) as http:
+            await sign_in(http, token)
+            page = (await http.get("/queues")).text
+    problem = cell(page, "broken", "problem")
+    assert "min_instances (3) is above max_instances (1)" in problem and "not configured" in page
+    assert cell(page, "default", "problem") == "—" and cell(page, "broken", "decision").startswith("config_error")
