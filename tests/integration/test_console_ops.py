@@ -28,7 +28,7 @@ from manager.reconcile import Reconciler
 from manager.scheduler import Scheduler
 from tests.api_support import bearer, make_token
 from tests.console_support import csrf_of, sign_in
-from tests.helpers import eventually, running_manager, with_groups
+from tests.helpers import eventually, free_port, running_manager, with_groups
 from tests.oidc_provider import AUDIENCE, CONSOLE_CLIENT, IdentityProvider, callback_query
 
 
@@ -274,3 +274,16 @@ async def test_a_group_whose_config_is_broken_shows_the_error_on_the_queues_page
     problem = cell(page, "broken", "problem")
     assert "min_instances (3) is above max_instances (1)" in problem and "not configured" in page
     assert cell(page, "default", "problem") == "—" and cell(page, "broken", "decision").startswith("config_error")
+
+
+async def test_an_unreachable_issuer_is_a_page_naming_it_and_the_token_form_still_works(settings):
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings = settings.model_copy(update={"oidc_issuer": nowhere, "oidc_audience": AUDIENCE,
+                                           "oidc_client_id": CONSOLE_CLIENT})
+    token = await make_token(settings, "alice", Role.USER)
+    with api_in_thread(settings, port=0) as url:
+        async with console(url) as http:
+            down = await http.get("/signin/oidc")
+            assert down.status_code == 503 and f"cannot reach the sign-in service {nowhere}" in down.text
+            assert COOKIE not in http.cookies and "jobqueue_oidc" not in http.cookies
+            assert (await sign_in(http, token)).status_code == 303 and COOKIE in http.cookies
