@@ -14,6 +14,12 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>deadlines                zset job_id -> completion deadline ms (jobs that have one)
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
     <p>group-states             hash group -> JSON `GroupState` of the manager's last decision (`jobqueue status`)
+    <p>group-history:<group>    zset: a `GroupSample` (`to_member`: its counts as text) -> its interval's start
+                                (epoch seconds): the group's queue and consumers over the last hour, one sample per
+                                JOBQUEUE_GROUP_HISTORY_SECONDS (the peaks within it), written by the manager
+                                (`manager.group_history`); the console's sparklines
+    <p>oidc-login:<h>           string: JSON of one browser's OIDC sign-in under way (PKCE verifier, nonce, where to
+                                go), <h> the SHA-256 of its `state`; taken once by the callback, TTL 10 minutes
     <p>manager                  hash: `tick_at` (`MANAGER_TICK_AT`), the leader's last tick (epoch seconds)
     <p>groups                   hash group -> JSON config, published by the manager for SDKs
     <p>counters                 hash `<counter>:<group>` -> count (`CounterName`: enqueued, started, succeeded, failed,
@@ -285,6 +291,12 @@ class GroupState:
     start_trouble: str | None = None
     starting_since: float | None = None  # epoch seconds since which fewer consumers are live than desired
 
+    scaled_at: float | None = None  # epoch seconds of the last decision that changed the consumer count
+    scaled_from: int | None = None  # the count before it
+    scaled_to: int | None = None  # the count it asked for
+    scaled_reason: str = ""  # its reason code and detail
+    scaled_detail: str = ""
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
@@ -369,6 +381,8 @@ class Keys:
     schedule_runs = _Named("schedule-runs")  # per schedule name
     token = _Named("token")  # per API token id
     console_session = _Named("console-session")  # per SHA-256 of a console session cookie
+    group_history = _Named("group-history")  # per group: zset of samples (the console's sparklines)
+    oidc_login = _Named("oidc-login")  # per SHA-256 of an OIDC sign-in's `state`
     job_finished = _Named("finished")  # pub/sub channel per job id: its final status, once
     job_changed = _Named("changed")  # pub/sub channel per job id: its new status, at every transition
     console_live = _Named("console-live")  # per SHA-256 of a console session cookie: its open live streams

@@ -241,6 +241,27 @@ class Settings(BaseSettings):
         description="The claim that is a JWT's role (`user`, `operator` or `admin`; a list: the highest of them). "
         "Missing or unknown: `user`.",
     )
+    oidc_client_id: str = Field(
+        default="",
+        description="The web console's client id at the OIDC issuer: set it (with JOBQUEUE_OIDC_ISSUER) and the "
+        "sign-in page offers \"Sign in with <issuer>\" (authorization code flow with PKCE). The ID tokens it gets "
+        "must carry this id as their audience. Empty: the console takes pasted tokens only.",
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None,
+        description="The console's client secret at the issuer (HTTP Basic at the token endpoint, or in the form "
+        "when the issuer accepts only `client_secret_post`). Unset: a public client (PKCE only). Never logged.",
+    )
+    oidc_redirect_url: str = Field(
+        default="",
+        description="The URL the issuer sends the browser back to, as registered there (it ends in "
+        "`/signin/oidc/callback`). Empty: this request's own origin + `/signin/oidc/callback` (set it behind a "
+        "proxy that changes the host or scheme).",
+    )
+    oidc_scopes: str = Field(
+        default="openid profile",
+        description="The scopes the console's sign-in asks for, space-separated (`openid` is always sent).",
+    )
     oidc_algorithms: str = Field(
         default="RS256,ES256",
         description="The signature algorithms a JWT may use, comma-separated (asymmetric only: RS*, PS*, ES*, "
@@ -431,6 +452,12 @@ class Settings(BaseSettings):
         description="How often an open live stream re-checks its sign-in (a revoked token or a sign-out ends the "
         "stream) and re-reads its job (progress, and any change whose message was lost).",
     )
+    group_history_seconds: float = Field(
+        default=30.0, ge=1,
+        description="The manager keeps one sample per resource group per this many seconds (the peaks of its queue "
+        "and consumers in that time), for the last hour: the web console's sparklines (`<p>group-history:<group>`; "
+        "30 s: one sample per pixel).",
+    )
     scale_down_stabilization_seconds: float = Field(
         default=30.0,
         ge=0,
@@ -538,7 +565,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_oidc(self) -> Settings:
         if not self.oidc_issuer:
+            if self.oidc_client_id:
+                raise ValueError("JOBQUEUE_OIDC_CLIENT_ID is set without JOBQUEUE_OIDC_ISSUER: set the issuer the "
+                                 "console signs in with, or unset the client id")
             return self
+        if self.oidc_redirect_url and not self.oidc_redirect_url.startswith(("https://", "http://")):
+            raise ValueError(f"JOBQUEUE_OIDC_REDIRECT_URL: {self.oidc_redirect_url!r} is not an http(s) URL; give the "
+                             "console's callback as registered at the issuer, e.g. "
+                             "https://jobqueue.example.com/signin/oidc/callback")
         if not self.oidc_audience:
             raise ValueError("JOBQUEUE_OIDC_AUDIENCE must be set with JOBQUEUE_OIDC_ISSUER: the client id the "
                              "identity provider issues jobqueue's tokens for")

@@ -47,7 +47,9 @@ PAGES = (
     ConsolePage("job", "/jobs/{succeeded}"),
     ConsolePage("job-queued", "/jobs/{queued}"),
     ConsolePage("cancel", "/jobs/{queued}/cancel"),
-    ConsolePage("groups", "/groups"),
+    ConsolePage("queues", "/queues"),
+    ConsolePage("schedules", "/schedules"),
+    ConsolePage("registry", "/registry"),
 )
 
 

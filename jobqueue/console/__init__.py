@@ -2,7 +2,8 @@
 API process serves at `/`, in the same process and with the same authentication and policy as `/v1`.
 
 Role: a browser's view of one environment for people: sign in with a token (a session cookie then), the jobs
-table, a job's card and performance summary, cancel through a confirmation, the resource groups.
+table, a job's card and performance summary, cancel through a confirmation, the queues and consumers of each
+resource group, the schedules (run now, pause, resume), the feature registry; sign-in with OIDC's code flow too.
 I/O rule: it reads and writes Redis only through the API's services (the SDK client, `TokenStore`, the job
 functions the API routes call) and its own `SessionStore` (`<p>console-session:*`, its one key family); it never
 writes job state itself and downloads nothing at run time (htmx is a file of this package). Pages read without
@@ -24,7 +25,7 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from jobqueue.api.deps import ApiError
-from jobqueue.console import job_page, live, pages, signin
+from jobqueue.console import job_page, live, oidc_signin, pages, queues, registry_page, schedules_page, signin
 from jobqueue.console.web import HERE, PageError, SignInNeeded, optional_session, redirect, render, sign_in_location
 
 __all__ = ["console_error_pages", "mount_console"]
@@ -33,9 +34,13 @@ __all__ = ["console_error_pages", "mount_console"]
 def mount_console(app: FastAPI) -> None:
     """Serve the console's pages and static files on `app`, and answer its errors as pages (not JSON)."""
     app.include_router(signin.router)
+    app.include_router(oidc_signin.router)
     app.include_router(pages.router)
     app.include_router(job_page.router)
     app.include_router(live.router)
+    app.include_router(queues.router)
+    app.include_router(schedules_page.router)
+    app.include_router(registry_page.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
     @app.exception_handler(SignInNeeded)

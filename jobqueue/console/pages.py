@@ -1,5 +1,5 @@
-"""The console's pages: the jobs table (filters, cursor pages) and the resource groups (`jobqueue status`); a job's
-page is `jobqueue.console.job_page`. Every page reads through the API's own
+"""The console's jobs table (filters, cursor pages); a job's page is `jobqueue.console.job_page`, and the queues,
+schedules and registry have their own modules. Every page reads through the API's own
 functions and policy (`visible_job`, `find_jobs`, `may`, `DirectBackend`), so a page shows what the API would."""
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from jobqueue.auth.policy import Action
 from jobqueue.console import views
 from jobqueue.console.sessions import Session
 from jobqueue.console.web import PageError, SignedIn, here, redirect, render
-from jobqueue.direct_backend import DirectBackend
 from jobqueue.job_filter import JobFilter
 from jobqueue.models import JobRecord, JobStatus
 
@@ -72,9 +71,3 @@ async def jobs_page(request: Request, session: SignedIn, owner: Text = None, tea
                   sees_everyone=identity.role is not Role.USER)
 
 
-@router.get("/groups")
-async def groups_page(request: Request, session: SignedIn) -> Response:
-    svc = services(request)
-    allow(session.identity, Action.READ_STATUS, svc)
-    return render(request, "groups.html", session, groups=await DirectBackend(svc.client).groups(),
-                  live_url=here(request))

@@ -35,6 +35,9 @@ NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "console_live": "the open live streams of a console sign-in: `jobqueue.console.live.LiveStreams`",
     "registry_versions": "the applied feature registries: `RegistryStore.apply`",
     "registry_current": "the current registry version: `RegistryStore.apply`",
+    "group_history": "the manager's per-group samples of the last hour (the console's sparklines): "
+                     "`manager.group_history`",
+    "oidc_login": "an OIDC sign-in under way (PKCE verifier, nonce): `jobqueue.console.oidc_signin`",
 }
 ALLOWED = {  # (module, call) whose key the scan cannot name -> why it is not a write of job state
     ("manager/observe.py", "register_script"): "the observation script only reads",
