@@ -13,6 +13,12 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
                                 hour: the reaper names it in the error of the jobs that consumer lost
     <p>deadlines                zset job_id -> completion deadline ms (jobs that have one)
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
+    <p>jobs-by:<kind>:<value>   zset job_id -> submit ms: the listing indexes (`ListingIndex`: owner, team, group,
+                                query, tag `<name>=<value>`, state), one per value, kept by `JobStore`'s scripts
+    <p>jobs-by-wait             zset job_id -> ms from submission to the first start (jobs that started)
+    <p>jobs-by-duration         zset job_id -> ms from the first start to the finish (final jobs that started)
+    <p>listing-indexes          set of the `jobs-by:<kind>:<value>` keys that exist (the garbage collector walks
+                                them: a job's entries outlive its expired record until it removes them)
     <p>group-states             hash group -> JSON `GroupState` of the manager's last decision (`jobqueue status`)
     <p>manager                  hash: `tick_at` (`MANAGER_TICK_AT`), the leader's last tick (epoch seconds)
     <p>groups                   hash group -> JSON config, published by the manager for SDKs
@@ -58,6 +64,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
+
+from jobqueue.models import JobStatus
 
 ARQ_FUNCTION = "run_offline_query"
 SCHEDULE_ERRORS_FIELD = "!errors"  # in <p>schedules: the load errors, as a JSON list
@@ -109,6 +117,23 @@ class JobField(enum.StrEnum):
 
 
 JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
+
+
+class ListingIndex(enum.StrEnum):
+    """The kinds of <p>jobs-by:<kind>:<value>: one zset of job ids (scored by submission ms) per value of one
+    attribute, for listing jobs with filters (`jobqueue.listing_plan`). Only `JobStore` writes them."""
+
+    OWNER = "owner"
+    TEAM = "team"
+    GROUP = "group"
+    QUERY = "query"  # query_name
+    TAG = "tag"  # value `<name>=<value>`
+    STATE = "state"  # the job's current status; moved by every transition
+
+
+def tag_value(name: str, value: str) -> str:
+    """The value part of a tag's listing index: `<name>=<value>` (a tag name holds no `=`)."""
+    return f"{name}={value}"
 
 
 class ScheduleField(enum.StrEnum):
@@ -365,9 +390,20 @@ class Keys:
     console_session = _Named("console-session")  # per SHA-256 of a console session cookie
     job_finished = _Named("finished")  # pub/sub channel per job id: its final status, once
 
+    def jobs_by(self, kind: ListingIndex, value: str) -> str:
+        """A listing index: the jobs whose `kind` is `value`, scored by submission ms."""
+        return f"{self.prefix}jobs-by:{kind.value}:{value}"
+
+    def jobs_by_state(self) -> dict[str, str]:
+        """Each job status -> its listing index (the scripts move a job between them)."""
+        return {s.value: self.jobs_by(ListingIndex.STATE, s.value) for s in JobStatus}
+
     # keys without a variable part
     deadlines = _Fixed("deadlines")  # zset: job id -> completion deadline (ms)
     jobs_index = _Fixed("jobs")  # zset: job id -> submission time (ms)
+    jobs_by_wait = _Fixed("jobs-by-wait")  # zset: job id -> ms from submission to the first start
+    jobs_by_duration = _Fixed("jobs-by-duration")  # zset: job id -> ms from the first start to the finish
+    listing_indexes = _Fixed("listing-indexes")  # set: the jobs-by:<kind>:<value> keys that exist
     group_states = _Fixed("group-states")  # hash: group -> JSON of the manager's last decision (when it changes)
     manager_state = _Fixed("manager")  # hash: `tick_at` (epoch seconds of the leader's last tick)
     groups = _Fixed("groups")

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from jobqueue.console import pages, signin
+from jobqueue.console import jobs_list, pages, signin
 from jobqueue.console.web import HERE, PageError, SignInNeeded, optional_session, redirect, render, sign_in_location
 
 __all__ = ["mount_console"]
@@ -26,6 +26,7 @@ __all__ = ["mount_console"]
 def mount_console(app: FastAPI) -> None:
     """Serve the console's pages and static files on `app`, and answer its errors as pages (not JSON)."""
     app.include_router(signin.router)
+    app.include_router(jobs_list.router)  # before `pages`: /jobs/bulk-cancel is not a job id
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
