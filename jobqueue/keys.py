@@ -392,7 +392,12 @@ class Keys:
 
     def jobs_by(self, kind: ListingIndex, value: str) -> str:
         """A listing index: the jobs whose `kind` is `value`, scored by submission ms."""
-        return f"{self.prefix}jobs-by:{kind.value}:{value}"
+        return f"{self.jobs_by_prefix}{kind.value}:{value}"
+
+    @property
+    def jobs_by_prefix(self) -> str:
+        """What every per-value listing index's key starts with."""
+        return f"{self.prefix}jobs-by:"
 
     def jobs_by_state(self) -> dict[str, str]:
         """Each job status -> its listing index (the scripts move a job between them)."""
