@@ -158,9 +158,11 @@ def score_text(value: float, exclusive: bool = False) -> str:
 def past(plan: Plan, position: Position, after: Position | None) -> bool:
     """Whether `position` comes after `after` in the plan's order (ties on the score go by job id, as Redis orders
     them: descending with the scores when walking down)."""
-    if after is None or position.score != after.score:
+    if after is None:
         return True
-    return position.job_id < after.job_id if plan.descending else position.job_id > after.job_id
+    if plan.descending:
+        return (position.score, position.job_id) < (after.score, after.job_id)
+    return (position.score, position.job_id) > (after.score, after.job_id)
 
 
 def in_window(window: tuple[float, float], score: float | None) -> bool:
