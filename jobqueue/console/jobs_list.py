@@ -137,7 +137,10 @@ def _need_filters(chosen: Chosen) -> None:
 
 
 @router.get(BULK)
-async def confirm_bulk_cancel(request: Request, session: SignedIn) -> Response:
+async def confirm_bulk_cancel(request: Request, session: SignedIn, owner: Text = None, team: Text = None,
+                              state: Text = None, resource_group: Text = None, tag: Text = None,
+                              query_name: Text = None, submitted_after: Text = None,
+                              submitted_before: Text = None) -> Response:
     svc = services(request)
     allow(session.identity, Action.CANCEL_MANY, svc)
     chosen = chosen_filters(dict(request.query_params))
