@@ -1,5 +1,5 @@
-"""The listing indexes kept by `JobStore`'s scripts on a real Redis: after submit, claim, finish, requeue, cancel (queued
-and running) and expiry each job is in exactly the indexes of what it is now; the garbage collector removes the
+"""The listing indexes kept by `JobStore`'s scripts on a real Redis: after submit, claim, finish, requeue, cancel
+(queued and running) and expiry each job is in exactly the indexes of what it is now; the garbage collector removes the
 entries of expired records and forgets empty indexes; the manager's backfill indexes jobs written before the indexes
 existed, and running it again changes nothing."""
 
