@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobqueue.api import jobs, operations, registry, submit
 from jobqueue.api.deps import ApiError, ApiMetrics, Services
+from jobqueue.api.timing import ServerTiming
 from jobqueue.api.wire import ErrorBody, QuotaHit
 from jobqueue.auth.oidc import BearerAuthenticator
 from jobqueue.auth.tokens import TokenStore
@@ -116,6 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     add_error_answers(app)
 
     app.add_middleware(CountRequests)
+    app.add_middleware(ServerTiming)  # outermost: the whole of the app's time
     return app
 
 
