@@ -34,28 +34,28 @@ def _ms(record: JobRecord) -> float:
 
 def timings_ms(record: JobRecord) -> tuple[float | None, float | None]:
     """(wait, duration) in ms as the indexes score them: wait from submission to the start, duration from the start
-    to the finish (None: not started / not finished after starting)."""
+    to the finish, in whole ms as the scripts score them (None: not started / not finished after starting)."""
     if record.started_at is None:
         return None, None
-    wait = max(0.0, (record.started_at - record.submitted_at).total_seconds() * 1000)
+    wait = max(0.0, round((record.started_at - record.submitted_at).total_seconds() * 1000))
     if record.finished_at is None or not record.status.is_final:
         return wait, None
-    return wait, max(0.0, (record.finished_at - record.started_at).total_seconds() * 1000)
+    return wait, max(0.0, round((record.finished_at - record.started_at).total_seconds() * 1000))
 
 
 def submit_listing(keys: Keys, record: JobRecord, with_state: bool = True) -> str:
     """`SUBMIT`'s listing-index argument (and `INDEX_JOB`'s, without the state): the job's attribute indexes and state
     index with its submission ms, its wait and duration when it has them, and the per-value keys to list."""
-    submitted = _ms(record)
+    submitted = repr(_ms(record))  # as text: a Lua number would be written with 14 digits only
     listed = attribute_indexes(keys, record)
-    add: list[tuple[str, float]] = [(k, submitted) for k in listed]
+    add: list[tuple[str, str]] = [(k, submitted) for k in listed]
     if with_state:
         add.append((keys.jobs_by(ListingIndex.STATE, record.status.value), submitted))
     wait, ran = timings_ms(record)
     if wait is not None:
-        add.append((keys.jobs_by_wait, wait))
+        add.append((keys.jobs_by_wait, repr(wait)))
     if ran is not None:
-        add.append((keys.jobs_by_duration, ran))
+        add.append((keys.jobs_by_duration, repr(ran)))
     return json.dumps({"add": add, "set": keys.listing_indexes, "listed": listed})
 
 

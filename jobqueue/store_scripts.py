@@ -61,7 +61,8 @@ end
 # The listing indexes (`jobqueue.keys.ListingIndex`): `L` is the listing-index JSON argument of a script ('' : none),
 # {jobs, state = {status -> key}, running, final = {status -> true}, wait, duration, now (ms)} (`listing_json`).
 # `relist` moves job `id` from the state index of `from` to that of `to`, scored by its submission ms (its score in
-# <p>jobs); its first start records its wait, and a final state its duration since that first start.
+# <p>jobs); its first start records its wait, and a final state its duration since that first start (whole ms, so a
+# cursor holds them exactly).
 LISTING_FUNCTIONS = """
 local function listing(arg)
   if arg == nil or arg == '' then return nil end
@@ -73,10 +74,10 @@ local function relist(L, id, from, to)
   if not submitted then return end
   if from and L.state[from] then redis.call('ZREM', L.state[from], id) end
   if L.state[to] then redis.call('ZADD', L.state[to], submitted, id) end
-  if to == L.running then redis.call('ZADD', L.wait, 'NX', math.max(0, L.now - submitted), id) end
+  if to == L.running then redis.call('ZADD', L.wait, 'NX', math.max(0, math.floor(L.now - submitted + 0.5)), id) end
   if L.final[to] then
     local wait = redis.call('ZSCORE', L.wait, id)
-    if wait then redis.call('ZADD', L.duration, math.max(0, L.now - submitted - wait), id) end
+    if wait then redis.call('ZADD', L.duration, math.max(0, math.floor(L.now - submitted - wait + 0.5)), id) end
   end
 end
 """

@@ -173,3 +173,21 @@ async def test_backfill_repairs_a_stale_state_entry(redis, keys, settings):
     assert "jobs-by:state:failed" in at and "jobs-by:state:queued" not in at
 
 
+
+
+async def test_every_index_holds_the_exact_submission_score_and_whole_ms_waits(redis, keys):
+    """Scores as `<p>jobs` has them, to the microsecond (a Lua number would keep 14 digits), and waits and durations
+    in whole ms: a cursor (`<score>_<id>`) holds them exactly."""
+    odd = T0 + timedelta(microseconds=123_457)
+    clock = Clock()
+    store = JobStore(redis, keys, 3600, clock)
+    job = uuid.uuid4().hex
+    await submit(store, record(job, submitted=odd))
+    clock.now = odd + timedelta(seconds=1, microseconds=333)
+    await store.claim(job, "c1", "default", 30)
+    clock.now = odd + timedelta(seconds=3, microseconds=777)
+    await store.transition(job, [JobStatus.RUNNING], JobStatus.FAILED, owner="c1", finished_at=clock.now)
+    exact = await redis.zscore(keys.jobs_index, job)
+    at = await where(redis, keys, job)
+    assert exact == ms(odd) and {at[k] for k in ATTRIBUTES | {"jobs-by:state:failed"}} == {exact}
+    assert (at["jobs-by-wait"], at["jobs-by-duration"]) == (1000, 2001)  # 1000.333 and 3000.777 - 1000
