@@ -13,12 +13,9 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
                                 hour: the reaper names it in the error of the jobs that consumer lost
     <p>deadlines                zset job_id -> completion deadline ms (jobs that have one)
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
-    <p>jobs-by:<kind>:<value>   zset job_id -> submit ms: the listing indexes (`ListingIndex`: owner, team, group,
-                                query, tag `<name>=<value>`, state), one per value, kept by `JobStore`'s scripts
-    <p>jobs-by-wait             zset job_id -> ms from submission to the first start (jobs that started)
-    <p>jobs-by-duration         zset job_id -> ms from the first start to the finish (final jobs that started)
-    <p>listing-indexes          set of the `jobs-by:<kind>:<value>` keys that exist (the garbage collector walks
-                                them: a job's entries outlive its expired record until it removes them)
+    <p>jobs-by:<kind>:<value>   zset job_id -> submit ms per value of `ListingIndex` (owner, team, group, query, tag
+                                `<name>=<value>`, state); <p>jobs-by-wait, <p>jobs-by-duration: job_id -> ms;
+                                <p>listing-indexes: set of the jobs-by keys (the garbage collector walks them)
     <p>group-states             hash group -> JSON `GroupState` of the manager's last decision (`jobqueue status`)
     <p>manager                  hash: `tick_at` (`MANAGER_TICK_AT`), the leader's last tick (epoch seconds)
     <p>groups                   hash group -> JSON config, published by the manager for SDKs
@@ -120,19 +117,13 @@ JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
 
 
 class ListingIndex(enum.StrEnum):
-    """The kinds of <p>jobs-by:<kind>:<value>: one zset of job ids (scored by submission ms) per value of one
-    attribute, for listing jobs with filters (`jobqueue.listing_plan`). Only `JobStore` writes them."""
+    """The kinds of <p>jobs-by:<kind>:<value> (`jobqueue.listing_index`); only `JobStore` writes them."""
 
-    OWNER = "owner"
-    TEAM = "team"
-    GROUP = "group"
-    QUERY = "query"  # query_name
-    TAG = "tag"  # value `<name>=<value>`
-    STATE = "state"  # the job's current status; moved by every transition
+    OWNER, TEAM, GROUP, QUERY, TAG, STATE = "owner", "team", "group", "query", "tag", "state"
 
 
 def tag_value(name: str, value: str) -> str:
-    """The value part of a tag's listing index: `<name>=<value>` (a tag name holds no `=`)."""
+    """The value of a tag's listing index: `<name>=<value>`."""
     return f"{name}={value}"
 
 
@@ -396,7 +387,6 @@ class Keys:
 
     @property
     def jobs_by_prefix(self) -> str:
-        """What every per-value listing index's key starts with."""
         return f"{self.prefix}jobs-by:"
 
     def jobs_by_state(self) -> dict[str, str]:
