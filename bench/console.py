@@ -36,9 +36,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -130,8 +131,8 @@ async def fill(settings: Settings, n: int) -> tuple[list[str], float]:
         groups = {g: ResourceGroup(name=g, max_instances=4).model_dump_json() for g in GROUPS}
         states = {g: GroupState(current=1, desired=2, direction="up", reason="queue", ready=40, in_flight=5,
                                 busy=1, live=1).to_json() for g in GROUPS}
-        await redis.hset(keys.groups, mapping=groups)  # as the manager publishes them (`Reconciler.publish_groups`)
-        await redis.hset(keys.group_states, mapping=states)
+        await cast(Awaitable[int], redis.hset(keys.groups, mapping=groups))  # as `Reconciler.publish_groups` does
+        await cast(Awaitable[int], redis.hset(keys.group_states, mapping=states))
     finally:
         await redis.aclose()
     return ids, time.perf_counter() - started
@@ -184,7 +185,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rng = random.Random(5)
         tokens = TokenStore(connect_redis(settings), keys)
         operator, _ = await tokens.create("bench-ops", Role.OPERATOR)
-        some = json.loads(r.hget(keys.job(rng.choice(ids)), "owner") or '"user000"')
+        some = json.loads(cast(bytes | None, r.hget(keys.job(rng.choice(ids)), "owner")) or b'"user000"')
         user, _ = await tokens.create(some, Role.USER, None)
         await tokens.redis.aclose()
         hour_ago = (NOW - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
