@@ -25,11 +25,14 @@ from redis.asyncio import Redis
 from jobqueue.clock import Clock, system_clock
 from jobqueue.errors import JobStateError
 from jobqueue.keys import JOB_JSON_FIELDS, ActiveJobsField, CounterName, JobField, Keys, TeamCounterName
+from jobqueue.listing_index import relist_json, submit_listing
 from jobqueue.logs import capped
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 from jobqueue.quotas import Quota
 from jobqueue.store_scripts import (
     CLAIM,
+    FORGET_EMPTY_INDEX,
+    INDEX_JOB,
     KILL_ID,
     NAMES,
     RECORD_OOM_KILL,
@@ -87,10 +90,21 @@ def _encode(value: Any) -> str:
     return json.dumps(value)
 
 
+def _decode(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
+    if not raw:
+        return None
+    data = {k.decode(): v.decode() for k, v in raw.items()}
+    values: dict[str, Any] = {"job_id": job_id, "status": data.pop(JobField.STATUS)}
+    for name, text in data.items():
+        if name in JOB_JSON_FIELDS:
+            values[name] = json.loads(text)
+    return JobRecord.model_validate(values)
+
+
 class JobStore:
     """The I/O for job records, and the only writer of job state: the record, its queue entry and arq job,
-    the running entry and heartbeat, deadlines, the jobs index, OOM kills, the counters and the active-jobs counts of
-    the quotas. Holds no state beyond its Redis client, key layout and clock."""
+    the running entry and heartbeat, deadlines, the jobs index and listing indexes, OOM kills, the counters and the
+    active-jobs counts of the quotas. Holds no state beyond its Redis client, key layout and clock."""
 
     def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int, clock: Clock = system_clock) -> None:
         self.redis = redis
@@ -102,6 +116,8 @@ class JobStore:
         self._request_cancel = redis.register_script(REQUEST_CANCEL)
         self._record_oom_kill = redis.register_script(RECORD_OOM_KILL)
         self._submit = redis.register_script(SUBMIT)
+        self._index_job = redis.register_script(INDEX_JOB)
+        self._forget_empty_index = redis.register_script(FORGET_EMPTY_INDEX)
 
     async def create(self, record: JobRecord) -> None:
         """Write a record without enqueueing it (tests plant records for hand-made queue entries this way).
@@ -143,7 +159,7 @@ class JobStore:
         reply = await self._submit(keys=keys, args=[
             json.dumps(pairs), self.ttl_seconds, job_id, repr(submitted_ms),
             repr(deadline.timestamp() * 1000) if deadline is not None else "", json.dumps(counted), json.dumps(active),
-            self.keys.arq_id(job_id), arq_job, expires_ms, int(submitted_ms)])
+            self.keys.arq_id(job_id), arq_job, expires_ms, int(submitted_ms), submit_listing(self.keys, record)])
         if int(reply[0]) == SUBMIT_CREATED:
             return True
         if int(reply[0]) == SUBMIT_OVER_QUOTA:
@@ -162,15 +178,7 @@ class JobStore:
         return [int(v) if v is not None else 0 for v in values]
 
     async def get(self, job_id: str) -> JobRecord | None:
-        raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id)))
-        if not raw:
-            return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
-        values: dict[str, Any] = {"job_id": job_id, "status": data.pop(JobField.STATUS)}
-        for name, text in data.items():
-            if name in JOB_JSON_FIELDS:
-                values[name] = json.loads(text)
-        return JobRecord.model_validate(values)
+        return _decode(job_id, await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id))))
 
     async def transition(
         self,
@@ -203,7 +211,7 @@ class JobStore:
         args: list[str] = [
             NAMES, ",".join(s.value for s in allowed), new.value, job_id, _encode(owner) if owner else "",
             "1" if new.is_final else "0", json.dumps(counts), self.keys.job_finished(job_id),
-            self.keys.job_changed(job_id), "", *pairs,
+            self.keys.job_changed(job_id), self._relist(), *pairs,
             JobField.ATTEMPT_ENDS.value, _encode(fields.get(JobField.FINISHED_AT) or self.clock()),
         ]
         keys = [self.keys.job(job_id), self.keys.deadlines, self.keys.counters, self.keys.active_jobs]
@@ -218,7 +226,7 @@ class JobStore:
             keys=[self.keys.job(job_id), self.keys.running(group), self.keys.heartbeat(job_id), self.keys.counters],
             args=[NAMES, JobStatus.QUEUED.value, JobStatus.RUNNING.value, consumer_id, _encode(consumer_id),
                   _encode(self.clock()), heartbeat_ms(heartbeat_ttl), job_id, json.dumps([count(CounterName.STARTED)]),
-                  self.keys.job_changed(job_id), ""],
+                  self.keys.job_changed(job_id), self._relist()],
         )
         if int(reply[0]) != 1:
             return Claim(False, 0, [], reply[1].decode() if len(reply) > 1 else None)
@@ -271,6 +279,30 @@ class JobStore:
             if job_id is not None:
                 pipe.delete(self.keys.arq_job(job_id), self.keys.arq_retry(job_id))
             await pipe.execute()
+
+    def _relist(self) -> str:
+        return relist_json(self.keys, self.clock().timestamp() * 1000)
+
+    async def index(self, record: JobRecord) -> bool:
+        """Put a job that is already there into the listing indexes (idempotent: the manager's backfill of jobs
+        written before them). Its state index is the one of its status when the script runs. False: no record."""
+        return int(await self._index_job(keys=[self.keys.job(record.job_id)], args=[
+            NAMES, record.job_id, submit_listing(self.keys, record, with_state=False),
+            json.dumps(self.keys.jobs_by_state()), repr(record.submitted_at.timestamp() * 1000)])) == 1
+
+    async def forget_empty_index(self, index: str) -> bool:
+        """Drop a per-value listing index from <p>listing-indexes once it is empty (the garbage collector)."""
+        return int(await self._forget_empty_index(keys=[self.keys.listing_indexes, index])) == 1
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        """The records of these jobs (None where there is none), in one round trip."""
+        if not job_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.keys.job(job_id))
+            replies = await pipe.execute()
+        return [_decode(job_id, raw) for job_id, raw in zip(job_ids, replies, strict=True)]
 
     async def forget_deadline(self, job_id: str) -> None:
         await self.redis.zrem(self.keys.deadlines, job_id)
@@ -340,7 +372,7 @@ class JobStore:
                       self.keys.active_jobs],
                 args=[NAMES, _encode(self.clock()), job_id, self.keys.arq_id(job_id), stored, JobStatus.QUEUED.value,
                       JobStatus.RUNNING.value, JobStatus.CANCELLED.value, counts, self.keys.job_finished(job_id),
-                      self.keys.job_changed(job_id), ""],
+                      self.keys.job_changed(job_id), self._relist()],
             ))
             if reply != RECORD_REPLACED:
                 return CancelOutcome(reply)

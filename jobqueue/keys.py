@@ -13,6 +13,9 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
                                 hour: the reaper names it in the error of the jobs that consumer lost
     <p>deadlines                zset job_id -> completion deadline ms (jobs that have one)
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
+    <p>jobs-by:<kind>:<value>   zset job_id -> submit ms per value of `ListingIndex` (owner, team, group, query, tag
+                                `<name>=<value>`, state); <p>jobs-by-wait, <p>jobs-by-duration: job_id -> ms;
+                                <p>listing-indexes: set of the jobs-by keys (the garbage collector walks them)
     <p>group-states             hash group -> JSON `GroupState` of the manager's last decision (`jobqueue status`)
     <p>group-history:<group>    zset: a `GroupSample` (`to_member`: its counts as text) -> its interval's start
                                 (epoch seconds): the group's queue and consumers over the last hour, one sample per
@@ -69,6 +72,8 @@ from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 
+from jobqueue.models import JobStatus
+
 ARQ_FUNCTION = "run_offline_query"
 SCHEDULE_ERRORS_FIELD = "!errors"  # in <p>schedules: the load errors, as a JSON list
 MANAGER_TICK_AT = "tick_at"  # in <p>manager: epoch seconds of the leader's last tick
@@ -121,6 +126,17 @@ class JobField(enum.StrEnum):
 
 
 JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
+
+
+class ListingIndex(enum.StrEnum):
+    """The kinds of <p>jobs-by:<kind>:<value> (`jobqueue.listing_index`); only `JobStore` writes them."""
+
+    OWNER, TEAM, GROUP, QUERY, TAG, STATE = "owner", "team", "group", "query", "tag", "state"
+
+
+def tag_value(name: str, value: str) -> str:
+    """The value of a tag's listing index: `<name>=<value>`."""
+    return f"{name}={value}"
 
 
 class ScheduleField(enum.StrEnum):
@@ -388,9 +404,24 @@ class Keys:
     console_live = _Named("console-live")  # per SHA-256 of a console session cookie: its open live streams
     upload = _Named("upload")  # per upload reference: JSON of a staged upload, TTL JOBQUEUE_API_UPLOAD_TTL_SECONDS
 
+    def jobs_by(self, kind: ListingIndex, value: str) -> str:
+        """A listing index: the jobs whose `kind` is `value`, scored by submission ms."""
+        return f"{self.jobs_by_prefix}{kind.value}:{value}"
+
+    @property
+    def jobs_by_prefix(self) -> str:
+        return f"{self.prefix}jobs-by:"
+
+    def jobs_by_state(self) -> dict[str, str]:
+        """Each job status -> its listing index (the scripts move a job between them)."""
+        return {s.value: self.jobs_by(ListingIndex.STATE, s.value) for s in JobStatus}
+
     # keys without a variable part
     deadlines = _Fixed("deadlines")  # zset: job id -> completion deadline (ms)
     jobs_index = _Fixed("jobs")  # zset: job id -> submission time (ms)
+    jobs_by_wait = _Fixed("jobs-by-wait")  # zset: job id -> ms from submission to the first start
+    jobs_by_duration = _Fixed("jobs-by-duration")  # zset: job id -> ms from the first start to the finish
+    listing_indexes = _Fixed("listing-indexes")  # set: the jobs-by:<kind>:<value> keys that exist
     group_states = _Fixed("group-states")  # hash: group -> JSON of the manager's last decision (when it changes)
     manager_state = _Fixed("manager")  # hash: `tick_at` (epoch seconds of the leader's last tick)
     groups = _Fixed("groups")

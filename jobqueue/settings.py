@@ -410,8 +410,8 @@ class Settings(BaseSettings):
     )
     api_list_scan_limit: int = Field(
         default=10_000, ge=100,
-        description="Most job records one `GET /v1/jobs` page reads to fill itself; a page that stops there "
-        "returns a cursor to go on from.",
+        description="Most listing-index entries one `GET /v1/jobs` page (or console jobs page) looks at to fill "
+        "itself; a page that stops there returns a cursor to go on from.",
     )
     # --- staged uploads and presigned URLs (S3 storage only; jobqueue.api.uploads, jobqueue.uploads) ---
     api_max_upload_bytes: ByteSize = Field(

@@ -18,6 +18,7 @@ WRITES = {"hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "zadd", "zrem", "
           "srem", "publish", "register_script", "eval", "evalsha"}
 REDIS_HANDLES = ("redis", "pipe", "pool")  # a receiver whose text holds one of these is a Redis client or pipeline
 JOB_STATE = {"job", "queue", "running", "heartbeat", "deadlines", "jobs_index", "oom_kill", "counters", "active_jobs",
+             "jobs_by", "jobs_by_state", "jobs_by_wait", "jobs_by_duration", "listing_indexes",
              "arq_job", "arq_in_progress", "arq_in_progress_of", "arq_retry", "arq_result"}
 NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "consumers": "presence: each consumer's heartbeat JSON, written by itself; the manager drops stale ones",
