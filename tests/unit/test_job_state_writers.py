@@ -38,7 +38,8 @@ NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "registry_current": "the current registry version: `RegistryStore.apply`",
     "group_history": "the manager's per-group samples of the last hour (the console's sparklines): "
                      "`manager.group_history`",
-    "upload": "a staged upload's reference (owner, object key, expiry), never job state: `jobqueue.upload_store.UploadStore`",
+    "upload": "a staged upload's reference (owner, object key, expiry), never job state: "
+              "`jobqueue.upload_store.UploadStore`",
     "oidc_login": "an OIDC sign-in under way (PKCE verifier, nonce): `jobqueue.console.oidc_signin`",
 }
 ALLOWED = {  # (module, call) whose key the scan cannot name -> why it is not a write of job state
