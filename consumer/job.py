@@ -103,8 +103,13 @@ class JobRun:
             applied = await store.mark_expired(job.job_id, "completion deadline passed before the job started")
             return await self._final("expired before start", applied)
         claim = await store.claim(
-            job.job_id, self.consumer.consumer_id, self.consumer.group, self.consumer.settings.job_heartbeat_ttl_seconds
+            job.job_id, self.consumer.consumer_id, self.consumer.group, self.consumer.settings.job_heartbeat_ttl_seconds,
+            self.consumer.team_limits,
         )
+        if claim.team_running is not None:  # another consumer's claim took the team's last slot since the take
+            log.info("team at its running limit; the job stays queued in its place", team=job.team,
+                     team_running=claim.team_running)
+            raise Retry(defer=timedelta(0))  # no new score: it keeps its fair-share place
         if not claim.claimed:
             log.info("job not claimable, skipped", status=claim.status)
             return {"skipped": True}

@@ -23,6 +23,10 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>active-jobs              hash `owner:<owner>` / `team:<team>` (`ActiveJobsField`) -> that owner's or team's
                                 unfinished (queued or running) jobs: the queued-jobs quotas (`jobqueue.quotas`);
                                 +1 at submit, -1 at the job's final transition, a field at 0 is removed
+    <p>fair-finish:<group>      hash owner -> the virtual finish time (ms, float text) of the owner's last job queued in
+                                the group: the fair-share queue score (`jobqueue.fair_share`), written by the submit
+                                script alone; expires a day after its last write, and owners behind the group's
+                                virtual time are dropped once it holds over 10,000
     <p>schedules                hash name -> JSON definition, published by the manager (+ `!errors`)
     <p>schedule:<name>          hash: `ScheduleField` (checkpoint, paused, run_requested, last_job, last_due,
                                 last_reason)
@@ -106,6 +110,7 @@ class JobField(enum.StrEnum):
     QUERY_NAME = "query_name"
     CORRELATION_ID = "correlation_id"
     REGISTRY_VERSION = "registry_version"
+    PRIORITY = "priority"
 
 
 JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
@@ -363,6 +368,7 @@ class Keys:
     schedule_runs = _Named("schedule-runs")  # per schedule name
     token = _Named("token")  # per API token id
     console_session = _Named("console-session")  # per SHA-256 of a console session cookie
+    fair_finish = _Named("fair-finish")  # per group: owner -> virtual finish time (ms), the fair-share score
     job_finished = _Named("finished")  # pub/sub channel per job id: its final status, once
 
     # keys without a variable part

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from jobqueue.fair_share import FAIR_SCORE_LUA, TEAM_LIMIT_LUA
 from jobqueue.keys import SLOT, ActiveJobsField, CounterName, HistogramName, JobField, TeamCounterName, around
 from jobqueue.models import JobStatus, PerformanceSummary
 
@@ -91,11 +92,18 @@ return 0
 # KEYS[1] job hash, KEYS[2] running hash, KEYS[3] heartbeat, KEYS[4] counters. ARGV[1] names, ARGV[2] queued,
 # ARGV[3] running, ARGV[4] consumer id, ARGV[5] the same as JSON, ARGV[6] started_at JSON, ARGV[7] heartbeat TTL
 # milliseconds, ARGV[8] job id, ARGV[9] the counts. queued -> running, attempt counted, running entry and heartbeat
-# set: one round trip. Returns {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record.
-CLAIM = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + """
+# set: one round trip. ARGV[10], ARGV[11]: other issues' slots. ARGV[12] the teams' running limits
+# (`fair_share.limits_json`, '' none), ARGV[13], ARGV[14] the job key around its id. Returns {1, attempts, errors
+# JSON} when claimed, {0, status} when not, {-1} with no record, {2, running} when its team runs its limit.
+CLAIM = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + TEAM_LIMIT_LUA + """
 local cur = redis.call('HGET', KEYS[1], N.status)
 if not cur then return {-1} end
 if cur ~= ARGV[2] then return {0, cur} end
+if ARGV[12] and ARGV[12] ~= '' then
+  local team = team_of(KEYS[1])
+  local n = team and team_running(cjson.decode(ARGV[12]), KEYS[2], ARGV[13], ARGV[14], N.team, ARGV[8], team)
+  if n then return {2, n} end
+end
 redis.call('HSET', KEYS[1], N.status, ARGV[3], N.consumer_id, ARGV[5], N.started_at, ARGV[6], N.progress, '0.0')
 count(KEYS[4], KEYS[1], ARGV[9])
 local attempts = redis.call('HINCRBY', KEYS[1], N.attempts, 1)
@@ -141,10 +149,12 @@ RECORD_REPLACED = -2  # REQUEST_CANCEL's reply when the record changed group und
 # KEYS[7] active jobs[, KEYS[8] the queue]. ARGV[1] the record as a JSON list of field, value (stored text), ARGV[2]
 # its TTL seconds, ARGV[3] job id, ARGV[4] submitted ms, ARGV[5] deadline ms or '', ARGV[6] counter fields to +1 (JSON
 # list), ARGV[7] active-jobs fields to +1 with their limits (JSON list of {field, limit}, 0: none), ARGV[8] arq id,
-# ARGV[9] arq job payload, ARGV[10] its TTL ms, ARGV[11] its queue score (ms).
+# ARGV[9] arq job payload, ARGV[10] its TTL ms, ARGV[11] its queue score (ms: the submit time), ARGV[12] another
+# issue's slot, ARGV[13] fair share ('' FIFO: the score is ARGV[11]; else `FairShare.to_json`: the score is
+# `fair_score`'s, `jobqueue.fair_share`).
 # Returns {1} created; {0} the id exists already (its record, arq job or arq result); {-1, i, count} the i-th limit
 # of ARGV[7] is reached (count unfinished jobs): nothing written.
-SUBMIT = """
+SUBMIT = FAIR_SCORE_LUA + """
 if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then return {0} end
 local active = cjson.decode(ARGV[7])
 for i, a in ipairs(active) do
@@ -157,9 +167,13 @@ redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 for _, field in ipairs(cjson.decode(ARGV[6])) do redis.call('HINCRBY', KEYS[5], field, 1) end
 for _, a in ipairs(active) do redis.call('HINCRBY', KEYS[7], a[1], 1) end
 if ARGV[5] ~= '' then redis.call('ZADD', KEYS[6], ARGV[5], ARGV[3]) end
-if #KEYS == 8 then
+if #KEYS >= 8 then
+  local score = ARGV[11]
+  if ARGV[13] and ARGV[13] ~= '' then
+    score = string.format('%.17g', fair_score(cjson.decode(ARGV[13]), KEYS[8], tonumber(ARGV[11])))
+  end
   redis.call('SET', KEYS[2], ARGV[9], 'PX', ARGV[10])
-  redis.call('ZADD', KEYS[8], ARGV[11], ARGV[8])
+  redis.call('ZADD', KEYS[8], score, ARGV[8])
 end
 return {1}
 """
