@@ -115,6 +115,7 @@ class Outcome:
     job_seconds: float  # median run time of one job
     b_last_start_rank: int  # 1-based: the place of B's last job among every job's start
     a_jobs_after_b: int  # A's jobs that started after B's last one
+    a_jobs_during_b: int  # A's jobs that started after B's first submission and before B's last start
 
     @property
     def b_p99_over_job(self) -> float:
@@ -133,7 +134,10 @@ async def run_case(settings: Settings, a_jobs: int, b_jobs: int, n_consumers: in
     b_ranks = [i for i, r in enumerate(started, 1) if r.job_id in b_set]
     waits = [(r.started_at - r.submitted_at).total_seconds() for r in records if r.job_id in b_set and r.started_at]
     runs = [(r.finished_at - r.started_at).total_seconds() for r in records if r.started_at and r.finished_at]
-    return Outcome(waits, statistics.median(runs), b_ranks[-1], len(started) - b_ranks[-1])
+    b_submitted = min(r.submitted_at for r in records if r.job_id in b_set)
+    b_last = started[b_ranks[-1] - 1].started_at
+    during = sum(1 for r in records if r.job_id not in b_set and r.started_at and b_submitted < r.started_at < b_last)
+    return Outcome(waits, statistics.median(runs), b_ranks[-1], len(started) - b_ranks[-1], during)
 
 
 async def main() -> None:
@@ -155,10 +159,11 @@ async def main() -> None:
                 finally:
                     await forget(settings)
             print(f"{mode}: B waits {[round(w, 2) for w in out.b_waits]} s, one job {out.job_seconds:.3f} s, B's "
-                  f"last start {out.b_last_start_rank} of {args.a_jobs + args.b_jobs} ({out.a_jobs_after_b} of A's "
-                  "after it)", flush=True)
+                  f"last start {out.b_last_start_rank} of {args.a_jobs + args.b_jobs} ({out.a_jobs_during_b} of A's "
+                  f"started between B's submission and it, {out.a_jobs_after_b} after it)", flush=True)
             figures[f"{mode}_job_seconds"] = round(out.job_seconds, 3)
             figures[f"{mode}_b_last_start_rank"] = out.b_last_start_rank
+            figures[f"{mode}_a_jobs_started_during_b"] = out.a_jobs_during_b
             figures[f"{mode}_b_wait_over_job_seconds"] = round(out.b_p99_over_job, 2)
     finally:
         if server:
