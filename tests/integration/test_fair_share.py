@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 
 from bench.consumer_overhead import REGISTRY
-from bench.fair_share import consumers, run_case, submit
+from bench.fair_share import SleepQuery, consumers, run_case, submit
 from jobqueue.client import AsyncJobQueueClient
-from jobqueue.fair_share import FairShare, fair_score, virtual_time
+from jobqueue.errors import InvalidQueryError
+from jobqueue.fair_share import FairShare, fair_score, limits_json, virtual_time
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import MANAGER_TICK_AT, JobField, Keys
-from jobqueue.models import JobRecord, JobStatus, Priority, WaitCode
+from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, Priority, WaitCode
 from jobqueue.quotas import TeamQuota
 from jobqueue.settings import Settings
 from jobqueue.wait_observe import team_running
-from tests.helpers import eventually
 
 # The bound: B's jobs and A's backlog alternate (equal weights: B's k-th job scores with A's (k+1)-th waiting one,
 # ties in either order), so between B's submission and the start of B's last job at most B_JOBS + 1 of A's jobs
@@ -68,7 +68,6 @@ async def test_priority_goes_through_the_sdk_and_is_stored(settings: Settings) -
         [job] = await submit(client, "ann", 1, priority=Priority.LOW)
         record = await client.store.get(job)
         assert record is not None and record.priority is Priority.LOW
-        from jobqueue.errors import InvalidQueryError
         with pytest.raises(InvalidQueryError, match="priority"):
             await client.offline_query({"user.id": [1]}, ["user.f"], priority="urgent")
 
@@ -137,7 +136,6 @@ async def test_a_team_never_runs_more_than_its_limit_and_says_why_its_jobs_wait(
         # a manager's tick and group, as one publishes them, so that the wait reason gets past "no manager"
         await client.redis.hset(keys.manager_state, MANAGER_TICK_AT, str(time.time() + 3600))
         await client.redis.hset(keys.groups, "default", json.dumps({"max_instances": 4}))
-        from bench.fair_share import SleepQuery
         SleepQuery.seconds = 0.4
         risk = await submit(client, "rita", 6, team="risk")
         ml = await submit(client, "mo", 2, team="ml")
@@ -165,7 +163,6 @@ async def test_a_team_never_runs_more_than_its_limit_and_says_why_its_jobs_wait(
 async def test_the_claim_counts_the_team_atomically(settings: Settings) -> None:
     """Two consumers that both passed the take: the claim lets one run and tells the other how many run."""
     limited = settings.model_copy(update={"quota_team_overrides": {"risk": TeamQuota(max_running=1)}})
-    from jobqueue.fair_share import limits_json
     limits = limits_json(limited)
     async with AsyncJobQueueClient(limited, registry=REGISTRY) as client:
         first, second = await submit(client, "rita", 2, team="risk")
@@ -181,8 +178,7 @@ async def test_the_claim_counts_the_team_atomically(settings: Settings) -> None:
         assert await client.redis.hget(client.keys.job(second), JobField.STATUS) == b"running"
 
 
-def _summary():  # type: ignore[no-untyped-def]
-    from jobqueue.models import PerformanceSummary
+def _summary() -> PerformanceSummary:
     return PerformanceSummary(consumer_id="c1", spill_enabled=True, spilled_bytes=0, memory_limit_bytes=1,
                               peak_memory_bytes=0, threads=1, rows_in=1, rows_out=1, queue_wait_seconds=0.0,
                               execution_seconds=0.0, total_seconds=0.0)
