@@ -376,6 +376,8 @@ class AsyncJobQueueClient:
         body = job.model_dump(mode="json")
         if body["registry_version"] is None:  # a payload that pins no version stays one older consumers take
             del body["registry_version"]
+        if body["priority"] == Priority.NORMAL:  # likewise (the priority is the submit script's, not the consumer's)
+            del body["priority"]
         payload = serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
         if not await self.store.submit(record, self.keys.queue(job.resource_group), payload,
                                        self.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas,
