@@ -5,14 +5,19 @@ take order stays arq's own (consumers take the lowest score that is due):
 
     virtual time V  = the lowest score of the group's waiting jobs (due, of this environment, not running),
                       or now when none waits
-    score           = max(V, the owner's virtual finish time in the group) + cost / weight
+    score           = max(the owner's virtual finish time in the group + cost / weight, V - lead)
     owner's finish  = score                          (<p>fair-finish:<group>, `Keys.fair_finish`)
+
+that is, an owner's next job is its last one plus cost / weight; an owner with nothing waiting restarts at the
+virtual time, just ahead of the head (`NEWCOMER_LEAD_MS`, less than any job's cost / weight: it passes the head
+and nothing else), as start-time fair queuing restarts an idle flow at the start tag of the job in service.
 
 The cost of a job is one unit (`JOB_COST_MS`: 1 ms of virtual time at weight 1), whatever its input rows: shards
 of one query each cost one unit of their owner's share. The weight is the priority's (`PRIORITY_WEIGHTS`: high 4,
-normal 2, low 1) times the team's (JOBQUEUE_TEAM_WEIGHTS, 1 when not named). So an owner with 200 queued jobs has
-scores V+0.5, V+1, ... V+100 ms, and a new owner's first job scores V+0.5: it is taken next, however long the
-backlog, and the two then alternate. Priorities weight the share; they never jump the whole queue.
+normal 2, low 1) times the team's (JOBQUEUE_TEAM_WEIGHTS, 1 when not named, at most 100). So an owner with 200
+queued jobs has scores V, V+0.5, ... V+99.5 ms, and a new owner's jobs score V-lead, V+0.5-lead, ...: its first is
+taken next, however long the backlog, and the two then alternate. Priorities weight the share; they never jump the
+whole queue. (Owners that all start while the same job heads the queue take their first turns newest first.)
 
 The score never exceeds now (a score above now is arq's "deferred"): an owner who queues faster than 1 job per
 `cost / weight` ms of the clock keeps its own order by its submit times. Deferred retries keep arq's rule (now +
@@ -46,6 +51,8 @@ if TYPE_CHECKING:
 
 PRIORITY_WEIGHTS = {Priority.HIGH: 4.0, Priority.NORMAL: 2.0, Priority.LOW: 1.0}
 JOB_COST_MS = 1.0  # one job, at weight 1, in ms of virtual time
+MAX_WEIGHT = 4 * 100  # the high priority's weight times the most a team may weigh (JOBQUEUE_TEAM_WEIGHTS)
+NEWCOMER_LEAD_MS = JOB_COST_MS / MAX_WEIGHT / 2  # an idle owner restarts this much ahead of the queue's head
 HORIZON_MS = 86_400_000  # a day: older scores are not the virtual time; <p>fair-finish:<group> expires after it
 MAX_OWNERS = 10_000  # past this many owners in a group's finish times, those behind the virtual time are dropped
 LIMIT_SETTING = "JOBQUEUE_QUOTA_MAX_RUNNING_PER_TEAM"
@@ -69,10 +76,9 @@ def virtual_time(entries: Iterable[tuple[str, float]], running: Iterable[str], p
 
 def fair_score(virtual: float, owner_finish: float | None, step: float, now: float) -> tuple[float, float]:
     """(the queue score, the owner's new finish time) of a new job: `step` is cost / weight (ms)."""
-    start = virtual
-    if owner_finish is not None and math.isfinite(owner_finish) and virtual < owner_finish < now + HORIZON_MS:
-        start = owner_finish
-    finish = start + step
+    finish = virtual - NEWCOMER_LEAD_MS
+    if owner_finish is not None and math.isfinite(owner_finish) and owner_finish < now + HORIZON_MS:
+        finish = max(finish, owner_finish + step)
     return min(finish, now), finish
 
 
@@ -92,7 +98,8 @@ class FairShare:
 
     def to_json(self, keys: Keys, group: str) -> str:
         return json.dumps({"finish": keys.fair_finish(group), "running": keys.running(group), "prefix": keys.prefix,
-                           "owner": self.owner, "step": self.step, "horizon": HORIZON_MS, "max_owners": MAX_OWNERS})
+                           "owner": self.owner, "step": self.step, "lead": NEWCOMER_LEAD_MS, "horizon": HORIZON_MS,
+                           "max_owners": MAX_OWNERS})
 
 
 def team_running_limit(settings: Settings, team: str | None) -> tuple[int, str]:
@@ -131,17 +138,18 @@ local function fair_score(f, queue, now)
   for j = 1, #head, 2 do
     if not busy[head[j]] and string.sub(head[j], 1, #f.prefix) == f.prefix then v = tonumber(head[j + 1]); break end
   end
-  local start = v
+  local finish = v - f.lead
   local known = tonumber(redis.call('HGET', f.finish, f.owner) or '')
-  if known and known > v and known < now + f.horizon then start = known end
-  local finish = start + f.step
+  if known and known == known and known > -math.huge and known < now + f.horizon then
+    finish = math.max(finish, known + f.step)
+  end
   redis.call('HSET', f.finish, f.owner, string.format('%.17g', finish))
   redis.call('PEXPIRE', f.finish, f.horizon)
   if redis.call('HLEN', f.finish) > f.max_owners then
     local all = redis.call('HGETALL', f.finish)
     for j = 1, #all, 2 do
       local t = tonumber(all[j + 1])
-      if not t or t <= v then redis.call('HDEL', f.finish, all[j]) end
+      if not t or not (t >= v) then redis.call('HDEL', f.finish, all[j]) end
     end
   end
   return math.min(finish, now)

@@ -11,6 +11,9 @@ import pytest
 from jobqueue.errors import SettingsError
 from jobqueue.fair_share import (
     HORIZON_MS,
+    JOB_COST_MS,
+    MAX_WEIGHT,
+    NEWCOMER_LEAD_MS,
     FairShare,
     fair_score,
     limits_json,
@@ -28,8 +31,13 @@ NOW = 1_800_000_000_000.0
 P = "jobqueue:env:"
 
 
-def test_a_new_owner_scores_one_step_past_the_virtual_time() -> None:
-    assert fair_score(NOW - 500, None, 0.5, NOW) == (NOW - 499.5, NOW - 499.5)
+LEAD = NEWCOMER_LEAD_MS
+
+
+def test_a_new_owner_goes_just_ahead_of_the_head_and_passes_nothing_else() -> None:
+    assert fair_score(NOW - 500, None, 0.5, NOW) == (NOW - 500 - LEAD, NOW - 500 - LEAD)
+    assert 0 < LEAD < JOB_COST_MS / MAX_WEIGHT  # less than the smallest step a job of any weight takes
+    assert NOW - LEAD != NOW  # and a difference a double still holds at today's milliseconds
 
 
 def test_an_owner_with_a_backlog_scores_after_its_own_last_job() -> None:
@@ -37,7 +45,7 @@ def test_an_owner_with_a_backlog_scores_after_its_own_last_job() -> None:
 
 
 def test_an_owner_behind_the_virtual_time_restarts_from_it() -> None:
-    assert fair_score(NOW - 500, NOW - 900, 1.0, NOW) == (NOW - 499, NOW - 499)
+    assert fair_score(NOW - 500, NOW - 900, 1.0, NOW) == (NOW - 500 - LEAD, NOW - 500 - LEAD)
 
 
 def test_the_score_is_never_in_the_future_but_the_finish_time_keeps_counting() -> None:
@@ -46,7 +54,7 @@ def test_the_score_is_never_in_the_future_but_the_finish_time_keeps_counting() -
 
 @pytest.mark.parametrize("finish", [math.inf, -math.inf, math.nan, NOW + HORIZON_MS + 1])
 def test_a_finish_time_that_is_not_a_time_is_ignored(finish: float) -> None:
-    assert fair_score(NOW - 10, finish, 0.5, NOW) == (NOW - 9.5, NOW - 9.5)
+    assert fair_score(NOW - 10, finish, 0.5, NOW) == (NOW - 10 - LEAD, NOW - 10 - LEAD)
 
 
 def test_the_virtual_time_is_the_lowest_waiting_score_of_this_environment() -> None:
