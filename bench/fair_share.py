@@ -90,6 +90,9 @@ async def consumers(settings: Settings, n: int, group: str = "default") -> Async
     try:
         yield workers
     finally:
+        deadline = time.monotonic() + 60
+        while any(not t.done() for w in workers for t in w.tasks.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # their jobs end first: arq's close cancels unfinished ones mid-write
         for w in workers:
             await w.close()
         for t in tasks:

@@ -11,15 +11,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from arq.worker import Retry
 
 from bench.consumer_overhead import REGISTRY
-from bench.fair_share import SleepQuery, consumers, run_case, submit
+from bench.fair_share import SleepQuery, all_done, consumers, run_case, submit
+from consumer.job import JobRun
+from jobqueue import serializer
 from jobqueue.client import AsyncJobQueueClient
 from jobqueue.errors import InvalidQueryError
 from jobqueue.fair_share import FairShare, fair_score, limits_json, virtual_time
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import MANAGER_TICK_AT, JobField, Keys
-from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, Priority, WaitCode
+from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, Priority, QueryJob, WaitCode
 from jobqueue.quotas import TeamQuota
 from jobqueue.settings import Settings
 from jobqueue.wait_observe import team_running
@@ -151,12 +154,12 @@ async def test_a_team_never_runs_more_than_its_limit_and_says_why_its_jobs_wait(
             if all(r.status.is_final for r in records):
                 break
             await asyncio.sleep(0.02)
-        ml_records = [await client.store.get(j) for j in ml]
-        risk_records = [await client.store.get(j) for j in risk]
+        ml_records = await all_done(client, ml, timeout=60)
+        risk_records = await all_done(client, risk, timeout=60)
     assert most == 2
-    assert all(r is not None and r.status is JobStatus.SUCCEEDED for r in [*risk_records, *ml_records])
-    last_risk_start = max(r.started_at for r in risk_records if r is not None and r.started_at)
-    assert all(r is not None and r.started_at and r.started_at < last_risk_start for r in ml_records)
+    assert all(r.status is JobStatus.SUCCEEDED for r in [*risk_records, *ml_records]), [*risk_records, *ml_records]
+    last_risk_start = max(r.started_at for r in risk_records if r.started_at)
+    assert all(r.started_at and r.started_at < last_risk_start for r in ml_records), (ml_records, last_risk_start)
     team_waits = [r for r in reasons if r.code is WaitCode.TEAM_LIMIT]
     assert team_waits, reasons
     assert team_waits[0].message.startswith("waiting: team risk at its limit of 2 running")
@@ -184,3 +187,23 @@ def _summary() -> PerformanceSummary:
     return PerformanceSummary(consumer_id="c1", spill_enabled=True, spilled_bytes=0, memory_limit_bytes=1,
                               peak_memory_bytes=0, threads=1, rows_in=1, rows_out=1, queue_wait_seconds=0.0,
                               execution_seconds=0.0, total_seconds=0.0)
+
+
+async def test_a_consumer_that_loses_the_claim_race_hands_the_job_back_in_its_place(settings: Settings) -> None:
+    """The take saw room, another consumer's claim took the team's last slot since: the claim refuses, and the job
+    goes back to arq with no new score (`Retry(defer=0)`), still queued, in its fair-share place."""
+    limited = settings.model_copy(update={"quota_max_running_per_team": 1})
+    async with AsyncJobQueueClient(limited, registry=REGISTRY) as client, consumers(limited, 1) as [worker]:
+        first, second = await submit(client, "rita", 2, team="risk")
+        queue, member = client.keys.queue("default"), client.keys.arq_id(second)
+        # the other consumer's claim (if the worker has not taken the first job itself already: either way it runs)
+        await client.store.claim(first, "other", "default", 60, limits_json(limited))
+        score = await client.redis.zscore(queue, member)
+        envelope = serializer.loads(await client.redis.get(client.keys.arq_job(second)))
+        job = QueryJob.model_validate(envelope["k"]["job"])
+        with pytest.raises(Retry) as handed_back:
+            await JobRun(worker.ctx["consumer"], job)()
+        assert not handed_back.value.defer_score  # arq re-scores a retry only by a delay: none
+        record = await client.store.get(second)
+        assert record is not None and record.status is JobStatus.QUEUED and record.attempts == 0
+        assert await client.redis.zscore(queue, member) == score
