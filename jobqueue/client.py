@@ -54,6 +54,7 @@ from jobqueue.errors import (
     RedisUnavailableError,
     RegistryMismatchError,
 )
+from jobqueue.fair_share import FairShare
 from jobqueue.groups import ResourceGroup, load_groups_cached
 from jobqueue.handles import AsyncJobHandle, AsyncLocalResult, JobHandle, LocalResult
 from jobqueue.http_backend import HttpBackend
@@ -62,7 +63,7 @@ from jobqueue.job_filter import JobFilter
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
 from jobqueue.lookup_cache import LookupCache
-from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
+from jobqueue.models import JobRecord, JobStatus, Priority, QueryJob, ResourceRequests
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
 from jobqueue.plan import plan_query
 from jobqueue.quotas import Quota, check_input_rows, queued_quotas, quotas_for
@@ -241,6 +242,7 @@ class AsyncJobQueueClient:
         tags: dict[str, str] | None = None,
         query_name: str | None = None,
         correlation_id: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
     ) -> AsyncJobHandle | AsyncLocalResult:
         """Validate, stage and enqueue one offline query; or run it here when not asynchronous.
 
@@ -254,6 +256,9 @@ class AsyncJobQueueClient:
         Attribution (`jobqueue.attribution`), stored with the job and shown by `jobqueue jobs`: `owner` (default:
         the OS user), `team` (default: JOBQUEUE_TEAM), `tags` (a small mapping of text), `query_name`, and
         `correlation_id` (default: a new one) to find the job from the caller's own logs.
+
+        `priority`: "high", "normal" (default) or "low" weights the owner's share of the group (4, 2, 1:
+        `jobqueue.fair_share`); it does not jump the whole queue.
         """
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
@@ -264,8 +269,11 @@ class AsyncJobQueueClient:
             raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
         if isinstance(output, str) or not isinstance(output, (list, tuple)):
             raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
+        if not isinstance(priority, str) or priority not in Priority.__members__.values():
+            raise InvalidQueryError("priority", f"must be one of {', '.join(Priority)}, got {priority!r}")
         query = QueryRequest(input, list(output), input_times, resources.resource_group, max_retries, deadline,
-                             include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id)
+                             include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id,
+                             Priority(priority))
         if not run_asynchronously:  # plans against this client's own registry: no Redis needed
             if not self.direct:
                 raise InvalidQueryError("run_asynchronously", "False runs the query in this process, which needs "
@@ -298,7 +306,7 @@ class AsyncJobQueueClient:
             await self.submit_prepared(PreparedSubmission(
                 table, columns, query.output, query.resource_group, job_id, query.submitted_at, query.max_retries,
                 query.deadline, include_input_time=query.include_input_time, attribution=attribution,
-                registry_version=registry_version,
+                registry_version=registry_version, priority=query.priority,
             ))
         return job_id
 
@@ -323,20 +331,22 @@ class AsyncJobQueueClient:
             output=list(request.output), input_uri=input_uri, input_columns=request.columns,
             input_rows=table.num_rows, submitted_at=request.submitted_at, max_retries=request.max_retries,
             completion_deadline=request.deadline, include_input_time=request.include_input_time,
-            registry_version=request.registry_version, **time_range(table), **request.attribution.model_dump(),
+            registry_version=request.registry_version, priority=request.priority, **time_range(table),
+            **request.attribution.model_dump(),
         )
         record = JobRecord(
             job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
             output=job.output, input_rows=job.input_rows, submitted_at=job.submitted_at,
             max_retries=job.max_retries, completion_deadline=job.completion_deadline,
             **request.attribution.model_dump(),
-            registry_version=job.registry_version,
+            registry_version=job.registry_version, priority=job.priority,
         )
         if request.exclusive and await self.redis.exists(self.keys.job(job_id)):
             return False
         await asyncio.to_thread(self.storage.write_table, table, input_uri)
         try:
-            return await self._submit(record, job, request.exclusive, queued)
+            return await self._submit(record, job, request.exclusive, queued,
+                                      FairShare.of(self.settings, owner, team, request.priority))
         except QuotaExceededError:  # another submit took the last slot while this one staged
             await self.storage.discard_job_files(job_id)
             raise
@@ -359,15 +369,20 @@ class AsyncJobQueueClient:
         plan_query(columns, output, self.registry if registry is None else registry)
         return with_times(table, input_times, now), columns
 
-    async def _submit(self, record: JobRecord, job: QueryJob, exclusive: bool, quotas: list[Quota]) -> bool:
-        """Create the record and enqueue the job atomically (`JobStore.submit`), then wake the manager."""
+    async def _submit(self, record: JobRecord, job: QueryJob, exclusive: bool, quotas: list[Quota],
+                      fair: FairShare | None) -> bool:
+        """Create the record and enqueue the job atomically (`JobStore.submit`, fairly scored with `fair`), then
+        wake the manager."""
         enqueued_ms = int(job.submitted_at.timestamp() * 1000)
         body = job.model_dump(mode="json")
         if body["registry_version"] is None:  # a payload that pins no version stays one older consumers take
             del body["registry_version"]
+        if body["priority"] == Priority.NORMAL:  # likewise (the priority is the submit script's, not the consumer's)
+            del body["priority"]
         payload = serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
         if not await self.store.submit(record, self.keys.queue(job.resource_group), payload,
-                                       self.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas):
+                                       self.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas,
+                                       fair=fair):
             return False  # another manager won the race; its staged input is the same file
         await self.redis.publish(self.keys.events, submitted_event(job.resource_group))
         return True
@@ -511,6 +526,7 @@ class PreparedSubmission:
     attribution: Attribution = Attribution()  # who the job is for (`jobqueue.attribution`), checked already
     registry_version: str | None = None  # the registry version it was planned against (`planning_registry`)
     enforce_quotas: bool = True  # False: counted, never refused (scheduled runs: `jobqueue.quotas`)
+    priority: Priority = Priority.NORMAL  # weights the owner's share of the group (`jobqueue.fair_share`)
 
 
 def _deadline(value: datetime | timedelta | None, now: datetime) -> datetime | None:

@@ -128,7 +128,8 @@ class HttpBackend:
         table = to_arrow(query.input)
         params: list[tuple[str, str]] = [("output", o) for o in query.output]
         params += [("resource_group", query.resource_group), ("max_retries", str(query.max_retries)),
-                   ("include_input_time", "true" if query.include_input_time else "false")]
+                   ("include_input_time", "true" if query.include_input_time else "false"),
+                   ("priority", query.priority.value)]
         if query.input_times is not None:
             table = table.append_column(TIMES_COLUMN, _times(query.input_times, table.num_rows))
             params.append(("input_times_column", TIMES_COLUMN))

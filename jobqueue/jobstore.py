@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from jobqueue.clock import Clock, system_clock
 from jobqueue.errors import JobStateError
+from jobqueue.fair_share import FairShare
 from jobqueue.keys import JOB_JSON_FIELDS, ActiveJobsField, CounterName, JobField, Keys, TeamCounterName
 from jobqueue.listing_index import relist_json, submit_listing
 from jobqueue.logs import capped
@@ -66,6 +67,10 @@ class Claim:
     attempt: int
     errors: list[str]  # earlier attempts' errors
     status: str | None  # the status found (when not claimed)
+    team_running: int | None = None  # not claimed as its team runs its limit: how many of the team's jobs run
+
+
+CLAIM_TEAM_AT_LIMIT = 2  # the CLAIM script's reply when the job's team runs its limit in the group
 
 
 class CancelOutcome(enum.IntEnum):
@@ -122,10 +127,10 @@ class JobStore:
     async def create(self, record: JobRecord) -> None:
         """Write a record without enqueueing it (tests plant records for hand-made queue entries this way).
         Submissions go through `submit`, which writes the record and the queue entry together."""
-        await self._create(record, None, b"", 0, ())
+        await self._create(record, None, b"", 0, (), None)
 
     async def submit(self, record: JobRecord, queue: str, arq_job: bytes, expires_ms: int,
-                     exclusive: bool = False, quotas: Sequence[Quota] = ()) -> bool:
+                     exclusive: bool = False, quotas: Sequence[Quota] = (), fair: FairShare | None = None) -> bool:
         """Create the record and put its arq job on `queue` in one script, so that no crash or lost connection can
         leave a record without a queue entry or a queue entry without a record.
 
@@ -133,13 +138,16 @@ class JobStore:
         script: over one, `QuotaExceededError` and nothing is written; two submits racing for the last slot cannot
         both pass. The job counts against its owner and team (<p>active-jobs) until its final transition.
 
+        `fair`: the job's fair-share score is computed in the same script (`jobqueue.fair_share`); None: FIFO, the
+        score is the submit time.
+
         An id that already has a record returns False with `exclusive` (deterministic ids: scheduled
         runs are created once however many managers try); otherwise it raises `DuplicateJobId` and
         writes nothing."""
-        return await self._create(record, queue, arq_job, expires_ms, quotas, exclusive)
+        return await self._create(record, queue, arq_job, expires_ms, quotas, fair, exclusive)
 
     async def _create(self, record: JobRecord, queue: str | None, arq_job: bytes, expires_ms: int,
-                      quotas: Sequence[Quota], exclusive: bool = False) -> bool:
+                      quotas: Sequence[Quota], fair: FairShare | None, exclusive: bool = False) -> bool:
         job_id = record.job_id
         pairs: list[str] = [JobField.STATUS.value, record.status.value]
         for name in JOB_JSON_FIELDS:
@@ -159,7 +167,8 @@ class JobStore:
         reply = await self._submit(keys=keys, args=[
             json.dumps(pairs), self.ttl_seconds, job_id, repr(submitted_ms),
             repr(deadline.timestamp() * 1000) if deadline is not None else "", json.dumps(counted), json.dumps(active),
-            self.keys.arq_id(job_id), arq_job, expires_ms, int(submitted_ms), submit_listing(self.keys, record)])
+            self.keys.arq_id(job_id), arq_job, expires_ms, int(submitted_ms), submit_listing(self.keys, record),
+            fair.to_json(self.keys, record.resource_group) if fair is not None else ""])
         if int(reply[0]) == SUBMIT_CREATED:
             return True
         if int(reply[0]) == SUBMIT_OVER_QUOTA:
@@ -219,18 +228,27 @@ class JobStore:
             keys += [self.keys.running(release), self.keys.heartbeat(job_id)]
         return int(await self._transition(keys=keys, args=args))
 
-    async def claim(self, job_id: str, consumer_id: str, group: str, heartbeat_ttl: float) -> Claim:
+    async def claim(self, job_id: str, consumer_id: str, group: str, heartbeat_ttl: float,
+                    team_limits: str = "") -> Claim:
         """queued -> running for `consumer_id`: counts the attempt, sets the running entry and the
-        heartbeat, and returns the attempt number and earlier errors, in one round trip."""
+        heartbeat, and returns the attempt number and earlier errors, in one round trip. `team_limits`
+        (`fair_share.limits_json`): not claimed when the job's team already runs its limit in the group."""
         reply = await self._claim(
             keys=[self.keys.job(job_id), self.keys.running(group), self.keys.heartbeat(job_id), self.keys.counters],
             args=[NAMES, JobStatus.QUEUED.value, JobStatus.RUNNING.value, consumer_id, _encode(consumer_id),
                   _encode(self.clock()), heartbeat_ms(heartbeat_ttl), job_id, json.dumps([count(CounterName.STARTED)]),
-                  self.keys.job_changed(job_id), self._relist()],
+                  self.keys.job_changed(job_id), self._relist(), team_limits, *self.job_key_around],
         )
+        if int(reply[0]) == CLAIM_TEAM_AT_LIMIT:
+            return Claim(False, 0, [], None, team_running=int(reply[1]))
         if int(reply[0]) != 1:
             return Claim(False, 0, [], reply[1].decode() if len(reply) > 1 else None)
         return Claim(True, int(reply[1]), json.loads(reply[2]), JobStatus.RUNNING.value)
+
+    @property
+    def job_key_around(self) -> tuple[str, str]:
+        """A job's key as the text before and after its id (for scripts that read other jobs' records)."""
+        return self.keys.job(""), ""
 
     async def renew(self, job_id: str, consumer_id: str, heartbeat_ttl: float, progress: float) -> bool:
         """The running consumer's heartbeat: renew the job's heartbeat key, publish its progress, and return

@@ -32,6 +32,10 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>active-jobs              hash `owner:<owner>` / `team:<team>` (`ActiveJobsField`) -> that owner's or team's
                                 unfinished (queued or running) jobs: the queued-jobs quotas (`jobqueue.quotas`);
                                 +1 at submit, -1 at the job's final transition, a field at 0 is removed
+    <p>fair-finish:<group>      hash owner -> the virtual finish time (ms, float text) of the owner's last job queued in
+                                the group: the fair-share queue score (`jobqueue.fair_share`), written by the submit
+                                script alone; expires a day after its last write, and owners behind the group's
+                                virtual time are dropped once it holds over 10,000
     <p>schedules                hash name -> JSON definition, published by the manager (+ `!errors`)
     <p>schedule:<name>          hash: `ScheduleField` (checkpoint, paused, run_requested, last_job, last_due,
                                 last_reason)
@@ -123,6 +127,7 @@ class JobField(enum.StrEnum):
     REGISTRY_VERSION = "registry_version"
     ATTEMPT_STARTS = "attempt_starts"  # JSON list of ISO times, one per claim (CLAIM appends)
     ATTEMPT_ENDS = "attempt_ends"  # JSON list of ISO times, one per attempt that ended (TRANSITION from a claim)
+    PRIORITY = "priority"
 
 
 JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
@@ -399,6 +404,7 @@ class Keys:
     console_session = _Named("console-session")  # per SHA-256 of a console session cookie
     group_history = _Named("group-history")  # per group: zset of samples (the console's sparklines)
     oidc_login = _Named("oidc-login")  # per SHA-256 of an OIDC sign-in's `state`
+    fair_finish = _Named("fair-finish")  # per group: owner -> virtual finish time (ms), the fair-share score
     job_finished = _Named("finished")  # pub/sub channel per job id: its final status, once
     job_changed = _Named("changed")  # pub/sub channel per job id: its new status, at every transition
     console_live = _Named("console-live")  # per SHA-256 of a console session cookie: its open live streams

@@ -209,7 +209,27 @@ class Settings(BaseSettings):
     quota_team_overrides: Annotated[dict[TeamName, TeamQuota], NoDecode] = Field(
         default_factory=dict,
         description="Per-team quotas, JSON: `{\"risk\": {\"max_queued\": 500, \"max_queued_per_owner\": 50, "
-        "\"max_input_rows\": 0}}`. Each key given replaces the default for that team's jobs (0: no limit).",
+        "\"max_input_rows\": 0, \"max_running\": 4}}`. Each key given replaces the default for that team's jobs "
+        "(0: no limit).",
+    )
+    quota_max_running_per_team: int = Field(
+        default=0, ge=0,
+        description="Most jobs one team may have running at once in each resource group, enforced by consumers "
+        "when they take a job (atomically: never more, whichever consumers race). A job over it stays queued in "
+        "its fair-share place, and says why (`waiting: team risk at its limit of 4 running`). Per team: "
+        "`max_running` in JOBQUEUE_QUOTA_TEAM_OVERRIDES. 0: no limit.",
+    )
+    fair_share: bool = Field(
+        default=True,
+        description="Order each group's queue by fair share across owners (start-time fair queuing: "
+        "`jobqueue.fair_share`): a new owner's first job goes next, however long another owner's backlog; "
+        "`priority` and JOBQUEUE_TEAM_WEIGHTS weight the share. false: plain FIFO by submission time.",
+    )
+    team_weights: Annotated[dict[TeamName, Annotated[float, Field(gt=0, le=100)]], NoDecode] = Field(
+        default_factory=dict,
+        description="Fair-share weights of teams, JSON: `{\"risk\": 2, \"batch\": 0.5}`; a team not named "
+        "weighs 1. A job's share is its team's weight times its priority's (high 4, normal 2, low 1). Each weight "
+        "is above 0 and at most 100.",
     )
     oidc_issuer: str = Field(
         default="",
@@ -556,7 +576,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"JOBQUEUE_{name.upper()}: file {path} does not exist")
         return self
 
-    @field_validator("quota_team_overrides", mode="before")
+    @field_validator("quota_team_overrides", "team_weights", mode="before")
     @classmethod
     def _json_overrides(cls, v: Any) -> Any:
         """JSON text given as a value (from `to_env`), as the environment gives it."""

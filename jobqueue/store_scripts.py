@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from jobqueue.fair_share import FAIR_SCORE_LUA, TEAM_LIMIT_LUA
 from jobqueue.keys import SLOT, ActiveJobsField, CounterName, HistogramName, JobField, TeamCounterName, around
 from jobqueue.models import JobStatus, PerformanceSummary
 
@@ -135,13 +136,20 @@ return 0
 # KEYS[1] job hash, KEYS[2] running hash, KEYS[3] heartbeat, KEYS[4] counters. ARGV[1] names, ARGV[2] queued,
 # ARGV[3] running, ARGV[4] consumer id, ARGV[5] the same as JSON, ARGV[6] started_at JSON, ARGV[7] heartbeat TTL
 # milliseconds, ARGV[8] job id, ARGV[9] the counts, ARGV[10] the job's changed channel ('' none), ARGV[11]
-# the listing-index JSON ('' none). queued -> running, attempt counted and its start appended to attempt_starts,
+# the listing-index JSON ('' none), ARGV[12] the teams' running limits (`fair_share.limits_json`, '' none), ARGV[13],
+# ARGV[14] the job key around its id. queued -> running, attempt counted and its start appended to attempt_starts,
 # running entry and heartbeat set, `running` published on the changed channel: one round trip. Returns
-# {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record.
-CLAIM = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + LISTING_FUNCTIONS + """
+# {1, attempts, errors JSON} when claimed, {0, status} when not, {-1} with no record, {2, running} when its team runs
+# its limit.
+CLAIM = "local N = cjson.decode(ARGV[1])" + GROUP_FUNCTIONS + LISTING_FUNCTIONS + TEAM_LIMIT_LUA + """
 local cur = redis.call('HGET', KEYS[1], N.status)
 if not cur then return {-1} end
 if cur ~= ARGV[2] then return {0, cur} end
+if ARGV[12] and ARGV[12] ~= '' then
+  local team = team_of(KEYS[1])
+  local n = team and team_running(cjson.decode(ARGV[12]), KEYS[2], ARGV[13], ARGV[14], N.team, ARGV[8], team)
+  if n then return {2, n} end
+end
 redis.call('HSET', KEYS[1], N.status, ARGV[3], N.consumer_id, ARGV[5], N.started_at, ARGV[6], N.progress, '0.0')
 count(KEYS[4], KEYS[1], ARGV[9])
 local attempts = redis.call('HINCRBY', KEYS[1], N.attempts, 1)
@@ -199,9 +207,11 @@ RECORD_REPLACED = -2  # REQUEST_CANCEL's reply when the record changed group und
 # list), ARGV[7] active-jobs fields to +1 with their limits (JSON list of {field, limit}, 0: none), ARGV[8] arq id,
 # ARGV[9] arq job payload, ARGV[10] its TTL ms, ARGV[11] its queue score (ms), ARGV[12] the listing-index JSON
 # ('' : none): {add = {{key, score}, ...}, set = <p>listing-indexes, listed = {keys to add to it}} (`submit_listing`).
+# ARGV[13] fair share ('' FIFO: the score is ARGV[11], the submit time; else `FairShare.to_json`: the score is
+# `fair_score`'s, `jobqueue.fair_share`).
 # Returns {1} created; {0} the id exists already (its record, arq job or arq result); {-1, i, count} the i-th limit
 # of ARGV[7] is reached (count unfinished jobs): nothing written.
-SUBMIT = """
+SUBMIT = FAIR_SCORE_LUA + """
 if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then return {0} end
 local active = cjson.decode(ARGV[7])
 for i, a in ipairs(active) do
@@ -219,9 +229,13 @@ if ARGV[12] and ARGV[12] ~= '' then
   for _, a in ipairs(L.add) do redis.call('ZADD', a[1], a[2], ARGV[3]) end
   if #L.listed > 0 then redis.call('SADD', L.set, unpack(L.listed)) end
 end
-if #KEYS == 8 then
+if #KEYS >= 8 then
+  local score = ARGV[11]
+  if ARGV[13] and ARGV[13] ~= '' then
+    score = string.format('%.17g', fair_score(cjson.decode(ARGV[13]), KEYS[8], tonumber(ARGV[11])))
+  end
   redis.call('SET', KEYS[2], ARGV[9], 'PX', ARGV[10])
-  redis.call('ZADD', KEYS[8], ARGV[11], ARGV[8])
+  redis.call('ZADD', KEYS[8], score, ARGV[8])
 end
 return {1}
 """

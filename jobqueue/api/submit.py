@@ -33,7 +33,7 @@ from jobqueue.api.wire import IsoTime
 from jobqueue.auth.policy import Action
 from jobqueue.errors import InvalidQueryError
 from jobqueue.handles import AsyncJobHandle
-from jobqueue.models import JobRecord, ResourceRequests
+from jobqueue.models import JobRecord, Priority, ResourceRequests
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={**ERRORS, **SUBMIT_ERRORS})
 
@@ -100,6 +100,8 @@ async def submit(
     query_name: Annotated[str | None, Query(description="What the query is, for listings and logs.")] = None,
     correlation_id: Annotated[str | None, Query(description="The caller's id for the request (default: new).")]
     = None,
+    priority: Annotated[Priority, Query(description="Weights the owner's share of the group: high 4, normal 2, "
+                                        "low 1; it does not jump the whole queue.")] = Priority.NORMAL,
     upload: Annotated[str | None, Query(description="An upload reference of the caller (`POST /v1/uploads`) whose "
                                         "staged object is the input, instead of a body.")] = None,
 ) -> JobRecord:
@@ -123,7 +125,8 @@ async def submit(
             table, output, input_times, run_asynchronously=True,
             resources=ResourceRequests(resource_group=resource_group), max_retries=max_retries,
             completion_deadline=completion_deadline, include_input_time=include_input_time, owner=identity.owner,
-            team=identity.team, tags=tags, query_name=query_name, correlation_id=correlation_id)
+            team=identity.team, tags=tags, query_name=query_name, correlation_id=correlation_id,
+            priority=priority)
     assert isinstance(handle, AsyncJobHandle)
     # the record as stored (one read; not `get_job`, whose wait reason costs a round trip of its own: a GET of
     # the job says why it waits)
