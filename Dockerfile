@@ -14,8 +14,8 @@ COPY jobqueue ./jobqueue
 COPY manager ./manager
 COPY consumer ./consumer
 RUN python -m venv "${VENV}"
-# what the package and its profiler extra need, each at the version pinned in requirements.lock (`make lock`)
-RUN "${VENV}/bin/python" -m pip install --quiet --constraint requirements.lock ".[profiler]"
+# what the package and its profiler and s3 extras need, each at the version pinned in requirements.lock (`make lock`)
+RUN "${VENV}/bin/python" -m pip install --quiet --constraint requirements.lock ".[profiler,s3]"
 RUN "${VENV}/bin/python" -m pip uninstall --quiet --yes pip setuptools wheel || true
 RUN "${VENV}/bin/jobqueue" --help > /dev/null && "${VENV}/bin/py-spy" --version
 

@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib;print(hashlib.
 COMPILE := pip compile pyproject.toml --all-extras --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 
-.PHONY: venv lock demo test test-apiserver test-node lint bench up clean docs browser
+.PHONY: venv lock demo test test-apiserver test-node lint bench up clean docs browser screenshots
 # The console's browser tests drive Debian's chromium (`make browser`); Playwright never downloads a browser.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 CHROMIUM ?= /usr/bin/chromium
@@ -41,6 +41,10 @@ lint: $(STAMP)
 # Debian's chromium for tests/integration/test_console_browser.py, installed only when missing (needs root).
 browser:
 	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The README's console screenshots (docs/console/*.png): a real `jobqueue up` with a few jobs, one spilling.
+screenshots: $(STAMP) browser
+	PYTHONPATH=. $(BIN)/python docs/console/screenshots.py
 
 test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider

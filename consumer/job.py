@@ -102,9 +102,13 @@ class JobRun:
         if job.completion_deadline and self.consumer.clock() >= job.completion_deadline:
             applied = await store.mark_expired(job.job_id, "completion deadline passed before the job started")
             return await self._final("expired before start", applied)
-        claim = await store.claim(
-            job.job_id, self.consumer.consumer_id, self.consumer.group, self.consumer.settings.job_heartbeat_ttl_seconds
-        )
+        consumer = self.consumer
+        claim = await store.claim(job.job_id, consumer.consumer_id, consumer.group,
+                                  consumer.settings.job_heartbeat_ttl_seconds, consumer.team_limits)
+        if claim.team_running is not None:  # another consumer's claim took the team's last slot since the take
+            log.info("team at its running limit; the job stays queued in its place", team=job.team,
+                     team_running=claim.team_running)
+            raise Retry(defer=timedelta(0))  # no new score: it keeps its fair-share place
         if not claim.claimed:
             log.info("job not claimable, skipped", status=claim.status)
             return {"skipped": True}

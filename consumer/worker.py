@@ -36,6 +36,7 @@ from jobqueue.engine.resources import container_memory_bytes
 from jobqueue.engine.scan_cache import open_scan_cache
 from jobqueue.engine.warm import InstanceSettings
 from jobqueue.errors import RegistryVersionNotFound
+from jobqueue.fair_share import limits_json
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
 from jobqueue.logs import capped, configure_logging, get_logger
@@ -84,6 +85,7 @@ class Consumer:
         warm.enable()  # each query's DuckDB instance is started ahead, while the consumer waits (`engine.warm`)
         limits = engine_limits(settings)
         self.instance_settings = InstanceSettings(limits.memory_limit_bytes, limits.threads, limits.spill_root)
+        self.team_limits = limits_json(settings)  # the teams' running limits, checked at take and claim
 
     async def registry_for(self, job: QueryJob) -> Registry:
         """The registry a job runs with: the version it pins, from Redis (cached: versions never change), or the
@@ -136,6 +138,9 @@ class Consumer:
         if job_id in self.running:
             self.running.discard(job_id)
             await self.store.release(job_id, self.group)
+        if self.team_limits:  # a team's job ended: the consumers skipping its jobs at their limit look again now
+            with contextlib.suppress(*REDIS_UNREACHABLE):
+                await self.redis.publish(self.keys.events, submitted_event(self.group))
         warm.SPARES.prepare(self.instance_settings)  # for the next query, started while none runs
 
     # --- presence ------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from jobqueue.models import Priority
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -51,6 +53,7 @@ class QueryRequest:
     tags: dict[str, str] = field(default_factory=dict)
     query_name: str | None = None
     correlation_id: str | None = None
+    priority: Priority = Priority.NORMAL
 
 
 class FinishWatcher(Protocol):

@@ -59,7 +59,7 @@ from jobqueue.job_filter import JobFilter
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
 from jobqueue.lookup_cache import LookupCache
-from jobqueue.models import JobRecord, JobStatus, ResourceRequests
+from jobqueue.models import JobRecord, JobStatus, Priority, ResourceRequests
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
 from jobqueue.plan import plan_query
 from jobqueue.redis import connect_redis
@@ -97,7 +97,8 @@ class AsyncJobQueueClient:
             if registry is not None or groups is not None:
                 raise ConfigError("registry= and groups= are for the direct mode: over HTTP the service plans "
                                   "against its own registry and groups")
-            self.backend = HttpBackend(target.url, target.token, local=target.local)
+            self.backend = HttpBackend(target.url, target.token, local=target.local,
+                                       upload_threshold=self.settings.upload_threshold_bytes)
             self.registry = Registry()
         else:
             self.backend = DirectBackend(self)
@@ -223,6 +224,7 @@ class AsyncJobQueueClient:
         tags: dict[str, str] | None = None,
         query_name: str | None = None,
         correlation_id: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
     ) -> AsyncJobHandle | AsyncLocalResult:
         """Validate, stage and enqueue one offline query; or run it here when not asynchronous.
 
@@ -236,6 +238,9 @@ class AsyncJobQueueClient:
         Attribution (`jobqueue.attribution`), stored with the job and shown by `jobqueue jobs`: `owner` (default:
         the OS user), `team` (default: JOBQUEUE_TEAM), `tags` (a small mapping of text), `query_name`, and
         `correlation_id` (default: a new one) to find the job from the caller's own logs.
+
+        `priority`: "high", "normal" (default) or "low" weights the owner's share of the group (4, 2, 1:
+        `jobqueue.fair_share`); it does not jump the whole queue.
         """
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
@@ -246,8 +251,11 @@ class AsyncJobQueueClient:
             raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
         if isinstance(output, str) or not isinstance(output, (list, tuple)):
             raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
+        if not isinstance(priority, str) or priority not in Priority.__members__.values():
+            raise InvalidQueryError("priority", f"must be one of {', '.join(Priority)}, got {priority!r}")
         query = QueryRequest(input, list(output), input_times, resources.resource_group, max_retries, deadline,
-                             include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id)
+                             include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id,
+                             Priority(priority))
         if not run_asynchronously and not self.direct:
             return await run_remotely(self, query)
         if not run_asynchronously:  # plans against this client's own registry: no Redis needed
@@ -278,7 +286,7 @@ class AsyncJobQueueClient:
             await self.submit_prepared(PreparedSubmission(
                 table, columns, query.output, query.resource_group, job_id, query.submitted_at, query.max_retries,
                 query.deadline, include_input_time=query.include_input_time, attribution=attribution,
-                registry_version=registry_version,
+                registry_version=registry_version, priority=query.priority,
             ))
         return job_id
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from jobqueue.api.listing import all_jobs, find_jobs
+from jobqueue.api.listing import all_matching, cancellable_queries, find_page
 from jobqueue.api.wire import (
     MAX_SCHEDULE_RUNS,
     CancelFilter,
@@ -45,6 +45,7 @@ from jobqueue.group_status import group_rows
 from jobqueue.job_filter import JobFilter
 from jobqueue.jobstore import CancelOutcome
 from jobqueue.keys import TRUE, ScheduleField
+from jobqueue.listing_plan import ListingQuery, Position
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.registry import Registry
 from jobqueue.schedule_control import (
@@ -158,22 +159,25 @@ class DirectBackend:
                    cursor: str | None = None, scan_limit: int = LIST_SCAN_LIMIT) -> tuple[list[JobRecord], str | None]:
         """Newest first, every condition of `wanted` and `visible`; and the cursor of the next page (the API's)."""
         client = self.client
+        query = ListingQuery(wanted=wanted, limit=limit, after=Position.decode(cursor) if cursor else None,
+                             submitted_after_ms=_ms(submitted_after), submitted_before_ms=_ms(submitted_before))
         with client.reaching_redis("the jobs could not be listed"):
-            return await find_jobs(client.store, client.redis, client.keys,
-                                   lambda r: wanted.matches(r) and visible(r), limit, cursor, submitted_after,
-                                   submitted_before, scan_limit)
+            return await find_page(client.store, client.redis, client.keys, query, visible, scan_limit)
 
-    async def cancel_many(self, wanted: CancelFilter,
-                          may_cancel: Callable[[JobRecord], bool] = lambda r: True) -> CancelManyResult:
-        """Cancel the queued and running jobs matching every condition (and `may_cancel`)."""
+    async def cancel_many(self, wanted: CancelFilter, may_cancel: Callable[[JobRecord], bool] = lambda r: True,
+                          only_owner: str | None = None) -> CancelManyResult:
+        """Cancel the queued and running jobs matching every condition (and `may_cancel`; `only_owner` narrows the
+        index reads to one owner's jobs, as the policy of a `user` does)."""
         client = self.client
-        matches = JobFilter(group=wanted.resource_group, state=wanted.state, owner=wanted.owner, team=wanted.team,
-                            query_name=wanted.query_name, tags=wanted.tags or {}).matches
+        query = ListingQuery(wanted=JobFilter(group=wanted.resource_group, state=wanted.state, owner=wanted.owner,
+                                              team=wanted.team, query_name=wanted.query_name, tags=wanted.tags or {}),
+                             submitted_after_ms=_ms(wanted.submitted_after),
+                             submitted_before_ms=_ms(wanted.submitted_before), only_owner=only_owner)
         cancelled: list[str] = []
         with client.reaching_redis("jobs were not cancelled"):
-            async for record in all_jobs(client.store, client.redis, client.keys,
-                                         lambda r: not r.status.is_final and matches(r) and may_cancel(r),
-                                         wanted.submitted_after, wanted.submitted_before):
+            records = [r for q in cancellable_queries(query)
+                       async for r in all_matching(client.store, client.redis, client.keys, q, may_cancel)]
+            for record in records:
                 outcome = await client.store.request_cancel(record.job_id)
                 if outcome is CancelOutcome.CANCELLED_QUEUED:
                     await client.storage.discard_job_files(record.job_id)
@@ -257,3 +261,7 @@ def _run(job_id: str, r: JobRecord | None) -> ScheduleRun:
     return ScheduleRun(job_id=job_id, status=r.status, submitted_at=r.submitted_at, started_at=r.started_at,
                        finished_at=r.finished_at, duration_seconds=took,
                        spilled_bytes=r.summary.spilled_bytes if r.summary else None)
+
+
+def _ms(when: datetime | None) -> float | None:
+    return when.timestamp() * 1000 if when is not None else None

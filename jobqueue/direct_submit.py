@@ -14,9 +14,10 @@ from arq.jobs import serialize_job
 from jobqueue import serializer
 from jobqueue.attribution import Attribution
 from jobqueue.errors import QuotaExceededError, RegistryMismatchError
+from jobqueue.fair_share import FairShare
 from jobqueue.inputs import time_range
 from jobqueue.keys import ARQ_FUNCTION, submitted_event
-from jobqueue.models import JobRecord, JobStatus, QueryJob
+from jobqueue.models import JobRecord, JobStatus, Priority, QueryJob
 from jobqueue.quotas import Quota, check_input_rows, queued_quotas, quotas_for
 from jobqueue.registry import Registry
 from jobqueue.storage import job_uri
@@ -42,6 +43,7 @@ class PreparedSubmission:
     attribution: Attribution = Attribution()  # who the job is for (`jobqueue.attribution`), checked already
     registry_version: str | None = None  # the registry version it was planned against (`planning_registry`)
     enforce_quotas: bool = True  # False: counted, never refused (scheduled runs: `jobqueue.quotas`)
+    priority: Priority = Priority.NORMAL  # weights the owner's share of the group (`jobqueue.fair_share`)
 
 
 async def planning_registry(client: AsyncJobQueueClient) -> tuple[Registry, str | None]:
@@ -85,36 +87,43 @@ async def submit_prepared(client: AsyncJobQueueClient, request: PreparedSubmissi
         output=list(request.output), input_uri=input_uri, input_columns=request.columns,
         input_rows=table.num_rows, submitted_at=request.submitted_at, max_retries=request.max_retries,
         completion_deadline=request.deadline, include_input_time=request.include_input_time,
-        registry_version=request.registry_version, **time_range(table), **request.attribution.model_dump(),
+        registry_version=request.registry_version, priority=request.priority, **time_range(table),
+        **request.attribution.model_dump(),
     )
     record = JobRecord(
         job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
         output=job.output, input_rows=job.input_rows, submitted_at=job.submitted_at,
         max_retries=job.max_retries, completion_deadline=job.completion_deadline,
         **request.attribution.model_dump(),
-        registry_version=job.registry_version,
+        registry_version=job.registry_version, priority=job.priority,
     )
     if request.exclusive and await client.redis.exists(client.keys.job(job_id)):
         return False
     await asyncio.to_thread(client.storage.write_table, table, input_uri)
     try:
-        return await _enqueue(client, record, job, request.exclusive, queued)
+        return await _enqueue(client, record, job, request.exclusive, queued,
+                              FairShare.of(client.settings, owner, team, request.priority))
     except QuotaExceededError:  # another submit took the last slot while this one staged
         await client.storage.discard_job_files(job_id)
         raise
 
 
 async def _enqueue(
-    client: AsyncJobQueueClient, record: JobRecord, job: QueryJob, exclusive: bool, quotas: list[Quota]
+    client: AsyncJobQueueClient, record: JobRecord, job: QueryJob, exclusive: bool, quotas: list[Quota],
+    fair: FairShare | None,
 ) -> bool:
-    """Create the record and enqueue the job atomically (`JobStore.submit`), then wake the manager."""
+    """Create the record and enqueue the job atomically (`JobStore.submit`, fairly scored with `fair`), then wake
+    the manager."""
     enqueued_ms = int(job.submitted_at.timestamp() * 1000)
     body = job.model_dump(mode="json")
     if body["registry_version"] is None:  # a payload that pins no version stays one older consumers take
         del body["registry_version"]
+    if body["priority"] == Priority.NORMAL:  # likewise (the priority is the submit script's, not the consumer's)
+        del body["priority"]
     payload = serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
     if not await client.store.submit(record, client.keys.queue(job.resource_group), payload,
-                                   client.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas):
+                                   client.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas,
+                                   fair=fair):
         return False  # another manager won the race; its staged input is the same file
     await client.redis.publish(client.keys.events, submitted_event(job.resource_group))
     return True

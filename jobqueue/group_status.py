@@ -55,5 +55,11 @@ async def group_rows(redis: Redis, keys: Keys, settings: Settings) -> list[dict[
             "age_seconds": tick_age if state else None,
             "manager_tick_age_seconds": tick_age,
             "manager_stale": tick_age is None or tick_age > stale_after(settings),
+            "scaled_age_seconds": round(max(0.0, time.time() - state.scaled_at), 1) if state and state.scaled_at
+            else None,
+            "scaled_from": state.scaled_from if state else None,
+            "scaled_to": state.scaled_to if state else None,
+            "scaled_reason": (state.scaled_reason or None) if state else None,
+            "scaled_detail": (state.scaled_detail or None) if state else None,
         })
     return rows

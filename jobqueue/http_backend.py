@@ -53,6 +53,7 @@ from jobqueue.job_filter import JobFilter
 from jobqueue.models import JobRecord
 from jobqueue.registry import Registry
 from jobqueue.registry_versions import document_of
+from jobqueue.uploads import PresignedTransfers
 
 ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
 TIMES_COLUMN = "__input_time__"  # the input times travel as a column of the input, taken out by the API
@@ -87,12 +88,15 @@ class LongPollWatch:
 
 
 class HttpBackend:
-    def __init__(self, url: str, token: SecretStr | None, *, local: bool = False, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, token: SecretStr | None, *, local: bool = False, timeout: float = 60.0,
+                 upload_threshold: int = 64 << 20) -> None:
         self.url = url
         self.local = local
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
         self._http = httpx.AsyncClient(base_url=url, headers=headers,
                                        timeout=httpx.Timeout(timeout, connect=10.0))
+        # big inputs PUT and results read straight from the service's object store (jobqueue.uploads)
+        self.presigned = PresignedTransfers(self._http, upload_threshold, self._refusal)
         self._finished: dict[str, JobRecord] = {}  # final records from long polls: see `wait_final`
 
     def __repr__(self) -> str:
@@ -125,7 +129,8 @@ class HttpBackend:
         table = to_arrow(query.input)
         params: list[tuple[str, str]] = [("output", o) for o in query.output]
         params += [("resource_group", query.resource_group), ("max_retries", str(query.max_retries)),
-                   ("include_input_time", "true" if query.include_input_time else "false")]
+                   ("include_input_time", "true" if query.include_input_time else "false"),
+                   ("priority", query.priority.value)]
         if query.input_times is not None:
             table = table.append_column(TIMES_COLUMN, _times(query.input_times, table.num_rows))
             params.append(("input_times_column", TIMES_COLUMN))
@@ -135,9 +140,22 @@ class HttpBackend:
         params += [(k, v) for k, v in (("query_name", query.query_name),
                                        ("correlation_id", query.correlation_id)) if v is not None]
         body = await asyncio.to_thread(_arrow_stream, table)
-        response = await self._call("POST", "/v1/jobs", params=params, content=body,
-                                    headers={"Content-Type": ARROW_STREAM_TYPE})
+        try:
+            upload = await self.presigned.stage(body, ARROW_STREAM_TYPE)
+        except httpx.TransportError as e:
+            raise ApiUnavailableError(f"cannot reach the jobqueue API at {self.url} ({type(e).__name__}: {e})") from e
+        if upload is not None:  # staged in the object store: submitted by reference, no body
+            response = await self._call("POST", "/v1/jobs", params=[*params, ("upload", upload)])
+        else:
+            response = await self._call("POST", "/v1/jobs", params=params, content=body,
+                                        headers={"Content-Type": ARROW_STREAM_TYPE})
         return JobRecord.model_validate_json(response.content).job_id
+
+    def _refusal(self, response: httpx.Response) -> Exception:
+        try:
+            _raise(response, self.url, JobNotFoundError)
+        except JobQueueError as e:
+            return e
 
     async def resolve_job_id(self, job_id: str) -> str:
         return (await self.get_job(job_id)).job_id
@@ -173,9 +191,12 @@ class HttpBackend:
         return JobRecord.model_validate_json(response.content)
 
     async def read_result(self, record: JobRecord) -> pa.Table:
-        """The result, streamed from `GET /v1/jobs/{id}/result` into memory (or a temporary file past 64 MiB)."""
+        """The result, into memory (or a temporary file past 64 MiB): from its presigned URL when the service
+        stores on S3 (`jobqueue.uploads`), else streamed from `GET /v1/jobs/{id}/result`."""
         with ResultSink() as sink:
             try:
+                if await self.presigned.read_result(record.job_id, sink.write):
+                    return await asyncio.to_thread(sink.read_table)
                 async with self._http.stream("GET", f"/v1/jobs/{record.job_id}/result", timeout=None) as response:
                     if not response.is_success:
                         await response.aread()
@@ -252,6 +273,7 @@ class HttpBackend:
         return RegistryApplied.model_validate_json(response.content)
 
     async def aclose(self) -> None:
+        await self.presigned.aclose()
         await self._http.aclose()
 
 

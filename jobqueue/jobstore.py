@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from jobqueue.clock import Clock, system_clock
 from jobqueue.errors import JobStateError
+from jobqueue.fair_share import FairShare
 from jobqueue.keys import (
     JOB_JSON_FIELDS,
     SLOT,
@@ -34,11 +35,14 @@ from jobqueue.keys import (
     TeamCounterName,
     around,
 )
+from jobqueue.listing_index import relist_json, submit_listing
 from jobqueue.logs import capped
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 from jobqueue.quotas import Quota
 from jobqueue.store_scripts import (
     CLAIM,
+    FORGET_EMPTY_INDEX,
+    INDEX_JOB,
     KILL_ID,
     NAMES,
     RECORD_OOM_KILL,
@@ -73,6 +77,10 @@ class Claim:
     attempt: int
     errors: list[str]  # earlier attempts' errors
     status: str | None  # the status found (when not claimed)
+    team_running: int | None = None  # not claimed as its team runs its limit: how many of the team's jobs run
+
+
+CLAIM_TEAM_AT_LIMIT = 2  # the CLAIM script's reply when the job's team runs its limit in the group
 
 
 @dataclass(frozen=True)
@@ -111,10 +119,21 @@ def _encode(value: Any) -> str:
     return json.dumps(value)
 
 
+def _decode(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
+    if not raw:
+        return None
+    data = {k.decode(): v.decode() for k, v in raw.items()}
+    values: dict[str, Any] = {"job_id": job_id, "status": data.pop(JobField.STATUS)}
+    for name, text in data.items():
+        if name in JOB_JSON_FIELDS:
+            values[name] = json.loads(text)
+    return JobRecord.model_validate(values)
+
+
 class JobStore:
     """The I/O for job records, and the only writer of job state: the record, its queue entry and arq job,
-    the running entry and heartbeat, deadlines, the jobs index, OOM kills, the counters and the active-jobs counts of
-    the quotas. Holds no state beyond its Redis client, key layout and clock."""
+    the running entry and heartbeat, deadlines, the jobs index and listing indexes, OOM kills, the counters and the
+    active-jobs counts of the quotas. Holds no state beyond its Redis client, key layout and clock."""
 
     def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int, clock: Clock = system_clock) -> None:
         self.redis = redis
@@ -127,14 +146,16 @@ class JobStore:
         self._record_oom_kill = redis.register_script(RECORD_OOM_KILL)
         self._submit = redis.register_script(SUBMIT)
         self._recount_active = redis.register_script(RECOUNT_ACTIVE)
+        self._index_job = redis.register_script(INDEX_JOB)
+        self._forget_empty_index = redis.register_script(FORGET_EMPTY_INDEX)
 
     async def create(self, record: JobRecord) -> None:
         """Write a record without enqueueing it (tests plant records for hand-made queue entries this way).
         Submissions go through `submit`, which writes the record and the queue entry together."""
-        await self._create(record, None, b"", 0, ())
+        await self._create(record, None, b"", 0, (), None)
 
     async def submit(self, record: JobRecord, queue: str, arq_job: bytes, expires_ms: int,
-                     exclusive: bool = False, quotas: Sequence[Quota] = ()) -> bool:
+                     exclusive: bool = False, quotas: Sequence[Quota] = (), fair: FairShare | None = None) -> bool:
         """Create the record and put its arq job on `queue` in one script, so that no crash or lost connection can
         leave a record without a queue entry or a queue entry without a record.
 
@@ -142,13 +163,16 @@ class JobStore:
         script: over one, `QuotaExceededError` and nothing is written; two submits racing for the last slot cannot
         both pass. The job counts against its owner and team (<p>active-jobs) until its final transition.
 
+        `fair`: the job's fair-share score is computed in the same script (`jobqueue.fair_share`); None: FIFO, the
+        score is the submit time.
+
         An id that already has a record returns False with `exclusive` (deterministic ids: scheduled
         runs are created once however many managers try); otherwise it raises `DuplicateJobId` and
         writes nothing."""
-        return await self._create(record, queue, arq_job, expires_ms, quotas, exclusive)
+        return await self._create(record, queue, arq_job, expires_ms, quotas, fair, exclusive)
 
     async def _create(self, record: JobRecord, queue: str | None, arq_job: bytes, expires_ms: int,
-                      quotas: Sequence[Quota], exclusive: bool = False) -> bool:
+                      quotas: Sequence[Quota], fair: FairShare | None, exclusive: bool = False) -> bool:
         job_id = record.job_id
         pairs: list[str] = [JobField.STATUS.value, record.status.value]
         for name in JOB_JSON_FIELDS:
@@ -168,7 +192,8 @@ class JobStore:
         reply = await self._submit(keys=keys, args=[
             json.dumps(pairs), self.ttl_seconds, job_id, repr(submitted_ms),
             repr(deadline.timestamp() * 1000) if deadline is not None else "", json.dumps(counted), json.dumps(active),
-            self.keys.arq_id(job_id), arq_job, expires_ms, int(submitted_ms)])
+            self.keys.arq_id(job_id), arq_job, expires_ms, int(submitted_ms), submit_listing(self.keys, record),
+            fair.to_json(self.keys, record.resource_group) if fair is not None else ""])
         if int(reply[0]) == SUBMIT_CREATED:
             return True
         if int(reply[0]) == SUBMIT_OVER_QUOTA:
@@ -201,15 +226,7 @@ class JobStore:
         return [(str(f), int(before), int(after)) for f, before, after in json.loads(reply)]
 
     async def get(self, job_id: str) -> JobRecord | None:
-        raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id)))
-        if not raw:
-            return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
-        values: dict[str, Any] = {"job_id": job_id, "status": data.pop(JobField.STATUS)}
-        for name, text in data.items():
-            if name in JOB_JSON_FIELDS:
-                values[name] = json.loads(text)
-        return JobRecord.model_validate(values)
+        return _decode(job_id, await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id))))
 
     async def transition(
         self,
@@ -225,11 +242,12 @@ class JobStore:
         """Set `status=new` (and `fields`) only if the status is in `allowed` (and, with `owner`,
         the job belongs to that consumer). With `release=<group>` the job's running entry and
         heartbeat go in the same round trip. A final `new` is published on the job's finished channel by the same
-        script (`wait()` blocks on it). Returns 1 applied, 0 not applied, -1 no record."""
+        script (`wait()` blocks on it), and every new state on its changed channel (the console's live page); leaving
+        a claimed attempt appends the time to `attempt_ends`. Returns 1 applied, 0 not applied, -1 no record."""
         counts = [*transition_counts(new), *(extra_counts or [])]
         pairs: list[str] = []
         for name, value in fields.items():
-            if name not in JOB_JSON_FIELDS:
+            if name not in JOB_JSON_FIELDS or name in (JobField.ATTEMPT_STARTS, JobField.ATTEMPT_ENDS):
                 raise ValueError(f"unknown job field {name!r}")
             if name == JobField.ERROR and isinstance(value, str):
                 value = capped(value)
@@ -240,24 +258,36 @@ class JobStore:
             pairs += [name, _encode(value)]
         args: list[str] = [
             NAMES, ",".join(s.value for s in allowed), new.value, job_id, _encode(owner) if owner else "",
-            "1" if new.is_final else "0", json.dumps(counts), self.keys.job_finished(job_id), *pairs,
+            "1" if new.is_final else "0", json.dumps(counts), self.keys.job_finished(job_id),
+            self.keys.job_changed(job_id), self._relist(), *pairs,
+            JobField.ATTEMPT_ENDS.value, _encode(fields.get(JobField.FINISHED_AT) or self.clock()),
         ]
         keys = [self.keys.job(job_id), self.keys.deadlines, self.keys.counters, self.keys.active_jobs]
         if release:
             keys += [self.keys.running(release), self.keys.heartbeat(job_id)]
         return int(await self._transition(keys=keys, args=args))
 
-    async def claim(self, job_id: str, consumer_id: str, group: str, heartbeat_ttl: float) -> Claim:
+    async def claim(self, job_id: str, consumer_id: str, group: str, heartbeat_ttl: float,
+                    team_limits: str = "") -> Claim:
         """queued -> running for `consumer_id`: counts the attempt, sets the running entry and the
-        heartbeat, and returns the attempt number and earlier errors, in one round trip."""
+        heartbeat, and returns the attempt number and earlier errors, in one round trip. `team_limits`
+        (`fair_share.limits_json`): not claimed when the job's team already runs its limit in the group."""
         reply = await self._claim(
             keys=[self.keys.job(job_id), self.keys.running(group), self.keys.heartbeat(job_id), self.keys.counters],
             args=[NAMES, JobStatus.QUEUED.value, JobStatus.RUNNING.value, consumer_id, _encode(consumer_id),
-                  _encode(self.clock()), heartbeat_ms(heartbeat_ttl), job_id, json.dumps([count(CounterName.STARTED)])],
+                  _encode(self.clock()), heartbeat_ms(heartbeat_ttl), job_id, json.dumps([count(CounterName.STARTED)]),
+                  self.keys.job_changed(job_id), self._relist(), team_limits, *self.job_key_around],
         )
+        if int(reply[0]) == CLAIM_TEAM_AT_LIMIT:
+            return Claim(False, 0, [], None, team_running=int(reply[1]))
         if int(reply[0]) != 1:
             return Claim(False, 0, [], reply[1].decode() if len(reply) > 1 else None)
         return Claim(True, int(reply[1]), json.loads(reply[2]), JobStatus.RUNNING.value)
+
+    @property
+    def job_key_around(self) -> tuple[str, str]:
+        """A job's key as the text before and after its id (for scripts that read other jobs' records)."""
+        return self.keys.job(""), ""
 
     async def renew(self, job_id: str, consumer_id: str, heartbeat_ttl: float, progress: float) -> bool:
         """The running consumer's heartbeat: renew the job's heartbeat key, publish its progress, and return
@@ -306,6 +336,30 @@ class JobStore:
             if job_id is not None:
                 pipe.delete(self.keys.arq_job(job_id), self.keys.arq_retry(job_id))
             await pipe.execute()
+
+    def _relist(self) -> str:
+        return relist_json(self.keys, self.clock().timestamp() * 1000)
+
+    async def index(self, record: JobRecord) -> bool:
+        """Put a job that is already there into the listing indexes (idempotent: the manager's backfill of jobs
+        written before them). Its state index is the one of its status when the script runs. False: no record."""
+        return int(await self._index_job(keys=[self.keys.job(record.job_id)], args=[
+            NAMES, record.job_id, submit_listing(self.keys, record, with_state=False),
+            json.dumps(self.keys.jobs_by_state()), repr(record.submitted_at.timestamp() * 1000)])) == 1
+
+    async def forget_empty_index(self, index: str) -> bool:
+        """Drop a per-value listing index from <p>listing-indexes once it is empty (the garbage collector)."""
+        return int(await self._forget_empty_index(keys=[self.keys.listing_indexes, index])) == 1
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        """The records of these jobs (None where there is none), in one round trip."""
+        if not job_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.keys.job(job_id))
+            replies = await pipe.execute()
+        return [_decode(job_id, raw) for job_id, raw in zip(job_ids, replies, strict=True)]
 
     async def forget_deadline(self, job_id: str) -> None:
         await self.redis.zrem(self.keys.deadlines, job_id)
@@ -374,7 +428,8 @@ class JobStore:
                 keys=[key, self.keys.counters, self.keys.deadlines, self.keys.queue(group), self.keys.arq_job(job_id),
                       self.keys.active_jobs],
                 args=[NAMES, _encode(self.clock()), job_id, self.keys.arq_id(job_id), stored, JobStatus.QUEUED.value,
-                      JobStatus.RUNNING.value, JobStatus.CANCELLED.value, counts, self.keys.job_finished(job_id)],
+                      JobStatus.RUNNING.value, JobStatus.CANCELLED.value, counts, self.keys.job_finished(job_id),
+                      self.keys.job_changed(job_id), self._relist()],
             ))
             if reply != RECORD_REPLACED:
                 return CancelOutcome(reply)

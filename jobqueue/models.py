@@ -40,6 +40,15 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
 
 
+class Priority(enum.StrEnum):
+    """A job's priority: it weights its owner's share of its group (`jobqueue.fair_share`); it never jumps the
+    whole queue."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 class QueryJob(_Strict):
     """The payload of one queued offline query: validated on enqueue and again on dequeue.
 
@@ -67,6 +76,7 @@ class QueryJob(_Strict):
     tags: Tags = Field(default_factory=dict)
     query_name: QueryName | None = None
     correlation_id: CorrelationId | None = None
+    priority: Priority = Priority.NORMAL
     # the registry version (`<number>-<hash>`) the job was planned against; None: queued by an SDK that planned
     # against its local file (no version in Redis, or an older SDK), and consumers plan with theirs
     registry_version: str | None = Field(default=None, pattern=REGISTRY_VERSION_PATTERN)
@@ -137,7 +147,7 @@ class WaitCode(enum.StrEnum):
     GROUP_ERROR = "group_error"  # the manager cannot scale the group (a config or backend error)
     MAX_INSTANCES_ZERO = "max_instances_zero"
     DEFERRED = "deferred"  # a retry waits for its due time
-    TEAM_LIMIT = "team_limit"  # the submitting team is at its limit (fair share; not enforced yet)
+    TEAM_LIMIT = "team_limit"  # the job's team runs its most jobs in the group (JOBQUEUE_QUOTA_MAX_RUNNING_PER_TEAM)
     CONSUMER_START_FAILING = "consumer_start_failing"
     CONSUMER_STARTING = "consumer_starting"
     AT_MAX_INSTANCES = "at_max_instances"
@@ -180,10 +190,16 @@ class JobRecord(_Strict):
     tags: Tags = Field(default_factory=dict)
     query_name: QueryName | None = None
     correlation_id: CorrelationId | None = None
+    priority: Priority = Field(default=Priority.NORMAL, description="Weights the owner's share of the group: "
+                               "high 4, normal 2, low 1 (`jobqueue.fair_share`).")
     wait_reason: WaitReason | None = Field(default=None, description="Why a queued job is not running yet; "
                                            "None once it runs (never stored: read with the record).")
     registry_version: str | None = Field(default=None, description="The registry version the job was planned "
                                          "against (`jobqueue registry show <version>`); None: the local file.")
+    attempt_starts: list[datetime] = Field(default_factory=list, description="When each attempt started (claimed "
+                                           "by a consumer), oldest first.")
+    attempt_ends: list[datetime] = Field(default_factory=list, description="When each attempt ended (finished, "
+                                         "failed, was cancelled or given back to the queue), oldest first.")
 
 
 class ConsumerInfo(_Strict):

@@ -6,6 +6,8 @@ result TTL. Each run looks at what is there, on local disk or an object store al
 
     staged_input    <staging>/<job>/ whose record is final, or gone and older than the grace
                     (a submission stages its input before it writes the record)
+    staged_upload   <staging>/_uploads/<owner>/<ref>/ (a presigned PUT's object) whose upload reference is gone
+                    (it expired unused, or was submitted) and that is older than the grace
     result          <results>/<job>/ of a job that finished JOBQUEUE_RESULT_TTL_SECONDS ago: the record's
                     `finished_at`, else (the record expired, or an in-process run never had one) the files' age
     result_folder   <results>/<job>/ of a job that failed, was cancelled or expired, once the grace is over:
@@ -13,6 +15,9 @@ result TTL. Each run looks at what is there, on local disk or an object store al
     jobs_index      `jobs` entries whose record has expired
     deadlines       `deadlines` entries whose record has expired
     schedule_runs   `schedule-runs:<name>` entries whose record has expired
+    listing_indexes listing-index entries whose record has expired (`manager.listing_upkeep`)
+    listing_backfill jobs not yet in the listing indexes, indexed (`manager.listing_upkeep`); the whole of `jobs` is
+                    checked once when the garbage collector starts
 
 Each run examines at most `JOBQUEUE_GC_BATCH_SIZE` items of each kind and the next run goes on where
 it stopped, so one run costs the same however much has piled up. Only the leader runs it.
@@ -38,10 +43,13 @@ from jobqueue.models import JobStatus
 from jobqueue.outage import REDIS_UNREACHABLE, Outage
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage
+from jobqueue.upload_store import UploadStore, delete_upload_folder, staged_upload_folders
+from manager.listing_upkeep import ListingUpkeep
 from manager.metrics import ManagerMetrics
 
 log = get_logger("jobqueue.manager.gc")
-KINDS = ("staged_input", "result", "result_folder", "jobs_index", "deadlines", "schedule_runs")
+KINDS = ("staged_input", "staged_upload", "result", "result_folder", "jobs_index", "deadlines", "schedule_runs",
+         "listing_indexes", "listing_backfill")
 FINAL = {s.value for s in JobStatus if s.is_final}
 Record = tuple[str | None, float | None]  # (status, finished_at epoch seconds); (None, None) when gone
 
@@ -69,6 +77,8 @@ class GarbageCollector:
         self.metrics = metrics
         self.clock = clock
         self.batch = batch or settings.gc_batch_size
+        self.listing = ListingUpkeep(redis, self.keys, self.store, self.batch)
+        self._backfilled = False  # the whole of `jobs` checked once (the first run this manager leads)
         # where the next run goes on: a job id (folders) or a rank (zsets)
         self._cursors: dict[str, str | int | None] = {}
 
@@ -77,6 +87,10 @@ class GarbageCollector:
         interval = self.settings.gc_interval_seconds
         outage = Outage(log, "the garbage collector")
         while interval > 0 and not stop.is_set():
+            if not self._backfilled and leader():  # jobs from before the listing indexes: at once, not a run later
+                with contextlib.suppress(*REDIS_UNREACHABLE):
+                    await self.listing.backfill(whole=True)
+                    self._backfilled = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
             if stop.is_set() or not leader():
@@ -94,12 +108,19 @@ class GarbageCollector:
         report = GcReport(dry_run)
         now = self.clock()
         await self._staging(report, now)
+        await self._uploads(report, now)
         await self._results(report, now)
         await self._index(report, "jobs_index", [self.keys.jobs_index])
         await self._index(report, "deadlines", [self.keys.deadlines])
         names = sorted(n.decode() for n in await cast(Awaitable[list[bytes]], self.redis.hkeys(self.keys.schedules)))
         await self._index(report, "schedule_runs",
                           [self.keys.schedule_runs(n) for n in names if n != SCHEDULE_ERRORS_FIELD])
+        for kind, upkeep in (("listing_indexes", self.listing.clean(dry_run)), ("listing_backfill",
+                             self.listing.backfill(dry_run, whole=not self._backfilled))):
+            done = await upkeep
+            report.examined[kind] += done.examined
+            report.removed[kind] += done.changed or []
+        self._backfilled = self._backfilled or not dry_run
         report.seconds = time.perf_counter() - started
         if self.metrics is not None and not dry_run:
             for kind, count in report.counts().items():
@@ -118,6 +139,22 @@ class GarbageCollector:
             if status in FINAL or (status is None and await self._older(root, job_id, now, grace)):
                 doomed.append(job_id)
         await self._remove_folders(report, "staged_input", root, doomed)
+
+    async def _uploads(self, report: GcReport, now: float) -> None:
+        folders = await asyncio.to_thread(staged_upload_folders, self.storage)
+        after = self._cursors.get("staged_upload")
+        batch = [f for f in folders if after is None or f[0] > str(after)][: self.batch]
+        if not report.dry_run:
+            self._cursors["staged_upload"] = batch[-1][0] if len(batch) == self.batch else None
+        report.examined["staged_upload"] += len(batch)
+        uploads = UploadStore(self.redis, self.keys, self.settings.staging, self.settings.environment, 1)
+        live = await uploads.exists([ref for ref, _, _ in batch])
+        grace = self.settings.gc_grace_seconds
+        doomed = [(ref, folder) for (ref, folder, modified), alive in zip(batch, live, strict=True)
+                  if not alive and now - modified >= grace]
+        report.removed["staged_upload"] += [ref for ref, _ in doomed]
+        if doomed and not report.dry_run:
+            await asyncio.to_thread(self._delete_uploads, [folder for _, folder in doomed])
 
     async def _results(self, report: GcReport, now: float) -> None:
         root, ttl, grace = self.settings.results, self.settings.result_ttl, self.settings.gc_grace_seconds
@@ -153,6 +190,10 @@ class GarbageCollector:
         report.removed[kind] += ids
         if ids and not report.dry_run:
             await asyncio.to_thread(self._delete_dirs, root, ids)
+
+    def _delete_uploads(self, folders: list[str]) -> None:
+        for folder in folders:
+            delete_upload_folder(self.storage, folder)
 
     def _delete_dirs(self, root: str, ids: list[str]) -> None:
         for job_id in ids:

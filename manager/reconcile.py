@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
@@ -27,6 +27,7 @@ from jobqueue.outage import REDIS_UNREACHABLE, Outage
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage
 from manager.backends.base import ScalerBackend
+from manager.group_history import GroupHistory
 from manager.metrics import ManagerMetrics
 from manager.observe import GroupObservation, ObservationCache, observe_in_chunks
 from manager.policy import Decision, ScaleState, ScalingSpec, decide, hold_steady
@@ -77,6 +78,8 @@ class Reconciler:
         self._observations = ObservationCache()
         self._group_errors: dict[str, str] = {}  # group -> the error last logged for it (logged once)
         self._starting_since: dict[str, float] = {}  # group -> since when fewer consumers are live than desired
+        self._scaled: dict[str, dict[str, Any]] = {}  # group -> its last change of consumers (`GroupState.scaled_*`)
+        self.history = GroupHistory(self.keys, settings.group_history_seconds)
         store = JobStore(redis, self.keys, settings.job_ttl_seconds, clock)
         self.reaper = Reaper(redis, self.keys, store, settings.job_heartbeat_ttl_seconds, Storage(settings),
                              oom_source=backend)
@@ -139,12 +142,13 @@ class Reconciler:
         at = self.clock()
         now = at.timestamp()
         observed: dict[str, GroupObservation] = {}
+        states: dict[str, GroupState] = {}
         changed: dict[str, str] = {}
         async for part in observe_in_chunks(self.redis, self.keys, sorted(names), now,
                                             self.settings.consumer_stale_seconds, self._observations):
             for name, obs in part.items():  # while Redis computes the next part
                 observed[name] = obs
-                state = await self._reconcile_group_isolated(name, obs, now)
+                state = states[name] = await self._reconcile_group_isolated(name, obs, now)
                 if self._published.get(name) != state:  # steady groups cost no write
                     self._published[name] = state
                     changed[name] = state.to_json()
@@ -161,12 +165,14 @@ class Reconciler:
             if gone:
                 pipe.hdel(self.keys.group_states, *gone)
             pipe.hset(self.keys.manager_state, MANAGER_TICK_AT, str(now))
+            self.history.record(pipe, states, now)
             pipe.hgetall(self.keys.counters)
             replies = await pipe.execute()
         for name in gone:
             del self._published[name]
             self.last.pop(name, None)
             self._starting_since.pop(name, None)
+            self._scaled.pop(name, None)
             self.metrics.forget_group(name)
         self.metrics.counters.snapshot = {k.decode(): float(v) for k, v in replies[-1].items()}
         self.metrics.leader.set(1)
@@ -189,7 +195,8 @@ class Reconciler:
             decision = self._group_failed(name, capped(f"{type(e).__name__}: {e}"), exc_info=True)
             self.last[name] = GroupStatus(obs, decision.replicas, decision)
             return GroupState(current=decision.replicas, desired=decision.replicas, direction="none", reason="error",
-                              detail=decision.detail, error=decision.detail, configured=name in self.groups)
+                              detail=decision.detail, error=decision.detail, configured=name in self.groups,
+                              **self._scaled.get(name, {}))
         if state.error is None:
             self._group_errors.pop(name, None)
         return state
@@ -227,6 +234,9 @@ class Reconciler:
                         desired=decision.replicas, reason=decision.reason if group else "removed",
                         detail=decision.detail,
                     )
+                    self._scaled[name] = {"scaled_at": now, "scaled_from": current, "scaled_to": decision.replicas,
+                                          "scaled_reason": decision.reason if group else "removed",
+                                          "scaled_detail": decision.detail}
                 if group is not None:
                     await self.backend.converge(group, decision.replicas, obs)
                 else:
@@ -252,7 +262,7 @@ class Reconciler:
             busy=stats.busy_consumers, orphaned=len(obs.orphaned_jobs),
             oldest_ready_at=obs.oldest_ready_ms / 1000 if obs.oldest_ready_ms else None, error=error,
             configured=group is not None, live=len(obs.consumers), start_trouble=trouble(name) if trouble else None,
-            starting_since=starting_since,
+            starting_since=starting_since, **self._scaled.get(name, {}),
         )
 
     def healthy(self) -> bool:

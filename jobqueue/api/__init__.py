@@ -8,12 +8,15 @@ document at `/openapi.json` is exact because every route declares its response m
 - `deps`: who is calling (`caller`: `TokenStore.verify`, 401 with the reason), `allow` (the pure
   `jobqueue.auth.authorize` policy, 403 or a concealing 404), the audit log line of every mutating call.
 - `jobs`, `submit`, `listing`: the jobs API (submit, read, list with cursors, cancel, result, summary).
+- `uploads`, `transfer`: presigned transfers with S3 storage (`POST /v1/uploads` and a PUT, submit `?upload=`,
+  `GET /v1/jobs/{id}/result-url`), signed by `jobqueue.presign`; upload records in `jobqueue.upload_store`.
 - `operations`: groups status, schedules, health, readiness and metrics.
 - `server`: uvicorn, in the foreground (`jobqueue api`) or in a thread (`jobqueue up`, tests).
 
-I/O rule: the API reaches Redis only through the SDK (`AsyncJobQueueClient`, `JobStore`), `TokenStore` and the
-read helpers of `jobqueue` (`group_status`, `schedule_control`), and storage only through `Storage`. It is
-stateless: N replicas can serve the same environment. It never imports `manager` or `consumer`.
+I/O rule: the API reaches Redis only through the SDK (`AsyncJobQueueClient`, `JobStore`), `TokenStore`,
+`UploadStore` (upload records) and the read helpers of `jobqueue` (`group_status`, `schedule_control`), and
+storage only through `Storage`. It is stateless: N replicas can serve the same environment. It never imports
+`manager` or `consumer`.
 """
 
 from __future__ import annotations

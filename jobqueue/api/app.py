@@ -16,13 +16,14 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobqueue.api import jobs, operations, registry, submit
+from jobqueue.api import jobs, operations, registry, submit, uploads
 from jobqueue.api.deps import ApiError, ApiMetrics, Services
+from jobqueue.api.timing import ServerTiming
 from jobqueue.api.wire import ErrorBody, QuotaHit
 from jobqueue.auth.oidc import BearerAuthenticator
 from jobqueue.auth.tokens import TokenStore
 from jobqueue.client import AsyncJobQueueClient
-from jobqueue.console import mount_console
+from jobqueue.console import console_error_pages, mount_console
 from jobqueue.errors import InvalidQueryError, JobStateError, QuotaExceededError, RedisUnavailableError
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
@@ -108,14 +109,18 @@ def create_app(settings: Settings) -> FastAPI:
                   "`Authorization: Bearer <token>` (`jobqueue tokens create`).")
     app.include_router(submit.router)
     app.include_router(jobs.router)
+    app.include_router(uploads.uploads)
+    app.include_router(uploads.results)
     app.include_router(operations.router)
     app.include_router(registry.router)
     app.include_router(operations.probes)
     mount_console(app)  # the web console at `/` (jobqueue.console)
 
     add_error_answers(app)
+    console_error_pages(app)  # ... but as HTML pages on the console's paths
 
     app.add_middleware(CountRequests)
+    app.add_middleware(ServerTiming)  # outermost: the whole of the app's time
     return app
 
 

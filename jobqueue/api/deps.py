@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -21,6 +22,7 @@ from jobqueue.auth.tokens import TokenStore
 from jobqueue.client import AsyncJobQueueClient
 from jobqueue.logs import get_logger
 from jobqueue.models import JobRecord
+from jobqueue.presign import Presigner
 from jobqueue.settings import Settings
 
 audit_log = get_logger("jobqueue.api.audit")
@@ -75,6 +77,10 @@ class Services:
     @property
     def rules(self) -> AccessRules:
         return AccessRules(users_see_team_jobs=self.settings.users_see_team_jobs)
+
+    @cached_property
+    def presigner(self) -> Presigner:  # presigned S3 URLs (jobqueue.api.uploads); botocore is loaded at first use
+        return Presigner(self.settings)
 
 
 def services(request: Request) -> Services:

@@ -5,23 +5,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import StringConstraints
 from starlette.responses import Response
 
 from jobqueue.api.deps import ApiError, Caller, Services, Svc, allow, audit, may, not_found
-from jobqueue.api.listing import CURSOR_PATTERN, find_jobs
+from jobqueue.api.listing import CURSOR_PATTERN, find_page
 from jobqueue.api.responses import ERRORS, PARQUET, PARQUET_TYPE
 from jobqueue.api.wire import CancelFilter, CancelManyResult, IsoTime, JobPage, JobSummary
-from jobqueue.auth.identity import Identity
+from jobqueue.auth.identity import Identity, Role
 from jobqueue.auth.policy import Action
 from jobqueue.direct_backend import DirectBackend
-from jobqueue.errors import AmbiguousJobIdError, JobNotFoundError, JobStateError
+from jobqueue.errors import AmbiguousJobIdError, InvalidQueryError, JobNotFoundError, JobStateError
 from jobqueue.finish_watch import FinishWatch
 from jobqueue.job_filter import JobFilter
+from jobqueue.listing_plan import ListingQuery, Position, SortKey
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.storage import is_local, local_path
 
@@ -38,6 +40,29 @@ Tag = Annotated[list[TagText] | None, Query(description="Only jobs with this tag
 QueryName = Annotated[str | None, Query(description="Only jobs with this query name.")]
 After = Annotated[IsoTime | None, Query(description="Only jobs submitted at or after this time (ISO 8601).")]
 Before = Annotated[IsoTime | None, Query(description="Only jobs submitted at or before this time (ISO 8601).")]
+Sort = Annotated[SortKey, Query(description="Order by submission time, by wait (submission to first start: only "
+                                "jobs that started) or by duration (first start to finish: only jobs that finished "
+                                "after starting).")]
+Order = Annotated[Literal["desc", "asc"], Query(description="desc: newest, longest first; asc: the reverse.")]
+
+
+def only_owner(identity: Identity, svc: Services) -> str | None:
+    """The owner a listing is narrowed to by the policy: a `user` sees only their own jobs, unless users see their
+    team's (then each record is checked, as always)."""
+    if identity.role is not Role.USER or (svc.rules.users_see_team_jobs and identity.team):
+        return None
+    return identity.owner
+
+
+def listing_query(identity: Identity, svc: Services, wanted: JobFilter, submitted_after: datetime | None,
+                  submitted_before: datetime | None, sort: SortKey = SortKey.SUBMITTED, order: str = "desc",
+                  cursor: str | None = None, limit: int = 50) -> ListingQuery:
+    """The listing the API and the console run for `identity`: its filter, order and page, and the policy's owner."""
+    return ListingQuery(
+        wanted=wanted, sort=sort, descending=order != "asc", limit=limit,
+        submitted_after_ms=submitted_after.timestamp() * 1000 if submitted_after is not None else None,
+        submitted_before_ms=submitted_before.timestamp() * 1000 if submitted_before is not None else None,
+        after=Position.decode(cursor) if cursor else None, only_owner=only_owner(identity, svc))
 
 
 def parse_tags(items: list[str] | None) -> dict[str, str]:
@@ -93,11 +118,13 @@ def links_from(pointer: str) -> dict[str, Any]:
     }}}}
 
 
-@router.get("", response_model=JobPage, summary="Jobs, newest first, filtered and cursor-paginated.",
+@router.get("", response_model=JobPage, summary="Jobs, newest first (or by wait or duration), filtered and "
+            "cursor-paginated.",
             openapi_extra=links_from("/jobs/0/job_id"))
 async def list_jobs(identity: Caller, svc: Svc, owner: Owner = None, team: Team = None, state: State = None,
                     resource_group: Group = None, tag: Tag = None, query_name: QueryName = None,
                     submitted_after: After = None, submitted_before: Before = None,
+                    sort: Sort = SortKey.SUBMITTED, order: Order = "desc",
                     limit: Annotated[int, Query(ge=1, le=1000, description="Jobs per page.")] = 50,
                     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.",
                                                          pattern=CURSOR_PATTERN)] = None,
@@ -106,19 +133,24 @@ async def list_jobs(identity: Caller, svc: Svc, owner: Owner = None, team: Team 
     wanted = JobFilter(group=resource_group, state=state, owner=owner, team=team, query_name=query_name,
                        tags=parse_tags(tag))
     client = svc.client
-    jobs, next_cursor = await find_jobs(
-        client.store, client.redis, client.keys,
-        lambda r: wanted.matches(r) and may(identity, Action.READ_JOB, r, svc),
-        limit, cursor, submitted_after, submitted_before, svc.settings.api_list_scan_limit)
+    query = listing_query(identity, svc, wanted, submitted_after, submitted_before, sort, order, cursor, limit)
+    jobs, next_cursor = await find_page(client.store, client.redis, client.keys, query,
+                                        lambda r: may(identity, Action.READ_JOB, r, svc),
+                                        svc.settings.api_list_scan_limit)
     return JobPage(jobs=jobs, next_cursor=next_cursor)
 
 
 @router.post("/cancel", response_model=CancelManyResult, summary="Cancel every job matching a filter.")
-async def cancel_many(body: CancelFilter, identity: Caller, svc: Svc) -> CancelManyResult:
+async def cancel_many(body: CancelFilter, request: Request, identity: Caller, svc: Svc) -> CancelManyResult:
     """Cancels the queued and running jobs that match every condition given and that the caller may cancel (a
     `user`: its own). At least one condition is needed, so that no call cancels everything by accident."""
+    raw = await request.json()  # the body as sent (read already): a condition is left out, never null
+    for name, value in raw.items() if isinstance(raw, dict) else ():
+        if value is None:
+            raise InvalidQueryError(name, "is null; leave a condition out instead")
     allow(identity, Action.CANCEL_MANY, svc)
-    done = await DirectBackend(svc.client).cancel_many(body, lambda r: may(identity, Action.CANCEL_JOB, r, svc))
+    done = await DirectBackend(svc.client).cancel_many(body, lambda r: may(identity, Action.CANCEL_JOB, r, svc),
+                                                       only_owner(identity, svc))
     svc.metrics.cancelled.labels(svc.metrics.team(identity.team)).inc(done.cancelled)
     audit(identity, Action.CANCEL_MANY, job_ids=done.job_ids, count=done.cancelled,
           filter=body.model_dump(mode="json", exclude_none=True))
@@ -183,5 +215,6 @@ async def get_result(job_id: str, identity: Caller, svc: Svc) -> Response:
 async def get_summary(job_id: str, identity: Caller, svc: Svc) -> JobSummary:
     r = await visible_job(identity, job_id, Action.READ_JOB, svc)
     return JobSummary(job_id=r.job_id, status=r.status, attempts=r.attempts, max_retries=r.max_retries,
-                      errors=r.errors, error=r.error, summary=r.summary)
+                      errors=r.errors, error=r.error, summary=r.summary, attempt_starts=r.attempt_starts,
+                      attempt_ends=r.attempt_ends)
 

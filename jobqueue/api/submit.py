@@ -8,11 +8,15 @@
 The owner and team are the token's, never the client's. The API checks and stages the input exactly as the SDK
 does (`AsyncJobQueueClient.offline_query`: the same `InvalidQueryError` texts, as 422 naming the field), and only
 the small job payload goes through Redis. Quotas are the SDK's too (`jobqueue.quotas`): over one, 429 naming it.
+
+With S3 storage, an input can instead be PUT beforehand (`POST /v1/uploads`, `jobqueue.api.uploads`) and submitted
+by reference, `?upload=<ref>` with no body: the staged object is checked exactly as a body would be.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from typing import Annotated, Any
 
@@ -24,16 +28,17 @@ from fastapi import APIRouter, Query, Request
 from jobqueue.api.deps import ApiError, Caller, Svc, allow, audit
 from jobqueue.api.jobs import TagText, links_from, parse_tags
 from jobqueue.api.responses import ARROW_STREAM_TYPE, ERRORS, INPUT_TYPES, PARQUET_TYPE, SUBMIT_ERRORS
+from jobqueue.api.uploads import open_staged, using_upload
 from jobqueue.api.wire import IsoTime
 from jobqueue.auth.policy import Action
 from jobqueue.errors import InvalidQueryError
 from jobqueue.handles import AsyncJobHandle
-from jobqueue.models import JobRecord, ResourceRequests
+from jobqueue.models import JobRecord, Priority, ResourceRequests
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={**ERRORS, **SUBMIT_ERRORS})
 
-BODY = {"required": True, "description": "The query input: an Arrow IPC stream or a Parquet file with the primary "
-        "key of every output namespace (columns `namespace.feature`).",
+BODY = {"required": False, "description": "The query input: an Arrow IPC stream or a Parquet file with the primary "
+        "key of every output namespace (columns `namespace.feature`). None with `upload`.",
         "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in INPUT_TYPES}}
 
 
@@ -53,7 +58,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def decode_input(body: bytes, content_type: str) -> pa.Table:
+def decode_input(body: bytes | pa.NativeFile, content_type: str) -> pa.Table:
     """The body as an Arrow table; 415 for another media type, 422 (`input`) when it does not decode."""
     media = content_type.split(";")[0].strip().lower()
     if media not in INPUT_TYPES:
@@ -62,7 +67,7 @@ def decode_input(body: bytes, content_type: str) -> pa.Table:
                        reason="unsupported_media_type")
     try:
         if media == PARQUET_TYPE:
-            return pq.read_table(io.BytesIO(body))
+            return pq.read_table(io.BytesIO(body) if isinstance(body, bytes) else body)
         return ipc.open_stream(body).read_all()
     except (pa.ArrowException, OSError, ValueError) as e:
         kind = "a Parquet file" if media == PARQUET_TYPE else "an Arrow IPC stream"
@@ -95,17 +100,33 @@ async def submit(
     query_name: Annotated[str | None, Query(description="What the query is, for listings and logs.")] = None,
     correlation_id: Annotated[str | None, Query(description="The caller's id for the request (default: new).")]
     = None,
+    priority: Annotated[Priority, Query(description="Weights the owner's share of the group: high 4, normal 2, "
+                                        "low 1; it does not jump the whole queue.")] = Priority.NORMAL,
+    upload: Annotated[str | None, Query(description="An upload reference of the caller (`POST /v1/uploads`) whose "
+                                        "staged object is the input, instead of a body.")] = None,
 ) -> JobRecord:
     allow(identity, Action.SUBMIT_JOB, svc)
     tags = parse_tags(tag)
-    body = await read_body(request, svc.settings.api_max_body_bytes)
-    table = await asyncio.to_thread(decode_input, body, request.headers.get("content-type", ""))
-    del body
-    table, input_times = split_times(table, input_times_column)
-    handle = await svc.client.offline_query(
-        table, output, input_times, run_asynchronously=True, resources=ResourceRequests(resource_group=resource_group),
-        max_retries=max_retries, completion_deadline=completion_deadline, include_input_time=include_input_time,
-        owner=identity.owner, team=identity.team, tags=tags, query_name=query_name, correlation_id=correlation_id)
+    async with contextlib.AsyncExitStack() as stack:
+        if upload is None:
+            body = await read_body(request, svc.settings.api_max_body_bytes)
+            content_type = request.headers.get("content-type", "")
+        else:
+            if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
+                raise InvalidQueryError("upload", "give the input either as the body or as an upload reference, "
+                                        "not both")
+            staged = await stack.enter_async_context(using_upload(svc, identity, upload))
+            body = stack.enter_context(await asyncio.to_thread(open_staged, svc, staged))
+            content_type = staged.content_type
+        table = await asyncio.to_thread(decode_input, body, content_type)
+        del body
+        table, input_times = split_times(table, input_times_column)
+        handle = await svc.client.offline_query(
+            table, output, input_times, run_asynchronously=True,
+            resources=ResourceRequests(resource_group=resource_group), max_retries=max_retries,
+            completion_deadline=completion_deadline, include_input_time=include_input_time, owner=identity.owner,
+            team=identity.team, tags=tags, query_name=query_name, correlation_id=correlation_id,
+            priority=priority)
     assert isinstance(handle, AsyncJobHandle)
     # the record as stored (one read; not `get_job`, whose wait reason costs a round trip of its own: a GET of
     # the job says why it waits)
@@ -114,5 +135,5 @@ async def submit(
         raise ApiError(404, f"job {handle.id} was submitted and is gone already (its record expired)")
     svc.metrics.submitted.labels(svc.metrics.team(identity.team)).inc()
     audit(identity, Action.SUBMIT_JOB, job_id=record.job_id, resource_group=record.resource_group,
-          rows=record.input_rows, query_name=record.query_name)
+          rows=record.input_rows, query_name=record.query_name, upload=upload)
     return record

@@ -116,6 +116,8 @@ class JobSummary(_Wire):
     errors: list[str] = Field(description="One entry per failed attempt, oldest first.")
     error: str | None
     summary: PerformanceSummary | None
+    attempt_starts: list[datetime] = Field(default_factory=list, description="When each attempt started.")
+    attempt_ends: list[datetime] = Field(default_factory=list, description="When each attempt ended.")
 
 
 class GroupStatus(_Wire):
@@ -140,6 +142,12 @@ class GroupStatus(_Wire):
     age_seconds: float | None
     manager_tick_age_seconds: float | None
     manager_stale: bool
+    scaled_age_seconds: float | None = Field(default=None, description="How long ago the manager last changed the "
+                                             "number of consumers (null: not since it started).")
+    scaled_from: int | None = Field(default=None, description="The number of consumers before that change.")
+    scaled_to: int | None = Field(default=None, description="The number it asked for.")
+    scaled_reason: str | None = Field(default=None, description="Why (`queue`, `idle`, `min_instances`, ...).")
+    scaled_detail: str | None = None
 
 
 class ScheduleInfo(_Wire):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -13,6 +11,7 @@ from jobqueue.cli.console import ApiUrl, Token, console, fail_cleanly, settings_
 from jobqueue.cli.job_views import job_card, jobs_view
 from jobqueue.errors import JobNotFoundError
 from jobqueue.job_filter import JobFilter
+from jobqueue.job_logs import job_log_entries, log_dir, log_line
 from jobqueue.logs import wrap_ansi
 from jobqueue.models import JobRecord, JobStatus
 
@@ -85,31 +84,15 @@ def logs(job_id: IdArg) -> None:
             return job_id
 
     job = with_client(full_id)
-    log_dir = settings_or_exit().home / "logs"
-    lines = sorted(_job_lines(sorted(log_dir.glob("*.log")), job), key=lambda e: str(e.get("timestamp", "")))
+    directory = log_dir(settings_or_exit().home)
+    lines = job_log_entries(directory, job)
     if not lines:
-        console.print(f"no log lines of job {job} in {log_dir}/*.log (consumers on Kubernetes log to their pods: "
+        console.print(f"no log lines of job {job} in {directory}/*.log (consumers on Kubernetes log to their pods: "
                       f"`kubectl logs` and search for job_id={job})", highlight=False)
         return
     for e in lines:
-        rest = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("timestamp", "level", "event", "job_id"))
-        line = f"{e.get('timestamp', '-')} {e.get('level', '-'):<7} {e.get('event', '')}  {rest}"
+        line = log_line(e)
         if console.is_terminal:  # broken at spaces, never inside an id; one line per entry when piped
             line = wrap_ansi(line, console.width)
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 
-
-def _job_lines(files: list[Path], job_id: str) -> list[dict[str, object]]:
-    found = []
-    for path in files:
-        with path.open(encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if job_id not in line or not line.startswith("{"):
-                    continue
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue  # a partly written last line, or a line of a library that is not JSON
-                if isinstance(entry, dict) and entry.get("job_id") == job_id:
-                    found.append(entry)
-    return found

@@ -43,7 +43,8 @@ class Session:
         return bool(sent) and hmac.compare_digest(self.csrf.encode(), (sent or "").encode())
 
 
-def _digest(cookie: str) -> str:
+def cookie_digest(cookie: str) -> str:
+    """The name a session cookie is known by in Redis (never the cookie itself)."""
     return hashlib.sha256(cookie.encode("utf-8")).hexdigest()
 
 
@@ -69,7 +70,7 @@ class SessionStore:
             fields[F.TEAM.value] = identity.team
         if identity.token_id:
             fields[F.TOKEN_ID.value] = identity.token_id
-        key = self.keys.console_session(_digest(cookie))
+        key = self.keys.console_session(cookie_digest(cookie))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=fields)
             pipe.expire(key, self._ttl(expires_at))
@@ -80,7 +81,7 @@ class SessionStore:
         """The session of a cookie; None when there is none, it expired, or its `jq_` token is no longer active."""
         if not cookie or len(cookie) > 100:
             return None
-        key = self.keys.console_session(_digest(cookie))
+        key = self.keys.console_session(cookie_digest(cookie))
         raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(key))
         if not raw:
             return None
@@ -97,4 +98,4 @@ class SessionStore:
 
     async def delete(self, cookie: str | None) -> None:
         if cookie and len(cookie) <= 100:
-            await self.redis.delete(self.keys.console_session(_digest(cookie)))
+            await self.redis.delete(self.keys.console_session(cookie_digest(cookie)))

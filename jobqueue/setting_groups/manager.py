@@ -54,6 +54,13 @@ class ManagerSettings(BaseSettings):
 
 
 class ScalingSettings(BaseSettings):
+    # the queue/consumer history the manager samples while it reconciles (manager/reconcile.py)
+    group_history_seconds: float = Field(
+        default=30.0, ge=1,
+        description="The manager keeps one sample per resource group per this many seconds (the peaks of its queue "
+        "and consumers in that time), for the last hour: the web console's sparklines (`<p>group-history:<group>`; "
+        "30 s: one sample per pixel).",
+    )
     scale_down_stabilization_seconds: float = Field(
         default=30.0,
         ge=0,

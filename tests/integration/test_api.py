@@ -268,3 +268,15 @@ async def test_mutating_calls_are_audited_and_metrics_carry_teams_only(settings,
     assert 'jobqueue_api_jobs_submitted_total{team="risk"} 1.0' in metrics
     assert 'route="/v1/jobs/{job_id}"' in metrics
     assert "alice" not in metrics and job["job_id"] not in metrics
+
+
+async def test_a_null_cancel_condition_is_refused_not_taken_as_no_condition(settings, served):
+    """The schema says a condition is left out, never null (schemathesis found `null` accepted): `{"owner": "alice",
+    "state": null}` must not cancel every job of alice's."""
+    alice = await make_token(settings, "alice", Role.USER, "risk")
+    async with httpx.AsyncClient(base_url=served, headers=bearer(alice), timeout=30) as http:
+        job = (await http.post("/v1/jobs", content=arrow_body(pa.table({"user.id": [1]})), headers=ARROW,
+                               params={"output": ["user.f0"]})).json()
+        r = await http.post("/v1/jobs/cancel", json={"owner": "alice", "state": None})
+        assert r.status_code == 422 and r.json()["field"] == "state", r.text
+        assert (await http.get(f"/v1/jobs/{job['job_id']}")).json()["status"] == "queued"

@@ -67,6 +67,8 @@ async def test_auth_matrix(settings, team_view):
                     "get_prefix": await http.get(f"/v1/jobs/{job[:12]}", headers=h),
                     "summary": await http.get(f"/v1/jobs/{job}/summary", headers=h),
                     "result": await http.get(f"/v1/jobs/{job}/result", headers=h),
+                    "result_url": await http.get(f"/v1/jobs/{job}/result-url", headers=h),
+                    "upload": await http.post("/v1/uploads", headers=h, json={"size": 10}),
                     "list": await http.get("/v1/jobs", headers=h, params={"limit": 1000}),
                     "groups": await http.get("/v1/groups", headers=h),
                     "schedules": await http.get("/v1/schedules", headers=h),
@@ -93,7 +95,11 @@ async def test_auth_matrix(settings, team_view):
                 for name in ("get", "get_prefix", "summary"):
                     assert calls[name].status_code == (200 if allowed_job else 404), (who, name, calls[name].text)
                 # allowed: the job is queued, so there is no result yet (409); denied: not found
-                assert calls["result"].status_code == (409 if allowed_job else 404), (who, calls["result"].text)
+                for name in ("result", "result_url"):
+                    assert calls[name].status_code == (409 if allowed_job else 404), (who, name, calls[name].text)
+                # every role may stage an upload; this service stores locally: 409 saying to post the body
+                assert calls["upload"].status_code == 409, (who, calls["upload"].text)
+                assert calls["upload"].json()["reason"] == "storage_not_s3", who
                 listed = {j["job_id"]: j["owner"] for j in calls["list"].json()["jobs"]}
                 assert (job in listed) == allowed_job, who
                 if who in ("same_team", "other_team"):

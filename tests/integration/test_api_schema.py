@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -188,16 +189,19 @@ def test_stateful_job_links(settings, tmp_path):
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json").include(path_regex=r"^/v1/jobs")
         submit = schema["/v1/jobs"]["POST"]
 
-        def submission(drawn: tuple[int, bool]) -> StepInput:
-            user, parked = drawn
-            group = "parked" if parked else "default"
+        turns = itertools.count()
+
+        def submission(user: int) -> StepInput:
+            # the groups alternate, not drawn: hypothesis's draws here change with the tests run before this one in
+            # the process (after test_fair_share.py, 1 of 19 submissions went to `default`, no result link found one)
+            group = "parked" if next(turns) % 2 else "default"
             return StepInput.initial(submit.Case(
                 query={"output": ["user.f0"], "resource_group": group, "query_name": f"links-{group}"},
                 body=arrow_body(pa.table({"user.id": [user]})), media_type="application/vnd.apache.arrow.stream"))
 
         class Machine(CountingMachine, schema.as_state_machine()):  # type: ignore[misc]
             SUBMIT_ARROW = transition(name="SUBMIT_ARROW", target=Bundle("catch_all"),
-                                      input=st.tuples(st.integers(1, 1000), st.booleans()).map(submission),
+                                      input=st.integers(1, 1000).map(submission),
                                       precondition=is_root_allowed(SUBMIT))
 
             def before_call(self, case):

@@ -57,7 +57,7 @@ def test_the_build_stage_installs_from_the_lock():
     copied = " ".join(v for k, v in build if k == "COPY")
     runs = " ".join(v for k, v in build if k == "RUN")
     assert "requirements.lock" in copied.split()
-    assert '--constraint requirements.lock ".[profiler]"' in runs, "the image's packages are the lock's versions"
+    assert '--constraint requirements.lock ".[profiler,s3]"' in runs, "the image's packages are the lock's versions"
 
 
 def test_the_image_is_multi_stage_pinned_slim_and_non_root():

@@ -4,17 +4,13 @@ on its first token; `jq_` API tokens go through the same authenticator."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jobqueue.auth.identity import Identity, Role
 from jobqueue.auth.jwks import JwksCache
@@ -22,69 +18,9 @@ from jobqueue.auth.oidc import BearerAuthenticator, OidcConfig, OidcVerifier, Re
 from jobqueue.auth.tokens import TokenStore
 from jobqueue.keys import Keys
 from jobqueue.redis import connect_redis
+from tests.oidc_provider import AUDIENCE, IdentityProvider
 
-AUDIENCE = "jobqueue-api"
-
-
-class IdentityProvider:
-    """A tiny issuer: its discovery document and JWKS over HTTP on a free port, keys made here, requests counted."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, Any] = {}  # kid -> private key
-        self.jwks_requests = 0
-        provider = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
-                if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": provider.issuer, "jwks_uri": provider.issuer + "/keys"}
-                elif self.path == "/keys":
-                    provider.jwks_requests += 1
-                    body = {"keys": [provider.public_jwk(kid) for kid in list(provider.keys)]}
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def add_key(self, kid: str, kind: str = "RSA") -> None:
-        if kind == "RSA":
-            self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        else:
-            self.keys[kid] = ec.generate_private_key(ec.SECP256R1())
-
-    def public_jwk(self, kid: str) -> dict[str, Any]:
-        key = self.keys[kid]
-        if isinstance(key, rsa.RSAPrivateKey):
-            jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True) | {"alg": "RS256"}
-        else:
-            jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True) | {"alg": "ES256"}
-        return jwk | {"kid": kid, "use": "sig"}
-
-    def token(self, kid: str = "k1", signer: Any = None, **claims: Any) -> str:
-        now = int(time.time())
-        body = {"iss": self.issuer, "aud": AUDIENCE, "sub": "0f6c2d", "preferred_username": "alice", "team": "risk",
-                "iat": now, "exp": now + 300} | claims
-        body = {k: v for k, v in body.items() if v is not None}
-        key = signer or self.keys[kid]
-        alg = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
-        return jwt.encode(body, key, algorithm=alg, headers={"kid": kid})
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+__all__ = ["AUDIENCE", "IdentityProvider", "idp"]  # the issuer and its fixture, for other tests
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ WRITES = {"hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "zadd", "zrem", "
           "srem", "publish", "register_script", "eval", "evalsha"}
 REDIS_HANDLES = ("redis", "pipe", "pool")  # a receiver whose text holds one of these is a Redis client or pipeline
 JOB_STATE = {"job", "queue", "running", "heartbeat", "deadlines", "jobs_index", "oom_kill", "counters", "active_jobs",
+             "jobs_by", "jobs_by_state", "jobs_by_wait", "jobs_by_duration", "listing_indexes",
              "arq_job", "arq_in_progress", "arq_in_progress_of", "arq_retry", "arq_result"}
 NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "consumers": "presence: each consumer's heartbeat JSON, written by itself; the manager drops stale ones",
@@ -32,8 +33,14 @@ NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "tokens": "the index of API tokens: `jobqueue.auth.tokens.TokenStore`",
     "console_session": "a web console sign-in (its identity and CSRF token, never the token): "
                        "`jobqueue.console.sessions.SessionStore`",
+    "console_live": "the open live streams of a console sign-in: `jobqueue.console.live.LiveStreams`",
     "registry_versions": "the applied feature registries: `RegistryStore.apply`",
     "registry_current": "the current registry version: `RegistryStore.apply`",
+    "group_history": "the manager's per-group samples of the last hour (the console's sparklines): "
+                     "`manager.group_history`",
+    "upload": "a staged upload's reference (owner, object key, expiry), never job state: "
+              "`jobqueue.upload_store.UploadStore`",
+    "oidc_login": "an OIDC sign-in under way (PKCE verifier, nonce): `jobqueue.console.oidc_signin`",
 }
 ALLOWED = {  # (module, call) whose key the scan cannot name -> why it is not a write of job state
     ("manager/observe.py", "register_script"): "the observation script only reads",
