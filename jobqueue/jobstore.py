@@ -28,12 +28,14 @@ from jobqueue.keys import JOB_JSON_FIELDS, ActiveJobsField, CounterName, JobFiel
 from jobqueue.logs import capped
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 from jobqueue.quotas import Quota
+from jobqueue.shard_store import ShardedJobs, decode_record
 from jobqueue.store_scripts import (
     CLAIM,
     KILL_ID,
     NAMES,
     RECORD_OOM_KILL,
     RECORD_REPLACED,
+    RELEASE_SHARD,
     REQUEST_CANCEL,
     SUBMIT,
     SUBMIT_CREATED,
@@ -87,7 +89,7 @@ def _encode(value: Any) -> str:
     return json.dumps(value)
 
 
-class JobStore:
+class JobStore(ShardedJobs):
     """The I/O for job records, and the only writer of job state: the record, its queue entry and arq job,
     the running entry and heartbeat, deadlines, the jobs index, OOM kills, the counters and the active-jobs counts of
     the quotas. Holds no state beyond its Redis client, key layout and clock."""
@@ -102,6 +104,7 @@ class JobStore:
         self._request_cancel = redis.register_script(REQUEST_CANCEL)
         self._record_oom_kill = redis.register_script(RECORD_OOM_KILL)
         self._submit = redis.register_script(SUBMIT)
+        self._release_shard = redis.register_script(RELEASE_SHARD)
 
     async def create(self, record: JobRecord) -> None:
         """Write a record without enqueueing it (tests plant records for hand-made queue entries this way).
@@ -124,10 +127,24 @@ class JobStore:
 
     async def _create(self, record: JobRecord, queue: str | None, arq_job: bytes, expires_ms: int,
                       quotas: Sequence[Quota], exclusive: bool = False) -> bool:
+        keys, args, active = self._submit_call(record, queue, arq_job, expires_ms, quotas)
+        reply = await self._submit(keys=keys, args=args)
+        if int(reply[0]) == SUBMIT_CREATED:
+            return True
+        if int(reply[0]) == SUBMIT_OVER_QUOTA:
+            field, current = active[int(reply[1]) - 1][0], int(reply[2])
+            raise next(q for q in quotas if q.active_field == field).exceeded(current)
+        if exclusive:
+            return False
+        raise DuplicateJobId(record.job_id)
+
+    def _submit_call(self, record: JobRecord, queue: str | None, arq_job: bytes, expires_ms: int,
+                     quotas: Sequence[Quota], score_ms: int | None = None,
+                     ) -> tuple[list[str], list[Any], list[list[Any]]]:
+        """The KEYS and ARGV of `SUBMIT` for one record (and the active-jobs fields it counts); `score_ms`: its
+        queue score (default: its submission time)."""
         job_id = record.job_id
-        pairs: list[str] = [JobField.STATUS.value, record.status.value]
-        for name in JOB_JSON_FIELDS:
-            pairs += [name, _encode(getattr(record, name))]
+        pairs = self._record_pairs(record)
         counted = [CounterName.ENQUEUED.field(record.resource_group)]
         if record.team:
             counted.append(TeamCounterName.SUBMITTED.field(record.team))
@@ -140,18 +157,18 @@ class JobStore:
         keys = [self.keys.job(job_id), self.keys.arq_job(job_id), self.keys.arq_result(job_id), self.keys.jobs_index,
                 self.keys.counters, self.keys.deadlines, self.keys.active_jobs, *([queue] if queue else [])]
         submitted_ms = record.submitted_at.timestamp() * 1000
-        reply = await self._submit(keys=keys, args=[
-            json.dumps(pairs), self.ttl_seconds, job_id, repr(submitted_ms),
-            repr(deadline.timestamp() * 1000) if deadline is not None else "", json.dumps(counted), json.dumps(active),
-            self.keys.arq_id(job_id), arq_job, expires_ms, int(submitted_ms)])
-        if int(reply[0]) == SUBMIT_CREATED:
-            return True
-        if int(reply[0]) == SUBMIT_OVER_QUOTA:
-            field, current = active[int(reply[1]) - 1][0], int(reply[2])
-            raise next(q for q in quotas if q.active_field == field).exceeded(current)
-        if exclusive:
-            return False
-        raise DuplicateJobId(job_id)
+        args = [json.dumps(pairs), self.ttl_seconds, job_id, repr(submitted_ms),
+                repr(deadline.timestamp() * 1000) if deadline is not None else "", json.dumps(counted),
+                json.dumps(active), self.keys.arq_id(job_id), arq_job, expires_ms,
+                int(submitted_ms) if score_ms is None else score_ms]
+        return keys, args, active
+
+    def _record_pairs(self, record: JobRecord) -> list[str]:
+        """The stored fields of a record, as field, value, ... (`status` plain, the rest JSON)."""
+        pairs: list[str] = [JobField.STATUS.value, record.status.value]
+        for name in JOB_JSON_FIELDS:
+            pairs += [name, _encode(getattr(record, name))]
+        return pairs
 
     async def active_jobs(self, quotas: Sequence[Quota]) -> list[int]:
         """The unfinished jobs each of these queued-jobs quotas counts now (`submit` checks them atomically)."""
@@ -162,15 +179,13 @@ class JobStore:
         return [int(v) if v is not None else 0 for v in values]
 
     async def get(self, job_id: str) -> JobRecord | None:
+        """A job's record; a sharded query's parent as derived from its shards (`ShardedJobs.with_shards`)."""
         raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id)))
-        if not raw:
-            return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
-        values: dict[str, Any] = {"job_id": job_id, "status": data.pop(JobField.STATUS)}
-        for name, text in data.items():
-            if name in JOB_JSON_FIELDS:
-                values[name] = json.loads(text)
-        return JobRecord.model_validate(values)
+        record = decode_record(job_id, raw)
+        if record is not None and record.shard_ids:
+            return await self.with_shards(record)
+        return record
+
 
     async def transition(
         self,

@@ -37,7 +37,10 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>events                   pub/sub channel: `submitted:<group>` (`submitted_event`) wakes the manager early,
                                 and the idle consumers of that group
     <p>finished:<id>            pub/sub channel: the job's new status, published by the transition that made it
-                                final (`JobStore`), in the same script; `wait()` blocks on it
+                                final (`JobStore`), in the same script; `wait()` blocks on it. A sharded query's
+                                parent is told `shard` each time one of its shards ends
+    <p>shard-released:<id>      set, per sharded query's parent: the shards whose end has released a held sibling
+                                (each releases one, once: `jobqueue.shard_store`); TTL of the job records
 
 arq keeps its own per-job keys (`arq:job:<arq id>`, `arq:in-progress:<arq id>`, `arq:retry:<arq id>`,
 `arq:result:<arq id>`), outside our prefix. So that environments sharing a Redis never share them, arq
@@ -106,6 +109,9 @@ class JobField(enum.StrEnum):
     QUERY_NAME = "query_name"
     CORRELATION_ID = "correlation_id"
     REGISTRY_VERSION = "registry_version"
+    SHARD_IDS = "shard_ids"  # a sharded query's parent: its shards' job ids, in shard order (`jobqueue.sharding`)
+    PARENT_ID = "parent_id"  # a shard: its parent's job id
+    NUM_WORKERS = "num_workers"  # a parent: at most this many of its shards run at once (null: no cap)
 
 
 JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
@@ -364,6 +370,7 @@ class Keys:
     token = _Named("token")  # per API token id
     console_session = _Named("console-session")  # per SHA-256 of a console session cookie
     job_finished = _Named("finished")  # pub/sub channel per job id: its final status, once
+    shard_released = _Named("shard-released")  # set per sharded query's parent: shards whose end released a held one
 
     # keys without a variable part
     deadlines = _Fixed("deadlines")  # zset: job id -> completion deadline (ms)

@@ -70,6 +70,8 @@ class QueryJob(_Strict):
     # the registry version (`<number>-<hash>`) the job was planned against; None: queued by an SDK that planned
     # against its local file (no version in Redis, or an older SDK), and consumers plan with theirs
     registry_version: str | None = Field(default=None, pattern=REGISTRY_VERSION_PATTERN)
+    # a shard of a sharded query (`jobqueue.sharding`): its parent's job id; its result keeps `__row__`
+    parent_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
 
 
 class PerformanceSummary(_Strict):
@@ -184,6 +186,15 @@ class JobRecord(_Strict):
                                            "None once it runs (never stored: read with the record).")
     registry_version: str | None = Field(default=None, description="The registry version the job was planned "
                                          "against (`jobqueue registry show <version>`); None: the local file.")
+    shard_ids: list[str] = Field(default_factory=list, description="A sharded query's parent: its shards' job "
+                                 "ids in shard order (each a job of its own); empty for any other job.")
+    parent_id: str | None = Field(default=None, description="A shard: the job id of its sharded query's parent.")
+    num_workers: int | None = Field(default=None, description="A parent: at most this many of its shards run at "
+                                    "once, across consumers (None: no cap).")
+    shards_done: int | None = Field(default=None, description="A parent: how many shards have succeeded (derived "
+                                    "from them when read, never stored).")
+    rows_done: int | None = Field(default=None, description="A parent: input rows of the shards that have "
+                                  "succeeded (derived when read, never stored).")
 
 
 class ConsumerInfo(_Strict):
