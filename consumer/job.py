@@ -238,4 +238,17 @@ class JobRun:
         local (small), in a thread for object stores; a failed delete is left to the manager's GC."""
         if applied:
             await self.consumer.storage.discard_job_files(self.job.job_id, result=outcome != "succeeded")
+        if applied and self.job.parent_id is not None:
+            await self._shard_ended(outcome)
         return {"outcome": outcome}
+
+    async def _shard_ended(self, outcome: str) -> None:
+        """A shard of a sharded query ended: release a held sibling (`jobqueue.shard_store`); a shard that failed
+        fails its parent, so its siblings are cancelled (their work would be thrown away)."""
+        job, parent_id = self.job, self.job.parent_id
+        assert parent_id is not None
+        await until_reachable(lambda: self.store.release_shard(job.job_id, parent_id, job.resource_group),
+                              Outage(log, "releasing a held shard"))
+        if outcome in (JobStatus.FAILED.value, JobStatus.EXPIRED.value):
+            log.warning("shard ended without a result; cancelling its siblings", outcome=outcome, parent=parent_id)
+            await until_reachable(lambda: self.store.cancel_sharded(parent_id), Outage(log, "cancelling shards"))

@@ -71,6 +71,7 @@ from jobqueue.registry import Registry, load_registry
 from jobqueue.registry_store import RegistryStore
 from jobqueue.registry_versions import content_hash, document_of, parse_version_ref
 from jobqueue.settings import Settings, load_settings
+from jobqueue.sharding import check_num_shards
 from jobqueue.storage import Storage, job_uri
 from jobqueue.sync import LoopThread
 
@@ -240,6 +241,8 @@ class AsyncJobQueueClient:
         tags: dict[str, str] | None = None,
         query_name: str | None = None,
         correlation_id: str | None = None,
+        num_shards: int | str | None = None,
+        num_workers: int | None = None,
     ) -> AsyncJobHandle | AsyncLocalResult:
         """Validate, stage and enqueue one offline query; or run it here when not asynchronous.
 
@@ -253,6 +256,11 @@ class AsyncJobQueueClient:
         Attribution (`jobqueue.attribution`), stored with the job and shown by `jobqueue jobs`: `owner` (default:
         the OS user), `team` (default: JOBQUEUE_TEAM), `tags` (a small mapping of text), `query_name`, and
         `correlation_id` (default: a new one) to find the job from the caller's own logs.
+
+        `num_shards` (N, or "auto": ceil(rows / JOBQUEUE_SHARD_TARGET_ROWS)): split the input into N shards by a
+        stable hash of the first output namespace's primary key, each a job of its own under one parent job whose
+        handle this returns (`jobqueue.sharding`); `num_workers`: at most this many shards run at once, across
+        consumers (default: no cap). Results come back in input order.
         """
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
@@ -263,8 +271,16 @@ class AsyncJobQueueClient:
             raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
         if isinstance(output, str) or not isinstance(output, (list, tuple)):
             raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
+        if num_shards is not None or num_workers is not None:
+            if num_shards is None:
+                raise InvalidQueryError("num_workers", "caps the shards of a sharded query: give num_shards too")
+            check_num_shards(num_shards, num_workers)
+            if not run_asynchronously:
+                raise InvalidQueryError("num_shards", "shards run on the service's consumers: leave "
+                                        "run_asynchronously=True")
         query = QueryRequest(input, list(output), input_times, resources.resource_group, max_retries, deadline,
-                             include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id)
+                             include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id,
+                             num_shards, num_workers)
         if not run_asynchronously:  # plans against this client's own registry: no Redis needed
             if not self.direct:
                 raise InvalidQueryError("run_asynchronously", "False runs the query in this process, which needs "
@@ -291,6 +307,11 @@ class AsyncJobQueueClient:
                 "resources.resource_group",
                 f"unknown resource group {query.resource_group!r}; known groups: {', '.join(known)}",
             )
+        if query.num_shards is not None:
+            from jobqueue.shard_submit import submit_sharded
+
+            with self.reaching_redis("the sharded query was not submitted"):
+                return await submit_sharded(self, query, attribution, table, columns, registry, registry_version)
         job_id = uuid.uuid4().hex
         with self.reaching_redis("the query was not submitted (had the connection broken during the final "
                                  f"write, `jobqueue jobs` would list job {job_id})"):
@@ -360,11 +381,7 @@ class AsyncJobQueueClient:
 
     async def _submit(self, record: JobRecord, job: QueryJob, exclusive: bool, quotas: list[Quota]) -> bool:
         """Create the record and enqueue the job atomically (`JobStore.submit`), then wake the manager."""
-        enqueued_ms = int(job.submitted_at.timestamp() * 1000)
-        body = job.model_dump(mode="json")
-        if body["registry_version"] is None:  # a payload that pins no version stays one older consumers take
-            del body["registry_version"]
-        payload = serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
+        payload = arq_payload(job)
         if not await self.store.submit(record, self.keys.queue(job.resource_group), payload,
                                        self.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas):
             return False  # another manager won the race; its staged input is the same file
@@ -491,6 +508,16 @@ class AsyncJobQueueClient:
         return await self.backend.apply_registry(parsed, applied_by)
 
 
+
+
+def arq_payload(job: QueryJob) -> bytes:
+    """The arq job of a query job, as consumers take it."""
+    body = job.model_dump(mode="json")
+    for optional in ("registry_version", "parent_id"):  # a payload without them stays one older consumers take
+        if body[optional] is None:
+            del body[optional]
+    enqueued_ms = int(job.submitted_at.timestamp() * 1000)
+    return serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
 
 
 @dataclass(frozen=True)

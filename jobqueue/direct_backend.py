@@ -119,6 +119,9 @@ class DirectBackend:
         client = self.client
         job_id = await self.resolve_job_id(job_id)
         with client.reaching_redis(f"job {job_id} was not cancelled"):
+            before = await client.store.get(job_id)
+            if before is not None and before.shard_ids:
+                return await self._cancel_sharded(before, wait)
             result = await client.store.request_cancel(job_id)
         if result is CancelOutcome.NO_JOB:
             raise JobNotFoundError(f"no job {job_id!r} in environment {client.settings.environment!r}")
@@ -132,6 +135,23 @@ class DirectBackend:
         elif result is CancelOutcome.ALREADY_FINAL and record.status is not JobStatus.CANCELLED:
             raise JobStateError(f"job {job_id} is {record.status.value}; it can no longer be cancelled")
         return record
+
+    async def _cancel_sharded(self, parent: JobRecord, wait: float | None) -> JobRecord:
+        """Cancel every unfinished shard of a sharded query (`JobStore.cancel_sharded`), and wait up to `wait`
+        seconds for the running ones to stop."""
+        from jobqueue.handles import AsyncJobHandle
+
+        client = self.client
+        if parent.status.is_final and parent.status is not JobStatus.CANCELLED:
+            raise JobStateError(f"job {parent.job_id} is {parent.status.value}; it can no longer be cancelled")
+        outcomes = await client.store.cancel_sharded(parent.job_id)
+        for shard, outcome in zip(parent.shard_ids, outcomes, strict=True):
+            if outcome is CancelOutcome.CANCELLED_QUEUED:
+                await client.storage.discard_job_files(shard)
+        if wait and CancelOutcome.STOP_REQUESTED in outcomes:
+            with contextlib.suppress(TimeoutError, JobQueueError):
+                await AsyncJobHandle(parent.job_id, client).wait(timeout=wait, show_progress=False)
+        return await self.get_job(parent.job_id)
 
     async def read_result(self, record: JobRecord) -> pa.Table:
         from jobqueue.handles import read_result

@@ -125,7 +125,7 @@ class ShardedJobs:
         and every unfinished shard is cancelled (queued ones at once, running ones by their consumers)."""
         key = self.keys.job(parent_id)
         raw = await cast(Awaitable[bytes | None], self.redis.hget(key, JobField.SHARD_IDS))
-        await self.redis.hset(key, JobField.CANCEL_REQUESTED, "true")
+        await cast(Awaitable[int], self.redis.hset(key, JobField.CANCEL_REQUESTED, "true"))
         shards: list[str] = json.loads(raw) if raw else []
         return list(await asyncio.gather(*(self.request_cancel(s) for s in shards)))
 

@@ -123,11 +123,11 @@ def parent_status(parent: JobStatus, shards: Sequence[JobStatus], cancel_request
     if parent is JobStatus.CANCELLED:
         return parent
     running = any(s in (JobStatus.RUNNING, JobStatus.QUEUED) for s in shards)
+    for final in (JobStatus.FAILED, JobStatus.EXPIRED):
+        if final in shards and not any(s is JobStatus.RUNNING for s in shards):
+            return final
     if cancel_requested and not any(s is JobStatus.RUNNING for s in shards):
         return JobStatus.CANCELLED
-    for final in (JobStatus.FAILED, JobStatus.EXPIRED):
-        if final in shards:
-            return final
     if shards and all(s is JobStatus.SUCCEEDED for s in shards):
         return JobStatus.SUCCEEDED
     if JobStatus.CANCELLED in shards and not running:
