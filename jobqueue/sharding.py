@@ -113,7 +113,10 @@ def split(table: pa.Table, key_column: str, n: int) -> list[pa.Table]:
 
 def merge_results(tables: Sequence[pa.Table], row_column: str) -> pa.Table:
     """The shards' results in input order, without `row_column`."""
-    merged = pa.concat_tables([t for t in tables if t.num_rows] or list(tables[:1]))
+    kept = [t for t in tables if t.num_rows] or list(tables[:1])
+    # a shard without nulls in a column may write it `not null`: read them all as nullable
+    schema = pa.schema([f.with_nullable(True) for f in kept[0].schema], metadata=kept[0].schema.metadata)
+    merged = pa.concat_tables([t.cast(schema) for t in kept])
     ordered = merged.take(pc.sort_indices(merged.column(row_column)))
     return ordered.drop_columns([row_column])
 

@@ -1,0 +1,77 @@
+"""Sharded queries (issue 17 part 1) through real consumers: a sharded query answers row for row what the unsharded
+one does, in input order; the parent's state and summary come from its shards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
+from jobqueue import AsyncJobQueueClient, JobStatus
+from jobqueue.errors import InvalidQueryError
+from jobqueue.sample import sample_input
+from tests.helpers import worker_running
+from tests.reference import assert_same, reference
+
+OUTPUT = ["user.f0", "user.logins", "user.segment", "user.txn_count_7d"]
+
+
+def _with_duplicates_and_nulls(ids: pa.Array, times: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """The input again with its first 20 rows repeated at the end (duplicate rows) and every 17th key null."""
+    values = ids.to_pylist() + ids.to_pylist()[:20]
+    keys = pa.array([None if i % 17 == 5 else v for i, v in enumerate(values)], type=pa.int64())
+    return keys, pa.concat_arrays([times, times.slice(0, 20)])
+
+
+@pytest.mark.parametrize("n", [1, 3, 16])
+async def test_a_sharded_query_equals_the_unsharded_one_row_for_row(settings, store, n):
+    ids, times = sample_input(store.users, 400, seed=n)
+    keys, times = _with_duplicates_and_nulls(ids["user.id"], times)
+    async with AsyncJobQueueClient(settings) as client, worker_running(settings, max_jobs=4):
+        whole = await client.offline_query({"user.id": keys}, OUTPUT, times)
+        sharded = await client.offline_query({"user.id": keys}, OUTPUT, times, num_shards=n)
+        for job in (whole, sharded):
+            assert (await job.wait(timeout=120, show_progress=False)).status is JobStatus.SUCCEEDED
+        parent = await sharded.record()
+        assert len(parent.shard_ids) == n and parent.shards_done == n and parent.rows_done == len(keys)
+        expected = await whole.to_pandas()
+        got = await sharded.to_pandas()
+        pd.testing.assert_frame_equal(got, expected)
+        assert "__row__" not in got.columns
+        known = [k is not None for k in keys.to_pylist()]
+        assert_same(got[known].reset_index(drop=True), reference(
+            store, keys.filter(pa.array(known)), times.filter(pa.array(known)), OUTPUT))
+        uris = await sharded.result_uris()
+        assert len(uris) == n
+        dataset = await sharded.to_dataset()
+        assert isinstance(dataset, pads.Dataset) and dataset.count_rows() == len(keys)
+        assert sorted(dataset.to_table(columns=["__row__"]).column(0).to_pylist()) == list(range(len(keys)))
+        summary = parent.summary
+        assert summary is not None and summary.rows_in == len(keys) and summary.rows_out == len(keys)
+        shards = [await client.get_job(s) for s in parent.shard_ids]
+        assert all(s.parent_id == parent.job_id and s.attempts == 1 for s in shards)
+        assert summary.total_seconds == max(s.summary.total_seconds for s in shards if s.summary)
+        assert summary.sources["__shards__"]["shards"] == n
+
+
+async def test_bad_shard_options_are_refused_naming_the_field(settings, store):
+    async with AsyncJobQueueClient(settings) as client:
+        for bad, field in [(dict(num_shards=0), "num_shards"), (dict(num_shards="many"), "num_shards"),
+                           (dict(num_shards=True), "num_shards"), (dict(num_shards=2, num_workers=0), "num_workers"),
+                           (dict(num_workers=2), "num_workers"),
+                           (dict(num_shards=2, run_asynchronously=False), "num_shards")]:
+            with pytest.raises(InvalidQueryError) as e:
+                await client.offline_query({"user.id": [1, 2]}, ["user.f0"], **bad)
+            assert e.value.field == field, bad
+
+
+async def test_auto_picks_the_number_of_shards_from_the_target_rows(settings, store):
+    settings = settings.model_copy(update={"shard_target_rows": 100})
+    ids = pa.array(np.arange(1, 351), type=pa.int64())
+    async with AsyncJobQueueClient(settings) as client, worker_running(settings, max_jobs=4):
+        job = await client.offline_query({"user.id": ids}, ["user.f0"], num_shards="auto")
+        assert len((await job.record()).shard_ids) == 4  # ceil(350 / 100)
+        await job.wait(timeout=120, show_progress=False)
+        assert (await job.to_arrow()).column("user.id").to_pylist() == ids.to_pylist()
