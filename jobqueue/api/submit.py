@@ -29,6 +29,7 @@ from jobqueue.auth.policy import Action
 from jobqueue.errors import InvalidQueryError
 from jobqueue.handles import AsyncJobHandle
 from jobqueue.models import JobRecord, ResourceRequests
+from jobqueue.sharding import check_num_shards
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={**ERRORS, **SUBMIT_ERRORS})
 
@@ -95,9 +96,17 @@ async def submit(
     query_name: Annotated[str | None, Query(description="What the query is, for listings and logs.")] = None,
     correlation_id: Annotated[str | None, Query(description="The caller's id for the request (default: new).")]
     = None,
+    num_shards: Annotated[str | None, Query(description="Split the query into this many shards (1 to 1024), or "
+                                            "`auto`; the reply is the parent job (`shard_ids`).")] = None,
+    num_workers: Annotated[int | None, Query(description="At most this many shards run at once (with num_shards; "
+                                             "default: no cap).")] = None,
 ) -> JobRecord:
     allow(identity, Action.SUBMIT_JOB, svc)
     tags = parse_tags(tag)
+    shards: int | str | None = num_shards
+    if num_shards is not None and num_shards != "auto":
+        shards = int(num_shards) if num_shards.strip().isdigit() else num_shards  # bad values: the client names them
+    check_num_shards(shards if shards is not None else 1, num_workers)
     body = await read_body(request, svc.settings.api_max_body_bytes)
     table = await asyncio.to_thread(decode_input, body, request.headers.get("content-type", ""))
     del body
@@ -105,11 +114,12 @@ async def submit(
     handle = await svc.client.offline_query(
         table, output, input_times, run_asynchronously=True, resources=ResourceRequests(resource_group=resource_group),
         max_retries=max_retries, completion_deadline=completion_deadline, include_input_time=include_input_time,
-        owner=identity.owner, team=identity.team, tags=tags, query_name=query_name, correlation_id=correlation_id)
+        owner=identity.owner, team=identity.team, tags=tags, query_name=query_name, correlation_id=correlation_id,
+        num_shards=shards, num_workers=num_workers)
     assert isinstance(handle, AsyncJobHandle)
     # the record as stored (one read; not `get_job`, whose wait reason costs a round trip of its own: a GET of
     # the job says why it waits)
-    record = await svc.client.store.get(handle.id)
+    record = await svc.client.store.get(handle.id)  # a sharded query's parent, with its `shard_ids`
     if record is None:
         raise ApiError(404, f"job {handle.id} was submitted and is gone already (its record expired)")
     svc.metrics.submitted.labels(svc.metrics.team(identity.team)).inc()

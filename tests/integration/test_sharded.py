@@ -75,3 +75,26 @@ async def test_auto_picks_the_number_of_shards_from_the_target_rows(settings, st
         assert len((await job.record()).shard_ids) == 4  # ceil(350 / 100)
         await job.wait(timeout=120, show_progress=False)
         assert (await job.to_arrow()).column("user.id").to_pylist() == ids.to_pylist()
+
+
+async def test_over_http_a_sharded_query_reads_back_in_input_order(settings, store):
+    from jobqueue.api.server import api_in_thread
+    from jobqueue.auth.identity import Role
+    from jobqueue.settings import Settings
+    from tests.api_support import make_token
+
+    ids, times = sample_input(store.users, 300, seed=21)
+    token = await make_token(settings, "alice", Role.USER, "risk")
+    with api_in_thread(settings, port=0) as url:
+        remote_settings = Settings(api_url=url, api_token=token, environment=settings.environment,
+                                   home=settings.home.parent / "client-home")
+        async with AsyncJobQueueClient(remote_settings) as remote, worker_running(settings, max_jobs=4):
+            assert not remote.direct
+            job = await remote.offline_query(ids, OUTPUT, times, num_shards=4, num_workers=2)
+            record = await job.wait(timeout=120, show_progress=False)
+            assert record.status is JobStatus.SUCCEEDED and len(record.shard_ids) == 4 and record.num_workers == 2
+            assert record.owner == "alice" and record.rows_done == 300
+            assert_same(await job.to_pandas(), reference(store, ids["user.id"], times, OUTPUT))
+            with pytest.raises(InvalidQueryError) as bad:
+                await remote.offline_query(ids, OUTPUT, times, num_shards=2, num_workers=0)
+            assert bad.value.field == "num_workers"
