@@ -98,3 +98,11 @@ async def test_over_http_a_sharded_query_reads_back_in_input_order(settings, sto
             with pytest.raises(InvalidQueryError) as bad:
                 await remote.offline_query(ids, OUTPUT, times, num_shards=2, num_workers=0)
             assert bad.value.field == "num_workers"
+
+
+async def test_wait_shows_shards_and_rows_done(settings, store, capfd):
+    ids = pa.array(np.arange(1, 301), type=pa.int64())
+    async with AsyncJobQueueClient(settings) as client, worker_running(settings, max_jobs=3):
+        job = await client.offline_query({"user.id": ids}, ["user.f0"], num_shards=3)
+        await job.wait(timeout=120, show_progress=True)
+    assert "succeeded · shards 3/3 · rows 300/300" in capfd.readouterr().err
