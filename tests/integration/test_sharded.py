@@ -105,4 +105,4 @@ async def test_wait_shows_shards_and_rows_done(settings, store, capfd):
     async with AsyncJobQueueClient(settings) as client, worker_running(settings, max_jobs=3):
         job = await client.offline_query({"user.id": ids}, ["user.f0"], num_shards=3)
         await job.wait(timeout=120, show_progress=True)
-    assert "succeeded · shards 3/3 · rows 300/300" in capfd.readouterr().err
+    assert "succeeded · shards 3/3 · rows 300/300" in capfd.readouterr().out  # rich writes to stdout
