@@ -3,6 +3,8 @@ one does, in input order; the parent's state and summary come from its shards.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -106,3 +108,35 @@ async def test_wait_shows_shards_and_rows_done(settings, store, capfd):
         job = await client.offline_query({"user.id": ids}, ["user.f0"], num_shards=3)
         await job.wait(timeout=120, show_progress=True)
     assert "succeeded · shards 3/3 · rows 300/300" in capfd.readouterr().out  # rich writes to stdout
+
+
+@pytest.mark.parametrize("n", [3, 16])
+async def test_the_adversarial_point_in_time_cases_hold_sharded(settings, tmp_path, n):
+    """Input times equal to a source row's (it counts), a null in the latest row (null, not the older value),
+    input times before any data, unknown keys, and duplicate input rows: each answered alike sharded."""
+    import pyarrow.parquet as pq
+
+    day = [datetime(2024, 1, d, tzinfo=UTC) for d in range(1, 6)]
+    (tmp_path / "snap").mkdir()
+    pq.write_table(pa.table({
+        "user_id": pa.array([1, 1, 2, 3, 3], type=pa.int64()),
+        "ts": pa.array([day[1], day[2], day[3], day[1], day[2]], type=pa.timestamp("us")),
+        "v": pa.array([1.0, None, 2.0, 3.0, 4.0]),
+    }), tmp_path / "snap" / "part-0.parquet")
+    (tmp_path / "registry.yaml").write_text(
+        "namespaces:\n  user:\n    primary_key: id\n    sources:\n    - name: snap\n      kind: parquet\n"
+        "      path: snap\n      key: user_id\n      timestamp: ts\n      features: [v]\n")
+    settings = settings.model_copy(update={"registry_path": tmp_path / "registry.yaml"})
+    rows = [(1, day[1], 1.0), (1, day[2], None), (1, day[4], None), (2, day[0], None), (2, day[3], 2.0),
+            (99, day[4], None), (3, day[1], 3.0), (3, day[4], 4.0), (3, day[1], 3.0), (None, day[4], None)] * 3
+    keys = pa.array([r[0] for r in rows], type=pa.int64())
+    times = pa.array([r[1] for r in rows], type=pa.timestamp("us", tz="UTC"))
+    async with AsyncJobQueueClient(settings) as client, worker_running(settings, max_jobs=4):
+        whole = await client.offline_query({"user.id": keys}, ["user.v"], times)
+        sharded = await client.offline_query({"user.id": keys}, ["user.v"], times, num_shards=n)
+        for job in (whole, sharded):
+            await job.wait(timeout=120, show_progress=False)
+        got = await sharded.to_arrow()
+        assert got.equals(await whole.to_arrow())
+        assert got.column("user.v").to_pylist() == [r[2] for r in rows]
+        assert len((await sharded.record()).shard_ids) <= n  # shards that got no rows are not created
