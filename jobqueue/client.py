@@ -271,13 +271,10 @@ class AsyncJobQueueClient:
             raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
         if isinstance(output, str) or not isinstance(output, (list, tuple)):
             raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
-        if num_shards is not None or num_workers is not None:
-            if num_shards is None:
-                raise InvalidQueryError("num_workers", "caps the shards of a sharded query: give num_shards too")
-            check_num_shards(num_shards, num_workers)
-            if not run_asynchronously:
-                raise InvalidQueryError("num_shards", "shards run on the service's consumers: leave "
-                                        "run_asynchronously=True")
+        check_num_shards(num_shards, num_workers)
+        if num_shards is not None and not run_asynchronously:
+            raise InvalidQueryError("num_shards", "shards run on the service's consumers: leave "
+                                    "run_asynchronously=True")
         query = QueryRequest(input, list(output), input_times, resources.resource_group, max_retries, deadline,
                              include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id,
                              num_shards, num_workers)

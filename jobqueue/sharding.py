@@ -42,8 +42,12 @@ def shard_id(parent_id: str, index: int) -> str:
     return f"{parent_id}.s{index}"
 
 
-def check_num_shards(num_shards: Any, num_workers: Any) -> tuple[int | str, int | None]:
+def check_num_shards(num_shards: Any, num_workers: Any) -> tuple[int | str | None, int | None]:
     """The options as given, checked: `InvalidQueryError` naming the field and what it takes."""
+    if num_shards is None:
+        if num_workers is not None:
+            raise InvalidQueryError("num_workers", "caps the shards of a sharded query: give num_shards too")
+        return None, None
     if num_shards != "auto" and (isinstance(num_shards, bool) or not isinstance(num_shards, int)
                                  or not 1 <= num_shards <= MAX_SHARDS):
         raise InvalidQueryError("num_shards", f"must be a whole number from 1 to {MAX_SHARDS} or \"auto\", "

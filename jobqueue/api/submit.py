@@ -105,8 +105,9 @@ async def submit(
     tags = parse_tags(tag)
     shards: int | str | None = num_shards
     if num_shards is not None and num_shards != "auto":
-        shards = int(num_shards) if num_shards.strip().isdigit() else num_shards  # bad values: the client names them
-    check_num_shards(shards if shards is not None else 1, num_workers)
+        # ASCII digits only ("²".isdigit() is true, and int() refuses it); any other text: the check names the field
+        shards = int(num_shards) if num_shards.isascii() and num_shards.isdigit() else num_shards
+    check_num_shards(shards, num_workers)
     body = await read_body(request, svc.settings.api_max_body_bytes)
     table = await asyncio.to_thread(decode_input, body, request.headers.get("content-type", ""))
     del body

@@ -140,3 +140,20 @@ async def test_the_adversarial_point_in_time_cases_hold_sharded(settings, tmp_pa
         assert got.equals(await whole.to_arrow())
         assert got.column("user.v").to_pylist() == [r[2] for r in rows]
         assert len((await sharded.record()).shard_ids) <= n  # shards that got no rows are not created
+
+
+async def test_the_api_refuses_bad_shard_options_with_422_naming_the_field(settings):
+    import httpx
+
+    from jobqueue.api.server import api_in_thread
+    from jobqueue.auth.identity import Role
+    from tests.api_support import make_token
+
+    token = await make_token(settings, "alice", Role.USER, "risk")
+    with api_in_thread(settings, port=0) as url:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+            for params in ({"num_shards": "²"}, {"num_shards": "0"}, {"num_shards": "many"},
+                           {"num_shards": "2", "num_workers": "0"}, {"num_workers": "2"}):
+                reply = await http.post("/v1/jobs", params={"output": "user.f0", **params}, content=b"")
+                assert reply.status_code == 422, (params, reply.text)
+                assert next(iter(params)) in reply.text or "num_workers" in reply.text
