@@ -97,6 +97,13 @@ async def test_over_http_a_sharded_query_reads_back_in_input_order(settings, sto
             assert record.status is JobStatus.SUCCEEDED and len(record.shard_ids) == 4 and record.num_workers == 2
             assert record.owner == "alice" and record.rows_done == 300
             assert_same(await job.to_pandas(), reference(store, ids["user.id"], times, OUTPUT))
+            import httpx
+
+            async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+                parent = await http.get(f"/v1/jobs/{job.id}/result")
+                assert parent.status_code == 409 and "one Parquet file per shard" in parent.text
+                shard = await http.get(f"/v1/jobs/{record.shard_ids[0]}/result")
+                assert shard.status_code == 200
             with pytest.raises(InvalidQueryError) as bad:
                 await remote.offline_query(ids, OUTPUT, times, num_shards=2, num_workers=0)
             assert bad.value.field == "num_workers"
