@@ -164,3 +164,26 @@ async def test_the_api_refuses_bad_shard_options_with_422_naming_the_field(setti
                 reply = await http.post("/v1/jobs", params={"output": "user.f0", **params}, content=b"")
                 assert reply.status_code == 422, (params, reply.text)
                 assert next(iter(params)) in reply.text or "num_workers" in reply.text
+
+
+async def test_cancelling_one_queued_shard_or_many_jobs_cancels_whole_sharded_queries(settings):
+    from jobqueue.keys import ActiveJobsField
+
+    ids = {"user.id": pa.array(np.arange(1, 201), type=pa.int64())}
+    async with AsyncJobQueueClient(settings) as client:  # no consumer: everything stays queued (3 of 4 held)
+        job = await client.offline_query(ids, ["user.f0"], num_shards=4, num_workers=1, owner="ann")
+        shards = (await job.record()).shard_ids
+        await client.cancel(shards[0])  # the query cannot succeed without it: no sibling is left held forever
+        assert [(await client.get_job(s)).status for s in shards] == [JobStatus.CANCELLED] * 4
+        assert (await job.record()).status is JobStatus.CANCELLED
+
+        other = await client.offline_query(ids, ["user.f0"], owner="ann", query_name="other")
+        big = await client.offline_query(ids, ["user.f0"], num_shards=3, owner="ann", query_name="big")
+        done = await client.cancel_many(query_name="big")
+        big_shards = (await big.record()).shard_ids
+        assert set(done.job_ids) <= {big.id, *big_shards} and done.job_ids  # the shards, or the parent for them
+        assert [(await client.get_job(s)).status for s in big_shards] == [JobStatus.CANCELLED] * 3
+        assert (await big.record()).status is JobStatus.CANCELLED
+        assert (await other.record()).status is JobStatus.QUEUED
+        field = ActiveJobsField.OWNER.field("ann")
+        assert await client.redis.hget(client.keys.active_jobs, field) == b"1", "ann's one queued job still counts"
