@@ -139,6 +139,7 @@ class WaitCode(enum.StrEnum):
     GROUP_ERROR = "group_error"  # the manager cannot scale the group (a config or backend error)
     MAX_INSTANCES_ZERO = "max_instances_zero"
     DEFERRED = "deferred"  # a retry waits for its due time
+    SHARD_HELD = "shard_held"  # a shard past its query's num_workers, released when a sibling ends
     TEAM_LIMIT = "team_limit"  # the submitting team is at its limit (fair share; not enforced yet)
     CONSUMER_START_FAILING = "consumer_start_failing"
     CONSUMER_STARTING = "consumer_starting"
