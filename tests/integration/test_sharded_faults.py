@@ -155,3 +155,28 @@ async def _count(client: AsyncJobQueueClient, ids: list[str], status: str, n: in
 
 async def _is(client: AsyncJobQueueClient, job_id: str, status: str) -> bool:
     return (await _statuses(client, [job_id]))[0] == status
+
+
+@pytest.mark.timeout(300)
+async def test_a_shard_lost_beyond_its_retries_fails_the_query_and_cancels_its_held_siblings(settings, store, tmp_path):
+    from jobqueue.keys import ActiveJobsField
+
+    settings, gate = _settings(settings, tmp_path)
+    ids, times = sample_input(store.users, 300, seed=9)
+    async with AsyncJobQueueClient(settings) as client, gated_consumers(settings, gate, 1) as procs:
+        job = await client.offline_query(ids, OUTPUT, times, num_shards=3, num_workers=1, max_retries=0,
+                                         owner="bea")
+        shards = (await job.record()).shard_ids
+        await eventually(lambda: _is(client, shards[0], "running"), timeout=120, what="the first shard running")
+        procs[0].kill()
+        procs[0].wait(30)
+        reaper = Reaper(client.redis, client.keys, client.store, HEARTBEAT_TTL, client.storage)
+
+        async def reaped() -> bool:
+            await reaper.run({"default": await _running(client)})
+            return (await _statuses(client, [shards[0]]))[0] == "failed"
+
+        await eventually(reaped, timeout=60, what="the lost shard failed (no retries left)")
+        assert await _statuses(client, shards) == ["failed", "cancelled", "cancelled"]
+        assert (await job.record()).status is JobStatus.FAILED
+        assert await client.redis.hget(client.keys.active_jobs, ActiveJobsField.OWNER.field("bea")) is None
