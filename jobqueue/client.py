@@ -72,6 +72,7 @@ from jobqueue.registry import Registry, load_registry
 from jobqueue.registry_store import RegistryStore
 from jobqueue.registry_versions import content_hash, document_of, parse_version_ref
 from jobqueue.settings import Settings, load_settings
+from jobqueue.sharding import check_num_shards
 from jobqueue.storage import Storage, job_uri
 from jobqueue.sync import LoopThread
 
@@ -243,6 +244,8 @@ class AsyncJobQueueClient:
         query_name: str | None = None,
         correlation_id: str | None = None,
         priority: Priority | str = Priority.NORMAL,
+        num_shards: int | str | None = None,
+        num_workers: int | None = None,
     ) -> AsyncJobHandle | AsyncLocalResult:
         """Validate, stage and enqueue one offline query; or run it here when not asynchronous.
 
@@ -259,6 +262,10 @@ class AsyncJobQueueClient:
 
         `priority`: "high", "normal" (default) or "low" weights the owner's share of the group (4, 2, 1:
         `jobqueue.fair_share`); it does not jump the whole queue.
+        `num_shards` (N, or "auto": ceil(rows / JOBQUEUE_SHARD_TARGET_ROWS)): split the input into N shards by a
+        stable hash of the first output namespace's primary key, each a job of its own under one parent job whose
+        handle this returns (`jobqueue.sharding`); `num_workers`: at most this many shards run at once, across
+        consumers (default: no cap). Results come back in input order.
         """
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
@@ -269,11 +276,15 @@ class AsyncJobQueueClient:
             raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
         if isinstance(output, str) or not isinstance(output, (list, tuple)):
             raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
+        check_num_shards(num_shards, num_workers)
+        if num_shards is not None and not run_asynchronously:
+            raise InvalidQueryError("num_shards", "shards run on the service's consumers: leave "
+                                    "run_asynchronously=True")
         if not isinstance(priority, str) or priority not in Priority.__members__.values():
             raise InvalidQueryError("priority", f"must be one of {', '.join(Priority)}, got {priority!r}")
         query = QueryRequest(input, list(output), input_times, resources.resource_group, max_retries, deadline,
                              include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id,
-                             Priority(priority))
+                             Priority(priority), num_shards, num_workers)
         if not run_asynchronously:  # plans against this client's own registry: no Redis needed
             if not self.direct:
                 raise InvalidQueryError("run_asynchronously", "False runs the query in this process, which needs "
@@ -300,6 +311,11 @@ class AsyncJobQueueClient:
                 "resources.resource_group",
                 f"unknown resource group {query.resource_group!r}; known groups: {', '.join(known)}",
             )
+        if query.num_shards is not None:
+            from jobqueue.shard_submit import submit_sharded
+
+            with self.reaching_redis("the sharded query was not submitted"):
+                return await submit_sharded(self, query, attribution, table, columns, registry, registry_version)
         job_id = uuid.uuid4().hex
         with self.reaching_redis("the query was not submitted (had the connection broken during the final "
                                  f"write, `jobqueue jobs` would list job {job_id})"):
@@ -373,13 +389,7 @@ class AsyncJobQueueClient:
                       fair: FairShare | None) -> bool:
         """Create the record and enqueue the job atomically (`JobStore.submit`, fairly scored with `fair`), then
         wake the manager."""
-        enqueued_ms = int(job.submitted_at.timestamp() * 1000)
-        body = job.model_dump(mode="json")
-        if body["registry_version"] is None:  # a payload that pins no version stays one older consumers take
-            del body["registry_version"]
-        if body["priority"] == Priority.NORMAL:  # likewise (the priority is the submit script's, not the consumer's)
-            del body["priority"]
-        payload = serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
+        payload = arq_payload(job)
         if not await self.store.submit(record, self.keys.queue(job.resource_group), payload,
                                        self.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas,
                                        fair=fair):
@@ -507,6 +517,18 @@ class AsyncJobQueueClient:
         return await self.backend.apply_registry(parsed, applied_by)
 
 
+
+
+def arq_payload(job: QueryJob) -> bytes:
+    """The arq job of a query job, as consumers take it."""
+    body = job.model_dump(mode="json")
+    for optional in ("registry_version", "parent_id"):  # a payload without them stays one older consumers take
+        if body[optional] is None:
+            del body[optional]
+    if body["priority"] == Priority.NORMAL:  # likewise (the priority is the submit script's, not the consumer's)
+        del body["priority"]
+    enqueued_ms = int(job.submitted_at.timestamp() * 1000)
+    return serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
 
 
 @dataclass(frozen=True)

@@ -328,3 +328,24 @@ def transition_counts(new: JobStatus) -> list[Count]:
     if new.is_final:
         counts.append(team_count(TeamCounterName(new.value)))
     return counts
+
+# A shard of a sharded query ended: tell its parent's waiters, and (once per shard) make the first held sibling due.
+# Shards past the parent's num_workers are submitted held (queue score `HELD_SCORE_MS`, never due); each shard's end
+# releases one, so at most num_workers of them are ever due or running, whichever consumers take them.
+# KEYS[1] the group's queue, KEYS[2] the parent's shard-released set. ARGV[1] the shard's job id, ARGV[2] JSON list of
+# the siblings' arq ids in shard order, ARGV[3] the held score, ARGV[4] now (ms), ARGV[5] the parent's finished
+# channel, ARGV[6] the set's TTL seconds. Returns the arq id released, or false.
+RELEASE_SHARD = """
+redis.call('PUBLISH', ARGV[5], 'shard')
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return false end
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+for _, member in ipairs(cjson.decode(ARGV[2])) do
+  local score = redis.call('ZSCORE', KEYS[1], member)
+  if score and tonumber(score) >= tonumber(ARGV[3]) then
+    redis.call('ZADD', KEYS[1], ARGV[4], member)
+    return member
+  end
+end
+return false
+"""
+HELD_SCORE_MS = 253_402_214_400_000  # 9999-12-31T00:00Z: never due, yet a valid time (`jobqueue.entries`)
