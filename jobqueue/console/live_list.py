@@ -15,8 +15,8 @@ re-read, since pub/sub is at most once and a job can enter a filtered page witho
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -103,7 +103,7 @@ async def _events(svc: Services, session: Session, cookie: str, job_ids: list[st
             if channels:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=max(wait, 0.0))
             else:
-                await _sleep(wait)
+                await asyncio.sleep(max(wait, 0.0))
             if message is not None and message.get("type") == "message":
                 channel = message["channel"]
                 name = channel.decode() if isinstance(channel, bytes) else str(channel)
@@ -114,13 +114,3 @@ async def _events(svc: Services, session: Session, cookie: str, job_ids: list[st
         with contextlib.suppress(*REDIS_UNREACHABLE):
             await pubsub.aclose()
         await streams.close()
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(max(seconds, 0.0))
-
-
-__all__ = ["IDS_PATTERN", "parse_ids", "router"]
-_ = re  # the pattern above is checked by FastAPI; `re` keeps `parse_ids` honest in tests
