@@ -62,18 +62,18 @@ async def test_a_submission_refreshes_the_first_page_and_another_owners_job_is_n
         with api_in_thread(settings, port=0) as url:
             async with console(url) as http:
                 await sign_in(http, token)
-                async with http.stream("GET", "/live/jobs", params={"ids": bobs}) as spy:
-                    async with http.stream("GET", "/live/jobs", params={"ids": alices, "new": "1"}) as mine:
-                        on_spy, on_mine = events(spy), events(mine)
-                        await store.request_cancel(bobs)  # bob's job changes: alice's stream of it says nothing
-                        async with AsyncJobQueueClient(settings) as client:
-                            await client.offline_query({"user.id": [7]}, ["user.f0"], owner="carol", team="x")
-                        assert await next_event(on_mine, timeout=30) == ("refresh", "new")
-                        try:
-                            heard = await asyncio.wait_for(anext(on_spy), 2.0)
-                        except TimeoutError:
-                            heard = None
-                        assert heard is None, heard
+                async with http.stream("GET", "/live/jobs", params={"ids": bobs}) as spy, \
+                        http.stream("GET", "/live/jobs", params={"ids": alices, "new": "1"}) as mine:
+                    on_spy, on_mine = events(spy), events(mine)
+                    await store.request_cancel(bobs)  # bob's job changes: alice's stream of it says nothing
+                    async with AsyncJobQueueClient(settings) as client:
+                        await client.offline_query({"user.id": [7]}, ["user.f0"], owner="carol", team="x")
+                    assert await next_event(on_mine, timeout=30) == ("refresh", "new")
+                    try:
+                        heard = await asyncio.wait_for(anext(on_spy), 2.0)
+                    except TimeoutError:
+                        heard = None
+                    assert heard is None, heard
                 bad = await http.get("/live/jobs", params={"ids": "a,b c"})
                 assert bad.status_code in (400, 422)
     finally:
