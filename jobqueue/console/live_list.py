@@ -1,7 +1,9 @@
 """Live updates of the jobs table over server-sent events, not polling: `GET /live/jobs?ids=<id>,<id>...&new=1`
 subscribes to the changed channel of each listed job the session may read (`Keys.job_changed`, published by
 `JobStore` with each transition, claim and cancel request) and, with `new=1` (the first page in submission order),
-to the submissions channel (`Keys.events`), and sends a `refresh` event when one of them fires. The page's script
+to the submissions channel (`Keys.events`), and sends a `refresh` event when one of them fires. `states` are the
+listed jobs' states as the page showed them: a job that changed between the page's read and the subscription is a
+`refresh` at once. The page's script
 (`static/jobs.js`) then has htmx fetch the table again, and the stream follows the new rows.
 
 At most one `refresh` a second, however many jobs change: a burst is one refresh. Ids the session may not read are
@@ -9,8 +11,8 @@ dropped without a word (a `user` cannot learn when another owner's job changes).
 re-check as a job's page (`jobqueue.console.live.LiveStreams`); each check also sends a `refresh`, as a safety
 re-read, since pub/sub is at most once and a job can enter a filtered page without a message on its channels.
 
-    event: refresh
-    data: <the job id that changed, or `new`, or `check`>
+    event: live                   event: refresh
+    data: subscribed              data: <the job id that changed, or `new`, or `check`>
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from redis.asyncio.client import PubSub
 from starlette.responses import Response, StreamingResponse
 
 from jobqueue.api.deps import Services, may, services
@@ -51,11 +54,11 @@ def parse_ids(ids: str) -> list[str]:
 @router.get("/live/jobs")
 async def live_jobs(request: Request, session: SignedIn,
                     ids: Annotated[str, Query(max_length=MAX_IDS * 201, pattern=IDS_PATTERN)] = "",
+                    states: Annotated[str, Query(max_length=MAX_IDS * 12, pattern="^[a-z,]*$")] = "",
                     new: Annotated[bool, Query()] = False) -> Response:
     svc = services(request)
     wanted = parse_ids(ids) if ids else []
-    records = await svc.client.store.get_many(wanted) if wanted else []
-    readable = [r.job_id for r in records if r is not None and may(session.identity, Action.READ_JOB, r, svc)]
+    shown = dict(zip(wanted, states.split(","), strict=False)) if states else {}
     cookie = request.cookies.get(COOKIE, "")
     settings = svc.settings
     streams = LiveStreams(svc.client.redis, svc.client.keys, cookie, settings.console_live_streams_per_session,
@@ -63,25 +66,42 @@ async def live_jobs(request: Request, session: SignedIn,
     if not await streams.open():
         raise PageError(429, f"this sign-in has {settings.console_live_streams_per_session} live pages open already "
                         "(JOBQUEUE_CONSOLE_LIVE_STREAMS_PER_SESSION): close one, or reload to read this page once")
-    return StreamingResponse(_events(svc, session, cookie, readable, new, streams),
+    return StreamingResponse(_events(svc, session, cookie, wanted, shown, new, streams),
                              media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
-async def _events(svc: Services, session: Session, cookie: str, job_ids: list[str], new: bool,
-                  streams: LiveStreams) -> AsyncIterator[str]:
+async def _subscribe(svc: Services, session: Session, pubsub: PubSub, job_ids: list[str], shown: dict[str, str],
+                     new: bool) -> tuple[dict[str, str], str | None]:
+    """Subscribe to the channels of the listed jobs the session may read (and to submissions with `new`): channel ->
+    what a refresh says of it, and the first listed job whose state is no longer what the page `shown`."""
     keys = svc.client.keys
-    check = svc.settings.console_live_check_seconds
     channels = {keys.job_changed(job_id): job_id for job_id in job_ids}
     if new:
         channels[keys.events] = "new"
+    if channels:
+        await pubsub.subscribe(*channels)
+    # read after subscribing, so a change between the page's read and now is seen here or on a channel
+    records = await svc.client.store.get_many(job_ids) if job_ids else []
+    hidden = [keys.job_changed(job_id) for job_id, r in zip(job_ids, records, strict=True)
+              if r is None or not may(session.identity, Action.READ_JOB, r, svc)]
+    for channel in hidden:  # never followed: not a word about a job this session may not read
+        del channels[channel]
+    if hidden:
+        await pubsub.unsubscribe(*hidden)
+    changed = [r.job_id for r in records if r is not None and r.job_id in shown
+               and keys.job_changed(r.job_id) in channels and shown[r.job_id] != r.status.value]
+    return channels, changed[0] if changed else None
+
+
+async def _events(svc: Services, session: Session, cookie: str, job_ids: list[str], shown: dict[str, str],
+                  new: bool, streams: LiveStreams) -> AsyncIterator[str]:
+    check = svc.settings.console_live_check_seconds
     pubsub = svc.client.redis.pubsub(ignore_subscribe_messages=True)
     try:
-        if channels:
-            await pubsub.subscribe(*channels)
-        yield ": live\n\n"  # the headers and a first byte go out at once
+        channels, pending = await _subscribe(svc, session, pubsub, job_ids, shown, new)
+        yield sse("live", "subscribed")  # from here on no change is missed (the page's script ignores it)
         next_check = time.monotonic() + check
         last_refresh = float("-inf")
-        pending: str | None = None
         while True:
             now = time.monotonic()
             if pending is not None and now - last_refresh >= MIN_REFRESH_SECONDS:
@@ -107,7 +127,8 @@ async def _events(svc: Services, session: Session, cookie: str, job_ids: list[st
             if message is not None and message.get("type") == "message":
                 channel = message["channel"]
                 name = channel.decode() if isinstance(channel, bytes) else str(channel)
-                pending = pending or channels.get(name, "new")
+                if name in channels:  # not a message of a channel just left
+                    pending = pending or channels[name]
     except REDIS_UNREACHABLE as e:  # the browser reconnects with the page's ids
         log.warning("console: live jobs stream lost Redis", error=str(e))
     finally:

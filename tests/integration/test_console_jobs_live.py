@@ -35,6 +35,7 @@ async def test_a_listed_jobs_change_refreshes_and_a_burst_is_one_refresh_a_secon
                 async with http.stream("GET", "/live/jobs", params={"ids": ",".join(ids)}) as response:
                     assert response.status_code == 200
                     stream = events(response)
+                    assert await next_event(stream) == ("live", "subscribed")
                     await store.request_cancel(ids[0])
                     assert await next_event(stream, timeout=30) == ("refresh", ids[0])
                     first = time.monotonic()
@@ -65,6 +66,7 @@ async def test_a_submission_refreshes_the_first_page_and_another_owners_job_is_n
                 async with http.stream("GET", "/live/jobs", params={"ids": bobs}) as spy, \
                         http.stream("GET", "/live/jobs", params={"ids": alices, "new": "1"}) as mine:
                     on_spy, on_mine = events(spy), events(mine)
+                    assert await next_event(on_spy) == await next_event(on_mine) == ("live", "subscribed")
                     await store.request_cancel(bobs)  # bob's job changes: alice's stream of it says nothing
                     async with AsyncJobQueueClient(settings) as client:
                         await client.offline_query({"user.id": [7]}, ["user.f0"], owner="carol", team="x")
@@ -76,5 +78,26 @@ async def test_a_submission_refreshes_the_first_page_and_another_owners_job_is_n
                     assert heard is None, heard
                 bad = await http.get("/live/jobs", params={"ids": "a,b c"})
                 assert bad.status_code in (400, 422)
+    finally:
+        await redis.aclose()
+
+
+async def test_a_job_that_changed_before_the_stream_subscribed_is_a_refresh_at_once(settings):
+    """The page read the job queued; it was cancelled before the page's stream subscribed (no message can tell)."""
+    settings = settings.model_copy(update={"console_live_check_seconds": 3600.0})
+    (job_id,) = await queued_jobs(settings, "alice")
+    token = await make_token(settings, "alice", Role.USER, "risk")
+    redis = connect_redis(settings)
+    store = JobStore(redis, Keys.for_environment(settings.environment), settings.job_ttl_seconds)
+    try:
+        with api_in_thread(settings, port=0) as url:
+            async with console(url) as http:
+                await sign_in(http, token)
+                assert "states=queued" in (await http.get("/jobs")).text
+                await store.request_cancel(job_id)
+                async with http.stream("GET", "/live/jobs", params={"ids": job_id, "states": "queued"}) as response:
+                    stream = events(response)
+                    assert await next_event(stream) == ("live", "subscribed")
+                    assert await next_event(stream, timeout=30) == ("refresh", job_id)
     finally:
         await redis.aclose()
