@@ -24,7 +24,7 @@ from arq.worker import Retry, func
 from pydantic import ValidationError
 
 from consumer.arq_worker import JobQueueWorker
-from consumer.job import JobRun, PrepareQuery, RunnableQuery
+from consumer.job import JobRun, PrepareQuery, RunnableQuery, shard_ended
 from consumer.metrics import ConsumerMetrics
 from jobqueue import entries, serializer
 from jobqueue.attribution import log_context
@@ -73,6 +73,7 @@ class Consumer:
         self.consumer_id = settings.consumer_id or f"{socket.gethostname()}-{os.getpid()}"
         self.started_at = self.last_heartbeat = time.time()
         self.running: set[str] = set()
+        self.ended_shards: dict[str, tuple[QueryJob, str]] = {}  # shard id -> (job, outcome): released at job end
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
         self._prepare: PrepareQuery = prepare or PreparedQuery
@@ -141,6 +142,9 @@ class Consumer:
         if self.team_limits:  # a team's job ended: the consumers skipping its jobs at their limit look again now
             with contextlib.suppress(*REDIS_UNREACHABLE):
                 await self.redis.publish(self.keys.events, submitted_event(self.group))
+        ended = self.ended_shards.pop(job_id, None)
+        if ended is not None:  # arq has taken it off its queue now: its end may release a held sibling
+            await shard_ended(self.store, *ended)
         warm.SPARES.prepare(self.instance_settings)  # for the next query, started while none runs
 
     # --- presence ------------------------------------------------------------------------------

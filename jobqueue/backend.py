@@ -54,6 +54,8 @@ class QueryRequest:
     query_name: str | None = None
     correlation_id: str | None = None
     priority: Priority = Priority.NORMAL
+    num_shards: int | str | None = None  # None: one job; N or "auto": a sharded query (`jobqueue.sharding`)
+    num_workers: int | None = None  # a sharded query: at most this many shards run at once (None: no cap)
 
 
 class FinishWatcher(Protocol):

@@ -67,6 +67,7 @@ from jobqueue.registry import Registry, load_registry
 from jobqueue.registry_store import RegistryStore
 from jobqueue.registry_versions import content_hash, document_of, parse_version_ref
 from jobqueue.settings import Settings, load_settings
+from jobqueue.sharding import check_num_shards
 from jobqueue.storage import Storage
 from jobqueue.sync_client import JobQueueClient
 
@@ -225,6 +226,8 @@ class AsyncJobQueueClient:
         query_name: str | None = None,
         correlation_id: str | None = None,
         priority: Priority | str = Priority.NORMAL,
+        num_shards: int | str | None = None,
+        num_workers: int | None = None,
     ) -> AsyncJobHandle | AsyncLocalResult:
         """Validate, stage and enqueue one offline query; or run it here when not asynchronous.
 
@@ -241,6 +244,10 @@ class AsyncJobQueueClient:
 
         `priority`: "high", "normal" (default) or "low" weights the owner's share of the group (4, 2, 1:
         `jobqueue.fair_share`); it does not jump the whole queue.
+        `num_shards` (N, or "auto": ceil(rows / JOBQUEUE_SHARD_TARGET_ROWS)): split the input into N shards by a
+        stable hash of the first output namespace's primary key, each a job of its own under one parent job whose
+        handle this returns (`jobqueue.sharding`); `num_workers`: at most this many shards run at once, across
+        consumers (default: no cap). Results come back in input order.
         """
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
@@ -251,11 +258,15 @@ class AsyncJobQueueClient:
             raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
         if isinstance(output, str) or not isinstance(output, (list, tuple)):
             raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
+        check_num_shards(num_shards, num_workers)
+        if num_shards is not None and not run_asynchronously:
+            raise InvalidQueryError("num_shards", "shards run on the service's consumers: leave "
+                                    "run_asynchronously=True")
         if not isinstance(priority, str) or priority not in Priority.__members__.values():
             raise InvalidQueryError("priority", f"must be one of {', '.join(Priority)}, got {priority!r}")
         query = QueryRequest(input, list(output), input_times, resources.resource_group, max_retries, deadline,
                              include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id,
-                             Priority(priority))
+                             Priority(priority), num_shards, num_workers)
         if not run_asynchronously and not self.direct:
             return await run_remotely(self, query)
         if not run_asynchronously:  # plans against this client's own registry: no Redis needed
@@ -280,6 +291,11 @@ class AsyncJobQueueClient:
                 "resources.resource_group",
                 f"unknown resource group {query.resource_group!r}; known groups: {', '.join(known)}",
             )
+        if query.num_shards is not None:
+            from jobqueue.shard_submit import submit_sharded
+
+            with self.reaching_redis("the sharded query was not submitted"):
+                return await submit_sharded(self, query, attribution, table, columns, registry, registry_version)
         job_id = uuid.uuid4().hex
         with self.reaching_redis("the query was not submitted (had the connection broken during the final "
                                  f"write, `jobqueue jobs` would list job {job_id})"):

@@ -129,6 +129,15 @@ class DirectBackend:
         client = self.client
         job_id = await self.resolve_job_id(job_id)
         with client.reaching_redis(f"job {job_id} was not cancelled"):
+            before = await client.store.get(job_id)
+            if before is not None and before.shard_ids:
+                return await self._cancel_sharded(before, wait)
+            if before is not None and before.parent_id and not before.status.is_final:
+                # a shard: its query cannot succeed without it, and its held siblings would wait for a release
+                parent = await client.store.get(before.parent_id)
+                if parent is not None:
+                    await self._cancel_sharded(parent, wait)
+                    return await self.get_job(job_id)
             result = await client.store.request_cancel(job_id)
         if result is CancelOutcome.NO_JOB:
             raise JobNotFoundError(f"no job {job_id!r} in environment {client.settings.environment!r}")
@@ -142,6 +151,28 @@ class DirectBackend:
         elif result is CancelOutcome.ALREADY_FINAL and record.status is not JobStatus.CANCELLED:
             raise JobStateError(f"job {job_id} is {record.status.value}; it can no longer be cancelled")
         return record
+
+    async def _cancel_sharded(self, parent: JobRecord, wait: float | None) -> JobRecord:
+        """Cancel every unfinished shard of a sharded query (`JobStore.cancel_sharded`), and wait up to `wait`
+        seconds for the running ones to stop."""
+        from jobqueue.handles import AsyncJobHandle
+
+        client = self.client
+        if parent.status.is_final and parent.status is not JobStatus.CANCELLED:
+            raise JobStateError(f"job {parent.job_id} is {parent.status.value}; it can no longer be cancelled")
+        outcomes = await self._cancel_shards_of(parent)
+        if wait and CancelOutcome.STOP_REQUESTED in outcomes:
+            with contextlib.suppress(TimeoutError, JobQueueError):
+                await AsyncJobHandle(parent.job_id, client).wait(timeout=wait, show_progress=False)
+        return await self.get_job(parent.job_id)
+
+    async def _cancel_shards_of(self, parent: JobRecord) -> list[CancelOutcome]:
+        client = self.client
+        outcomes = await client.store.cancel_sharded(parent.job_id)
+        for shard, outcome in zip(parent.shard_ids, outcomes, strict=True):
+            if outcome is CancelOutcome.CANCELLED_QUEUED:
+                await client.storage.discard_job_files(shard)
+        return outcomes
 
     async def read_result(self, record: JobRecord) -> pa.Table:
         from jobqueue.handles import read_result
@@ -178,6 +209,11 @@ class DirectBackend:
             records = [r for q in cancellable_queries(query)
                        async for r in all_matching(client.store, client.redis, client.keys, q, may_cancel)]
             for record in records:
+                if record.shard_ids:  # a sharded query: every shard (the parent is on no queue)
+                    if any(o in (CancelOutcome.CANCELLED_QUEUED, CancelOutcome.STOP_REQUESTED)
+                           for o in await self._cancel_shards_of(record)):
+                        cancelled.append(record.job_id)
+                    continue
                 outcome = await client.store.request_cancel(record.job_id)
                 if outcome is CancelOutcome.CANCELLED_QUEUED:
                     await client.storage.discard_job_files(record.job_id)

@@ -114,16 +114,21 @@ async def _enqueue(
 ) -> bool:
     """Create the record and enqueue the job atomically (`JobStore.submit`, fairly scored with `fair`), then wake
     the manager."""
-    enqueued_ms = int(job.submitted_at.timestamp() * 1000)
-    body = job.model_dump(mode="json")
-    if body["registry_version"] is None:  # a payload that pins no version stays one older consumers take
-        del body["registry_version"]
-    if body["priority"] == Priority.NORMAL:  # likewise (the priority is the submit script's, not the consumer's)
-        del body["priority"]
-    payload = serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
-    if not await client.store.submit(record, client.keys.queue(job.resource_group), payload,
+    if not await client.store.submit(record, client.keys.queue(job.resource_group), arq_payload(job),
                                    client.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas,
                                    fair=fair):
         return False  # another manager won the race; its staged input is the same file
     await client.redis.publish(client.keys.events, submitted_event(job.resource_group))
     return True
+
+
+def arq_payload(job: QueryJob) -> bytes:
+    """The arq job of a query job, as consumers take it."""
+    body = job.model_dump(mode="json")
+    for optional in ("registry_version", "parent_id"):  # a payload without them stays one older consumers take
+        if body[optional] is None:
+            del body[optional]
+    if body["priority"] == Priority.NORMAL:  # likewise (the priority is the submit script's, not the consumer's)
+        del body["priority"]
+    enqueued_ms = int(job.submitted_at.timestamp() * 1000)
+    return serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from jobqueue.errors import (
+    ConfigError,
     JobCancelledError,
     JobFailedError,
     JobLostError,
@@ -29,13 +30,16 @@ from jobqueue.errors import (
 from jobqueue.logs import get_logger
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, WaitReason
 from jobqueue.outage import Outage
+from jobqueue.plan import ROW_COLUMN
 from jobqueue.progress import progress_bar, show_by_default
+from jobqueue.sharding import merge_results
 from jobqueue.storage import Storage
 from jobqueue.waiting import WaitNotices
 
 if TYPE_CHECKING:
     import pandas as pd
     import polars as pl
+    import pyarrow.dataset as pads
 
     from jobqueue.client import AsyncJobQueueClient
     from jobqueue.sync import LoopThread
@@ -153,10 +157,48 @@ class AsyncJobHandle:
     async def to_arrow(self) -> pa.Table:
         # a final record never changes again: the one `wait()` returned saves reading it once more
         record = self._record if self._record is not None and self._record.status.is_final else await self.record()
-        if record.status is not JobStatus.SUCCEEDED or not record.result_uri:
+        if record.status is not JobStatus.SUCCEEDED or not (record.result_uri or record.shard_ids):
             _check_final(record)
             raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
-        return await self._client.read_result(record)
+        if not record.shard_ids:
+            return await self._client.read_result(record)
+        shards = await self._shards()
+        tables = [await self._client.read_result(s) for s in shards]
+        return await asyncio.to_thread(merge_results, tables, ROW_COLUMN)
+
+    async def _shards(self) -> list[JobRecord]:
+        """A succeeded sharded query's shards' records, in shard order."""
+        record = self._record if self._record is not None and self._record.status.is_final else await self.record()
+        if record.status is not JobStatus.SUCCEEDED:
+            _check_final(record)
+            raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
+        return list(await asyncio.gather(*(self._client.get_job(s) for s in record.shard_ids)))
+
+    async def result_uris(self) -> list[str]:
+        """Where the result is: one Parquet file per shard of a sharded query (each with `__row__`, the input
+        position of its rows), else the one file. For results too large for memory: read them with `to_dataset()`,
+        or any Parquet reader."""
+        record = self._record if self._record is not None and self._record.status.is_final else await self.record()
+        if not record.shard_ids:
+            if record.status is not JobStatus.SUCCEEDED:
+                _check_final(record)
+                raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
+            return [record.result_uri] if record.result_uri else []
+        return [s.result_uri for s in await self._shards() if s.result_uri]
+
+    async def to_dataset(self) -> pads.Dataset:
+        """The result as a `pyarrow.dataset.Dataset` over its files (`result_uris()`), read lazily: scan, filter
+        or stream batches without loading it whole. A sharded query's rows are in shard order, with `__row__`
+        (sort by it for input order). Direct mode (the files are the service's storage)."""
+        import pyarrow.dataset as pads
+
+        if not self._client.direct:
+            raise ConfigError("to_dataset() reads the result files from storage, which is for the direct mode; over "
+                              "HTTP use to_arrow() (or ask for the files' access)")
+        uris = await self.result_uris()
+        fs, first = self._client.storage.resolve(uris[0])
+        paths = [first, *(self._client.storage.resolve(u)[1] for u in uris[1:])]
+        return pads.dataset(paths, filesystem=fs, format="parquet")
 
     async def to_pandas(self) -> pd.DataFrame:
         return _to_pandas(await self.to_arrow())
@@ -264,6 +306,16 @@ class JobHandle:
 
     def cancel(self, wait: float | None = 30.0) -> JobRecord:
         return self._loop.run(self._handle.cancel(wait))
+
+    def result_uris(self) -> list[str]:
+        """See `AsyncJobHandle.result_uris`."""
+        assert isinstance(self._handle, AsyncJobHandle), "an in-process result has one file: record().result_uri"
+        return self._loop.run(self._handle.result_uris())
+
+    def to_dataset(self) -> pads.Dataset:
+        """See `AsyncJobHandle.to_dataset`."""
+        assert isinstance(self._handle, AsyncJobHandle), "an in-process result has one file: to_arrow()"
+        return self._loop.run(self._handle.to_dataset())
 
 
 class LocalResult(JobHandle):

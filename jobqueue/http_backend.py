@@ -139,6 +139,8 @@ class HttpBackend:
         params += [("tag", f"{k}={v}") for k, v in query.tags.items()]
         params += [(k, v) for k, v in (("query_name", query.query_name),
                                        ("correlation_id", query.correlation_id)) if v is not None]
+        params += [(k, str(v)) for k, v in (("num_shards", query.num_shards),
+                                            ("num_workers", query.num_workers)) if v is not None]
         body = await asyncio.to_thread(_arrow_stream, table)
         try:
             upload = await self.presigned.stage(body, ARROW_STREAM_TYPE)

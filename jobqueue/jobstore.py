@@ -39,6 +39,7 @@ from jobqueue.listing_index import relist_json, submit_listing
 from jobqueue.logs import capped
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
 from jobqueue.quotas import Quota
+from jobqueue.shard_store import ShardedJobs, decode_record
 from jobqueue.store_scripts import (
     CLAIM,
     FORGET_EMPTY_INDEX,
@@ -48,6 +49,7 @@ from jobqueue.store_scripts import (
     RECORD_OOM_KILL,
     RECORD_REPLACED,
     RECOUNT_ACTIVE,
+    RELEASE_SHARD,
     REQUEST_CANCEL,
     SUBMIT,
     SUBMIT_CREATED,
@@ -119,18 +121,7 @@ def _encode(value: Any) -> str:
     return json.dumps(value)
 
 
-def _decode(job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
-    if not raw:
-        return None
-    data = {k.decode(): v.decode() for k, v in raw.items()}
-    values: dict[str, Any] = {"job_id": job_id, "status": data.pop(JobField.STATUS)}
-    for name, text in data.items():
-        if name in JOB_JSON_FIELDS:
-            values[name] = json.loads(text)
-    return JobRecord.model_validate(values)
-
-
-class JobStore:
+class JobStore(ShardedJobs):
     """The I/O for job records, and the only writer of job state: the record, its queue entry and arq job,
     the running entry and heartbeat, deadlines, the jobs index and listing indexes, OOM kills, the counters and the
     active-jobs counts of the quotas. Holds no state beyond its Redis client, key layout and clock."""
@@ -148,6 +139,7 @@ class JobStore:
         self._recount_active = redis.register_script(RECOUNT_ACTIVE)
         self._index_job = redis.register_script(INDEX_JOB)
         self._forget_empty_index = redis.register_script(FORGET_EMPTY_INDEX)
+        self._release_shard = redis.register_script(RELEASE_SHARD)
 
     async def create(self, record: JobRecord) -> None:
         """Write a record without enqueueing it (tests plant records for hand-made queue entries this way).
@@ -172,11 +164,26 @@ class JobStore:
         return await self._create(record, queue, arq_job, expires_ms, quotas, fair, exclusive)
 
     async def _create(self, record: JobRecord, queue: str | None, arq_job: bytes, expires_ms: int,
-                      quotas: Sequence[Quota], fair: FairShare | None, exclusive: bool = False) -> bool:
+                      quotas: Sequence[Quota], fair: FairShare | None = None, exclusive: bool = False) -> bool:
+        keys, args, active = self._submit_call(record, queue, arq_job, expires_ms, quotas, fair=fair)
+        reply = await self._submit(keys=keys, args=args)
+        if int(reply[0]) == SUBMIT_CREATED:
+            return True
+        if int(reply[0]) == SUBMIT_OVER_QUOTA:
+            field, current = active[int(reply[1]) - 1][0], int(reply[2])
+            raise next(q for q in quotas if q.active_field == field).exceeded(current)
+        if exclusive:
+            return False
+        raise DuplicateJobId(record.job_id)
+
+    def _submit_call(self, record: JobRecord, queue: str | None, arq_job: bytes, expires_ms: int,
+                     quotas: Sequence[Quota], score_ms: int | None = None,
+                     fair: FairShare | None = None,
+                     ) -> tuple[list[str], list[Any], list[list[Any]]]:
+        """The KEYS and ARGV of `SUBMIT` for one record (and the active-jobs fields it counts); `score_ms`: its
+        queue score (default: its submission time, or the fair-share score with `fair`)."""
         job_id = record.job_id
-        pairs: list[str] = [JobField.STATUS.value, record.status.value]
-        for name in JOB_JSON_FIELDS:
-            pairs += [name, _encode(getattr(record, name))]
+        pairs = self._record_pairs(record)
         counted = [CounterName.ENQUEUED.field(record.resource_group)]
         if record.team:
             counted.append(TeamCounterName.SUBMITTED.field(record.team))
@@ -189,19 +196,19 @@ class JobStore:
         keys = [self.keys.job(job_id), self.keys.arq_job(job_id), self.keys.arq_result(job_id), self.keys.jobs_index,
                 self.keys.counters, self.keys.deadlines, self.keys.active_jobs, *([queue] if queue else [])]
         submitted_ms = record.submitted_at.timestamp() * 1000
-        reply = await self._submit(keys=keys, args=[
-            json.dumps(pairs), self.ttl_seconds, job_id, repr(submitted_ms),
-            repr(deadline.timestamp() * 1000) if deadline is not None else "", json.dumps(counted), json.dumps(active),
-            self.keys.arq_id(job_id), arq_job, expires_ms, int(submitted_ms), submit_listing(self.keys, record),
-            fair.to_json(self.keys, record.resource_group) if fair is not None else ""])
-        if int(reply[0]) == SUBMIT_CREATED:
-            return True
-        if int(reply[0]) == SUBMIT_OVER_QUOTA:
-            field, current = active[int(reply[1]) - 1][0], int(reply[2])
-            raise next(q for q in quotas if q.active_field == field).exceeded(current)
-        if exclusive:
-            return False
-        raise DuplicateJobId(job_id)
+        args = [json.dumps(pairs), self.ttl_seconds, job_id, repr(submitted_ms),
+                repr(deadline.timestamp() * 1000) if deadline is not None else "", json.dumps(counted),
+                json.dumps(active), self.keys.arq_id(job_id), arq_job, expires_ms,
+                int(submitted_ms) if score_ms is None else score_ms, submit_listing(self.keys, record),
+                fair.to_json(self.keys, record.resource_group) if fair is not None and score_ms is None else ""]
+        return keys, args, active
+
+    def _record_pairs(self, record: JobRecord) -> list[str]:
+        """The stored fields of a record, as field, value, ... (`status` plain, the rest JSON)."""
+        pairs: list[str] = [JobField.STATUS.value, record.status.value]
+        for name in JOB_JSON_FIELDS:
+            pairs += [name, _encode(getattr(record, name))]
+        return pairs
 
     async def active_jobs(self, quotas: Sequence[Quota]) -> list[int]:
         """The unfinished jobs each of these queued-jobs quotas counts now (`submit` checks them atomically)."""
@@ -226,7 +233,13 @@ class JobStore:
         return [(str(f), int(before), int(after)) for f, before, after in json.loads(reply)]
 
     async def get(self, job_id: str) -> JobRecord | None:
-        return _decode(job_id, await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id))))
+        """A job's record; a sharded query's parent as derived from its shards (`ShardedJobs.with_shards`)."""
+        raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(job_id)))
+        record = decode_record(job_id, raw)
+        if record is not None and record.shard_ids:
+            return await self.with_shards(record)
+        return record
+
 
     async def transition(
         self,
@@ -343,23 +356,27 @@ class JobStore:
     async def index(self, record: JobRecord) -> bool:
         """Put a job that is already there into the listing indexes (idempotent: the manager's backfill of jobs
         written before them). Its state index is the one of its status when the script runs. False: no record."""
-        return int(await self._index_job(keys=[self.keys.job(record.job_id)], args=[
-            NAMES, record.job_id, submit_listing(self.keys, record, with_state=False),
-            json.dumps(self.keys.jobs_by_state()), repr(record.submitted_at.timestamp() * 1000)])) == 1
+        return int(await self._index_job(keys=[self.keys.job(record.job_id)], args=self._index_args(record))) == 1
+
+    def _index_args(self, record: JobRecord) -> list[Any]:
+        return [NAMES, record.job_id, submit_listing(self.keys, record, with_state=False),
+                json.dumps(self.keys.jobs_by_state()), repr(record.submitted_at.timestamp() * 1000)]
 
     async def forget_empty_index(self, index: str) -> bool:
         """Drop a per-value listing index from <p>listing-indexes once it is empty (the garbage collector)."""
         return int(await self._forget_empty_index(keys=[self.keys.listing_indexes, index])) == 1
 
     async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
-        """The records of these jobs (None where there is none), in one round trip."""
+        """The records of these jobs (None where there is none), in one round trip (and one more per sharded
+        query's parent, derived from its shards as `get` does)."""
         if not job_ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(self.keys.job(job_id))
             replies = await pipe.execute()
-        return [_decode(job_id, raw) for job_id, raw in zip(job_ids, replies, strict=True)]
+        records = [decode_record(job_id, raw) for job_id, raw in zip(job_ids, replies, strict=True)]
+        return [await self.with_shards(r) if r is not None and r.shard_ids else r for r in records]
 
     async def forget_deadline(self, job_id: str) -> None:
         await self.redis.zrem(self.keys.deadlines, job_id)

@@ -50,7 +50,10 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>events                   pub/sub channel: `submitted:<group>` (`submitted_event`) wakes the manager early,
                                 and the idle consumers of that group
     <p>finished:<id>            pub/sub channel: the job's new status, published by the transition that made it
-                                final (`JobStore`), in the same script; `wait()` blocks on it
+                                final (`JobStore`), in the same script; `wait()` blocks on it. A sharded query's
+                                parent is told `shard` each time one of its shards ends
+    <p>shard-released:<id>      set, per sharded query's parent: the shards whose end has released a held sibling
+                                (each releases one, once: `jobqueue.shard_store`); TTL of the job records
     <p>changed:<id>             pub/sub channel: the job's new status at every transition, claim and cancel request
                                 (`JobStore`, in the same script): the console's live job page follows it
     <p>console-live:<h>         zset: stream id -> expiry ms of each open live stream (SSE) of one console session
@@ -128,6 +131,9 @@ class JobField(enum.StrEnum):
     ATTEMPT_STARTS = "attempt_starts"  # JSON list of ISO times, one per claim (CLAIM appends)
     ATTEMPT_ENDS = "attempt_ends"  # JSON list of ISO times, one per attempt that ended (TRANSITION from a claim)
     PRIORITY = "priority"
+    SHARD_IDS = "shard_ids"  # a sharded query's parent: its shards' job ids, in shard order (`jobqueue.sharding`)
+    PARENT_ID = "parent_id"  # a shard: its parent's job id
+    NUM_WORKERS = "num_workers"  # a parent: at most this many of its shards run at once (null: no cap)
 
 
 JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
@@ -421,6 +427,7 @@ class Keys:
     def jobs_by_state(self) -> dict[str, str]:
         """Each job status -> its listing index (the scripts move a job between them)."""
         return {s.value: self.jobs_by(ListingIndex.STATE, s.value) for s in JobStatus}
+    shard_released = _Named("shard-released")  # set per sharded query's parent: shards whose end released a held one
 
     # keys without a variable part
     deadlines = _Fixed("deadlines")  # zset: job id -> completion deadline (ms)

@@ -19,7 +19,8 @@ NAMES = json.dumps({**{f.name.lower(): f.value for f in (JobField.STATUS, JobFie
                                                          JobField.STARTED_AT, JobField.PROGRESS, JobField.ATTEMPTS,
                                                          JobField.ERRORS, JobField.FINISHED_AT,
                                                          JobField.CANCEL_REQUESTED, JobField.TEAM, JobField.OWNER,
-                                                         JobField.ATTEMPT_STARTS, JobField.ATTEMPT_ENDS)},
+                                                         JobField.ATTEMPT_STARTS, JobField.ATTEMPT_ENDS,
+                                                         JobField.SHARD_IDS)},
                     **{f"active_{f.value}": around(f.field(SLOT)) for f in ActiveJobsField}})
 GROUP_FUNCTIONS = """
 local function group_of(job)
@@ -246,7 +247,8 @@ SUBMIT_CREATED, SUBMIT_EXISTS, SUBMIT_OVER_QUOTA = 1, 0, -1
 # ARGV[1] names; ARGV[2] the final states, comma-separated; ARGV[3], ARGV[4] the text around a job id in its key;
 # ARGV[5] the index score (submitted ms) from which every job is rechecked here besides the candidates; ARGV[6] JSON
 # list of {field, kind (`ActiveJobsField`: the job field holding the name), name, [candidate job ids]}. A field
-# becomes the number of its candidates and recent jobs that are unfinished now, when that is lower (0: removed);
+# becomes the number of its candidates and recent jobs that are unfinished now (a sharded query's parent: never),
+# when that is lower (0: removed);
 # being one script, no submit or final transition comes between the check and the write. Returns JSON
 # [[field, before, after], ...] of the fields lowered.
 RECOUNT_ACTIVE = """
@@ -258,7 +260,9 @@ local function unfinished(id)  -- {owner = , team = } of a live unfinished job, 
   if cache[id] == nil then
     local key = ARGV[3] .. id .. ARGV[4]
     local status = redis.call('HGET', key, N.status)
-    if not status or final[status] then cache[id] = false
+    local shards = redis.call('HGET', key, N.shard_ids)  -- a sharded query's parent counts in no quota (its
+    local parent = shards and #cjson.decode(shards) > 0   -- shards do), whatever its stored status
+    if not status or final[status] or parent then cache[id] = false
     else
       local who = {}
       for _, kind in ipairs({'owner', 'team'}) do
@@ -382,3 +386,24 @@ def transition_counts(new: JobStatus) -> list[Count]:
     if new.is_final:
         counts.append(team_count(TeamCounterName(new.value)))
     return counts
+
+# A shard of a sharded query ended: tell its parent's waiters, and (once per shard) make the first held sibling due.
+# Shards past the parent's num_workers are submitted held (queue score `HELD_SCORE_MS`, never due); each shard's end
+# releases one, so at most num_workers of them are ever due or running, whichever consumers take them.
+# KEYS[1] the group's queue, KEYS[2] the parent's shard-released set. ARGV[1] the shard's job id, ARGV[2] JSON list of
+# the siblings' arq ids in shard order, ARGV[3] the held score, ARGV[4] now (ms), ARGV[5] the parent's finished
+# channel, ARGV[6] the set's TTL seconds. Returns the arq id released, or false.
+RELEASE_SHARD = """
+redis.call('PUBLISH', ARGV[5], 'shard')
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return false end
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+for _, member in ipairs(cjson.decode(ARGV[2])) do
+  local score = redis.call('ZSCORE', KEYS[1], member)
+  if score and tonumber(score) >= tonumber(ARGV[3]) then
+    redis.call('ZADD', KEYS[1], ARGV[4], member)
+    return member
+  end
+end
+return false
+"""
+HELD_SCORE_MS = 253_402_214_400_000  # 9999-12-31T00:00Z: never due, yet a valid time (`jobqueue.entries`)

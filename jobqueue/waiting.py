@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from jobqueue.keys import GroupState
 from jobqueue.models import ConsumerInfo, WaitCode, WaitReason
+from jobqueue.store_scripts import HELD_SCORE_MS
 
 
 def manager_stale_after(tick_seconds: float) -> float:
@@ -88,6 +89,9 @@ def _group(snap: WaitSnapshot) -> WaitReason | None:
 
 
 def _timing(snap: WaitSnapshot, now: float) -> WaitReason | None:
+    if snap.due_at is not None and snap.due_at * 1000 >= HELD_SCORE_MS:
+        return _reason(WaitCode.SHARD_HELD, "held: its sharded query runs at most num_workers shards at once; it is "
+                       "released when a running one ends")
     if snap.due_at is not None and snap.due_at > now:
         due = clock_time(snap.due_at, now)
         return _reason(WaitCode.DEFERRED, f"deferred: it is due at {due} (in {ago(snap.due_at - now)})")

@@ -33,7 +33,7 @@ SCAN_BATCH = 1000
 # jobs submitted this long before the scan starts are checked again by the script: a submission is indexed at its
 # `submitted_at`, which it takes before staging its input, so one indexed during the scan has a score a little older
 RECHECK_SECONDS = 120.0
-_FIELDS = (JobField.STATUS, JobField.OWNER, JobField.TEAM)
+_FIELDS = (JobField.STATUS, JobField.OWNER, JobField.TEAM, JobField.SHARD_IDS)
 
 
 class QuotaRecount:
@@ -89,9 +89,9 @@ class QuotaRecount:
                 for job_id in ids:
                     pipe.hmget(self.keys.job(job_id), [f.value for f in _FIELDS])
                 rows = await pipe.execute()
-            for job_id, (status, owner, team) in zip(ids, rows, strict=True):
-                if status is None or JobStatus(status.decode()).is_final:
-                    continue
+            for job_id, (status, owner, team, shard_ids) in zip(ids, rows, strict=True):
+                if status is None or JobStatus(status.decode()).is_final or (shard_ids and json.loads(shard_ids)):
+                    continue  # ended, or a sharded query's parent: counted in no quota (its shards are)
                 for kind, raw in ((ActiveJobsField.OWNER, owner), (ActiveJobsField.TEAM, team)):
                     name = json.loads(raw) if raw is not None else None
                     if isinstance(name, str) and name and kind.field(name) in fields:

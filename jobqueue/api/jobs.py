@@ -184,6 +184,10 @@ class ResultFile(FileResponse):
             summary="The result of a succeeded job, as a Parquet file (streamed).")
 async def get_result(job_id: str, identity: Caller, svc: Svc) -> Response:
     record = await visible_job(identity, job_id, Action.READ_RESULT, svc)
+    if record.shard_ids:  # one file per shard, each served as the result of its own job
+        raise ApiError(409, f"job {record.job_id} is a sharded query: its result is one Parquet file per shard, "
+                       f"each with `__row__` (the input position of its rows); GET /v1/jobs/<shard id>/result for "
+                       f"each of its shard_ids and order by __row__ (the SDK's to_arrow() does)", reason="job_state")
     if record.status is not JobStatus.SUCCEEDED or not record.result_uri:
         raise ApiError(409, f"job {record.job_id} is {record.status.value}; only a succeeded job has a result",
                        reason="job_state")

@@ -34,6 +34,7 @@ from jobqueue.auth.policy import Action
 from jobqueue.errors import InvalidQueryError
 from jobqueue.handles import AsyncJobHandle
 from jobqueue.models import JobRecord, Priority, ResourceRequests
+from jobqueue.sharding import check_num_shards
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={**ERRORS, **SUBMIT_ERRORS})
 
@@ -102,11 +103,20 @@ async def submit(
     = None,
     priority: Annotated[Priority, Query(description="Weights the owner's share of the group: high 4, normal 2, "
                                         "low 1; it does not jump the whole queue.")] = Priority.NORMAL,
+    num_shards: Annotated[str | None, Query(description="Split the query into this many shards (1 to 1024), or "
+                                            "`auto`; the reply is the parent job (`shard_ids`).")] = None,
+    num_workers: Annotated[int | None, Query(description="At most this many shards run at once (with num_shards; "
+                                             "default: no cap).")] = None,
     upload: Annotated[str | None, Query(description="An upload reference of the caller (`POST /v1/uploads`) whose "
                                         "staged object is the input, instead of a body.")] = None,
 ) -> JobRecord:
     allow(identity, Action.SUBMIT_JOB, svc)
     tags = parse_tags(tag)
+    shards: int | str | None = num_shards
+    if num_shards is not None and num_shards != "auto":
+        # ASCII digits only ("²".isdigit() is true, and int() refuses it); any other text: the check names the field
+        shards = int(num_shards) if num_shards.isascii() and num_shards.isdigit() else num_shards
+    check_num_shards(shards, num_workers)
     async with contextlib.AsyncExitStack() as stack:
         if upload is None:
             body = await read_body(request, svc.settings.api_max_body_bytes)
@@ -126,11 +136,11 @@ async def submit(
             resources=ResourceRequests(resource_group=resource_group), max_retries=max_retries,
             completion_deadline=completion_deadline, include_input_time=include_input_time, owner=identity.owner,
             team=identity.team, tags=tags, query_name=query_name, correlation_id=correlation_id,
-            priority=priority)
+            priority=priority, num_shards=shards, num_workers=num_workers)
     assert isinstance(handle, AsyncJobHandle)
     # the record as stored (one read; not `get_job`, whose wait reason costs a round trip of its own: a GET of
     # the job says why it waits)
-    record = await svc.client.store.get(handle.id)
+    record = await svc.client.store.get(handle.id)  # a sharded query's parent, with its `shard_ids`
     if record is None:
         raise ApiError(404, f"job {handle.id} was submitted and is gone already (its record expired)")
     svc.metrics.submitted.labels(svc.metrics.team(identity.team)).inc()

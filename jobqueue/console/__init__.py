@@ -29,6 +29,7 @@ from jobqueue.console import (
     job_page,
     jobs_list,
     live,
+    live_list,
     oidc_signin,
     pages,
     queues,
@@ -48,6 +49,7 @@ def mount_console(app: FastAPI) -> None:
     app.include_router(jobs_list.router)  # before `pages`: /jobs/bulk-cancel is not a job id
     app.include_router(pages.router)
     app.include_router(job_page.router)
+    app.include_router(live_list.router)  # before `live`: /live/jobs is the table's, /live/jobs/{id} a job's
     app.include_router(live.router)
     app.include_router(queues.router)
     app.include_router(schedules_page.router)

@@ -107,8 +107,14 @@ async def jobs_page(request: Request, session: SignedIn, owner: Text = None, tea
     ordering = {"sort": sort.value, "order": order} if (sort, order) != (SortKey.SUBMITTED, "desc") else {}
     next_url = "/jobs?" + urlencode({**chosen.given, **ordering, "cursor": next_cursor}) if next_cursor else None
     first_url = "/jobs?" + urlencode({**chosen.given, **ordering}) if cursor else None
+    follow: dict[str, str] = {"ids": ",".join(r.job_id for r in records),
+                              "states": ",".join(r.status.value for r in records)} if records else {}
+    if cursor is None and sort is SortKey.SUBMITTED and order == "desc":  # a new submission would show at the top
+        follow["new"] = "1"
+    live_src = "/live/jobs?" + urlencode(follow) if follow else None
     return render(request, "jobs.html", session, rows=rows, chosen=chosen.given, states=list(JobStatus),
-                  next_url=next_url, first_url=first_url, live_url=here(request), filtered=bool(chosen.given),
+                  next_url=next_url, first_url=first_url, live_url=here(request), live_src=live_src,
+                  filtered=bool(chosen.given),
                   sees_everyone=identity.role is not Role.USER, sorts=sort_links(chosen.given, sort, order),
                   sort=sort.value, order=order, cancelled=cancelled,
                   bulk_url=BULK + "?" + urlencode(chosen.given) if chosen.given else None)

@@ -1,4 +1,5 @@
-"""What the SDK accepts and how it waits, and the team it records by default."""
+"""What the SDK accepts (and how it shards a query with `num_shards="auto"`), how it waits, and the team it records
+by default."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ class ClientSettings(BaseSettings):
     max_input_rows: int = Field(
         default=50_000_000, ge=1, description="Largest query input the SDK accepts, in rows; a bigger one is "
         "refused at submit (split it, or raise this).",
+    )
+    shard_target_rows: int = Field(
+        default=2_000_000, ge=1, description="`offline_query(num_shards=\"auto\")`: input rows per shard; "
+        "N = ceil(rows / this), at least 1 and at most JOBQUEUE_SHARD_MAX_AUTO. Set it to what one consumer of "
+        "the group answers comfortably in its memory (about 1M rows per GiB of consumer memory for a few features).",
+    )
+    shard_max_auto: int = Field(
+        default=64, ge=1, le=1024, description="`num_shards=\"auto\"` never picks more shards than this.",
     )
     max_input_bytes: ByteSize = Field(
         default=8 << 30, ge=1, description="Largest query input the SDK accepts, in Arrow bytes (e.g. `8GiB`); a "

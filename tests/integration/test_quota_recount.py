@@ -47,6 +47,21 @@ async def test_a_drifted_count_is_repaired(settings):
         assert await active(client) == {"owner:alice": 1, "team:risk": 1}
 
 
+async def test_a_sharded_querys_parent_is_not_counted(settings):
+    """A sharded query's shards count in their owner's quota, its parent in none (its stored status stays `queued`
+    while its state is derived from the shards): the recount counts the shards only, or a parent would hold a
+    drifted count up for as long as the parent's record lives."""
+    async with AsyncJobQueueClient(settings) as client:
+        sharded = await client.offline_query(ROWS, ["user.f0"], owner="alice", num_shards=2)
+        stale = await client.offline_query(ROWS, ["user.f0"], owner="alice")
+        await expire(client, stale.id)
+        assert await active(client) == {"owner:alice": 3}
+        assert await QuotaRecount(client.redis, settings).run_once() == [("owner:alice", 3, 2)]
+        assert await active(client) == {"owner:alice": 2}
+        await client.cancel(sharded.id)
+        assert await active(client) == {}
+
+
 async def test_a_submit_and_a_cancel_between_the_scan_and_the_repair_are_counted_right(settings):
     """The scan has read the records; then alice submits one job and cancels another the scan saw unfinished, then
     the repair runs: it counts the new job (a submission indexed since shortly before the scan is checked again)

@@ -13,12 +13,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("jobqueue", "manager", "consumer")
 STORE = "jobqueue/jobstore.py"
+# `JobStore`'s own halves, mixed into it (one class, kept under the module size): its sharded-query methods
+STORE_PARTS = {STORE, "jobqueue/shard_store.py"}
 WRITES = {"hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "zadd", "zrem", "zremrangebyscore", "delete",
           "unlink", "set", "setex", "psetex", "expire", "pexpire", "persist", "rename", "lpush", "rpush", "sadd",
           "srem", "publish", "register_script", "eval", "evalsha"}
 REDIS_HANDLES = ("redis", "pipe", "pool")  # a receiver whose text holds one of these is a Redis client or pipeline
 JOB_STATE = {"job", "queue", "running", "heartbeat", "deadlines", "jobs_index", "oom_kill", "counters", "active_jobs",
              "jobs_by", "jobs_by_state", "jobs_by_wait", "jobs_by_duration", "listing_indexes",
+             "shard_released",
              "arq_job", "arq_in_progress", "arq_in_progress_of", "arq_retry", "arq_result"}
 NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "consumers": "presence: each consumer's heartbeat JSON, written by itself; the manager drops stale ones",
@@ -85,7 +88,7 @@ def writes(source: str, module: str) -> list[tuple[str, int, str, str | None]]:
 def violations(found: list[tuple[str, int, str, str | None]]) -> list[str]:
     out = []
     for module, line, method, key in found:
-        if module == STORE or key in NOT_JOB_STATE or (module, method) in ALLOWED:
+        if module in STORE_PARTS or key in NOT_JOB_STATE or (module, method) in ALLOWED:
             continue
         what = f"job state ({key})" if key in JOB_STATE else f"a key the scan cannot name ({key})"
         out.append(f"{module}:{line}: {method} writes {what}; make it a JobStore method")
