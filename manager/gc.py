@@ -40,12 +40,13 @@ from jobqueue.jobstore import JobStore
 from jobqueue.keys import SCHEDULE_ERRORS_FIELD, JobField, Keys
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
-from jobqueue.outage import REDIS_UNREACHABLE, Outage
+from jobqueue.outage import REDIS_UNREACHABLE
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage
 from jobqueue.upload_store import UploadStore, delete_upload_folder, staged_upload_folders
 from manager.listing_upkeep import ListingUpkeep
 from manager.metrics import ManagerMetrics
+from manager.periodic import every_while_leading
 
 log = get_logger("jobqueue.manager.gc")
 KINDS = ("staged_input", "staged_upload", "result", "result_folder", "jobs_index", "deadlines", "schedule_runs",
@@ -84,24 +85,15 @@ class GarbageCollector:
 
     async def run(self, stop: asyncio.Event, leader: Callable[[], bool] = lambda: True) -> None:
         """One run every `JOBQUEUE_GC_INTERVAL_SECONDS` while this manager leads, until `stop`."""
-        interval = self.settings.gc_interval_seconds
-        outage = Outage(log, "the garbage collector")
-        while interval > 0 and not stop.is_set():
-            if not self._backfilled and leader():  # jobs from before the listing indexes: at once, not a run later
-                with contextlib.suppress(*REDIS_UNREACHABLE):
-                    await self.listing.backfill(whole=True)
-                    self._backfilled = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            if stop.is_set() or not leader():
-                continue
-            try:
-                await self.run_once()
-                outage.recovered()
-            except REDIS_UNREACHABLE as e:
-                outage.failed(e)
-            except Exception:
-                log.exception("garbage collection failed; trying again next run")
+        await every_while_leading(self.settings.gc_interval_seconds, stop, leader, self.run_once,
+                                  "the garbage collector", log, first=self._backfill_once)
+
+    async def _backfill_once(self) -> None:
+        """Jobs from before the listing indexes: indexed at once (the whole of `jobs`), not a run later."""
+        if not self._backfilled:
+            with contextlib.suppress(*REDIS_UNREACHABLE):
+                await self.listing.backfill(whole=True)
+                self._backfilled = True
 
     async def run_once(self, dry_run: bool = False) -> GcReport:
         started = time.perf_counter()

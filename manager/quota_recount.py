@@ -12,7 +12,6 @@ neither lost nor counted twice. A count is only ever lowered: the drift an expir
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections import defaultdict
@@ -25,8 +24,8 @@ from jobqueue.jobstore import ActiveCount, JobStore
 from jobqueue.keys import ActiveJobsField, JobField, Keys
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
-from jobqueue.outage import REDIS_UNREACHABLE, Outage
 from jobqueue.settings import Settings
+from manager.periodic import every_while_leading
 
 log = get_logger("jobqueue.manager.quota_recount")
 SCAN_BATCH = 1000
@@ -46,20 +45,8 @@ class QuotaRecount:
 
     async def run(self, stop: asyncio.Event, leader: Callable[[], bool] = lambda: True) -> None:
         """One recount every JOBQUEUE_QUOTA_RECOUNT_SECONDS while this manager leads, until `stop`."""
-        interval = self.settings.quota_recount_seconds
-        outage = Outage(log, "the quota recount")
-        while interval > 0 and not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            if stop.is_set() or not leader():
-                continue
-            try:
-                await self.run_once()
-                outage.recovered()
-            except REDIS_UNREACHABLE as e:
-                outage.failed(e)
-            except Exception:
-                log.exception("quota recount failed; trying again next run")
+        await every_while_leading(self.settings.quota_recount_seconds, stop, leader, self.run_once,
+                                  "the quota recount", log)
 
     async def run_once(self) -> list[tuple[str, int, int]]:
         """Repair the counts once; (field, before, after) of each count lowered."""
