@@ -8,12 +8,10 @@ forged POST without the CSRF field is refused), and signs out. An operator sees 
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from jobqueue import AsyncJobQueueClient
 from jobqueue.api.server import api_in_thread
@@ -21,25 +19,18 @@ from jobqueue.auth.identity import Role
 from jobqueue.models import ResourceRequests
 from jobqueue.sample import sample_input
 from tests.api_support import make_token
+from tests.console_pages import chromium
 from tests.console_support import queued_jobs
 from tests.helpers import with_groups, worker_running
 
-CHROMIUM = Path(os.environ.get("JOBQUEUE_TEST_CHROMIUM", "/usr/bin/chromium"))
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
 NO_SIDEWAYS_SCROLL = "document.scrollingElement.scrollWidth <= window.innerWidth"
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    assert CHROMIUM.exists(), f"no {CHROMIUM}: `make browser` installs Debian's chromium (apt-get install chromium)"
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def sign_in(page: Page, url: str, token: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Request, async_playwright, expect
+from playwright.async_api import Browser, Request, expect
 
 from jobqueue import AsyncJobQueueClient
 from jobqueue.api.server import api_in_thread
@@ -19,22 +19,18 @@ from jobqueue.auth.identity import Role
 from jobqueue.models import ResourceRequests
 from jobqueue.sample import sample_input
 from tests.api_support import make_token
+from tests.console_pages import chromium as launch_chromium
 from tests.console_support import queued_jobs
 from tests.helpers import with_groups, worker_running
-from tests.integration.test_console_browser import CHROMIUM, LAUNCH_ARGS, NO_SIDEWAYS_SCROLL, OUTPUT
+from tests.integration.test_console_browser import NO_SIDEWAYS_SCROLL, OUTPUT
 
 SCREENSHOTS = os.environ.get("CONSOLE_TEST_SCREENSHOTS")  # a folder: save the job page there (390 and 1280 px)
 
 
 @pytest.fixture
 async def chromium() -> AsyncIterator[Browser]:
-    assert CHROMIUM.exists(), f"no {CHROMIUM}: `make browser` installs Debian's chromium (apt-get install chromium)"
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with launch_chromium() as launched:
+        yield launched
 
 
 async def test_a_jobs_page_goes_queued_running_succeeded_over_sse_without_polling(settings, big_store, tmp_path,
