@@ -71,9 +71,27 @@ from jobqueue.registry import Registry, load_registry
 from jobqueue.registry_store import RegistryStore
 from jobqueue.registry_versions import content_hash, document_of, parse_version_ref
 from jobqueue.settings import Settings, load_settings
-from jobqueue.storage import Storage, job_uri
+from jobqueue.storage import Storage, is_local, job_uri
 from jobqueue.sync import LoopThread
 
+STAGE_INLINE_BYTES = 256 << 10  # a local input up to this size is staged on the event loop, not in a thread
+
+
+
+def query_request(input: Any, output: list[str], input_times: Any, group: str, max_retries: int,
+                  completion_deadline: datetime | timedelta | None, include_input_time: bool, now: datetime,
+                  owner: str | None, team: str | None, tags: dict[str, str] | None, query_name: str | None,
+                  correlation_id: str | None) -> QueryRequest:
+    """`offline_query`'s arguments checked (`InvalidQueryError` naming the field) as one `QueryRequest`."""
+    deadline = _deadline(completion_deadline, now)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 100:
+        raise InvalidQueryError("max_retries", f"must be a whole number from 0 to 100, got {max_retries!r}")
+    if not isinstance(include_input_time, bool):
+        raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
+    if isinstance(output, str) or not isinstance(output, (list, tuple)):
+        raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
+    return QueryRequest(input, list(output), input_times, group, max_retries, deadline, include_input_time, now,
+                        owner, team, dict(tags or {}), query_name, correlation_id)
 
 class AsyncJobQueueClient:
     def __init__(
@@ -257,15 +275,8 @@ class AsyncJobQueueClient:
         """
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
-        deadline = _deadline(completion_deadline, now)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 100:
-            raise InvalidQueryError("max_retries", f"must be a whole number from 0 to 100, got {max_retries!r}")
-        if not isinstance(include_input_time, bool):
-            raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
-        if isinstance(output, str) or not isinstance(output, (list, tuple)):
-            raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
-        query = QueryRequest(input, list(output), input_times, resources.resource_group, max_retries, deadline,
-                             include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id)
+        query = query_request(input, output, input_times, resources.resource_group, max_retries, completion_deadline,
+                              include_input_time, now, owner, team, tags, query_name, correlation_id)
         if not run_asynchronously:  # plans against this client's own registry: no Redis needed
             if not self.direct:
                 raise InvalidQueryError("run_asynchronously", "False runs the query in this process, which needs "
@@ -281,8 +292,9 @@ class AsyncJobQueueClient:
             )
         return AsyncJobHandle(await self.backend.submit(query), self)
 
-    async def submit_checked(self, query: QueryRequest, attribution: Attribution) -> str:
-        """The direct mode's submit: plan against the served registry, stage, enqueue; the job id."""
+    async def submit_checked(self, query: QueryRequest, attribution: Attribution) -> JobRecord:
+        """The direct mode's submit: plan against the served registry, stage, enqueue; the record as written (what
+        reading the job back would give, without the read)."""
         with self.reaching_redis("the query was not submitted"):
             registry, registry_version = await self.planning_registry()
             known = await self.known_groups()
@@ -295,16 +307,21 @@ class AsyncJobQueueClient:
         job_id = uuid.uuid4().hex
         with self.reaching_redis("the query was not submitted (had the connection broken during the final "
                                  f"write, `jobqueue jobs` would list job {job_id})"):
-            await self.submit_prepared(PreparedSubmission(
+            record = await self.submit_record(PreparedSubmission(
                 table, columns, query.output, query.resource_group, job_id, query.submitted_at, query.max_retries,
                 query.deadline, include_input_time=query.include_input_time, attribution=attribution,
                 registry_version=registry_version,
             ))
-        return job_id
+        assert record is not None  # not exclusive: an id taken raises
+        return record
 
     async def submit_prepared(self, request: PreparedSubmission) -> bool:
         """Stage a checked input and enqueue it under `request.job_id`. With `request.exclusive`, a job id
-        that already exists is not submitted again (returns False).
+        that already exists is not submitted again (returns False). See `submit_record`."""
+        return await self.submit_record(request) is not None
+
+    async def submit_record(self, request: PreparedSubmission) -> JobRecord | None:
+        """`submit_prepared`, returning the record as written (None: exclusive, and the id exists).
 
         Quotas (`jobqueue.quotas`, unless `request.enforce_quotas` is off): the input rows are checked before
         anything is staged, the owner's and team's unfinished jobs before staging and again, atomically, with the
@@ -333,10 +350,13 @@ class AsyncJobQueueClient:
             registry_version=job.registry_version,
         )
         if request.exclusive and await self.redis.exists(self.keys.job(job_id)):
-            return False
-        await asyncio.to_thread(self.storage.write_table, table, input_uri)
+            return None
+        if table.nbytes <= STAGE_INLINE_BYTES and is_local(input_uri):  # ~1 ms: less than a hop to a thread
+            self.storage.write_table(table, input_uri)
+        else:
+            await asyncio.to_thread(self.storage.write_table, table, input_uri)
         try:
-            return await self._submit(record, job, request.exclusive, queued)
+            return record if await self._submit(record, job, request.exclusive, queued) else None
         except QuotaExceededError:  # another submit took the last slot while this one staged
             await self.storage.discard_job_files(job_id)
             raise
@@ -360,17 +380,17 @@ class AsyncJobQueueClient:
         return with_times(table, input_times, now), columns
 
     async def _submit(self, record: JobRecord, job: QueryJob, exclusive: bool, quotas: list[Quota]) -> bool:
-        """Create the record and enqueue the job atomically (`JobStore.submit`), then wake the manager."""
+        """Create the record and enqueue the job atomically (`JobStore.submit`), and wake the manager and the
+        group's idle consumers from the same script."""
         enqueued_ms = int(job.submitted_at.timestamp() * 1000)
         body = job.model_dump(mode="json")
         if body["registry_version"] is None:  # a payload that pins no version stays one older consumers take
             del body["registry_version"]
         payload = serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
-        if not await self.store.submit(record, self.keys.queue(job.resource_group), payload,
-                                       self.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas):
-            return False  # another manager won the race; its staged input is the same file
-        await self.redis.publish(self.keys.events, submitted_event(job.resource_group))
-        return True
+        return await self.store.submit(record, self.keys.queue(job.resource_group), payload,
+                                       self.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas,
+                                       wake=(self.keys.events, submitted_event(job.resource_group)))
+        # False: another manager won the race; its staged input is the same file
 
     def _run_in_process(
         self, table: pa.Table, columns: list[str], output: list[str], now: datetime, include_input_time: bool,

@@ -109,7 +109,8 @@ class JobStore:
         await self._create(record, None, b"", 0, ())
 
     async def submit(self, record: JobRecord, queue: str, arq_job: bytes, expires_ms: int,
-                     exclusive: bool = False, quotas: Sequence[Quota] = ()) -> bool:
+                     exclusive: bool = False, quotas: Sequence[Quota] = (),
+                     wake: tuple[str, str] | None = None) -> bool:
         """Create the record and put its arq job on `queue` in one script, so that no crash or lost connection can
         leave a record without a queue entry or a queue entry without a record.
 
@@ -117,13 +118,16 @@ class JobStore:
         script: over one, `QuotaExceededError` and nothing is written; two submits racing for the last slot cannot
         both pass. The job counts against its owner and team (<p>active-jobs) until its final transition.
 
+        `wake`: (channel, message) published by the same script once the job is written (the submitted event that
+        wakes the manager and the group's idle consumers: no round trip of its own).
+
         An id that already has a record returns False with `exclusive` (deterministic ids: scheduled
         runs are created once however many managers try); otherwise it raises `DuplicateJobId` and
         writes nothing."""
-        return await self._create(record, queue, arq_job, expires_ms, quotas, exclusive)
+        return await self._create(record, queue, arq_job, expires_ms, quotas, exclusive, wake)
 
     async def _create(self, record: JobRecord, queue: str | None, arq_job: bytes, expires_ms: int,
-                      quotas: Sequence[Quota], exclusive: bool = False) -> bool:
+                      quotas: Sequence[Quota], exclusive: bool = False, wake: tuple[str, str] | None = None) -> bool:
         job_id = record.job_id
         pairs: list[str] = [JobField.STATUS.value, record.status.value]
         for name in JOB_JSON_FIELDS:
@@ -143,7 +147,7 @@ class JobStore:
         reply = await self._submit(keys=keys, args=[
             json.dumps(pairs), self.ttl_seconds, job_id, repr(submitted_ms),
             repr(deadline.timestamp() * 1000) if deadline is not None else "", json.dumps(counted), json.dumps(active),
-            self.keys.arq_id(job_id), arq_job, expires_ms, int(submitted_ms)])
+            self.keys.arq_id(job_id), arq_job, expires_ms, int(submitted_ms), "", "", *(wake or ("", ""))])
         if int(reply[0]) == SUBMIT_CREATED:
             return True
         if int(reply[0]) == SUBMIT_OVER_QUOTA:

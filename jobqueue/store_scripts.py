@@ -170,7 +170,9 @@ RECORD_REPLACED = -2  # REQUEST_CANCEL's reply when the record changed group und
 # KEYS[7] active jobs[, KEYS[8] the queue]. ARGV[1] the record as a JSON list of field, value (stored text), ARGV[2]
 # its TTL seconds, ARGV[3] job id, ARGV[4] submitted ms, ARGV[5] deadline ms or '', ARGV[6] counter fields to +1 (JSON
 # list), ARGV[7] active-jobs fields to +1 with their limits (JSON list of {field, limit}, 0: none), ARGV[8] arq id,
-# ARGV[9] arq job payload, ARGV[10] its TTL ms, ARGV[11] its queue score (ms).
+# ARGV[9] arq job payload, ARGV[10] its TTL ms, ARGV[11] its queue score (ms), ARGV[12] listing-index JSON
+# (console-jobs), ARGV[13] fair-share JSON (fair), ARGV[14] the channel told of the submission once it is written
+# ('' none: <p>events, which wakes the manager and the group's idle consumers), ARGV[15] the message told there.
 # Returns {1} created; {0} the id exists already (its record, arq job or arq result); {-1, i, count} the i-th limit
 # of ARGV[7] is reached (count unfinished jobs): nothing written.
 SUBMIT = """
@@ -190,6 +192,7 @@ if #KEYS == 8 then
   redis.call('SET', KEYS[2], ARGV[9], 'PX', ARGV[10])
   redis.call('ZADD', KEYS[8], ARGV[11], ARGV[8])
 end
+if (ARGV[14] or '') ~= '' then redis.call('PUBLISH', ARGV[14], ARGV[15]) end
 return {1}
 """
 SUBMIT_CREATED, SUBMIT_EXISTS, SUBMIT_OVER_QUOTA = 1, 0, -1
