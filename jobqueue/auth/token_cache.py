@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from jobqueue.auth.identity import Identity
-from jobqueue.auth.oidc import BearerAuthenticator, Refusal
+from jobqueue.auth.oidc import BearerAuthenticator, OidcVerifier, Refusal
 from jobqueue.auth.tokens import TOKEN_PREFIX, token_sha256
 
 MAX_ENTRIES = 10_000  # tokens kept at once; past it, the cache starts over (only a miss more for each)
@@ -30,6 +30,11 @@ class VerifiedTokens:
         self.seconds = seconds
         self.clock = clock
         self._kept: dict[str, tuple[Identity, float]] = {}  # sha256 of the token -> (identity, kept until)
+
+    @property
+    def oidc(self) -> OidcVerifier | None:
+        """The OIDC verifier behind (its key cache serves the console's sign-in too)."""
+        return self.auth.oidc
 
     async def verify(self, token: str | None) -> Identity | Refusal:
         text = (token or "").strip()
