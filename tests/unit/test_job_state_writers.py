@@ -33,6 +33,7 @@ NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "console_session": "a web console sign-in (its identity and CSRF token, never the token): "
                        "`jobqueue.console.sessions.SessionStore`",
     "console_live": "the open live streams of a console sign-in: `jobqueue.console.live.LiveStreams`",
+    "upload": "a staged upload's record (whose it is, until it is taken or expires): `jobqueue.upload_store`",
     "registry_versions": "the applied feature registries: `RegistryStore.apply`",
     "registry_current": "the current registry version: `RegistryStore.apply`",
     "group_history": "the manager's per-group samples of the last hour (the console's sparklines): "
