@@ -31,19 +31,29 @@ from arq.worker import Worker
 from redis.commands.core import AsyncScript
 
 from jobqueue.entries import entry_problem
+from jobqueue.fair_share import TEAM_LIMIT_LUA
+from jobqueue.keys import JobField
 from jobqueue.logs import get_logger
 from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
 
 log = get_logger("jobqueue.consumer")
 
-# KEYS[1] the job's in-progress key, KEYS[2] the queue, KEYS[3] its arq job; ARGV[1] arq id, ARGV[2] now (ms),
-# ARGV[3] in-progress timeout (ms). Returns {score, envelope or false} when it was taken, else false.
-_TAKE = """
+# KEYS[1] the job's in-progress key, KEYS[2] the queue, KEYS[3] its arq job, KEYS[4] its record, KEYS[5] the group's
+# running hash; ARGV[1] arq id, ARGV[2] now (ms), ARGV[3] in-progress timeout (ms), ARGV[4] the teams' running
+# limits (`fair_share.limits_json`, '' none), ARGV[5], ARGV[6] a job's key around its id, ARGV[7] the team field,
+# ARGV[8] the job id. Returns {score, envelope or false} when it was taken, else false: running elsewhere, done,
+# deferred, or its team runs its limit in the group (it stays queued in its place; the claim counts again).
+_TAKE = TEAM_LIMIT_LUA + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score then return false end
 local due = tonumber(score)
 if due and due > tonumber(ARGV[2]) then return false end
+if ARGV[4] ~= '' then
+  local ok, team = pcall(cjson.decode, redis.call('HGET', KEYS[4], ARGV[7]) or 'null')
+  if ok and type(team) == 'string' and team ~= '' and
+     team_running(cjson.decode(ARGV[4]), KEYS[5], ARGV[5], ARGV[6], ARGV[7], ARGV[8], team) then return false end
+end
 redis.call('PSETEX', KEYS[1], ARGV[3], '1')
 return {score, redis.call('GET', KEYS[3])}
 """
@@ -69,7 +79,9 @@ class JobQueueWorker(Worker):
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """For each job id: take it (unless running elsewhere, finished, or deferred) and run it."""
-        take = self._take
+        take, consumer = self._take, self.ctx["consumer"]
+        keys, limits = consumer.keys, consumer.team_limits
+        job_head, job_tail = consumer.store.job_key_around
         for job_id_b in job_ids:
             await self.sem.acquire()
             if self.job_counter >= self.max_jobs:
@@ -77,16 +89,19 @@ class JobQueueWorker(Worker):
                 return None
             self.job_counter += 1
             job_id = job_id_b.decode()
+            ours = keys.job_id_of(job_id) or ""
             try:
                 taken = await take(
-                    keys=[in_progress_key_prefix + job_id, self.queue_name, job_key_prefix + job_id],
-                    args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)],
+                    keys=[in_progress_key_prefix + job_id, self.queue_name, job_key_prefix + job_id, keys.job(ours),
+                          keys.running(consumer.group)],
+                    args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000), limits if ours else "",
+                          job_head, job_tail, JobField.TEAM.value, ours],
                 )
             except BaseException:  # Redis went away: give the slot back (the take may have happened: see run_job)
                 self.job_counter -= 1
                 self.sem.release()
                 raise
-            if not taken:  # running elsewhere, already done, or re-queued with a delay
+            if not taken:  # running elsewhere, already done, re-queued with a delay, or its team at its limit
                 self.job_counter -= 1
                 self.sem.release()
                 continue

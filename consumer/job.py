@@ -22,7 +22,7 @@ from arq.worker import Retry
 from jobqueue.engine.duckdb_run import QueryInterrupted, QueryOutOfMemory
 from jobqueue.engine.execute import QueryOutcome
 from jobqueue.errors import InvalidQueryError, RegistryVersionNotFound
-from jobqueue.jobstore import Claim
+from jobqueue.jobstore import Claim, JobStore
 from jobqueue.logs import capped
 from jobqueue.models import JobStatus, QueryJob
 from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
@@ -102,9 +102,13 @@ class JobRun:
         if job.completion_deadline and self.consumer.clock() >= job.completion_deadline:
             applied = await store.mark_expired(job.job_id, "completion deadline passed before the job started")
             return await self._final("expired before start", applied)
-        claim = await store.claim(
-            job.job_id, self.consumer.consumer_id, self.consumer.group, self.consumer.settings.job_heartbeat_ttl_seconds
-        )
+        consumer = self.consumer
+        claim = await store.claim(job.job_id, consumer.consumer_id, consumer.group,
+                                  consumer.settings.job_heartbeat_ttl_seconds, consumer.team_limits)
+        if claim.team_running is not None:  # another consumer's claim took the team's last slot since the take
+            log.info("team at its running limit; the job stays queued in its place", team=job.team,
+                     team_running=claim.team_running)
+            raise Retry(defer=timedelta(0))  # no new score: it keeps its fair-share place
         if not claim.claimed:
             log.info("job not claimable, skipped", status=claim.status)
             return {"skipped": True}
@@ -238,4 +242,20 @@ class JobRun:
         local (small), in a thread for object stores; a failed delete is left to the manager's GC."""
         if applied:
             await self.consumer.storage.discard_job_files(self.job.job_id, result=outcome != "succeeded")
+        if applied and self.job.parent_id is not None:  # released once arq has taken it off its queue
+            self.consumer.ended_shards[self.job.job_id] = (self.job, outcome)
         return {"outcome": outcome}
+
+
+async def shard_ended(store: JobStore, job: QueryJob, outcome: str) -> None:
+    """A shard of a sharded query ended, and arq has taken it off its queue (the consumer's `job_ended`; before
+    that, its entry would still count as a ready job beside the sibling it releases): release a held sibling
+    (`jobqueue.shard_store`). A shard that failed fails its parent, so its siblings are cancelled (their work would
+    be thrown away)."""
+    parent_id = job.parent_id
+    assert parent_id is not None
+    await until_reachable(lambda: store.release_shard(job.job_id, parent_id, job.resource_group),
+                          Outage(log, "releasing a held shard"))
+    if outcome in (JobStatus.FAILED.value, JobStatus.EXPIRED.value):
+        log.warning("shard ended without a result; cancelling its siblings", outcome=outcome, parent=parent_id)
+        await until_reachable(lambda: store.cancel_sharded(parent_id), Outage(log, "cancelling shards"))

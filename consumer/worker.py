@@ -24,7 +24,7 @@ from arq.worker import Retry, func
 from pydantic import ValidationError
 
 from consumer.arq_worker import JobQueueWorker
-from consumer.job import JobRun, PrepareQuery, RunnableQuery
+from consumer.job import JobRun, PrepareQuery, RunnableQuery, shard_ended
 from consumer.metrics import ConsumerMetrics
 from jobqueue import entries, serializer
 from jobqueue.attribution import log_context
@@ -36,6 +36,7 @@ from jobqueue.engine.resources import container_memory_bytes
 from jobqueue.engine.scan_cache import open_scan_cache
 from jobqueue.engine.warm import InstanceSettings
 from jobqueue.errors import RegistryVersionNotFound
+from jobqueue.fair_share import limits_json
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
 from jobqueue.logs import capped, configure_logging, get_logger
@@ -72,6 +73,7 @@ class Consumer:
         self.consumer_id = settings.consumer_id or f"{socket.gethostname()}-{os.getpid()}"
         self.started_at = self.last_heartbeat = time.time()
         self.running: set[str] = set()
+        self.ended_shards: dict[str, tuple[QueryJob, str]] = {}  # shard id -> (job, outcome): released at job end
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
         self._prepare: PrepareQuery = prepare or PreparedQuery
@@ -84,6 +86,7 @@ class Consumer:
         warm.enable()  # each query's DuckDB instance is started ahead, while the consumer waits (`engine.warm`)
         limits = engine_limits(settings)
         self.instance_settings = InstanceSettings(limits.memory_limit_bytes, limits.threads, limits.spill_root)
+        self.team_limits = limits_json(settings)  # the teams' running limits, checked at take and claim
 
     async def registry_for(self, job: QueryJob) -> Registry:
         """The registry a job runs with: the version it pins, from Redis (cached: versions never change), or the
@@ -136,6 +139,12 @@ class Consumer:
         if job_id in self.running:
             self.running.discard(job_id)
             await self.store.release(job_id, self.group)
+        if self.team_limits:  # a team's job ended: the consumers skipping its jobs at their limit look again now
+            with contextlib.suppress(*REDIS_UNREACHABLE):
+                await self.redis.publish(self.keys.events, submitted_event(self.group))
+        ended = self.ended_shards.pop(job_id, None)
+        if ended is not None:  # arq has taken it off its queue now: its end may release a held sibling
+            await shard_ended(self.store, *ended)
         warm.SPARES.prepare(self.instance_settings)  # for the next query, started while none runs
 
     # --- presence ------------------------------------------------------------------------------

@@ -20,19 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-import weakref
 from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
 from arq.connections import ArqRedis
-from arq.jobs import serialize_job
 from pydantic import SecretStr, ValidationError
 
-from jobqueue import serializer
 from jobqueue.api.wire import (
     CancelFilter,
     CancelManyResult,
@@ -42,56 +38,40 @@ from jobqueue.api.wire import (
     RegistryVersionBody,
     ScheduleAction,
     ScheduleList,
+    ScheduleRuns,
 )
 from jobqueue.attribution import Attribution, check_attribution, default_owner, new_correlation_id
-from jobqueue.backend import JobQueueBackend, QueryRequest
+from jobqueue.backend import JobQueueBackend, QueryRequest, query_request
 from jobqueue.connect import HttpTarget, resolve_target
 from jobqueue.direct_backend import DirectBackend
+from jobqueue.direct_submit import PreparedSubmission, planning_registry, submit_prepared, submit_record
 from jobqueue.errors import (
     ConfigError,
     InvalidQueryError,
-    QuotaExceededError,
     RedisUnavailableError,
-    RegistryMismatchError,
 )
 from jobqueue.groups import ResourceGroup, load_groups_cached
-from jobqueue.handles import AsyncJobHandle, AsyncLocalResult, JobHandle, LocalResult
+from jobqueue.handles import AsyncJobHandle, AsyncLocalResult
 from jobqueue.http_backend import HttpBackend
-from jobqueue.inputs import time_range, to_arrow, with_times
+from jobqueue.in_process import run_in_process, run_remotely
+from jobqueue.inputs import to_arrow, with_times
 from jobqueue.job_filter import JobFilter
 from jobqueue.jobstore import JobStore
-from jobqueue.keys import ARQ_FUNCTION, Keys, submitted_event
+from jobqueue.keys import Keys
 from jobqueue.lookup_cache import LookupCache
-from jobqueue.models import JobRecord, JobStatus, QueryJob, ResourceRequests
+from jobqueue.models import JobRecord, JobStatus, Priority, ResourceRequests
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
 from jobqueue.plan import plan_query
-from jobqueue.quotas import Quota, check_input_rows, queued_quotas, quotas_for
 from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
 from jobqueue.registry_store import RegistryStore
 from jobqueue.registry_versions import content_hash, document_of, parse_version_ref
 from jobqueue.settings import Settings, load_settings
-from jobqueue.storage import Storage, is_local, job_uri
-from jobqueue.sync import LoopThread
+from jobqueue.storage import Storage
+from jobqueue.sync_client import JobQueueClient
 
-STAGE_INLINE_BYTES = 256 << 10  # a local input up to this size is staged on the event loop, not in a thread
+__all__ = ["AsyncJobQueueClient", "JobQueueClient", "PreparedSubmission"]  # JobQueueClient: `jobqueue.sync_client`
 
-
-
-def query_request(input: Any, output: list[str], input_times: Any, group: str, max_retries: int,
-                  completion_deadline: datetime | timedelta | None, include_input_time: bool, now: datetime,
-                  owner: str | None, team: str | None, tags: dict[str, str] | None, query_name: str | None,
-                  correlation_id: str | None) -> QueryRequest:
-    """`offline_query`'s arguments checked (`InvalidQueryError` naming the field) as one `QueryRequest`."""
-    deadline = _deadline(completion_deadline, now)
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 100:
-        raise InvalidQueryError("max_retries", f"must be a whole number from 0 to 100, got {max_retries!r}")
-    if not isinstance(include_input_time, bool):
-        raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
-    if isinstance(output, str) or not isinstance(output, (list, tuple)):
-        raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
-    return QueryRequest(input, list(output), input_times, group, max_retries, deadline, include_input_time, now,
-                        owner, team, dict(tags or {}), query_name, correlation_id)
 
 class AsyncJobQueueClient:
     def __init__(
@@ -185,23 +165,8 @@ class AsyncJobQueueClient:
         return self._registries
 
     async def planning_registry(self) -> tuple[Registry, str | None]:
-        """The registry a new job is planned against, and the version it pins: the current version in Redis when
-        there is one, else this client's own (JOBQUEUE_REGISTRY_PATH, or the one given), pinning none (consumers
-        then plan with their own file, as before versions existed). A client with a registry of its own that
-        differs from the current version raises `RegistryMismatchError`: its file would say one thing and the
-        job do another."""
-        current = await self.registries.current_id()
-        if current is None:
-            return self.registry, None
-        if self._local_hash is not None and not current.endswith(self._local_hash):
-            served = await self.registries.version(current)
-            raise RegistryMismatchError(
-                f"{self.registry.origin} (JOBQUEUE_REGISTRY_PATH) is not the registry the service plans against: "
-                f"the current version is {current}, applied {served.applied_at:%Y-%m-%d %H:%M:%S %Z}"
-                + (f" by {served.applied_by}" if served.applied_by else "") + f" from {served.origin}. Apply "
-                f"yours (`jobqueue registry apply {self.registry.origin}`), or unset JOBQUEUE_REGISTRY_PATH to "
-                "plan against the current version; nothing was submitted")
-        return await self.registries.registry(current), current
+        """The registry a new job is planned against and the version it pins (`jobqueue.direct_submit`)."""
+        return await planning_registry(self)
 
     async def aclose(self) -> None:
         await self.backend.aclose()
@@ -259,6 +224,9 @@ class AsyncJobQueueClient:
         tags: dict[str, str] | None = None,
         query_name: str | None = None,
         correlation_id: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        num_shards: int | str | None = None,
+        num_workers: int | None = None,
     ) -> AsyncJobHandle | AsyncLocalResult:
         """Validate, stage and enqueue one offline query; or run it here when not asynchronous.
 
@@ -272,29 +240,38 @@ class AsyncJobQueueClient:
         Attribution (`jobqueue.attribution`), stored with the job and shown by `jobqueue jobs`: `owner` (default:
         the OS user), `team` (default: JOBQUEUE_TEAM), `tags` (a small mapping of text), `query_name`, and
         `correlation_id` (default: a new one) to find the job from the caller's own logs.
+
+        `priority`: "high", "normal" (default) or "low" weights the owner's share of the group (4, 2, 1:
+        `jobqueue.fair_share`); it does not jump the whole queue.
+        `num_shards` (N, or "auto": ceil(rows / JOBQUEUE_SHARD_TARGET_ROWS)): split the input into N shards by a
+        stable hash of the first output namespace's primary key, each a job of its own under one parent job whose
+        handle this returns (`jobqueue.sharding`); `num_workers`: at most this many shards run at once, across
+        consumers (default: no cap). Results come back in input order.
         """
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
         query = query_request(input, output, input_times, resources.resource_group, max_retries, completion_deadline,
-                              include_input_time, now, owner, team, tags, query_name, correlation_id)
+                              include_input_time, now, owner, team, tags, query_name, correlation_id,
+                              priority=priority, num_shards=num_shards, num_workers=num_workers)
+        if num_shards is not None and not run_asynchronously:
+            raise InvalidQueryError("num_shards", "shards run on the service's consumers: leave "
+                                    "run_asynchronously=True")
+        if not run_asynchronously and not self.direct:
+            return await run_remotely(self, query)
         if not run_asynchronously:  # plans against this client's own registry: no Redis needed
-            if not self.direct:
-                raise InvalidQueryError("run_asynchronously", "False runs the query in this process, which needs "
-                                        "the registry file and storage of the direct mode; over HTTP the service "
-                                        "runs it (leave run_asynchronously=True)")
             attribution = check_attribution(
                 owner if owner is not None else default_owner(),
                 team if team is not None else self.settings.team or None, tags, query_name,
                 correlation_id if correlation_id is not None else new_correlation_id())
             table, columns = self._prepare(input, output, input_times, now)
             return await asyncio.to_thread(
-                self._run_in_process, table, columns, output, now, include_input_time, attribution
+                run_in_process, self, table, columns, output, now, include_input_time, attribution
             )
         return AsyncJobHandle(await self.backend.submit(query), self)
 
     async def submit_checked(self, query: QueryRequest, attribution: Attribution) -> JobRecord:
         """The direct mode's submit: plan against the served registry, stage, enqueue; the record as written (what
-        reading the job back would give, without the read)."""
+        reading the job back would give, without the read; a sharded query's parent as derived from its shards)."""
         with self.reaching_redis("the query was not submitted"):
             registry, registry_version = await self.planning_registry()
             known = await self.known_groups()
@@ -304,62 +281,26 @@ class AsyncJobQueueClient:
                 "resources.resource_group",
                 f"unknown resource group {query.resource_group!r}; known groups: {', '.join(known)}",
             )
+        if query.num_shards is not None:
+            from jobqueue.shard_submit import submit_sharded
+
+            with self.reaching_redis("the sharded query was not submitted"):
+                return await submit_sharded(self, query, attribution, table, columns, registry, registry_version)
         job_id = uuid.uuid4().hex
         with self.reaching_redis("the query was not submitted (had the connection broken during the final "
                                  f"write, `jobqueue jobs` would list job {job_id})"):
-            record = await self.submit_record(PreparedSubmission(
+            record = await submit_record(self, PreparedSubmission(
                 table, columns, query.output, query.resource_group, job_id, query.submitted_at, query.max_retries,
                 query.deadline, include_input_time=query.include_input_time, attribution=attribution,
-                registry_version=registry_version,
+                registry_version=registry_version, priority=query.priority,
             ))
         assert record is not None  # not exclusive: an id taken raises
         return record
 
     async def submit_prepared(self, request: PreparedSubmission) -> bool:
-        """Stage a checked input and enqueue it under `request.job_id`. With `request.exclusive`, a job id
-        that already exists is not submitted again (returns False). See `submit_record`."""
-        return await self.submit_record(request) is not None
-
-    async def submit_record(self, request: PreparedSubmission) -> JobRecord | None:
-        """`submit_prepared`, returning the record as written (None: exclusive, and the id exists).
-
-        Quotas (`jobqueue.quotas`, unless `request.enforce_quotas` is off): the input rows are checked before
-        anything is staged, the owner's and team's unfinished jobs before staging and again, atomically, with the
-        enqueue; `QuotaExceededError` names the quota, and nothing stays staged."""
-        job_id, table = request.job_id, request.table
-        owner, team = request.attribution.owner, request.attribution.team
-        quotas = quotas_for(self.settings, owner, team) if request.enforce_quotas else []
-        check_input_rows(quotas, table.num_rows)
-        queued = queued_quotas(quotas)
-        for quota, current in zip(queued, await self.store.active_jobs(queued), strict=True):
-            if current >= quota.limit:  # full already: refuse before staging (the script decides the race)
-                raise quota.exceeded(current)
-        input_uri = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")
-        job = QueryJob(
-            job_id=job_id, environment=self.settings.environment, resource_group=request.group,
-            output=list(request.output), input_uri=input_uri, input_columns=request.columns,
-            input_rows=table.num_rows, submitted_at=request.submitted_at, max_retries=request.max_retries,
-            completion_deadline=request.deadline, include_input_time=request.include_input_time,
-            registry_version=request.registry_version, **time_range(table), **request.attribution.model_dump(),
-        )
-        record = JobRecord(
-            job_id=job.job_id, status=JobStatus.QUEUED, resource_group=job.resource_group,
-            output=job.output, input_rows=job.input_rows, submitted_at=job.submitted_at,
-            max_retries=job.max_retries, completion_deadline=job.completion_deadline,
-            **request.attribution.model_dump(),
-            registry_version=job.registry_version,
-        )
-        if request.exclusive and await self.redis.exists(self.keys.job(job_id)):
-            return None
-        if table.nbytes <= STAGE_INLINE_BYTES and is_local(input_uri):  # ~1 ms: less than a hop to a thread
-            self.storage.write_table(table, input_uri)
-        else:
-            await asyncio.to_thread(self.storage.write_table, table, input_uri)
-        try:
-            return record if await self._submit(record, job, request.exclusive, queued) else None
-        except QuotaExceededError:  # another submit took the last slot while this one staged
-            await self.storage.discard_job_files(job_id)
-            raise
+        """Stage a checked input and enqueue it under `request.job_id` (`jobqueue.direct_submit`). With
+        `request.exclusive`, a job id that already exists is not submitted again (returns False)."""
+        return await submit_prepared(self, request)
 
     def _prepare(
         self, input: Any, output: list[str], input_times: Any, now: datetime, registry: Registry | None = None
@@ -378,48 +319,6 @@ class AsyncJobQueueClient:
         # raises InvalidQueryError on any mismatch
         plan_query(columns, output, self.registry if registry is None else registry)
         return with_times(table, input_times, now), columns
-
-    async def _submit(self, record: JobRecord, job: QueryJob, exclusive: bool, quotas: list[Quota]) -> bool:
-        """Create the record and enqueue the job atomically (`JobStore.submit`), and wake the manager and the
-        group's idle consumers from the same script."""
-        enqueued_ms = int(job.submitted_at.timestamp() * 1000)
-        body = job.model_dump(mode="json")
-        if body["registry_version"] is None:  # a payload that pins no version stays one older consumers take
-            del body["registry_version"]
-        payload = serialize_job(ARQ_FUNCTION, (), {"job": body}, None, enqueued_ms, serializer=serializer.dumps)
-        return await self.store.submit(record, self.keys.queue(job.resource_group), payload,
-                                       self.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas,
-                                       wake=(self.keys.events, submitted_event(job.resource_group)))
-        # False: another manager won the race; its staged input is the same file
-
-    def _run_in_process(
-        self, table: pa.Table, columns: list[str], output: list[str], now: datetime, include_input_time: bool,
-        attribution: Attribution,
-    ) -> AsyncLocalResult:
-        from jobqueue.engine.execute import PreparedQuery  # the engine is only needed for in-process runs
-
-        job_id = uuid.uuid4().hex
-        input_uri = job_uri(self.settings.staging, self.settings.environment, job_id, "input.parquet")
-        self.storage.write_table(table, input_uri)
-        job = QueryJob(
-            job_id=job_id, environment=self.settings.environment, resource_group="in-process",
-            output=list(output), input_uri=input_uri, input_columns=columns, input_rows=table.num_rows,
-            submitted_at=now, include_input_time=include_input_time, **time_range(table), **attribution.model_dump(),
-        )
-        succeeded = False
-        started = datetime.now(UTC)
-        try:
-            outcome = PreparedQuery(job, self.registry, self.settings, consumer_id="in-process").execute()
-            succeeded = True
-        finally:  # the staged input, and the result folder of a failed run, are of no use to anyone
-            self.storage.remove_job_files(job_id, result=not succeeded)
-        record = JobRecord(
-            job_id=job_id, status=JobStatus.SUCCEEDED, resource_group=job.resource_group, output=job.output,
-            input_rows=job.input_rows, submitted_at=now, started_at=started, finished_at=datetime.now(UTC),
-            consumer_id="in-process", progress=1.0, attempts=1, max_retries=job.max_retries,
-            result_uri=outcome.result_uri, summary=outcome.summary, **attribution.model_dump(),
-        )
-        return AsyncLocalResult(record, self.storage)
 
     async def resolve_job_id(self, job_id: str) -> str:
         """The full id of the job `job_id` names: itself, or the one job whose id starts with it (the progress
@@ -481,6 +380,10 @@ class AsyncJobQueueClient:
     async def schedules(self) -> ScheduleList:
         return await self.backend.schedules()
 
+    async def schedule_runs(self, name: str, limit: int = 10) -> ScheduleRuns:
+        """The last `limit` runs of a schedule, newest first (`jobqueue schedules runs NAME`)."""
+        return await self.backend.schedule_runs(name, limit)
+
     async def run_schedule(self, name: str) -> ScheduleAction:
         return await self.backend.schedule_action(name, "run")
 
@@ -511,144 +414,3 @@ class AsyncJobQueueClient:
         parsed = registry if isinstance(registry, Registry) else load_registry(Path(registry))
         return await self.backend.apply_registry(parsed, applied_by)
 
-
-
-
-@dataclass(frozen=True)
-class PreparedSubmission:
-    """What `submit_prepared` stages and enqueues: an input already checked and timed (`__ts__`/`__row__`)."""
-
-    table: pa.Table
-    columns: list[str]  # the input's own columns (before `__ts__`/`__row__` were added)
-    output: list[str]
-    group: str
-    job_id: str
-    submitted_at: datetime
-    max_retries: int = 2
-    deadline: datetime | None = None
-    exclusive: bool = False  # an id that already exists is not submitted again (deterministic ids)
-    include_input_time: bool = False  # the result gets `input_time`, each row's as-of time
-    attribution: Attribution = Attribution()  # who the job is for (`jobqueue.attribution`), checked already
-    registry_version: str | None = None  # the registry version it was planned against (`planning_registry`)
-    enforce_quotas: bool = True  # False: counted, never refused (scheduled runs: `jobqueue.quotas`)
-
-
-def _deadline(value: datetime | timedelta | None, now: datetime) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        value = now + value
-    if not isinstance(value, datetime):
-        raise InvalidQueryError("completion_deadline", "must be a datetime or a timedelta from now")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)  # naive times are UTC, as for input_times
-    if value <= now:
-        raise InvalidQueryError("completion_deadline", f"{value.isoformat()} is already past; give a future time")
-    return value
-
-
-class JobQueueClient:
-    """Synchronous twin of `AsyncJobQueueClient`: same arguments, blocking calls."""
-
-    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
-        self._async = AsyncJobQueueClient(settings, **kwargs)  # bad settings raise before a thread is started
-        self._loop = LoopThread()
-        # `close()`, or else garbage collection or interpreter exit, closes the connections on their own loop
-        # (never left to the connections' `__del__`, which runs on the wrong thread or during shutdown)
-        self._closer = weakref.finalize(self, _close_client, self._loop, self._async)
-
-    @property
-    def settings(self) -> Settings:
-        return self._async.settings
-
-    def offline_query(
-        self, input: Any, output: list[str], input_times: Any = None, **kwargs: Any
-    ) -> JobHandle | LocalResult:
-        """Submit one offline (point-in-time) query; blocks only while the input is checked and staged.
-
-        `input`: the rows, as a dict of columns, a pandas DataFrame or a pyarrow Table; columns are named
-        `<namespace>.<feature>` and include the primary key of each output namespace (`user.id`).
-        `output`: the features to fetch, as `<namespace>.<feature>` (`["user.f0"]`).
-        `input_times`: the time each row is answered as of, one per row (a list of datetimes, a pandas
-        Series or a pyarrow array). Default: now, the submission time, for every row. Naive times are
-        UTC. A feature's value is its latest source row with `ts <= input time`.
-        Keywords: `run_asynchronously` (default True: queue it and return a `JobHandle`; False: run it in
-        this process and return its finished `LocalResult`), `resources=ResourceRequests(resource_group=...)`,
-        `max_retries` (default 2) and `completion_deadline` (a time, or a delay from now).
-
-        The result (`to_arrow()`, `to_pandas()`) has the input's columns, then each requested feature not
-        already among them, in a column named `<namespace>.<feature>` (`user.f0`); rows in input order.
-        `performance_summary` is a `jobqueue.PerformanceSummary` (a pydantic model: attributes,
-        `.model_dump()` for a dict), set once the job has succeeded. Raises `InvalidQueryError` (naming the
-        argument) before anything is submitted, and `RedisUnavailableError` when Redis cannot be reached.
-        """
-        result = self._loop.run(self._async.offline_query(input, output, input_times, **kwargs))
-        if isinstance(result, AsyncLocalResult):
-            return LocalResult(result, self._loop)
-        return JobHandle(result, self._loop)
-
-    def job(self, job_id: str) -> JobHandle:
-        """A handle on a submitted job, by its id or a unique prefix of it."""
-        return JobHandle(self._async.job(self._loop.run(self._async.resolve_job_id(job_id))), self._loop)
-
-    def get_job(self, job_id: str) -> JobRecord:
-        return self._loop.run(self._async.get_job(job_id))
-
-    def cancel(self, job_id: str, wait: float | None = 30.0) -> JobRecord:
-        return self._loop.run(self._async.cancel(job_id, wait))
-
-    def jobs(self, **filters: Any) -> list[JobRecord]:
-        """See `AsyncJobQueueClient.jobs`: owner, team, state, resource_group, tags, query_name,
-        submitted_after, submitted_before, limit."""
-        return self._loop.run(self._async.jobs(**filters))
-
-    def cancel_many(self, **filters: Any) -> CancelManyResult:
-        return self._loop.run(self._async.cancel_many(**filters))
-
-    def groups(self) -> list[GroupStatus]:
-        return self._loop.run(self._async.groups())
-
-    status = groups
-
-    def schedules(self) -> ScheduleList:
-        return self._loop.run(self._async.schedules())
-
-    def run_schedule(self, name: str) -> ScheduleAction:
-        return self._loop.run(self._async.run_schedule(name))
-
-    def pause_schedule(self, name: str) -> ScheduleAction:
-        return self._loop.run(self._async.pause_schedule(name))
-
-    def resume_schedule(self, name: str) -> ScheduleAction:
-        return self._loop.run(self._async.resume_schedule(name))
-
-    def registry_current(self) -> RegistryVersionBody:
-        return self._loop.run(self._async.registry_current())
-
-    def registry_history(self) -> RegistryHistory:
-        return self._loop.run(self._async.registry_history())
-
-    def registry_version(self, ref: str) -> RegistryVersionBody:
-        return self._loop.run(self._async.registry_version(ref))
-
-    def apply_registry(self, registry: Path | str | Registry, applied_by: str | None = None) -> RegistryApplied:
-        return self._loop.run(self._async.apply_registry(registry, applied_by))
-
-    def close(self) -> None:
-        """Close the Redis connections and stop the client's loop thread; a second call does nothing."""
-        self._closer()
-
-    def __enter__(self) -> JobQueueClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _close_client(loop: LoopThread, client: AsyncJobQueueClient) -> None:
-    if loop.is_current():  # collected on its own loop thread: it cannot wait for itself; the loop dies with it
-        return
-    try:
-        loop.run(client.aclose())
-    finally:
-        loop.stop()

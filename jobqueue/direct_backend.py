@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from jobqueue.api.listing import all_jobs, find_jobs
+from jobqueue.api.listing import all_matching, cancellable_queries, find_page
 from jobqueue.api.wire import (
+    MAX_SCHEDULE_RUNS,
     CancelFilter,
     CancelManyResult,
     GroupStatus,
@@ -26,6 +27,8 @@ from jobqueue.api.wire import (
     ScheduleAction,
     ScheduleInfo,
     ScheduleList,
+    ScheduleRun,
+    ScheduleRuns,
 )
 from jobqueue.attribution import check_attribution, default_owner, new_correlation_id
 from jobqueue.backend import QueryRequest
@@ -42,9 +45,16 @@ from jobqueue.group_status import group_rows
 from jobqueue.job_filter import JobFilter
 from jobqueue.jobstore import CancelOutcome
 from jobqueue.keys import TRUE, ScheduleField
+from jobqueue.listing_plan import ListingQuery, Position
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.registry import Registry
-from jobqueue.schedule_control import published_schedules, request_run, schedule_state, set_paused
+from jobqueue.schedule_control import (
+    published_schedules,
+    request_run,
+    run_ids,
+    schedule_state,
+    set_paused,
+)
 from jobqueue.schedules import next_due
 from jobqueue.wait_observe import wait_reason
 
@@ -123,6 +133,15 @@ class DirectBackend:
         client = self.client
         job_id = await self.resolve_job_id(job_id)
         with client.reaching_redis(f"job {job_id} was not cancelled"):
+            before = await client.store.get(job_id)
+            if before is not None and before.shard_ids:
+                return await self._cancel_sharded(before, wait)
+            if before is not None and before.parent_id and not before.status.is_final:
+                # a shard: its query cannot succeed without it, and its held siblings would wait for a release
+                parent = await client.store.get(before.parent_id)
+                if parent is not None:
+                    await self._cancel_sharded(parent, wait)
+                    return await self.get_job(job_id)
             result = await client.store.request_cancel(job_id)
         if result is CancelOutcome.NO_JOB:
             raise JobNotFoundError(f"no job {job_id!r} in environment {client.settings.environment!r}")
@@ -136,6 +155,28 @@ class DirectBackend:
         elif result is CancelOutcome.ALREADY_FINAL and record.status is not JobStatus.CANCELLED:
             raise JobStateError(f"job {job_id} is {record.status.value}; it can no longer be cancelled")
         return record
+
+    async def _cancel_sharded(self, parent: JobRecord, wait: float | None) -> JobRecord:
+        """Cancel every unfinished shard of a sharded query (`JobStore.cancel_sharded`), and wait up to `wait`
+        seconds for the running ones to stop."""
+        from jobqueue.handles import AsyncJobHandle
+
+        client = self.client
+        if parent.status.is_final and parent.status is not JobStatus.CANCELLED:
+            raise JobStateError(f"job {parent.job_id} is {parent.status.value}; it can no longer be cancelled")
+        outcomes = await self._cancel_shards_of(parent)
+        if wait and CancelOutcome.STOP_REQUESTED in outcomes:
+            with contextlib.suppress(TimeoutError, JobQueueError):
+                await AsyncJobHandle(parent.job_id, client).wait(timeout=wait, show_progress=False)
+        return await self.get_job(parent.job_id)
+
+    async def _cancel_shards_of(self, parent: JobRecord) -> list[CancelOutcome]:
+        client = self.client
+        outcomes = await client.store.cancel_sharded(parent.job_id)
+        for shard, outcome in zip(parent.shard_ids, outcomes, strict=True):
+            if outcome is CancelOutcome.CANCELLED_QUEUED:
+                await client.storage.discard_job_files(shard)
+        return outcomes
 
     async def read_result(self, record: JobRecord) -> pa.Table:
         from jobqueue.handles import read_result
@@ -153,22 +194,30 @@ class DirectBackend:
                    cursor: str | None = None, scan_limit: int = LIST_SCAN_LIMIT) -> tuple[list[JobRecord], str | None]:
         """Newest first, every condition of `wanted` and `visible`; and the cursor of the next page (the API's)."""
         client = self.client
+        query = ListingQuery(wanted=wanted, limit=limit, after=Position.decode(cursor) if cursor else None,
+                             submitted_after_ms=_ms(submitted_after), submitted_before_ms=_ms(submitted_before))
         with client.reaching_redis("the jobs could not be listed"):
-            return await find_jobs(client.store, client.redis, client.keys,
-                                   lambda r: wanted.matches(r) and visible(r), limit, cursor, submitted_after,
-                                   submitted_before, scan_limit)
+            return await find_page(client.store, client.redis, client.keys, query, visible, scan_limit)
 
-    async def cancel_many(self, wanted: CancelFilter,
-                          may_cancel: Callable[[JobRecord], bool] = lambda r: True) -> CancelManyResult:
-        """Cancel the queued and running jobs matching every condition (and `may_cancel`)."""
+    async def cancel_many(self, wanted: CancelFilter, may_cancel: Callable[[JobRecord], bool] = lambda r: True,
+                          only_owner: str | None = None) -> CancelManyResult:
+        """Cancel the queued and running jobs matching every condition (and `may_cancel`; `only_owner` narrows the
+        index reads to one owner's jobs, as the policy of a `user` does)."""
         client = self.client
-        matches = JobFilter(group=wanted.resource_group, state=wanted.state, owner=wanted.owner, team=wanted.team,
-                            query_name=wanted.query_name, tags=wanted.tags or {}).matches
+        query = ListingQuery(wanted=JobFilter(group=wanted.resource_group, state=wanted.state, owner=wanted.owner,
+                                              team=wanted.team, query_name=wanted.query_name, tags=wanted.tags or {}),
+                             submitted_after_ms=_ms(wanted.submitted_after),
+                             submitted_before_ms=_ms(wanted.submitted_before), only_owner=only_owner)
         cancelled: list[str] = []
         with client.reaching_redis("jobs were not cancelled"):
-            async for record in all_jobs(client.store, client.redis, client.keys,
-                                         lambda r: not r.status.is_final and matches(r) and may_cancel(r),
-                                         wanted.submitted_after, wanted.submitted_before):
+            records = [r for q in cancellable_queries(query)
+                       async for r in all_matching(client.store, client.redis, client.keys, q, may_cancel)]
+            for record in records:
+                if record.shard_ids:  # a sharded query: every shard (the parent is on no queue)
+                    if any(o in (CancelOutcome.CANCELLED_QUEUED, CancelOutcome.STOP_REQUESTED)
+                           for o in await self._cancel_shards_of(record)):
+                        cancelled.append(record.job_id)
+                    continue
                 outcome = await client.store.request_cancel(record.job_id)
                 if outcome is CancelOutcome.CANCELLED_QUEUED:
                     await client.storage.discard_job_files(record.job_id)
@@ -208,6 +257,16 @@ class DirectBackend:
                 await set_paused(redis, keys, name, paused=action == "pause")
         return ScheduleAction(name=name, action=action, detail=SCHEDULE_ACTIONS[action])
 
+    async def schedule_runs(self, name: str, limit: int) -> ScheduleRuns:
+        """The last `limit` runs of a schedule, newest first; `UnknownScheduleError` names the known schedules."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_SCHEDULE_RUNS:
+            raise InvalidQueryError("limit", f"must be a whole number from 1 to {MAX_SCHEDULE_RUNS}, got {limit!r}")
+        client = self.client
+        with client.reaching_redis(f"the runs of schedule {name} are unknown"):
+            ids = await run_ids(client.redis, client.keys, name, limit)
+            records = [await client.store.get(job_id) for job_id in ids]
+        return ScheduleRuns(name=name, runs=[_run(job_id, r) for job_id, r in zip(ids, records, strict=True)])
+
     async def registry_current(self) -> RegistryVersionBody:
         current = await self.client.registries.current()
         if current is None:
@@ -232,3 +291,17 @@ class DirectBackend:
 
     async def aclose(self) -> None:
         await self.client.close_connections()
+
+
+def _run(job_id: str, r: JobRecord | None) -> ScheduleRun:
+    if r is None:  # the record expired (JOBQUEUE_JOB_TTL_SECONDS); the run's id is all that is left
+        return ScheduleRun(job_id=job_id, status=None, submitted_at=None, started_at=None, finished_at=None,
+                           duration_seconds=None, spilled_bytes=None)
+    took = (r.finished_at - r.started_at).total_seconds() if r.finished_at and r.started_at else None
+    return ScheduleRun(job_id=job_id, status=r.status, submitted_at=r.submitted_at, started_at=r.started_at,
+                       finished_at=r.finished_at, duration_seconds=took,
+                       spilled_bytes=r.summary.spilled_bytes if r.summary else None)
+
+
+def _ms(when: datetime | None) -> float | None:
+    return when.timestamp() * 1000 if when is not None else None

@@ -3,8 +3,8 @@
 `AsyncJobHandle` talks to the service through its client (`client.backend`: Redis directly, or the HTTP API; the
 handles are the same over either); `JobHandle` is its blocking twin.
 `AsyncLocalResult` (async client) and `LocalResult` (sync client) are what `run_asynchronously=False`
-returns: a job that already succeeded in this process, with the same surface (`wait` returns its record,
-`cancel` raises `JobStateError` as for any finished job).
+returns: a job that already succeeded (in this process, or over HTTP in the service, waited for), with the same
+surface (`wait` returns its record, `cancel` raises `JobStateError` as for any finished job).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from jobqueue.errors import (
+    ConfigError,
     JobCancelledError,
     JobFailedError,
     JobLostError,
@@ -29,13 +30,16 @@ from jobqueue.errors import (
 from jobqueue.logs import get_logger
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary, WaitReason
 from jobqueue.outage import Outage
+from jobqueue.plan import ROW_COLUMN
 from jobqueue.progress import progress_bar, show_by_default
+from jobqueue.sharding import merge_results
 from jobqueue.storage import Storage
 from jobqueue.waiting import WaitNotices
 
 if TYPE_CHECKING:
     import pandas as pd
     import polars as pl
+    import pyarrow.dataset as pads
 
     from jobqueue.client import AsyncJobQueueClient
     from jobqueue.sync import LoopThread
@@ -153,10 +157,48 @@ class AsyncJobHandle:
     async def to_arrow(self) -> pa.Table:
         # a final record never changes again: the one `wait()` returned saves reading it once more
         record = self._record if self._record is not None and self._record.status.is_final else await self.record()
-        if record.status is not JobStatus.SUCCEEDED or not record.result_uri:
+        if record.status is not JobStatus.SUCCEEDED or not (record.result_uri or record.shard_ids):
             _check_final(record)
             raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
-        return await self._client.read_result(record)
+        if not record.shard_ids:
+            return await self._client.read_result(record)
+        shards = await self._shards()
+        tables = [await self._client.read_result(s) for s in shards]
+        return await asyncio.to_thread(merge_results, tables, ROW_COLUMN)
+
+    async def _shards(self) -> list[JobRecord]:
+        """A succeeded sharded query's shards' records, in shard order."""
+        record = self._record if self._record is not None and self._record.status.is_final else await self.record()
+        if record.status is not JobStatus.SUCCEEDED:
+            _check_final(record)
+            raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
+        return list(await asyncio.gather(*(self._client.get_job(s) for s in record.shard_ids)))
+
+    async def result_uris(self) -> list[str]:
+        """Where the result is: one Parquet file per shard of a sharded query (each with `__row__`, the input
+        position of its rows), else the one file. For results too large for memory: read them with `to_dataset()`,
+        or any Parquet reader."""
+        record = self._record if self._record is not None and self._record.status.is_final else await self.record()
+        if not record.shard_ids:
+            if record.status is not JobStatus.SUCCEEDED:
+                _check_final(record)
+                raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
+            return [record.result_uri] if record.result_uri else []
+        return [s.result_uri for s in await self._shards() if s.result_uri]
+
+    async def to_dataset(self) -> pads.Dataset:
+        """The result as a `pyarrow.dataset.Dataset` over its files (`result_uris()`), read lazily: scan, filter
+        or stream batches without loading it whole. A sharded query's rows are in shard order, with `__row__`
+        (sort by it for input order). Direct mode (the files are the service's storage)."""
+        import pyarrow.dataset as pads
+
+        if not self._client.direct:
+            raise ConfigError("to_dataset() reads the result files from storage, which is for the direct mode; over "
+                              "HTTP use to_arrow() (or ask for the files' access)")
+        uris = await self.result_uris()
+        fs, first = self._client.storage.resolve(uris[0])
+        paths = [first, *(self._client.storage.resolve(u)[1] for u in uris[1:])]
+        return pads.dataset(paths, filesystem=fs, format="parquet")
 
     async def to_pandas(self) -> pd.DataFrame:
         return _to_pandas(await self.to_arrow())
@@ -173,13 +215,18 @@ class AsyncJobHandle:
 
 
 class AsyncLocalResult:
-    """An in-process query's job (`run_asynchronously=False`): it has already succeeded, so `wait` returns
-    its record at once and `cancel` raises `JobStateError`. Its record lives here, not in Redis."""
+    """The job of `run_asynchronously=False`: it has already succeeded, so `wait` returns its record at once and
+    `cancel` raises `JobStateError`. In the direct mode it ran in this process and its record lives here, not in
+    Redis (`storage` reads its result); over HTTP the service ran it and `fetch` downloads its result."""
 
-    def __init__(self, record: JobRecord, storage: Storage) -> None:
+    def __init__(self, record: JobRecord, storage: Storage | None = None, *,
+                 fetch: Callable[[JobRecord], Awaitable[pa.Table]] | None = None) -> None:
+        if (storage is None) == (fetch is None):
+            raise ValueError("give one of storage (an in-process run) and fetch (a job the service ran)")
         self.id = record.job_id
         self._record = record
         self._storage = storage
+        self._fetch = fetch
 
     def __repr__(self) -> str:
         return f"<AsyncLocalResult {self.id} {self._record.status.value}>"
@@ -198,7 +245,9 @@ class AsyncLocalResult:
         return self._record
 
     async def to_arrow(self) -> pa.Table:
-        assert self._record.result_uri is not None  # an in-process record is made once its result is written
+        if self._fetch is not None:
+            return await self._fetch(self._record)
+        assert self._storage is not None and self._record.result_uri is not None  # made once its result is written
         return await asyncio.to_thread(read_result, self._storage, self.id, self._record.result_uri)
 
     async def to_pandas(self) -> pd.DataFrame:
@@ -209,7 +258,8 @@ class AsyncLocalResult:
         return _to_polars(await self.to_arrow())
 
     async def cancel(self, wait: float | None = 30.0) -> JobRecord:
-        raise JobStateError(f"job {self.id} ran in-process and has already finished")
+        where = "in-process" if self._fetch is None else "to its end before offline_query returned"
+        raise JobStateError(f"job {self.id} ran {where} and has already finished")
 
 
 class JobHandle:
@@ -256,6 +306,16 @@ class JobHandle:
 
     def cancel(self, wait: float | None = 30.0) -> JobRecord:
         return self._loop.run(self._handle.cancel(wait))
+
+    def result_uris(self) -> list[str]:
+        """See `AsyncJobHandle.result_uris`."""
+        assert isinstance(self._handle, AsyncJobHandle), "an in-process result has one file: record().result_uri"
+        return self._loop.run(self._handle.result_uris())
+
+    def to_dataset(self) -> pads.Dataset:
+        """See `AsyncJobHandle.to_dataset`."""
+        assert isinstance(self._handle, AsyncJobHandle), "an in-process result has one file: to_arrow()"
+        return self._loop.run(self._handle.to_dataset())
 
 
 class LocalResult(JobHandle):

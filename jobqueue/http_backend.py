@@ -32,6 +32,7 @@ from jobqueue.api.wire import (
     RegistryVersionBody,
     ScheduleAction,
     ScheduleList,
+    ScheduleRuns,
 )
 from jobqueue.backend import QueryRequest
 from jobqueue.errors import (
@@ -130,7 +131,8 @@ class HttpBackend:
         table = to_arrow(query.input)
         params: list[tuple[str, str]] = [("output", o) for o in query.output]
         params += [("resource_group", query.resource_group), ("max_retries", str(query.max_retries)),
-                   ("include_input_time", "true" if query.include_input_time else "false")]
+                   ("include_input_time", "true" if query.include_input_time else "false"),
+                   ("priority", query.priority.value)]
         if query.input_times is not None:
             table = table.append_column(TIMES_COLUMN, _times(query.input_times, table.num_rows))
             params.append(("input_times_column", TIMES_COLUMN))
@@ -139,6 +141,8 @@ class HttpBackend:
         params += [("tag", f"{k}={v}") for k, v in query.tags.items()]
         params += [(k, v) for k, v in (("query_name", query.query_name),
                                        ("correlation_id", query.correlation_id)) if v is not None]
+        params += [(k, str(v)) for k, v in (("num_shards", query.num_shards),
+                                            ("num_workers", query.num_workers)) if v is not None]
         body = await asyncio.to_thread(_arrow_stream, table)
         try:
             upload = await self.presigned.stage(body, ARROW_STREAM_TYPE)
@@ -275,6 +279,12 @@ class HttpBackend:
         _check_id(name, "name")
         response = await self._call("POST", f"/v1/schedules/{name}/{action}", not_found=JobQueueError)
         return ScheduleAction.model_validate_json(response.content)
+
+    async def schedule_runs(self, name: str, limit: int) -> ScheduleRuns:
+        _check_id(name, "name")
+        response = await self._call("GET", f"/v1/schedules/{name}/runs", params={"limit": limit},
+                                    not_found=JobQueueError)
+        return ScheduleRuns.model_validate_json(response.content)
 
     async def registry_current(self) -> RegistryVersionBody:
         response = await self._call("GET", "/v1/registry", not_found=RegistryVersionNotFound)

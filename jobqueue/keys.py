@@ -13,6 +13,9 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
                                 hour: the reaper names it in the error of the jobs that consumer lost
     <p>deadlines                zset job_id -> completion deadline ms (jobs that have one)
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
+    <p>jobs-by:<kind>:<value>   zset job_id -> submit ms per value of `ListingIndex` (owner, team, group, query, tag
+                                `<name>=<value>`, state); <p>jobs-by-wait, <p>jobs-by-duration: job_id -> ms;
+                                <p>listing-indexes: set of the jobs-by keys (the garbage collector walks them)
     <p>group-states             hash group -> JSON `GroupState` of the manager's last decision (`jobqueue status`)
     <p>group-history:<group>    zset: a `GroupSample` (`to_member`: its counts as text) -> its interval's start
                                 (epoch seconds): the group's queue and consumers over the last hour, one sample per
@@ -29,6 +32,10 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>active-jobs              hash `owner:<owner>` / `team:<team>` (`ActiveJobsField`) -> that owner's or team's
                                 unfinished (queued or running) jobs: the queued-jobs quotas (`jobqueue.quotas`);
                                 +1 at submit, -1 at the job's final transition, a field at 0 is removed
+    <p>fair-finish:<group>      hash owner -> the virtual finish time (ms, float text) of the owner's last job queued in
+                                the group: the fair-share queue score (`jobqueue.fair_share`), written by the submit
+                                script alone; expires a day after its last write, and owners behind the group's
+                                virtual time are dropped once it holds over 10,000
     <p>schedules                hash name -> JSON definition, published by the manager (+ `!errors`)
     <p>schedule:<name>          hash: `ScheduleField` (checkpoint, paused, run_requested, last_job, last_due,
                                 last_reason)
@@ -43,7 +50,10 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>events                   pub/sub channel: `submitted:<group>` (`submitted_event`) wakes the manager early,
                                 and the idle consumers of that group
     <p>finished:<id>            pub/sub channel: the job's new status, published by the transition that made it
-                                final (`JobStore`), in the same script; `wait()` blocks on it
+                                final (`JobStore`), in the same script; `wait()` blocks on it. A sharded query's
+                                parent is told `shard` each time one of its shards ends
+    <p>shard-released:<id>      set, per sharded query's parent: the shards whose end has released a held sibling
+                                (each releases one, once: `jobqueue.shard_store`); TTL of the job records
     <p>changed:<id>             pub/sub channel: the job's new status at every transition, claim and cancel request
                                 (`JobStore`, in the same script): the console's live job page follows it
     <p>console-live:<h>         zset: stream id -> expiry ms of each open live stream (SSE) of one console session
@@ -68,6 +78,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
+
+from jobqueue.models import JobStatus
 
 ARQ_FUNCTION = "run_offline_query"
 SCHEDULE_ERRORS_FIELD = "!errors"  # in <p>schedules: the load errors, as a JSON list
@@ -118,9 +130,24 @@ class JobField(enum.StrEnum):
     REGISTRY_VERSION = "registry_version"
     ATTEMPT_STARTS = "attempt_starts"  # JSON list of ISO times, one per claim (CLAIM appends)
     ATTEMPT_ENDS = "attempt_ends"  # JSON list of ISO times, one per attempt that ended (TRANSITION from a claim)
+    PRIORITY = "priority"
+    SHARD_IDS = "shard_ids"  # a sharded query's parent: its shards' job ids, in shard order (`jobqueue.sharding`)
+    PARENT_ID = "parent_id"  # a shard: its parent's job id
+    NUM_WORKERS = "num_workers"  # a parent: at most this many of its shards run at once (null: no cap)
 
 
 JOB_JSON_FIELDS = tuple(f.value for f in JobField if f is not JobField.STATUS)
+
+
+class ListingIndex(enum.StrEnum):
+    """The kinds of <p>jobs-by:<kind>:<value> (`jobqueue.listing_index`); only `JobStore` writes them."""
+
+    OWNER, TEAM, GROUP, QUERY, TAG, STATE = "owner", "team", "group", "query", "tag", "state"
+
+
+def tag_value(name: str, value: str) -> str:
+    """The value of a tag's listing index: `<name>=<value>`."""
+    return f"{name}={value}"
 
 
 class ScheduleField(enum.StrEnum):
@@ -383,14 +410,31 @@ class Keys:
     console_session = _Named("console-session")  # per SHA-256 of a console session cookie
     group_history = _Named("group-history")  # per group: zset of samples (the console's sparklines)
     oidc_login = _Named("oidc-login")  # per SHA-256 of an OIDC sign-in's `state`
+    fair_finish = _Named("fair-finish")  # per group: owner -> virtual finish time (ms), the fair-share score
     job_finished = _Named("finished")  # pub/sub channel per job id: its final status, once
     job_changed = _Named("changed")  # pub/sub channel per job id: its new status, at every transition
     console_live = _Named("console-live")  # per SHA-256 of a console session cookie: its open live streams
     upload = _Named("upload")  # per upload reference: JSON of a staged upload, TTL JOBQUEUE_API_UPLOAD_TTL_SECONDS
 
+    def jobs_by(self, kind: ListingIndex, value: str) -> str:
+        """A listing index: the jobs whose `kind` is `value`, scored by submission ms."""
+        return f"{self.jobs_by_prefix}{kind.value}:{value}"
+
+    @property
+    def jobs_by_prefix(self) -> str:
+        return f"{self.prefix}jobs-by:"
+
+    def jobs_by_state(self) -> dict[str, str]:
+        """Each job status -> its listing index (the scripts move a job between them)."""
+        return {s.value: self.jobs_by(ListingIndex.STATE, s.value) for s in JobStatus}
+    shard_released = _Named("shard-released")  # set per sharded query's parent: shards whose end released a held one
+
     # keys without a variable part
     deadlines = _Fixed("deadlines")  # zset: job id -> completion deadline (ms)
     jobs_index = _Fixed("jobs")  # zset: job id -> submission time (ms)
+    jobs_by_wait = _Fixed("jobs-by-wait")  # zset: job id -> ms from submission to the first start
+    jobs_by_duration = _Fixed("jobs-by-duration")  # zset: job id -> ms from the first start to the finish
+    listing_indexes = _Fixed("listing-indexes")  # set: the jobs-by:<kind>:<value> keys that exist
     group_states = _Fixed("group-states")  # hash: group -> JSON of the manager's last decision (when it changes)
     manager_state = _Fixed("manager")  # hash: `tick_at` (epoch seconds of the leader's last tick)
     groups = _Fixed("groups")

@@ -40,6 +40,15 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
 
 
+class Priority(enum.StrEnum):
+    """A job's priority: it weights its owner's share of its group (`jobqueue.fair_share`); it never jumps the
+    whole queue."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 class QueryJob(_Strict):
     """The payload of one queued offline query: validated on enqueue and again on dequeue.
 
@@ -67,9 +76,12 @@ class QueryJob(_Strict):
     tags: Tags = Field(default_factory=dict)
     query_name: QueryName | None = None
     correlation_id: CorrelationId | None = None
+    priority: Priority = Priority.NORMAL
     # the registry version (`<number>-<hash>`) the job was planned against; None: queued by an SDK that planned
     # against its local file (no version in Redis, or an older SDK), and consumers plan with theirs
     registry_version: str | None = Field(default=None, pattern=REGISTRY_VERSION_PATTERN)
+    # a shard of a sharded query (`jobqueue.sharding`): its parent's job id; its result keeps `__row__`
+    parent_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
 
 
 class PerformanceSummary(_Strict):
@@ -137,7 +149,8 @@ class WaitCode(enum.StrEnum):
     GROUP_ERROR = "group_error"  # the manager cannot scale the group (a config or backend error)
     MAX_INSTANCES_ZERO = "max_instances_zero"
     DEFERRED = "deferred"  # a retry waits for its due time
-    TEAM_LIMIT = "team_limit"  # the submitting team is at its limit (fair share; not enforced yet)
+    SHARD_HELD = "shard_held"  # a shard past its query's num_workers, released when a sibling ends
+    TEAM_LIMIT = "team_limit"  # the job's team runs its most jobs in the group (JOBQUEUE_QUOTA_MAX_RUNNING_PER_TEAM)
     CONSUMER_START_FAILING = "consumer_start_failing"
     CONSUMER_STARTING = "consumer_starting"
     AT_MAX_INSTANCES = "at_max_instances"
@@ -180,6 +193,8 @@ class JobRecord(_Strict):
     tags: Tags = Field(default_factory=dict)
     query_name: QueryName | None = None
     correlation_id: CorrelationId | None = None
+    priority: Priority = Field(default=Priority.NORMAL, description="Weights the owner's share of the group: "
+                               "high 4, normal 2, low 1 (`jobqueue.fair_share`).")
     wait_reason: WaitReason | None = Field(default=None, description="Why a queued job is not running yet; "
                                            "None once it runs (never stored: read with the record).")
     registry_version: str | None = Field(default=None, description="The registry version the job was planned "
@@ -188,6 +203,15 @@ class JobRecord(_Strict):
                                            "by a consumer), oldest first.")
     attempt_ends: list[datetime] = Field(default_factory=list, description="When each attempt ended (finished, "
                                          "failed, was cancelled or given back to the queue), oldest first.")
+    shard_ids: list[str] = Field(default_factory=list, description="A sharded query's parent: its shards' job "
+                                 "ids in shard order (each a job of its own); empty for any other job.")
+    parent_id: str | None = Field(default=None, description="A shard: the job id of its sharded query's parent.")
+    num_workers: int | None = Field(default=None, description="A parent: at most this many of its shards run at "
+                                    "once, across consumers (None: no cap).")
+    shards_done: int | None = Field(default=None, description="A parent: how many shards have succeeded (derived "
+                                    "from them when read, never stored).")
+    rows_done: int | None = Field(default=None, description="A parent: input rows of the shards that have "
+                                  "succeeded (derived when read, never stored).")
 
 
 class ConsumerInfo(_Strict):

@@ -114,15 +114,18 @@ def check_input_columns(input_columns: Sequence[str], namespaces: list[Namespace
 
 
 def plan_query(input_columns: Sequence[str], output: Sequence[str], registry: Registry, *,
-               include_input_time: bool = False) -> QueryPlan:
+               include_input_time: bool = False, keep_row: bool = False) -> QueryPlan:
     """Check the request against the registry and build the point-in-time SQL. `include_input_time` adds the
-    `input_time` column (each row's as-of time) after the input columns."""
+    `input_time` column (each row's as-of time) after the input columns; `keep_row` keeps `__row__` as the last
+    column (a shard's result: the reader merges shards by it)."""
     namespaces = check_output(output, registry)
     check_input_columns(input_columns, namespaces, registry)
     joins = _group_by_source(output, registry)
     as_of = [INPUT_TIME_COLUMN] if include_input_time else []
-    output_columns = tuple(dict.fromkeys([*input_columns, *as_of, *output]))
+    output_columns = tuple(dict.fromkeys([*input_columns, *as_of, *output, *([ROW_COLUMN] if keep_row else [])]))
     exprs = {c: f"i.{quote(c)}" for c in input_columns}
+    if keep_row:
+        exprs[ROW_COLUMN] = f"i.{ROW_COLUMN}"
     if include_input_time:
         exprs[INPUT_TIME_COLUMN] = f"i.{TS_COLUMN}"
     keys: dict[str, str] = {}  # namespace -> CTE of the distinct keys the input asks for
@@ -151,7 +154,7 @@ def plan_query(input_columns: Sequence[str], output: Sequence[str], registry: Re
     body = "\n" + "\n".join(from_clause)
     return QueryPlan(
         sql=f"{head}{select}{body}\nORDER BY i.{ROW_COLUMN}",
-        unordered_sql=f"{head}{select}, i.{ROW_COLUMN} AS {ROW_COLUMN}{body}",
+        unordered_sql=f"{head}{select}{body}" if keep_row else f"{head}{select}, i.{ROW_COLUMN} AS {ROW_COLUMN}{body}",
         joins=joins, output_columns=output_columns, registry_origin=registry.origin,
     )
 

@@ -24,6 +24,15 @@ class ProgressBar:
     tell: Callable[[str], None]  # print a line above the bar
 
 
+def status_text(record: JobRecord) -> str:
+    """What follows the bar: the status, and for a sharded query the shards and rows done
+    (`running · shards 3/16 · rows 1,200,000/6,400,000`)."""
+    if not record.shard_ids:
+        return record.status.value
+    return (f"{record.status.value} · shards {record.shards_done or 0}/{len(record.shard_ids)} · "
+            f"rows {record.rows_done or 0:,}/{record.input_rows:,}")
+
+
 def in_notebook() -> bool:
     """Whether this runs in a Jupyter kernel (notebook, JupyterLab, VS Code, Colab): where rich would draw its
     bar as an ipywidget, and so draw nothing without ipywidgets."""
@@ -56,7 +65,7 @@ def _terminal_bar(label: str) -> Iterator[ProgressBar]:
         task = progress.add_task(label, total=1.0, status="queued")
 
         def update(record: JobRecord) -> None:
-            progress.update(task, completed=record.progress, status=record.status.value)
+            progress.update(task, completed=record.progress, status=status_text(record))
 
         def tell(line: str) -> None:
             progress.console.print(line, markup=False, highlight=False)
@@ -84,7 +93,7 @@ def _notebook_bar(label: str) -> Iterator[ProgressBar]:
     bar = JobBar(total=1.0, desc=label, bar_format="{desc}: {percentage:3.0f}%|{bar}| {status} [{elapsed}]")
     try:
         def update(record: JobRecord) -> None:
-            bar.n, bar.status = record.progress, record.status.value
+            bar.n, bar.status = record.progress, status_text(record)
             bar.refresh()
 
         yield ProgressBar(update, bar.write)

@@ -39,6 +39,7 @@ class TeamQuota(BaseModel):
     max_queued: int | None = Field(default=None, ge=0, description="The team's unfinished jobs (0: no limit).")
     max_queued_per_owner: int | None = Field(default=None, ge=0, description="Each owner's, on jobs of the team.")
     max_input_rows: int | None = Field(default=None, ge=0, description="Input rows of one job of the team.")
+    max_running: int | None = Field(default=None, ge=0, description="The team's running jobs in each group.")
 
 
 class QuotaKind(enum.StrEnum):

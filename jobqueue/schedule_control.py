@@ -1,5 +1,6 @@
 """The schedules the manager publishes and their run state, read and flagged from outside the manager: what
-`GET /v1/schedules` shows and run now, pause and resume write. I/O: Redis (`<p>schedules`, `<p>schedule:<name>`).
+`GET /v1/schedules` and `…/runs` show and run now, pause and resume write. I/O: Redis (`<p>schedules`,
+`<p>schedule:<name>`, `<p>schedule-runs:<name>`).
 
 The manager's scheduler owns everything else of a schedule; a flag written here is taken at its next tick.
 """
@@ -43,12 +44,24 @@ async def schedule_state(redis: Redis, keys: Keys, name: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-async def _flag(redis: Redis, keys: Keys, name: str, field: ScheduleField, value: str) -> None:
+async def known_schedule(redis: Redis, keys: Keys, name: str) -> ScheduledQuery:
+    """The published definition of `name`; `UnknownScheduleError` names the known schedules."""
     published = await published_schedules(redis, keys)
     if name not in published.definitions:
         known = (", ".join(sorted(published.definitions))
                  or "none (is the manager running with JOBQUEUE_SCHEDULES_PATH?)")
         raise UnknownScheduleError(f"no schedule {name!r}; known schedules: {known}")
+    return published.definitions[name]
+
+
+async def run_ids(redis: Redis, keys: Keys, name: str, limit: int) -> list[str]:
+    """The job ids of the last `limit` runs of a published schedule, newest first."""
+    await known_schedule(redis, keys, name)
+    return [i.decode() for i in await redis.zrevrange(keys.schedule_runs(name), 0, limit - 1)]
+
+
+async def _flag(redis: Redis, keys: Keys, name: str, field: ScheduleField, value: str) -> None:
+    await known_schedule(redis, keys, name)
     await cast(Awaitable[int], redis.hset(keys.schedule(name), field, value))
 
 

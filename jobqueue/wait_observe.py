@@ -8,12 +8,15 @@ the queue, so they are not ahead of this one).
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable
+from dataclasses import replace
+from typing import Any, cast
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from jobqueue.keys import MANAGER_TICK_AT, GroupState, Keys
+from jobqueue.fair_share import team_limit_message, team_running_limit
+from jobqueue.keys import MANAGER_TICK_AT, GroupState, JobField, Keys
 from jobqueue.models import ConsumerInfo, JobRecord, WaitReason
 from jobqueue.settings import Settings
 from jobqueue.waiting import GroupLimits, WaitSnapshot, manager_stale_after, why_waiting
@@ -21,8 +24,11 @@ from jobqueue.waiting import GroupLimits, WaitSnapshot, manager_stale_after, why
 
 async def wait_reason(redis: Redis, settings: Settings, record: JobRecord, now: float) -> WaitReason:
     """Why the queued job of `record` is not running at `now` (epoch seconds)."""
-    snap = await read_wait_snapshot(redis, Keys.for_environment(settings.environment), settings.environment,
-                                    record.job_id, record.resource_group)
+    keys = Keys.for_environment(settings.environment)
+    snap = await read_wait_snapshot(redis, keys, settings.environment, record.job_id, record.resource_group)
+    limit, setting = team_running_limit(settings, record.team)
+    if record.team and limit > 0 and await team_running(redis, keys, record.resource_group, record.team) >= limit:
+        snap = replace(snap, team_limit=team_limit_message(record.team, limit, setting))
     return why_waiting(snap, now, manager_stale=manager_stale_after(settings.manager_tick_seconds),
                        consumer_stale=settings.consumer_stale_seconds)
 
@@ -53,6 +59,26 @@ async def read_wait_snapshot(redis: Redis, keys: Keys, environment: str, job_id:
         consumers=tuple(c for c in map(_consumer, consumers) if c is not None), jobs_ahead=max(0, ahead),
         due_at=score / 1000 if score is not None else None,
     )
+
+
+async def team_running(redis: Redis, keys: Keys, group: str, team: str) -> int:
+    """How many jobs of `team` run in `group` now (what the consumers' take and claim count)."""
+    running = await cast(Awaitable[list[bytes]], redis.hkeys(keys.running(group)))
+    if not running:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for job in running:
+            pipe.hget(keys.job(job.decode(errors="replace")), JobField.TEAM)
+        teams = await pipe.execute()
+    return sum(1 for t in teams if t is not None and _json_text(t) == team)
+
+
+def _json_text(raw: bytes) -> str | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _limits(raw: bytes | None) -> GroupLimits | None:

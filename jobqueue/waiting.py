@@ -8,7 +8,7 @@ consumers, the job's place in its queue). The reasons, first match wins:
     the group is unknown to the manager, or it cannot scale -> nothing will start a consumer for it
     max_instances 0                                         -> no consumer may run
     a retry's due time is ahead                             -> deferred
-    the team is at its limit                                -> the fair-share hook (filled in by a later issue)
+    the team runs its limit of jobs in the group            -> waits for one of them to end (`jobqueue.fair_share`)
     a consumer has room for this job and the jobs ahead     -> next in line
     consumers fail to start / are starting / the group is at max_instances / the manager has yet to ask
 """
@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from jobqueue.keys import GroupState
 from jobqueue.models import ConsumerInfo, WaitCode, WaitReason
+from jobqueue.store_scripts import HELD_SCORE_MS
 
 
 def manager_stale_after(tick_seconds: float) -> float:
@@ -48,7 +49,7 @@ class WaitSnapshot:
     consumers: tuple[ConsumerInfo, ...] = ()  # the group's consumers, live or not
     jobs_ahead: int = 0  # queued jobs of the group that consumers take before this one (running ones not counted)
     due_at: float | None = None  # epoch seconds the queue entry is due; None: not in its queue
-    team_limit: str | None = None  # hook: why the job's team may start no more jobs now (sharding and fair share)
+    team_limit: str | None = None  # why the job's team may start no more jobs now (`fair_share.team_limit_message`)
 
 
 def why_waiting(snap: WaitSnapshot, now: float, *, manager_stale: float, consumer_stale: float) -> WaitReason:
@@ -88,6 +89,9 @@ def _group(snap: WaitSnapshot) -> WaitReason | None:
 
 
 def _timing(snap: WaitSnapshot, now: float) -> WaitReason | None:
+    if snap.due_at is not None and snap.due_at * 1000 >= HELD_SCORE_MS:
+        return _reason(WaitCode.SHARD_HELD, "held: its sharded query runs at most num_workers shards at once; it is "
+                       "released when a running one ends")
     if snap.due_at is not None and snap.due_at > now:
         due = clock_time(snap.due_at, now)
         return _reason(WaitCode.DEFERRED, f"deferred: it is due at {due} (in {ago(snap.due_at - now)})")

@@ -15,6 +15,9 @@ result TTL. Each run looks at what is there, on local disk or an object store al
     jobs_index      `jobs` entries whose record has expired
     deadlines       `deadlines` entries whose record has expired
     schedule_runs   `schedule-runs:<name>` entries whose record has expired
+    listing_indexes listing-index entries whose record has expired (`manager.listing_upkeep`)
+    listing_backfill jobs not yet in the listing indexes, indexed (`manager.listing_upkeep`); the whole of `jobs` is
+                    checked once when the garbage collector starts
 
 Each run examines at most `JOBQUEUE_GC_BATCH_SIZE` items of each kind and the next run goes on where
 it stopped, so one run costs the same however much has piled up. Only the leader runs it.
@@ -37,14 +40,17 @@ from jobqueue.jobstore import JobStore
 from jobqueue.keys import SCHEDULE_ERRORS_FIELD, JobField, Keys
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
-from jobqueue.outage import REDIS_UNREACHABLE, Outage
+from jobqueue.outage import REDIS_UNREACHABLE
 from jobqueue.settings import Settings
 from jobqueue.storage import Storage
 from jobqueue.upload_store import UploadStore, delete_upload_folder, staged_upload_folders
+from manager.listing_upkeep import ListingUpkeep
 from manager.metrics import ManagerMetrics
+from manager.periodic import every_while_leading
 
 log = get_logger("jobqueue.manager.gc")
-KINDS = ("staged_input", "staged_upload", "result", "result_folder", "jobs_index", "deadlines", "schedule_runs")
+KINDS = ("staged_input", "staged_upload", "result", "result_folder", "jobs_index", "deadlines", "schedule_runs",
+         "listing_indexes", "listing_backfill")
 FINAL = {s.value for s in JobStatus if s.is_final}
 Record = tuple[str | None, float | None]  # (status, finished_at epoch seconds); (None, None) when gone
 
@@ -72,25 +78,22 @@ class GarbageCollector:
         self.metrics = metrics
         self.clock = clock
         self.batch = batch or settings.gc_batch_size
+        self.listing = ListingUpkeep(redis, self.keys, self.store, self.batch)
+        self._backfilled = False  # the whole of `jobs` checked once (the first run this manager leads)
         # where the next run goes on: a job id (folders) or a rank (zsets)
         self._cursors: dict[str, str | int | None] = {}
 
     async def run(self, stop: asyncio.Event, leader: Callable[[], bool] = lambda: True) -> None:
         """One run every `JOBQUEUE_GC_INTERVAL_SECONDS` while this manager leads, until `stop`."""
-        interval = self.settings.gc_interval_seconds
-        outage = Outage(log, "the garbage collector")
-        while interval > 0 and not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            if stop.is_set() or not leader():
-                continue
-            try:
-                await self.run_once()
-                outage.recovered()
-            except REDIS_UNREACHABLE as e:
-                outage.failed(e)
-            except Exception:
-                log.exception("garbage collection failed; trying again next run")
+        await every_while_leading(self.settings.gc_interval_seconds, stop, leader, self.run_once,
+                                  "the garbage collector", log, first=self._backfill_once)
+
+    async def _backfill_once(self) -> None:
+        """Jobs from before the listing indexes: indexed at once (the whole of `jobs`), not a run later."""
+        if not self._backfilled:
+            with contextlib.suppress(*REDIS_UNREACHABLE):
+                await self.listing.backfill(whole=True)
+                self._backfilled = True
 
     async def run_once(self, dry_run: bool = False) -> GcReport:
         started = time.perf_counter()
@@ -104,6 +107,12 @@ class GarbageCollector:
         names = sorted(n.decode() for n in await cast(Awaitable[list[bytes]], self.redis.hkeys(self.keys.schedules)))
         await self._index(report, "schedule_runs",
                           [self.keys.schedule_runs(n) for n in names if n != SCHEDULE_ERRORS_FIELD])
+        for kind, upkeep in (("listing_indexes", self.listing.clean(dry_run)), ("listing_backfill",
+                             self.listing.backfill(dry_run, whole=not self._backfilled))):
+            done = await upkeep
+            report.examined[kind] += done.examined
+            report.removed[kind] += done.changed or []
+        self._backfilled = self._backfilled or not dry_run
         report.seconds = time.perf_counter() - started
         if self.metrics is not None and not dry_run:
             for kind, count in report.counts().items():

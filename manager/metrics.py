@@ -268,8 +268,8 @@ class ManagerMetrics:
                                       + "; ".join(f"{k.value}: {k.doc}" for k in BackendErrorKind) + ".",
                                       ["backend", "kind"], registry=r)
         self.gc_removed = Counter("jobqueue_gc_removed", "Items the garbage collector removed, by kind (staged_input, "
-                                  "staged_upload, result, result_folder, jobs_index, deadlines, "
-                                  "schedule_runs).", ["kind"], registry=r)
+                                  "staged_upload, result, result_folder, jobs_index, deadlines, schedule_runs, "
+                                  "listing_indexes; listing_backfill: jobs indexed).", ["kind"], registry=r)
         self.groups = GroupGauges()
         r.register(self.groups)
         self.counters = RedisCounters(max_teams)

@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 from redis.asyncio import Redis
 
 from jobqueue import entries
-from jobqueue.jobstore import JobStore
+from jobqueue.jobstore import CancelOutcome, JobStore
 from jobqueue.keys import Keys
 from jobqueue.logs import capped, get_logger
 from jobqueue.models import JobRecord, JobStatus
@@ -163,10 +163,21 @@ class Reaper:
                                       dequeue=outcome == "failed" or (record is not None and record.status.is_final))
         if outcome == "failed":
             await self._remove_files(job_id, result=True)  # a killed attempt may have left a temporary file
+            if record is not None and record.parent_id:  # its query has failed: its siblings' work would be lost
+                await self._cancel_siblings(record.parent_id)
         if outcome != "cleaned":
             log.warning("reaped job of a lost consumer", job_id=job_id, consumer_id=owner, outcome=outcome,
                         group=group, error=loss)
         return outcome
+
+    async def _cancel_siblings(self, parent_id: str) -> None:
+        """A shard failed for good: cancel the rest of its sharded query (held ones would else stay queued, and
+        count against their owner's quotas, until their records expire)."""
+        parent = await self.store.get(parent_id)
+        outcomes = await self.store.cancel_sharded(parent_id)
+        for shard, outcome in zip(parent.shard_ids if parent else [], outcomes, strict=False):
+            if outcome is CancelOutcome.CANCELLED_QUEUED:  # nobody reads its staged input now
+                await self._remove_files(shard, result=False)
 
     async def _expire(self, now: datetime) -> list[str]:
         expired = []

@@ -24,6 +24,7 @@ from manager.backends.kubernetes import KubernetesBackend, api_client_from_setti
 from manager.backends.local import LocalBackend
 from manager.gc import GarbageCollector
 from manager.leader import LeaseElector
+from manager.quota_recount import QuotaRecount
 from manager.reconcile import Reconciler
 from manager.scheduler import Scheduler
 
@@ -105,12 +106,14 @@ async def run_manager(
         elector.start()
     gc = asyncio.create_task(GarbageCollector(redis, settings, metrics=reconciler.metrics).run(stop, reconciler.leader),
                              name="gc")
+    recount = asyncio.create_task(QuotaRecount(redis, settings).run(stop, reconciler.leader), name="quota-recount")
     try:
         await reconciler.run(stop)
     finally:
-        gc.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await gc
+        for task in (gc, recount):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if elector is not None:
             await elector.stop()
         if ops is not None:

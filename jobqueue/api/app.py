@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobqueue.api import jobs, operations, registry, submit, uploads
 from jobqueue.api.deps import ApiError, ApiMetrics, Services
+from jobqueue.api.timing import ServerTiming
 from jobqueue.api.wire import ErrorBody, QuotaHit
 from jobqueue.auth.oidc import BearerAuthenticator
 from jobqueue.auth.token_cache import VerifiedTokens
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     console_error_pages(app)  # ... but as HTML pages on the console's paths
 
     app.add_middleware(CountRequests)
+    app.add_middleware(ServerTiming)  # outermost: the whole of the app's time
     return app
 
 

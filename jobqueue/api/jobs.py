@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
@@ -13,15 +14,16 @@ from pydantic import StringConstraints
 from starlette.responses import Response
 
 from jobqueue.api.deps import ApiError, Caller, Services, Svc, allow, audit, may, not_found
-from jobqueue.api.listing import CURSOR_PATTERN, find_jobs
+from jobqueue.api.listing import CURSOR_PATTERN, find_page
 from jobqueue.api.responses import ERRORS, PARQUET, PARQUET_TYPE
 from jobqueue.api.wire import CancelFilter, CancelManyResult, IsoTime, JobPage, JobSummary
-from jobqueue.auth.identity import Identity
+from jobqueue.auth.identity import Identity, Role
 from jobqueue.auth.policy import Action
 from jobqueue.direct_backend import DirectBackend
 from jobqueue.errors import AmbiguousJobIdError, InvalidQueryError, JobNotFoundError, JobStateError
 from jobqueue.finish_watch import FinishWatch
 from jobqueue.job_filter import JobFilter
+from jobqueue.listing_plan import ListingQuery, Position, SortKey
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.storage import is_local, local_path
 
@@ -38,6 +40,29 @@ Tag = Annotated[list[TagText] | None, Query(description="Only jobs with this tag
 QueryName = Annotated[str | None, Query(description="Only jobs with this query name.")]
 After = Annotated[IsoTime | None, Query(description="Only jobs submitted at or after this time (ISO 8601).")]
 Before = Annotated[IsoTime | None, Query(description="Only jobs submitted at or before this time (ISO 8601).")]
+Sort = Annotated[SortKey, Query(description="Order by submission time, by wait (submission to first start: only "
+                                "jobs that started) or by duration (first start to finish: only jobs that finished "
+                                "after starting).")]
+Order = Annotated[Literal["desc", "asc"], Query(description="desc: newest, longest first; asc: the reverse.")]
+
+
+def only_owner(identity: Identity, svc: Services) -> str | None:
+    """The owner a listing is narrowed to by the policy: a `user` sees only their own jobs, unless users see their
+    team's (then each record is checked, as always)."""
+    if identity.role is not Role.USER or (svc.rules.users_see_team_jobs and identity.team):
+        return None
+    return identity.owner
+
+
+def listing_query(identity: Identity, svc: Services, wanted: JobFilter, submitted_after: datetime | None,
+                  submitted_before: datetime | None, sort: SortKey = SortKey.SUBMITTED, order: str = "desc",
+                  cursor: str | None = None, limit: int = 50) -> ListingQuery:
+    """The listing the API and the console run for `identity`: its filter, order and page, and the policy's owner."""
+    return ListingQuery(
+        wanted=wanted, sort=sort, descending=order != "asc", limit=limit,
+        submitted_after_ms=submitted_after.timestamp() * 1000 if submitted_after is not None else None,
+        submitted_before_ms=submitted_before.timestamp() * 1000 if submitted_before is not None else None,
+        after=Position.decode(cursor) if cursor else None, only_owner=only_owner(identity, svc))
 
 
 def parse_tags(items: list[str] | None) -> dict[str, str]:
@@ -96,11 +121,13 @@ def links_from(pointer: str) -> dict[str, Any]:
     }}}}
 
 
-@router.get("", response_model=JobPage, summary="Jobs, newest first, filtered and cursor-paginated.",
+@router.get("", response_model=JobPage, summary="Jobs, newest first (or by wait or duration), filtered and "
+            "cursor-paginated.",
             openapi_extra=links_from("/jobs/0/job_id"))
 async def list_jobs(identity: Caller, svc: Svc, owner: Owner = None, team: Team = None, state: State = None,
                     resource_group: Group = None, tag: Tag = None, query_name: QueryName = None,
                     submitted_after: After = None, submitted_before: Before = None,
+                    sort: Sort = SortKey.SUBMITTED, order: Order = "desc",
                     limit: Annotated[int, Query(ge=1, le=1000, description="Jobs per page.")] = 50,
                     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.",
                                                          pattern=CURSOR_PATTERN)] = None,
@@ -109,10 +136,10 @@ async def list_jobs(identity: Caller, svc: Svc, owner: Owner = None, team: Team 
     wanted = JobFilter(group=resource_group, state=state, owner=owner, team=team, query_name=query_name,
                        tags=parse_tags(tag))
     client = svc.client
-    jobs, next_cursor = await find_jobs(
-        client.store, client.redis, client.keys,
-        lambda r: wanted.matches(r) and may(identity, Action.READ_JOB, r, svc),
-        limit, cursor, submitted_after, submitted_before, svc.settings.api_list_scan_limit)
+    query = listing_query(identity, svc, wanted, submitted_after, submitted_before, sort, order, cursor, limit)
+    jobs, next_cursor = await find_page(client.store, client.redis, client.keys, query,
+                                        lambda r: may(identity, Action.READ_JOB, r, svc),
+                                        svc.settings.api_list_scan_limit)
     return JobPage(jobs=jobs, next_cursor=next_cursor)
 
 
@@ -125,7 +152,8 @@ async def cancel_many(body: CancelFilter, request: Request, identity: Caller, sv
         if value is None:
             raise InvalidQueryError(name, "is null; leave a condition out instead")
     allow(identity, Action.CANCEL_MANY, svc)
-    done = await DirectBackend(svc.client).cancel_many(body, lambda r: may(identity, Action.CANCEL_JOB, r, svc))
+    done = await DirectBackend(svc.client).cancel_many(body, lambda r: may(identity, Action.CANCEL_JOB, r, svc),
+                                                       only_owner(identity, svc))
     svc.metrics.cancelled.labels(svc.metrics.team(identity.team)).inc(done.cancelled)
     audit(identity, Action.CANCEL_MANY, job_ids=done.job_ids, count=done.cancelled,
           filter=body.model_dump(mode="json", exclude_none=True))
@@ -159,6 +187,10 @@ class ResultFile(FileResponse):
             summary="The result of a succeeded job, as a Parquet file (streamed).")
 async def get_result(job_id: str, identity: Caller, svc: Svc) -> Response:
     record = await visible_job(identity, job_id, Action.READ_RESULT, svc)
+    if record.shard_ids:  # one file per shard, each served as the result of its own job
+        raise ApiError(409, f"job {record.job_id} is a sharded query: its result is one Parquet file per shard, "
+                       f"each with `__row__` (the input position of its rows); GET /v1/jobs/<shard id>/result for "
+                       f"each of its shard_ids and order by __row__ (the SDK's to_arrow() does)", reason="job_state")
     if record.status is not JobStatus.SUCCEEDED or not record.result_uri:
         raise ApiError(409, f"job {record.job_id} is {record.status.value}; only a succeeded job has a result",
                        reason="job_state")

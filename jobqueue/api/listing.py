@@ -1,128 +1,165 @@
-"""Cursor-paginated job listings over the jobs index (`<prefix>jobs`: job id -> submission ms), newest first.
+"""Job listings: the I/O edge of `jobqueue.listing_plan`. It counts the candidate indexes, asks the planner which to
+walk, and runs the plan: batches of index entries, checked against the other indexes (ZMSCORE), then their records,
+each checked again (the indexes outlive expired records, and the policy is decided on the record).
 
-The cursor is opaque to clients (`<submission ms>_<job id>`): the last job a page looked at, so the next page
-starts right after it whatever was submitted meanwhile. A page reads at most `scan_limit` records to fill itself;
-one that stops there returns a cursor even when it holds fewer jobs than asked. I/O: reads Redis through the
-`JobStore`, writes nothing.
+The cursor is opaque to clients (`<score>_<job id>`, the score being what the listing is ordered by): the last job a
+page looked at, so the next page starts right after it whatever was submitted meanwhile. A page looks at most at
+`scan_limit` index entries; one that stops there returns a cursor even when it holds fewer jobs than asked. Reads
+only; writes nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import replace
+from typing import Any
 
 from redis.asyncio import Redis
 
-from jobqueue.errors import InvalidQueryError
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
-from jobqueue.models import JobRecord
+from jobqueue.listing_plan import (
+    CURSOR_PATTERN,
+    ListingQuery,
+    Plan,
+    PlanKind,
+    Position,
+    in_window,
+    make_plan,
+    next_bounds,
+    order_gathered,
+    past,
+    score_text,
+    size_reads,
+)
+from jobqueue.models import JobRecord, JobStatus
 
-BATCH = 200
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where a listing stands in the index: the last (score, job id) looked at."""
-
-    score: float
-    job_id: str
-
-    def encode(self) -> str:
-        return f"{self.score!r}_{self.job_id}"
-
-    @classmethod
-    def decode(cls, text: str) -> Position:
-        """Any text of `CURSOR_PATTERN` is a position (so the schema says exactly which cursors are valid)."""
-        m = _CURSOR_RE.match(text)
-        if not m:
-            raise InvalidQueryError("cursor", "is not a cursor this API gave out; pass `next_cursor` of the "
-                                    "previous page unchanged, or leave it out for the first page")
-        return cls(float(m.group(1)), m.group(2))
+__all__ = ["CURSOR_PATTERN", "Position", "all_matching", "count_matching", "find_page", "plan_listing"]
+Check = Callable[[JobRecord], bool]
+CANCELLABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
-CURSOR_PATTERN = r"^([0-9]{1,16}(?:\.[0-9]{1,6})?)_([A-Za-z0-9][A-Za-z0-9:_.-]{0,199})$"
-_CURSOR_RE = re.compile(CURSOR_PATTERN)
+async def plan_listing(redis: Redis, keys: Keys, query: ListingQuery) -> Plan:
+    reads = size_reads(keys, query)
+    low, high = (score_text(v) for v in query.window)
+    counts: list[Any] = []
+    if reads:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in reads:
+                pipe.zcount(key, low, high)
+            counts = await pipe.execute()
+    return make_plan(keys, query, {k: int(c) for k, c in zip(reads, counts, strict=True)})
 
 
-def _ms(when: datetime | None, default: str) -> str:
-    return str(when.timestamp() * 1000) if when is not None else default
+async def _checked(redis: Redis, plan: Plan, positions: list[Position]) -> list[Position]:
+    """The positions whose job is in every index of `members_of` (and submitted in the window, when asked)."""
+    checks = [*plan.members_of, *([plan.window_of] if plan.window_of else [])]
+    if not positions or not checks:
+        return positions
+    ids = [p.job_id for p in positions]
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in checks:
+            pipe.zmscore(key, ids)
+        replies = await pipe.execute()
+    member_replies = replies[:len(plan.members_of)]
+    window_scores = replies[len(plan.members_of)] if plan.window_of else None
+    return [p for i, p in enumerate(positions)
+            if all(r[i] is not None for r in member_replies)
+            and (window_scores is None or in_window(plan.window, window_scores[i]))]
 
 
-async def index_entries(redis: Redis, keys: Keys, after: Position | None, submitted_after: datetime | None,
-                        submitted_before: datetime | None) -> AsyncIterator[Position]:
-    """Index entries newest first, past `after`, submitted in the window (inclusive)."""
-    high = _ms(submitted_before, "+inf")
-    if after is not None:
-        high = str(min(after.score, float(high)))
-    low = _ms(submitted_after, "-inf")
-    offset = 0
-    while True:
-        rows = await redis.zrevrangebyscore(keys.jobs_index, high, low, start=offset, num=BATCH, withscores=True)
-        for member, score in rows:
-            job_id = member.decode()
-            # ties on the score are ordered by id, descending: skip up to and including the cursor's job
-            if after is not None and score == after.score and job_id >= after.job_id:
-                continue
-            yield Position(score, job_id)
-        if len(rows) < BATCH:
+async def candidates(redis: Redis, plan: Plan) -> AsyncIterator[tuple[list[Position], Position]]:
+    """Batches of (positions that pass every index check, the last position walked), in the plan's order."""
+    if plan.kind is PlanKind.EMPTY:
+        return
+    if plan.kind is PlanKind.GATHER:
+        ids = [m.decode() for m in await redis.zrangebyscore(plan.walk, score_text(plan.low), score_text(plan.high))]
+        if not ids or plan.order_by is None:
             return
-        offset += BATCH
+        scores = await redis.zmscore(plan.order_by, ids)
+        kept = await _checked(redis, plan, order_gathered(plan, list(zip(ids, scores, strict=True))))
+        for start in range(0, len(kept), plan.batch):
+            chunk = kept[start:start + plan.batch]
+            yield chunk, chunk[-1]
+        return
+    low, high, after, offset = plan.low, plan.high, plan.after, 0
+    while True:
+        if plan.descending:
+            rows = await redis.zrevrangebyscore(plan.walk, score_text(high), score_text(low), start=offset,
+                                                num=plan.batch, withscores=True)
+        else:
+            rows = await redis.zrangebyscore(plan.walk, score_text(low), score_text(high), start=offset,
+                                             num=plan.batch, withscores=True)
+        walked = [Position(float(score), member.decode()) for member, score in rows]
+        if not walked:
+            return
+        yield await _checked(redis, plan, [p for p in walked if past(plan, p, after)]), walked[-1]
+        if len(walked) < plan.batch:
+            return
+        if after is not None and walked[0].score == walked[-1].score == after.score:
+            offset += plan.batch  # a run of ties longer than a batch: step through it
+        else:
+            after, offset = walked[-1], 0
+            low, high = next_bounds(plan, after)
 
 
-async def find_jobs(store: JobStore, redis: Redis, keys: Keys, wanted: Callable[[JobRecord], bool], limit: int,
-                    cursor: str | None, submitted_after: datetime | None, submitted_before: datetime | None,
+def _record_check(query: ListingQuery, check: Check) -> Check:
+    low, high = query.window
+
+    def ok(r: JobRecord) -> bool:
+        submitted = r.submitted_at.timestamp() * 1000
+        return query.wanted.matches(r) and low <= submitted <= high and check(r)
+
+    return ok
+
+
+async def find_page(store: JobStore, redis: Redis, keys: Keys, query: ListingQuery, check: Check,
                     scan_limit: int) -> tuple[list[JobRecord], str | None]:
-    """Up to `limit` records that `wanted` accepts, and the cursor of the next page (None: no more)."""
-    after = Position.decode(cursor) if cursor else None
+    """Up to `query.limit` records in the query's order that match it and `check` (the policy), and the cursor of
+    the next page (None: no more)."""
+    plan = await plan_listing(redis, keys, query)
+    ok = _record_check(query, check)
     found: list[JobRecord] = []
-    batch: list[Position] = []
     scanned = 0
-    last: Position | None = None
-
-    async def take(positions: list[Position]) -> bool:
-        """Add the wanted records of `positions`; True once the page is full (then `last` is where it ended)."""
-        nonlocal last
-        records = await asyncio.gather(*(store.get(p.job_id) for p in positions))
-        for position, record in zip(positions, records, strict=True):
-            last = position
-            if record is not None and wanted(record):  # the index outlives expired records
-                found.append(record)
-                if len(found) >= limit:
-                    return True
-        return False
-
-    async for position in index_entries(redis, keys, after, submitted_after, submitted_before):
-        batch.append(position)
-        scanned += 1
-        if len(batch) >= min(BATCH, max(limit, 20)) or scanned >= scan_limit:
-            if await take(batch):
-                return found, last.encode() if last else None
-            batch = []
+    async for kept, walked_last in candidates(redis, plan):
+        scanned += plan.batch
+        start = 0
+        while start < len(kept):
+            chunk = kept[start:start + max(query.limit - len(found), 10)]
+            start += len(chunk)
+            for position, record in zip(chunk, await store.get_many([p.job_id for p in chunk]), strict=True):
+                if record is not None and ok(record):
+                    found.append(record)
+                    if len(found) >= query.limit:
+                        return found, position.encode()
         if scanned >= scan_limit:
-            return found, last.encode() if last else None
-    if batch and await take(batch):
-        return found, last.encode() if last else None
+            return found, walked_last.encode()
     return found, None
 
 
-async def all_jobs(store: JobStore, redis: Redis, keys: Keys, wanted: Callable[[JobRecord], bool],
-                   submitted_after: datetime | None, submitted_before: datetime | None) -> AsyncIterator[JobRecord]:
-    """Every record `wanted` accepts, newest first (cancel by filter)."""
-    batch: list[Position] = []
-
-    async def records(positions: list[Position]) -> list[JobRecord]:
-        got = await asyncio.gather(*(store.get(p.job_id) for p in positions))
-        return [r for r in got if r is not None and wanted(r)]
-
-    async for position in index_entries(redis, keys, None, submitted_after, submitted_before):
-        batch.append(position)
-        if len(batch) >= BATCH:
-            for record in await records(batch):
+async def all_matching(store: JobStore, redis: Redis, keys: Keys, query: ListingQuery,
+                       check: Check) -> AsyncIterator[JobRecord]:
+    """Every record that matches the query and `check`, in its order (cancel by filter)."""
+    ok = _record_check(query, check)
+    async for kept, _ in candidates(redis, await plan_listing(redis, keys, query)):
+        for record in await store.get_many([p.job_id for p in kept]):
+            if record is not None and ok(record):
                 yield record
-            batch = []
-    for record in await records(batch):
-        yield record
+
+
+def cancellable_queries(query: ListingQuery) -> list[ListingQuery]:
+    """The query narrowed to the states a cancel acts on (queued, running): one query per state."""
+    states = [s for s in CANCELLABLE if query.wanted.state in (None, s)]
+    return [replace(query, wanted=replace(query.wanted, state=s)) for s in states]
+
+
+async def count_matching(store: JobStore, redis: Redis, keys: Keys, query: ListingQuery,
+                         check: Check | None) -> int:
+    """How many jobs match the query: from the indexes alone when `check` is None (the conditions are all indexed),
+    else reading each record for `check`."""
+    if check is not None:
+        return sum([1 async for _ in all_matching(store, redis, keys, query, check)])
+    total = 0
+    async for kept, _ in candidates(redis, await plan_listing(redis, keys, query)):
+        total += len(kept)
+    return total

@@ -1,11 +1,12 @@
-"""Everything but jobs: groups status (`jobqueue status`), schedules (list; run now, pause, resume for operators),
+"""Everything but jobs: groups status (`jobqueue status`), schedules (list, runs; run now, pause, resume for
+operators),
 and the probes and metrics: `/healthz` (the process answers), `/readyz` (Redis answers), `/metrics`."""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -14,7 +15,7 @@ from starlette.responses import Response
 
 from jobqueue.api.deps import ApiError, Caller, Services, Svc, allow, audit
 from jobqueue.api.responses import ERRORS
-from jobqueue.api.wire import GroupStatus, Health, ScheduleAction, ScheduleList
+from jobqueue.api.wire import MAX_SCHEDULE_RUNS, GroupStatus, Health, ScheduleAction, ScheduleList, ScheduleRuns
 from jobqueue.auth.identity import Identity
 from jobqueue.auth.policy import Action
 from jobqueue.direct_backend import DirectBackend
@@ -33,9 +34,9 @@ async def groups(identity: Caller, svc: Svc) -> list[GroupStatus]:
 
 
 _SCHEDULE_LINKS = {"responses": {"200": {"links": {
-    f"{verb.capitalize()}Schedule": {"operationId": f"{verb}_schedule",
-                                     "parameters": {"name": "$response.body#/schedules/0/name"}}
-    for verb in ("run", "pause", "resume")}}}}
+    link: {"operationId": operation, "parameters": {"name": "$response.body#/schedules/0/name"}}
+    for link, operation in (("RunSchedule", "run_schedule"), ("PauseSchedule", "pause_schedule"),
+                            ("ResumeSchedule", "resume_schedule"), ("RunsOfSchedule", "runs_of_schedule"))}}}}
 
 
 @router.get("/v1/schedules", response_model=ScheduleList, tags=["schedules"], openapi_extra=_SCHEDULE_LINKS,
@@ -53,6 +54,17 @@ async def _act(name: str, action: str, identity: Identity, svc: Services) -> Sch
         raise ApiError(404, str(e)) from None
     audit(identity, Action.MANAGE_SCHEDULES, schedule=name, schedule_action=action)
     return done
+
+
+@router.get("/v1/schedules/{name}/runs", response_model=ScheduleRuns, tags=["schedules"],
+            summary="The last runs of a schedule, newest first: status, duration, spilled bytes.")
+async def runs_of_schedule(name: str, identity: Caller, svc: Svc,
+                           limit: int = Query(10, ge=1, le=MAX_SCHEDULE_RUNS)) -> ScheduleRuns:
+    allow(identity, Action.READ_SCHEDULES, svc)
+    try:
+        return await DirectBackend(svc.client).schedule_runs(name, limit)
+    except UnknownScheduleError as e:
+        raise ApiError(404, str(e)) from None
 
 
 @router.post("/v1/schedules/{name}/run", response_model=ScheduleAction, tags=["schedules"], summary="Run now.")

@@ -32,10 +32,11 @@ from jobqueue.api.responses import ARROW_STREAM_TYPE, ERRORS, INPUT_TYPES, PARQU
 from jobqueue.api.uploads import open_staged, using_upload
 from jobqueue.api.wire import IsoTime
 from jobqueue.auth.policy import Action
-from jobqueue.client import query_request
+from jobqueue.backend import query_request
 from jobqueue.direct_backend import DirectBackend
 from jobqueue.errors import InvalidQueryError
-from jobqueue.models import JobRecord
+from jobqueue.models import JobRecord, Priority
+from jobqueue.sharding import check_num_shards
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={**ERRORS, **SUBMIT_ERRORS})
 
@@ -103,11 +104,22 @@ async def submit(
     query_name: Annotated[str | None, Query(description="What the query is, for listings and logs.")] = None,
     correlation_id: Annotated[str | None, Query(description="The caller's id for the request (default: new).")]
     = None,
+    priority: Annotated[Priority, Query(description="Weights the owner's share of the group: high 4, normal 2, "
+                                        "low 1; it does not jump the whole queue.")] = Priority.NORMAL,
+    num_shards: Annotated[str | None, Query(description="Split the query into this many shards (1 to 1024), or "
+                                            "`auto`; the reply is the parent job (`shard_ids`).")] = None,
+    num_workers: Annotated[int | None, Query(description="At most this many shards run at once (with num_shards; "
+                                             "default: no cap).")] = None,
     upload: Annotated[str | None, Query(description="An upload reference of the caller (`POST /v1/uploads`) whose "
                                         "staged object is the input, instead of a body.")] = None,
 ) -> JobRecord:
     allow(identity, Action.SUBMIT_JOB, svc)
     tags = parse_tags(tag)
+    shards: int | str | None = num_shards
+    if num_shards is not None and num_shards != "auto":
+        # ASCII digits only ("²".isdigit() is true, and int() refuses it); any other text: the check names the field
+        shards = int(num_shards) if num_shards.isascii() and num_shards.isdigit() else num_shards
+    check_num_shards(shards, num_workers)
     async with contextlib.AsyncExitStack() as stack:
         if upload is None:
             body = await read_body(request, svc.settings.api_max_body_bytes)
@@ -127,9 +139,9 @@ async def submit(
         table, input_times = split_times(table, input_times_column)
         query = query_request(table, output, input_times, resource_group, max_retries, completion_deadline,
                               include_input_time, datetime.now(UTC), identity.owner, identity.team, tags, query_name,
-                              correlation_id)
-        # the record as written by the submit script: what reading it back would give (a GET of the job adds why
-        # it waits), without that read
+                              correlation_id, priority=priority, num_shards=shards, num_workers=num_workers)
+        # the record as written by the submit script (a sharded query's parent, with its `shard_ids`, as derived
+        # from its shards): what reading it back would give (a GET of the job adds why it waits), without that read
         record = await DirectBackend(svc.client).submit_record(query)
     svc.metrics.submitted.labels(svc.metrics.team(identity.team)).inc()
     audit(identity, Action.SUBMIT_JOB, job_id=record.job_id, resource_group=record.resource_group,

@@ -9,7 +9,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
@@ -85,6 +85,14 @@ class CancelFilter(_Wire):
     submitted_after: IsoTime | SkipJsonSchema[None] = None
     submitted_before: IsoTime | SkipJsonSchema[None] = None
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        """A null condition is refused (422 naming it), as the schema says: it is left out or given."""
+        if value is None:
+            raise ValueError("leave the condition out instead of null")
+        return value
+
     @model_validator(mode="after")
     def _narrows(self) -> CancelFilter:
         if not self.model_dump(exclude_none=True):
@@ -159,6 +167,26 @@ class ScheduleInfo(_Wire):
 class ScheduleList(_Wire):
     schedules: list[ScheduleInfo]
     errors: list[str] = Field(description="Schedules the manager could not load, and why.")
+
+
+MAX_SCHEDULE_RUNS = 1000  # most runs of a schedule one look asks for
+
+
+class ScheduleRun(_Wire):
+    """One run of a schedule: its job, as far as its record still tells (null status: the record expired)."""
+
+    job_id: str
+    status: JobStatus | None = Field(description="The job's state; null once its record expired.")
+    submitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None = Field(description="From the start of its last attempt to its end.")
+    spilled_bytes: int | None = Field(description="What the query spilled to disk (from its performance summary).")
+
+
+class ScheduleRuns(_Wire):
+    name: str
+    runs: list[ScheduleRun] = Field(description="Newest first.")
 
 
 class ScheduleAction(_Wire):

@@ -117,7 +117,8 @@ def _attribution(r: JobRecord) -> list[tuple[str, str | Text]]:
     """Who the job is for and what it is, and the registry version it was planned against."""
     tags = ", ".join(f"{k}={v}" for k, v in r.tags.items())
     fields = [("owner", r.owner), ("team", r.team), ("tags", tags), ("query name", r.query_name),
-              ("correlation id", r.correlation_id), ("registry", r.registry_version or "the local file")]
+              ("correlation id", r.correlation_id), ("priority", r.priority.value),
+              ("registry", r.registry_version or "the local file")]
     return [(name, value or "-") for name, value in fields]
 
 

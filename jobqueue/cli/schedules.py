@@ -1,44 +1,28 @@
 """`jobqueue schedules`: list scheduled queries, their runs; run now, pause, resume.
 
-Reads the definitions the manager publishes in Redis, so it works from any machine.
+A thin layer over the SDK (`schedules()`, `schedule_runs()`, ...): over the API with a token, or direct.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from jobqueue.cli.console import ApiUrl, Token, console, err_console, with_client
-from jobqueue.errors import JobNotFoundError, JobQueueError
-from jobqueue.keys import SCHEDULE_ERRORS_FIELD
-from jobqueue.schedules import ScheduledQuery
+from jobqueue.errors import JobNotFoundError
 from jobqueue.sizes import format_bytes
 
 if TYPE_CHECKING:
+    from jobqueue.api.wire import ScheduleRuns
     from jobqueue.client import AsyncJobQueueClient
+
+MAX_SCHEDULE_RUNS = 1000  # `jobqueue.api.wire.MAX_SCHEDULE_RUNS` (not imported: this command loads light)
 
 app = typer.Typer(help="Scheduled queries: list, runs, run now, pause, resume.", no_args_is_help=False)
 NameArg = Annotated[str, typer.Argument(help="Schedule name.")]
-
-
-async def _definitions(client: AsyncJobQueueClient) -> tuple[dict[str, ScheduledQuery], list[str]]:
-    published = await cast(Awaitable[dict[bytes, bytes]], client.redis.hgetall(client.keys.schedules))
-    raw = {k.decode(): v.decode() for k, v in published.items()}
-    errors = json.loads(raw.pop(SCHEDULE_ERRORS_FIELD, "[]"))
-    return {name: ScheduledQuery.model_validate_json(body) for name, body in raw.items()}, errors
-
-
-async def _one(client: AsyncJobQueueClient, name: str) -> ScheduledQuery:
-    definitions, _ = await _definitions(client)
-    if name not in definitions:
-        known = ", ".join(sorted(definitions)) or "none (is the manager running with JOBQUEUE_SCHEDULES_PATH?)"
-        raise JobQueueError(f"no schedule {name!r}; known schedules: {known}")
-    return definitions[name]
 
 
 @app.callback(invoke_without_command=True)
@@ -81,26 +65,19 @@ def list_schedules(ctx: typer.Context, api_url: ApiUrl = None, token: Token = No
 
 
 @app.command("runs")
-def list_runs(name: NameArg, limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 10) -> None:
+def list_runs(name: NameArg, limit: Annotated[int, typer.Option(min=1, max=MAX_SCHEDULE_RUNS, help="How many, newest "
+                                                                "first.")] = 10,
+              api_url: ApiUrl = None, token: Token = None) -> None:
     """The last runs of a schedule: status, duration, spilled bytes."""
 
-    async def rows(client: AsyncJobQueueClient) -> list[list[str]]:
-        await _one(client, name)
-        ids = await client.redis.zrevrange(client.keys.schedule_runs(name), 0, limit - 1)
-        out = []
-        for job_id in (i.decode() for i in ids):
-            r = await client.store.get(job_id)
-            if r is None:
-                out.append([job_id, "expired record", "-", "-"])
-                continue
-            took = (r.finished_at - r.started_at).total_seconds() if r.finished_at and r.started_at else None
-            spilled = format_bytes(r.summary.spilled_bytes) if r.summary else "-"
-            out.append([job_id, r.status.value, f"{took:.1f}s" if took is not None else "-", spilled])
-        return out
+    async def runs(client: AsyncJobQueueClient) -> ScheduleRuns:
+        return await client.schedule_runs(name, limit)
 
     table = Table("job", "status", "duration", "spilled", title=f"runs of {name}")
-    for row in with_client(rows):
-        table.add_row(*row)
+    for run in with_client(runs, api_url, token).runs:
+        table.add_row(run.job_id, run.status.value if run.status else "expired record",
+                      f"{run.duration_seconds:.1f}s" if run.duration_seconds is not None else "-",
+                      format_bytes(run.spilled_bytes) if run.spilled_bytes is not None else "-")
     console.print(table)
 
 

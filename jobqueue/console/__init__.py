@@ -25,7 +25,18 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from jobqueue.api.deps import ApiError
-from jobqueue.console import job_page, live, oidc_signin, pages, queues, registry_page, schedules_page, signin
+from jobqueue.console import (
+    job_page,
+    jobs_list,
+    live,
+    live_list,
+    oidc_signin,
+    pages,
+    queues,
+    registry_page,
+    schedules_page,
+    signin,
+)
 from jobqueue.console.web import HERE, PageError, SignInNeeded, optional_session, redirect, render, sign_in_location
 
 __all__ = ["console_error_pages", "mount_console"]
@@ -35,8 +46,10 @@ def mount_console(app: FastAPI) -> None:
     """Serve the console's pages and static files on `app`, and answer its errors as pages (not JSON)."""
     app.include_router(signin.router)
     app.include_router(oidc_signin.router)
+    app.include_router(jobs_list.router)  # before `pages`: /jobs/bulk-cancel is not a job id
     app.include_router(pages.router)
     app.include_router(job_page.router)
+    app.include_router(live_list.router)  # before `live`: /live/jobs is the table's, /live/jobs/{id} a job's
     app.include_router(live.router)
     app.include_router(queues.router)
     app.include_router(schedules_page.router)

@@ -69,6 +69,7 @@ async def live_context(svc: Services, session: Session, record: JobRecord) -> di
         "can_cancel": not record.status.is_final and may(session.identity, Action.CANCEL_JOB, record, svc),
         "has_result": record.status is JobStatus.SUCCEEDED and bool(record.result_uri),
         "preview": await _preview(svc, record),
+        "shards": await svc.client.store.shard_records(record) if record.shard_ids else [],
     }
 
 

@@ -91,17 +91,18 @@ async def live_job(request: Request, job_id: str, session: SignedIn) -> Response
     if not await streams.open():
         raise PageError(429, f"this sign-in has {settings.console_live_streams_per_session} live pages open already "
                         "(JOBQUEUE_CONSOLE_LIVE_STREAMS_PER_SESSION): close one, or reload to read this page once")
-    return StreamingResponse(_events(svc, session, cookie, record.job_id, streams),
+    return StreamingResponse(_events(svc, session, cookie, record.job_id, record.shard_ids, streams),
                              media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
-async def _events(svc: Services, session: Session, cookie: str, job_id: str,
+async def _events(svc: Services, session: Session, cookie: str, job_id: str, shard_ids: list[str],
                   streams: LiveStreams) -> AsyncIterator[str]:
     check = svc.settings.console_live_check_seconds
     pubsub = svc.client.redis.pubsub(ignore_subscribe_messages=True)
     sent: str | None = None
     try:
-        await pubsub.subscribe(svc.client.keys.job_changed(job_id))
+        # a sharded query's parent changes when one of its shards does
+        await pubsub.subscribe(*(svc.client.keys.job_changed(j) for j in [job_id, *shard_ids]))
         yield ": live\n\n"  # the headers and a first byte go out at once
         next_check = time.monotonic() + check
         while True:

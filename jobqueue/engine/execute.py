@@ -84,7 +84,8 @@ class PreparedQuery:
         # object-store sources are read through the scan cache when there is one, and always counted
         sources = self.storage.reading_through(lambda fs: cached_filesystem(fs, scan_cache, self.scan_stats))
         self.plan: QueryPlan = plan_query(job.input_columns, job.output, registry,
-                                          include_input_time=job.include_input_time)
+                                          include_input_time=job.include_input_time,
+                                          keep_row=job.parent_id is not None)
         self.limits = engine_limits(settings)
         self.query_run = QueryRun(self.plan, self.limits, table_sources(self.plan, job, sources))
         self.plan_seconds = time.perf_counter() - t0

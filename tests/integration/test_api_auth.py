@@ -72,6 +72,7 @@ async def test_auth_matrix(settings, team_view):
                     "list": await http.get("/v1/jobs", headers=h, params={"limit": 1000}),
                     "groups": await http.get("/v1/groups", headers=h),
                     "schedules": await http.get("/v1/schedules", headers=h),
+                    "schedule_runs": await http.get("/v1/schedules/nightly/runs", headers=h),
                     "schedule_run": await http.post("/v1/schedules/nightly/run", headers=h),
                     "schedule_pause": await http.post("/v1/schedules/nightly/pause", headers=h),
                     "schedule_resume": await http.post("/v1/schedules/nightly/resume", headers=h),
@@ -104,7 +105,8 @@ async def test_auth_matrix(settings, team_view):
                 if who in ("same_team", "other_team"):
                     mine = "bob" if who == "same_team" else "carol"
                     assert set(listed.values()) <= ({mine, "alice"} if allowed_job else {mine}), (who, listed)
-                for name in ("groups", "schedules", "registry", "registry_history", "registry_version"):
+                for name in ("groups", "schedules", "schedule_runs", "registry", "registry_history",
+                             "registry_version"):
                     assert calls[name].status_code == 200, (who, name)
                 is_operator = who in ("operator", "admin")
                 for name in ("schedule_run", "schedule_pause", "schedule_resume", "metrics"):

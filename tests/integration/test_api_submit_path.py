@@ -1,7 +1,8 @@
 """What makes an API submission cheap, and that it changes no behaviour: verified tokens are kept at most
 JOBQUEUE_API_TOKEN_CACHE_SECONDS (a revoked token is refused within that bound, through the served API too); the
 submit answer is the record as stored, though it is not read back; the submitted wake is published by the submit
-script itself, once per created job and never for a refused one."""
+script itself, once per created job (once per sharded query, once per scheduled run) and never for a refused
+one."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from jobqueue.auth.identity import Identity, Role
 from jobqueue.auth.oidc import BearerAuthenticator, Refusal, RefusalReason
 from jobqueue.auth.token_cache import VerifiedTokens
 from jobqueue.auth.tokens import TokenStore
+from jobqueue.client import PreparedSubmission
 from jobqueue.jobstore import DuplicateJobId
 from jobqueue.keys import Keys, submitted_event
 from jobqueue.models import JobRecord, JobStatus
@@ -123,3 +125,56 @@ async def test_the_submitted_wake_comes_from_the_submit_script_once_per_created_
     finally:
         await pubsub.aclose()
         await listener.aclose()
+
+
+async def _wakes_until_marker(client: AsyncJobQueueClient, pubsub, keys: Keys) -> list[bytes]:
+    """The messages on the events channel up to a marker published now (all that came before it)."""
+    await client.redis.publish(keys.events, "marker")
+    got: list[bytes] = []
+    while True:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=10)
+        assert message is not None, got
+        if message["data"] == b"marker":
+            return got
+        got.append(message["data"])
+
+
+async def test_a_sharded_query_and_a_scheduled_run_wake_the_group_once(settings):
+    keys = Keys.for_environment(settings.environment)
+    listener = connect_redis(settings)
+    pubsub = listener.pubsub()
+    try:
+        await pubsub.subscribe(keys.events)
+        assert (await pubsub.get_message(timeout=10))["type"] == "subscribe"
+        async with AsyncJobQueueClient(settings) as client:
+            # 4 shards, 2 due at once and 2 held: one wake for the query, from the first due shard's script
+            handle = await client.offline_query({"user.id": [1, 2, 3, 4, 5, 6, 7, 8]}, ["user.f0"],
+                                                num_shards=4, num_workers=2)
+            assert await _wakes_until_marker(client, pubsub, keys) == [submitted_event("default").encode()]
+            parent = await client.store.get(handle.id)
+            assert parent is not None and len(parent.shard_ids) == 4
+            # a scheduled run (exclusive, deterministic id): woken once when created, not when it exists already
+            now = datetime.now(UTC)
+            table, columns = client._prepare({"user.id": [1]}, ["user.f0"], None, now)
+            run = PreparedSubmission(table, columns, ["user.f0"], "default", "run-" + handle.id, now,
+                                     exclusive=True, enforce_quotas=False)
+            assert await client.submit_prepared(run)
+            assert not await client.submit_prepared(run)
+            assert await _wakes_until_marker(client, pubsub, keys) == [submitted_event("default").encode()]
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+
+
+async def test_the_submit_answer_of_a_sharded_query_is_its_parent_as_read(settings, served):
+    token = await make_token(settings, "alice", Role.USER, "risk")
+    inp = pa.table({"user.id": [1, 2, 3, 4, 5, 6]})
+    async with httpx.AsyncClient(base_url=served, headers=bearer(token), timeout=30) as http:
+        r = await http.post("/v1/jobs", content=arrow_body(inp), headers=ARROW, params={
+            "output": ["user.f0"], "num_shards": "3", "num_workers": "1", "priority": "high"})
+    assert r.status_code == 201, r.text
+    answered = JobRecord.model_validate_json(r.content)
+    async with AsyncJobQueueClient(settings) as client:
+        stored = await client.store.get(answered.job_id)
+    assert stored is not None and answered == stored
+    assert len(answered.shard_ids) == 3 and answered.num_workers == 1 and answered.status is JobStatus.QUEUED

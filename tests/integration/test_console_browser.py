@@ -53,6 +53,7 @@ async def sign_in(page: Page, url: str, token: str) -> None:
 async def test_a_user_follows_a_spilling_job_cancels_one_and_signs_out(settings, big_store, tmp_path, browser):
     settings = with_groups(settings, tmp_path, {"tight": {"max_instances": 1}}, registry_path=big_store.registry_path,
                            container_memory_bytes=320 * 2**20, query_memory_limit_percent=30)
+    settings = settings.model_copy(update={"console_live_check_seconds": 3600.0})  # only the job's events refresh
     ids, times = sample_input(big_store.users, 300_000, seed=9)
     async with AsyncJobQueueClient(settings) as client:
         spilling = await client.offline_query(ids, OUTPUT, times, owner="alice", team="risk",
@@ -63,6 +64,8 @@ async def test_a_user_follows_a_spilling_job_cancels_one_and_signs_out(settings,
     with api_in_thread(settings, port=0) as url:
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
         await sign_in(page, url, token)
+        fetches: list[str] = []  # the table's own requests (not its event stream)
+        page.on("request", lambda r: fetches.append(r.url) if r.resource_type in ("xhr", "fetch") else None)
         row = page.locator(f'tr[data-job="{spilling.id}"]')
         await expect(row.get_by_test_id("state")).to_have_text("queued")
         await expect(page.locator(f'tr[data-job="{to_cancel}"]')).to_have_count(1)
@@ -71,6 +74,10 @@ async def test_a_user_follows_a_spilling_job_cancels_one_and_signs_out(settings,
         async with worker_running(settings, "tight"):
             await expect(row.get_by_test_id("state")).to_have_text("succeeded", timeout=120_000)
         assert await page.evaluate("window.notReloaded === true"), "the page reloaded instead of refreshing live"
+        refreshes = int(await page.evaluate("document.body.dataset.liveRefreshes || '0'"))
+        # queued -> running -> succeeded over the job's changed channel, at most one refresh a second: no polling
+        # (the job ran for many seconds; a poll every few seconds would have fetched without an event)
+        assert 1 <= len(fetches) <= refreshes, (fetches, refreshes)
 
         await row.get_by_role("link", name=spilling.id).click()
         await expect(page.get_by_test_id("spill_enabled")).to_have_text("true")

@@ -16,7 +16,7 @@ from jobqueue import AsyncJobQueueClient, JobStatus
 from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
 from jobqueue.auth.tokens import TokenStore
-from jobqueue.console import pages
+from jobqueue.console import jobs_list
 from jobqueue.console.web import COOKIE
 from jobqueue.direct_backend import DirectBackend
 from jobqueue.keys import Keys
@@ -91,7 +91,7 @@ async def test_a_user_sees_only_own_jobs_and_an_operator_sees_everyones(settings
 
 
 async def test_cursor_pages_cover_every_job_once(settings, served, monkeypatch):
-    monkeypatch.setattr(pages, "PAGE_SIZE", 2)
+    monkeypatch.setattr(jobs_list, "PAGE_SIZE", 2)
     ids = await queued_jobs(settings, "ops", "ops", "ops", "ops", "ops")
     operator = await make_token(settings, "ops", Role.OPERATOR)
     seen: list[str] = []

@@ -13,11 +13,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("jobqueue", "manager", "consumer")
 STORE = "jobqueue/jobstore.py"
+# `JobStore`'s own halves, mixed into it (one class, kept under the module size): its sharded-query methods
+STORE_PARTS = {STORE, "jobqueue/shard_store.py"}
 WRITES = {"hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "zadd", "zrem", "zremrangebyscore", "delete",
           "unlink", "set", "setex", "psetex", "expire", "pexpire", "persist", "rename", "lpush", "rpush", "sadd",
           "srem", "publish", "register_script", "eval", "evalsha"}
 REDIS_HANDLES = ("redis", "pipe", "pool")  # a receiver whose text holds one of these is a Redis client or pipeline
 JOB_STATE = {"job", "queue", "running", "heartbeat", "deadlines", "jobs_index", "oom_kill", "counters", "active_jobs",
+             "jobs_by", "jobs_by_state", "jobs_by_wait", "jobs_by_duration", "listing_indexes",
+             "shard_released",
              "arq_job", "arq_in_progress", "arq_in_progress_of", "arq_retry", "arq_result"}
 NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "consumers": "presence: each consumer's heartbeat JSON, written by itself; the manager drops stale ones",
@@ -33,11 +37,12 @@ NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
     "console_session": "a web console sign-in (its identity and CSRF token, never the token): "
                        "`jobqueue.console.sessions.SessionStore`",
     "console_live": "the open live streams of a console sign-in: `jobqueue.console.live.LiveStreams`",
-    "upload": "a staged upload's record (whose it is, until it is taken or expires): `jobqueue.upload_store`",
     "registry_versions": "the applied feature registries: `RegistryStore.apply`",
     "registry_current": "the current registry version: `RegistryStore.apply`",
     "group_history": "the manager's per-group samples of the last hour (the console's sparklines): "
                      "`manager.group_history`",
+    "upload": "a staged upload's reference (owner, object key, expiry), never job state: "
+              "`jobqueue.upload_store.UploadStore`",
     "oidc_login": "an OIDC sign-in under way (PKCE verifier, nonce): `jobqueue.console.oidc_signin`",
 }
 ALLOWED = {  # (module, call) whose key the scan cannot name -> why it is not a write of job state
@@ -83,7 +88,7 @@ def writes(source: str, module: str) -> list[tuple[str, int, str, str | None]]:
 def violations(found: list[tuple[str, int, str, str | None]]) -> list[str]:
     out = []
     for module, line, method, key in found:
-        if module == STORE or key in NOT_JOB_STATE or (module, method) in ALLOWED:
+        if module in STORE_PARTS or key in NOT_JOB_STATE or (module, method) in ALLOWED:
             continue
         what = f"job state ({key})" if key in JOB_STATE else f"a key the scan cannot name ({key})"
         out.append(f"{module}:{line}: {method} writes {what}; make it a JobStore method")

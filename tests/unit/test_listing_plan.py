@@ -1,0 +1,110 @@
+"""The listing planner (`jobqueue.listing_plan`): which index it walks, which it checks, in what order, and where a
+cursor leaves it. Pure: sizes are given, nothing is read."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from jobqueue.errors import InvalidQueryError
+from jobqueue.job_filter import JobFilter
+from jobqueue.keys import Keys, ListingIndex
+from jobqueue.listing_plan import (
+    GATHER_MAX,
+    ListingQuery,
+    PlanKind,
+    Position,
+    SortKey,
+    conditions,
+    make_plan,
+    next_bounds,
+    order_gathered,
+    past,
+    score_text,
+    size_reads,
+)
+from jobqueue.models import JobStatus
+
+K = Keys("p:")
+OWNER, TEAM = K.jobs_by(ListingIndex.OWNER, "alice"), K.jobs_by(ListingIndex.TEAM, "risk")
+STATE, TAG = K.jobs_by(ListingIndex.STATE, "queued"), K.jobs_by(ListingIndex.TAG, "project=churn")
+
+
+def test_no_filter_walks_every_job_newest_first():
+    plan = make_plan(K, ListingQuery(), {})
+    assert plan.kind is PlanKind.WALK and plan.walk == K.jobs_index and plan.descending
+    assert plan.members_of == () and (plan.low, plan.high) == (-math.inf, math.inf)
+    assert size_reads(K, ListingQuery()) == []
+
+
+def test_the_smallest_index_is_walked_and_the_others_are_checked():
+    query = ListingQuery(wanted=JobFilter(owner="alice", team="risk", state=JobStatus.QUEUED,
+                                          tags={"project": "churn"}))
+    assert set(size_reads(K, query)) == {OWNER, TEAM, STATE, TAG}
+    plan = make_plan(K, query, {OWNER: 900, TEAM: 25_000, STATE: 40, TAG: 3000})
+    assert plan.walk == STATE and set(plan.members_of) == {OWNER, TEAM, TAG}
+
+
+def test_an_empty_index_or_an_empty_window_reads_nothing():
+    query = ListingQuery(wanted=JobFilter(owner="alice", team="risk"))
+    assert make_plan(K, query, {OWNER: 10, TEAM: 0}).kind is PlanKind.EMPTY
+    backwards = ListingQuery(submitted_after_ms=2000.0, submitted_before_ms=1000.0)
+    assert make_plan(K, backwards, {}).kind is PlanKind.EMPTY
+
+
+def test_a_user_is_narrowed_to_their_own_index_and_never_sees_another_owner():
+    mine = ListingQuery(only_owner="alice")
+    assert conditions(K, mine) == [OWNER]
+    assert make_plan(K, mine, {OWNER: 5}).walk == OWNER
+    theirs = ListingQuery(wanted=JobFilter(owner="bob"), only_owner="alice")
+    assert conditions(K, theirs) is None and make_plan(K, theirs, {}).kind is PlanKind.EMPTY
+    same = ListingQuery(wanted=JobFilter(owner="alice"), only_owner="alice")
+    assert conditions(K, same) == [OWNER]
+
+
+def test_the_time_window_and_cursor_bound_the_walk():
+    query = ListingQuery(submitted_after_ms=1000.0, submitted_before_ms=5000.0, after=Position(4000.0, "j5"))
+    plan = make_plan(K, query, {})
+    assert (plan.low, plan.high, plan.after) == (1000.0, 4000.0, Position(4000.0, "j5"))
+    up = make_plan(K, ListingQuery(descending=False, after=Position(2000.0, "j1")), {})
+    assert (up.low, up.high) == (2000.0, math.inf)
+    assert next_bounds(plan, Position(3000.0, "j9")) == (1000.0, 3000.0)
+
+
+def test_ties_on_the_score_go_by_job_id_past_the_cursor():
+    down = make_plan(K, ListingQuery(), {})
+    at = Position(10.0, "m")
+    assert past(down, Position(10.0, "a"), at) and not past(down, Position(10.0, "m"), at)
+    assert not past(down, Position(10.0, "z"), at) and past(down, Position(9.0, "z"), at)
+    up = make_plan(K, ListingQuery(descending=False), {})
+    assert past(up, Position(10.0, "z"), at) and not past(up, Position(10.0, "a"), at)
+
+
+def test_sorting_by_wait_walks_the_wait_index_and_checks_the_window_by_submission():
+    query = ListingQuery(wanted=JobFilter(team="risk"), sort=SortKey.WAIT, submitted_after_ms=1.0)
+    plan = make_plan(K, query, {TEAM: GATHER_MAX + 1})
+    assert plan.kind is PlanKind.WALK and plan.walk == K.jobs_by_wait and plan.members_of == (TEAM,)
+    assert plan.window_of == K.jobs_index and plan.window == (1.0, math.inf)
+    unwindowed = make_plan(K, ListingQuery(sort=SortKey.DURATION, descending=False), {})
+    assert unwindowed.walk == K.jobs_by_duration and unwindowed.window_of is None and not unwindowed.descending
+
+
+def test_a_small_filter_is_gathered_whole_and_ordered_by_the_sort_index():
+    query = ListingQuery(wanted=JobFilter(owner="alice", team="risk"), sort=SortKey.DURATION)
+    plan = make_plan(K, query, {OWNER: 12, TEAM: GATHER_MAX * 4})
+    assert plan.kind is PlanKind.GATHER and plan.walk == OWNER and plan.order_by == K.jobs_by_duration
+    assert plan.members_of == (TEAM,)
+    rows = [("a", 5.0), ("b", None), ("c", 9.0), ("d", 5.0)]
+    assert order_gathered(plan, rows) == [Position(9.0, "c"), Position(5.0, "d"), Position(5.0, "a")]
+    later = make_plan(K, ListingQuery(wanted=JobFilter(owner="alice"), sort=SortKey.DURATION,
+                                      after=Position(5.0, "d")), {OWNER: 12})
+    assert order_gathered(later, rows) == [Position(5.0, "a")]
+
+
+def test_cursors_and_score_bounds_as_redis_reads_them():
+    assert Position.decode(Position(1712.5, "abc").encode()) == Position(1712.5, "abc")
+    with pytest.raises(InvalidQueryError):
+        Position.decode("not-a-cursor")
+    assert [score_text(-math.inf), score_text(math.inf), score_text(2.0), score_text(2.0, True)] == \
+        ["-inf", "+inf", "2.0", "(2.0"]
