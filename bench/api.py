@@ -19,7 +19,8 @@ Every figure is measured twice, side by side: direct to Redis (the "trusted" mod
 JOBQUEUE_API_WORKERS), with a `user` token made by `TokenStore`. The issue's keys carry the HTTP figure (what a
 user sees); `*_direct` and `*_http` keys carry each side. `download_over_direct`: a 2M-row result read over HTTP
 into Arrow (`handle.to_arrow()`), throughput divided by reading the same Parquet file directly; medians of
-`--download-runs`. The last line printed is one JSON object with every figure.
+`--download-runs`. `api_cpu_ms_per_submit`: the API process's CPU time (/proc) over the HTTP submissions, per
+submission: the figure a loaded machine moves least. The last line printed is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def api_process(env: dict[str, str], home: Path, workers: int) -> Iterator[str]:
-    """`jobqueue api` in a process of its own (uvicorn, as in production); yields its URL once it answers."""
+def api_process(env: dict[str, str], home: Path, workers: int) -> Iterator[tuple[str, int]]:
+    """`jobqueue api` in a process of its own (uvicorn, as in production); yields its URL and pid once it
+    answers."""
     port = free_port()
     log = (home / "api.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "jobqueue.cli.main", "api"],
@@ -123,10 +125,16 @@ def api_process(env: dict[str, str], home: Path, workers: int) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the API did not start; its log:\n{(home / 'api.log').read_text()[-4000:]}")
             time.sleep(0.05)
-        yield url
+        yield url, process.pid
     finally:
         stop(process)
         log.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its waited-for children (uvicorn's workers), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_for_consumer(client: AsyncJobQueueClient, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -278,7 +286,8 @@ async def download(direct: AsyncJobQueueClient, http: AsyncJobQueueClient, runs:
 
 
 async def measure(args: argparse.Namespace, settings: Settings, process: subprocess.Popen[bytes],
-                  log: Path, api_url: str) -> dict[str, Any]:
+                  log: Path, api: tuple[str, int]) -> dict[str, Any]:
+    api_url, api_pid = api
     data, times = sample_input(USERS, 100, seed=3)
     async with AsyncJobQueueClient(settings) as client:
         await wait_for_consumer(client, process, log)
@@ -313,10 +322,15 @@ async def measure(args: argparse.Namespace, settings: Settings, process: subproc
     print(f"download of a 2M-row result ({loads['download_mb']} MB): http {loads['download_http_ms']} ms, "
           f"the file directly {loads['download_direct_ms']} ms: {loads['download_over_direct']}")
     submit: dict[str, tuple[list[float], float]] = {}
+    api_cpu_ms = 0.0
     for mode, how in (("direct", {}), ("http", via)):
+        cpu_before = cpu_seconds(api_pid)
         submit[mode] = await asyncio.to_thread(submissions, settings, how, args.clients, args.submits,
                                                args.processes)
         latencies, rate = submit[mode]
+        if mode == "http":  # the API's own CPU per submission (each client's warm-up submit counted too)
+            api_cpu_ms = (cpu_seconds(api_pid) - cpu_before) * 1000 / (len(latencies) + args.clients)
+            print(f"  the API process used {api_cpu_ms:.2f} ms of CPU per submission")
         print(f"submissions {mode}: {len(latencies)} x 1,000 rows by {args.clients} concurrent clients in "
               f"{args.processes} processes: p50 {ms(statistics.median(latencies))} ms, p99 "
               f"{ms(pct(latencies, 99))} ms, {rate:.0f}/s")
@@ -337,7 +351,8 @@ async def measure(args: argparse.Namespace, settings: Settings, process: subproc
         "small_query_p99_ms": {"http": ms(pct(remote, 99)), "direct": ms(pct(totals, 99))},
         "small_query_in_process_p50_ms": ms(statistics.median(local)),
         "small_query_in_process_p99_ms": ms(pct(local, 99)),
-        "small_query_breakdown_ms": parts, **{k: v for k, v in loads.items() if k != "download_over_direct"},
+        "small_query_breakdown_ms": parts, "api_cpu_ms_per_submit": round(api_cpu_ms, 2),
+        **{k: v for k, v in loads.items() if k != "download_over_direct"},
         "targets_met": {
             "submit_p99_http_le_2x_direct": p99["http"] <= 2 * p99["direct"],
             "submits_per_second_ge_300": {m: r >= 300 for m, r in rate.items()},
@@ -376,8 +391,8 @@ def main() -> None:
         child.update(env, PYTHONPATH=str(ROOT), JOBQUEUE_CONSUMER_EXIT_WITH_PARENT="true")
         settings = Settings(redis_url=url, environment=env["JOBQUEUE_ENVIRONMENT"], home=home,
                             registry_path=store.registry_path, resource_groups_path=groups, log_level="warning")
-        with consumer_process(child, home) as process, api_process(child, home, args.api_workers) as api_url:
-            figures = asyncio.run(measure(args, settings, process, home / "consumer.log", api_url))
+        with consumer_process(child, home) as process, api_process(child, home, args.api_workers) as api:
+            figures = asyncio.run(measure(args, settings, process, home / "consumer.log", api))
         sync_redis.Redis.from_url(url).close()
     print(json.dumps(figures))
 

@@ -12,10 +12,12 @@ the same in both modes; both raise the same `jobqueue.errors` types with the sam
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from jobqueue.errors import InvalidQueryError
 from jobqueue.models import Priority
+from jobqueue.sharding import check_num_shards
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -56,6 +58,42 @@ class QueryRequest:
     priority: Priority = Priority.NORMAL
     num_shards: int | str | None = None  # None: one job; N or "auto": a sharded query (`jobqueue.sharding`)
     num_workers: int | None = None  # a sharded query: at most this many shards run at once (None: no cap)
+
+
+def query_request(input: Any, output: list[str], input_times: Any, group: str, max_retries: int,
+                  completion_deadline: datetime | timedelta | None, include_input_time: bool, now: datetime,
+                  owner: str | None, team: str | None, tags: dict[str, str] | None, query_name: str | None,
+                  correlation_id: str | None, *, priority: Priority | str = Priority.NORMAL,
+                  num_shards: int | str | None = None, num_workers: int | None = None) -> QueryRequest:
+    """`offline_query`'s arguments checked (`InvalidQueryError` naming the field) as one `QueryRequest` (the API's
+    submit builds its own with this too)."""
+    deadline = _deadline(completion_deadline, now)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 100:
+        raise InvalidQueryError("max_retries", f"must be a whole number from 0 to 100, got {max_retries!r}")
+    if not isinstance(include_input_time, bool):
+        raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
+    if isinstance(output, str) or not isinstance(output, (list, tuple)):
+        raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
+    check_num_shards(num_shards, num_workers)
+    if not isinstance(priority, str) or priority not in Priority.__members__.values():
+        raise InvalidQueryError("priority", f"must be one of {', '.join(Priority)}, got {priority!r}")
+    return QueryRequest(input, list(output), input_times, group, max_retries, deadline, include_input_time, now,
+                        owner, team, dict(tags or {}), query_name, correlation_id, Priority(priority), num_shards,
+                        num_workers)
+
+
+def _deadline(value: datetime | timedelta | None, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = now + value
+    if not isinstance(value, datetime):
+        raise InvalidQueryError("completion_deadline", "must be a datetime or a timedelta from now")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # naive times are UTC, as for input_times
+    if value <= now:
+        raise InvalidQueryError("completion_deadline", f"{value.isoformat()} is already past; give a future time")
+    return value
 
 
 class FinishWatcher(Protocol):

@@ -41,10 +41,10 @@ from jobqueue.api.wire import (
     ScheduleRuns,
 )
 from jobqueue.attribution import Attribution, check_attribution, default_owner, new_correlation_id
-from jobqueue.backend import JobQueueBackend, QueryRequest
+from jobqueue.backend import JobQueueBackend, QueryRequest, query_request
 from jobqueue.connect import HttpTarget, resolve_target
 from jobqueue.direct_backend import DirectBackend
-from jobqueue.direct_submit import PreparedSubmission, planning_registry, submit_prepared
+from jobqueue.direct_submit import PreparedSubmission, planning_registry, submit_prepared, submit_record
 from jobqueue.errors import (
     ConfigError,
     InvalidQueryError,
@@ -67,7 +67,6 @@ from jobqueue.registry import Registry, load_registry
 from jobqueue.registry_store import RegistryStore
 from jobqueue.registry_versions import content_hash, document_of, parse_version_ref
 from jobqueue.settings import Settings, load_settings
-from jobqueue.sharding import check_num_shards
 from jobqueue.storage import Storage
 from jobqueue.sync_client import JobQueueClient
 
@@ -251,22 +250,12 @@ class AsyncJobQueueClient:
         """
         resources = resources or ResourceRequests()
         now = datetime.now(UTC)
-        deadline = _deadline(completion_deadline, now)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 100:
-            raise InvalidQueryError("max_retries", f"must be a whole number from 0 to 100, got {max_retries!r}")
-        if not isinstance(include_input_time, bool):
-            raise InvalidQueryError("include_input_time", f"must be True or False, got {include_input_time!r}")
-        if isinstance(output, str) or not isinstance(output, (list, tuple)):
-            raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
-        check_num_shards(num_shards, num_workers)
+        query = query_request(input, output, input_times, resources.resource_group, max_retries, completion_deadline,
+                              include_input_time, now, owner, team, tags, query_name, correlation_id,
+                              priority=priority, num_shards=num_shards, num_workers=num_workers)
         if num_shards is not None and not run_asynchronously:
             raise InvalidQueryError("num_shards", "shards run on the service's consumers: leave "
                                     "run_asynchronously=True")
-        if not isinstance(priority, str) or priority not in Priority.__members__.values():
-            raise InvalidQueryError("priority", f"must be one of {', '.join(Priority)}, got {priority!r}")
-        query = QueryRequest(input, list(output), input_times, resources.resource_group, max_retries, deadline,
-                             include_input_time, now, owner, team, dict(tags or {}), query_name, correlation_id,
-                             Priority(priority), num_shards, num_workers)
         if not run_asynchronously and not self.direct:
             return await run_remotely(self, query)
         if not run_asynchronously:  # plans against this client's own registry: no Redis needed
@@ -280,8 +269,9 @@ class AsyncJobQueueClient:
             )
         return AsyncJobHandle(await self.backend.submit(query), self)
 
-    async def submit_checked(self, query: QueryRequest, attribution: Attribution) -> str:
-        """The direct mode's submit: plan against the served registry, stage, enqueue; the job id."""
+    async def submit_checked(self, query: QueryRequest, attribution: Attribution) -> JobRecord:
+        """The direct mode's submit: plan against the served registry, stage, enqueue; the record as written (what
+        reading the job back would give, without the read; a sharded query's parent as derived from its shards)."""
         with self.reaching_redis("the query was not submitted"):
             registry, registry_version = await self.planning_registry()
             known = await self.known_groups()
@@ -299,12 +289,13 @@ class AsyncJobQueueClient:
         job_id = uuid.uuid4().hex
         with self.reaching_redis("the query was not submitted (had the connection broken during the final "
                                  f"write, `jobqueue jobs` would list job {job_id})"):
-            await self.submit_prepared(PreparedSubmission(
+            record = await submit_record(self, PreparedSubmission(
                 table, columns, query.output, query.resource_group, job_id, query.submitted_at, query.max_retries,
                 query.deadline, include_input_time=query.include_input_time, attribution=attribution,
                 registry_version=registry_version, priority=query.priority,
             ))
-        return job_id
+        assert record is not None  # not exclusive: an id taken raises
+        return record
 
     async def submit_prepared(self, request: PreparedSubmission) -> bool:
         """Stage a checked input and enqueue it under `request.job_id` (`jobqueue.direct_submit`). With
@@ -422,19 +413,4 @@ class AsyncJobQueueClient:
         (over HTTP: an admin token; the API records the token's owner as who applied it)."""
         parsed = registry if isinstance(registry, Registry) else load_registry(Path(registry))
         return await self.backend.apply_registry(parsed, applied_by)
-
-
-def _deadline(value: datetime | timedelta | None, now: datetime) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        value = now + value
-    if not isinstance(value, datetime):
-        raise InvalidQueryError("completion_deadline", "must be a datetime or a timedelta from now")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)  # naive times are UTC, as for input_times
-    if value <= now:
-        raise InvalidQueryError("completion_deadline", f"{value.isoformat()} is already past; give a future time")
-    return value
-
 

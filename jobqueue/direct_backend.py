@@ -80,6 +80,10 @@ class DirectBackend:
         return self.client.on_embedded_server
 
     async def submit(self, query: QueryRequest) -> str:
+        return (await self.submit_record(query)).job_id
+
+    async def submit_record(self, query: QueryRequest) -> JobRecord:
+        """`submit`, returning the record as written (the API answers with it: no read back)."""
         client = self.client
         attribution = check_attribution(
             query.owner if query.owner is not None else default_owner(),

@@ -20,10 +20,12 @@ from jobqueue.keys import ARQ_FUNCTION, submitted_event
 from jobqueue.models import JobRecord, JobStatus, Priority, QueryJob
 from jobqueue.quotas import Quota, check_input_rows, queued_quotas, quotas_for
 from jobqueue.registry import Registry
-from jobqueue.storage import job_uri
+from jobqueue.storage import is_local, job_uri
 
 if TYPE_CHECKING:
     from jobqueue.client import AsyncJobQueueClient
+
+STAGE_INLINE_BYTES = 256 << 10  # a local input up to this size is staged on the event loop, not in a thread
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,13 @@ async def planning_registry(client: AsyncJobQueueClient) -> tuple[Registry, str 
 
 async def submit_prepared(client: AsyncJobQueueClient, request: PreparedSubmission) -> bool:
     """Stage a checked input and enqueue it under `request.job_id`. With `request.exclusive`, a job id
-    that already exists is not submitted again (returns False).
+    that already exists is not submitted again (returns False). See `submit_record`."""
+    return await submit_record(client, request) is not None
+
+
+async def submit_record(client: AsyncJobQueueClient, request: PreparedSubmission) -> JobRecord | None:
+    """`submit_prepared`, returning the record as written (what reading the job back would give, without the
+    read); None: `request.exclusive`, and the id exists.
 
     Quotas (`jobqueue.quotas`, unless `request.enforce_quotas` is off): the input rows are checked before
     anything is staged, the owner's and team's unfinished jobs before staging and again, atomically, with the
@@ -98,28 +106,30 @@ async def submit_prepared(client: AsyncJobQueueClient, request: PreparedSubmissi
         registry_version=job.registry_version, priority=job.priority,
     )
     if request.exclusive and await client.redis.exists(client.keys.job(job_id)):
-        return False
-    await asyncio.to_thread(client.storage.write_table, table, input_uri)
+        return None
+    if table.nbytes <= STAGE_INLINE_BYTES and is_local(input_uri):  # ~1 ms: less than a hop to a thread
+        client.storage.write_table(table, input_uri)
+    else:
+        await asyncio.to_thread(client.storage.write_table, table, input_uri)
     try:
-        return await _enqueue(client, record, job, request.exclusive, queued,
-                              FairShare.of(client.settings, owner, team, request.priority))
+        created = await _enqueue(client, record, job, request.exclusive, queued,
+                                 FairShare.of(client.settings, owner, team, request.priority))
     except QuotaExceededError:  # another submit took the last slot while this one staged
         await client.storage.discard_job_files(job_id)
         raise
+    return record if created else None
 
 
 async def _enqueue(
     client: AsyncJobQueueClient, record: JobRecord, job: QueryJob, exclusive: bool, quotas: list[Quota],
     fair: FairShare | None,
 ) -> bool:
-    """Create the record and enqueue the job atomically (`JobStore.submit`, fairly scored with `fair`), then wake
-    the manager."""
-    if not await client.store.submit(record, client.keys.queue(job.resource_group), arq_payload(job),
-                                   client.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas,
-                                   fair=fair):
-        return False  # another manager won the race; its staged input is the same file
-    await client.redis.publish(client.keys.events, submitted_event(job.resource_group))
-    return True
+    """Create the record and enqueue the job atomically (`JobStore.submit`, fairly scored with `fair`), and wake
+    the manager and the group's idle consumers from the same script. False: the id exists (`exclusive`: another
+    manager won the race; its staged input is the same file)."""
+    return await client.store.submit(record, client.keys.queue(job.resource_group), arq_payload(job),
+                                     client.settings.job_ttl_seconds * 1000, exclusive=exclusive, quotas=quotas,
+                                     fair=fair, wake=(client.keys.events, submitted_event(job.resource_group)))
 
 
 def arq_payload(job: QueryJob) -> bytes:

@@ -53,12 +53,14 @@ from jobqueue.job_filter import JobFilter
 from jobqueue.models import JobRecord
 from jobqueue.registry import Registry
 from jobqueue.registry_versions import document_of
+from jobqueue.result_download import TAIL_BYTES, RowGroupAssembler
 from jobqueue.uploads import PresignedTransfers
 
 ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
 TIMES_COLUMN = "__input_time__"  # the input times travel as a column of the input, taken out by the API
 PAGE = 1000
 SPOOL_BYTES = 64 << 20  # a downloaded result is kept in memory up to this size, then in a temporary file
+RANGED_MAX_BYTES = 2 << 30  # a result up to this size is downloaded in memory, decoding while it arrives
 _CANDIDATES = re.compile(r"matches \d+ jobs: (.*?)(?: and \d+ more)?; give more characters")
 
 
@@ -193,21 +195,50 @@ class HttpBackend:
         return JobRecord.model_validate_json(response.content)
 
     async def read_result(self, record: JobRecord) -> pa.Table:
-        """The result, into memory (or a temporary file past 64 MiB): from its presigned URL when the service
-        stores on S3 (`jobqueue.uploads`), else streamed from `GET /v1/jobs/{id}/result`."""
-        with ResultSink() as sink:
-            try:
+        """The result: from its presigned URL when the service stores on S3 (`jobqueue.uploads`), into memory (or a
+        temporary file past 64 MiB). Else from `GET /v1/jobs/{id}/result`: its footer first (`Range: bytes=-64KiB`),
+        then the rest in one ranged stream whose row groups decode while it arrives (`RowGroupAssembler`); an answer
+        without ranges is streamed whole and read after."""
+        path = f"/v1/jobs/{record.job_id}/result"
+        try:
+            with ResultSink() as sink:
                 if await self.presigned.read_result(record.job_id, sink.write):
                     return await asyncio.to_thread(sink.read_table)
-                async with self._http.stream("GET", f"/v1/jobs/{record.job_id}/result", timeout=None) as response:
-                    if not response.is_success:
+            async with self._http.stream("GET", path, timeout=None,
+                                         headers={"Range": f"bytes=-{TAIL_BYTES}"}) as response:
+                tail_start, size = _content_range(response)
+                if size is None:  # no ranges: this is the whole file
+                    return await self._read_whole(response)
+                if size <= RANGED_MAX_BYTES:
+                    download = RowGroupAssembler(size)
+                    download.put_tail(tail_start, await response.aread())
+            if size > RANGED_MAX_BYTES:
+                async with self._http.stream("GET", path, timeout=None) as response:
+                    return await self._read_whole(response)
+            missing = download.missing
+            if missing is not None:
+                start, end = missing
+                async with self._http.stream("GET", path, timeout=None,
+                                             headers={"Range": f"bytes={start}-{end - 1}"}) as response:
+                    if response.status_code != 206:
                         await response.aread()
                         _raise(response, self.url, JobNotFoundError)
                     async for chunk in response.aiter_raw():
-                        sink.write(chunk)
-            except httpx.TransportError as e:
-                raise ApiUnavailableError(f"the download of job {record.job_id}'s result from {self.url} broke "
-                                          f"({type(e).__name__}: {e}); read it again") from e
+                        download.put(start, chunk)
+                        start += len(chunk)
+            return await download.table()
+        except httpx.TransportError as e:
+            raise ApiUnavailableError(f"the download of job {record.job_id}'s result from {self.url} broke "
+                                      f"({type(e).__name__}: {e}); read it again") from e
+
+    async def _read_whole(self, response: httpx.Response) -> pa.Table:
+        """A result answered whole: streamed into memory (or a temporary file past 64 MiB), then read."""
+        if not response.is_success:
+            await response.aread()
+            _raise(response, self.url, JobNotFoundError)
+        with ResultSink() as sink:
+            async for chunk in response.aiter_raw():
+                sink.write(chunk)
             return await asyncio.to_thread(sink.read_table)
 
     async def jobs(self, wanted: JobFilter, limit: int, submitted_after: datetime | None,
@@ -311,6 +342,15 @@ class ResultSink:
             return pq.read_table(pa.BufferReader(b"".join(self._parts)))
         self._file.flush()
         return pq.read_table(self._file.name, memory_map=True)
+
+
+def _content_range(response: httpx.Response) -> tuple[int, int | None]:
+    """(first byte, file size) of a 206 answer; (0, None) for a 200 (the whole file)."""
+    if response.status_code != 206:
+        return 0, None
+    spec = response.headers.get("content-range", "")  # bytes <first>-<last>/<size>
+    first, _, size = spec.removeprefix("bytes ").partition("/")
+    return int(first.split("-")[0]), int(size)
 
 
 def _check_id(value: str, field: str = "job_id") -> None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from jobqueue.errors import InvalidQueryError
@@ -68,7 +69,7 @@ def with_times(table: pa.Table, input_times: Any, now: datetime) -> pa.Table:
     """Append `__ts__` (the as-of time per row; default `now`) and `__row__` (input order)."""
     n = table.num_rows
     if input_times is None:
-        ts = pa.array([now.astimezone(UTC)] * n, type=TS_TYPE)
+        ts = pa.repeat(pa.scalar(now.astimezone(UTC), type=TS_TYPE), n)
     else:
         if isinstance(input_times, (datetime, str)) or not hasattr(input_times, "__len__"):
             raise InvalidQueryError("input_times", "must be a list of datetimes, one per input row")
@@ -77,7 +78,7 @@ def with_times(table: pa.Table, input_times: Any, now: datetime) -> pa.Table:
                 "input_times", f"has {len(input_times)} values but the input has {n} rows; give one per row"
             )
         ts = _timestamps(input_times)
-    return table.append_column(TS_COLUMN, ts).append_column(ROW_COLUMN, pa.array(range(n), type=pa.int64()))
+    return table.append_column(TS_COLUMN, ts).append_column(ROW_COLUMN, pa.array(np.arange(n, dtype=np.int64)))
 
 
 def _timestamps(values: Sequence[Any]) -> pa.Array:

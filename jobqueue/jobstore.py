@@ -147,7 +147,8 @@ class JobStore(ShardedJobs):
         await self._create(record, None, b"", 0, (), None)
 
     async def submit(self, record: JobRecord, queue: str, arq_job: bytes, expires_ms: int,
-                     exclusive: bool = False, quotas: Sequence[Quota] = (), fair: FairShare | None = None) -> bool:
+                     exclusive: bool = False, quotas: Sequence[Quota] = (), fair: FairShare | None = None,
+                     wake: tuple[str, str] | None = None) -> bool:
         """Create the record and put its arq job on `queue` in one script, so that no crash or lost connection can
         leave a record without a queue entry or a queue entry without a record.
 
@@ -156,16 +157,18 @@ class JobStore(ShardedJobs):
         both pass. The job counts against its owner and team (<p>active-jobs) until its final transition.
 
         `fair`: the job's fair-share score is computed in the same script (`jobqueue.fair_share`); None: FIFO, the
-        score is the submit time.
+        score is the submit time. `wake`: (channel, message) published by the same script once the job is written
+        (the submitted event that wakes the manager and the group's idle consumers: no round trip of its own).
 
         An id that already has a record returns False with `exclusive` (deterministic ids: scheduled
         runs are created once however many managers try); otherwise it raises `DuplicateJobId` and
         writes nothing."""
-        return await self._create(record, queue, arq_job, expires_ms, quotas, fair, exclusive)
+        return await self._create(record, queue, arq_job, expires_ms, quotas, fair, exclusive, wake)
 
     async def _create(self, record: JobRecord, queue: str | None, arq_job: bytes, expires_ms: int,
-                      quotas: Sequence[Quota], fair: FairShare | None = None, exclusive: bool = False) -> bool:
-        keys, args, active = self._submit_call(record, queue, arq_job, expires_ms, quotas, fair=fair)
+                      quotas: Sequence[Quota], fair: FairShare | None = None, exclusive: bool = False,
+                      wake: tuple[str, str] | None = None) -> bool:
+        keys, args, active = self._submit_call(record, queue, arq_job, expires_ms, quotas, fair=fair, wake=wake)
         reply = await self._submit(keys=keys, args=args)
         if int(reply[0]) == SUBMIT_CREATED:
             return True
@@ -178,10 +181,11 @@ class JobStore(ShardedJobs):
 
     def _submit_call(self, record: JobRecord, queue: str | None, arq_job: bytes, expires_ms: int,
                      quotas: Sequence[Quota], score_ms: int | None = None,
-                     fair: FairShare | None = None,
+                     fair: FairShare | None = None, wake: tuple[str, str] | None = None,
                      ) -> tuple[list[str], list[Any], list[list[Any]]]:
         """The KEYS and ARGV of `SUBMIT` for one record (and the active-jobs fields it counts); `score_ms`: its
-        queue score (default: its submission time, or the fair-share score with `fair`)."""
+        queue score (default: its submission time, or the fair-share score with `fair`); `wake`: (channel,
+        message) the script publishes once the job is written (ARGV[14..15])."""
         job_id = record.job_id
         pairs = self._record_pairs(record)
         counted = [CounterName.ENQUEUED.field(record.resource_group)]
@@ -200,7 +204,8 @@ class JobStore(ShardedJobs):
                 repr(deadline.timestamp() * 1000) if deadline is not None else "", json.dumps(counted),
                 json.dumps(active), self.keys.arq_id(job_id), arq_job, expires_ms,
                 int(submitted_ms) if score_ms is None else score_ms, submit_listing(self.keys, record),
-                fair.to_json(self.keys, record.resource_group) if fair is not None and score_ms is None else ""]
+                fair.to_json(self.keys, record.resource_group) if fair is not None and score_ms is None else "",
+                *(wake or ("", ""))]
         return keys, args, active
 
     def _record_pairs(self, record: JobRecord) -> list[str]:

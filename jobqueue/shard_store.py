@@ -71,7 +71,7 @@ class ShardedJobs:
 
     def _submit_call(self, record: JobRecord, queue: str | None, arq_job: bytes, expires_ms: int,
                      quotas: Sequence[Quota], score_ms: int | None = None, fair: FairShare | None = None,
-                     ) -> tuple[list[str], list[Any], list[list[Any]]]:
+                     wake: tuple[str, str] | None = None) -> tuple[list[str], list[Any], list[list[Any]]]:
         raise NotImplementedError
 
     def _index_args(self, record: JobRecord) -> list[Any]:
@@ -84,18 +84,24 @@ class ShardedJobs:
         raise NotImplementedError
 
     async def submit_sharded(self, parent: JobRecord, shards: Sequence[ShardSubmission],
-                             fair: FairShare | None = None) -> None:
+                             fair: FairShare | None = None, wake: tuple[str, str] | None = None) -> None:
         """Write the parent (in the listing indexes too) and enqueue every shard in one transaction (nothing, or
-        all of them); the shards due at once are scored by `fair` (a held one is scored when released)."""
+        all of them); the shards due at once are scored by `fair` (a held one is scored when released).
+
+        `wake`: (channel, message) published once, by the submit script of the first shard due at once (shard 0:
+        `num_workers` is at least 1), so the manager and the group's idle consumers look when the transaction has
+        written them all; a held shard wakes them when it is released (`release_shard`)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             key = self.keys.job(parent.job_id)
             pipe.hset(key, mapping=dict(zip(*[iter(self._record_pairs(parent))] * 2, strict=True)))
             pipe.expire(key, self.ttl_seconds)
             pipe.zadd(self.keys.jobs_index, {parent.job_id: parent.submitted_at.timestamp() * 1000})
             await self._index_job(keys=[key], args=self._index_args(parent), client=pipe)
-            for shard in shards:
+            waker = next((i for i, shard in enumerate(shards) if not shard.held), None)
+            for i, shard in enumerate(shards):
                 keys, args, _ = self._submit_call(shard.record, shard.queue, shard.arq_job, shard.expires_ms, (),
-                                                  score_ms=HELD_SCORE_MS if shard.held else None, fair=fair)
+                                                  score_ms=HELD_SCORE_MS if shard.held else None, fair=fair,
+                                                  wake=wake if i == waker else None)
                 await self._submit(keys=keys, args=args, client=pipe)
             replies = await pipe.execute()
         if any(int(reply[0]) != SUBMIT_CREATED for reply in replies[4:]):  # ids are new uuids: never seen

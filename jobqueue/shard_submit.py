@@ -18,7 +18,7 @@ from jobqueue.models import JobRecord, JobStatus, QueryJob
 from jobqueue.plan import check_output
 from jobqueue.quotas import check_input_rows, queued_quotas, quotas_for
 from jobqueue.shard_store import ShardSubmission
-from jobqueue.sharding import choose_num_shards, shard_id, split
+from jobqueue.sharding import choose_num_shards, derive_parent, shard_id, split
 from jobqueue.storage import job_uri
 
 if TYPE_CHECKING:
@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
 async def submit_sharded(client: AsyncJobQueueClient, query: QueryRequest, attribution: Attribution,
                          table: pa.Table, columns: list[str], registry: Registry,
-                         registry_version: str | None) -> str:
-    """The parent's job id. The shards count as jobs of their owner (quotas: each one is an unfinished job)."""
+                         registry_version: str | None) -> JobRecord:
+    """The parent's record as readers see it now (derived from its shards', as written: what reading it back
+    would give, without the read). The shards count as jobs of their owner (quotas: each one is an unfinished
+    job)."""
     settings, store = client.settings, client.store
     assert query.num_shards is not None
     key = check_output(query.output, registry)[0].key_feature
@@ -64,10 +66,10 @@ async def submit_sharded(client: AsyncJobQueueClient, query: QueryRequest, attri
             shards.append(ShardSubmission(record, client.keys.queue(query.resource_group), arq_payload(job),
                                           settings.job_ttl_seconds * 1000, held))
         fair = FairShare.of(settings, attribution.owner, attribution.team, query.priority)
-        await store.submit_sharded(parent, shards, fair)
+        await store.submit_sharded(parent, shards, fair,
+                                   wake=(client.keys.events, submitted_event(query.resource_group)))
     except BaseException:
         for job_id in ids:
             await client.storage.discard_job_files(job_id)
         raise
-    await client.redis.publish(client.keys.events, submitted_event(query.resource_group))
-    return parent_id
+    return derive_parent(parent, [shard.record for shard in shards])

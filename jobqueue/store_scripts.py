@@ -209,7 +209,8 @@ RECORD_REPLACED = -2  # REQUEST_CANCEL's reply when the record changed group und
 # ARGV[9] arq job payload, ARGV[10] its TTL ms, ARGV[11] its queue score (ms), ARGV[12] the listing-index JSON
 # ('' : none): {add = {{key, score}, ...}, set = <p>listing-indexes, listed = {keys to add to it}} (`submit_listing`).
 # ARGV[13] fair share ('' FIFO: the score is ARGV[11], the submit time; else `FairShare.to_json`: the score is
-# `fair_score`'s, `jobqueue.fair_share`).
+# `fair_score`'s, `jobqueue.fair_share`). ARGV[14] the channel told of the submission once it is written ('' none:
+# <p>events, which wakes the manager and the group's idle consumers), ARGV[15] the message told there.
 # Returns {1} created; {0} the id exists already (its record, arq job or arq result); {-1, i, count} the i-th limit
 # of ARGV[7] is reached (count unfinished jobs): nothing written.
 SUBMIT = FAIR_SCORE_LUA + """
@@ -238,6 +239,7 @@ if #KEYS >= 8 then
   redis.call('SET', KEYS[2], ARGV[9], 'PX', ARGV[10])
   redis.call('ZADD', KEYS[8], score, ARGV[8])
 end
+if (ARGV[14] or '') ~= '' then redis.call('PUBLISH', ARGV[14], ARGV[15]) end
 return {1}
 """
 SUBMIT_CREATED, SUBMIT_EXISTS, SUBMIT_OVER_QUOTA = 1, 0, -1

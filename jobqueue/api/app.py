@@ -21,6 +21,7 @@ from jobqueue.api.deps import ApiError, ApiMetrics, Services
 from jobqueue.api.timing import ServerTiming
 from jobqueue.api.wire import ErrorBody, QuotaHit
 from jobqueue.auth.oidc import BearerAuthenticator
+from jobqueue.auth.token_cache import VerifiedTokens
 from jobqueue.auth.tokens import TokenStore
 from jobqueue.client import AsyncJobQueueClient
 from jobqueue.console import console_error_pages, mount_console
@@ -96,7 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
         client.lookups.seconds = settings.api_cache_seconds
         tokens = TokenStore(client.redis, client.keys)
         app.state.services = Services(settings, client, tokens, ApiMetrics(settings.metrics_max_teams),
-                                      BearerAuthenticator.from_settings(settings, tokens))
+                                      VerifiedTokens(BearerAuthenticator.from_settings(settings, tokens),
+                                                     settings.api_token_cache_seconds))
         log.info("api started", environment=settings.environment)
         try:
             yield

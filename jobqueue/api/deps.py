@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter
 from jobqueue.auth.identity import Identity
 from jobqueue.auth.oidc import BearerAuthenticator, Refusal
 from jobqueue.auth.policy import AccessRules, Action, Decision, authorize
+from jobqueue.auth.token_cache import VerifiedTokens
 from jobqueue.auth.tokens import TokenStore
 from jobqueue.client import AsyncJobQueueClient
 from jobqueue.logs import get_logger
@@ -72,7 +73,8 @@ class Services:
     client: AsyncJobQueueClient
     tokens: TokenStore
     metrics: ApiMetrics
-    auth: BearerAuthenticator  # `jq_` tokens through `tokens`, JWTs of the OIDC issuer when one is set
+    auth: BearerAuthenticator | VerifiedTokens  # `jq_` tokens through `tokens` (verified ones kept for
+    # JOBQUEUE_API_TOKEN_CACHE_SECONDS), JWTs of the OIDC issuer when one is set
 
     @property
     def rules(self) -> AccessRules:
@@ -89,8 +91,14 @@ def services(request: Request) -> Services:
     return svc
 
 
+async def services_of(request: Request) -> Services:
+    """`services` as a dependency: async, since FastAPI runs a plain `def` dependency in its thread pool (a thread
+    hop on every request)."""
+    return services(request)
+
+
 _bearer = HTTPBearer(auto_error=False, description="An API token from `jobqueue tokens create`.")
-Svc = Annotated[Services, Depends(services)]
+Svc = Annotated[Services, Depends(services_of)]
 
 
 async def caller(svc: Svc, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Identity:

@@ -100,12 +100,15 @@ async def get_job(job_id: str, identity: Caller, svc: Svc, wait: Annotated[float
     try:
         if not await watch.subscribe():  # Redis unreachable: answer what was read
             return record
-        record = await visible_job(identity, record.job_id, Action.READ_JOB, svc)  # a finish before subscribing
-        if not record.status.is_final and await watch.wait(wait):
-            record = await visible_job(identity, record.job_id, Action.READ_JOB, svc)
+        # the same job, so the same decision: plain reads (a final record needs no wait reason)
+        latest = await svc.client.store.get(record.job_id)  # a finish before subscribing
+        if latest is not None and not latest.status.is_final and await watch.wait(wait):
+            latest = await svc.client.store.get(record.job_id)
     finally:
         await asyncio.shield(watch.close())
-    return record
+    if latest is not None and latest.status.is_final:
+        return latest
+    return await visible_job(identity, record.job_id, Action.READ_JOB, svc)  # still going: with why it waits
 
 
 def links_from(pointer: str) -> dict[str, Any]:

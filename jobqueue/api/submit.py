@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -31,13 +32,15 @@ from jobqueue.api.responses import ARROW_STREAM_TYPE, ERRORS, INPUT_TYPES, PARQU
 from jobqueue.api.uploads import open_staged, using_upload
 from jobqueue.api.wire import IsoTime
 from jobqueue.auth.policy import Action
+from jobqueue.backend import query_request
+from jobqueue.direct_backend import DirectBackend
 from jobqueue.errors import InvalidQueryError
-from jobqueue.handles import AsyncJobHandle
-from jobqueue.models import JobRecord, Priority, ResourceRequests
+from jobqueue.models import JobRecord, Priority
 from jobqueue.sharding import check_num_shards
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={**ERRORS, **SUBMIT_ERRORS})
 
+DECODE_INLINE_BYTES = 256 << 10  # bodies up to this size are decoded on the event loop, bigger ones in a thread
 BODY = {"required": False, "description": "The query input: an Arrow IPC stream or a Parquet file with the primary "
         "key of every output namespace (columns `namespace.feature`). None with `upload`.",
         "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in INPUT_TYPES}}
@@ -128,21 +131,18 @@ async def submit(
             staged = await stack.enter_async_context(using_upload(svc, identity, upload))
             body = stack.enter_context(await asyncio.to_thread(open_staged, svc, staged))
             content_type = staged.content_type
-        table = await asyncio.to_thread(decode_input, body, content_type)
+        if isinstance(body, bytes) and len(body) <= DECODE_INLINE_BYTES:  # decodes faster than a thread hop takes
+            table = decode_input(body, content_type)
+        else:
+            table = await asyncio.to_thread(decode_input, body, content_type)
         del body
         table, input_times = split_times(table, input_times_column)
-        handle = await svc.client.offline_query(
-            table, output, input_times, run_asynchronously=True,
-            resources=ResourceRequests(resource_group=resource_group), max_retries=max_retries,
-            completion_deadline=completion_deadline, include_input_time=include_input_time, owner=identity.owner,
-            team=identity.team, tags=tags, query_name=query_name, correlation_id=correlation_id,
-            priority=priority, num_shards=shards, num_workers=num_workers)
-    assert isinstance(handle, AsyncJobHandle)
-    # the record as stored (one read; not `get_job`, whose wait reason costs a round trip of its own: a GET of
-    # the job says why it waits)
-    record = await svc.client.store.get(handle.id)  # a sharded query's parent, with its `shard_ids`
-    if record is None:
-        raise ApiError(404, f"job {handle.id} was submitted and is gone already (its record expired)")
+        query = query_request(table, output, input_times, resource_group, max_retries, completion_deadline,
+                              include_input_time, datetime.now(UTC), identity.owner, identity.team, tags, query_name,
+                              correlation_id, priority=priority, num_shards=shards, num_workers=num_workers)
+        # the record as written by the submit script (a sharded query's parent, with its `shard_ids`, as derived
+        # from its shards): what reading it back would give (a GET of the job adds why it waits), without that read
+        record = await DirectBackend(svc.client).submit_record(query)
     svc.metrics.submitted.labels(svc.metrics.team(identity.team)).inc()
     audit(identity, Action.SUBMIT_JOB, job_id=record.job_id, resource_group=record.resource_group,
           rows=record.input_rows, query_name=record.query_name, upload=upload)

@@ -44,6 +44,12 @@ class ApiSettings(BaseSettings):
         "version and the groups the manager serves (0: read them on every call). An apply through this process "
         "is seen at once; through another, within this time.",
     )
+    api_token_cache_seconds: float = Field(
+        default=1.0, ge=0, le=60,
+        description="How long an API process reuses the identity of an API token (`jq_...`) it has verified, "
+        "instead of reading the token's record in Redis on every request (0: read it every time). A revoked or "
+        "expired token is refused by every API process at most this long after.",
+    )
     api_max_body_bytes: ByteSize = Field(
         default=1 << 30, ge=1,
         description="Largest request body the API accepts (a query's Arrow or Parquet input), e.g. `256MiB`; a "
