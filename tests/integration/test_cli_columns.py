@@ -92,7 +92,10 @@ async def test_status_jobs_and_show_fit_the_terminal(jobs, redis_url, environmen
         assert code == 0, out
         assert_fits(out, columns, job, group)
         assert f"job {job}" in out, out  # a card
-    assert "waits" in out and "no manager has ticked" in " ".join(out.split()), out  # the queued job says why
+    # the queued job says why, wrapped to the width: the manager has stopped, so its last tick goes stale 5 s after;
+    # before that the paused group's max_instances 0 is the reason (a fast CLI gets here first)
+    said = " ".join(out.split())
+    assert "waits" in out and ("no manager has ticked" in said or "has max_instances 0" in said), out
     code, out = run("jobs", "show", done)
     assert "performance summary" in out and "result" in out and "spilled_bytes" in out, out
 
