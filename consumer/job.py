@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 log = structlog.stdlib.get_logger("jobqueue.consumer")
 WATCH_SECONDS = 0.5
-RUNNING_ELSEWHERE_RETRY_SECONDS = 1.0  # a job taken while another consumer's run is still on its record
 
 # Deterministic: the same input fails the same way on every attempt. (QueryOutOfMemory: the engine
 # already retried with fewer threads; it needs more memory.)
@@ -110,12 +109,6 @@ class JobRun:
             log.info("team at its running limit; the job stays queued in its place", team=job.team,
                      team_running=claim.team_running)
             raise Retry(defer=timedelta(0))  # no new score: it keeps its fair-share place
-        if claim.status == JobStatus.RUNNING.value:
-            # another consumer's run is still on the record: one cut off by its drain, whose hand-back (queued,
-            # below) has yet to land, or one that died, until the reaper requeues it. Skipping would let arq drop
-            # the queue entry, and the record, queued a moment later, would wait on no queue: take it again later.
-            log.info("job still running on another consumer; taking it again shortly")
-            raise Retry(defer=timedelta(seconds=RUNNING_ELSEWHERE_RETRY_SECONDS))
         if not claim.claimed:
             log.info("job not claimable, skipped", status=claim.status)
             return {"skipped": True}
