@@ -99,6 +99,9 @@ class JobRun:
 
     async def __call__(self) -> dict[str, Any]:
         job, store = self.job, self.store
+        task = asyncio.current_task()
+        if task is not None:  # arq's job end waits for this run to end (`Consumer.job_finishing`)
+            self.consumer.job_tasks[job.job_id] = task
         if job.completion_deadline and self.consumer.clock() >= job.completion_deadline:
             applied = await store.mark_expired(job.job_id, "completion deadline passed before the job started")
             return await self._final("expired before start", applied)
@@ -121,7 +124,7 @@ class JobRun:
         except asyncio.CancelledError:
             # hard shutdown (drain grace exceeded): arq runs the job again; hand the record back,
             # and the cut-off run does not count against max_retries
-            await asyncio.shield(self._released(lambda: store.requeue(
+            await to_the_end(self._released(lambda: store.requeue(
                 job.job_id, claim.errors, owner=owner, release=group, attempts=claim.attempt - 1
             ), hand_back=False))
             raise
@@ -259,3 +262,20 @@ async def shard_ended(store: JobStore, job: QueryJob, outcome: str) -> None:
     if outcome in (JobStatus.FAILED.value, JobStatus.EXPIRED.value):
         log.warning("shard ended without a result; cancelling its siblings", outcome=outcome, parent=parent_id)
         await until_reachable(lambda: store.cancel_sharded(parent_id), Outage(log, "cancelling shards"))
+
+
+async def to_the_end(step: Awaitable[Any]) -> None:
+    """Await `step` to its end even when this task is cancelled again meanwhile (the worker's close cancels its job
+    tasks once more). A hand-back must land before arq frees the job (its in-progress key) for another take: had
+    `asyncio.shield` given up at the second cancel, another consumer could take the job while its record still said
+    running, skip it as not claimable, and arq would drop its queue entry; the record, queued a moment later, then
+    waited on no queue (seen in a loaded CI run of the drain test: 0 ready, and the group scaled to zero)."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        task.result()  # its own error, if any, before the cancel is passed on by the caller's `raise`

@@ -24,7 +24,7 @@ from arq.worker import Retry, func
 from pydantic import ValidationError
 
 from consumer.arq_worker import JobQueueWorker
-from consumer.job import JobRun, PrepareQuery, RunnableQuery, shard_ended
+from consumer.job import JobRun, PrepareQuery, RunnableQuery, shard_ended, to_the_end
 from consumer.metrics import ConsumerMetrics
 from jobqueue import entries, serializer
 from jobqueue.attribution import log_context
@@ -73,6 +73,7 @@ class Consumer:
         self.consumer_id = settings.consumer_id or f"{socket.gethostname()}-{os.getpid()}"
         self.started_at = self.last_heartbeat = time.time()
         self.running: set[str] = set()
+        self.job_tasks: dict[str, asyncio.Task[Any]] = {}  # job id -> the task running it (`job_finishing`)
         self.ended_shards: dict[str, tuple[QueryJob, str]] = {}  # shard id -> (job, outcome): released at job end
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,6 +133,16 @@ class Consumer:
         job_id = self.job_id(ctx)
         structlog.contextvars.bind_contextvars(job_id=job_id)
         self.running.add(job_id)  # the running entry and heartbeat are set by the claim
+
+    async def job_finishing(self, ctx: dict[str, Any]) -> None:
+        """Before arq frees the job for another take (its in-progress key): a run cut off by the drain has handed
+        its record back. arq's second cancel at shutdown (its `close()`) can end arq's wait for the run while the
+        run is still handing back; another consumer could then take the job while its record said running, skip
+        it, and arq would drop its queue entry, leaving the record, queued a moment later, on no queue."""
+        task = self.job_tasks.pop(self.job_id(ctx), None)
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            log.info("waiting for the cut-off run to hand its job back")
+            await to_the_end(asyncio.wait({task}))
 
     async def job_ended(self, ctx: dict[str, Any]) -> None:
         """Fallback release: the job's final transition normally released it in the same round trip."""
@@ -250,6 +261,7 @@ def build_worker(
         on_startup=consumer.startup,
         on_shutdown=consumer.shutdown,
         on_job_start=consumer.job_started,
+        on_job_end=consumer.job_finishing,
         after_job_end=consumer.job_ended,
         ctx={"consumer": consumer},
         job_serializer=serializer.dumps,
