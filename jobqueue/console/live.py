@@ -80,10 +80,8 @@ class LiveStreams:
             await self.redis.zrem(self.keys.console_live(self.session), self.stream_id)
 
 
-@router.get("/live/jobs/{job_id}")
-async def live_job(request: Request, job_id: str, session: SignedIn) -> Response:
-    svc = services(request)
-    record = await visible(session, job_id, Action.READ_JOB, svc)
+async def open_stream(request: Request, svc: Services) -> tuple[str, LiveStreams]:
+    """The session cookie and this request's stream, counted in; a 429 page when the session holds its limit."""
     cookie = request.cookies.get(COOKIE, "")
     settings = svc.settings
     streams = LiveStreams(svc.client.redis, svc.client.keys, cookie, settings.console_live_streams_per_session,
@@ -91,6 +89,14 @@ async def live_job(request: Request, job_id: str, session: SignedIn) -> Response
     if not await streams.open():
         raise PageError(429, f"this sign-in has {settings.console_live_streams_per_session} live pages open already "
                         "(JOBQUEUE_CONSOLE_LIVE_STREAMS_PER_SESSION): close one, or reload to read this page once")
+    return cookie, streams
+
+
+@router.get("/live/jobs/{job_id}")
+async def live_job(request: Request, job_id: str, session: SignedIn) -> Response:
+    svc = services(request)
+    record = await visible(session, job_id, Action.READ_JOB, svc)
+    cookie, streams = await open_stream(request, svc)
     return StreamingResponse(_events(svc, session, cookie, record.job_id, record.shard_ids, streams),
                              media_type="text/event-stream", headers=STREAM_HEADERS)
 

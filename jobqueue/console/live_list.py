@@ -29,9 +29,9 @@ from starlette.responses import Response, StreamingResponse
 
 from jobqueue.api.deps import Services, may, services
 from jobqueue.auth.policy import Action
-from jobqueue.console.live import STREAM_HEADERS, LiveStreams, sse
+from jobqueue.console.live import STREAM_HEADERS, LiveStreams, open_stream, sse
 from jobqueue.console.sessions import Session
-from jobqueue.console.web import COOKIE, PageError, SignedIn, session_store
+from jobqueue.console.web import PageError, SignedIn, session_store
 from jobqueue.logs import get_logger
 from jobqueue.models import JOB_ID_PATTERN
 from jobqueue.outage import REDIS_UNREACHABLE
@@ -59,13 +59,7 @@ async def live_jobs(request: Request, session: SignedIn,
     svc = services(request)
     wanted = parse_ids(ids) if ids else []
     shown = dict(zip(wanted, states.split(","), strict=False)) if states else {}
-    cookie = request.cookies.get(COOKIE, "")
-    settings = svc.settings
-    streams = LiveStreams(svc.client.redis, svc.client.keys, cookie, settings.console_live_streams_per_session,
-                          settings.console_live_check_seconds)
-    if not await streams.open():
-        raise PageError(429, f"this sign-in has {settings.console_live_streams_per_session} live pages open already "
-                        "(JOBQUEUE_CONSOLE_LIVE_STREAMS_PER_SESSION): close one, or reload to read this page once")
+    cookie, streams = await open_stream(request, svc)
     return StreamingResponse(_events(svc, session, cookie, wanted, shown, new, streams),
                              media_type="text/event-stream", headers=STREAM_HEADERS)
 
