@@ -69,3 +69,9 @@ def api_url_of(up: subprocess.Popen[str], home: Path, timeout: float = 60.0) -> 
         assert time.monotonic() < deadline, "`jobqueue up` wrote no api.url"
         time.sleep(0.1)
     return (home / "api.url").read_text().strip()
+
+
+def http_settings(settings: Settings, url: str, token: str) -> Settings:
+    """A client's settings with the API only: no Redis URL, no registry file, a home with nothing in it."""
+    return Settings(api_url=url, api_token=token, environment=settings.environment,
+                    home=settings.home.parent / "client-home")

@@ -124,3 +124,12 @@ def s3_settings(settings: Settings, s3_endpoint: str, s3_bucket: str) -> Setting
         "s3_secret_access_key": SecretStr("test"),
         "staging_uri": f"s3://{s3_bucket}/staging", "results_uri": f"s3://{s3_bucket}/results",
     })
+
+
+@pytest.fixture
+def served(settings: Settings) -> Iterator[str]:
+    """The API (`jobqueue api`'s app) served in a thread on a free port, for `settings`: its base URL."""
+    from jobqueue.api.server import api_in_thread  # the API's imports only where a test serves it
+
+    with api_in_thread(settings, port=0) as url:
+        yield url

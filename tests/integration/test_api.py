@@ -24,12 +24,6 @@ from tests.helpers import eventually, worker_running
 TIMES = [datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 9, tzinfo=UTC), datetime(2026, 1, 12, tzinfo=UTC)]
 
 
-@pytest.fixture
-def served(settings):
-    with api_in_thread(settings, port=0) as url:
-        yield url
-
-
 async def _finished(http: httpx.AsyncClient, job_id: str) -> dict:
     async def done():
         body = (await http.get(f"/v1/jobs/{job_id}")).json()

@@ -11,10 +11,10 @@ import pytest
 from jobqueue import AsyncJobQueueClient, QuotaExceededError
 from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
-from tests.api_support import make_token
+from tests.api_support import http_settings, make_token
 from tests.integration.test_oidc import AUDIENCE, IdentityProvider, idp  # noqa: F401 (the fixture)
 from tests.integration.test_quotas import staged
-from tests.integration.test_sdk_http import TIMES, http_settings
+from tests.integration.test_sdk_http import TIMES
 
 
 def ipc_body() -> bytes:

@@ -81,12 +81,6 @@ async def test_the_served_api_refuses_a_revoked_token_within_the_cache_seconds(s
             assert r.status_code == 401 and r.json()["reason"] == "revoked", r.text
 
 
-@pytest.fixture
-def served(settings):
-    with api_in_thread(settings, port=0) as url:
-        yield url
-
-
 async def test_the_submit_answer_is_the_stored_record(settings, served):
     token = await make_token(settings, "alice", Role.USER, "risk")
     inp = pa.table({"user.id": [1, 2], "asof": pa.array(TIMES, type=pa.timestamp("us", tz="UTC"))})

@@ -18,7 +18,6 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from jobqueue import AsyncJobQueueClient, JobStatus
 from jobqueue.api.server import api_in_thread
@@ -39,12 +38,6 @@ from tests.helpers import eventually, with_groups, worker_running
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
 STATE_RE = re.compile(r'data-testid="state">([a-z]+)<')
-
-
-@pytest.fixture
-def served(settings):
-    with api_in_thread(settings, port=0) as url:
-        yield url
 
 
 def console(url: str) -> httpx.AsyncClient:

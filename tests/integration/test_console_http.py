@@ -9,7 +9,6 @@ import io
 
 import httpx
 import pyarrow.parquet as pq
-import pytest
 import redis
 
 from jobqueue import AsyncJobQueueClient, JobStatus
@@ -24,12 +23,6 @@ from jobqueue.redis import connect_redis
 from tests.api_support import make_token
 from tests.console_support import csrf_of, queued_jobs, sign_in
 from tests.helpers import eventually, running_manager, with_groups, worker_running
-
-
-@pytest.fixture
-def served(settings):
-    with api_in_thread(settings, port=0) as url:
-        yield url
 
 
 def console(url: str) -> httpx.AsyncClient:

@@ -11,9 +11,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import httpx
-import pytest
 
-from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
 from jobqueue.console import jobs_list
 from jobqueue.jobstore import JobStore
@@ -98,12 +96,6 @@ FILTERS = {  # name -> (query parameters, which records match)
                          lambda r: r.submitted_at <= T0 + timedelta(minutes=4)),
     "two": ({"team": "risk", "state": "queued"}, lambda r: r.team == "risk" and r.status is JobStatus.QUEUED),
 }
-
-
-@pytest.fixture
-def served(settings):
-    with api_in_thread(settings, port=0) as url:
-        yield url
 
 
 async def api_listing(http: httpx.AsyncClient, params: dict[str, str]) -> list[str]:

@@ -10,29 +10,16 @@ from datetime import UTC, datetime
 import pytest
 
 from jobqueue import AsyncJobQueueClient, JobQueueClient, JobStatus, LocalResult
-from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
 from jobqueue.errors import JobStateError
 from jobqueue.handles import AsyncLocalResult
-from jobqueue.settings import Settings
-from tests.api_support import make_token
+from tests.api_support import http_settings, make_token
 from tests.helpers import eventually, worker_running
 from tests.integration.test_wait_events import waiting_clients
 
 IDS = {"user.id": [1, 2, 3]}
 TIMES = [datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 3, tzinfo=UTC), datetime(2024, 1, 4, tzinfo=UTC)]
 OUTPUT = ["user.f0", "user.f1"]
-
-
-@pytest.fixture
-def served(settings):
-    with api_in_thread(settings, port=0) as url:
-        yield url
-
-
-def http_settings(settings: Settings, url: str, token: str) -> Settings:
-    return Settings(api_url=url, api_token=token, environment=settings.environment,
-                    home=settings.home.parent / "client-home")
 
 
 async def test_async_run_over_http_returns_the_finished_job_like_the_direct_mode(settings, served):

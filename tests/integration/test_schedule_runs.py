@@ -13,13 +13,12 @@ import sys
 import pytest
 
 from jobqueue import AsyncJobQueueClient, InvalidQueryError, JobStatus
-from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
 from jobqueue.errors import JobQueueError
 from jobqueue.keys import Keys
 from jobqueue.schedules import ScheduledQuery
 from jobqueue.settings import Settings
-from tests.api_support import make_token
+from tests.api_support import http_settings, make_token
 from tests.helpers import worker_running
 
 EXPIRED = "e" * 32  # a run whose job record is gone
@@ -38,17 +37,6 @@ async def _schedule_with_runs(settings: Settings) -> list[str]:
         queued = await client.offline_query({"user.id": [3]}, ["user.f0"])
         await client.redis.zadd(keys.schedule_runs("nightly"), {finished.id: 1, EXPIRED: 2, queued.id: 3})
     return [finished.id, EXPIRED, queued.id]
-
-
-@pytest.fixture
-def served(settings):
-    with api_in_thread(settings, port=0) as url:
-        yield url
-
-
-def http_settings(settings: Settings, url: str, token: str) -> Settings:
-    return Settings(api_url=url, api_token=token, environment=settings.environment,
-                    home=settings.home.parent / "client-home")
 
 
 async def test_runs_over_http_equal_the_direct_modes(settings, served):

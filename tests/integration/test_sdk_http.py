@@ -18,7 +18,6 @@ from jobqueue import (
     PerformanceSummary,
     ResourceRequests,
 )
-from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
 from jobqueue.connect import HttpTarget, resolve_target
 from jobqueue.errors import NoServerError, PermissionDeniedError
@@ -26,22 +25,10 @@ from jobqueue.keys import Keys
 from jobqueue.redis import connect_redis
 from jobqueue.schedules import ScheduledQuery
 from jobqueue.settings import Settings
-from tests.api_support import make_token
+from tests.api_support import http_settings, make_token
 from tests.helpers import worker_running
 
 TIMES = [datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 3, tzinfo=UTC), datetime(2024, 1, 4, tzinfo=UTC)]
-
-
-@pytest.fixture
-def served(settings):
-    with api_in_thread(settings, port=0) as url:
-        yield url
-
-
-def http_settings(settings: Settings, url: str, token: str) -> Settings:
-    """A client's settings with the API only: no Redis URL, no registry file, a home with nothing in it."""
-    return Settings(api_url=url, api_token=token, environment=settings.environment,
-                    home=settings.home.parent / "client-home")
 
 
 async def test_results_and_summary_equal_the_direct_mode(settings, served):
