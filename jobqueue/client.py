@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,11 +39,11 @@ from jobqueue.api.wire import (
     ScheduleList,
     ScheduleRuns,
 )
-from jobqueue.attribution import Attribution, check_attribution, default_owner, new_correlation_id
-from jobqueue.backend import JobQueueBackend, QueryRequest, query_request
+from jobqueue.attribution import check_attribution, default_owner, new_correlation_id
+from jobqueue.backend import JobQueueBackend, query_request
 from jobqueue.connect import HttpTarget, resolve_target
 from jobqueue.direct_backend import DirectBackend
-from jobqueue.direct_submit import PreparedSubmission, planning_registry, submit_prepared, submit_record
+from jobqueue.direct_submit import PreparedSubmission, planning_registry, prepare_input, submit_prepared
 from jobqueue.errors import (
     ConfigError,
     InvalidQueryError,
@@ -54,14 +53,12 @@ from jobqueue.groups import ResourceGroup, load_groups_cached
 from jobqueue.handles import AsyncJobHandle, AsyncLocalResult
 from jobqueue.http_backend import HttpBackend
 from jobqueue.in_process import run_in_process, run_remotely
-from jobqueue.inputs import to_arrow, with_times
 from jobqueue.job_filter import JobFilter
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
 from jobqueue.lookup_cache import LookupCache
 from jobqueue.models import JobRecord, JobStatus, Priority, ResourceRequests
 from jobqueue.outage import REDIS_UNREACHABLE, redacted
-from jobqueue.plan import plan_query
 from jobqueue.redis import connect_redis
 from jobqueue.registry import Registry, load_registry
 from jobqueue.registry_store import RegistryStore
@@ -263,62 +260,16 @@ class AsyncJobQueueClient:
                 owner if owner is not None else default_owner(),
                 team if team is not None else self.settings.team or None, tags, query_name,
                 correlation_id if correlation_id is not None else new_correlation_id())
-            table, columns = self._prepare(input, output, input_times, now)
+            table, columns = prepare_input(self, input, output, input_times, now)
             return await asyncio.to_thread(
                 run_in_process, self, table, columns, output, now, include_input_time, attribution
             )
         return AsyncJobHandle(await self.backend.submit(query), self)
 
-    async def submit_checked(self, query: QueryRequest, attribution: Attribution) -> JobRecord:
-        """The direct mode's submit: plan against the served registry, stage, enqueue; the record as written (what
-        reading the job back would give, without the read; a sharded query's parent as derived from its shards)."""
-        with self.reaching_redis("the query was not submitted"):
-            registry, registry_version = await self.planning_registry()
-            known = await self.known_groups()
-        table, columns = self._prepare(query.input, query.output, query.input_times, query.submitted_at, registry)
-        if query.resource_group not in known:
-            raise InvalidQueryError(
-                "resources.resource_group",
-                f"unknown resource group {query.resource_group!r}; known groups: {', '.join(known)}",
-            )
-        if query.num_shards is not None:
-            from jobqueue.shard_submit import submit_sharded
-
-            with self.reaching_redis("the sharded query was not submitted"):
-                return await submit_sharded(self, query, attribution, table, columns, registry, registry_version)
-        job_id = uuid.uuid4().hex
-        with self.reaching_redis("the query was not submitted (had the connection broken during the final "
-                                 f"write, `jobqueue jobs` would list job {job_id})"):
-            record = await submit_record(self, PreparedSubmission(
-                table, columns, query.output, query.resource_group, job_id, query.submitted_at, query.max_retries,
-                query.deadline, include_input_time=query.include_input_time, attribution=attribution,
-                registry_version=registry_version, priority=query.priority,
-            ))
-        assert record is not None  # not exclusive: an id taken raises
-        return record
-
     async def submit_prepared(self, request: PreparedSubmission) -> bool:
         """Stage a checked input and enqueue it under `request.job_id` (`jobqueue.direct_submit`). With
         `request.exclusive`, a job id that already exists is not submitted again (returns False)."""
         return await submit_prepared(self, request)
-
-    def _prepare(
-        self, input: Any, output: list[str], input_times: Any, now: datetime, registry: Registry | None = None
-    ) -> tuple[pa.Table, list[str]]:
-        if isinstance(output, str) or not isinstance(output, (list, tuple)):
-            raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
-        table = to_arrow(input)
-        if table.num_rows > self.settings.max_input_rows:
-            raise InvalidQueryError("input", f"has {table.num_rows} rows, over JOBQUEUE_MAX_INPUT_ROWS="
-                                    f"{self.settings.max_input_rows}; split it into several queries or raise the limit")
-        if table.nbytes > self.settings.max_input_bytes:
-            raise InvalidQueryError("input", f"is {table.nbytes} bytes, over JOBQUEUE_MAX_INPUT_BYTES="
-                                    f"{self.settings.max_input_bytes}; split it into several queries or raise "
-                                    "the limit")
-        columns = list(table.column_names)
-        # raises InvalidQueryError on any mismatch
-        plan_query(columns, output, self.registry if registry is None else registry)
-        return with_times(table, input_times, now), columns
 
     async def resolve_job_id(self, job_id: str) -> str:
         """The full id of the job `job_id` names: itself, or the one job whose id starts with it (the progress
@@ -347,10 +298,14 @@ class AsyncJobQueueClient:
     async def jobs(self, *, owner: str | None = None, team: str | None = None, state: JobStatus | str | None = None,
                    resource_group: str | None = None, tags: dict[str, str] | None = None,
                    query_name: str | None = None, submitted_after: datetime | None = None,
-                   submitted_before: datetime | None = None, limit: int = 50) -> list[JobRecord]:
-        """Jobs newest first, every condition given holding (over HTTP, only those the token may see)."""
+                   submitted_before: datetime | None = None, limit: int = 50, parent: str | None = None,
+                   include_shards: bool = False) -> list[JobRecord]:
+        """Jobs newest first, every condition given holding (over HTTP, only those the token may see). A sharded
+        query is listed once, as its parent job; its shards with `parent=<its id>`, every job's with
+        `include_shards=True`."""
         wanted = JobFilter(group=resource_group, state=JobStatus(state) if state is not None else None, owner=owner,
-                           team=team, query_name=query_name, tags=dict(tags or {}))
+                           team=team, query_name=query_name, tags=dict(tags or {}), parent=parent,
+                           shards=include_shards)
         return await self.backend.jobs(wanted, limit, submitted_after, submitted_before)
 
     async def cancel_many(self, *, owner: str | None = None, team: str | None = None,

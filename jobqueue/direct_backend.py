@@ -9,11 +9,12 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from jobqueue.api.listing import all_matching, cancellable_queries, find_page
 from jobqueue.api.wire import (
@@ -32,6 +33,7 @@ from jobqueue.api.wire import (
 )
 from jobqueue.attribution import check_attribution, default_owner, new_correlation_id
 from jobqueue.backend import QueryRequest
+from jobqueue.direct_submit import submit_checked
 from jobqueue.errors import (
     AmbiguousJobIdError,
     InvalidQueryError,
@@ -89,7 +91,7 @@ class DirectBackend:
             query.owner if query.owner is not None else default_owner(),
             query.team if query.team is not None else client.settings.team or None, query.tags, query.query_name,
             query.correlation_id if query.correlation_id is not None else new_correlation_id())
-        return await client.submit_checked(query, attribution)
+        return await submit_checked(client, query, attribution)
 
     def finish_watcher(self, job_id: str) -> FinishWatch:
         return FinishWatch(self.client.redis, self.client.keys.job_finished(job_id), job_id)
@@ -183,6 +185,16 @@ class DirectBackend:
 
         assert record.result_uri is not None
         return await asyncio.to_thread(read_result, self.client.storage, record.job_id, record.result_uri)
+
+    def result_location(self, record: JobRecord) -> str:
+        assert record.result_uri is not None
+        return record.result_uri
+
+    async def result_files(self, records: Sequence[JobRecord]) -> tuple[pafs.FileSystem, list[str]]:
+        """The result files where they are, in the service's storage: nothing downloaded."""
+        storage = self.client.storage
+        fs = storage.resolve(self.result_location(records[0]))[0]
+        return fs, [storage.resolve(self.result_location(r))[1] for r in records]
 
     async def jobs(self, wanted: JobFilter, limit: int, submitted_after: datetime | None,
                    submitted_before: datetime | None, visible: Callable[[JobRecord], bool] = lambda r: True,

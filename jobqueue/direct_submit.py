@@ -1,28 +1,34 @@
-"""The direct mode's submission: stage a checked input and enqueue it in one atomic step (`JobStore.submit`), quotas
-enforced. `AsyncJobQueueClient.submit_prepared` is its entry point (the SDK, the API and the scheduler's runs)."""
+"""The direct mode's submission: check an input against the limits and the served registry (`prepare_input`), stage
+it and enqueue it in one atomic step (`JobStore.submit`), quotas enforced. `submit_checked` is the SDK's and the
+API's entry point; `AsyncJobQueueClient.submit_prepared` the scheduler's runs'. An input may be a staged upload
+(`jobqueue.staged_input`): checked and staged batch by batch, never whole in memory."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from arq.jobs import serialize_job
 
 from jobqueue import serializer
 from jobqueue.attribution import Attribution
-from jobqueue.errors import QuotaExceededError, RegistryMismatchError
+from jobqueue.errors import InvalidQueryError, QuotaExceededError, RegistryMismatchError
 from jobqueue.fair_share import FairShare
-from jobqueue.inputs import time_range
+from jobqueue.inputs import time_range, to_arrow, with_times
 from jobqueue.keys import ARQ_FUNCTION, submitted_event
 from jobqueue.models import JobRecord, JobStatus, Priority, QueryJob
+from jobqueue.plan import plan_query
 from jobqueue.quotas import Quota, check_input_rows, queued_quotas, quotas_for
 from jobqueue.registry import Registry
+from jobqueue.staged_input import StagedInput, with_time_range, write_job_input
 from jobqueue.storage import is_local, job_uri
 
 if TYPE_CHECKING:
+    from jobqueue.backend import QueryRequest
     from jobqueue.client import AsyncJobQueueClient
 
 STAGE_INLINE_BYTES = 256 << 10  # a local input up to this size is staged on the event loop, not in a thread
@@ -32,7 +38,7 @@ STAGE_INLINE_BYTES = 256 << 10  # a local input up to this size is staged on the
 class PreparedSubmission:
     """What `submit_prepared` stages and enqueues: an input already checked and timed (`__ts__`/`__row__`)."""
 
-    table: pa.Table
+    table: pa.Table | StagedInput  # a staged upload: written to the job's input batch by batch
     columns: list[str]  # the input's own columns (before `__ts__`/`__row__` were added)
     output: list[str]
     group: str
@@ -68,6 +74,62 @@ async def planning_registry(client: AsyncJobQueueClient) -> tuple[Registry, str 
     return await client.registries.registry(current), current
 
 
+def prepare_input(client: AsyncJobQueueClient, input: Any, output: list[str], input_times: Any, now: datetime,
+                  registry: Registry | None = None) -> tuple[pa.Table | StagedInput, list[str]]:
+    """The input checked (limits, and the columns against the registry: `InvalidQueryError` naming the field) and
+    timed (`__ts__`, `__row__`); its own columns. A staged upload is checked from its footer and its times column
+    alone, and timed when it is written (`jobqueue.staged_input`)."""
+    if isinstance(output, str) or not isinstance(output, (list, tuple)):
+        raise InvalidQueryError("output", "must be a list of 'namespace.feature' names")
+    table = input if isinstance(input, StagedInput) else to_arrow(input)
+    if isinstance(table, StagedInput) and (not table.columns or table.num_rows == 0):
+        raise InvalidQueryError("input", "is empty; pass at least one row with the primary key column")
+    settings = client.settings
+    if table.num_rows > settings.max_input_rows:
+        raise InvalidQueryError("input", f"has {table.num_rows} rows, over JOBQUEUE_MAX_INPUT_ROWS="
+                                f"{settings.max_input_rows}; split it into several queries or raise the limit")
+    if table.nbytes > settings.max_input_bytes:
+        raise InvalidQueryError("input", f"is {table.nbytes} bytes, over JOBQUEUE_MAX_INPUT_BYTES="
+                                f"{settings.max_input_bytes}; split it into several queries or raise the limit")
+    columns = list(table.columns if isinstance(table, StagedInput) else table.column_names)
+    # raises InvalidQueryError on any mismatch
+    plan_query(columns, output, client.registry if registry is None else registry)
+    if isinstance(table, StagedInput):
+        return with_time_range(table, now), columns
+    return with_times(table, input_times, now), columns
+
+
+async def submit_checked(client: AsyncJobQueueClient, query: QueryRequest, attribution: Attribution) -> JobRecord:
+    """The direct mode's submit: plan against the served registry, stage, enqueue; the record as written (what
+    reading the job back would give, without the read; a sharded query's parent as derived from its shards)."""
+    with client.reaching_redis("the query was not submitted"):
+        registry, registry_version = await planning_registry(client)
+        known = await client.known_groups()
+    args = (client, query.input, query.output, query.input_times, query.submitted_at, registry)
+    staged = isinstance(query.input, StagedInput)
+    table, columns = await asyncio.to_thread(prepare_input, *args) if staged else prepare_input(*args)
+    if query.resource_group not in known:
+        raise InvalidQueryError(
+            "resources.resource_group",
+            f"unknown resource group {query.resource_group!r}; known groups: {', '.join(known)}",
+        )
+    if query.num_shards is not None:
+        from jobqueue.shard_submit import submit_sharded
+
+        with client.reaching_redis("the sharded query was not submitted"):
+            return await submit_sharded(client, query, attribution, table, columns, registry, registry_version)
+    job_id = uuid.uuid4().hex
+    with client.reaching_redis("the query was not submitted (had the connection broken during the final "
+                               f"write, `jobqueue jobs` would list job {job_id})"):
+        record = await submit_record(client, PreparedSubmission(
+            table, columns, query.output, query.resource_group, job_id, query.submitted_at, query.max_retries,
+            query.deadline, include_input_time=query.include_input_time, attribution=attribution,
+            registry_version=registry_version, priority=query.priority,
+        ))
+    assert record is not None  # not exclusive: an id taken raises
+    return record
+
+
 async def submit_prepared(client: AsyncJobQueueClient, request: PreparedSubmission) -> bool:
     """Stage a checked input and enqueue it under `request.job_id`. With `request.exclusive`, a job id
     that already exists is not submitted again (returns False). See `submit_record`."""
@@ -95,7 +157,8 @@ async def submit_record(client: AsyncJobQueueClient, request: PreparedSubmission
         output=list(request.output), input_uri=input_uri, input_columns=request.columns,
         input_rows=table.num_rows, submitted_at=request.submitted_at, max_retries=request.max_retries,
         completion_deadline=request.deadline, include_input_time=request.include_input_time,
-        registry_version=request.registry_version, priority=request.priority, **time_range(table),
+        registry_version=request.registry_version, priority=request.priority,
+        **(table.time_range() if isinstance(table, StagedInput) else time_range(table)),
         **request.attribution.model_dump(),
     )
     record = JobRecord(
@@ -107,7 +170,13 @@ async def submit_record(client: AsyncJobQueueClient, request: PreparedSubmission
     )
     if request.exclusive and await client.redis.exists(client.keys.job(job_id)):
         return None
-    if table.nbytes <= STAGE_INLINE_BYTES and is_local(input_uri):  # ~1 ms: less than a hop to a thread
+    if isinstance(table, StagedInput):  # read while written: a broken read leaves no part of it behind
+        try:
+            await asyncio.to_thread(write_job_input, table, input_uri)
+        except BaseException:
+            await asyncio.shield(client.storage.discard_job_files(job_id))
+            raise
+    elif table.nbytes <= STAGE_INLINE_BYTES and is_local(input_uri):  # ~1 ms: less than a hop to a thread
         client.storage.write_table(table, input_uri)
     else:
         await asyncio.to_thread(client.storage.write_table, table, input_uri)

@@ -156,13 +156,27 @@ local function fair_score(f, queue, now)
 end
 """
 
+# `team_limit(limits, team)`: the most jobs of `team` that may run at once in a group (nil: no limit).
 # `team_running(limits, running, job_head, job_tail, team_field, job_id, team)`: nil when `team` may start one more
 # job in the group, else how many of its jobs run there (the running hash `running`, job keys head .. id .. tail,
 # each job's team as stored JSON in `team_field`; `job_id` itself is not counted). `limits`: `limits_json` decoded.
-TEAM_LIMIT_LUA = """
-local function team_running(limits, running, job_head, job_tail, team_field, job_id, team)
+TEAM_LIMIT_OF_LUA = """
+local function team_limit(limits, team)
   local limit = limits.teams[team] or limits.default
   if type(limit) ~= 'number' or limit <= 0 then return nil end
+  return limit
+end
+-- the team of job `id` (its key: job_head .. id .. job_tail), nil when it has none or the field is not a team
+local function team_of_job(job_head, job_tail, team_field, id)
+  local ok, team = pcall(cjson.decode, redis.call('HGET', job_head .. id .. job_tail, team_field) or 'null')
+  if ok and type(team) == 'string' and team ~= '' then return team end
+  return nil
+end
+"""
+TEAM_LIMIT_LUA = TEAM_LIMIT_OF_LUA + """
+local function team_running(limits, running, job_head, job_tail, team_field, job_id, team)
+  local limit = team_limit(limits, team)
+  if not limit then return nil end
   local n = 0
   for _, id in ipairs(redis.call('HKEYS', running)) do
     if id ~= job_id then

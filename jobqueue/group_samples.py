@@ -23,7 +23,7 @@ class GroupSample:
     """One interval of a group: its start (epoch seconds) and the peaks of its queue and consumers within it."""
 
     at: float
-    ready: int = 0
+    ready: int = 0  # held jobs included (due, but the team runs its limit: `manager.group_history`)
     in_flight: int = 0
     deferred: int = 0
     consumers: int = 0  # live consumers (registered and heartbeating)
@@ -32,7 +32,7 @@ class GroupSample:
 
     @property
     def depth(self) -> int:
-        """Jobs in the queue: ready, running and deferred."""
+        """Jobs in the queue: ready (and held), running and deferred."""
         return self.ready + self.in_flight + self.deferred
 
     def peak(self, other: GroupSample) -> GroupSample:

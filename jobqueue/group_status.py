@@ -45,6 +45,7 @@ async def group_rows(redis: Redis, keys: Keys, settings: Settings) -> list[dict[
             "ready": state.ready if state else None,
             "in_flight": state.in_flight if state else None,
             "deferred": state.deferred if state else None,
+            "held": state.held if state else None,
             "consumers_ready": state.live if state else None,
             "oldest_wait_seconds": round(max(0.0, tick_at - oldest), 1) if oldest and tick_at else 0,
             "decision": state.reason if state else None,

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from jobqueue.errors import (
-    ConfigError,
     JobCancelledError,
     JobFailedError,
     JobLostError,
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import polars as pl
     import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
 
     from jobqueue.client import AsyncJobQueueClient
     from jobqueue.sync import LoopThread
@@ -67,6 +67,7 @@ class AsyncJobHandle:
         self.id = job_id
         self._client = client
         self._record: JobRecord | None = None
+        self._files: tuple[pafs.FileSystem, list[str]] | None = None  # `to_dataset()`'s, fetched once
 
     def __repr__(self) -> str:
         status = self._record.status.value if self._record else "?"
@@ -174,30 +175,34 @@ class AsyncJobHandle:
             raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
         return list(await asyncio.gather(*(self._client.get_job(s) for s in record.shard_ids)))
 
-    async def result_uris(self) -> list[str]:
-        """Where the result is: one Parquet file per shard of a sharded query (each with `__row__`, the input
-        position of its rows), else the one file. For results too large for memory: read them with `to_dataset()`,
-        or any Parquet reader."""
+    async def _result_records(self) -> list[JobRecord]:
+        """The records of the result's files: the job's, or a sharded query's shards' (in shard order)."""
         record = self._record if self._record is not None and self._record.status.is_final else await self.record()
         if not record.shard_ids:
             if record.status is not JobStatus.SUCCEEDED:
                 _check_final(record)
                 raise JobStateError(f"job {self.id} is {record.status.value}; wait() for it before reading results")
-            return [record.result_uri] if record.result_uri else []
-        return [s.result_uri for s in await self._shards() if s.result_uri]
+            return [record] if record.result_uri else []
+        return [s for s in await self._shards() if s.result_uri]
+
+    async def result_uris(self) -> list[str]:
+        """Where the result is: one Parquet file per shard of a sharded query (each with `__row__`, the input
+        position of its rows), else the one file. Direct: URIs in the service's storage; over HTTP: the API's
+        download of each (`GET .../v1/jobs/{id}/result`, with the token). For results too large for memory: read
+        them with `to_dataset()`, or any Parquet reader."""
+        return [self._client.backend.result_location(r) for r in await self._result_records()]
 
     async def to_dataset(self) -> pads.Dataset:
         """The result as a `pyarrow.dataset.Dataset` over its files (`result_uris()`), read lazily: scan, filter
         or stream batches without loading it whole. A sharded query's rows are in shard order, with `__row__`
-        (sort by it for input order). Direct mode (the files are the service's storage)."""
+        (sort by it for input order). Direct: the files in the service's storage. Over HTTP: each file downloaded
+        once (streamed to disk, from its presigned URL when the service stores on S3) into a temporary folder of
+        the client, removed when the client closes."""
         import pyarrow.dataset as pads
 
-        if not self._client.direct:
-            raise ConfigError("to_dataset() reads the result files from storage, which is for the direct mode; over "
-                              "HTTP use to_arrow() (or ask for the files' access)")
-        uris = await self.result_uris()
-        fs, first = self._client.storage.resolve(uris[0])
-        paths = [first, *(self._client.storage.resolve(u)[1] for u in uris[1:])]
+        if self._files is None:
+            self._files = await self._client.backend.result_files(await self._result_records())
+        fs, paths = self._files
         return pads.dataset(paths, filesystem=fs, format="parquet")
 
     async def to_pandas(self) -> pd.DataFrame:

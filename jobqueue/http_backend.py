@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import tempfile
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 from pydantic import SecretStr
 
 from jobqueue.api.wire import (
@@ -34,6 +35,7 @@ from jobqueue.api.wire import (
     ScheduleList,
     ScheduleRuns,
 )
+from jobqueue.api_transport import api_transport
 from jobqueue.backend import QueryRequest
 from jobqueue.errors import (
     AmbiguousJobIdError,
@@ -48,18 +50,19 @@ from jobqueue.errors import (
     RegistryVersionNotFound,
     ResultGoneError,
 )
-from jobqueue.inputs import to_arrow
+from jobqueue.inputs import as_of_times, to_arrow
 from jobqueue.job_filter import JobFilter
 from jobqueue.models import JobRecord
 from jobqueue.registry import Registry
 from jobqueue.registry_versions import document_of
-from jobqueue.result_download import TAIL_BYTES, RowGroupAssembler
+from jobqueue.result_download import TAIL_BYTES, ResultSink, RowGroupAssembler, content_range
+from jobqueue.result_files import ResultDownloads
 from jobqueue.uploads import PresignedTransfers
 
 ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
 TIMES_COLUMN = "__input_time__"  # the input times travel as a column of the input, taken out by the API
 PAGE = 1000
-SPOOL_BYTES = 64 << 20  # a downloaded result is kept in memory up to this size, then in a temporary file
+ENCODE_INLINE_BYTES = 256 << 10  # an input up to this size is encoded on the event loop, a bigger one in a thread
 RANGED_MAX_BYTES = 2 << 30  # a result up to this size is downloaded in memory, decoding while it arrives
 _CANDIDATES = re.compile(r"matches \d+ jobs: (.*?)(?: and \d+ more)?; give more characters")
 
@@ -95,11 +98,12 @@ class HttpBackend:
         self.url = url
         self.local = local
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
-        self._http = httpx.AsyncClient(base_url=url, headers=headers,
+        self._http = httpx.AsyncClient(base_url=url, headers=headers, transport=api_transport(url),
                                        timeout=httpx.Timeout(timeout, connect=10.0))
         # big inputs PUT and results read straight from the service's object store (jobqueue.uploads)
         self.presigned = PresignedTransfers(self._http, upload_threshold, self._refusal)
         self._finished: dict[str, JobRecord] = {}  # final records from long polls: see `wait_final`
+        self.downloads = ResultDownloads()  # `to_dataset()`'s files (`jobqueue.result_files`)
 
     def __repr__(self) -> str:
         return f"<HttpBackend {self.url}>"
@@ -134,7 +138,8 @@ class HttpBackend:
                    ("include_input_time", "true" if query.include_input_time else "false"),
                    ("priority", query.priority.value)]
         if query.input_times is not None:
-            table = table.append_column(TIMES_COLUMN, _times(query.input_times, table.num_rows))
+            times = as_of_times(query.input_times, table.num_rows, query.submitted_at)
+            table = table.append_column(TIMES_COLUMN, times)
             params.append(("input_times_column", TIMES_COLUMN))
         if query.deadline is not None:
             params.append(("completion_deadline", query.deadline.isoformat()))
@@ -143,7 +148,9 @@ class HttpBackend:
                                        ("correlation_id", query.correlation_id)) if v is not None]
         params += [(k, str(v)) for k, v in (("num_shards", query.num_shards),
                                             ("num_workers", query.num_workers)) if v is not None]
-        body = await asyncio.to_thread(_arrow_stream, table)
+        # a small input encodes faster than a hop to a thread takes (and its wake-up is a latency of its own)
+        body = _arrow_stream(table) if table.nbytes <= ENCODE_INLINE_BYTES else await asyncio.to_thread(
+            _arrow_stream, table)
         try:
             upload = await self.presigned.stage(body, ARROW_STREAM_TYPE)
         except httpx.TransportError as e:
@@ -206,7 +213,7 @@ class HttpBackend:
                     return await asyncio.to_thread(sink.read_table)
             async with self._http.stream("GET", path, timeout=None,
                                          headers={"Range": f"bytes=-{TAIL_BYTES}"}) as response:
-                tail_start, size = _content_range(response)
+                tail_start, size = content_range(response)
                 if size is None:  # no ranges: this is the whole file
                     return await self._read_whole(response)
                 if size <= RANGED_MAX_BYTES:
@@ -231,6 +238,17 @@ class HttpBackend:
             raise ApiUnavailableError(f"the download of job {record.job_id}'s result from {self.url} broke "
                                       f"({type(e).__name__}: {e}); read it again") from e
 
+    def result_location(self, record: JobRecord) -> str:
+        """The API's download of the result (`GET`, with the token)."""
+        return f"{self.url.rstrip('/')}/v1/jobs/{quote(record.job_id, safe='')}/result"
+
+    async def result_files(self, records: Sequence[JobRecord]) -> tuple[pafs.FileSystem, list[str]]:
+        """The results downloaded, streamed to disk, into a folder of this client (`jobqueue.result_files`)."""
+        for record in records:
+            _check_id(record.job_id)
+        ids = [r.job_id for r in records]
+        return pafs.LocalFileSystem(), await self.downloads.fetch(self._http, self.presigned, ids, self._refusal)
+
     async def _read_whole(self, response: httpx.Response) -> pa.Table:
         """A result answered whole: streamed into memory (or a temporary file past 64 MiB), then read."""
         if not response.is_success:
@@ -245,7 +263,8 @@ class HttpBackend:
                    submitted_before: datetime | None) -> list[JobRecord]:
         base: list[tuple[str, str]] = [(k, str(v)) for k, v in (
             ("owner", wanted.owner), ("team", wanted.team), ("state", wanted.state.value if wanted.state else None),
-            ("resource_group", wanted.group), ("query_name", wanted.query_name),
+            ("resource_group", wanted.group), ("query_name", wanted.query_name), ("parent", wanted.parent),
+            ("include_shards", "true" if wanted.shards else None),
             ("submitted_after", submitted_after.isoformat() if submitted_after else None),
             ("submitted_before", submitted_before.isoformat() if submitted_before else None)) if v is not None]
         base += [("tag", f"{k}={v}") for k, v in wanted.tags.items()]
@@ -306,64 +325,15 @@ class HttpBackend:
         return RegistryApplied.model_validate_json(response.content)
 
     async def aclose(self) -> None:
+        self.downloads.close()
         await self.presigned.aclose()
         await self._http.aclose()
-
-
-class ResultSink:
-    """A downloaded Parquet file: its blocks in memory up to SPOOL_BYTES (read by Arrow without a copy through a
-    Python file object), past that in a temporary file (memory-mapped)."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._file: Any = None
-
-    def __enter__(self) -> ResultSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()
-
-    def write(self, chunk: bytes) -> None:
-        if self._file is None and self._size + len(chunk) > SPOOL_BYTES:
-            self._file = tempfile.NamedTemporaryFile(prefix="jobqueue-result-", suffix=".parquet")  # noqa: SIM115 (closed in __exit__)
-            self._file.writelines(self._parts)
-            self._parts = []
-        if self._file is not None:
-            self._file.write(chunk)
-        else:
-            self._parts.append(chunk)
-        self._size += len(chunk)
-
-    def read_table(self) -> pa.Table:
-        if self._file is None:
-            return pq.read_table(pa.BufferReader(b"".join(self._parts)))
-        self._file.flush()
-        return pq.read_table(self._file.name, memory_map=True)
-
-
-def _content_range(response: httpx.Response) -> tuple[int, int | None]:
-    """(first byte, file size) of a 206 answer; (0, None) for a 200 (the whole file)."""
-    if response.status_code != 206:
-        return 0, None
-    spec = response.headers.get("content-range", "")  # bytes <first>-<last>/<size>
-    first, _, size = spec.removeprefix("bytes ").partition("/")
-    return int(first.split("-")[0]), int(size)
 
 
 def _check_id(value: str, field: str = "job_id") -> None:
     """A path segment: never a `/` or a dot-segment, which would reach another route."""
     if not value or "/" in value or value in (".", "..") or "?" in value or "#" in value:
         raise InvalidQueryError(field, f"{value!r} is not a valid {field}")
-
-
-def _times(values: Any, rows: int) -> pa.Array:
-    from jobqueue.inputs import with_times
-
-    stamped = with_times(pa.table({"_": pa.nulls(rows)}), values, datetime.now().astimezone())
-    return stamped.column("__ts__").combine_chunks()
 
 
 def _arrow_stream(table: pa.Table) -> bytes:

@@ -68,20 +68,24 @@ def _from_mapping(input: Mapping[str, Any]) -> pa.Table:
 def with_times(table: pa.Table, input_times: Any, now: datetime) -> pa.Table:
     """Append `__ts__` (the as-of time per row; default `now`) and `__row__` (input order)."""
     n = table.num_rows
-    if input_times is None:
-        ts = pa.repeat(pa.scalar(now.astimezone(UTC), type=TS_TYPE), n)
-    else:
-        if isinstance(input_times, (datetime, str)) or not hasattr(input_times, "__len__"):
-            raise InvalidQueryError("input_times", "must be a list of datetimes, one per input row")
-        if len(input_times) != n:
-            raise InvalidQueryError(
-                "input_times", f"has {len(input_times)} values but the input has {n} rows; give one per row"
-            )
-        ts = _timestamps(input_times)
+    ts = as_of_times(input_times, n, now)
     return table.append_column(TS_COLUMN, ts).append_column(ROW_COLUMN, pa.array(np.arange(n, dtype=np.int64)))
 
 
-def _timestamps(values: Sequence[Any]) -> pa.Array:
+def as_of_times(input_times: Any, rows: int, now: datetime) -> pa.Array:
+    """The as-of time of each of `rows` rows (`__ts__`): `input_times` checked and in UTC microseconds, or `now`."""
+    if input_times is None:
+        return pa.repeat(pa.scalar(now.astimezone(UTC), type=TS_TYPE), rows)
+    if isinstance(input_times, (datetime, str)) or not hasattr(input_times, "__len__"):
+        raise InvalidQueryError("input_times", "must be a list of datetimes, one per input row")
+    if len(input_times) != rows:
+        raise InvalidQueryError(
+            "input_times", f"has {len(input_times)} values but the input has {rows} rows; give one per row"
+        )
+    return timestamps(input_times)
+
+
+def timestamps(values: Sequence[Any]) -> pa.Array:
     try:
         arr = pa.array(values) if not isinstance(values, (pa.Array, pa.ChunkedArray)) else values
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:

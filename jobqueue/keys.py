@@ -14,7 +14,8 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
     <p>deadlines                zset job_id -> completion deadline ms (jobs that have one)
     <p>jobs                     zset job_id -> submit ms, for listing recent jobs
     <p>jobs-by:<kind>:<value>   zset job_id -> submit ms per value of `ListingIndex` (owner, team, group, query, tag
-                                `<name>=<value>`, state); <p>jobs-by-wait, <p>jobs-by-duration: job_id -> ms;
+                                `<name>=<value>`, state, a shard's parent; `kind:shard`: every shard of a sharded
+                                query); <p>jobs-by-wait, <p>jobs-by-duration: job_id -> ms;
                                 <p>listing-indexes: set of the jobs-by keys (the garbage collector walks them)
     <p>group-states             hash group -> JSON `GroupState` of the manager's last decision (`jobqueue status`)
     <p>group-history:<group>    zset: a `GroupSample` (`to_member`: its counts as text) -> its interval's start
@@ -143,6 +144,11 @@ class ListingIndex(enum.StrEnum):
     """The kinds of <p>jobs-by:<kind>:<value> (`jobqueue.listing_index`); only `JobStore` writes them."""
 
     OWNER, TEAM, GROUP, QUERY, TAG, STATE = "owner", "team", "group", "query", "tag", "state"
+    PARENT = "parent"  # a sharded query's parent id: its shards
+    KIND = "kind"  # `SHARD_KIND`: every shard (a listing leaves them out unless asked)
+
+
+SHARD_KIND = "shard"  # the value of `ListingIndex.KIND` whose index holds every shard
 
 
 def tag_value(name: str, value: str) -> str:
@@ -309,6 +315,7 @@ class GroupState:
     ready: int = 0
     in_flight: int = 0
     deferred: int = 0
+    held: int = 0  # due jobs whose team runs its limit in the group: not ready (`manager.observe`)
     busy: int = 0
     orphaned: int = 0
     oldest_ready_at: float | None = None  # epoch seconds
@@ -423,6 +430,11 @@ class Keys:
     @property
     def jobs_by_prefix(self) -> str:
         return f"{self.prefix}jobs-by:"
+
+    @property
+    def shard_jobs(self) -> str:
+        """The listing index of every shard of a sharded query (`<p>jobs-by:kind:shard`)."""
+        return self.jobs_by(ListingIndex.KIND, SHARD_KIND)
 
     def jobs_by_state(self) -> dict[str, str]:
         """Each job status -> its listing index (the scripts move a job between them)."""

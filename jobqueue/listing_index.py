@@ -1,8 +1,9 @@
 """What the listing indexes hold for a job, as the JSON arguments of `JobStore`'s scripts. Pure, no I/O.
 
 Every job is in `<p>jobs` (all jobs) and in one `<p>jobs-by:<kind>:<value>` zset per attribute it has (owner, team,
-group, query name, each tag) and in the one of its state, all scored by its submission ms; a job that started is in
-`<p>jobs-by-wait` (ms from submission to the first start), and one that finished after starting in
+group, query name, each tag; a shard of a sharded query: its parent's, and `kind:shard`, the index of every shard,
+which listings leave out unless asked) and in the one of its state, all scored by its submission ms; a job that
+started is in `<p>jobs-by-wait` (ms from submission to the first start), and one that finished after starting in
 `<p>jobs-by-duration` (ms from that start to the finish). `jobqueue.listing_plan` reads them.
 """
 
@@ -16,8 +17,11 @@ from jobqueue.models import JobRecord, JobStatus
 
 
 def attribute_indexes(keys: Keys, record: JobRecord) -> list[str]:
-    """The indexes of a job's fixed attributes (never changed after submission): owner, team, group, query, tags."""
+    """The indexes of a job's fixed attributes (never changed after submission): owner, team, group, query, tags, and
+    a shard's parent and kind."""
     found = [keys.jobs_by(ListingIndex.GROUP, record.resource_group)]
+    if record.parent_id:
+        found += [keys.jobs_by(ListingIndex.PARENT, record.parent_id), keys.shard_jobs]
     if record.owner:
         found.append(keys.jobs_by(ListingIndex.OWNER, record.owner))
     if record.team:

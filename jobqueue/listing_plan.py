@@ -7,9 +7,11 @@ submission ms, plus the jobs by wait and by duration. A listing is planned in tw
     plan = make_plan(keys, query, sizes)       # then walks `plan.walk`, checks `plan.members_of`, reads records
 
 Sorted by submission, the smallest index that every listed job must be in is walked in order, and the others are
-checked for each batch (ZMSCORE). Sorted by wait or duration, that index is walked instead, unless a filter's
-index is small enough to read whole (`GATHER_MAX`) and sort. A `user` who sees only their own jobs always has
-their owner index as a condition, so the policy also narrows the reads; the edge checks every record again.
+checked for each batch (ZMSCORE), as is the index of every shard (`Keys.shard_jobs`: a job in it is left out)
+unless the query lists shards (`JobFilter.lists_shards`). Sorted by wait or duration, that index is walked instead,
+unless a filter's index is small enough to read whole (`GATHER_MAX`) and sort. A `user` who sees only their own jobs
+always has their owner index as a condition, so the policy also narrows the reads; the edge checks every record
+again.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class Plan:
     high: float = math.inf
     after: Position | None = None  # entries up to this one (in walking order) are skipped
     members_of: tuple[str, ...] = ()  # a job must be in each (ZMSCORE)
+    not_members_of: tuple[str, ...] = ()  # and in none of these
     window_of: str | None = None  # when set, a job's score there (submission ms) must be in `window`
     window: tuple[float, float] = (-math.inf, math.inf)
     order_by: str | None = None  # GATHER: the index whose score orders the jobs
@@ -104,13 +107,18 @@ def conditions(keys: Keys, query: ListingQuery) -> list[str] | None:
             return None
         owner = query.only_owner
     found = []
-    for kind, value in ((ListingIndex.OWNER, owner), (ListingIndex.TEAM, w.team),
+    for kind, value in ((ListingIndex.PARENT, w.parent), (ListingIndex.OWNER, owner), (ListingIndex.TEAM, w.team),
                         (ListingIndex.GROUP, w.group), (ListingIndex.QUERY, w.query_name),
                         (ListingIndex.STATE, w.state.value if w.state is not None else None)):
         if value is not None:
             found.append(keys.jobs_by(kind, value))
     found += [keys.jobs_by(ListingIndex.TAG, tag_value(k, v)) for k, v in sorted(w.tags.items())]
     return found
+
+
+def exclusions(keys: Keys, query: ListingQuery) -> tuple[str, ...]:
+    """The indexes no listed job may be in: every shard's, unless the query lists shards."""
+    return () if query.wanted.lists_shards else (keys.shard_jobs,)
 
 
 def size_reads(keys: Keys, query: ListingQuery) -> list[str]:
@@ -132,20 +140,22 @@ def make_plan(keys: Keys, query: ListingQuery, sizes: Mapping[str, int]) -> Plan
         return Plan(PlanKind.EMPTY, limit=query.limit)
     smallest = min(conds, key=lambda k: (sizes[k], k)) if conds else None
     others = tuple(k for k in conds if k != smallest)
+    excluded = exclusions(keys, query)
     batch = max(100, min(500, query.limit * 2))
     if query.sort is SortKey.SUBMITTED:
         lo, hi = _bounds(low, high, query.descending, query.after)
         return Plan(PlanKind.WALK, walk=smallest or keys.jobs_index, descending=query.descending, low=lo, high=hi,
-                    after=query.after, members_of=others, limit=query.limit, batch=batch)
+                    after=query.after, members_of=others, not_members_of=excluded, limit=query.limit, batch=batch)
     order = keys.jobs_by_wait if query.sort is SortKey.WAIT else keys.jobs_by_duration
     if smallest is not None and sizes[smallest] <= GATHER_MAX:
         return Plan(PlanKind.GATHER, walk=smallest, descending=query.descending, low=low, high=high,
-                    after=query.after, members_of=others, order_by=order, limit=query.limit, batch=batch)
+                    after=query.after, members_of=others, not_members_of=excluded, order_by=order, limit=query.limit,
+                    batch=batch)
     lo, hi = _bounds(-math.inf, math.inf, query.descending, query.after)
     windowed = (low, high) != (-math.inf, math.inf)
     return Plan(PlanKind.WALK, walk=order, descending=query.descending, low=lo, high=hi, after=query.after,
-                members_of=tuple(conds or ()), window_of=keys.jobs_index if windowed else None, window=(low, high),
-                limit=query.limit, batch=batch)
+                members_of=tuple(conds or ()), not_members_of=excluded,
+                window_of=keys.jobs_index if windowed else None, window=(low, high), limit=query.limit, batch=batch)
 
 
 def score_text(value: float, exclusive: bool = False) -> str:

@@ -1,7 +1,8 @@
 """A Parquet result downloaded and decoded at once: the SDK reads the file's footer first (a ranged request for its
 tail), then the rest in one ranged stream, and decodes each row group in a thread as soon as its bytes are in, so
 that decoding overlaps the transfer instead of following it. Used by `HttpBackend.read_result` when the API answers
-ranges (a local result: `FileResponse`); an answer without ranges (an S3 result, streamed) is read whole.
+ranges (a local result: `FileResponse`); an answer without ranges (an S3 result, streamed) is read whole, through
+a `ResultSink` (in memory up to SPOOL_BYTES, then a temporary file).
 
     download = RowGroupAssembler(size)
     download.put(offset, tail)             # the footer, from `Range: bytes=-65536`
@@ -15,12 +16,16 @@ between threads (its read cache gives 'ReadRangeCache did not find matching cach
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 TAIL_BYTES = 64 << 10  # asked for first: the footer of any ordinary result fits
+SPOOL_BYTES = 64 << 20  # a result read whole is kept in memory up to this size, then in a temporary file
 MAGIC = b"PAR1"
 
 
@@ -106,3 +111,46 @@ class RowGroupAssembler:
         if not parts:
             return await asyncio.to_thread(pq.read_table, pa.BufferReader(self._buffer))
         return pa.concat_tables(parts)
+
+
+class ResultSink:
+    """A downloaded Parquet file: its blocks in memory up to SPOOL_BYTES (read by Arrow without a copy through a
+    Python file object), past that in a temporary file (memory-mapped)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._file: Any = None
+
+    def __enter__(self) -> ResultSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, chunk: bytes) -> None:
+        if self._file is None and self._size + len(chunk) > SPOOL_BYTES:
+            self._file = tempfile.NamedTemporaryFile(prefix="jobqueue-result-", suffix=".parquet")  # noqa: SIM115 (closed in __exit__)
+            self._file.writelines(self._parts)
+            self._parts = []
+        if self._file is not None:
+            self._file.write(chunk)
+        else:
+            self._parts.append(chunk)
+        self._size += len(chunk)
+
+    def read_table(self) -> pa.Table:
+        if self._file is None:
+            return pq.read_table(pa.BufferReader(b"".join(self._parts)))
+        self._file.flush()
+        return pq.read_table(self._file.name, memory_map=True)
+
+
+def content_range(response: httpx.Response) -> tuple[int, int | None]:
+    """(first byte, file size) of a 206 answer; (0, None) for a 200 (the whole file)."""
+    if response.status_code != 206:
+        return 0, None
+    spec = response.headers.get("content-range", "")  # bytes <first>-<last>/<size>
+    first, _, size = spec.removeprefix("bytes ").partition("/")
+    return int(first.split("-")[0]), int(size)

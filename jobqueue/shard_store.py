@@ -11,6 +11,12 @@ from its shards' (`with_shards`, called by `JobStore.get`).
 `HELD_SCORE_MS`, so neither consumers nor the manager's `decide()` count them as ready: the group scales to
 min(N, W, max_instances)). Each shard's end releases one held sibling (`RELEASE_SHARD`, once per shard), so at most
 W shards of the query are ever due or running, across every consumer, with no check at take time.
+
+Listings (`jobqueue.listing_index`) show a sharded query as its parent, so the parent is kept in the state index of its
+derived state, and in the wait and duration indexes once it has them (`relist_parent`): when a shard starts (the
+consumer's claim), when one ends (`release_shard`), when the query is cancelled, and by the manager's listing upkeep
+(level-triggered: whatever was missed). The shards are in the index of every shard, which listings leave out unless
+asked, and in their parent's.
 """
 
 from __future__ import annotations
@@ -22,10 +28,15 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from redis.exceptions import WatchError
+
 from jobqueue.keys import JOB_JSON_FIELDS, JobField, Keys, submitted_event
+from jobqueue.listing_index import timings_ms
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.sharding import derive_parent
 from jobqueue.store_scripts import HELD_SCORE_MS, SUBMIT_CREATED
+
+RELIST_TRIES = 10  # reads of a parent and its shards that a shard's change may cut short, per `relist_parent`
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -129,6 +140,7 @@ class ShardedJobs:
             keys=[self.keys.queue(group), self.keys.shard_released(parent_id)],
             args=[shard_id, json.dumps([self.keys.arq_id(s) for s in siblings]), HELD_SCORE_MS,
                   int(time.time() * 1000), self.keys.job_finished(parent_id), self.ttl_seconds])
+        await self.relist_parent(parent_id)
         if not released:
             return None
         await self.redis.publish(self.keys.events, submitted_event(group))  # idle consumers look at once
@@ -136,14 +148,74 @@ class ShardedJobs:
 
     async def cancel_sharded(self, parent_id: str) -> list[CancelOutcome]:
         """Cancel a sharded query: the parent is marked (its derived state becomes `cancelled` once no shard runs)
-        and every unfinished shard is cancelled (queued ones at once, running ones by their consumers)."""
+        and every unfinished shard is cancelled (queued ones at once, running ones by their consumers).
+
+        A running shard's end tells the parent's waiters (`release_shard`); a queued one's cancel (or expiry) tells
+        only its own. So when the parent is final here (cancelling its queued shards made it so, or the shard that
+        failed or expired and asked for this did), its final state is published on its finished channel (`wait()`
+        on the parent returns on it, not at its next re-read; a waiter told twice reads once more)."""
         key = self.keys.job(parent_id)
         raw = await cast(Awaitable[bytes | None], self.redis.hget(key, JobField.SHARD_IDS))
         await cast(Awaitable[int], self.redis.hset(key, JobField.CANCEL_REQUESTED, "true"))
         shards: list[str] = json.loads(raw) if raw else []
-        return list(await asyncio.gather(*(self.request_cancel(s) for s in shards)))
+        outcomes = list(await asyncio.gather(*(self.request_cancel(s) for s in shards)))
+        await self.relist_parent(parent_id)
+        status = await self.parent_status(parent_id)
+        if status is not None and status.is_final:
+            await self.redis.publish(self.keys.job_finished(parent_id), status.value)
+        return outcomes
 
     async def parent_status(self, parent_id: str) -> JobStatus | None:
         raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.job(parent_id)))
         record = decode_record(parent_id, raw)
         return None if record is None else (await self.with_shards(record)).status
+
+    async def relist_parent(self, parent_id: str, dry_run: bool = False, unless: JobStatus | None = None) -> bool:
+        """Put a sharded query's parent in the listing index of its derived state (out of the others), and in the
+        wait and duration indexes once it has them. Against the shards' transitions it is atomic: the parent and its
+        shards are WATCHed while they are read, and a change meanwhile reads them again (at most `RELIST_TRIES` times:
+        then the manager's listing upkeep puts it right). Returns whether an index
+        changed (`dry_run`: would change; nothing is written). `unless`: nothing is read or written when the parent
+        is listed in that state already (a shard's start: the second one finds its query listed running)."""
+        key = self.keys.job(parent_id)
+        states = self.keys.jobs_by_state()
+        if unless is not None and await self.redis.zscore(states[unless.value], parent_id) is not None:
+            return False
+        raw = await cast(Awaitable[bytes | None], self.redis.hget(key, JobField.SHARD_IDS))
+        shard_keys = [self.keys.job(s) for s in (json.loads(raw) if raw else [])]
+        if not shard_keys:
+            return False
+        for _ in range(RELIST_TRIES):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key, *shard_keys)
+                    record = decode_record(parent_id, await cast(Awaitable[dict[bytes, bytes]],
+                                                                 self.redis.hgetall(key)))
+                    if record is None:
+                        return False
+                    derived = await self.with_shards(record)
+                    want: dict[str, float | None] = {states[s.value]: None for s in JobStatus}
+                    want[states[derived.status.value]] = record.submitted_at.timestamp() * 1000
+                    wait, ran = timings_ms(derived)
+                    if wait is not None:
+                        want[self.keys.jobs_by_wait] = wait
+                    if ran is not None:
+                        want[self.keys.jobs_by_duration] = ran
+                    async with self.redis.pipeline(transaction=False) as read:
+                        for index in want:
+                            read.zscore(index, parent_id)
+                        have = dict(zip(want, await read.execute(), strict=True))
+                    changes = {k: v for k, v in want.items() if have[k] != v}
+                    if not changes or dry_run:
+                        return bool(changes)
+                    pipe.multi()
+                    for index, score in changes.items():
+                        if score is None:
+                            pipe.zrem(index, parent_id)
+                        else:
+                            pipe.zadd(index, {parent_id: score})
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+        return False

@@ -19,6 +19,8 @@ from jobqueue.plan import check_output
 from jobqueue.quotas import check_input_rows, queued_quotas, quotas_for
 from jobqueue.shard_store import ShardSubmission
 from jobqueue.sharding import choose_num_shards, derive_parent, shard_id, split
+from jobqueue.staged_input import StagedInput
+from jobqueue.staged_shards import shard_counts, write_shards
 from jobqueue.storage import job_uri
 
 if TYPE_CHECKING:
@@ -28,24 +30,32 @@ if TYPE_CHECKING:
 
 
 async def submit_sharded(client: AsyncJobQueueClient, query: QueryRequest, attribution: Attribution,
-                         table: pa.Table, columns: list[str], registry: Registry,
+                         table: pa.Table | StagedInput, columns: list[str], registry: Registry,
                          registry_version: str | None) -> JobRecord:
     """The parent's record as readers see it now (derived from its shards', as written: what reading it back
     would give, without the read). The shards count as jobs of their owner (quotas: each one is an unfinished
-    job)."""
+    job). A staged upload is split batch by batch (`jobqueue.staged_shards`), never whole in memory."""
     settings, store = client.settings, client.store
     assert query.num_shards is not None
     key = check_output(query.output, registry)[0].key_feature
     n = choose_num_shards(query.num_shards, table.num_rows, settings.shard_target_rows, settings.shard_max_auto)
-    parts = [p for p in await asyncio.to_thread(split, table, key, n) if p.num_rows > 0]
+    if isinstance(table, StagedInput):
+        counts = await asyncio.to_thread(shard_counts, table, key, n)
+        parts: list[pa.Table] = []
+    else:
+        parts = [p for p in await asyncio.to_thread(split, table, key, n) if p.num_rows > 0]
+        counts = [p.num_rows for p in parts]
+    shard_of = [i for i, c in enumerate(counts) if c > 0]  # the input's shard number of each shard job
+    rows = [counts[i] for i in shard_of]
     quotas = quotas_for(settings, attribution.owner, attribution.team)
-    check_input_rows(quotas, max(p.num_rows for p in parts))
+    check_input_rows(quotas, max(rows))
     queued = queued_quotas(quotas)
     for quota, current in zip(queued, await store.active_jobs(queued), strict=True):
-        if current + len(parts) > quota.limit:  # every shard is an unfinished job of its owner and team
+        if current + len(rows) > quota.limit:  # every shard is an unfinished job of its owner and team
             raise quota.exceeded(current)
     parent_id = uuid.uuid4().hex
-    ids = [shard_id(parent_id, i) for i in range(len(parts))]
+    ids = [shard_id(parent_id, i) for i in range(len(rows))]
+    uris = [job_uri(settings.staging, settings.environment, job_id, "input.parquet") for job_id in ids]
     common = dict(resource_group=query.resource_group, output=list(query.output), submitted_at=query.submitted_at,
                   max_retries=query.max_retries, completion_deadline=query.deadline,
                   registry_version=registry_version, priority=query.priority, **attribution.model_dump())
@@ -53,14 +63,19 @@ async def submit_sharded(client: AsyncJobQueueClient, query: QueryRequest, attri
                        num_workers=query.num_workers, **common)
     shards: list[ShardSubmission] = []
     try:
-        for i, (job_id, part) in enumerate(zip(ids, parts, strict=True)):
-            input_uri = job_uri(settings.staging, settings.environment, job_id, "input.parquet")
-            await asyncio.to_thread(client.storage.write_table, part, input_uri)
+        if isinstance(table, StagedInput):
+            written = await asyncio.to_thread(write_shards, table, key, n, dict(zip(shard_of, uris, strict=True)))
+            ranges = [written[i] for i in shard_of]
+        else:
+            for part, input_uri in zip(parts, uris, strict=True):
+                await asyncio.to_thread(client.storage.write_table, part, input_uri)
+            ranges = [time_range(part) for part in parts]
+        for i, (job_id, input_uri) in enumerate(zip(ids, uris, strict=True)):
             job = QueryJob(job_id=job_id, environment=settings.environment, input_uri=input_uri,
-                           input_columns=columns, input_rows=part.num_rows,
+                           input_columns=columns, input_rows=rows[i],
                            include_input_time=query.include_input_time, parent_id=parent_id,
-                           **time_range(part), **common)
-            record = JobRecord(job_id=job_id, status=JobStatus.QUEUED, input_rows=part.num_rows,
+                           **ranges[i], **common)
+            record = JobRecord(job_id=job_id, status=JobStatus.QUEUED, input_rows=rows[i],
                                parent_id=parent_id, **common)
             held = query.num_workers is not None and i >= query.num_workers
             shards.append(ShardSubmission(record, client.keys.queue(query.resource_group), arq_payload(job),

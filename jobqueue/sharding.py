@@ -26,13 +26,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any
 
 from jobqueue.errors import InvalidQueryError
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
+
+if TYPE_CHECKING:  # pyarrow is imported where it is used: the consumer derives parents without it (its RSS)
+    import pyarrow as pa
 
 MAX_SHARDS = 1024
 
@@ -68,6 +68,8 @@ def choose_num_shards(num_shards: int | str, rows: int, target_rows: int, max_au
 def shard_numbers(table: pa.Table, key_column: str, n: int) -> pa.Array:
     """Each row's shard: the stable hash of its key, mod n (the module's doc); null keys in shard 0."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     column = table.column(key_column)
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -111,12 +113,17 @@ def _fnv1a(text: pa.Array) -> Any:
 
 def split(table: pa.Table, key_column: str, n: int) -> list[pa.Table]:
     """The rows of each shard, in input order within it (the staged input, with `__ts__`/`__row__`, as is)."""
+    import pyarrow.compute as pc
+
     numbers = shard_numbers(table, key_column, n)
     return [table.filter(pc.equal(numbers, i)) for i in range(n)]
 
 
 def merge_results(tables: Sequence[pa.Table], row_column: str) -> pa.Table:
     """The shards' results in input order, without `row_column`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     kept = [t for t in tables if t.num_rows] or list(tables[:1])
     # a shard without nulls in a column may write it `not null`: read them all as nullable
     schema = pa.schema([f.with_nullable(True) for f in kept[0].schema], metadata=kept[0].schema.metadata)

@@ -25,15 +25,16 @@ import uuid
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
-
-import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
+
+if TYPE_CHECKING:  # pyarrow is imported where it is used: a consumer reading local files never loads it (its RSS)
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
 
 log = get_logger("jobqueue.storage")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$")
@@ -84,6 +85,8 @@ class Storage:
 
     @cached_property
     def s3(self) -> pafs.S3FileSystem:
+        import pyarrow.fs as pafs
+
         s = self.settings
         options: dict[str, object] = {"region": s.s3_region} if s.s3_region else {}
         if s.s3_endpoint_url:
@@ -95,6 +98,8 @@ class Storage:
 
     def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
         """(filesystem, path inside it) for a URI or local path."""
+        import pyarrow.fs as pafs
+
         if is_local(uri):
             return pafs.LocalFileSystem(), str(local_path(uri).absolute())
         if uri.startswith("s3://"):
@@ -104,6 +109,8 @@ class Storage:
 
     def write_table(self, table: pa.Table, uri: str) -> int:
         """Write `table` as Parquet at `uri`; returns bytes written."""
+        import pyarrow.parquet as pq
+
         if is_local(uri):
             path = local_path(uri)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +124,8 @@ class Storage:
         return int(fs.get_file_info(key).size or 0)
 
     def read_table(self, uri: str) -> pa.Table:
+        import pyarrow.parquet as pq
+
         fs, path = self.resolve(uri)
         return pq.read_table(path, filesystem=fs)
 
@@ -127,6 +136,8 @@ class Storage:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(local, dest)
             return
+        import pyarrow.fs as pafs
+
         fs, path = self.resolve(uri)
         pafs.copy_files(str(local), path, destination_filesystem=fs)
         local.unlink()
@@ -141,6 +152,8 @@ class Storage:
         if is_local(uri):
             shutil.rmtree(local_path(uri), ignore_errors=True)
             return
+        import pyarrow.fs as pafs
+
         fs, path = self.resolve(uri)
         if fs.get_file_info(path).type != pafs.FileType.NotFound:
             fs.delete_dir(path)  # contents and the directory marker object
@@ -168,6 +181,8 @@ class Storage:
         """The ids of this environment's jobs that have a folder under `root` (staging or results), sorted:
         what the garbage collector looks at. A folder name that is not the encoding of a valid job id is left
         out, so it is never removed; other environments' folders are never listed."""
+        import pyarrow.fs as pafs
+
         fs, path = self.resolve(f"{root.rstrip('/')}/{path_component(self.settings.environment)}")
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
         ids = (from_path_component(i.base_name) for i in infos if i.type == pafs.FileType.Directory)
@@ -176,6 +191,8 @@ class Storage:
     def job_dir_modified(self, root: str, job_id: str) -> float | None:
         """When anything in `<root>/<environment>/<job id>/` last changed (epoch seconds), 0 when no time is
         known; None when the folder is gone."""
+        import pyarrow.fs as pafs
+
         fs, path = self.resolve(self.job_dir(root, job_id))
         top = fs.get_file_info(path)
         if top.type == pafs.FileType.NotFound:
@@ -202,6 +219,9 @@ class Storage:
 
     def parquet_dataset(self, uri: str) -> pads.Dataset:
         """A Parquet dataset over a file, a directory or a glob (`*` in the last part) on any store."""
+        import pyarrow.dataset as pads
+        import pyarrow.fs as pafs
+
         fs, path = self.resolve_source(uri)
         directory, _, pattern = path.rpartition("/")
         if any(ch in pattern for ch in "*?["):

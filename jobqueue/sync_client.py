@@ -82,7 +82,7 @@ class JobQueueClient:
 
     def jobs(self, **filters: Any) -> list[JobRecord]:
         """See `AsyncJobQueueClient.jobs`: owner, team, state, resource_group, tags, query_name,
-        submitted_after, submitted_before, limit."""
+        submitted_after, submitted_before, limit, parent, include_shards."""
         return self._loop.run(self._async.jobs(**filters))
 
     def cancel_many(self, **filters: Any) -> CancelManyResult:

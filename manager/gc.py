@@ -16,7 +16,8 @@ result TTL. Each run looks at what is there, on local disk or an object store al
     deadlines       `deadlines` entries whose record has expired
     schedule_runs   `schedule-runs:<name>` entries whose record has expired
     listing_indexes listing-index entries whose record has expired (`manager.listing_upkeep`)
-    listing_backfill jobs not yet in the listing indexes, indexed (`manager.listing_upkeep`); the whole of `jobs` is
+    listing_backfill jobs not yet in the listing indexes, indexed (`manager.listing_upkeep`), and the shards of a
+                    sharded query not in its per-parent index or the index of every shard; the whole of `jobs` is
                     checked once when the garbage collector starts
 
 Each run examines at most `JOBQUEUE_GC_BATCH_SIZE` items of each kind and the next run goes on where

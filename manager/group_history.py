@@ -32,7 +32,8 @@ class GroupHistory:
 
     def sample(self, name: str, state: GroupState, now: float) -> GroupSample | None:
         """The sample to write for `name` now, or None when the stored one already holds what is seen."""
-        seen = GroupSample(at=self.interval_of(now), ready=state.ready, in_flight=state.in_flight,
+        # jobs held by their team's limit wait as ready ones do: the history's queue depth counts them
+        seen = GroupSample(at=self.interval_of(now), ready=state.ready + state.held, in_flight=state.in_flight,
                            deferred=state.deferred, consumers=state.live, busy=state.busy, desired=state.desired)
         stored = self._current.get(name)
         if stored is not None and stored.at == seen.at:

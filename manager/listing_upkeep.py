@@ -3,6 +3,12 @@
     backfill          jobs in `<p>jobs` that are not in the state index of their status: written before the
                       listing indexes existed, or by an older writer during an upgrade. Each is indexed by
                       `JobStore.index` (one script that reads the status itself), so running it again changes nothing.
+                      A sharded query's parent is listed by its derived state (`JobStore.relist_parent`): one whose
+                      shards' ends or starts were not relisted (a writer cut off) is put right here. Its shards
+                      (its `shard_ids`) missing from its per-parent index or the index of every shard (submitted
+                      before those indexes existed: `jobs(parent=<id>)` would not find them) are indexed too, at
+                      most a batch of them per run (`whole`: all); a run that stops inside a batch of `<p>jobs` for
+                      want of room goes on from that batch next time.
     listing_indexes   entries whose record has expired, in every listing index: the state indexes, the wait and
                       duration indexes and each `jobs-by:<kind>:<value>` of <p>listing-indexes; an index left empty
                       is forgotten.
@@ -13,6 +19,7 @@ where it stopped (from the start again at the end).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -20,7 +27,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from jobqueue.jobstore import JobStore
-from jobqueue.keys import JobField, Keys
+from jobqueue.keys import JobField, Keys, ListingIndex
 
 BACKFILL_SCAN_FACTOR = 20  # a run checks this many batches of `<p>jobs` for unindexed jobs (cheap reads)
 
@@ -42,17 +49,19 @@ class ListingUpkeep:
         self._clean_at = 0
 
     async def backfill(self, dry_run: bool = False, whole: bool = False) -> UpkeepCounts:
-        """Index the jobs of `<p>jobs` that are not in their state's index; `whole`: the whole of `<p>jobs` now (at
-        the manager's start), else `BACKFILL_SCAN_FACTOR` batches from where the last run stopped."""
+        """Index the jobs of `<p>jobs` that are not in their state's index, and the shards of the parents among them
+        that are not in their shard indexes; `whole`: the whole of `<p>jobs` now (at the manager's start), else
+        `BACKFILL_SCAN_FACTOR` batches from where the last run stopped, and at most a batch of shards."""
         counts = UpkeepCounts()
         states = self.keys.jobs_by_state()
         budget = None if whole else self.batch * BACKFILL_SCAN_FACTOR
+        shard_room = None if whole else [self.batch]  # shards this run may still index (a cell: spent as it goes)
         start = 0 if whole else self._backfill_at
         while budget is None or counts.examined < budget:
             ids = [m.decode() for m in await self.redis.zrange(self.keys.jobs_index, start, start + self.batch - 1)]
             counts.examined += len(ids)
-            if ids:
-                await self._index_missing(ids, states, counts, dry_run)
+            if ids and not await self._index_missing(ids, states, counts, dry_run, shard_room):
+                break  # out of room for shards: the next run goes on from this batch
             start = start + len(ids) if len(ids) == self.batch else 0
             if start == 0:
                 break
@@ -61,28 +70,66 @@ class ListingUpkeep:
         return counts
 
     async def _index_missing(self, ids: list[str], states: dict[str, str], counts: UpkeepCounts,
-                             dry_run: bool) -> None:
+                             dry_run: bool, shard_room: list[int] | None) -> bool:
+        """Index the jobs of `ids` missing from their state's index and the shards missing from theirs; False when
+        `shard_room` ran out before every missing shard of these jobs was indexed."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hget(self.keys.job(job_id), JobField.STATUS)
+            for job_id in ids:
+                pipe.hget(self.keys.job(job_id), JobField.SHARD_IDS)
             for key in states.values():
                 pipe.zmscore(key, ids)
             replies: list[Any] = await pipe.execute()
-        statuses, memberships = replies[:len(ids)], dict(zip(states, replies[len(ids):], strict=True))
-        missing = []
+        n = len(ids)
+        statuses, shard_ids = replies[:n], replies[n:2 * n]
+        memberships = dict(zip(states, replies[2 * n:], strict=True))
+        missing: list[str] = []
+        parents: list[tuple[str, list[str]]] = []
+        assert counts.changed is not None
         for i, (job_id, raw) in enumerate(zip(ids, statuses, strict=True)):
             if raw is None:
                 continue  # expired: the clean-up's
+            if shard_ids[i] and shard_ids[i] != b"[]":  # a sharded query's parent: listed by its derived state
+                if await self.store.relist_parent(job_id, dry_run=dry_run):
+                    counts.changed.append(job_id)
+                parents.append((job_id, json.loads(shard_ids[i])))
+                continue
             status = raw.decode()
             if status not in states or memberships[status][i] is None or any(
                     memberships[s][i] is not None for s in states if s != status):
                 missing.append(job_id)
-        if not missing:
-            return
-        assert counts.changed is not None
-        for record in await self.store.get_many(missing):
-            if record is not None and (dry_run or await self.store.index(record)):
-                counts.changed.append(record.job_id)
+        shards = await self._unlisted_shards(parents)
+        complete = shard_room is None or len(shards) <= shard_room[0]
+        if shard_room is not None:
+            shards = shards[:shard_room[0]]
+            shard_room[0] -= len(shards)
+        seen = set(missing)  # a shard may be in this batch as a job too
+        todo = [*missing, *(s for s in shards if s not in seen)]
+        records = [r for r in await self.store.get_many(todo) if r is not None]
+        counts.changed += [r.job_id for r in records] if dry_run else await self.store.index_many(records)
+        return complete
+
+    async def _unlisted_shards(self, parents: list[tuple[str, list[str]]]) -> list[str]:
+        """The shards of these parents (whose records are there) missing from their parent's index or the index of
+        every shard, in the parents' and shard order."""
+        if not parents:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for parent, shards in parents:
+                pipe.zmscore(self.keys.jobs_by(ListingIndex.PARENT, parent), shards)
+                pipe.zmscore(self.keys.shard_jobs, shards)
+            replies: list[Any] = await pipe.execute()
+        unlisted = [shard for i, (_, shards) in enumerate(parents)
+                    for shard, by_parent, by_kind in zip(shards, replies[2 * i], replies[2 * i + 1], strict=True)
+                    if by_parent is None or by_kind is None]
+        if not unlisted:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in unlisted:
+                pipe.exists(self.keys.job(shard))
+            there = await pipe.execute()
+        return [shard for shard, found in zip(unlisted, there, strict=True) if found]
 
     async def _indexes(self) -> list[str]:
         named = await cast(Awaitable[set[bytes]], self.redis.smembers(self.keys.listing_indexes))

@@ -193,8 +193,9 @@ def _le(raw: str) -> str:
 
 
 GROUP_GAUGES = (
-    ("queue_ready_jobs", "Jobs due now and not running."),
+    ("queue_ready_jobs", "Jobs due now, not running, and not held by their team's running limit."),
     ("queue_deferred_jobs", "Jobs queued for later (retries, delays)."),
+    ("queue_held_jobs", "Jobs due now whose team runs its limit in the group: no consumer may take them yet."),
     ("jobs_in_flight", "Jobs being executed by live consumers."),
     ("queue_oldest_ready_age_seconds", "Age of the oldest due job."),
     ("consumers_desired", "Consumers the manager wants."),
@@ -217,6 +218,7 @@ class GroupValues:
 
     queue_ready_jobs: float
     queue_deferred_jobs: float
+    queue_held_jobs: float
     jobs_in_flight: float
     oldest_ready_ms: float  # 0 when nothing is ready
     consumers_desired: float
@@ -283,7 +285,8 @@ class ManagerMetrics:
         oldest = obs.oldest_ready_ms or 0
         bounds = (group.min_instances, group.max_instances) if group is not None else (0, 0)
         self.groups.values[name] = GroupValues(
-            queue_ready_jobs=stats.ready, queue_deferred_jobs=stats.deferred, jobs_in_flight=stats.in_flight,
+            queue_ready_jobs=stats.ready, queue_deferred_jobs=stats.deferred, queue_held_jobs=stats.held,
+            jobs_in_flight=stats.in_flight,
             oldest_ready_ms=oldest, consumers_desired=decision.replicas, consumers_current=current,
             consumers_ready=len(obs.consumers), consumers_busy=stats.busy_consumers, consumers_min=bounds[0],
             consumers_max=bounds[1], group_error=1 if error else 0, group_config_error=1 if config_error else 0,

@@ -5,6 +5,10 @@ pure, so the counting rules are unit-tested without Redis:
 - ready    = queued jobs due now that no consumer is running (arq keeps running jobs in the queue);
   the oldest ready job is the oldest due one that is not running
 - deferred = queued jobs due later (they do not wake consumers)
+- held     = queued jobs due now that no consumer may take: their team runs its limit in the group
+             (`jobqueue.fair_share`: JOBQUEUE_QUOTA_MAX_RUNNING_PER_TEAM and the team overrides). Looked for among the
+             first due jobs only until `want` of them are known to be takeable (the most the group's decision can
+             use) or `HELD_SCAN` were looked at; the jobs beyond count as ready. Not in `ready`.
 - in flight = jobs a live consumer is running; entries of consumers with no fresh heartbeat are
   reported as orphaned (the reaper, `manager.reaper`, re-queues them)
 - unreachable = queue members whose score is past any time (`+inf`, beyond year 9999): they would
@@ -26,7 +30,8 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from jobqueue.entries import MAX_TIME_MS
-from jobqueue.keys import SLOT, Keys, around
+from jobqueue.fair_share import TEAM_LIMIT_OF_LUA
+from jobqueue.keys import SLOT, JobField, Keys, around
 from jobqueue.logs import capped
 from jobqueue.models import ConsumerInfo
 from manager.policy import QueueStats
@@ -55,9 +60,13 @@ def summarize(
     oldest_ready_ms: int | None,
     now: float,
     stale_after: float,
+    held: int = 0,
 ) -> GroupObservation:
+    """`ready_total`: the due jobs, running ones included; `held`: the due jobs, not running, whose team runs its
+    limit."""
     if not consumers_raw and not running:  # the common case for an idle or not yet started group
-        return GroupObservation(group, QueueStats(ready_total, 0, deferred, 0), (), (), (), oldest_ready_ms)
+        return GroupObservation(group, QueueStats(max(0, ready_total - held), 0, deferred, 0, held), (), (), (),
+                                oldest_ready_ms)
     live: list[ConsumerInfo] = []
     stale: list[str] = []
     for consumer_id, raw in consumers_raw.items():
@@ -77,10 +86,11 @@ def summarize(
     # busy = holds a running entry (set atomically with the claim, released with the outcome)
     busy_ids = frozenset(c.consumer_id for c in live if c.consumer_id in owners)
     stats = QueueStats(
-        ready=max(0, ready_total - len(running)),
+        ready=max(0, ready_total - len(running) - held),
         in_flight=len(in_flight),
         deferred=deferred,
         busy_consumers=len(busy_ids),
+        held=held,
     )
     return GroupObservation(
         group, stats, tuple(live), tuple(stale), tuple(orphaned), oldest_ready_ms, busy_ids, running
@@ -92,15 +102,53 @@ def summarize(
 # number of groups. Each group's keys are built inside the script (single Redis, not Cluster), from the
 # layout of `jobqueue.keys` passed in as the text around the group (`_templates`).
 # ARGV[1] now (ms), ARGV[2] group names, comma-separated, ARGV[3] the last due time (ms); ARGV[4..11] the text
-# before and after the group in a queue key, a running key, a consumers key, and around the job id in an arq id.
-_OBSERVE = """
+# before and after the group in a queue key, a running key, a consumers key, and around the job id in an arq id;
+# ARGV[12..13] around the job id in a job's key, ARGV[14] its team field, ARGV[15] the teams' running limits
+# (`fair_share.limits_json`, '' none), ARGV[16] each group's `want`, comma-separated in the order of ARGV[2],
+# ARGV[17] `HELD_SCAN`.
+_OBSERVE = TEAM_LIMIT_OF_LUA + """
 local now, max_ms = tonumber(ARGV[1]), ARGV[3]
 local queue_h, queue_t, running_h, running_t, consumers_h, consumers_t, arq_h, arq_t = unpack(ARGV, 4, 11)
+local job_h, job_t, team_field = ARGV[12], ARGV[13], ARGV[14]
+local limits = ARGV[15] ~= '' and cjson.decode(ARGV[15]) or nil
+local wants, scan = {}, tonumber(ARGV[17])
+for w in string.gmatch(ARGV[16], '[^,]+') do wants[#wants + 1] = tonumber(w) end
 local out = {}
-local function observe(g)
+-- the due jobs, not running, whose team runs its limit: looked at from the head until `want` takeable ones are
+-- found or `scan` were looked at (a job of a team with room takes one of its places, as a consumer would)
+local function held_of(queue, running, busy, want)
+  local runs = {}
+  for j = 1, #running, 2 do
+    local team = team_of_job(job_h, job_t, team_field, running[j])
+    if team then runs[team] = (runs[team] or 0) + 1 end
+  end
+  local held, takeable, offset = 0, 0, 0
+  while takeable < want and offset < scan do
+    local page = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', offset, 100)
+    for _, member in ipairs(page) do
+      if not busy[member] then
+        local team = nil
+        if string.sub(member, 1, #arq_h) == arq_h and string.sub(member, #member - #arq_t + 1) == arq_t then
+          team = team_of_job(job_h, job_t, team_field, string.sub(member, #arq_h + 1, #member - #arq_t))
+        end
+        local limit = team and team_limit(limits, team)
+        if limit and (runs[team] or 0) >= limit then held = held + 1
+        else
+          if limit then runs[team] = (runs[team] or 0) + 1 end
+          takeable = takeable + 1
+          if takeable >= want then break end
+        end
+      end
+    end
+    if #page < 100 then break end
+    offset = offset + #page
+  end
+  return held
+end
+local function observe(g, want)
   local queue = queue_h .. g .. queue_t
   local running = redis.call('HGETALL', running_h .. g .. running_t)
-  local total, ready, oldest = redis.call('ZCARD', queue), 0, false
+  local total, ready, oldest, held = redis.call('ZCARD', queue), 0, false, 0
   if total > 0 then
     -- arq keeps running jobs in the queue: the oldest ready job is the first member that is not
     -- running, so look at one more member than there are running jobs.
@@ -116,13 +164,16 @@ local function observe(g)
       if #head / 2 == total and tonumber(head[#head]) <= now then ready = total  -- saw every member
       else ready = redis.call('ZCOUNT', queue, '-inf', now) end
     end
+    if limits and ready > nrun then held = held_of(queue, running, busy, want) end
   end
   local never = {}
   if total > ready then never = redis.call('ZRANGEBYSCORE', queue, '(' .. max_ms, '+inf', 'LIMIT', 0, 100) end
-  return {ready, total - ready, oldest, running, redis.call('HGETALL', consumers_h .. g .. consumers_t), never}
+  return {ready, total - ready, oldest, running, redis.call('HGETALL', consumers_h .. g .. consumers_t), never, held}
 end
+local i = 0
 for g in string.gmatch(ARGV[2], '[^,]+') do  -- group names, comma-separated: one argument to encode
-  local ok, reply = pcall(observe, g)  -- a key of the wrong type fails its own group only
+  i = i + 1
+  local ok, reply = pcall(observe, g, wants[i] or 0)  -- a key of the wrong type fails its own group only
   if ok then out[#out + 1] = reply
   else out[#out + 1] = {'!error', type(reply) == 'table' and reply.err or tostring(reply)} end
 end
@@ -153,14 +204,19 @@ class ObservationCache:
 
 
 CHUNKS = 4  # concurrent script calls per observation: a fixed number, whatever the number of groups
+HELD_SCAN = 1000  # the most due jobs of a group looked at per observation to count the held ones (module doc)
 
 
 async def observe_in_chunks(
     redis: Redis, keys: Keys, groups: Iterable[str], now: float, stale_after: float,
-    cache: ObservationCache | None = None, chunks: int = CHUNKS,
+    cache: ObservationCache | None = None, chunks: int = CHUNKS, team_limits: str = "",
+    wants: Mapping[str, int] | None = None,
 ) -> AsyncIterator[dict[str, GroupObservation]]:
     """Every group, in `chunks` script calls sent at once; yields each part as it arrives, so the
-    caller works on one part while Redis computes the next (Redis and the manager use different CPUs)."""
+    caller works on one part while Redis computes the next (Redis and the manager use different CPUs).
+
+    `team_limits` (`fair_share.limits_json`, '' none): count each group's held jobs, until `wants[group]` (default
+    `HELD_SCAN`) takeable ones are found: the most jobs its consumers could run at once is enough."""
     names = list(groups)
     unnamed = [n for n in names if "," in n]  # a broken config's invalid name: it can have no queue
     if unnamed:
@@ -173,8 +229,9 @@ async def observe_in_chunks(
     size = -(-len(names) // chunks)
     parts = [names[i:i + size] for i in range(0, len(names), size)]
     templates = _templates(keys)
-    calls = [asyncio.ensure_future(script(args=[now_ms, ",".join(part), MAX_TIME_MS, *templates]))
-             for part in parts]
+    calls = [asyncio.ensure_future(script(args=[
+        now_ms, ",".join(part), MAX_TIME_MS, *templates, JobField.TEAM.value, team_limits,
+        ",".join(str(max(1, (wants or {}).get(g, HELD_SCAN))) for g in part), HELD_SCAN])) for part in parts]
     try:
         for part, call in zip(parts, calls, strict=True):
             yield _summarize_part(part, await call, now, stale_after, cache)
@@ -184,9 +241,10 @@ async def observe_in_chunks(
 
 
 def _templates(keys: Keys) -> list[str]:
-    """The script's key layout: the text around the group in each key it reads, and around the job id in an arq id."""
-    return [part for key in (keys.queue(SLOT), keys.running(SLOT), keys.consumers(SLOT), keys.arq_id(SLOT))
-            for part in around(key)]
+    """The script's key layout: the text around the group in each key it reads, and around the job id in an arq id
+    and in a job's key."""
+    return [part for key in (keys.queue(SLOT), keys.running(SLOT), keys.consumers(SLOT), keys.arq_id(SLOT),
+                             keys.job(SLOT)) for part in around(key)]
 
 
 def _summarize_part(names: list[str], replies: list[Any], now: float, stale_after: float,
@@ -209,9 +267,9 @@ def _summarize_part(names: list[str], replies: list[Any], now: float, stale_afte
 def _summarize_one(g: str, raw: list[Any], now: float, stale_after: float) -> GroupObservation:
     if raw[:1] == [b"!error"]:
         raise RuntimeError("observing the group failed")
-    ready_total, deferred, oldest, running, consumers, never = raw
+    ready_total, deferred, oldest, running, consumers, never, held = raw
     obs = summarize(g, int(ready_total), int(deferred), _pairs(running), _pairs(consumers), _score_ms(oldest),
-                    now, stale_after)
+                    now, stale_after, int(held))
     return obs._replace(unreachable=tuple(m.decode(errors="replace") for m in never)) if never else obs
 
 
@@ -226,10 +284,11 @@ def _score_ms(raw: bytes | None) -> int | None:
 
 async def read_groups(
     redis: Redis, keys: Keys, groups: Iterable[str], now: float, stale_after: float,
-    cache: ObservationCache | None = None,
+    cache: ObservationCache | None = None, team_limits: str = "", wants: Mapping[str, int] | None = None,
 ) -> dict[str, GroupObservation]:
     """Every group's observation at once."""
     out: dict[str, GroupObservation] = {}
-    async for part in observe_in_chunks(redis, keys, groups, now, stale_after, cache):
+    async for part in observe_in_chunks(redis, keys, groups, now, stale_after, cache, team_limits=team_limits,
+                                        wants=wants):
         out.update(part)
     return out

@@ -1,7 +1,8 @@
 """The autoscaling decision: queue stats + group spec + previous state + now -> desired replicas.
 
 Pure: no I/O, no clock (`now` is an argument). Rules:
-- target = clamp(ceil((ready + in_flight) / jobs_per_consumer), min, max); deferred jobs do not count.
+- target = clamp(ceil((ready + in_flight) / jobs_per_consumer), min, max); deferred jobs do not count, nor do
+  held ones (due, but their team runs its limit in the group: no consumer may take them until one of its jobs ends).
 - Scale up at once.
 - Scale down only to the highest target recommended during the stabilization window.
 - Scale to zero only after the group has had no work for the cooldown.
@@ -19,6 +20,7 @@ class QueueStats(NamedTuple):
     in_flight: int
     deferred: int = 0
     busy_consumers: int = 0
+    held: int = 0  # due jobs whose team runs its limit in the group (`jobqueue.fair_share`): not in `ready`
 
 
 class ScalingSpec(NamedTuple):
@@ -46,7 +48,7 @@ class Decision(NamedTuple):
 
 def decide(stats: QueueStats, spec: ScalingSpec, current: int, state: ScaleState, now: float) -> Decision:
     work = stats.ready + stats.in_flight
-    last_active = now if work > 0 else state.last_active_at
+    last_active = now if work + stats.held > 0 else state.last_active_at
     raw = math.ceil(work / spec.jobs_per_consumer)
     target = min(max(raw, spec.min_instances), spec.max_instances)
     # The window keeps only recommendations that can still be its maximum (each higher than every
@@ -57,6 +59,8 @@ def decide(stats: QueueStats, spec: ScalingSpec, current: int, state: ScaleState
     window.append((now, target))
     new_state = ScaleState(recommendations=tuple(window), last_active_at=last_active)
     load = f"{stats.ready} ready, {stats.in_flight} in flight"
+    if stats.held:
+        load += f", {stats.held} held by team limits"
 
     if target >= current:
         if target == current:
@@ -91,5 +95,5 @@ def hold_steady(previous: Decision, stats: QueueStats, now: float) -> Decision:
     interleaving this with decide() gives the same decisions as decide() alone."""
     state = previous.state
     window = state.recommendations[:-1] + ((now, previous.replicas),)
-    last_active = now if stats.ready + stats.in_flight > 0 else state.last_active_at
+    last_active = now if stats.ready + stats.in_flight + stats.held > 0 else state.last_active_at
     return previous._replace(state=ScaleState(window, last_active))

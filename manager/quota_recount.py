@@ -20,11 +20,12 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from jobqueue.jobstore import ActiveCount, JobStore
+from jobqueue.jobstore import JobStore
 from jobqueue.keys import ActiveJobsField, JobField, Keys
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
 from jobqueue.settings import Settings
+from jobqueue.submit_store import ActiveCount
 from manager.periodic import every_while_leading
 
 log = get_logger("jobqueue.manager.quota_recount")

@@ -197,5 +197,7 @@ class Reaper:
             await self.store.dequeue(job_id, record.resource_group)
             log.info("job expired in queue", job_id=job_id, group=record.resource_group)
             await self._remove_files(job_id, result=False)
+            if record.parent_id:  # its query has expired: its siblings' work would be lost (as a consumer's shard)
+                await self._cancel_siblings(record.parent_id)
             return True
         return False

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from jobqueue.clock import Clock, system_clock
 from jobqueue.errors import ConfigError
+from jobqueue.fair_share import limits_json
 from jobqueue.groups import GroupsConfig, ResourceGroup, load_groups_config
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import MANAGER_TICK_AT, GroupState, Keys
@@ -76,6 +77,7 @@ class Reconciler:
         self._published: dict[str, GroupState] = {}  # group -> the state last written to Redis
         self._specs: dict[str, tuple[ResourceGroup, ScalingSpec]] = {}
         self._observations = ObservationCache()
+        self.team_limits = limits_json(settings)  # jobs of a team at its limit are held: the decision leaves them out
         self._group_errors: dict[str, str] = {}  # group -> the error last logged for it (logged once)
         self._starting_since: dict[str, float] = {}  # group -> since when fewer consumers are live than desired
         self._scaled: dict[str, dict[str, Any]] = {}  # group -> its last change of consumers (`GroupState.scaled_*`)
@@ -144,8 +146,10 @@ class Reconciler:
         observed: dict[str, GroupObservation] = {}
         states: dict[str, GroupState] = {}
         changed: dict[str, str] = {}
+        wants = {n: g.max_instances * g.jobs_per_consumer for n, g in self.groups.items()}  # the most that can run
         async for part in observe_in_chunks(self.redis, self.keys, sorted(names), now,
-                                            self.settings.consumer_stale_seconds, self._observations):
+                                            self.settings.consumer_stale_seconds, self._observations,
+                                            team_limits=self.team_limits, wants=wants):
             for name, obs in part.items():  # while Redis computes the next part
                 observed[name] = obs
                 state = states[name] = await self._reconcile_group_isolated(name, obs, now)
@@ -259,7 +263,7 @@ class Reconciler:
         return GroupState(
             current=current, desired=decision.replicas, direction=decision.direction, reason=decision.reason,
             detail=decision.detail, ready=stats.ready, in_flight=stats.in_flight, deferred=stats.deferred,
-            busy=stats.busy_consumers, orphaned=len(obs.orphaned_jobs),
+            held=stats.held, busy=stats.busy_consumers, orphaned=len(obs.orphaned_jobs),
             oldest_ready_at=obs.oldest_ready_ms / 1000 if obs.oldest_ready_ms else None, error=error,
             configured=group is not None, live=len(obs.consumers), start_trouble=trouble(name) if trouble else None,
             starting_since=starting_since, **self._scaled.get(name, {}),

@@ -85,20 +85,16 @@ class Services:
         return Presigner(self.settings)
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """The process's `Services`: the API's routes take it as a dependency (`Svc`), the console's await it. Async,
+    since FastAPI runs a plain `def` dependency in its thread pool (a thread hop on every request)."""
     svc = request.app.state.services
     assert isinstance(svc, Services)
     return svc
 
 
-async def services_of(request: Request) -> Services:
-    """`services` as a dependency: async, since FastAPI runs a plain `def` dependency in its thread pool (a thread
-    hop on every request)."""
-    return services(request)
-
-
 _bearer = HTTPBearer(auto_error=False, description="An API token from `jobqueue tokens create`.")
-Svc = Annotated[Services, Depends(services_of)]
+Svc = Annotated[Services, Depends(services)]
 
 
 async def caller(svc: Svc, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Identity:

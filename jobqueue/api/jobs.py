@@ -24,7 +24,7 @@ from jobqueue.errors import AmbiguousJobIdError, InvalidQueryError, JobNotFoundE
 from jobqueue.finish_watch import FinishWatch
 from jobqueue.job_filter import JobFilter
 from jobqueue.listing_plan import ListingQuery, Position, SortKey
-from jobqueue.models import JobRecord, JobStatus
+from jobqueue.models import JOB_ID_PATTERN, JobRecord, JobStatus
 from jobqueue.storage import is_local, local_path
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
@@ -43,6 +43,10 @@ Before = Annotated[IsoTime | None, Query(description="Only jobs submitted at or 
 Sort = Annotated[SortKey, Query(description="Order by submission time, by wait (submission to first start: only "
                                 "jobs that started) or by duration (first start to finish: only jobs that finished "
                                 "after starting).")]
+Parent = Annotated[str | None, Query(description="Only the shards of this sharded query (its parent's job id).",
+                                    pattern=JOB_ID_PATTERN)]
+IncludeShards = Annotated[bool, Query(description="List the shards of sharded queries too. By default a sharded "
+                                      "query is listed once, as its parent job (its shards: `parent`).")]
 Order = Annotated[Literal["desc", "asc"], Query(description="desc: newest, longest first; asc: the reverse.")]
 
 
@@ -127,6 +131,7 @@ def links_from(pointer: str) -> dict[str, Any]:
 async def list_jobs(identity: Caller, svc: Svc, owner: Owner = None, team: Team = None, state: State = None,
                     resource_group: Group = None, tag: Tag = None, query_name: QueryName = None,
                     submitted_after: After = None, submitted_before: Before = None,
+                    parent: Parent = None, include_shards: IncludeShards = False,
                     sort: Sort = SortKey.SUBMITTED, order: Order = "desc",
                     limit: Annotated[int, Query(ge=1, le=1000, description="Jobs per page.")] = 50,
                     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.",
@@ -134,7 +139,7 @@ async def list_jobs(identity: Caller, svc: Svc, owner: Owner = None, team: Team 
                     ) -> JobPage:
     allow(identity, Action.LIST_JOBS, svc)
     wanted = JobFilter(group=resource_group, state=state, owner=owner, team=team, query_name=query_name,
-                       tags=parse_tags(tag))
+                       tags=parse_tags(tag), parent=parent, shards=include_shards)
     client = svc.client
     query = listing_query(identity, svc, wanted, submitted_after, submitted_before, sort, order, cursor, limit)
     jobs, next_cursor = await find_page(client.store, client.redis, client.keys, query,

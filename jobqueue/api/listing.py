@@ -52,8 +52,9 @@ async def plan_listing(redis: Redis, keys: Keys, query: ListingQuery) -> Plan:
 
 
 async def _checked(redis: Redis, plan: Plan, positions: list[Position]) -> list[Position]:
-    """The positions whose job is in every index of `members_of` (and submitted in the window, when asked)."""
-    checks = [*plan.members_of, *([plan.window_of] if plan.window_of else [])]
+    """The positions whose job is in every index of `members_of`, in none of `not_members_of` (and submitted in the
+    window, when asked)."""
+    checks = [*plan.members_of, *plan.not_members_of, *([plan.window_of] if plan.window_of else [])]
     if not positions or not checks:
         return positions
     ids = [p.job_id for p in positions]
@@ -61,10 +62,12 @@ async def _checked(redis: Redis, plan: Plan, positions: list[Position]) -> list[
         for key in checks:
             pipe.zmscore(key, ids)
         replies = await pipe.execute()
-    member_replies = replies[:len(plan.members_of)]
-    window_scores = replies[len(plan.members_of)] if plan.window_of else None
+    n_in, n_out = len(plan.members_of), len(plan.not_members_of)
+    member_replies, excluded_replies = replies[:n_in], replies[n_in:n_in + n_out]
+    window_scores = replies[n_in + n_out] if plan.window_of else None
     return [p for i, p in enumerate(positions)
             if all(r[i] is not None for r in member_replies)
+            and all(r[i] is None for r in excluded_replies)
             and (window_scores is None or in_window(plan.window, window_scores[i]))]
 
 

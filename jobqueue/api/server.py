@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
 from jobqueue.api.app import create_app
+from jobqueue.engine.resources import container_cpus, threads_for
 from jobqueue.errors import SettingsError
 from jobqueue.logs import configure_logging
 from jobqueue.settings import Settings, load_settings
@@ -50,8 +51,8 @@ def url_of(sock: socket.socket) -> str:
 OPTIONS: dict[str, Any] = {"log_config": None, "access_log": False, "lifespan": "on", "timeout_graceful_shutdown": 10}
 
 
-def _server(settings: Settings) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(create_app(settings), **OPTIONS))
+def _server(settings: Settings, own_process: bool = False) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(create_app(settings, own_process=own_process), **OPTIONS))
 
 
 def app_from_environment() -> FastAPI:
@@ -59,18 +60,26 @@ def app_from_environment() -> FastAPI:
     parent's (`jobqueue api` reads nothing else)."""
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    return create_app(settings)
+    return create_app(settings, own_process=True)
+
+
+MAX_DEFAULT_WORKERS = 4  # each worker holds its own heap (~150 MiB) and connections: past a few, add replicas
+
+
+def worker_count(configured: int | None, cpus: float) -> int:
+    """JOBQUEUE_API_WORKERS when set, else one per whole CPU the process may use, 1 to MAX_DEFAULT_WORKERS."""
+    return configured if configured is not None else min(MAX_DEFAULT_WORKERS, threads_for(cpus))
 
 
 def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM (`jobqueue api`): in this process, or in JOBQUEUE_API_WORKERS worker
     processes sharing the socket bound here (uvicorn's supervisor restarts one that dies)."""
     sock = bind(settings.api_host, settings.api_port)
-    if settings.api_workers <= 1:
-        _server(settings).run(sockets=[sock])
+    workers = worker_count(settings.api_workers, container_cpus()[0])
+    if workers <= 1:
+        _server(settings, own_process=True).run(sockets=[sock])
         return
-    config = uvicorn.Config(f"{__name__}:{app_from_environment.__name__}", factory=True,
-                            workers=settings.api_workers, **OPTIONS)
+    config = uvicorn.Config(f"{__name__}:{app_from_environment.__name__}", factory=True, workers=workers, **OPTIONS)
     Multiprocess(config, sockets=[sock]).run()
 
 

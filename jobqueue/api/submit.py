@@ -10,7 +10,9 @@ does (`AsyncJobQueueClient.offline_query`: the same `InvalidQueryError` texts, a
 the small job payload goes through Redis. Quotas are the SDK's too (`jobqueue.quotas`): over one, 429 naming it.
 
 With S3 storage, an input can instead be PUT beforehand (`POST /v1/uploads`, `jobqueue.api.uploads`) and submitted
-by reference, `?upload=<ref>` with no body: the staged object is checked exactly as a body would be.
+by reference, `?upload=<ref>` with no body: the staged object is checked exactly as a body would be (the same texts),
+from its footer and batch by batch, and streamed into the job's input (`jobqueue.staged_input`): an upload is never
+decoded whole in the API's memory.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from jobqueue.direct_backend import DirectBackend
 from jobqueue.errors import InvalidQueryError
 from jobqueue.models import JobRecord, Priority
 from jobqueue.sharding import check_num_shards
+from jobqueue.staged_input import StagedInput
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={**ERRORS, **SUBMIT_ERRORS})
 
@@ -62,7 +65,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def decode_input(body: bytes | pa.NativeFile, content_type: str) -> pa.Table:
+def decode_input(body: bytes, content_type: str) -> pa.Table:
     """The body as an Arrow table; 415 for another media type, 422 (`input`) when it does not decode."""
     media = content_type.split(";")[0].strip().lower()
     if media not in INPUT_TYPES:
@@ -71,7 +74,7 @@ def decode_input(body: bytes | pa.NativeFile, content_type: str) -> pa.Table:
                        reason="unsupported_media_type")
     try:
         if media == PARQUET_TYPE:
-            return pq.read_table(io.BytesIO(body) if isinstance(body, bytes) else body)
+            return pq.read_table(io.BytesIO(body))
         return ipc.open_stream(body).read_all()
     except (pa.ArrowException, OSError, ValueError) as e:
         kind = "a Parquet file" if media == PARQUET_TYPE else "an Arrow IPC stream"
@@ -121,22 +124,24 @@ async def submit(
         shards = int(num_shards) if num_shards.isascii() and num_shards.isdigit() else num_shards
     check_num_shards(shards, num_workers)
     async with contextlib.AsyncExitStack() as stack:
+        table: pa.Table | StagedInput
         if upload is None:
             body = await read_body(request, svc.settings.api_max_body_bytes)
             content_type = request.headers.get("content-type", "")
+            if len(body) <= DECODE_INLINE_BYTES:  # decodes faster than a thread hop takes
+                table = decode_input(body, content_type)
+            else:
+                table = await asyncio.to_thread(decode_input, body, content_type)
+            del body
+            table, input_times = split_times(table, input_times_column)
         else:
             if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
                 raise InvalidQueryError("upload", "give the input either as the body or as an upload reference, "
                                         "not both")
             staged = await stack.enter_async_context(using_upload(svc, identity, upload))
-            body = stack.enter_context(await asyncio.to_thread(open_staged, svc, staged))
-            content_type = staged.content_type
-        if isinstance(body, bytes) and len(body) <= DECODE_INLINE_BYTES:  # decodes faster than a thread hop takes
-            table = decode_input(body, content_type)
-        else:
-            table = await asyncio.to_thread(decode_input, body, content_type)
-        del body
-        table, input_times = split_times(table, input_times_column)
+            # checked and staged batch by batch (its times with it): never the whole table in memory
+            table = await asyncio.to_thread(open_staged, svc, staged, input_times_column)
+            input_times = None
         query = query_request(table, output, input_times, resource_group, max_retries, completion_deadline,
                               include_input_time, datetime.now(UTC), identity.owner, identity.team, tags, query_name,
                               correlation_id, priority=priority, num_shards=shards, num_workers=num_workers)

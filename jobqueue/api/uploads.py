@@ -1,7 +1,8 @@
 """Presigned transfers, when the service's storage is S3: large inputs and results skip the API's request bodies.
 
     POST /v1/uploads                  {"size": 123, "content_type": ...} -> a reference and a presigned PUT URL
-    POST /v1/jobs?upload=<ref>&...    submits the staged object (checked as a body is: `jobqueue.api.submit`)
+    POST /v1/jobs?upload=<ref>&...    submits the staged object (checked as a body is, batch by batch:
+                                      `jobqueue.staged_input`)
     GET  /v1/jobs/{id}/result-url     a presigned GET of a succeeded job's result
 
 With local storage there is nothing to presign: both answer 409 (`reason` `storage_not_s3`) saying what to do
@@ -16,7 +17,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 from fastapi import APIRouter
 
@@ -29,6 +29,7 @@ from jobqueue.auth.policy import Action
 from jobqueue.errors import ConfigError
 from jobqueue.logs import get_logger
 from jobqueue.models import JobStatus
+from jobqueue.staged_input import StagedInput, open_staged_input
 from jobqueue.storage import is_local
 from jobqueue.upload_store import StagedUpload, UploadStore, delete_upload_folder, is_ref
 
@@ -104,9 +105,10 @@ async def using_upload(svc: Services, identity: Identity, ref: str) -> AsyncIter
         log.warning("could not remove a submitted upload", upload=staged.ref, error=str(e))
 
 
-def open_staged(svc: Services, staged: StagedUpload) -> pa.NativeFile:
-    """The staged object, opened for reading (Parquet needs random access), refused as a body would be: 422
-    (`upload`) when nothing was PUT, 413 past the limit. Decoded from the store, with no copy of its bytes."""
+def open_staged(svc: Services, staged: StagedUpload, times_column: str | None) -> StagedInput:
+    """The staged object as a query input (`jobqueue.staged_input`: its footer or one scan, never the whole table
+    in memory), refused as a body would be: 422 (`upload`) when nothing was PUT, 413 past the limit, 422 (`input`)
+    when it does not decode."""
     fs, key = svc.client.storage.resolve(staged.uri)
     info = fs.get_file_info(key)
     if info.type != pafs.FileType.File:
@@ -117,7 +119,7 @@ def open_staged(svc: Services, staged: StagedUpload) -> pa.NativeFile:
         raise ApiError(413, f"the staged upload is {info.size} bytes, over JOBQUEUE_API_MAX_UPLOAD_BYTES={limit} "
                        "bytes; split the input into several queries, or raise the setting", field="upload",
                        reason="upload_too_large")
-    return fs.open_input_file(key)
+    return open_staged_input(svc.client.storage, staged.uri, staged.content_type, times_column)
 
 
 @results.get("/{job_id}/result-url", response_model=ResultUrl,

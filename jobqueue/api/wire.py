@@ -120,6 +120,9 @@ class JobSummary(_Wire):
     attempt_ends: list[datetime] = Field(default_factory=list, description="When each attempt ended.")
 
 
+HELD_MEANING = "due, but the team runs its limit"  # what `held` means, wherever a group's queue is shown
+
+
 class GroupStatus(_Wire):
     """One resource group as `jobqueue status --json` shows it."""
 
@@ -129,9 +132,13 @@ class GroupStatus(_Wire):
     desired: int | None
     current: int | None
     busy: int | None
-    ready: int | None
+    ready: int | None = Field(description="Jobs due now, not running, that a consumer may take (not `held`).")
     in_flight: int | None
-    deferred: int | None
+    deferred: int | None = Field(description="Jobs queued for later (retry backoff, or a shard held by its query's "
+                                 "num_workers).")
+    held: int | None = Field(default=None, description=f"Jobs {HELD_MEANING} of running jobs in the group "
+                             "(JOBQUEUE_QUOTA_MAX_RUNNING_PER_TEAM): not ready, so they do not scale the group; each "
+                             "starts when one of its team's jobs ends.")
     consumers_ready: int | None
     oldest_wait_seconds: float | None
     decision: str | None

@@ -32,20 +32,23 @@ def list_jobs(
     team: Annotated[str | None, typer.Option(help="Only jobs of this team.")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Only jobs with this tag, NAME=VALUE (repeatable).")] = None,
     query_name: Annotated[str | None, typer.Option(help="Only jobs with this query name.")] = None,
+    parent: Annotated[str | None, typer.Option(help="Only the shards of this sharded query (its job id).")] = None,
+    shards: Annotated[bool, typer.Option("--shards", help="List the shards of sharded queries too.")] = False,
     api_url: ApiUrl = None,
     token: Token = None,
 ) -> None:
-    """Recent jobs with their wait and run times and spilled bytes (over the API: those the token may see)."""
+    """Recent jobs with their wait and run times and spilled bytes (over the API: those the token may see). A sharded
+    query is one line, its parent job: its shards with --parent ID, or every job's with --shards."""
     if ctx.invoked_subcommand is not None:
         return
     with fail_cleanly():
         wanted = JobFilter(group=group, state=state, owner=owner, team=team, query_name=query_name,
-                           tags=parse_tag_filters(tag or []))
+                           tags=parse_tag_filters(tag or []), parent=parent, shards=shards)
 
     async def fetch(client: AsyncJobQueueClient) -> list[JobRecord]:
         return await client.jobs(owner=wanted.owner, team=wanted.team, state=wanted.state,
                                  resource_group=wanted.group, tags=wanted.tags, query_name=wanted.query_name,
-                                 limit=limit)
+                                 limit=limit, parent=wanted.parent, include_shards=wanted.shards)
 
     console.print(jobs_view(console, with_client(fetch, api_url, token)))
 

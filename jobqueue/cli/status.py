@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from jobqueue.api.wire import HELD_MEANING
 from jobqueue.cli.layout import aligned, fits
 from jobqueue.settings import Settings
 
@@ -28,14 +29,14 @@ async def read_status(settings: Settings, api_url: str | None = None, token: str
 
 
 CAPTION = ("consumers: desired, current (asked for), live (fresh heartbeat), busy (holding a job); "
-           "jobs: ready (due, not running), in flight, deferred")
+           f"jobs: ready (due, not running), held ({HELD_MEANING}), in flight, deferred")
 
 
 def render_status(rows: list[dict[str, Any]], console: Console) -> Group:
     """The table if it fits the console, else a card per group (in 80 columns); then the manager's line and
     each group's detail, error and start trouble. A group name is never cut."""
-    table = Table("group", "min", "max", "desired", "current", "live", "busy", "ready", "in flight", "deferred",
-                  "oldest wait", "decision", title="jobqueue status", box=box.SIMPLE)
+    table = Table("group", "min", "max", "desired", "current", "live", "busy", "ready", "held", "in flight",
+                  "deferred", "oldest wait", "decision", title="jobqueue status", box=box.SIMPLE)
     table.columns[0].no_wrap = True
     for r in rows:
         table.add_row(*_cells(r))
@@ -55,18 +56,18 @@ def render_status(rows: list[dict[str, Any]], console: Console) -> Group:
 def _cells(r: dict[str, Any]) -> list[str]:
     oldest = _age(r["oldest_wait_seconds"]) if r.get("oldest_wait_seconds") is not None else None
     cells = [r["group"], r["min"], r["max"], r["desired"], r["current"], r["consumers_ready"], r["busy"],
-             r["ready"], r["in_flight"], r["deferred"], oldest, r["decision"]]
+             r["ready"], r.get("held"), r["in_flight"], r["deferred"], oldest, r["decision"]]
     return ["-" if c is None else str(c) for c in cells]
 
 
 def _group_cards(rows: list[dict[str, Any]]) -> Group:
     """Three lines per group: its name, bounds and decision; its consumers; its jobs."""
     cells = [_cells(r) for r in rows]
-    heads = aligned([[c[0], f"min {c[1]}  max {c[2]}", f"decision {c[11]}"] for c in cells])
+    heads = aligned([[c[0], f"min {c[1]}  max {c[2]}", f"decision {c[12]}"] for c in cells])
     consumers = aligned([["  consumers", f"desired {c[3]}", f"current {c[4]}", f"live {c[5]}", f"busy {c[6]}"]
                          for c in cells])
-    jobs = aligned([["  jobs     ", f"ready {c[7]}", f"in flight {c[8]}", f"deferred {c[9]}", f"oldest wait {c[10]}"]
-                    for c in cells])
+    jobs = aligned([["  jobs     ", f"ready {c[7]}", f"held {c[8]}", f"in flight {c[9]}", f"deferred {c[10]}",
+                     f"oldest wait {c[11]}"] for c in cells])
     lines: list[RenderableType] = [Text("jobqueue status", "italic", justify="center")]
     for r, head, consumer, job in zip(rows, heads, consumers, jobs, strict=True):
         line = Text(head)

@@ -87,7 +87,7 @@ def _log_lines(svc: Services, job_id: str) -> list[str] | None:
 
 @router.get("/jobs/{job_id}")
 async def job_page(request: Request, job_id: str, session: SignedIn) -> Response:
-    svc = services(request)
+    svc = await services(request)
     record = await visible(session, job_id, Action.READ_JOB, svc)
     context = await live_context(svc, session, record)
     logs = await asyncio.to_thread(_log_lines, svc, record.job_id)
@@ -98,21 +98,21 @@ async def job_page(request: Request, job_id: str, session: SignedIn) -> Response
 async def result_download(request: Request, job_id: str, session: SignedIn) -> Response:
     """The result as a Parquet download: the API's own `get_result`, for the signed-in identity."""
     try:
-        return await api_jobs.get_result(job_id, session.identity, services(request))
+        return await api_jobs.get_result(job_id, session.identity, await services(request))
     except ApiError as e:
         raise PageError(e.status, e.detail) from None
 
 
 @router.get("/jobs/{job_id}/cancel")
 async def confirm_cancel(request: Request, job_id: str, session: SignedIn) -> Response:
-    record = await visible(session, job_id, Action.CANCEL_JOB, services(request))
+    record = await visible(session, job_id, Action.CANCEL_JOB, await services(request))
     return render(request, "cancel.html", session, job=record)
 
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel(request: Request, job_id: str, session: SignedIn) -> Response:
     require_csrf(session, await form_fields(request))
-    svc = services(request)
+    svc = await services(request)
     identity = session.identity
     record = await visible(session, job_id, Action.CANCEL_JOB, svc)
     try:

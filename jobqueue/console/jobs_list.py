@@ -30,6 +30,10 @@ from jobqueue.models import JobStatus
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
 FILTERS = ("owner", "team", "state", "resource_group", "tag", "query_name", "submitted_after", "submitted_before")
+# the listing's alone (not a bulk cancel's: a sharded query is cancelled whole, through its parent): by default a
+# sharded query is one row, its parent; `parent` lists its shards (its page does too), `include_shards` every job's
+LIST_FILTERS = (*FILTERS, "parent", "include_shards")
+YES = ("1", "true", "on", "yes")
 Text = Annotated[str | None, Query(max_length=200)]
 Cursor = Annotated[str | None, Query(pattern=CURSOR_PATTERN)]
 BULK = "/jobs/bulk-cancel"
@@ -56,8 +60,10 @@ def _time(name: str, text: str | None) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def chosen_filters(values: dict[str, str | None]) -> Chosen:
-    given = {name: v.strip() for name in FILTERS if (v := values.get(name)) and v.strip()}
+def chosen_filters(values: dict[str, str | None], names: tuple[str, ...] = FILTERS) -> Chosen:
+    given = {name: v.strip() for name in names if (v := values.get(name)) and v.strip()}
+    if given.get("include_shards", "1").lower() not in YES:
+        given.pop("include_shards")
     try:
         state = JobStatus(given["state"]) if "state" in given else None
     except ValueError:
@@ -70,7 +76,8 @@ def chosen_filters(values: dict[str, str | None]) -> Chosen:
             raise PageError(400, f"tag {given['tag']!r} is not NAME=VALUE")
         tags[name.strip()] = value.strip()
     wanted = JobFilter(group=given.get("resource_group"), state=state, owner=given.get("owner"),
-                       team=given.get("team"), query_name=given.get("query_name"), tags=tags)
+                       team=given.get("team"), query_name=given.get("query_name"), tags=tags,
+                       parent=given.get("parent"), shards="include_shards" in given)
     return Chosen(given, wanted, _time("submitted_after", given.get("submitted_after")),
                   _time("submitted_before", given.get("submitted_before")))
 
@@ -92,11 +99,12 @@ async def jobs_page(request: Request, session: SignedIn, owner: Text = None, tea
                     resource_group: Text = None, tag: Text = None, query_name: Text = None,
                     submitted_after: Text = None, submitted_before: Text = None, sort: SortKey = SortKey.SUBMITTED,
                     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc", cursor: Cursor = None,
-                    cancelled: Annotated[int | None, Query(ge=0)] = None) -> Response:
-    svc = services(request)
+                    cancelled: Annotated[int | None, Query(ge=0)] = None, parent: Text = None,
+                    include_shards: Text = None) -> Response:
+    svc = await services(request)
     identity = session.identity
     allow(identity, Action.LIST_JOBS, svc)
-    chosen = chosen_filters(dict(request.query_params))
+    chosen = chosen_filters(dict(request.query_params), LIST_FILTERS)
     query = listing_query(identity, svc, chosen.wanted, chosen.after, chosen.before, sort, order, cursor, PAGE_SIZE)
     client = svc.client
     records, next_cursor = await find_page(client.store, client.redis, client.keys, query,
@@ -117,7 +125,8 @@ async def jobs_page(request: Request, session: SignedIn, owner: Text = None, tea
                   filtered=bool(chosen.given),
                   sees_everyone=identity.role is not Role.USER, sorts=sort_links(chosen.given, sort, order),
                   sort=sort.value, order=order, cancelled=cancelled,
-                  bulk_url=BULK + "?" + urlencode(chosen.given) if chosen.given else None)
+                  bulk_url=BULK + "?" + urlencode(bulk) if (bulk := {k: v for k, v in chosen.given.items()
+                                                                     if k in FILTERS}) else None)
 
 
 def _cancel_filter(chosen: Chosen) -> CancelFilter:
@@ -148,7 +157,7 @@ async def confirm_bulk_cancel(request: Request, session: SignedIn, owner: Text =
                               state: Text = None, resource_group: Text = None, tag: Text = None,
                               query_name: Text = None, submitted_after: Text = None,
                               submitted_before: Text = None) -> Response:
-    svc = services(request)
+    svc = await services(request)
     allow(session.identity, Action.CANCEL_MANY, svc)
     chosen = chosen_filters(dict(request.query_params))
     _need_filters(chosen)
@@ -161,7 +170,7 @@ async def confirm_bulk_cancel(request: Request, session: SignedIn, owner: Text =
 async def bulk_cancel(request: Request, session: SignedIn) -> Response:
     form = await form_fields(request)
     require_csrf(session, form)
-    svc = services(request)
+    svc = await services(request)
     identity = session.identity
     allow(identity, Action.CANCEL_MANY, svc)
     values: dict[str, Any] = dict(form)

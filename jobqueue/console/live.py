@@ -94,7 +94,7 @@ async def open_stream(request: Request, svc: Services) -> tuple[str, LiveStreams
 
 @router.get("/live/jobs/{job_id}")
 async def live_job(request: Request, job_id: str, session: SignedIn) -> Response:
-    svc = services(request)
+    svc = await services(request)
     record = await visible(session, job_id, Action.READ_JOB, svc)
     cookie, streams = await open_stream(request, svc)
     return StreamingResponse(_events(svc, session, cookie, record.job_id, record.shard_ids, streams),

@@ -56,7 +56,7 @@ async def live_jobs(request: Request, session: SignedIn,
                     ids: Annotated[str, Query(max_length=MAX_IDS * 201, pattern=IDS_PATTERN)] = "",
                     states: Annotated[str, Query(max_length=MAX_IDS * 12, pattern="^[a-z,]*$")] = "",
                     new: Annotated[bool, Query()] = False) -> Response:
-    svc = services(request)
+    svc = await services(request)
     wanted = parse_ids(ids) if ids else []
     shown = dict(zip(wanted, states.split(","), strict=False)) if states else {}
     cookie, streams = await open_stream(request, svc)

@@ -39,7 +39,7 @@ from starlette.responses import Response
 from jobqueue.api.deps import Services, audit_log, services
 from jobqueue.auth.jwks import DISCOVERY_PATH, JwksUnavailable, fetch_json
 from jobqueue.auth.oidc import OidcVerifier, Refusal
-from jobqueue.console.web import COOKIE, PageError, redirect, render, safe_next, session_store, templates
+from jobqueue.console.web import COOKIE, PageError, redirect, render, safe_next, session_store
 from jobqueue.settings import Settings
 
 router = APIRouter(include_in_schema=False)
@@ -65,15 +65,17 @@ def browser_signin_on(settings: Settings) -> bool:
     return bool(settings.oidc_issuer and settings.oidc_client_id)
 
 
-def provider_name(request: Request) -> str | None:
+def provider_name(settings: Settings) -> str | None:
     """What the sign-in button names ("Sign in with login.example.com/realms/data"); None: OIDC sign-in is off."""
-    settings = services(request).settings
     if not browser_signin_on(settings):
         return None
     return settings.oidc_issuer.split("://", 1)[-1].rstrip("/")
 
 
-templates.globals["oidc_provider"] = provider_name
+async def render_signin(request: Request, status: int = 200, **context: Any) -> Response:
+    """The sign-in page, with the OIDC button when browser sign-in is on."""
+    provider = provider_name((await services(request)).settings)
+    return render(request, "signin.html", None, status=status, oidc_provider=provider, **context)
 
 
 def _digest(value: str) -> str:
@@ -110,7 +112,7 @@ def redirect_uri(request: Request, settings: Settings) -> str:
 
 @router.get("/signin/oidc")
 async def start(request: Request, next: Annotated[str | None, Query(max_length=2000)] = None) -> Response:
-    svc = services(request)
+    svc = await services(request)
     settings = svc.settings
     if not browser_signin_on(settings):
         raise PageError(404, "sign-in with OIDC is off here (JOBQUEUE_OIDC_CLIENT_ID is not set): sign in with a "
@@ -133,8 +135,8 @@ async def start(request: Request, next: Annotated[str | None, Query(max_length=2
     return response
 
 
-def _refused(request: Request, status: int, message: str, next_path: str = "/jobs") -> Response:
-    response = render(request, "signin.html", None, status=status, next=next_path, refusal=message)
+async def _refused(request: Request, status: int, message: str, next_path: str = "/jobs") -> Response:
+    response = await render_signin(request, status, next=next_path, refusal=message)
     response.delete_cookie(BINDING_COOKIE, path="/signin/oidc", httponly=True, samesite="lax",
                            secure=request.url.scheme == "https")
     return response
@@ -188,29 +190,29 @@ async def callback(request: Request, code: Annotated[str | None, Query(max_lengt
                    state: Annotated[str | None, Query(max_length=512)] = None,
                    error: Annotated[str | None, Query(max_length=200)] = None,
                    error_description: Annotated[str | None, Query(max_length=1000)] = None) -> Response:
-    svc = services(request)
+    svc = await services(request)
     settings = svc.settings
     if not browser_signin_on(settings):
         raise PageError(404, "sign-in with OIDC is off here: sign in with a token")
     pending = await _take(svc, state) if state else None
     if error:
-        return _refused(request, 401, f"{settings.oidc_issuer} did not sign you in: {error}"
+        return await _refused(request, 401, f"{settings.oidc_issuer} did not sign you in: {error}"
                         f"{' (' + error_description + ')' if error_description else ''}",
                         pending.next if pending else "/jobs")
     if pending is None or not code:
-        return _refused(request, 400, "this sign-in expired, was used already or was not started here; sign in "
+        return await _refused(request, 400, "this sign-in expired, was used already or was not started here; sign in "
                         "again")
     binding = request.cookies.get(BINDING_COOKIE) or ""
     if not hmac.compare_digest(_digest(binding), pending.browser):
-        return _refused(request, 400, "this sign-in was started in another browser (or its cookie is gone); sign "
+        return await _refused(request, 400, "this sign-in was started in another browser (or its cookie is gone); sign "
                         "in again from this one", pending.next)
     id_token = await exchange(settings, await discovery(settings), code, pending)
     found = await id_token_verifier(svc).verify(id_token)
     if isinstance(found, Refusal):
-        return _refused(request, found.status, f"the ID token was refused: {found.message}", pending.next)
+        return await _refused(request, found.status, f"the ID token was refused: {found.message}", pending.next)
     nonce = jwt.decode(id_token, options={"verify_signature": False}).get("nonce")  # verified just above
     if not isinstance(nonce, str) or not hmac.compare_digest(nonce, pending.nonce):
-        return _refused(request, 400, "the ID token is not for this sign-in (its nonce differs); sign in again",
+        return await _refused(request, 400, "the ID token is not for this sign-in (its nonce differs); sign in again",
                         pending.next)
     cookie, _ = await session_store(svc).create(found, None)
     audit_log.info("console sign-in", actor=found.owner, actor_team=found.team, role=found.role.value,

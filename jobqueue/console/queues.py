@@ -1,4 +1,4 @@
-"""The queues page: one row per resource group (what `jobqueue status` shows: ready, in flight, deferred, the
+"""The queues page: one row per resource group (what `jobqueue status` shows: ready, held, in flight, deferred, the
 oldest ready job's wait, consumers desired, ready and busy, min/max, the manager's decision and its last change of
 consumers, any config error), with sparklines of the queue depth and the consumers over the last hour from the
 samples the manager keeps (`jobqueue.group_samples`). It refreshes itself every few seconds (htmx) and reads
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from jobqueue.api.deps import services
-from jobqueue.api.wire import GroupStatus
+from jobqueue.api.wire import HELD_MEANING, GroupStatus
 from jobqueue.auth.policy import Action
 from jobqueue.console.access import require
 from jobqueue.console.sparkline import Sparkline, sparkline
@@ -35,7 +35,7 @@ class QueueRow:
 @router.get("/queues")
 @router.get("/groups")
 async def queues_page(request: Request, session: SignedIn) -> Response:
-    svc = services(request)
+    svc = await services(request)
     require(session.identity, Action.READ_STATUS, svc)
     client = svc.client
     groups = await DirectBackend(client).groups()
@@ -43,8 +43,8 @@ async def queues_page(request: Request, session: SignedIn) -> Response:
     with client.reaching_redis("the queues' history is unknown"):
         history = await recent_samples(client.redis, client.keys, [g.group for g in groups], now)
     rows = [QueueRow(g,
-                     sparkline(history[g.group], lambda s: s.depth, now, f"queue depth of {g.group}"),
+                     sparkline(history[g.group], lambda s: s.depth, now, f"queue depth of {g.group} (held included)"),
                      sparkline(history[g.group], lambda s: s.consumers, now, f"consumers of {g.group}"))
             for g in groups]
     return render(request, "queues.html", session, rows=rows, live_url=here(request), refresh=REFRESH_SECONDS,
-                  stale=bool(groups) and groups[0].manager_stale)
+                  stale=bool(groups) and groups[0].manager_stale, held_meaning=HELD_MEANING)

@@ -63,7 +63,7 @@ def namespaces_of(registry: Registry) -> list[NamespaceView]:
 
 
 async def _page(request: Request, session: SignedIn, ref: str | None) -> Response:
-    svc = services(request)
+    svc = await services(request)
     require(session.identity, Action.READ_REGISTRY, svc)
     store = svc.client.registries
     current_id = await store.current_id()

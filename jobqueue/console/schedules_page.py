@@ -38,7 +38,7 @@ class ScheduleRow:
 async def schedules_page(request: Request, session: SignedIn,
                          did: Annotated[Verb | None, Query()] = None,
                          name: Annotated[str | None, Query(max_length=100)] = None) -> Response:
-    svc = services(request)
+    svc = await services(request)
     require(session.identity, Action.READ_SCHEDULES, svc)
     client = svc.client
     listing = await DirectBackend(client).schedules()
@@ -58,7 +58,7 @@ async def schedules_page(request: Request, session: SignedIn,
 
 @router.post("/schedules/{name}/{verb}")
 async def schedule_action(request: Request, name: ScheduleName, verb: Verb, session: SignedIn) -> Response:
-    svc = services(request)
+    svc = await services(request)
     identity = session.identity
     require(identity, Action.MANAGE_SCHEDULES, svc)
     require_csrf(session, await form_fields(request))

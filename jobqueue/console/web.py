@@ -64,7 +64,7 @@ def here(request: Request) -> str:
 
 
 async def optional_session(request: Request) -> Session | None:
-    return await session_store(services(request)).get(request.cookies.get(COOKIE))
+    return await session_store(await services(request)).get(request.cookies.get(COOKIE))
 
 
 async def signed_in(request: Request) -> Session:

@@ -14,13 +14,18 @@ Now every reservation on a volume goes through one ledger:
 - **The rule.** Space already written is already missing from the free space, so an entry counts only
   its *unused* part, `bytes - du(path)` (measured before the free space, which makes it conservative).
   For a new query: `available = free - JOBQUEUE_SPILL_RESERVE_BYTES - sum(unused parts of the others)`.
-  Hence, at every grant, `sum(unused parts of all reservations) <= free - reserve`: the caps never
-  overcommit the volume (DuckDB never writes more than its cap, and a cache never holds more than its
-  grant).
+  Hence, at every grant, `sum(unused parts of all reservations) <= free - reserve` (give or take the drift
+  tolerance below, taken from the reserve): the caps never overcommit the volume (DuckDB never writes
+  more than its cap, and a cache never holds more than its grant).
 - **Sharing.** A query gets `available` minus `JOBQUEUE_SPILL_MIN_BYTES` for every other query slot on
   the volume that is idle (the `slots` entries say how many there are), and at least the minimum: a
   lone big query gets nearly everything, and a query starting next to it still gets its minimum.
-- **Waiting.** When `available` is below the minimum and other queries hold reservations, the query
+- **Drift.** Free space also shrinks by what no entry accounts for (result files, directories, other
+  processes), so the last of several queries starting together would find a few bytes less than the minimum
+  the others held back for it, and wait for a whole query to end. A shortfall of at most
+  `min(JOBQUEUE_SPILL_RESERVE_BYTES / 4, JOBQUEUE_SPILL_MIN_BYTES / 2)` is taken from the reserve instead:
+  the query gets its minimum, and the caps never overcommit the volume by more than a quarter of the reserve.
+- **Waiting.** When `available` is further below the minimum and other queries hold reservations, the query
   waits for them (polling, cancellable) up to `JOBQUEUE_SPILL_WAIT_SECONDS`, then fails with
   `SpillSpaceUnavailable`, naming the volume, the numbers and the settings. With nobody to wait for, it
   runs with what there is (at least 1 MiB, kept out of the reserve), as before: a query that does not
@@ -230,10 +235,20 @@ def _entry(kind: str, path: Path | str = "", nbytes: int = 0, slots: int = 0) ->
 
 
 # --- what a query gets ----------------------------------------------------------------------------
-def spill_grant(available: int, min_bytes: int, idle_slots: int, others_spilling: int) -> int | None:
-    """A query's spill cap (pure): None means wait for the other queries."""
+def drift_tolerance(reserve_bytes: int, min_bytes: int) -> int:
+    """How far below the minimum a query's available space may be and still get the minimum, from the reserve
+    (the module's doc: **Drift**)."""
+    return min(reserve_bytes // 4, min_bytes // 2)
+
+
+def spill_grant(available: int, min_bytes: int, idle_slots: int, others_spilling: int,
+                tolerance: int = 0) -> int | None:
+    """A query's spill cap (pure): None means wait for the other queries. `tolerance`: a shortfall below
+    `min_bytes` of at most this much still gets `min_bytes` (`drift_tolerance`)."""
     if available >= min_bytes:
         return max(min_bytes, available - idle_slots * min_bytes, FLOOR_BYTES)
+    if others_spilling and available + tolerance >= min_bytes:
+        return max(min_bytes, FLOOR_BYTES)
     if others_spilling:
         return None
     return max(FLOOR_BYTES, available)
@@ -247,7 +262,8 @@ def _try_reserve_spill(ledger: Ledger, settings: Settings, spill_dir: Path) -> t
         available = free - settings.spill_reserve_bytes - unused
         spilling = sum(e.kind == "spill" for e in entries)
         slots = max(sum(e.slots for e in entries if e.kind == "slots"), spilling + 1)
-        grant = spill_grant(available, settings.spill_min_bytes, slots - 1 - spilling, spilling)
+        grant = spill_grant(available, settings.spill_min_bytes, slots - 1 - spilling, spilling,
+                            drift_tolerance(settings.spill_reserve_bytes, settings.spill_min_bytes))
         state = (f"{free} bytes free, {settings.spill_reserve_bytes} kept free (JOBQUEUE_SPILL_RESERVE_BYTES), "
                  f"{unused} more promised to {len(others)} other spill directories and scan caches")
         if grant is None:

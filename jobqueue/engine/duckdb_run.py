@@ -16,10 +16,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 import structlog
 
 from jobqueue.engine.disk_space import spill_dir_name
@@ -28,6 +27,9 @@ from jobqueue.engine.sources import TableSource
 from jobqueue.engine.warm import SPARES, Instance, InstanceSettings, connect
 from jobqueue.plan import QueryPlan, literal, reorder_sql
 from jobqueue.sizes import format_bytes
+
+if TYPE_CHECKING:  # an Arrow input comes from a caller that has pyarrow loaded; a local Parquet path needs none
+    import pyarrow as pa
 
 ProgressCallback = Callable[[float], None]
 log = structlog.stdlib.get_logger("jobqueue.engine")
@@ -109,7 +111,8 @@ class QueryRun:
                 self._con.interrupt()
 
     def run(self, input_data: pa.Table | str, result_path: Path) -> EngineResult:
-        """Execute the plan over `input_data` (Arrow table or local Parquet path) into `result_path`.
+        """Execute the plan over `input_data` (Arrow table or local Parquet path) into `result_path`. A plan whose
+        rows need no order (a shard's, `QueryPlan.in_input_order` False) runs with `preserve_insertion_order = false`.
 
         When DuckDB runs out of memory (not out of spill space), the query is run once more with half
         the threads and `preserve_insertion_order = false`, unsorted into the spill directory with
@@ -153,6 +156,14 @@ class QueryRun:
         threads = retry_threads(self.limits.threads)
         log.warning("query ran out of memory; retrying once with fewer threads and preserve_insertion_order=false",
                     memory_limit_bytes=self.limits.memory_limit_bytes, threads=threads, error=str(first))
+        if not self.plan.in_input_order:  # a shard's rows: no second pass to restore an order they never had
+            try:
+                query = self._attempt(input_data, self.plan.sql, tmp, threads, False)
+            except duckdb.OutOfMemoryException as e:
+                if not is_memory_exhausted(e):
+                    raise
+                raise QueryOutOfMemory(self.limits.memory_limit_bytes, threads, e, self.limits.memory_hint) from e
+            return replace(query, oom_retries=1, retry_threads=threads)
         unordered = self.spill_dir / f"unordered-{uuid.uuid4().hex}.parquet"
         try:
             query = self._attempt(input_data, self.plan.unordered_sql, unordered, threads, False)
@@ -191,6 +202,8 @@ class QueryRun:
         try:
             if self.limits.max_temp_directory_bytes:  # after temp_directory, which resets it
                 con.execute(f"SET max_temp_directory_size = '{self.limits.max_temp_directory_bytes}B'")
+            if not self.plan.in_input_order:  # the instance may be the spare, started preserving order
+                con.execute("SET preserve_insertion_order = false")
             con.execute("SET enable_progress_bar = true")
             con.execute("SET enable_progress_bar_print = false")
             if input_data is not None:
@@ -225,10 +238,10 @@ class QueryRun:
 
     def _attach(self, con: duckdb.DuckDBPyConnection, input_data: pa.Table | str) -> dict[str, dict[str, Any]]:
         """Register the input and the sources, and check the sources against the registry."""
-        if isinstance(input_data, pa.Table):
-            con.register("input", input_data)
-        else:
+        if isinstance(input_data, str):
             con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet({literal(input_data)})")
+        else:
+            con.register("input", input_data)
         facts = {join.source.name: self.sources[join.relation].attach(con, join.relation) for join in self.plan.joins}
         input_types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM input").fetchall()}
         for join in self.plan.joins:

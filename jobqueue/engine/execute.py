@@ -12,10 +12,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from jobqueue.engine.cached_fs import cached_filesystem
 from jobqueue.engine.disk_space import spill_reservation
 from jobqueue.engine.duckdb_run import EngineLimits, QueryInterrupted, QueryRun
 from jobqueue.engine.resources import container_cpus, container_memory_bytes, memory_limit_bytes, threads_for
@@ -27,6 +25,10 @@ from jobqueue.registry import Registry
 from jobqueue.settings import Settings
 from jobqueue.sizes import format_bytes
 from jobqueue.storage import Storage, is_local, job_uri, local_path
+
+if TYPE_CHECKING:  # pyarrow is loaded only for what needs it (object stores, an input that is not local)
+    import pyarrow as pa
+    import pyarrow.fs as pafs
 
 
 def engine_limits(settings: Settings) -> EngineLimits:
@@ -63,6 +65,12 @@ def table_sources(plan: QueryPlan, job: QueryJob, storage: Storage) -> dict[str,
     return sources
 
 
+def _cached_filesystem(fs: pafs.FileSystem, cache: BlockCache | None, stats: ScanStats) -> pafs.FileSystem:
+    from jobqueue.engine.cached_fs import cached_filesystem
+
+    return cached_filesystem(fs, cache, stats)
+
+
 @dataclass(frozen=True)
 class QueryOutcome:
     result_uri: str
@@ -82,7 +90,7 @@ class PreparedQuery:
         self.scan_cache = scan_cache
         self.scan_stats = ScanStats()
         # object-store sources are read through the scan cache when there is one, and always counted
-        sources = self.storage.reading_through(lambda fs: cached_filesystem(fs, scan_cache, self.scan_stats))
+        sources = self.storage.reading_through(lambda fs: _cached_filesystem(fs, scan_cache, self.scan_stats))
         self.plan: QueryPlan = plan_query(job.input_columns, job.output, registry,
                                           include_input_time=job.include_input_time,
                                           keep_row=job.parent_id is not None)

@@ -37,7 +37,12 @@ class Instance:
 
 
 def connect(settings: InstanceSettings, spill_dir: Path) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory instance with the query's memory limit, threads and private temp directory, in UTC."""
+    """A fresh in-memory instance with the query's memory limit, threads and private temp directory, in UTC.
+
+    Without Parquet prefetching: DuckDB reads only local files (object stores come through pyarrow and the
+    scan cache), where reading a row group's column chunks ahead buys no time but holds them in memory, about
+    200 MB at once for the 8-file, 20M-row source of bench/sharded.py. Measured there: a shard's peak RSS
+    ~540 -> ~400 MiB, the unsharded query's peak unchanged, neither's CPU time higher."""
     con = duckdb.connect(":memory:", config={
         "memory_limit": f"{settings.memory_limit_bytes}B",
         "threads": settings.threads,
@@ -46,6 +51,7 @@ def connect(settings: InstanceSettings, spill_dir: Path) -> duckdb.DuckDBPyConne
     })
     try:
         con.execute("SET TimeZone = 'UTC'")  # loads the time zone data: milliseconds, also worth doing ahead
+        con.execute("SET disable_parquet_prefetching = true")  # loads the parquet extension, which owns it
     except BaseException:
         con.close()
         raise

@@ -32,11 +32,12 @@ class ApiSettings(BaseSettings):
         description="Port of `jobqueue api` (0: any free port). `jobqueue up` uses it when it is free, else any "
         "free port, and writes the URL to `<home>/api.url`.",
     )
-    api_workers: int = Field(
-        default=1, ge=1, le=64,
+    api_workers: int | None = Field(
+        default=None, ge=1, le=64,
         description="Processes `jobqueue api` serves with (uvicorn workers sharing one socket; the API is "
-        "stateless). One process uses at most one core: set it to the cores the API may use. The API `jobqueue up` "
-        "starts is always one.",
+        "stateless). One process uses at most one core. Default: the cores the process may use (its cgroup CPU "
+        "quota, else the CPUs it may run on), at most 4 (past a few, add replicas). The Helm chart sets 1 per "
+        "pod (scale with `api.replicas`). The API `jobqueue up` starts is always one.",
     )
     api_cache_seconds: float = Field(
         default=1.0, ge=0, le=60,
@@ -64,9 +65,9 @@ class ApiSettings(BaseSettings):
     api_max_upload_bytes: ByteSize = Field(
         default=1 << 30, ge=1, le=5 << 30,
         description="Largest input a client may stage with a presigned PUT (`POST /v1/uploads`), e.g. `2GiB`; the "
-        "size is signed into the URL, and a staged object over it is refused at submit (413). The API decodes a "
-        "staged input from the store to check it (no copy of its bytes, but the table is in memory): size the "
-        "API's memory for it. At most 5 GiB, S3's limit for one PUT.",
+        "size is signed into the URL, and a staged object over it is refused at submit (413). The API checks and "
+        "stages a staged input batch by batch (its Parquet footer, or one pass over an Arrow stream), never holding "
+        "the whole table. At most 5 GiB, S3's limit for one PUT.",
     )
     api_presign_seconds: int = Field(
         default=900, ge=1, le=7 * 24 * 3600,

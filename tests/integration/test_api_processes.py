@@ -1,10 +1,13 @@
 """What makes the API fast stays correct: an API process reuses the current registry version for
 JOBQUEUE_API_CACHE_SECONDS, yet an apply through it is seen by the very next submission and an apply elsewhere
-within that time; `jobqueue api` with JOBQUEUE_API_WORKERS=N serves the same API from N processes."""
+within that time; `jobqueue api` with JOBQUEUE_API_WORKERS=N serves the same API from N processes; a process that
+serves only the API settles its heap once started (no full collection walks it again), one that shares its process
+does not."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -13,10 +16,13 @@ import time
 import httpx
 import psutil
 import pyarrow as pa
+import pytest
 import yaml
 
-from jobqueue.api.server import api_in_thread
+from jobqueue.api.app import create_app
+from jobqueue.api.server import api_in_thread, worker_count
 from jobqueue.auth.identity import Role
+from jobqueue.engine.resources import container_cpus
 from jobqueue.keys import Keys
 from jobqueue.redis import connect_redis
 from jobqueue.registry import load_registry, parse_registry
@@ -82,12 +88,18 @@ async def _seen(http: httpx.AsyncClient, user: dict[str, str], version: str) -> 
     return await _pinned(http, user) == version
 
 
-def test_api_workers_serve_the_same_api_from_n_processes(settings, tmp_path):
+@pytest.mark.parametrize("configured", ["2", None], ids=["workers-2", "default-one-per-core"])
+def test_api_workers_serve_the_same_api_from_n_processes(settings, tmp_path, configured):
+    expected = int(configured) if configured else worker_count(None, container_cpus()[0])
+    if expected < 2:
+        pytest.skip("this machine gives `jobqueue api` one core: its default is one process")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
     env.update(JOBQUEUE_REDIS_URL=settings.redis_url or "", JOBQUEUE_ENVIRONMENT=settings.environment,
                JOBQUEUE_HOME=str(tmp_path / "home"), JOBQUEUE_REGISTRY_PATH=str(settings.registry_path),
-               JOBQUEUE_API_PORT=str(port), JOBQUEUE_API_WORKERS="2", JOBQUEUE_LOG_FORMAT="json")
+               JOBQUEUE_API_PORT=str(port), JOBQUEUE_LOG_FORMAT="json")
+    if configured:
+        env["JOBQUEUE_API_WORKERS"] = configured
     log = tmp_path / "api.log"
     with log.open("wb") as out:
         api = subprocess.Popen([sys.executable, "-m", "jobqueue.cli.main", "api"], env=env, cwd=tmp_path,
@@ -101,12 +113,12 @@ def test_api_workers_serve_the_same_api_from_n_processes(settings, tmp_path):
             assert time.monotonic() < deadline, "the API workers did not start"
             workers = [p for p in psutil.Process(api.pid).children() if _listens(p, port)]
             try:
-                if len(workers) == 2 and httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                if len(workers) == expected and httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        assert len({w.pid for w in workers}) == 2
+        assert len({w.pid for w in workers}) == expected
         token = asyncio.run(make_token(settings, "alice", Role.USER, "risk"))
         for _ in range(8):  # each on a new connection: whichever worker accepts it answers the same
             r = httpx.post(f"{url}/v1/jobs", params={"output": "user.f0"}, content=_input(),
@@ -129,3 +141,16 @@ def _listens(process: psutil.Process, port: int) -> bool:
         return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in process.net_connections())
     except psutil.Error:
         return False
+
+
+async def test_only_a_process_of_its_own_settles_its_heap_once_started(settings):
+    before = gc.get_freeze_count()
+    try:
+        shared = create_app(settings)  # `jobqueue up`, tests: the process is not the API's alone
+        async with shared.router.lifespan_context(shared):
+            assert gc.get_freeze_count() == before
+        own = create_app(settings, own_process=True)  # `jobqueue api`
+        async with own.router.lifespan_context(own):
+            assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()

@@ -21,10 +21,11 @@ from jobqueue.auth.oidc import BearerAuthenticator, Refusal, RefusalReason
 from jobqueue.auth.token_cache import VerifiedTokens
 from jobqueue.auth.tokens import TokenStore
 from jobqueue.client import PreparedSubmission
-from jobqueue.jobstore import DuplicateJobId
+from jobqueue.direct_submit import prepare_input
 from jobqueue.keys import Keys, submitted_event
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.redis import connect_redis
+from jobqueue.submit_store import DuplicateJobId
 from tests.api_support import ARROW, arrow_body, bearer, make_token
 
 TIMES = [datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 9, tzinfo=UTC)]
@@ -149,7 +150,7 @@ async def test_a_sharded_query_and_a_scheduled_run_wake_the_group_once(settings)
             assert parent is not None and len(parent.shard_ids) == 4
             # a scheduled run (exclusive, deterministic id): woken once when created, not when it exists already
             now = datetime.now(UTC)
-            table, columns = client._prepare({"user.id": [1]}, ["user.f0"], None, now)
+            table, columns = prepare_input(client, {"user.id": [1]}, ["user.f0"], None, now)
             run = PreparedSubmission(table, columns, ["user.f0"], "default", "run-" + handle.id, now,
                                      exclusive=True, enforce_quotas=False)
             assert await client.submit_prepared(run)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from jobqueue import AsyncJobQueueClient, RedisUnavailableError
-from jobqueue.jobstore import DuplicateJobId
 from jobqueue.models import JobRecord, JobStatus
+from jobqueue.submit_store import DuplicateJobId
 from tests.helpers import free_port
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -165,3 +166,82 @@ def test_rows_read_are_reported_per_source(store, tmp_path):
     assert all(0 < n <= store.feature_rows for n in rows.values()), rows
     scanned = {name: facts["bytes_scanned"] for name, facts in result.sources.items()}
     assert all(n and n >= 8 * rows[name] for name, n in scanned.items()), scanned  # at least one 8-byte column
+
+
+CONSUMER_QUERY = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from pathlib import Path
+
+import consumer.worker  # noqa: F401  everything a consumer process imports at start
+from jobqueue.engine.execute import PreparedQuery
+from jobqueue.models import QueryJob
+from jobqueue.registry import load_registry
+from jobqueue.settings import Settings
+
+store, staged, home = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+settings = Settings(home=home, results_uri=str(home / "results"), spill_directory=home / "spill", query_threads=1)
+job = QueryJob(job_id="j1.s0", environment="t", resource_group="default", output=["user.f0", "user.f2"],
+               input_uri=staged, input_columns=["user.id"], input_rows=3, submitted_at=datetime.now(UTC),
+               parent_id="j1")
+outcome = PreparedQuery(job, load_registry(store / "registry.yaml"), settings, "c").execute()
+print(outcome.summary.rows_out, sorted(m for m in ("pyarrow", "pandas", "numpy", "polars") if m in sys.modules))
+"""
+
+
+def test_a_consumer_runs_a_local_query_without_loading_pyarrow_or_pandas(store, tmp_path):
+    """A consumer's resident memory counts every library it has loaded (a sharded query's consumers are measured by
+    their peak RSS, bench/sharded.py): pyarrow, numpy and pandas added ~120 MiB to an idle consumer, while a query
+    on local Parquet is DuckDB's alone. They are loaded where an object store or an Arrow input needs them."""
+    import subprocess
+    import sys
+
+    staged = tmp_path / "input.parquet"
+    pq.write_table(with_times(to_arrow({"user.id": [1, 2, 3]}), None, datetime.now(UTC)), staged)
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", CONSUMER_QUERY, str(store.registry_path.parent), str(staged),
+                          str(tmp_path / "home")], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3 []"
+
+
+def _nodes(node):
+    yield node
+    for child in node.get("children", []):
+        yield from _nodes(child)
+
+
+def test_a_shards_pruned_source_side_is_estimated_below_the_whole_source(store, tmp_path):
+    """DuckDB sizes the ASOF join's hash partitions from its estimate of the pruned source side. Estimated at the
+    whole source, a shard's side (a fraction of the source) sat in near-empty partitions: its sort took ~123 instead
+    of ~78 B/row (bench/sharded.py's shards: 384 -> 244 MB). The plan's `IS NOT NULL`, which drops no row that
+    could match, makes the estimate a fifth of the source; and no query's instance prefetches Parquet."""
+    import json
+
+    from jobqueue.engine.warm import InstanceSettings, connect
+
+    plan = plan_query(["user.id"], ["user.f0"], load_registry(store.registry_path), keep_row=True)
+    con = connect(InstanceSettings(1 << 30, 2, tmp_path, False), tmp_path / "spill")
+    assert con.execute("SELECT current_setting('disable_parquet_prefetching')").fetchall() == [(True,)]
+    ids, times = sample_input(store.users, 500, seed=7)
+    con.register("input", with_times(to_arrow({"user.id": ids["user.id"]}), times, datetime.now(UTC)))
+    for relation, source in parquet_sources(plan).items():
+        source.attach(con, relation)
+    (relation,) = parquet_sources(plan)
+    source_rows = con.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
+    explained = json.loads(con.execute(f"EXPLAIN (FORMAT json) {plan.sql}").fetchall()[0][1])
+    (asof,) = [n for root in explained for n in _nodes(root) if n.get("name") == "ASOF_JOIN"]
+    estimate = int(asof["children"][1]["extra_info"]["Estimated Cardinality"])
+    assert 0 < estimate <= source_rows // 4
+    # the side sorted holds no row later than its key's latest input time: none of them can be an answer
+    con.execute("SET enable_profiling = 'no_output'")
+    con.execute(f"SELECT count(*) FROM ({plan.sql})").fetchall()
+    profile = json.loads(con.get_profiling_information(format="json"))
+    (asof,) = [n for root in profile["operator"] for n in _nodes(root) if n.get("name") == "ASOF_JOIN"]
+    sorted_rows = asof["children"][1]["intermediate_rows"]
+    src = plan.joins[0].source
+    latest = con.execute(f"""SELECT count(*) FROM {relation} AS s JOIN (SELECT "user.id" AS k, max(__ts__) AS m
+                             FROM input GROUP BY ALL) AS k ON s.{src.key} = k.k AND s.{src.timestamp} <= m
+                          """).fetchall()[0][0]
+    assert sorted_rows == latest
+    con.close()

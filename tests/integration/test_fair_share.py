@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from arq.constants import in_progress_key_prefix
 from arq.worker import Retry
 
 from bench.consumer_overhead import REGISTRY
@@ -207,3 +208,23 @@ async def test_a_consumer_that_loses_the_claim_race_hands_the_job_back_in_its_pl
         record = await client.store.get(second)
         assert record is not None and record.status is JobStatus.QUEUED and record.attempts == 0
         assert await client.redis.zscore(queue, member) == score
+
+
+async def test_a_job_that_can_run_behind_more_than_a_page_of_held_ones_is_taken(settings: Settings) -> None:
+    """150 due jobs of a team at its limit ahead of one that can run (arq reads the first 100 due entries): the
+    consumer's look at the queue goes past them, and takes none of them."""
+    limited = settings.model_copy(update={"quota_max_running_per_team": 1, "fair_share": False})  # FIFO order
+    keys = Keys.for_environment(settings.environment)
+    async with AsyncJobQueueClient(limited, registry=REGISTRY) as client:
+        first, *held = await submit(client, "rita", 151, team="risk")
+        # another consumer runs the first (claimed, arq's in-progress key set): team risk is at its limit of 1
+        assert (await client.store.claim(first, "other", "default", 60, limits_json(limited))).claimed
+        await client.redis.set(in_progress_key_prefix + keys.arq_id(first), "1", px=120_000)
+        [runnable] = await submit(client, "mo", 1, team="ml")
+        SleepQuery.seconds = 0.01
+        async with consumers(limited, 1):
+            [done] = await all_done(client, [runnable], timeout=30)
+            records = [await client.store.get(j) for j in held]
+        assert done.status is JobStatus.SUCCEEDED, done
+        assert all(r is not None and r.status is JobStatus.QUEUED for r in records)
+        assert await team_running(client.redis, keys, "default", "risk") == 1

@@ -88,6 +88,9 @@ def test_the_api_deployment_runs_like_the_manager(helm):
     assert c["command"] == ["jobqueue", "api"] and c["image"] == m["image"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["JOBQUEUE_API_HOST"] == "0.0.0.0"
+    assert env["JOBQUEUE_API_WORKERS"] == "1", "one worker per pod: the chart scales by replicas, not by node cores"
+    two = container(named(render(helm, **{"api.workers": "2"}), "Deployment", API))
+    assert {"name": "JOBQUEUE_API_WORKERS", "value": "2"} in two["env"]
     assert c["ports"] == [{"name": "http", "containerPort": int(env["JOBQUEUE_API_PORT"]), "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -231,6 +234,7 @@ def test_the_api_service_monitor_sends_an_operator_token(helm):
     ({"api.maxBodyBytes": "lots"}, ["maxBodyBytes", "Does not match pattern"]),
     ({"api.env.LOG_LEVEL": "debug"}, ["LOG_LEVEL"]),
     ({"networkPolicy.redis.port": "0"}, ["port", "greater than or equal to 1"]),
+    ({"api.workers": "0"}, ["workers", "greater than or equal to 1"]),
 ])
 def test_bad_api_values_fail_with_a_readable_error(helm, sets, words):
     assert_refused(helm, sets, words)

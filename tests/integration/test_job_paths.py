@@ -13,6 +13,7 @@ import redis
 
 from jobqueue import AsyncJobQueueClient, JobStatus
 from jobqueue.client import PreparedSubmission
+from jobqueue.direct_submit import prepare_input
 from jobqueue.settings import Settings
 from tests.helpers import worker_running
 
@@ -31,7 +32,7 @@ def other_settings(settings: Settings, redis_url: str) -> Iterator[Settings]:
 
 async def submit(client: AsyncJobQueueClient, job_id: str, users: list[int]) -> None:
     now = datetime.now(UTC)
-    table, columns = client._prepare({"user.id": users}, ["user.f0"], None, now)
+    table, columns = prepare_input(client, {"user.id": users}, ["user.f0"], None, now)
     assert await client.submit_prepared(PreparedSubmission(table, columns, ["user.f0"], "default", job_id, now))
 
 

@@ -25,7 +25,7 @@ async def test_counts_oldest_ready_and_the_cache(arq_redis, environment):
     assert g.oldest_ready_ms == 2_000_000, "a running job is not the oldest waiting one"
     only = observed["only-running"]
     assert (only.stats.ready, only.oldest_ready_ms, only.orphaned_jobs) == (0, None, ("r",))
-    assert observed["empty"].stats == (0, 0, 0, 0)
+    assert observed["empty"].stats == (0, 0, 0, 0, 0)
 
     again = await read_groups(arq_redis, keys, ["g"], now + 1, 5.0, cache)
     assert again["g"] is g, "unchanged: the cached observation"

@@ -3,7 +3,9 @@ one does, in input order; the parent's state and summary come from its shards.""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -12,8 +14,11 @@ import pyarrow.dataset as pads
 import pytest
 
 from jobqueue import AsyncJobQueueClient, JobStatus
-from jobqueue.errors import InvalidQueryError
+from jobqueue.errors import InvalidQueryError, JobCancelledError, JobFailedError
+from jobqueue.handles import AsyncJobHandle
+from jobqueue.models import JobRecord
 from jobqueue.sample import sample_input
+from manager.reaper import Reaper
 from tests.helpers import worker_running
 from tests.reference import assert_same, reference
 
@@ -187,3 +192,61 @@ async def test_cancelling_one_queued_shard_or_many_jobs_cancels_whole_sharded_qu
         assert (await other.record()).status is JobStatus.QUEUED
         field = ActiveJobsField.OWNER.field("ann")
         assert await client.redis.hget(client.keys.active_jobs, field) == b"1", "ann's one queued job still counts"
+
+
+class ObservedHandle(AsyncJobHandle):
+    """The SDK's handle, telling the test when it has read the record (so what the test does next comes after it)."""
+
+    def __init__(self, job_id: str, client: AsyncJobQueueClient) -> None:
+        super().__init__(job_id, client)
+        self.read = asyncio.Event()
+
+    async def record(self) -> JobRecord:
+        record = await super().record()
+        self.read.set()
+        return record
+
+
+async def waiting(client: AsyncJobQueueClient, job_id: str) -> asyncio.Task[JobRecord]:
+    """`wait()` on the job, once it has read the record and waits for its finish event."""
+    handle = ObservedHandle(job_id, client)
+    waiter = asyncio.create_task(handle.wait(show_progress=False))
+    await asyncio.wait_for(handle.read.wait(), 30)
+    assert not waiter.done()
+    return waiter
+
+
+@pytest.mark.parametrize("how", ["parent", "shard"])
+async def test_wait_returns_on_the_finish_event_when_queued_shards_are_cancelled(settings, how):
+    """No consumer runs a shard, so no shard's end tells the parent's waiters: cancelling the queued shards does.
+    The re-read (JOBQUEUE_WAIT_POLL_SECONDS) is an hour here: only the event can end the wait."""
+    ids = {"user.id": pa.array(np.arange(1, 201), type=pa.int64())}
+    slow = settings.model_copy(update={"wait_poll_seconds": 3600.0})
+    async with AsyncJobQueueClient(slow) as client:
+        job = await client.offline_query(ids, ["user.f0"], num_shards=3, num_workers=2)
+        shards = (await job.record()).shard_ids
+        waiter = await waiting(client, job.id)
+        started = time.monotonic()
+        await client.cancel(job.id if how == "parent" else shards[1], wait=0)
+        with pytest.raises(JobCancelledError):
+            await asyncio.wait_for(waiter, 30)
+        assert time.monotonic() - started < 10, "the wait ended on the event, not on a re-read"
+
+
+async def test_a_shard_expired_in_its_queue_ends_its_query_and_its_waiters_wait(settings):
+    """The reaper expires queued shards past their completion deadline: the query has expired, its siblings are
+    cancelled (as a consumer does for a shard that ended without a result), and the parent's waiter is told."""
+    ids = {"user.id": pa.array(np.arange(1, 201), type=pa.int64())}
+    slow = settings.model_copy(update={"wait_poll_seconds": 3600.0})
+    async with AsyncJobQueueClient(slow) as client:
+        job = await client.offline_query(ids, ["user.f0"], num_shards=3, num_workers=1,
+                                         completion_deadline=timedelta(minutes=10))
+        shards = (await job.record()).shard_ids
+        await client.redis.zadd(client.keys.deadlines, {shards[0]: 0})  # only the first is past its deadline
+        waiter = await waiting(client, job.id)
+        reaper = Reaper(client.redis, client.keys, client.store, 60, client.storage)
+        assert (await reaper.run({})).expired == (shards[0],)
+        with pytest.raises(JobFailedError):
+            await asyncio.wait_for(waiter, 30)
+        assert [(await client.get_job(s)).status for s in shards] == [JobStatus.EXPIRED] + [JobStatus.CANCELLED] * 2
+        assert (await job.record()).status is JobStatus.EXPIRED

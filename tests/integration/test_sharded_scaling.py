@@ -8,18 +8,16 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-import kmock
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from jobqueue import AsyncJobQueueClient, JobStatus, ResourceRequests
-from jobqueue.groups import load_groups_config
-from manager.backends.kubernetes import KubernetesBackend
 from manager.reconcile import Reconciler
 from tests.helpers import mark_busy, running_manager, with_groups
-from tests.integration.test_kubernetes_backend import DEPLOYMENTS, NS, api_client
+from tests.integration.test_kubernetes_backend import NS
 from tests.kube_emulator import ClusterEmulator
+from tests.kube_support import emulated_reconciler, replicas
 
 ETL = ResourceRequests(resource_group="etl")
 IDS = {"user.id": pa.array(np.arange(1, 601), type=pa.int64())}
@@ -30,20 +28,8 @@ async def kube(settings, tmp_path) -> AsyncIterator[tuple[ClusterEmulator, Recon
     settings = with_groups(settings, tmp_path, {"etl": {"max_instances": 4}}, scaler_backend="kubernetes",
                            kubernetes_namespace=NS, kubernetes_consumer_image="jobqueue:test",
                            scale_down_stabilization_seconds=0.0, scale_to_zero_cooldown_seconds=0.0)
-    async with ClusterEmulator() as emulator, kmock.Server(emulator) as server, \
-            AsyncJobQueueClient(settings) as client:
-        backend = KubernetesBackend(settings, api_client(str(server.url).rstrip("/")))
-        reconciler = Reconciler(client.redis, settings, load_groups_config(settings.resource_groups_path), backend,
-                                groups_path=settings.resource_groups_path)
-        try:
-            yield emulator, reconciler, client
-        finally:
-            await backend.aclose()
-
-
-def replicas(emulator: ClusterEmulator) -> int:
-    (dep,) = emulator.items(DEPLOYMENTS, NS)
-    return int(dep["spec"]["replicas"])
+    async with emulated_reconciler(settings) as (emulator, reconciler, client):
+        yield emulator, reconciler, client
 
 
 @pytest.mark.parametrize("shards, workers, expected", [(6, 2, 2), (6, None, 4), (3, None, 3), (3, 8, 3)])

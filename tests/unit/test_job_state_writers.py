@@ -13,8 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("jobqueue", "manager", "consumer")
 STORE = "jobqueue/jobstore.py"
-# `JobStore`'s own halves, mixed into it (one class, kept under the module size): its sharded-query methods
-STORE_PARTS = {STORE, "jobqueue/shard_store.py"}
+# `JobStore`'s own halves, mixed into it (one class, one concept per module): sharded queries, submitting, indexes
+STORE_PARTS = {STORE, "jobqueue/shard_store.py", "jobqueue/submit_store.py", "jobqueue/index_store.py"}
 WRITES = {"hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "zadd", "zrem", "zremrangebyscore", "delete",
           "unlink", "set", "setex", "psetex", "expire", "pexpire", "persist", "rename", "lpush", "rpush", "sadd",
           "srem", "publish", "register_script", "eval", "evalsha"}

@@ -36,7 +36,8 @@ PROCESS_COMMANDS = {
     ("jobqueue.cli.demo", "run_demo"): {"manager"},  # the body of `jobqueue demo`: starts the manager
     ("jobqueue.cli.gc", "gc"): {"manager"},  # `jobqueue gc`: one pass of the manager's garbage collector
 }
-ENGINE_MUST_NOT_IMPORT = ("redis", "arq", "jobqueue.redis", "jobqueue.jobstore", "jobqueue.client",
+ENGINE_MUST_NOT_IMPORT = ("redis", "arq", "jobqueue.redis", "jobqueue.jobstore", "jobqueue.submit_store",
+                          "jobqueue.index_store", "jobqueue.client",
                           "jobqueue.handles", "jobqueue.cli")
 KUBERNETES_CLIENTS = {"manager.backends.kubernetes", "manager.backends.kube_cache", "manager.leader"}
 

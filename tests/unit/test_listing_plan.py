@@ -108,3 +108,17 @@ def test_cursors_and_score_bounds_as_redis_reads_them():
         Position.decode("not-a-cursor")
     assert [score_text(-math.inf), score_text(math.inf), score_text(2.0), score_text(2.0, True)] == \
         ["-inf", "+inf", "2.0", "(2.0"]
+
+
+def test_shards_are_left_out_unless_asked_for():
+    """A sharded query is listed as its parent: the index of every shard is checked, and a job in it left out;
+    `parent` walks that query's shards, `shards` lists every job."""
+    assert make_plan(K, ListingQuery(), {}).not_members_of == (K.shard_jobs,)
+    owned = ListingQuery(wanted=JobFilter(owner="alice"), sort=SortKey.WAIT)
+    assert make_plan(K, owned, {OWNER: 10}).not_members_of == (K.shard_jobs,)
+    parent = K.jobs_by(ListingIndex.PARENT, "p1")
+    of_parent = ListingQuery(wanted=JobFilter(parent="p1", owner="alice"))
+    assert set(size_reads(K, of_parent)) == {parent, OWNER}
+    plan = make_plan(K, of_parent, {parent: 3, OWNER: 900})
+    assert plan.walk == parent and plan.members_of == (OWNER,) and plan.not_members_of == ()
+    assert make_plan(K, ListingQuery(wanted=JobFilter(shards=True)), {}).not_members_of == ()

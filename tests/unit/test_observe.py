@@ -29,3 +29,11 @@ def test_running_jobs_are_not_ready_and_stale_consumers_are_reported():
 def test_running_entry_marks_consumer_busy_before_its_heartbeat():
     obs = summarize("g", 1, 0, {"j1": "c1"}, {"c1": info("c1", 100.0)}, None, 100.0, 5.0)
     assert obs.busy_ids == {"c1"} and obs.stats.ready == 0
+
+
+def test_held_jobs_are_not_ready():
+    """The script's count of due jobs held by their team's limit is left out of `ready` and reported apart."""
+    obs = summarize("g", 12, 0, {"j1": "c1"}, {"c1": info("c1", 100.0)}, None, 100.0, 5.0, held=8)
+    assert (obs.stats.ready, obs.stats.held, obs.stats.in_flight) == (3, 8, 1)
+    idle = summarize("g", 5, 0, {}, {}, None, 100.0, 5.0, held=5)
+    assert (idle.stats.ready, idle.stats.held) == (0, 5)

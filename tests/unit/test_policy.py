@@ -112,3 +112,16 @@ def test_hold_steady_between_full_decisions_decides_the_same(steps):
             previous = ((stats, fast_current), b)
             full, fast = a.state, b.state
             full_current, fast_current = a.replicas, b.replicas
+
+
+def test_jobs_held_by_their_team_limit_do_not_scale_the_group():
+    """10 due jobs of a team that runs its limit of 4: 4 in flight, none of the 10 can start; one other job can."""
+    spec = ScalingSpec(min_instances=0, max_instances=20, jobs_per_consumer=1, stabilization_seconds=0,
+                       cooldown_seconds=30)
+    d = decide(QueueStats(ready=1, in_flight=4, held=10, busy_consumers=4), spec, 4, ScaleState(), 100.0)
+    assert (d.replicas, d.direction) == (5, "up") and "10 held by team limits" in d.detail
+    only_held = decide(QueueStats(ready=0, in_flight=4, held=10, busy_consumers=4), spec, 4, ScaleState(), 100.0)
+    assert only_held.replicas == 4 and only_held.reason == "steady"
+    # held jobs are work still waiting: the group does not count as idle
+    idle = decide(QueueStats(ready=0, in_flight=0, held=3), spec, 1, ScaleState((), 10.0), 100.0)
+    assert idle.state.last_active_at == 100.0 and idle.replicas == 1 and idle.reason == "cooldown"

@@ -38,7 +38,7 @@ def test_the_job_hash_fields_are_the_record_fields():
 def test_a_group_state_keeps_its_json_names():
     state = GroupState(current=1, desired=2, direction="up", reason="backlog", detail="d", start_trouble="t")
     assert list(json.loads(state.to_json())) == [
-        "current", "desired", "direction", "reason", "detail", "ready", "in_flight", "deferred", "busy", "orphaned",
-        "oldest_ready_at", "error", "configured", "live", "start_trouble", "starting_since", "scaled_at", "scaled_from",
-        "scaled_to", "scaled_reason", "scaled_detail"]
+        "current", "desired", "direction", "reason", "detail", "ready", "in_flight", "deferred", "held", "busy",
+        "orphaned", "oldest_ready_at", "error", "configured", "live", "start_trouble", "starting_since", "scaled_at",
+        "scaled_from", "scaled_to", "scaled_reason", "scaled_detail"]
     assert GroupState.from_json(state.to_json()) == state
