@@ -159,7 +159,7 @@ class JobRun:
     async def _watched(self, prepared: RunnableQuery) -> QueryOutcome:
         task = asyncio.ensure_future(asyncio.to_thread(prepared.execute))
         try:
-            await _tick_while_running(task, lambda: self._watch_tick(prepared))
+            await _tick_while_running(task, lambda: self._watch_tick(prepared), self._watch_wait)
             try:
                 return task.result()
             except QueryInterrupted:

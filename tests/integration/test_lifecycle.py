@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
 from pydantic import SecretStr
 
+from consumer.job import WATCH_SECONDS
 from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus, ResourceRequests
 from jobqueue.sample import sample_input
 from tests.helpers import eventually, free_port, running_manager, with_groups
@@ -25,6 +29,16 @@ def lifecycle_settings(settings, tmp_path, store, groups):
         job_heartbeat_ttl_seconds=1.5, retry_backoff_seconds=0.1,
     )
 
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """The process is stopped (SIGSTOP) while the block runs, as a starved or paused machine would stop it."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 async def status_is(job, *statuses):
@@ -93,30 +107,42 @@ async def test_deadline_expires_a_queued_job(settings, store, tmp_path):
 
 async def test_deadline_interrupts_a_running_query(settings, big_store, tmp_path):
     spilling = {"min_instances": 1, "max_instances": 1, "memory": "320MiB", "memory_limit_percent": 30}
-    settings = lifecycle_settings(settings, tmp_path, big_store, {"default": spilling})  # slow: ~5 s
+    settings = lifecycle_settings(settings, tmp_path, big_store, {"default": spilling})
+    settings = settings.model_copy(update={"job_heartbeat_ttl_seconds": 30})  # frozen below, yet not lost
     ids, times = sample_input(big_store.users, 1_500_000, seed=8)
-    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+    async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
         async def polling():  # registered means its arq worker is about to poll: the job starts at once
             return await client.redis.hlen(client.keys.consumers("default")) == 1
 
         await eventually(polling, timeout=60, what="a warm consumer polling the queue")
-        job = await client.offline_query(ids, OUTPUT, times, completion_deadline=timedelta(seconds=2))
+        job = await client.offline_query(ids, OUTPUT, times, completion_deadline=timedelta(seconds=3))
+        await eventually(lambda: status_is(job, JobStatus.RUNNING), timeout=3, what="job running before its deadline")
+        (consumer,) = backend.active("default")
+        with frozen(consumer.pid):  # the deadline passes mid-query, however fast this machine runs it
+            deadline = (await job.record()).completion_deadline
+            assert deadline is not None
+            await asyncio.sleep((deadline - datetime.now(UTC)).total_seconds() + 0.05)
         with pytest.raises(JobFailedError) as info:
             await job.wait(timeout=60, show_progress=False)
         record = info.value.record
-        assert record.status is JobStatus.EXPIRED and "while running" in record.error
+        assert record.status is JobStatus.EXPIRED and "while running" in record.error, record.error
         assert record.attempts == 1
+        assert not list(settings.spill_root.glob("q-*")), "the query's temp directory is removed"
 
 
 async def test_cancel_a_running_query_removes_its_temp_files(settings, big_store, tmp_path):
     settings = lifecycle_settings(
         settings, tmp_path, big_store,
         {"default": {"max_instances": 1, "memory": "320MiB", "memory_limit_percent": 30}},  # spills
-    )
+    ).model_copy(update={"job_heartbeat_ttl_seconds": 30})  # frozen below, yet not lost
     ids, times = sample_input(big_store.users, 1_500_000, seed=12)
-    async with running_manager(settings), AsyncJobQueueClient(settings) as client:
+    async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
         job = await client.offline_query(ids, OUTPUT, times)
         await eventually(lambda: status_is(job, JobStatus.RUNNING), timeout=60, what="job running")
+        (consumer,) = backend.active("default")
+        with frozen(consumer.pid):  # requested mid-query, however fast this machine runs it
+            await job.cancel(wait=None)
+            await asyncio.sleep(WATCH_SECONDS)  # the watcher's next tick is due as the consumer resumes
         record = await job.cancel(wait=30)
         assert record.status is JobStatus.CANCELLED
         assert not list(settings.spill_root.glob("q-*")), "the query's temp directory is removed"
@@ -126,15 +152,15 @@ async def test_cancel_a_running_query_removes_its_temp_files(settings, big_store
 
 
 async def test_drain_grace_exceeded_hands_the_job_back_without_using_a_retry(settings, big_store, tmp_path):
-    spilling = {"max_instances": 1, "memory": "320MiB", "memory_limit_percent": 30}  # a ~5 s query
+    spilling = {"max_instances": 1, "memory": "320MiB", "memory_limit_percent": 30}
     settings = lifecycle_settings(settings, tmp_path, big_store, {"default": spilling})
-    settings = settings.model_copy(update={"consumer_drain_seconds": 1})
+    settings = settings.model_copy(update={"consumer_drain_seconds": 0})  # cut off at once, however fast the query
     ids, times = sample_input(big_store.users, 1_500_000, seed=19)
     async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
         job = await client.offline_query(ids, OUTPUT, times, max_retries=0)
         await eventually(lambda: status_is(job, JobStatus.RUNNING), timeout=60, what="job running")
         (first,) = backend.active("default")
-        backend._stop(first)  # SIGTERM: 1 s of grace, then the query is cut off and handed back
+        backend._stop(first)  # SIGTERM: no grace, so the query is cut off and handed back
         record = await job.wait(timeout=120, show_progress=False)
         assert first.process.wait(timeout=30) == 0
     assert record.status is JobStatus.SUCCEEDED  # with max_retries=0, a counted attempt would have failed it
