@@ -23,7 +23,7 @@ import structlog
 
 from jobqueue.engine.disk_space import spill_dir_name
 from jobqueue.engine.schema_check import check_source
-from jobqueue.engine.sources import TableSource
+from jobqueue.engine.sources import TableSource, attach_in_utc
 from jobqueue.engine.warm import SPARES, Instance, InstanceSettings, connect
 from jobqueue.plan import QueryPlan, literal, reorder_sql
 from jobqueue.sizes import format_bytes
@@ -242,7 +242,8 @@ class QueryRun:
             con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet({literal(input_data)})")
         else:
             con.register("input", input_data)
-        facts = {join.source.name: self.sources[join.relation].attach(con, join.relation) for join in self.plan.joins}
+        facts = {join.source.name: attach_in_utc(con, self.sources[join.relation], join.relation, join.source.timestamp)
+                 for join in self.plan.joins}
         input_types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM input").fetchall()}
         for join in self.plan.joins:
             check_source(con, join, self.plan.registry_origin, input_types[join.namespace.key_feature])

@@ -111,11 +111,13 @@ def test_random_nanosecond_rows_match_a_full_precision_reference(tmp_path, ts_ty
     assert sum(len(s) == 1 and s != {None} for s in expected["latest"]) > 100  # mostly one right answer
 
 
-def test_microsecond_and_date_sources_keep_their_whole_range(tmp_path):
-    """The rounding up applies only to rows with a sub-microsecond part: far dates still work."""
+@pytest.mark.parametrize("ts_type", [pa.timestamp("us"), pa.timestamp("us", tz="UTC")])  # TIMESTAMP, TIMESTAMPTZ
+def test_microsecond_and_date_sources_keep_their_whole_range(tmp_path, ts_type):
+    """The rounding up applies only to rows with a sub-microsecond part: far dates still work, with a time zone
+    (read as its UTC wall time, `plan.utc_source_time`) or without."""
     times = [datetime(1, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)]
     registry = write_source(tmp_path, [1, 1, 1], [0, 0, 0], [1, 2, 3], pa.timestamp("ns"))
-    pq.write_table(pa.table({"user_id": pa.array([1, 1, 1], pa.int64()), "ts": pa.array(times, pa.timestamp("us")),
+    pq.write_table(pa.table({"user_id": pa.array([1, 1, 1], pa.int64()), "ts": pa.array(times, ts_type),
                              "v": pa.array([1, 2, 3], pa.int64())}), tmp_path / "events.parquet")
     df = query(tmp_path, registry, [1, 1], [datetime(2024, 6, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)])
     assert df["user.v"].tolist() == [2, 3] and df["user.n_1h"].tolist() == [0, 1]
