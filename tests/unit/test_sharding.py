@@ -10,7 +10,15 @@ import pytest
 from jobqueue.errors import InvalidQueryError
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.progress import status_text
-from jobqueue.sharding import check_num_shards, choose_num_shards, derive_parent, parent_status, shard_numbers, split
+from jobqueue.sharding import (
+    check_num_shards,
+    choose_num_shards,
+    derive_parent,
+    merge_results,
+    parent_status,
+    shard_numbers,
+    split,
+)
 
 Q, R, S, F, C, E = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED,
                     JobStatus.EXPIRED)
@@ -56,6 +64,24 @@ def test_split_keeps_every_row_once_in_input_order_and_duplicates_together():
         for k in p.column("user.id").to_pylist():
             assert homes.setdefault(k, i) == i, "one key, one shard"
     assert homes[None] == 0
+
+
+def test_merged_results_are_in_input_order_and_nullable():
+    table = pa.table({"user.id": list(range(100, 130)), "__row__": list(range(30))})
+    shards = [t.select(["user.id", "__row__"]) for t in split(table, "user.id", 4)]
+    shards = [shards[2], pa.table({"user.id": pa.array([], pa.int64()), "__row__": pa.array([], pa.int64())}),
+              *reversed(shards[:2]), shards[3]]  # any order, and a shard with no rows
+    not_null = pa.schema([pa.field("user.id", pa.int64(), nullable=False), pa.field("__row__", pa.int64())])
+    shards[0] = shards[0].cast(not_null)  # a shard without nulls may write its columns `not null`
+    merged = merge_results(shards, "__row__")
+    assert merged.column_names == ["user.id"] and merged.column("user.id").to_pylist() == list(range(100, 130))
+    assert merged.schema.field("user.id").nullable
+
+
+@pytest.mark.parametrize("rows", [[3, 1, 1, 0], [7, 2, 5, 0], [-1, 2, 0, 1]])  # a repeat, gaps, a negative
+def test_merged_results_are_sorted_by_row_when_the_rows_are_not_one_of_each(rows):
+    merged = merge_results([pa.table({"v": [f"r{r}" for r in rows], "__row__": rows})], "__row__")
+    assert merged.column("v").to_pylist() == [f"r{r}" for r in sorted(rows)]
 
 
 def test_auto_is_ceil_of_rows_over_the_target_within_bounds():
