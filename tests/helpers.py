@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,17 @@ async def eventually(check: Callable[[], Any | Awaitable[Any]], timeout: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
         await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """The process is stopped (SIGSTOP) while the block runs, as a starved or paused machine would stop it: a
+    test holds a consumer mid-query this way, however fast the machine runs the query."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def with_groups(settings: Settings, tmp_path: Path, groups: dict[str, dict[str, Any]], **extra: Any) -> Settings:

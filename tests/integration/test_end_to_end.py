@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 import psutil
@@ -12,7 +13,7 @@ import pytest
 from jobqueue import AsyncJobQueueClient, JobQueueClient, JobStatus, ResourceRequests
 from jobqueue.errors import JobStateError
 from jobqueue.sample import sample_input
-from tests.helpers import eventually, running_manager, with_groups
+from tests.helpers import eventually, frozen, running_manager, with_groups
 from tests.reference import assert_same, reference
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
@@ -97,10 +98,16 @@ async def test_sigterm_lets_a_busy_consumer_finish_its_job(settings, big_store, 
         job = await client.offline_query(ids, OUTPUT, times)
         await eventually(lambda: _is(job, JobStatus.RUNNING), timeout=60, what="job running")
         (consumer,) = backend.active("default")
-        backend._stop(consumer)  # what a scale-down or pod deletion does: SIGTERM
+        with frozen(consumer.pid):  # the drain starts mid-query, however fast this machine runs it
+            backend._stop(consumer)  # what a scale-down or pod deletion does: SIGTERM
         record = await job.wait(timeout=120, show_progress=False)
         assert record.status is JobStatus.SUCCEEDED and record.summary.rows_out == 1_500_000
+        assert record.attempts == 1 and record.consumer_id == consumer.consumer_id, "finished by the drained consumer"
         assert consumer.process.wait(timeout=30) == 0
+    lines = [json.loads(line) for line in (backend.log_dir / f"{consumer.consumer_id}.log").read_text().splitlines()
+             if line.startswith("{")]
+    drains = [line for line in lines if line.get("event", "").startswith("draining")]
+    assert drains and drains[0]["running"] == [job.id], f"the drain began mid-query: {drains}"
 
 
 async def _is(job, status):

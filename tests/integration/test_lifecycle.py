@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +15,7 @@ from pydantic import SecretStr
 from consumer.job import WATCH_SECONDS
 from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus, ResourceRequests
 from jobqueue.sample import sample_input
-from tests.helpers import eventually, free_port, running_manager, with_groups
+from tests.helpers import eventually, free_port, frozen, running_manager, with_groups
 from tests.reference import assert_same, reference
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
@@ -29,16 +27,6 @@ def lifecycle_settings(settings, tmp_path, store, groups):
         job_heartbeat_ttl_seconds=1.5, retry_backoff_seconds=0.1,
     )
 
-
-
-@contextlib.contextmanager
-def frozen(pid: int) -> Iterator[None]:
-    """The process is stopped (SIGSTOP) while the block runs, as a starved or paused machine would stop it."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 async def status_is(job, *statuses):
