@@ -242,11 +242,12 @@ class QueryRun:
             con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet({literal(input_data)})")
         else:
             con.register("input", input_data)
-        facts = {join.source.name: attach_in_utc(con, self.sources[join.relation], join.relation, join.source.timestamp)
-                 for join in self.plan.joins}
         input_types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM input").fetchall()}
+        facts = {}
         for join in self.plan.joins:
-            check_source(con, join, self.plan.registry_origin, input_types[join.namespace.key_feature])
+            source = self.sources[join.relation]
+            facts[join.source.name], columns = attach_in_utc(con, source, join.relation, join.source.timestamp)
+            check_source(columns, join, self.plan.registry_origin, input_types[join.namespace.key_feature])
         return facts
 
 

@@ -6,9 +6,9 @@ field, instead of a DuckDB binder error about an internal alias.
 
 from __future__ import annotations
 
-import duckdb
+from collections.abc import Mapping
 
-from jobqueue.plan import SourceJoin, quote
+from jobqueue.plan import SourceJoin
 
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
             "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")
@@ -26,11 +26,10 @@ def _is_time(t: str) -> bool:
     return t.startswith(("TIMESTAMP", "DATE"))
 
 
-def check_source(con: duckdb.DuckDBPyConnection, join: SourceJoin, origin: str, input_key_type: str) -> None:
+def check_source(columns: Mapping[str, str], join: SourceJoin, origin: str, input_key_type: str) -> None:
+    """`columns`: the source's column names and DuckDB types (`sources.attach_in_utc`)."""
     src, ns = join.source, join.namespace
     where = f"registry {origin}: namespace {ns.name!r}, source {src.name!r} ({src.path or src.table})"
-    described = con.execute(f"DESCRIBE SELECT * FROM {quote(join.relation)}").fetchall()
-    columns: dict[str, str] = {row[0]: row[1] for row in described}
 
     def column(field: str, name: str) -> str:
         if name not in columns:

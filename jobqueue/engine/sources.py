@@ -33,19 +33,22 @@ DEFAULT_CATALOG_NAME = "jobqueue"  # pyiceberg's catalog name unless the source'
 
 
 def attach_in_utc(con: duckdb.DuckDBPyConnection, source: TableSource, relation: str, time_column: str
-                  ) -> dict[str, Any]:
-    """Attach `source` as `relation` (returning its facts), with a time column that has a time zone given as its
-    UTC wall time (`plan.utc_source_time`): the plan compares TIMESTAMPs, and DuckDB's own cast from a time zone
-    goes through ICU's calendar, ~40 ns a row, for every row of every scan. The source itself is `scan_<relation>`
-    (relations are `src_<source>`: no name clashes), and `relation` a view over it (DuckDB inlines it: filters
-    still reach the scan)."""
-    scan = f"scan_{relation}"
-    facts = source.attach(con, scan)
-    types = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {quote(scan)}").fetchall()}
-    in_utc = utc_source_time(quote(time_column), types.get(time_column, ""))
-    select = f"SELECT * REPLACE ({in_utc} AS {quote(time_column)})" if in_utc else "SELECT *"
-    con.execute(f"CREATE VIEW {quote(relation)} AS {select} FROM {quote(scan)}")
-    return facts
+                  ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Attach `source` as `relation`; its facts, and its columns' types (as the source has them, for
+    `schema_check`). A time column with a time zone is given as its UTC wall time (`plan.utc_source_time`): the
+    plan compares TIMESTAMPs, and DuckDB's own cast from a time zone goes through ICU's calendar, ~40 ns a row, for
+    every row of every scan. Then the source is renamed `scan_<relation>` (relations are `src_<source>`: no name
+    clashes) and `relation` is a view over it (DuckDB inlines it: filters still reach the scan); other sources
+    cost no more than the one DESCRIBE the schema check needs anyway (a view costs ~1 ms a source)."""
+    facts = source.attach(con, relation)
+    columns = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {quote(relation)}").fetchall()}
+    in_utc = utc_source_time(quote(time_column), columns.get(time_column, ""))
+    if in_utc is not None:
+        scan = f"scan_{relation}"
+        con.execute(f"ALTER VIEW {quote(relation)} RENAME TO {quote(scan)}")
+        con.execute(f"CREATE VIEW {quote(relation)} AS SELECT * REPLACE ({in_utc} AS {quote(time_column)}) "
+                    f"FROM {quote(scan)}")
+    return facts, columns
 
 
 class TableSource(Protocol):
