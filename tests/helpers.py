@@ -59,6 +59,15 @@ async def eventually(check: Callable[[], Any | Awaitable[Any]], timeout: float =
         await asyncio.sleep(0.05)
 
 
+async def consumers_registered(redis: Any, keys: Keys, group: str, count: int, timeout: float = 30.0) -> None:
+    """Wait until `count` consumers of `group` have registered: each one's arq worker is about to poll its queue,
+    so a job submitted now starts at once."""
+    async def registered() -> bool:
+        return bool(await redis.hlen(keys.consumers(group)) == count)
+
+    await eventually(registered, timeout=timeout, what=f"{count} consumer(s) of {group!r} registered")
+
+
 @contextlib.contextmanager
 def frozen(pid: int) -> Iterator[None]:
     """The process is stopped (SIGSTOP) while the block runs, as a starved or paused machine would stop it: a

@@ -12,7 +12,7 @@ import pytest
 from consumer.job import WATCH_SECONDS
 from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus
 from jobqueue.engine.duckdb_run import QueryInterrupted
-from tests.helpers import eventually, worker_running
+from tests.helpers import consumers_registered, worker_running
 
 
 class RunsUntilInterrupted:
@@ -44,10 +44,7 @@ async def test_a_running_query_is_interrupted_at_its_deadline(settings):
         return queries[-1]
 
     async with AsyncJobQueueClient(settings) as client, worker_running(settings, prepare=prepare):
-        async def polling() -> bool:
-            return await client.redis.hlen(client.keys.consumers("default")) == 1
-
-        await eventually(polling, what="the consumer polling its queue")
+        await consumers_registered(client.redis, client.keys, "default", 1)
         # 0.75 s: the query starts within a few ms, so its ticks (every 0.5 s from the start) fall 0.25 s
         # before and 0.25 s after the deadline; only a tick timed to the deadline interrupts it at once
         job = await client.offline_query({"user.id": [1, 2]}, ["user.f0"], max_retries=0,

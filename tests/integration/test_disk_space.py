@@ -28,7 +28,7 @@ from jobqueue.engine.disk_space import (
     spill_reservation,
 )
 from jobqueue.sample import sample_input
-from tests.helpers import eventually, running_manager, with_groups
+from tests.helpers import consumers_registered, eventually, running_manager, with_groups
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
 MiB = 1 << 20
@@ -160,10 +160,7 @@ async def test_concurrent_spilling_queries_on_a_small_volume_never_hit_enospc(se
                      "JOBQUEUE_SPILL_MIN_BYTES": "32MiB"}}
     settings = with_groups(settings, tmp_path, {"default": group}, registry_path=big_store.registry_path)
     async with running_manager(settings), AsyncJobQueueClient(settings) as client:
-        async def polling():
-            return await client.redis.hlen(client.keys.consumers("default")) == queries
-
-        await eventually(polling, timeout=90, what=f"{queries} consumers polling")
+        await consumers_registered(client.redis, client.keys, "default", queries, timeout=90)
         jobs = []
         for seed in range(queries):
             ids, times = sample_input(big_store.users, 1_000_000, seed=40 + seed)
@@ -224,10 +221,7 @@ async def test_two_local_consumers_with_the_scan_cache_on_each_get_their_own_cac
     settings = with_groups(settings, tmp_path, {"default": {"min_instances": 2, "max_instances": 2}},
                            table_scan_cache_bytes=64 * MiB)
     async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
-        async def both_registered():
-            return await client.redis.hlen(client.keys.consumers("default")) == 2
-
-        await eventually(both_registered, timeout=60, what="two consumers registered")
+        await consumers_registered(client.redis, client.keys, "default", 2, timeout=60)
         first = sorted(backend.active("default"), key=lambda c: c.slot)
         assert [c.slot for c in first] == [0, 1]
         root = settings.spill_root / "table_scan_cache"
@@ -237,7 +231,7 @@ async def test_two_local_consumers_with_the_scan_cache_on_each_get_their_own_cac
             lambda: [c for c in backend.active("default") if c.pid not in {first[0].pid, first[1].pid}],
             timeout=60, what="a replacement consumer")
         assert replacement.slot == 0
-        await eventually(both_registered, timeout=60, what="two consumers registered again")
+        await consumers_registered(client.redis, client.keys, "default", 2, timeout=60)  # again
         assert all(c.process.poll() is None for c in [first[1], replacement])
         assert backend.unexpected_exits == 1  # only the one killed: nobody exits on a locked cache
 

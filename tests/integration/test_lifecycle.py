@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from consumer.job import WATCH_SECONDS
 from jobqueue import AsyncJobQueueClient, JobFailedError, JobStatus, ResourceRequests
 from jobqueue.sample import sample_input
-from tests.helpers import eventually, free_port, frozen, running_manager, with_groups
+from tests.helpers import consumers_registered, eventually, free_port, frozen, running_manager, with_groups
 from tests.reference import assert_same, reference
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
@@ -99,10 +99,7 @@ async def test_deadline_interrupts_a_running_query(settings, big_store, tmp_path
     settings = settings.model_copy(update={"job_heartbeat_ttl_seconds": 30})  # frozen below, yet not lost
     ids, times = sample_input(big_store.users, 1_500_000, seed=8)
     async with running_manager(settings) as backend, AsyncJobQueueClient(settings) as client:
-        async def polling():  # registered means its arq worker is about to poll: the job starts at once
-            return await client.redis.hlen(client.keys.consumers("default")) == 1
-
-        await eventually(polling, timeout=60, what="a warm consumer polling the queue")
+        await consumers_registered(client.redis, client.keys, "default", 1, timeout=60)  # the job starts at once
         job = await client.offline_query(ids, OUTPUT, times, completion_deadline=timedelta(seconds=3))
         await eventually(lambda: status_is(job, JobStatus.RUNNING), timeout=3, what="job running before its deadline")
         (consumer,) = backend.active("default")

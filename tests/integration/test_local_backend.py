@@ -10,7 +10,7 @@ from jobqueue.groups import ResourceGroup
 from jobqueue.keys import Keys
 from manager.backends.local import LocalBackend
 from manager.observe import read_groups
-from tests.helpers import eventually, running_manager, with_groups
+from tests.helpers import consumers_registered, eventually, running_manager, with_groups
 
 
 async def test_scale_down_stops_idle_consumers_and_never_a_busy_one(settings, arq_redis):
@@ -22,10 +22,7 @@ async def test_scale_down_stops_idle_consumers_and_never_a_busy_one(settings, ar
         await backend.converge(group, 3, observed)
         assert len(backend.active("default")) == 3
 
-        async def registered():
-            return await arq_redis.hlen(keys.consumers("default")) == 3
-
-        await eventually(registered, what="three consumers registered")
+        await consumers_registered(arq_redis, keys, "default", 3)
         busy = backend.active("default")[0]
         await arq_redis.hset(keys.running("default"), "some-job", busy.consumer_id)  # as its job_started hook does
         observed = (await read_groups(arq_redis, keys, ["default"], time.time(), 15))["default"]
