@@ -13,8 +13,6 @@ staged; each step holds one record batch at a time. The texts are the in-memory 
 from __future__ import annotations
 
 import dataclasses
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +27,7 @@ import pyarrow.parquet as pq
 from jobqueue.errors import InvalidQueryError
 from jobqueue.inputs import TS_TYPE, timestamps
 from jobqueue.plan import ROW_COLUMN, TS_COLUMN
-from jobqueue.storage import Storage, is_local, local_path
+from jobqueue.storage import Storage
 
 PARQUET = "application/vnd.apache.parquet"
 BATCH_ROWS = 256 * 1024  # rows per batch read from a staged Parquet file (a few MB a column)
@@ -130,23 +128,9 @@ def _batch_times(values: pa.Array, offset: int) -> pa.Array:
 
 def write_job_input(staged: StagedInput, uri: str) -> int:
     """Write `staged` as a job's input Parquet at `uri` (its columns, then `__ts__` and `__row__`), one batch at
-    a time; returns the rows written. A local file appears whole (renamed into place); an object store publishes
-    the object on close."""
+    a time; returns the rows written. Published whole (`Storage.published`)."""
     assert staged.now is not None, "with_time_range first"
-    if is_local(uri):
-        path = local_path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as out:
-                rows = _write(staged, out)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return rows
-    fs, key = staged.storage.resolve(uri)
-    with fs.open_output_stream(key) as stream:
-        return _write(staged, stream)
+    return staged.storage.published(uri, lambda out: _write(staged, out))
 
 
 def _write(staged: StagedInput, out: Any) -> int:

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from jobqueue.logs import get_logger
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # pyarrow is imported where it is used: a consumer reading lo
     import pyarrow.fs as pafs
 
 log = get_logger("jobqueue.storage")
+T = TypeVar("T")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.-]{0,199}$")
 _KEPT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
@@ -107,20 +108,34 @@ class Storage:
         filesystem, path = pafs.FileSystem.from_uri(uri)
         return filesystem, str(path)
 
-    def write_table(self, table: pa.Table, uri: str) -> int:
-        """Write `table` as Parquet at `uri`; returns bytes written."""
-        import pyarrow.parquet as pq
+    def published(self, uri: str, write: Callable[[pa.NativeFile], T]) -> T:
+        """`write(out)` as the new object at `uri`, seen whole or not at all: a local file is written beside it and
+        renamed into place (removed if `write` fails); an object store publishes the object on close."""
+        import pyarrow as pa
 
         if is_local(uri):
             path = local_path(uri)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, path)
-            return path.stat().st_size
+            try:
+                with pa.OSFile(str(tmp), "wb") as out:
+                    result = write(out)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return result
         fs, key = self.resolve(uri)
-        with fs.open_output_stream(key) as out:  # object stores publish the object on close
-            pq.write_table(table, out, compression="zstd")
+        with fs.open_output_stream(key) as out:
+            return write(out)
+
+    def write_table(self, table: pa.Table, uri: str) -> int:
+        """Write `table` as Parquet at `uri` (`published`); returns bytes written."""
+        import pyarrow.parquet as pq
+
+        self.published(uri, lambda out: pq.write_table(table, out, compression="zstd"))
+        if is_local(uri):
+            return local_path(uri).stat().st_size
+        fs, key = self.resolve(uri)
         return int(fs.get_file_info(key).size or 0)
 
     def read_table(self, uri: str) -> pa.Table:
