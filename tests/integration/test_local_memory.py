@@ -74,8 +74,14 @@ def peak_of(path: Path) -> int:
     return int((path / name).read_text())
 
 
-def environ_of(pid: int) -> dict[str, str]:
-    items = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+async def environ_of(pid: int) -> dict[str, str]:
+    """The environment `pid` was started with. Popen returns once the child's exec has closed its file descriptors,
+    a moment before the kernel lays out the new image's environment: until then /proc/<pid>/environ reads empty
+    (5-7% of reads right after Popen, measured), so it is read until it is not."""
+    async def read() -> bytes:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+
+    items = (await eventually(read, timeout=10, what=f"/proc/{pid}/environ")).split(b"\0")
     return dict(i.decode().split("=", 1) for i in items if b"=" in i)
 
 
@@ -109,7 +115,7 @@ async def test_each_consumer_runs_in_a_cgroup_holding_its_groups_memory_and_the_
         for c, path in zip(consumers, paths, strict=True):
             assert path.name == cgroup_name(settings.environment, c.consumer_id)
             assert limit_of(path) == 512 * MIB, "the kernel holds the group's memory, not only DuckDB"
-            assert environ_of(c.pid)["JOBQUEUE_CONTAINER_MEMORY_BYTES"] == str(512 * MIB)
+            assert (await environ_of(c.pid))["JOBQUEUE_CONTAINER_MEMORY_BYTES"] == str(512 * MIB)
     finally:
         await backend.aclose(timeout=30)
     assert not any(p.exists() for p in paths), "a consumer's cgroup is removed when it exits"
@@ -196,7 +202,7 @@ async def test_the_default_memory_fits_max_instances_consumers_on_the_machine(se
     backend = await started(settings, group)
     try:
         (consumer,) = backend.active("wide")
-        assert environ_of(consumer.pid)["JOBQUEUE_CONTAINER_MEMORY_BYTES"] == str(share)
+        assert (await environ_of(consumer.pid))["JOBQUEUE_CONTAINER_MEMORY_BYTES"] == str(share)
         if UNAVAILABLE is None:
             assert limit_of(cgroup_of(consumer.pid)) == share
     finally:
@@ -210,7 +216,8 @@ async def test_without_cgroups_consumers_run_unenforced_with_one_warning_per_gro
         try:
             consumers = backend.active("small")
             assert len(consumers) == 2 and all(c.process.poll() is None for c in consumers)
-            assert all(environ_of(c.pid)["JOBQUEUE_CONTAINER_MEMORY_BYTES"] == str(512 * MIB) for c in consumers)
+            memory = [(await environ_of(c.pid))["JOBQUEUE_CONTAINER_MEMORY_BYTES"] for c in consumers]
+            assert memory == [str(512 * MIB)] * 2
         finally:
             await backend.aclose(timeout=30)
     warnings = [e for e in events if e["event"].startswith("consumer memory is not enforced")]
