@@ -1,7 +1,10 @@
 """arq's Worker with a one-round-trip job start, and one that outlives a Redis outage.
 
 arq takes a job with WATCH, EXISTS, ZSCORE and MULTI/PSETEX/EXEC: four round trips before the
-job runs. The same check-and-set as one Lua script is atomic in the same way and costs one.
+job runs. The same check-and-set as one Lua script is atomic in the same way and costs one. Its lock
+lives a lease of a few heartbeat TTLs (`jobstore.lock_lease_ms`), renewed with the job's heartbeat,
+not arq's job timeout (hours): a consumer killed before its claim, where the reaper cannot see it,
+strands the entry only that long.
 arq's poll loop ends the worker on the first Redis error; here the loop waits Redis out instead,
 and a job whose start or finish was cut off by the outage is handed back (its in-progress key
 removed) once Redis answers, so that it is taken again. Everything else is arq's own code; this
@@ -37,6 +40,7 @@ from redis.commands.core import AsyncScript
 
 from jobqueue.entries import entry_problem
 from jobqueue.fair_share import TEAM_LIMIT_LUA, TEAM_LIMIT_OF_LUA
+from jobqueue.jobstore import lock_lease_ms
 from jobqueue.keys import SLOT, JobField, around
 from jobqueue.logs import get_logger
 from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
@@ -44,10 +48,10 @@ from jobqueue.outage import REDIS_UNREACHABLE, Outage, until_reachable
 log = get_logger("jobqueue.consumer")
 
 # KEYS[1] the job's in-progress key, KEYS[2] the queue, KEYS[3] its arq job, KEYS[4] its record, KEYS[5] the group's
-# running hash; ARGV[1] arq id, ARGV[2] now (ms), ARGV[3] in-progress timeout (ms), ARGV[4] the teams' running
-# limits (`fair_share.limits_json`, '' none), ARGV[5], ARGV[6] a job's key around its id, ARGV[7] the team field,
-# ARGV[8] the job id. Returns {score, envelope or false} when it was taken, else false: running elsewhere, done,
-# deferred, or its team runs its limit in the group (it stays queued in its place; the claim counts again).
+# running hash; ARGV[1] arq id, ARGV[2] now (ms), ARGV[3] the lock's lease (ms: `jobstore.lock_lease_ms`), ARGV[4] the
+# teams' running limits (`fair_share.limits_json`, '' none), ARGV[5], ARGV[6] a job's key around its id, ARGV[7] the
+# team field, ARGV[8] the job id. Returns {score, envelope or false} when it was taken, else false: running elsewhere,
+# done, deferred, or its team runs its limit in the group (it stays queued in its place; the claim counts again).
 _TAKE = TEAM_LIMIT_LUA + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -146,6 +150,7 @@ class JobQueueWorker(Worker):
         take, consumer = self._take, self.ctx["consumer"]
         keys, limits = consumer.keys, consumer.team_limits
         job_head, job_tail = consumer.store.job_key_around
+        lease_ms = lock_lease_ms(consumer.settings.job_heartbeat_ttl_seconds)
         if job_ids and (limits or len(job_ids) >= self.queue_read_limit):
             job_ids = await self._takeable()
         for job_id_b in job_ids:
@@ -160,7 +165,7 @@ class JobQueueWorker(Worker):
                 taken = await take(
                     keys=[in_progress_key_prefix + job_id, self.queue_name, job_key_prefix + job_id, keys.job(ours),
                           keys.running(consumer.group)],
-                    args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000), limits if ours else "",
+                    args=[job_id, timestamp_ms(), lease_ms, limits if ours else "",
                           job_head, job_tail, JobField.TEAM.value, ours],
                 )
             except BaseException:  # Redis went away: give the slot back (the take may have happened: see run_job)

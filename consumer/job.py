@@ -121,10 +121,18 @@ class JobRun:
             log.info("team at its running limit; the job stays queued in its place", team=job.team,
                      team_running=claim.team_running)
             raise Retry(defer=timedelta(0))  # no new score: it keeps its fair-share place
-        if not claim.claimed:
+        if not claim.claimed and claim.status == JobStatus.RUNNING.value:
+            # Held by another consumer whose take's lock is gone: a lost one (its lease lapsed before the reaper
+            # handed the job back) or one whose lock an outage cut short. Skipping would let arq drop the entry,
+            # and the job the reaper re-queues would wait on no queue: hand it back, to be looked at again later.
+            defer = consumer.settings.job_heartbeat_ttl_seconds
+            log.info("job held by another consumer; handed back to its queue", retry_in_seconds=defer)
+            raise Retry(defer=timedelta(seconds=defer))
+        if not claim.claimed:  # over (its entry outlived it: arq drops it now), or its record is gone
             log.info("job not claimable, skipped", status=claim.status)
             return {"skipped": True}
         structlog.contextvars.bind_contextvars(attempt=claim.attempt)
+        consumer.running.add(job.job_id)  # the claim set its running entry and heartbeat; released with its outcome
         if job.parent_id is not None:  # its query is running now: listed so by state (the upkeep repairs a miss)
             with contextlib.suppress(*REDIS_UNREACHABLE):
                 await store.relist_parent(job.parent_id, unless=JobStatus.RUNNING)

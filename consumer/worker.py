@@ -80,7 +80,7 @@ class Consumer:
         self.storage = Storage(settings)
         self.consumer_id = settings.consumer_id or f"{socket.gethostname()}-{os.getpid()}"
         self.started_at = self.last_heartbeat = time.time()
-        self.running: set[str] = set()
+        self.running: set[str] = set()  # the jobs it has claimed and not yet released
         self.job_tasks: dict[str, asyncio.Task[Any]] = {}  # job id -> the task running it (`job_finishing`)
         self.ended_shards: dict[str, tuple[QueryJob, str]] = {}  # shard id -> (job, outcome): released at job end
         self.draining = False
@@ -140,7 +140,6 @@ class Consumer:
         # runs inside arq's per-job task, so every line logged for this job (arq's too) carries its id
         job_id = self.job_id(ctx)
         structlog.contextvars.bind_contextvars(job_id=job_id)
-        self.running.add(job_id)  # the running entry and heartbeat are set by the claim
 
     async def job_finishing(self, ctx: dict[str, Any]) -> None:
         """Before arq frees the job for another take (its in-progress key): a run cut off by the drain has handed
@@ -153,7 +152,9 @@ class Consumer:
             await to_the_end(asyncio.wait({task}))
 
     async def job_ended(self, ctx: dict[str, Any]) -> None:
-        """Fallback release: the job's final transition normally released it in the same round trip."""
+        """Fallback release of a job this consumer claimed (`running`): its final transition normally released it
+        in the same round trip. A take that claimed nothing releases nothing: the running entry and heartbeat may be
+        another consumer's."""
         job_id = self.job_id(ctx)
         if job_id in self.running:
             self.running.discard(job_id)

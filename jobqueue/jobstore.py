@@ -85,6 +85,18 @@ def heartbeat_ms(ttl_seconds: float) -> int:
     return max(1, round(ttl_seconds * 1000))
 
 
+LOCK_LEASE_HEARTBEATS = 3  # arq's in-progress lock of a take lives this many heartbeat TTLs unless renewed
+
+
+def lock_lease_ms(heartbeat_ttl: float) -> int:
+    """How long a take's lock (arq's in-progress key) lives unless the heartbeat renews it. A consumer killed
+    between its take and its claim (which the reaper cannot see), or after recording the job's end but before arq
+    took the entry off its queue, leaves a lock that only this lease ends: then any consumer takes the entry again
+    (and runs the job, or drops the entry of one that is over). Longer than the heartbeat, so that the reaper hands
+    back a claimed job of a lost consumer first."""
+    return heartbeat_ms(heartbeat_ttl * LOCK_LEASE_HEARTBEATS)
+
+
 class JobStore(SubmittedJobs, IndexedJobs, ShardedJobs):
     """The I/O for job records, and the only writer of job state: the record, its queue entry and arq job,
     the running entry and heartbeat, deadlines, the jobs index and listing indexes, OOM kills, the counters and the
@@ -179,14 +191,15 @@ class JobStore(SubmittedJobs, IndexedJobs, ShardedJobs):
         return self.keys.job(""), ""
 
     async def renew(self, job_id: str, consumer_id: str, heartbeat_ttl: float, progress: float) -> bool:
-        """The running consumer's heartbeat: renew the job's heartbeat key, publish its progress, and return
-        whether a cancel was requested. One round trip."""
+        """The running consumer's heartbeat: renew the job's heartbeat key and its take's lock (`lock_lease_ms`),
+        publish its progress, and return whether a cancel was requested. One round trip."""
         key = self.keys.job(job_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.heartbeat(job_id), consumer_id, px=heartbeat_ms(heartbeat_ttl))
+            pipe.set(self.keys.arq_in_progress(job_id), b"1", px=lock_lease_ms(heartbeat_ttl))
             pipe.hset(key, JobField.PROGRESS, str(round(progress, 4)))
             pipe.hget(key, JobField.CANCEL_REQUESTED)
-            _, _, cancel = await pipe.execute()
+            _, _, _, cancel = await pipe.execute()
         return bool(cancel == b"true")
 
     async def release(self, job_id: str, group: str) -> None:

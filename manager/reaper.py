@@ -1,7 +1,8 @@
 """Never lose a job: re-queue jobs whose consumer died, and expire jobs past their deadline.
 
-Runs on every manager tick. Without it a job whose consumer was killed would wait for arq's
-in-progress key to expire (the job timeout: hours) before anyone ran it again.
+Runs on every manager tick. Without it the record of a job whose consumer was killed would stay
+`running` for the dead consumer: once the take's lock lapsed (`jobstore.lock_lease_ms`), every take
+would hand the entry back to its queue unrun, since a job held by another consumer never runs twice.
 
 - A `running:<group>` entry whose heartbeat key has expired belongs to a lost consumer. If the
   record is still `running` for that consumer, it goes back to `queued` (its attempt counted,
