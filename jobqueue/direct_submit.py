@@ -24,6 +24,7 @@ from jobqueue.models import JobRecord, JobStatus, Priority, QueryJob
 from jobqueue.plan import plan_query
 from jobqueue.quotas import Quota, check_input_rows, queued_quotas, quotas_for
 from jobqueue.registry import Registry
+from jobqueue.sizes import INLINE_INPUT_BYTES
 from jobqueue.staged_input import StagedInput, with_time_range, write_job_input
 from jobqueue.storage import is_local, job_uri
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from jobqueue.backend import QueryRequest
     from jobqueue.client import AsyncJobQueueClient
 
-STAGE_INLINE_BYTES = 256 << 10  # a local input up to this size is staged on the event loop, not in a thread
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ async def submit_record(client: AsyncJobQueueClient, request: PreparedSubmission
         except BaseException:
             await asyncio.shield(client.storage.discard_job_files(job_id))
             raise
-    elif table.nbytes <= STAGE_INLINE_BYTES and is_local(input_uri):  # ~1 ms: less than a hop to a thread
+    elif table.nbytes <= INLINE_INPUT_BYTES and is_local(input_uri):
         client.storage.write_table(table, input_uri)
     else:
         await asyncio.to_thread(client.storage.write_table, table, input_uri)

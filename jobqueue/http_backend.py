@@ -57,12 +57,12 @@ from jobqueue.registry import Registry
 from jobqueue.registry_versions import document_of
 from jobqueue.result_download import TAIL_BYTES, ResultSink, RowGroupAssembler, content_range
 from jobqueue.result_files import ResultDownloads
+from jobqueue.sizes import INLINE_INPUT_BYTES
 from jobqueue.uploads import PresignedTransfers
 
 ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
 TIMES_COLUMN = "__input_time__"  # the input times travel as a column of the input, taken out by the API
 PAGE = 1000
-ENCODE_INLINE_BYTES = 256 << 10  # an input up to this size is encoded on the event loop, a bigger one in a thread
 RANGED_MAX_BYTES = 2 << 30  # a result up to this size is downloaded in memory, decoding while it arrives
 _CANDIDATES = re.compile(r"matches \d+ jobs: (.*?)(?: and \d+ more)?; give more characters")
 
@@ -149,7 +149,7 @@ class HttpBackend:
         params += [(k, str(v)) for k, v in (("num_shards", query.num_shards),
                                             ("num_workers", query.num_workers)) if v is not None]
         # a small input encodes faster than a hop to a thread takes (and its wake-up is a latency of its own)
-        body = _arrow_stream(table) if table.nbytes <= ENCODE_INLINE_BYTES else await asyncio.to_thread(
+        body = _arrow_stream(table) if table.nbytes <= INLINE_INPUT_BYTES else await asyncio.to_thread(
             _arrow_stream, table)
         try:
             upload = await self.presigned.stage(body, ARROW_STREAM_TYPE)

@@ -1,4 +1,5 @@
-"""Human byte sizes (`512MiB`, `2GB`, `1048576`) parsed into ints. Pure, no I/O."""
+"""Human byte sizes (`512MiB`, `2GB`, `1048576`) parsed into ints, and the size up to which a query input is handled
+on the event loop. Pure, no I/O."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ _UNITS = {
     "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
     "ti": 1024**4, "tib": 1024**4,
 }
+# A query input up to this size is decoded, encoded or staged (local storage) on the event loop, and staged as plain
+# Parquet: about a millisecond, less than a hop to a thread and back costs under load. A bigger one goes to a thread,
+# so that the loop serves others meanwhile.
+INLINE_INPUT_BYTES = 256 << 10
 _SIZE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 

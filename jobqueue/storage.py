@@ -25,11 +25,12 @@ import uuid
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
+from jobqueue.sizes import INLINE_INPUT_BYTES
 
 if TYPE_CHECKING:  # pyarrow is imported where it is used: a consumer reading local files never loads it (its RSS)
     import pyarrow as pa
@@ -121,22 +122,23 @@ class Storage:
                 with pa.OSFile(str(tmp), "wb") as out:
                     result = write(out)
                 os.replace(tmp, path)
-            finally:
+            except BaseException:
                 tmp.unlink(missing_ok=True)
+                raise
             return result
         fs, key = self.resolve(uri)
         with fs.open_output_stream(key) as out:
             return write(out)
 
-    def write_table(self, table: pa.Table, uri: str) -> int:
-        """Write `table` as Parquet at `uri` (`published`); returns bytes written."""
+    def write_table(self, table: pa.Table, uri: str) -> None:
+        """Write `table` as Parquet at `uri` (`published`): zstd, but a small table (up to INLINE_INPUT_BYTES, a
+        query input staged on the event loop) plain and without dictionaries, whose setup costs more than they save
+        there (1,000 rows: 215 instead of 390 us)."""
         import pyarrow.parquet as pq
 
-        self.published(uri, lambda out: pq.write_table(table, out, compression="zstd"))
-        if is_local(uri):
-            return local_path(uri).stat().st_size
-        fs, key = self.resolve(uri)
-        return int(fs.get_file_info(key).size or 0)
+        small = table.nbytes <= INLINE_INPUT_BYTES
+        options: dict[str, Any] = {"compression": "none", "use_dictionary": False} if small else {"compression": "zstd"}
+        self.published(uri, lambda out: pq.write_table(table, out, **options))
 
     def read_table(self, uri: str) -> pa.Table:
         import pyarrow.parquet as pq

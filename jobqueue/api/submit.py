@@ -39,11 +39,11 @@ from jobqueue.direct_backend import DirectBackend
 from jobqueue.errors import InvalidQueryError
 from jobqueue.models import JobRecord, Priority
 from jobqueue.sharding import check_num_shards
+from jobqueue.sizes import INLINE_INPUT_BYTES
 from jobqueue.staged_input import StagedInput
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={**ERRORS, **SUBMIT_ERRORS})
 
-DECODE_INLINE_BYTES = 256 << 10  # bodies up to this size are decoded on the event loop, bigger ones in a thread
 BODY = {"required": False, "description": "The query input: an Arrow IPC stream or a Parquet file with the primary "
         "key of every output namespace (columns `namespace.feature`). None with `upload`.",
         "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in INPUT_TYPES}}
@@ -128,7 +128,7 @@ async def submit(
         if upload is None:
             body = await read_body(request, svc.settings.api_max_body_bytes)
             content_type = request.headers.get("content-type", "")
-            if len(body) <= DECODE_INLINE_BYTES:  # decodes faster than a thread hop takes
+            if len(body) <= INLINE_INPUT_BYTES:
                 table = decode_input(body, content_type)
             else:
                 table = await asyncio.to_thread(decode_input, body, content_type)
