@@ -23,6 +23,17 @@ JOBS = 1_000
 MAX_KILLS = 20
 
 
+async def nothing_left_behind(client: AsyncJobQueueClient, ids: list[str]) -> bool:
+    """No queue entry, and no take's lock, outlives its job: an entry whose consumer was killed after the job's end
+    (or before its claim) goes once its take's lease lapses (3 heartbeat TTLs)."""
+    async with client.redis.pipeline(transaction=False) as pipe:
+        for g in GROUPS:
+            pipe.zcard(client.keys.queue(g))
+        for job_id in ids:
+            pipe.exists(client.keys.arq_in_progress(job_id))
+        return not any(await pipe.execute())
+
+
 @pytest.mark.timeout(600)
 async def test_no_job_is_lost_while_consumers_are_killed(settings, tmp_path):
     settings = with_groups(
@@ -74,6 +85,8 @@ async def test_no_job_is_lost_while_consumers_are_killed(settings, tmp_path):
             await eventually(all_final, timeout=480, what="every job in a final state")
         finally:
             chaos.cancel()
+        await eventually(lambda: nothing_left_behind(client, ids), timeout=60,
+                         what="no queue entry or take lock left behind")
         final = await statuses()
         records = [await client.get_job(job_id) for job_id in ids]
     elapsed = time.monotonic() - started
