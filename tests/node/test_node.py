@@ -218,6 +218,11 @@ async def test_drain_on_the_kubelets_sigterm_finishes_the_running_query(
                                          resources=ResourceRequests(resource_group="default"))
         running = await eventually(
             lambda: _running_on(job), timeout=300, what="the query running in a pod")
+        # ...and the kubelet has reported its container running. A pod deleted before that status got its SIGTERM
+        # only 80 s later (containerd's StopContainer, in one CI run; the consumer then exited within 77 ms)
+        await eventually(lambda: running in pods.pods and pods.pods[running].running, timeout=60,
+                         what=f"the kubelet reporting pod {running}'s container running")
+        assert await _running_on(job) == running, "the query ended before the kubelet reported its pod running"
         with node.following_logs(running) as pod_log:
             deleted, deleted_at = time.monotonic(), datetime.now(UTC)
             node.kubectl("delete", "pod", running, "--wait=false")
