@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -17,8 +19,6 @@ from pathlib import Path
 
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
-
-from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "tests" / "k8s"
@@ -45,13 +45,34 @@ class ControlPlane:
 
 
 
+def bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def control_plane_port() -> int:
+    """The apiserver's port: free, with etcd's (port + 7000, peer + 7001) free too, all below Linux's ephemeral
+    range (32768 on), where any outgoing connection may hold one. Only the apiserver's used to be checked: a run's
+    etcd failed on `bind: address already in use` for its peer port, 43884."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32768 - 7001)
+        if all(bindable(p) for p in (port, port + 7000, port + 7001)):
+            return port
+    raise RuntimeError("no free port for the control plane (and etcd's, at +7000 and +7001) in 20000-32767")
+
+
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     bin_dir = subprocess.run(["bash", str(SCRIPTS / "build-control-plane.sh")], capture_output=True, text=True,
                              check=True).stdout.strip().splitlines()[-1]
     tools = subprocess.run(["bash", str(SCRIPTS / "get-helm.sh")], capture_output=True, text=True,
                            check=True).stdout.strip().splitlines()[-1]
-    port = int(os.environ.get("APISERVER_PORT") or free_port() % 20000 + 20000)  # etcd uses port + 7000/7001
+    port = int(os.environ.get("APISERVER_PORT") or control_plane_port())
     run_dir = tmp_path_factory.mktemp("control-plane")
     started = subprocess.run(["bash", str(SCRIPTS / "start-control-plane.sh"), bin_dir, str(run_dir), str(port)],
                              capture_output=True, text=True, timeout=180)
