@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from jobqueue.client import AsyncJobQueueClient
 
 
-
 @dataclass(frozen=True)
 class PreparedSubmission:
     """What `submit_prepared` stages and enqueues: an input already checked and timed (`__ts__`/`__row__`)."""

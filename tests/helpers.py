@@ -31,6 +31,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def bindable(port: int) -> bool:
+    """Whether loopback `port` is free (at the moment of asking)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_for_redis(url: str, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     """Block until the Redis server `process` answers PING at `url`; fail if it exits or `timeout` passes."""
     deadline = time.monotonic() + timeout

@@ -11,7 +11,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
+
+from tests.helpers import bindable
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "tests" / "k8s"
@@ -43,15 +44,6 @@ class ControlPlane:
             input=stdin, capture_output=True, text=True, timeout=120,
         )
 
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def control_plane_port() -> int:

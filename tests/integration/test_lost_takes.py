@@ -12,12 +12,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from consumer.worker import build_worker
 from jobqueue import AsyncJobQueueClient, JobStatus
 from jobqueue.jobstore import lock_lease_ms
 from tests.helpers import eventually, running_manager, worker_running
 
 HEARTBEAT_TTL = 1.0
+
+
+@pytest.fixture
+def settings(settings: Any) -> Any:
+    """A short heartbeat, so the take's lease (`lock_lease_ms`: 3 s here) lapses within the tests."""
+    return settings.model_copy(update={"job_heartbeat_ttl_seconds": HEARTBEAT_TTL})
 
 
 async def take_and_die(settings: Any, arq_id: str) -> None:
@@ -38,7 +46,6 @@ async def take_and_die(settings: Any, arq_id: str) -> None:
 
 
 async def test_a_job_taken_by_a_consumer_that_died_before_claiming_it_runs_once_the_takes_lease_is_over(settings):
-    settings = settings.model_copy(update={"job_heartbeat_ttl_seconds": HEARTBEAT_TTL})
     async with AsyncJobQueueClient(settings) as client:
         job = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
         lock = client.keys.arq_in_progress(job.id)
@@ -51,7 +58,6 @@ async def test_a_job_taken_by_a_consumer_that_died_before_claiming_it_runs_once_
 
 
 async def test_the_entry_of_a_job_that_ended_before_arq_finished_it_leaves_the_queue_without_a_rerun(settings):
-    settings = settings.model_copy(update={"job_heartbeat_ttl_seconds": HEARTBEAT_TTL})
     async with AsyncJobQueueClient(settings) as client:
         job = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
         keys, store = client.keys, client.store
@@ -59,6 +65,7 @@ async def test_the_entry_of_a_job_that_ended_before_arq_finished_it_leaves_the_q
         # the dead consumer had claimed the job and recorded its end; arq's finish (the entry's removal) never came
         assert (await store.claim(job.id, "dead-consumer", "default", HEARTBEAT_TTL)).claimed
         assert await store.mark_cancelled(job.id, owner="dead-consumer", release="default")
+
         async def entry_gone() -> bool:
             return await client.redis.zscore(keys.queue("default"), keys.arq_id(job.id)) is None
 
@@ -69,10 +76,7 @@ async def test_the_entry_of_a_job_that_ended_before_arq_finished_it_leaves_the_q
     assert record.status is JobStatus.CANCELLED and record.attempts == 1
 
 
-async def test_a_take_of_a_job_another_consumer_still_holds_keeps_it_queued_until_the_reaper_hands_it_back(
-    settings, tmp_path
-):
-    settings = settings.model_copy(update={"job_heartbeat_ttl_seconds": HEARTBEAT_TTL})
+async def test_a_take_of_a_job_another_consumer_still_holds_keeps_it_queued_until_the_reaper_hands_it_back(settings):
     async with AsyncJobQueueClient(settings) as client:
         keys, store = client.keys, client.store
         job = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
