@@ -21,6 +21,7 @@ from collections.abc import Callable
 import httpx
 
 from jobqueue.api.transfer import ResultUrl, UploadTicket
+from jobqueue.api_transport import verifying_tls
 from jobqueue.errors import ApiUnavailableError
 from jobqueue.logs import get_logger
 
@@ -34,7 +35,14 @@ class PresignedTransfers:
     def __init__(self, api: httpx.AsyncClient, threshold: int, refusal: Refusal) -> None:
         self.api, self.threshold, self.refusal = api, threshold, refusal
         self.offered: bool | None = None  # None: not asked yet; False: local storage, or the store is unreachable
-        self._store = httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0))  # no API token
+        self._client: httpx.AsyncClient | None = None  # made at the first transfer: most clients never make one
+
+    @property
+    def _store(self) -> httpx.AsyncClient:
+        """The object store's client: no API token; TLS verified with the process's one context."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0), verify=verifying_tls())
+        return self._client
 
     def _give_up(self, why: str, **kw: object) -> None:
         self.offered = False
@@ -97,7 +105,8 @@ class PresignedTransfers:
         return True
 
     async def aclose(self) -> None:
-        await self._store.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
 
 def _not_s3(response: httpx.Response) -> bool:

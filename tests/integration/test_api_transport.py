@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -13,7 +14,14 @@ import pytest
 from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
-from jobqueue.api_transport import READ_CHUNK_BYTES, api_transport, environment_proxy
+from jobqueue.api_transport import (
+    READ_CHUNK_BYTES,
+    api_client,
+    api_transport,
+    environment_proxy,
+    tls_context,
+    verifying_tls,
+)
 from jobqueue.errors import ApiUnavailableError
 from jobqueue.http_backend import HttpBackend
 
@@ -108,3 +116,62 @@ async def test_a_large_body_is_read_in_large_pieces(no_proxy_environment: pytest
     assert sum(pieces) == len(body)
     assert max(pieces) > 16 << 10, pieces[:20]
     assert max(pieces) <= READ_CHUNK_BYTES
+
+
+async def test_a_cookie_an_answer_sets_is_kept_and_answers_without_one_leave_the_jar_alone(
+        no_proxy_environment: pytest.MonkeyPatch) -> None:
+    """`ApiClient` skips the cookie jar only for answers that set no cookie: one that does is kept, as httpx keeps
+    it, and sent back on the next request."""
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            seen.append(head)
+            sets = b"set-cookie: lb=a1; Path=/\r\n" if len(seen) == 1 else b""
+            writer.write(b"HTTP/1.1 200 OK\r\n" + sets + b"content-length: 2\r\n\r\nok")
+            await writer.drain()
+            if len(seen) == 3:
+                break
+        writer.close()
+
+    async with tcp_server(answer) as url:
+        http = api_client(url, {}, httpx.Timeout(5.0))
+        async with http:
+            for _ in range(3):
+                assert (await http.get("/v1/healthz")).status_code == 200
+        assert http.cookies.get("lb") == "a1"
+    assert b"cookie: lb=a1" not in seen[0].lower()
+    assert b"cookie: lb=a1" in seen[1].lower() and b"cookie: lb=a1" in seen[2].lower()
+
+
+@pytest.mark.parametrize("base", ["http://127.0.0.1:8080", "http://127.0.0.1:8080/", "https://jq.example/prefix",
+                                  "https://jq.example/prefix/"])
+def test_request_urls_are_the_ones_httpx_would_build(base: str, no_proxy_environment: pytest.MonkeyPatch) -> None:
+    """`HttpBackend._url` builds in one parse what httpx builds from a relative path and params in three."""
+    backend = HttpBackend(base, SecretStr("jq_x"))
+    httpx_client = httpx.Client(base_url=base)
+    cases: list[tuple[str, object]] = [
+        ("/v1/jobs", [("output", "user.f0"), ("output", "user.a b"), ("tag", "k=v&w=é/?#"), ("priority", "high")]),
+        ("/v1/jobs/01JABC", {"wait": 1.5, "flag": True, "off": False, "none": None}),
+        ("/v1/jobs", None), ("/v1/jobs", []), ("/v1/registry/versions/v%202", {"limit": 10}),
+    ]
+    for path, params in cases:
+        want = httpx_client.build_request("GET", path, params=params).url  # type: ignore[arg-type]
+        assert backend._url(path, params) == want, (path, params)  # type: ignore[arg-type]
+    httpx_client.close()
+
+
+def test_tls_is_loaded_once_per_process_and_an_http_client_loads_no_ca_bundle(
+        no_proxy_environment: pytest.MonkeyPatch) -> None:
+    """A new SDK client made two CA-bundle-loading TLS contexts (27 ms each here); now https clients share the
+    process's verifying context, and an http one gets one that trusts nothing."""
+    plain = tls_context("http://127.0.0.1:8080")
+    assert plain.verify_mode is ssl.CERT_REQUIRED and plain.check_hostname
+    assert plain.cert_store_stats()["x509_ca"] == 0
+    secure = tls_context("https://jq.example")
+    assert secure is tls_context("https://other.example") is verifying_tls()
+    assert secure.verify_mode is ssl.CERT_REQUIRED and secure.cert_store_stats()["x509_ca"] > 0
+    one, two = HttpBackend("https://jq.example", SecretStr("jq_x")), HttpBackend("https://jq.example", SecretStr("x"))
+    transports = [b._http._transport for b in (one, two)]
+    assert all(isinstance(t, AiohttpTransport) and t.ssl_context is secure for t in transports)
+    assert one.presigned._client is None  # the object store's client is made at its first transfer

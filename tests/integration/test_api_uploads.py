@@ -298,8 +298,8 @@ async def test_the_sdk_falls_back_to_the_api_when_the_object_store_is_out_of_its
     with api_in_thread(served, port=0) as url, structlog.testing.capture_logs() as logs:
         async with AsyncJobQueueClient(served, api_url=url, token=token) as client:
             presigned = client.backend.presigned
-            await presigned._store.aclose()  # the store's address does not answer from here (an in-cluster name)
-            presigned._store = httpx.AsyncClient(proxy="http://127.0.0.1:9", timeout=10)
+            # the store's address does not answer from here (an in-cluster name)
+            presigned._client = httpx.AsyncClient(proxy="http://127.0.0.1:9", timeout=10)
             job = await client.offline_query(big, ["user.f0"])
             async with worker_running(served):
                 await job.wait(timeout=90)
