@@ -54,6 +54,18 @@ from jobqueue.store_scripts import (
 )
 from jobqueue.submit_store import SubmittedJobs, encode_field
 
+# KEYS: the queue, the job's record, the take's lock, arq's job and retry keys; ARGV[1] the member, ARGV[2] the status
+# field, ARGV[3] the final statuses, comma-separated. 1 when the entry was dropped.
+DROP_STALE_ENTRY = """
+local status = redis.call('HGET', KEYS[2], ARGV[2])
+if not status or not string.find(',' .. ARGV[3] .. ',', ',' .. status .. ',', 1, true) then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[4], KEYS[5])
+return 1
+"""
+FINAL_STATUSES = ",".join(s.value for s in JobStatus if s.is_final)
+
 OOM_KILL_TTL_SECONDS = 3600  # long past the heartbeat TTL after which the reaper takes the jobs of the killed
 
 QUEUED, RUNNING = [JobStatus.QUEUED], [JobStatus.RUNNING]
@@ -119,6 +131,7 @@ class JobStore(SubmittedJobs, IndexedJobs, ShardedJobs):
         self._index_job = redis.register_script(INDEX_JOB)
         self._forget_empty_index = redis.register_script(FORGET_EMPTY_INDEX)
         self._release_shard = redis.register_script(RELEASE_SHARD)
+        self._drop_stale_entry = redis.register_script(DROP_STALE_ENTRY)
 
     async def get(self, job_id: str) -> JobRecord | None:
         """A job's record; a sharded query's parent as derived from its shards (`ShardedJobs.with_shards`)."""
@@ -238,6 +251,16 @@ class JobStore(SubmittedJobs, IndexedJobs, ShardedJobs):
             if job_id is not None:
                 pipe.delete(self.keys.arq_job(job_id), self.keys.arq_retry(job_id))
             await pipe.execute()
+
+    async def drop_stale_entry(self, group: str, job_id: str) -> bool:
+        """Take the queue entry of a job that is over (its record final) off its queue, with its arq keys, unless a
+        consumer holds its take. Such an entry is left by a consumer lost between the job's last transition and
+        arq's removal of the entry; a consumer's take drops it too, but only a consumer started for it. Atomic
+        with the take (which needs the entry and sets the lock): True when it was dropped."""
+        member = self.keys.arq_id(job_id)
+        keys = [self.keys.queue(group), self.keys.job(job_id), self.keys.arq_in_progress_of(member),
+                self.keys.arq_job(job_id), self.keys.arq_retry(job_id)]
+        return bool(await self._drop_stale_entry(keys=keys, args=[member, JobField.STATUS.value, FINAL_STATUSES]))
 
     def _relist(self) -> str:
         return relist_json(self.keys, self.clock().timestamp() * 1000)

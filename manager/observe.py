@@ -13,6 +13,11 @@ pure, so the counting rules are unit-tested without Redis:
   reported as orphaned (the reaper, `manager.reaper`, re-queues them)
 - unreachable = queue members whose score is past any time (`+inf`, beyond year 9999): they would
   never be due, so no consumer would ever reject them; the manager does (`jobqueue.entries`)
+- stale    = due entries, not running and not taken, of jobs that are over (their record final): left by a consumer
+             lost between a job's last transition and arq's removal of its entry. Looked for from the first due
+             entry that is not running up to the first that is not stale, only when at most `STALE_SCAN` due
+             jobs are not running: a group with a live due job needs consumers anyway, whose takes drop them. Not
+             in `ready`: they must not start a consumer of a group scaled to zero; the reaper drops them.
 
 Whatever is written into Redis, one group's observation never stops another's: a group whose keys
 cannot be read, or whose reply cannot be understood, is observed with its `error` set.
@@ -31,6 +36,7 @@ from redis.asyncio import Redis
 
 from jobqueue.entries import MAX_TIME_MS
 from jobqueue.fair_share import TEAM_LIMIT_OF_LUA
+from jobqueue.jobstore import FINAL_STATUSES
 from jobqueue.keys import SLOT, JobField, Keys, around
 from jobqueue.logs import capped
 from jobqueue.models import ConsumerInfo
@@ -48,6 +54,7 @@ class GroupObservation(NamedTuple):
     busy_ids: frozenset[str] = frozenset()
     running: Mapping[str, str] = MappingProxyType({})  # job id -> consumer id, live or not
     unreachable: tuple[str, ...] = ()  # queue members (arq ids) that can never be due
+    stale_entries: tuple[str, ...] = ()  # job ids whose due entry is left over from a job that is over
     error: str | None = None  # the group could not be observed: why
 
 
@@ -61,12 +68,14 @@ def summarize(
     now: float,
     stale_after: float,
     held: int = 0,
+    stale_entries: tuple[str, ...] = (),
 ) -> GroupObservation:
     """`ready_total`: the due jobs, running ones included; `held`: the due jobs, not running, whose team runs its
-    limit."""
+    limit; `stale_entries`: due entries of jobs that are over (neither running nor held)."""
     if not consumers_raw and not running:  # the common case for an idle or not yet started group
-        return GroupObservation(group, QueueStats(max(0, ready_total - held), 0, deferred, 0, held), (), (), (),
-                                oldest_ready_ms)
+        ready = max(0, ready_total - held - len(stale_entries))
+        return GroupObservation(group, QueueStats(ready, 0, deferred, 0, held), (), (), (), oldest_ready_ms,
+                                stale_entries=stale_entries)
     live: list[ConsumerInfo] = []
     stale: list[str] = []
     for consumer_id, raw in consumers_raw.items():
@@ -86,14 +95,15 @@ def summarize(
     # busy = holds a running entry (set atomically with the claim, released with the outcome)
     busy_ids = frozenset(c.consumer_id for c in live if c.consumer_id in owners)
     stats = QueueStats(
-        ready=max(0, ready_total - len(running) - held),
+        ready=max(0, ready_total - len(running) - held - len(stale_entries)),
         in_flight=len(in_flight),
         deferred=deferred,
         busy_consumers=len(busy_ids),
         held=held,
     )
     return GroupObservation(
-        group, stats, tuple(live), tuple(stale), tuple(orphaned), oldest_ready_ms, busy_ids, running
+        group, stats, tuple(live), tuple(stale), tuple(orphaned), oldest_ready_ms, busy_ids, running,
+        stale_entries=stale_entries,
     )
 
 
@@ -105,9 +115,11 @@ def summarize(
 # before and after the group in a queue key, a running key, a consumers key, and around the job id in an arq id;
 # ARGV[12..13] around the job id in a job's key, ARGV[14] its team field, ARGV[15] the teams' running limits
 # (`fair_share.limits_json`, '' none), ARGV[16] each group's `want`, comma-separated in the order of ARGV[2],
-# ARGV[17] `HELD_SCAN`.
+# ARGV[17] `HELD_SCAN`, ARGV[18] arq's in-progress key prefix, ARGV[19] the status field, ARGV[20] the final
+# statuses, comma-separated, ARGV[21] `STALE_SCAN`.
 _OBSERVE = TEAM_LIMIT_OF_LUA + """
 local now, max_ms = tonumber(ARGV[1]), ARGV[3]
+local progress, status_field, finals, stale_scan = ARGV[18], ARGV[19], ',' .. ARGV[20] .. ',', tonumber(ARGV[21])
 local queue_h, queue_t, running_h, running_t, consumers_h, consumers_t, arq_h, arq_t = unpack(ARGV, 4, 11)
 local job_h, job_t, team_field = ARGV[12], ARGV[13], ARGV[14]
 local limits = ARGV[15] ~= '' and cjson.decode(ARGV[15]) or nil
@@ -145,10 +157,42 @@ local function held_of(queue, running, busy, want)
   end
   return held
 end
+-- the job id of an arq id of this environment, or nil
+local function job_of(member)
+  if string.sub(member, 1, #arq_h) == arq_h and string.sub(member, #member - #arq_t + 1) == arq_t then
+    return string.sub(member, #arq_h + 1, #member - #arq_t)
+  end
+  return nil
+end
+-- the first due entries, not running, that are left over from jobs that are over (not taken): up to the first
+-- that is not, since a due job that is not over needs a consumer anyway, whose takes drop the rest. Each is marked
+-- busy (not ready, not held). Most groups cost one HGET: their first due entry (in `head`) is a live job.
+local function is_stale(member)
+  local id = job_of(member)
+  local status = id and redis.call('HGET', job_h .. id .. job_t, status_field)
+  return status and string.find(finals, ',' .. status .. ',', 1, true) and redis.call('EXISTS', progress .. member) == 0
+end
+local function stale_of(queue, head, nrun, busy)
+  local stale = {}
+  for j = 1, #head, 2 do  -- the first due entry that is not running (`head` holds one more than run): not stale?
+    if not busy[head[j]] then
+      if not is_stale(head[j]) then return stale end
+      break
+    end
+  end
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', 0, nrun + stale_scan)) do
+    if not busy[member] then
+      if not is_stale(member) then break end
+      stale[#stale + 1] = job_of(member)
+      busy[member] = true
+    end
+  end
+  return stale
+end
 local function observe(g, want)
   local queue = queue_h .. g .. queue_t
   local running = redis.call('HGETALL', running_h .. g .. running_t)
-  local total, ready, oldest, held = redis.call('ZCARD', queue), 0, false, 0
+  local total, ready, oldest, held, stale = redis.call('ZCARD', queue), 0, false, 0, {}
   if total > 0 then
     -- arq keeps running jobs in the queue: the oldest ready job is the first member that is not
     -- running, so look at one more member than there are running jobs.
@@ -156,19 +200,22 @@ local function observe(g, want)
     local head = redis.call('ZRANGE', queue, 0, nrun, 'WITHSCORES')
     local busy = {}
     for j = 1, #running, 2 do busy[arq_h .. running[j] .. arq_t] = true end  -- members are arq ids
-    for j = 1, #head, 2 do
-      if tonumber(head[j + 1]) > now then break end
-      if not busy[head[j]] then oldest = head[j + 1]; break end
-    end
     if #head >= 2 and tonumber(head[2]) <= now then
       if #head / 2 == total and tonumber(head[#head]) <= now then ready = total  -- saw every member
       else ready = redis.call('ZCOUNT', queue, '-inf', now) end
     end
-    if limits and ready > nrun then held = held_of(queue, running, busy, want) end
+    if ready > nrun and ready - nrun <= stale_scan then stale = stale_of(queue, head, nrun, busy) end
+    if #stale > 0 then head = redis.call('ZRANGE', queue, 0, nrun + #stale, 'WITHSCORES') end  -- past them too
+    for j = 1, #head, 2 do
+      if tonumber(head[j + 1]) > now then break end
+      if not busy[head[j]] then oldest = head[j + 1]; break end
+    end
+    if limits and ready > nrun + #stale then held = held_of(queue, running, busy, want) end
   end
   local never = {}
   if total > ready then never = redis.call('ZRANGEBYSCORE', queue, '(' .. max_ms, '+inf', 'LIMIT', 0, 100) end
-  return {ready, total - ready, oldest, running, redis.call('HGETALL', consumers_h .. g .. consumers_t), never, held}
+  return {ready, total - ready, oldest, running, redis.call('HGETALL', consumers_h .. g .. consumers_t), never, held,
+          stale}
 end
 local i = 0
 for g in string.gmatch(ARGV[2], '[^,]+') do  -- group names, comma-separated: one argument to encode
@@ -205,6 +252,7 @@ class ObservationCache:
 
 CHUNKS = 4  # concurrent script calls per observation: a fixed number, whatever the number of groups
 HELD_SCAN = 1000  # the most due jobs of a group looked at per observation to count the held ones (module doc)
+STALE_SCAN = 32  # stale entries are looked for when at most this many due jobs of a group are not running
 
 
 async def observe_in_chunks(
@@ -231,7 +279,8 @@ async def observe_in_chunks(
     templates = _templates(keys)
     calls = [asyncio.ensure_future(script(args=[
         now_ms, ",".join(part), MAX_TIME_MS, *templates, JobField.TEAM.value, team_limits,
-        ",".join(str(max(1, (wants or {}).get(g, HELD_SCAN))) for g in part), HELD_SCAN])) for part in parts]
+        ",".join(str(max(1, (wants or {}).get(g, HELD_SCAN))) for g in part), HELD_SCAN, keys.arq_in_progress_of(""),
+        JobField.STATUS.value, FINAL_STATUSES, STALE_SCAN])) for part in parts]
     try:
         for part, call in zip(parts, calls, strict=True):
             yield _summarize_part(part, await call, now, stale_after, cache)
@@ -267,9 +316,9 @@ def _summarize_part(names: list[str], replies: list[Any], now: float, stale_afte
 def _summarize_one(g: str, raw: list[Any], now: float, stale_after: float) -> GroupObservation:
     if raw[:1] == [b"!error"]:
         raise RuntimeError("observing the group failed")
-    ready_total, deferred, oldest, running, consumers, never, held = raw
+    ready_total, deferred, oldest, running, consumers, never, held, stale = raw
     obs = summarize(g, int(ready_total), int(deferred), _pairs(running), _pairs(consumers), _score_ms(oldest),
-                    now, stale_after, int(held))
+                    now, stale_after, int(held), tuple(j.decode(errors="replace") for j in stale))
     return obs._replace(unreachable=tuple(m.decode(errors="replace") for m in never)) if never else obs
 
 

@@ -15,6 +15,9 @@ would hand the entry back to its queue unrun, since a job held by another consum
   queue. A running one is stopped by its own consumer's watcher (or reaped as above).
 - A queue entry that can never be due (its score is past any time) is rejected (`jobqueue.entries`):
   no consumer would ever see it.
+- A due entry of a job that is over, that no consumer has taken (`manager.observe`'s stale entries: its consumer
+  was lost after the job's last transition, before arq removed the entry), is dropped (`JobStore.drop_stale_entry`):
+  left there, it would start a consumer of a group scaled to zero just to drop it.
 
 One entry that cannot be handled (an unreadable record, say) is logged once and skipped; it never
 stops the others, or the tick.
@@ -48,6 +51,7 @@ class ReapReport:
     requeued: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
     expired: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()  # stale entries taken off their queue (job ids)
 
 
 class OomSource(Protocol):
@@ -75,9 +79,11 @@ class Reaper:
             await self.storage.discard_job_files(job_id, result)
 
     async def run(self, running: Mapping[str, Mapping[str, str]], now: datetime | None = None,
-                  unreachable: Mapping[str, tuple[str, ...]] | None = None) -> ReapReport:
+                  unreachable: Mapping[str, tuple[str, ...]] | None = None,
+                  stale: Mapping[str, tuple[str, ...]] | None = None) -> ReapReport:
         """`running`: each group's running entries (job id -> consumer id), as the tick observed them;
-        `unreachable`: each group's queue members that can never be due."""
+        `unreachable`: each group's queue members that can never be due; `stale`: each group's job ids whose due
+        entry is left over from a job that is over."""
         now = now or self.store.clock()
         requeued: list[str] = []
         failed: list[str] = []
@@ -92,8 +98,14 @@ class Reaper:
                 reason = "its queue score is past any time, so it would never be due"
                 await self._isolated(member, entries.reject(self.keys, self.store, self.storage, group, member,
                                                             reason))
+        dropped: list[str] = []
+        for group, job_ids in (stale or {}).items():
+            for job_id in job_ids:
+                if await self._isolated(job_id, self.store.drop_stale_entry(group, job_id)):
+                    log.info("stale queue entry dropped: the job is over", job_id=job_id, resource_group=group)
+                    dropped.append(job_id)
         expired = await self._expire(now)
-        return ReapReport(tuple(requeued), tuple(failed), tuple(expired))
+        return ReapReport(tuple(requeued), tuple(failed), tuple(expired), tuple(dropped))
 
     async def _isolated(self, job_id: str, work: Awaitable[T]) -> T | None:
         """Run one entry's work; a failure other than Redis being away is logged once for that entry and skipped."""

@@ -158,7 +158,8 @@ class Reconciler:
                     changed[name] = state.to_json()
         # jobs of dead consumers go back to their queue now, and count from the next tick
         await self.reaper.run({g: o.running for g, o in observed.items()}, now=at,
-                              unreachable={g: o.unreachable for g, o in observed.items() if o.unreachable})
+                              unreachable={g: o.unreachable for g, o in observed.items() if o.unreachable},
+                              stale={g: o.stale_entries for g, o in observed.items() if o.stale_entries})
         gone = [n for n in self._published if n not in names]
         async with self.redis.pipeline(transaction=False) as pipe:
             for name, obs in observed.items():

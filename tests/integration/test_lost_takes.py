@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 
 from consumer.worker import build_worker
-from jobqueue import AsyncJobQueueClient, JobStatus
+from jobqueue import AsyncJobQueueClient, JobStatus, ResourceRequests
+from jobqueue.groups import load_groups
 from jobqueue.jobstore import lock_lease_ms
-from tests.helpers import eventually, running_manager, worker_running
+from manager.backends.local import LocalBackend
+from manager.reconcile import Reconciler
+from tests.helpers import eventually, running_manager, with_groups, worker_running
 
 HEARTBEAT_TTL = 1.0
 
@@ -96,3 +99,40 @@ async def test_a_take_of_a_job_another_consumer_still_holds_keeps_it_queued_unti
             record = await job.wait(timeout=60, show_progress=False)
     assert record.status is JobStatus.SUCCEEDED and record.attempts == 2
     assert "consumer dead-consumer lost" in record.errors[0]
+
+
+async def test_the_manager_drops_a_stale_entry_instead_of_starting_a_consumer_of_a_group_scaled_to_zero(
+        settings, tmp_path, arq_redis):
+    """The entry of a job that ended just before its consumer was lost, once the take's lease is over: the manager
+    counted it as ready and started a consumer of a group scaled to zero only for that consumer to drop it. Now its
+    observation sees the job is over, its reaper drops the entry, and the group stays at zero."""
+    settings = with_groups(settings, tmp_path, {"default": {"min_instances": 0, "max_instances": 2},
+                                                "other": {"max_instances": 0}})
+    async with AsyncJobQueueClient(settings) as client:
+        keys, store = client.keys, client.store
+        over = await client.offline_query({"user.id": [1, 2]}, ["user.f0"])
+        waiting = await client.offline_query({"user.id": [3]}, ["user.f0"], resources=ResourceRequests(
+            resource_group="other"))
+        await take_and_die(settings, keys.arq_id(over.id))
+        assert (await store.claim(over.id, "dead-consumer", "default", HEARTBEAT_TTL)).claimed
+        assert await store.mark_cancelled(over.id, owner="dead-consumer", release="default")
+        assert not await store.drop_stale_entry("default", over.id), "the take's lock still holds it"
+        assert not await store.drop_stale_entry("other", waiting.id), "a queued job's entry is not stale"
+
+        async def lease_over() -> bool:
+            return not await client.redis.exists(keys.arq_in_progress(over.id))
+
+        await eventually(lease_over, timeout=15, what="the take's lease to lapse")
+        backend = LocalBackend(settings)
+        try:
+            reconciler = Reconciler(arq_redis, settings, load_groups(settings.resource_groups_path), backend)
+            await reconciler.tick()
+            status = reconciler.last["default"]
+            assert status.decision.replicas == 0 and not backend.active("default"), status
+            assert status.observed.stale_entries == (over.id,) and status.observed.stats.ready == 0, status
+        finally:
+            await backend.aclose()
+        assert await client.redis.zscore(keys.queue("default"), keys.arq_id(over.id)) is None
+        assert not await client.redis.exists(keys.arq_job(over.id))
+        assert await client.redis.zscore(keys.queue("other"), keys.arq_id(waiting.id)) is not None
+        assert (await client.get_job(over.id)).status is JobStatus.CANCELLED

@@ -74,7 +74,7 @@ def test_log_values_and_tracebacks_are_capped():
 
 
 def test_one_unreadable_group_does_not_hide_the_others():
-    good = [1, 0, b"-inf", [], [], [], 0]
+    good = [1, 0, b"-inf", [], [], [], 0, []]
     out = _summarize_part(["a", "b", "c"], [good, [b"!error", b"WRONGTYPE Operation"], [1, 0]], 100.0, 5.0, None)
     assert out["a"].error is None and out["a"].oldest_ready_ms == 0 and out["a"].stats.ready == 1
     assert out["b"].error == "WRONGTYPE Operation" and out["c"].error.startswith("ValueError")

@@ -37,3 +37,12 @@ def test_held_jobs_are_not_ready():
     assert (obs.stats.ready, obs.stats.held, obs.stats.in_flight) == (3, 8, 1)
     idle = summarize("g", 5, 0, {}, {}, None, 100.0, 5.0, held=5)
     assert (idle.stats.ready, idle.stats.held) == (0, 5)
+
+
+def test_stale_entries_are_not_ready_and_are_reported_for_the_reaper():
+    """Due entries of jobs that are over wake no consumer, in an idle group and in a busy one."""
+    idle = summarize("g", 2, 0, {}, {}, None, 100.0, 5.0, stale_entries=("over",))
+    assert idle.stats.ready == 1 and idle.stale_entries == ("over",)
+    busy = summarize("g", 4, 0, {"j1": "c1"}, {"c1": info("c1", 100.0)}, None, 100.0, 5.0, held=1,
+                     stale_entries=("a", "b"))
+    assert (busy.stats.ready, busy.stats.held, busy.stats.in_flight) == (0, 1, 1) and busy.stale_entries == ("a", "b")
