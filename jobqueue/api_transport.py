@@ -13,8 +13,8 @@ None, httpx's own transport, which honours it: httpx applies environment proxies
 
 TLS (`tls_context`): one verifying context per process, made at the first https client: loading the CA bundle took
 27 ms of CPU, and every httpx client and transport made its own, so a new SDK client cost 53 ms (two of them) before
-it sent anything. An http URL gets a context that verifies against no CA at all: it is never used for the API, and
-anything sent over https through it is refused.
+it sent anything. An http URL reached without a proxy gets a context that verifies against no CA at all: it is never
+used for the API, and anything sent over https through it is refused.
 
 `ApiClient`: httpx's client, minus the cookie jar's work on responses that set no cookie (urllib's request and
 response shims, ~0.08 ms a request: a tenth of a submission's client CPU). A response that sets one is handled
@@ -66,9 +66,10 @@ def verifying_tls() -> ssl.SSLContext:
 
 
 def tls_context(url: str) -> ssl.SSLContext:
-    """What a client of `url` verifies TLS with: `verifying_tls()` for https; for http, a context that verifies
-    but trusts no CA (made in microseconds: it is never used, and if it were it would refuse)."""
-    if urlsplit(url).scheme == "https":
+    """What a client of `url` verifies TLS with: `verifying_tls()` for https, or through a proxy (which may be
+    an https one); for plain http, a context that verifies but trusts no CA (made in microseconds: it is never
+    used, and if it were it would refuse)."""
+    if urlsplit(url).scheme == "https" or environment_proxy(url) is not None:
         return verifying_tls()
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED, with no CA loaded
 

@@ -175,3 +175,5 @@ def test_tls_is_loaded_once_per_process_and_an_http_client_loads_no_ca_bundle(
     transports = [b._http._transport for b in (one, two)]
     assert all(isinstance(t, AiohttpTransport) and t.ssl_context is secure for t in transports)
     assert one.presigned._client is None  # the object store's client is made at its first transfer
+    no_proxy_environment.setenv("HTTP_PROXY", "https://proxy.corp:3128")  # TLS to the proxy, for an http API
+    assert tls_context("http://jobqueue.example.com") is secure
