@@ -54,12 +54,19 @@ from jobqueue.store_scripts import (
 )
 from jobqueue.submit_store import SubmittedJobs, encode_field
 
+# A queue entry is stale when its job is over (the record `job_key` has a status in `finals`, comma-separated) and no
+# take holds it (no lock at `lock_key`): the one rule of `JobStore.drop_stale_entry` and `manager.observe`.
+STALE_ENTRY_LUA = """
+local function is_stale_entry(job_key, lock_key, status_field, finals)
+  local status = redis.call('HGET', job_key, status_field)
+  return status ~= false and string.find(',' .. finals .. ',', ',' .. status .. ',', 1, true) ~= nil
+         and redis.call('EXISTS', lock_key) == 0
+end
+"""
 # KEYS: the queue, the job's record, the take's lock, arq's job and retry keys; ARGV[1] the member, ARGV[2] the status
 # field, ARGV[3] the final statuses, comma-separated. 1 when the entry was dropped.
-DROP_STALE_ENTRY = """
-local status = redis.call('HGET', KEYS[2], ARGV[2])
-if not status or not string.find(',' .. ARGV[3] .. ',', ',' .. status .. ',', 1, true) then return 0 end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+DROP_STALE_ENTRY = STALE_ENTRY_LUA + """
+if not is_stale_entry(KEYS[2], KEYS[3], ARGV[2], ARGV[3]) then return 0 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[4], KEYS[5])
 return 1

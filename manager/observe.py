@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 
 from jobqueue.entries import MAX_TIME_MS
 from jobqueue.fair_share import TEAM_LIMIT_OF_LUA
-from jobqueue.jobstore import FINAL_STATUSES
+from jobqueue.jobstore import FINAL_STATUSES, STALE_ENTRY_LUA
 from jobqueue.keys import SLOT, JobField, Keys, around
 from jobqueue.logs import capped
 from jobqueue.models import ConsumerInfo
@@ -117,15 +117,22 @@ def summarize(
 # (`fair_share.limits_json`, '' none), ARGV[16] each group's `want`, comma-separated in the order of ARGV[2],
 # ARGV[17] `HELD_SCAN`, ARGV[18] arq's in-progress key prefix, ARGV[19] the status field, ARGV[20] the final
 # statuses, comma-separated, ARGV[21] `STALE_SCAN`.
-_OBSERVE = TEAM_LIMIT_OF_LUA + """
+_OBSERVE = TEAM_LIMIT_OF_LUA + STALE_ENTRY_LUA + """
 local now, max_ms = tonumber(ARGV[1]), ARGV[3]
-local progress, status_field, finals, stale_scan = ARGV[18], ARGV[19], ',' .. ARGV[20] .. ',', tonumber(ARGV[21])
+local progress, status_field, finals, stale_scan = ARGV[18], ARGV[19], ARGV[20], tonumber(ARGV[21])
 local queue_h, queue_t, running_h, running_t, consumers_h, consumers_t, arq_h, arq_t = unpack(ARGV, 4, 11)
 local job_h, job_t, team_field = ARGV[12], ARGV[13], ARGV[14]
 local limits = ARGV[15] ~= '' and cjson.decode(ARGV[15]) or nil
 local wants, scan = {}, tonumber(ARGV[17])
 for w in string.gmatch(ARGV[16], '[^,]+') do wants[#wants + 1] = tonumber(w) end
 local out = {}
+-- the job id of an arq id of this environment, or nil
+local function job_of(member)
+  if string.sub(member, 1, #arq_h) == arq_h and string.sub(member, #member - #arq_t + 1) == arq_t then
+    return string.sub(member, #arq_h + 1, #member - #arq_t)
+  end
+  return nil
+end
 -- the due jobs, not running, whose team runs its limit: looked at from the head until `want` takeable ones are
 -- found or `scan` were looked at (a job of a team with room takes one of its places, as a consumer would)
 local function held_of(queue, running, busy, want)
@@ -139,10 +146,8 @@ local function held_of(queue, running, busy, want)
     local page = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', offset, 100)
     for _, member in ipairs(page) do
       if not busy[member] then
-        local team = nil
-        if string.sub(member, 1, #arq_h) == arq_h and string.sub(member, #member - #arq_t + 1) == arq_t then
-          team = team_of_job(job_h, job_t, team_field, string.sub(member, #arq_h + 1, #member - #arq_t))
-        end
+        local id = job_of(member)
+        local team = id and team_of_job(job_h, job_t, team_field, id)
         local limit = team and team_limit(limits, team)
         if limit and (runs[team] or 0) >= limit then held = held + 1
         else
@@ -157,32 +162,22 @@ local function held_of(queue, running, busy, want)
   end
   return held
 end
--- the job id of an arq id of this environment, or nil
-local function job_of(member)
-  if string.sub(member, 1, #arq_h) == arq_h and string.sub(member, #member - #arq_t + 1) == arq_t then
-    return string.sub(member, #arq_h + 1, #member - #arq_t)
-  end
-  return nil
-end
 -- the first due entries, not running, that are left over from jobs that are over (not taken): up to the first
 -- that is not, since a due job that is not over needs a consumer anyway, whose takes drop the rest. Each is marked
 -- busy (not ready, not held). Most groups cost one HGET: their first due entry (in `head`) is a live job.
 local function is_stale(member)
   local id = job_of(member)
-  local status = id and redis.call('HGET', job_h .. id .. job_t, status_field)
-  return status and string.find(finals, ',' .. status .. ',', 1, true) and redis.call('EXISTS', progress .. member) == 0
+  return id ~= nil and is_stale_entry(job_h .. id .. job_t, progress .. member, status_field, finals)
 end
 local function stale_of(queue, head, nrun, busy)
-  local stale = {}
-  for j = 1, #head, 2 do  -- the first due entry that is not running (`head` holds one more than run): not stale?
-    if not busy[head[j]] then
-      if not is_stale(head[j]) then return stale end
-      break
-    end
+  local stale, first = {}, nil
+  for j = 1, #head, 2 do  -- the first due entry that is not running (`head` holds one more than run)
+    if not busy[head[j]] then first = head[j]; break end
   end
+  if not first or not is_stale(first) then return stale end
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', 0, nrun + stale_scan)) do
     if not busy[member] then
-      if not is_stale(member) then break end
+      if member ~= first and not is_stale(member) then break end
       stale[#stale + 1] = job_of(member)
       busy[member] = true
     end
