@@ -24,6 +24,9 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
                                 (`manager.group_history`); the console's sparklines
     <p>oidc-login:<h>           string: JSON of one browser's OIDC sign-in under way (PKCE verifier, nonce, where to
                                 go), <h> the SHA-256 of its `state`; taken once by the callback, TTL 10 minutes
+    <p>oidc-logins              zset <h> -> expiry ms of every OIDC sign-in under way: caps them at
+                                JOBQUEUE_CONSOLE_MAX_PENDING_SIGNINS (anyone may start one, unauthenticated, so
+                                their memory in Redis is bounded); entries expire by score
     <p>manager                  hash: `tick_at` (`MANAGER_TICK_AT`), the leader's last tick (epoch seconds)
     <p>groups                   hash group -> JSON config, published by the manager for SDKs
     <p>counters                 hash `<counter>:<group>` -> count (`CounterName`: enqueued, started, succeeded, failed,
@@ -457,3 +460,4 @@ class Keys:
     tokens = _Fixed("tokens")  # zset: API token id -> creation time (ms)
     registry_versions = _Fixed("registry-versions")  # hash: version number -> JSON `RegistryVersion`
     registry_current = _Fixed("registry-current")  # string: the current version id
+    oidc_logins = _Fixed("oidc-logins")  # zset: SHA-256 of a sign-in's `state` -> its expiry (ms)

@@ -10,7 +10,10 @@ On when JOBQUEUE_OIDC_ISSUER and JOBQUEUE_OIDC_CLIENT_ID are set; the sign-in pa
 
 What a sign-in under way needs (the PKCE verifier, the nonce, where to go) waits in Redis under the SHA-256 of its
 `state` (`Keys.oidc_login`, 10 minutes, taken once: a replayed callback finds nothing), so any API replica can
-answer the callback. The browser that started it holds a random binding cookie (HttpOnly, SameSite=Lax: it must
+answer the callback. Anyone may start a sign-in without a token, so how many may be under way at once is capped
+(JOBQUEUE_CONSOLE_MAX_PENDING_SIGNINS, counted in `Keys.oidc_logins` by the script that stores one): a flood of
+starts holds at most that many in Redis, which also carries every job, and is answered 503 past it.
+The browser that started it holds a random binding cookie (HttpOnly, SameSite=Lax: it must
 come back on the issuer's cross-site redirect, and only to `/signin/oidc`); the callback refuses a `state` started
 in another browser, so nobody can sign a victim's browser in with their own account. The console session lasts
 JOBQUEUE_CONSOLE_SESSION_SECONDS: the issuer has just authenticated the person, and the ID token's own (often
@@ -34,12 +37,14 @@ import httpx
 import jwt
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
+from redis.asyncio import Redis
 from starlette.responses import Response
 
 from jobqueue.api.deps import Services, audit_log, services
 from jobqueue.auth.jwks import DISCOVERY_PATH, JwksUnavailable, fetch_json
 from jobqueue.auth.oidc import OidcVerifier, Refusal
 from jobqueue.console.web import COOKIE, PageError, redirect, render, safe_next, session_store
+from jobqueue.keys import Keys
 from jobqueue.settings import Settings
 
 router = APIRouter(include_in_schema=False)
@@ -59,6 +64,50 @@ class PendingLogin(BaseModel):
     next: str
     browser: str  # SHA-256 of the binding cookie of the browser that started it
     redirect_uri: str
+
+
+# KEYS: the sign-in's key, the zset of every sign-in under way. ARGV: its JSON, now (ms), TTL (ms), the cap, the
+# sign-in's member (its key's <h>). 1: stored; 0: the cap is reached (nothing written).
+START_LOGIN = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+class PendingLogins:
+    """The sign-ins under way, in Redis: stored under the SHA-256 of their `state` up to a cap on how many at once,
+    and taken once."""
+
+    def __init__(self, redis: Redis, keys: Keys, cap: int, seconds: int = LOGIN_SECONDS) -> None:
+        self.redis, self.keys, self.cap, self.ttl_ms = redis, keys, cap, seconds * 1000
+        self._start = redis.register_script(START_LOGIN)
+
+    async def start(self, state: str, pending: PendingLogin) -> bool:
+        """Store `pending` for `state`; False (and nothing stored) when `cap` sign-ins are already under way."""
+        member = _digest(state)
+        stored = await self._start(keys=[self.keys.oidc_login(member), self.keys.oidc_logins],
+                                   args=[pending.model_dump_json(), int(time.time() * 1000), self.ttl_ms, self.cap,
+                                         member])
+        return bool(stored)
+
+    async def take(self, state: str) -> PendingLogin | None:
+        """The sign-in started with `state`, once (a second take finds nothing); its place under the cap is freed."""
+        member = _digest(state)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.getdel(self.keys.oidc_login(member))
+            pipe.zrem(self.keys.oidc_logins, member)
+            raw, _ = await pipe.execute()
+        return PendingLogin.model_validate_json(raw) if raw else None
+
+
+def pending_logins(svc: Services) -> PendingLogins:
+    return PendingLogins(svc.client.redis, svc.client.keys, svc.settings.console_max_pending_signins)
 
 
 def browser_signin_on(settings: Settings) -> bool:
@@ -121,8 +170,10 @@ async def start(request: Request, next: Annotated[str | None, Query(max_length=2
     state, binding = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     pending = PendingLogin(verifier=secrets.token_urlsafe(64), nonce=secrets.token_urlsafe(32), next=safe_next(next),
                            browser=_digest(binding), redirect_uri=redirect_uri(request, settings))
-    client = svc.client
-    await client.redis.set(client.keys.oidc_login(_digest(state)), pending.model_dump_json(), ex=LOGIN_SECONDS)
+    if not await pending_logins(svc).start(state, pending):
+        raise PageError(503, f"too many sign-ins are under way here (JOBQUEUE_CONSOLE_MAX_PENDING_SIGNINS="
+                        f"{settings.console_max_pending_signins}, each kept up to {LOGIN_SECONDS // 60} minutes); "
+                        "try again in a few minutes, or sign in with a token")
     scopes = ["openid", *(s for s in settings.oidc_scopes.split() if s != "openid")]
     query = urlencode({"response_type": "code", "client_id": settings.oidc_client_id,
                        "redirect_uri": pending.redirect_uri, "scope": " ".join(scopes), "state": state,
@@ -140,11 +191,6 @@ async def _refused(request: Request, status: int, message: str, next_path: str =
     response.delete_cookie(BINDING_COOKIE, path="/signin/oidc", httponly=True, samesite="lax",
                            secure=request.url.scheme == "https")
     return response
-
-
-async def _take(svc: Services, state: str) -> PendingLogin | None:
-    raw = await svc.client.redis.getdel(svc.client.keys.oidc_login(_digest(state)))
-    return PendingLogin.model_validate_json(raw) if raw else None
 
 
 async def exchange(settings: Settings, document: dict[str, Any], code: str, pending: PendingLogin) -> str:
@@ -194,7 +240,7 @@ async def callback(request: Request, code: Annotated[str | None, Query(max_lengt
     settings = svc.settings
     if not browser_signin_on(settings):
         raise PageError(404, "sign-in with OIDC is off here: sign in with a token")
-    pending = await _take(svc, state) if state else None
+    pending = await pending_logins(svc).take(state) if state else None
     if error:
         return await _refused(request, 401, f"{settings.oidc_issuer} did not sign you in: {error}"
                         f"{' (' + error_description + ')' if error_description else ''}",

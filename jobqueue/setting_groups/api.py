@@ -90,6 +90,13 @@ class ApiSettings(BaseSettings):
         description="How long a web console sign-in lasts (its session record's TTL in Redis); never past the "
         "expiry of the token it was made from, and a revoked token ends it at the next page.",
     )
+    console_max_pending_signins: int = Field(
+        default=10_000, ge=1, le=1_000_000,
+        description="Most OIDC sign-ins that may be under way at once (started at the issuer, not yet back; each "
+        "waits up to 10 minutes in Redis, under 1 KiB): anyone may start one without a token, so this bounds what "
+        "a flood of them can hold in the service's Redis. One more is answered 503 until some finish or expire; "
+        "signing in with a token still works.",
+    )
     console_live_streams_per_session: int = Field(
         default=6, ge=1, le=1000,
         description="Most live update streams (the job page's server-sent events) one console sign-in may hold open "

@@ -17,6 +17,7 @@ import yaml
 from jobqueue import AsyncJobQueueClient
 from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
+from jobqueue.console.oidc_signin import PendingLogin, PendingLogins
 from jobqueue.console.web import COOKIE
 from jobqueue.groups import load_groups_config, parse_groups
 from jobqueue.keys import ScheduleField
@@ -248,6 +249,49 @@ async def test_signing_in_with_oidc_code_flow_pkce_state_and_nonce(settings, iss
             refused = await http.get(await authorize(http, idp, "dave"))
             assert refused.status_code == 401 and "refused the sign-in code" in refused.text
             assert COOKIE not in http.cookies
+
+
+async def test_sign_ins_under_way_are_capped_and_one_that_ends_or_expires_frees_its_place(settings, issuer):
+    """Anyone may start a sign-in without a token, and each waits in Redis up to 10 minutes: past
+    JOBQUEUE_CONSOLE_MAX_PENDING_SIGNINS under way, a start is a 503 naming the setting and stores nothing, so a flood
+    of them cannot fill the Redis every job lives in."""
+    settings = settings.model_copy(update={"oidc_issuer": issuer.issuer, "oidc_audience": AUDIENCE,
+                                           "oidc_client_id": CONSOLE_CLIENT, "oidc_client_secret": issuer.client_secret,
+                                           "console_max_pending_signins": 3})
+    settings = type(settings).model_validate(settings.model_dump())
+    token = await make_token(settings, "alice", Role.USER)
+    async with AsyncJobQueueClient(settings, direct=True) as client:
+
+        async def under_way() -> list[str]:
+            return [k async for k in client.redis.scan_iter(match=client.keys.oidc_login("*"))]
+
+        with api_in_thread(settings, port=0) as url:
+            async with console(url) as http, httpx.AsyncClient(base_url=issuer.issuer, timeout=30) as idp:
+                for _ in range(2):
+                    assert (await http.get("/signin/oidc")).status_code == 303
+                finished = await authorize(http, idp, "carol")  # the third
+                refused = await http.get("/signin/oidc")
+                assert refused.status_code == 503, refused.text
+                assert "JOBQUEUE_CONSOLE_MAX_PENDING_SIGNINS=3" in refused.text and "token" in refused.text
+                assert len(await under_way()) == 3  # nothing stored for the refused one
+
+                done = await http.get(finished)
+                assert done.status_code == 200 and COOKIE in http.cookies, done.text  # it ends: one place free
+                assert len(await under_way()) == 2
+                assert (await http.get("/signin/oidc")).status_code == 303
+                assert (await http.get("/signin/oidc")).status_code == 503
+                http.cookies.clear()
+                assert (await sign_in(http, token)).status_code == 303 and COOKIE in http.cookies  # tokens still
+
+        # an abandoned sign-in frees its place when it expires (here after 1 s instead of 10 minutes)
+        logins = PendingLogins(client.redis, client.keys, cap=1, seconds=1)
+        await client.redis.delete(client.keys.oidc_logins, *await under_way())
+        pending = PendingLogin(verifier="v", nonce="n", next="/jobs", browser="b", redirect_uri="http://x/cb")
+        assert await logins.start("state-1", pending)
+        assert not await logins.start("state-2", pending)
+        await eventually(lambda: logins.start("state-3", pending), timeout=10, what="the first sign-in to expire")
+        assert await logins.take("state-3") == pending and await logins.take("state-3") is None
+        assert await client.redis.zcard(client.keys.oidc_logins) == 0
 
 
 async def test_without_a_client_id_the_sign_in_page_offers_no_oidc_button(settings, issuer):
