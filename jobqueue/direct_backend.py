@@ -212,14 +212,15 @@ class DirectBackend:
             return await find_page(client.store, client.redis, client.keys, query, visible, scan_limit)
 
     async def cancel_many(self, wanted: CancelFilter, may_cancel: Callable[[JobRecord], bool] = lambda r: True,
-                          only_owner: str | None = None) -> CancelManyResult:
-        """Cancel the queued and running jobs matching every condition (and `may_cancel`; `only_owner` narrows the
-        index reads to one owner's jobs, as the policy of a `user` does)."""
+                          only_owner: str | None = None, also_team: str | None = None) -> CancelManyResult:
+        """Cancel the queued and running jobs matching every condition (and `may_cancel`; `only_owner`, with
+        `also_team`, narrows the index reads to one owner's jobs and that team's, as the policy of a `user` does)."""
         client = self.client
         query = ListingQuery(wanted=JobFilter(group=wanted.resource_group, state=wanted.state, owner=wanted.owner,
                                               team=wanted.team, query_name=wanted.query_name, tags=wanted.tags or {}),
                              submitted_after_ms=_ms(wanted.submitted_after),
-                             submitted_before_ms=_ms(wanted.submitted_before), only_owner=only_owner)
+                             submitted_before_ms=_ms(wanted.submitted_before), only_owner=only_owner,
+                             also_team=also_team)
         cancelled: list[str] = []
         with client.reaching_redis("jobs were not cancelled"):
             records = [r for q in cancellable_queries(query)

@@ -10,7 +10,10 @@ Sorted by submission, the smallest index that every listed job must be in is wal
 checked for each batch (ZMSCORE), as is the index of every shard (`Keys.shard_jobs`: a job in it is left out)
 unless the query lists shards (`JobFilter.lists_shards`). Sorted by wait or duration, that index is walked instead,
 unless a filter's index is small enough to read whole (`GATHER_MAX`) and sort. A `user` who sees only their own jobs
-always has their owner index as a condition, so the policy also narrows the reads; the edge checks every record
+always has their owner index as a condition, so the policy also narrows the reads. One who also sees their team's
+(JOBQUEUE_USERS_SEE_TEAM_JOBS) sees the union of their owner index and their team's (`visibility`): that union is
+walked (merged in order, each job once) when it is smaller than every filter's index, and else each job is checked
+to be in one of the two; either way a listing reads only records the user may see. The edge checks every record
 again.
 """
 
@@ -21,6 +24,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from jobqueue.errors import InvalidQueryError
 from jobqueue.job_filter import JobFilter
@@ -66,7 +70,8 @@ class ListingQuery:
     descending: bool = True
     after: Position | None = None
     limit: int = 50
-    only_owner: str | None = None  # the policy: a `user` (without team view) sees only this owner's jobs
+    only_owner: str | None = None  # the policy: a `user` sees only this owner's jobs ...
+    also_team: str | None = None  # ... and, with JOBQUEUE_USERS_SEE_TEAM_JOBS, this team's too (with only_owner)
 
     @property
     def window(self) -> tuple[float, float]:
@@ -85,11 +90,13 @@ class PlanKind(enum.Enum):
 class Plan:
     kind: PlanKind
     walk: str = ""
+    walk_any: tuple[str, ...] = ()  # when set: walk (or gather) the union of these instead of `walk`
     descending: bool = True
     low: float = -math.inf  # score bounds of the walked index (inclusive)
     high: float = math.inf
     after: Position | None = None  # entries up to this one (in walking order) are skipped
     members_of: tuple[str, ...] = ()  # a job must be in each (ZMSCORE)
+    members_of_any: tuple[str, ...] = ()  # and, when set, in at least one of these
     not_members_of: tuple[str, ...] = ()  # and in none of these
     window_of: str | None = None  # when set, a job's score there (submission ms) must be in `window`
     window: tuple[float, float] = (-math.inf, math.inf)
@@ -102,10 +109,13 @@ def conditions(keys: Keys, query: ListingQuery) -> list[str] | None:
     """The indexes every listed job must be in; None when no job can match (a `user` asking for another owner)."""
     w = query.wanted
     owner = w.owner
-    if query.only_owner is not None:
+    if query.only_owner is not None and query.also_team is None:
         if owner is not None and owner != query.only_owner:
             return None
         owner = query.only_owner
+    elif query.only_owner is not None and owner not in (None, query.only_owner) \
+            and w.team not in (None, query.also_team):
+        return None  # another owner's jobs of another team
     found = []
     for kind, value in ((ListingIndex.PARENT, w.parent), (ListingIndex.OWNER, owner), (ListingIndex.TEAM, w.team),
                         (ListingIndex.GROUP, w.group), (ListingIndex.QUERY, w.query_name),
@@ -121,9 +131,19 @@ def exclusions(keys: Keys, query: ListingQuery) -> tuple[str, ...]:
     return () if query.wanted.lists_shards else (keys.shard_jobs,)
 
 
+def visibility(keys: Keys, query: ListingQuery) -> tuple[str, ...]:
+    """The indexes a listed job must be in at least one of: for a `user` who also sees their team's jobs, their owner
+    index and their team's; none when a condition already narrows the listing to one of them, or for anyone else."""
+    w = query.wanted
+    if query.only_owner is None or query.also_team is None or query.only_owner == w.owner \
+            or query.also_team == w.team:
+        return ()
+    return keys.jobs_by(ListingIndex.OWNER, query.only_owner), keys.jobs_by(ListingIndex.TEAM, query.also_team)
+
+
 def size_reads(keys: Keys, query: ListingQuery) -> list[str]:
     """The indexes whose size in the window (ZCOUNT over `query.window`) the plan needs."""
-    return conditions(keys, query) or []
+    return [*(conditions(keys, query) or []), *visibility(keys, query)]
 
 
 def _bounds(low: float, high: float, descending: bool, after: Position | None) -> tuple[float, float]:
@@ -135,27 +155,33 @@ def _bounds(low: float, high: float, descending: bool, after: Position | None) -
 def make_plan(keys: Keys, query: ListingQuery, sizes: Mapping[str, int]) -> Plan:
     """The plan for `query`, given the size in the window of each index of `size_reads`."""
     conds = conditions(keys, query)
+    any_of = tuple(k for k in visibility(keys, query) if sizes.get(k, 0) > 0)
     low, high = query.window
-    if conds is None or low > high or any(sizes.get(k, 0) == 0 for k in conds):
+    if conds is None or low > high or any(sizes.get(k, 0) == 0 for k in conds) \
+            or (visibility(keys, query) and not any_of):
         return Plan(PlanKind.EMPTY, limit=query.limit)
     smallest = min(conds, key=lambda k: (sizes[k], k)) if conds else None
-    others = tuple(k for k in conds if k != smallest)
-    excluded = exclusions(keys, query)
-    batch = max(100, min(500, query.limit * 2))
+    union = sum(sizes[k] for k in any_of)
+    walk_union = bool(any_of) and (smallest is None or union < sizes[smallest])
+    if walk_union:  # the visible jobs are fewer than any filter's: walk them, check every filter
+        source: dict[str, Any] = {"walk_any": any_of, "members_of": tuple(conds)}
+    else:
+        source = {"walk": smallest or keys.jobs_index, "members_of": tuple(k for k in conds if k != smallest),
+                  "members_of_any": any_of}
+    source_size = union if walk_union else sizes[smallest] if smallest is not None else None
+    common: dict[str, Any] = {"descending": query.descending, "after": query.after,
+                              "not_members_of": exclusions(keys, query), "limit": query.limit,
+                              "batch": max(100, min(500, query.limit * 2))}
     if query.sort is SortKey.SUBMITTED:
         lo, hi = _bounds(low, high, query.descending, query.after)
-        return Plan(PlanKind.WALK, walk=smallest or keys.jobs_index, descending=query.descending, low=lo, high=hi,
-                    after=query.after, members_of=others, not_members_of=excluded, limit=query.limit, batch=batch)
+        return Plan(PlanKind.WALK, low=lo, high=hi, **source, **common)
     order = keys.jobs_by_wait if query.sort is SortKey.WAIT else keys.jobs_by_duration
-    if smallest is not None and sizes[smallest] <= GATHER_MAX:
-        return Plan(PlanKind.GATHER, walk=smallest, descending=query.descending, low=low, high=high,
-                    after=query.after, members_of=others, not_members_of=excluded, order_by=order, limit=query.limit,
-                    batch=batch)
+    if source_size is not None and source_size <= GATHER_MAX:
+        return Plan(PlanKind.GATHER, low=low, high=high, order_by=order, **source, **common)
     lo, hi = _bounds(-math.inf, math.inf, query.descending, query.after)
     windowed = (low, high) != (-math.inf, math.inf)
-    return Plan(PlanKind.WALK, walk=order, descending=query.descending, low=lo, high=hi, after=query.after,
-                members_of=tuple(conds or ()), not_members_of=excluded,
-                window_of=keys.jobs_index if windowed else None, window=(low, high), limit=query.limit, batch=batch)
+    return Plan(PlanKind.WALK, walk=order, low=lo, high=hi, members_of=tuple(conds), members_of_any=any_of,
+                window_of=keys.jobs_index if windowed else None, window=(low, high), **common)
 
 
 def score_text(value: float, exclusive: bool = False) -> str:

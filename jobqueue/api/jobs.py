@@ -50,23 +50,25 @@ IncludeShards = Annotated[bool, Query(description="List the shards of sharded qu
 Order = Annotated[Literal["desc", "asc"], Query(description="desc: newest, longest first; asc: the reverse.")]
 
 
-def only_owner(identity: Identity, svc: Services) -> str | None:
-    """The owner a listing is narrowed to by the policy: a `user` sees only their own jobs, unless users see their
-    team's (then each record is checked, as always)."""
-    if identity.role is not Role.USER or (svc.rules.users_see_team_jobs and identity.team):
-        return None
-    return identity.owner
+def listing_scope(identity: Identity, svc: Services) -> tuple[str | None, str | None]:
+    """The policy's narrowing of a listing, as `ListingQuery.only_owner` and `also_team`: a `user` sees their own
+    jobs, and their team's too when users see their team's (JOBQUEUE_USERS_SEE_TEAM_JOBS); anyone else, every job
+    (None, None). The listing reads only the indexes of what they may see; each record is checked again."""
+    if identity.role is not Role.USER:
+        return None, None
+    return identity.owner, identity.team if svc.rules.users_see_team_jobs and identity.team else None
 
 
 def listing_query(identity: Identity, svc: Services, wanted: JobFilter, submitted_after: datetime | None,
                   submitted_before: datetime | None, sort: SortKey = SortKey.SUBMITTED, order: str = "desc",
                   cursor: str | None = None, limit: int = 50) -> ListingQuery:
-    """The listing the API and the console run for `identity`: its filter, order and page, and the policy's owner."""
+    """The listing the API and the console run for `identity`: its filter, order and page, and the policy's scope."""
+    owner, team = listing_scope(identity, svc)
     return ListingQuery(
         wanted=wanted, sort=sort, descending=order != "asc", limit=limit,
         submitted_after_ms=submitted_after.timestamp() * 1000 if submitted_after is not None else None,
         submitted_before_ms=submitted_before.timestamp() * 1000 if submitted_before is not None else None,
-        after=Position.decode(cursor) if cursor else None, only_owner=only_owner(identity, svc))
+        after=Position.decode(cursor) if cursor else None, only_owner=owner, also_team=team)
 
 
 def parse_tags(items: list[str] | None) -> dict[str, str]:
@@ -158,7 +160,7 @@ async def cancel_many(body: CancelFilter, request: Request, identity: Caller, sv
             raise InvalidQueryError(name, "is null; leave a condition out instead")
     allow(identity, Action.CANCEL_MANY, svc)
     done = await DirectBackend(svc.client).cancel_many(body, lambda r: may(identity, Action.CANCEL_JOB, r, svc),
-                                                       only_owner(identity, svc))
+                                                       *listing_scope(identity, svc))
     svc.metrics.cancelled.labels(svc.metrics.team(identity.team)).inc(done.cancelled)
     audit(identity, Action.CANCEL_MANY, job_ids=done.job_ids, count=done.cancelled,
           filter=body.model_dump(mode="json", exclude_none=True))

@@ -52,9 +52,10 @@ async def plan_listing(redis: Redis, keys: Keys, query: ListingQuery) -> Plan:
 
 
 async def _checked(redis: Redis, plan: Plan, positions: list[Position]) -> list[Position]:
-    """The positions whose job is in every index of `members_of`, in none of `not_members_of` (and submitted in the
-    window, when asked)."""
-    checks = [*plan.members_of, *plan.not_members_of, *([plan.window_of] if plan.window_of else [])]
+    """The positions whose job is in every index of `members_of`, in one of `members_of_any` (when any), in none of
+    `not_members_of` (and submitted in the window, when asked)."""
+    checks = [*plan.members_of, *plan.members_of_any, *plan.not_members_of,
+              *([plan.window_of] if plan.window_of else [])]
     if not positions or not checks:
         return positions
     ids = [p.job_id for p in positions]
@@ -62,13 +63,71 @@ async def _checked(redis: Redis, plan: Plan, positions: list[Position]) -> list[
         for key in checks:
             pipe.zmscore(key, ids)
         replies = await pipe.execute()
-    n_in, n_out = len(plan.members_of), len(plan.not_members_of)
-    member_replies, excluded_replies = replies[:n_in], replies[n_in:n_in + n_out]
-    window_scores = replies[n_in + n_out] if plan.window_of else None
+    n_in, n_any, n_out = len(plan.members_of), len(plan.members_of_any), len(plan.not_members_of)
+    member_replies, any_replies = replies[:n_in], replies[n_in:n_in + n_any]
+    excluded_replies = replies[n_in + n_any:n_in + n_any + n_out]
+    window_scores = replies[n_in + n_any + n_out] if plan.window_of else None
     return [p for i, p in enumerate(positions)
             if all(r[i] is not None for r in member_replies)
+            and (not any_replies or any(r[i] is not None for r in any_replies))
             and all(r[i] is None for r in excluded_replies)
             and (window_scores is None or in_window(plan.window, window_scores[i]))]
+
+
+async def _walk(redis: Redis, plan: Plan, key: str) -> AsyncIterator[tuple[list[Position], Position]]:
+    """WALK: batches of `key`'s entries in the plan's order within its bounds (those past its cursor), with the last
+    entry walked."""
+    low, high, after, offset = plan.low, plan.high, plan.after, 0
+    while True:
+        if plan.descending:
+            rows = await redis.zrevrangebyscore(key, score_text(high), score_text(low), start=offset,
+                                                num=plan.batch, withscores=True)
+        else:
+            rows = await redis.zrangebyscore(key, score_text(low), score_text(high), start=offset,
+                                             num=plan.batch, withscores=True)
+        walked = [Position(float(score), member.decode()) for member, score in rows]
+        if not walked:
+            return
+        yield [p for p in walked if past(plan, p, after)], walked[-1]
+        if len(walked) < plan.batch:
+            return
+        if after is not None and walked[0].score == walked[-1].score == after.score:
+            offset += plan.batch  # a run of ties longer than a batch: step through it
+        else:
+            after, offset = walked[-1], 0
+            low, high = next_bounds(plan, after)
+
+
+async def _entries(redis: Redis, plan: Plan, key: str) -> AsyncIterator[Position]:
+    async for fresh, _ in _walk(redis, plan, key):
+        for position in fresh:
+            yield position
+
+
+async def _union_walk(redis: Redis, plan: Plan) -> AsyncIterator[tuple[list[Position], Position]]:
+    """WALK over `walk_any`: their entries merged in the plan's order, each job once (a job in several indexes has
+    the same score, its submission ms, in each: its entries meet side by side), in batches of `plan.batch`."""
+    streams = [_entries(redis, plan, key) for key in plan.walk_any]
+    heads: dict[int, Position] = {}  # stream -> its next entry
+    for i, stream in enumerate(streams):
+        if (first := await anext(stream, None)) is not None:
+            heads[i] = first
+    batch: list[Position] = []
+    last: Position | None = None
+    while heads:
+        pick = (max if plan.descending else min)(heads, key=lambda i: (heads[i].score, heads[i].job_id))
+        position = heads.pop(pick)
+        if (following := await anext(streams[pick], None)) is not None:
+            heads[pick] = following
+        if position == last:
+            continue
+        batch.append(position)
+        last = position
+        if len(batch) >= plan.batch:
+            yield batch, position
+            batch = []
+    if batch:
+        yield batch, batch[-1]
 
 
 async def candidates(redis: Redis, plan: Plan) -> AsyncIterator[tuple[list[Position], Position]]:
@@ -76,7 +135,11 @@ async def candidates(redis: Redis, plan: Plan) -> AsyncIterator[tuple[list[Posit
     if plan.kind is PlanKind.EMPTY:
         return
     if plan.kind is PlanKind.GATHER:
-        ids = [m.decode() for m in await redis.zrangebyscore(plan.walk, score_text(plan.low), score_text(plan.high))]
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in plan.walk_any or (plan.walk,):
+                pipe.zrangebyscore(key, score_text(plan.low), score_text(plan.high))
+            replies = await pipe.execute()
+        ids = list(dict.fromkeys(m.decode() for members in replies for m in members))  # a union: each job once
         if not ids or plan.order_by is None:
             return
         scores = await redis.zmscore(plan.order_by, ids)
@@ -85,25 +148,9 @@ async def candidates(redis: Redis, plan: Plan) -> AsyncIterator[tuple[list[Posit
             chunk = kept[start:start + plan.batch]
             yield chunk, chunk[-1]
         return
-    low, high, after, offset = plan.low, plan.high, plan.after, 0
-    while True:
-        if plan.descending:
-            rows = await redis.zrevrangebyscore(plan.walk, score_text(high), score_text(low), start=offset,
-                                                num=plan.batch, withscores=True)
-        else:
-            rows = await redis.zrangebyscore(plan.walk, score_text(low), score_text(high), start=offset,
-                                             num=plan.batch, withscores=True)
-        walked = [Position(float(score), member.decode()) for member, score in rows]
-        if not walked:
-            return
-        yield await _checked(redis, plan, [p for p in walked if past(plan, p, after)]), walked[-1]
-        if len(walked) < plan.batch:
-            return
-        if after is not None and walked[0].score == walked[-1].score == after.score:
-            offset += plan.batch  # a run of ties longer than a batch: step through it
-        else:
-            after, offset = walked[-1], 0
-            low, high = next_bounds(plan, after)
+    walked = _union_walk(redis, plan) if plan.walk_any else _walk(redis, plan, plan.walk)
+    async for fresh, last in walked:
+        yield await _checked(redis, plan, fresh), last
 
 
 def _record_check(query: ListingQuery, check: Check) -> Check:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from jobqueue.api.deps import Services, allow, audit, may, services
-from jobqueue.api.jobs import listing_query, only_owner
+from jobqueue.api.jobs import listing_query, listing_scope
 from jobqueue.api.listing import CURSOR_PATTERN, cancellable_queries, count_matching, find_page
 from jobqueue.api.wire import CancelFilter
 from jobqueue.auth.identity import Role
@@ -140,11 +140,10 @@ async def _cancellable(session: Session, svc: Services, chosen: Chosen) -> int:
     """How many queued or running jobs the filters match that the signed-in identity may cancel."""
     identity, client = session.identity, svc.client
     query = listing_query(identity, svc, chosen.wanted, chosen.after, chosen.before)
-    # the indexes decide alone unless the policy needs each record (a user who sees their team's jobs)
-    check = None if identity.role is not Role.USER or only_owner(identity, svc) else (
-        lambda r: may(identity, Action.CANCEL_JOB, r, svc))
+    # the indexes decide alone: the policy's scope is theirs too (a user's own jobs, and their team's when users see
+    # them), and a user may cancel what they may see
     queries: list[ListingQuery] = cancellable_queries(query)
-    return sum([await count_matching(client.store, client.redis, client.keys, q, check) for q in queries])
+    return sum([await count_matching(client.store, client.redis, client.keys, q, None) for q in queries])
 
 
 def _need_filters(chosen: Chosen) -> None:
@@ -177,7 +176,7 @@ async def bulk_cancel(request: Request, session: SignedIn) -> Response:
     chosen = chosen_filters(values)
     _need_filters(chosen)
     done = await DirectBackend(svc.client).cancel_many(
-        _cancel_filter(chosen), lambda r: may(identity, Action.CANCEL_JOB, r, svc), only_owner(identity, svc))
+        _cancel_filter(chosen), lambda r: may(identity, Action.CANCEL_JOB, r, svc), *listing_scope(identity, svc))
     svc.metrics.cancelled.labels(svc.metrics.team(identity.team)).inc(done.cancelled)
     audit(identity, Action.CANCEL_MANY, job_ids=done.job_ids, count=done.cancelled, filter=chosen.given,
           via="console")

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
 from jobqueue.console import jobs_list
 from jobqueue.jobstore import JobStore
@@ -136,6 +137,42 @@ async def test_a_users_listing_holds_only_their_own_jobs(settings, served):
         assert await api_listing(http, {"owner": "bob"}) == []
         assert await api_listing(http, {"sort": "wait", "team": "ml"}) == \
             expected(records, lambda r: r.owner == "alice" and r.team == "ml", "wait")
+
+
+async def test_a_user_who_sees_their_teams_jobs_lists_them_and_reads_no_other_record(settings, monkeypatch):
+    """JOBQUEUE_USERS_SEE_TEAM_JOBS: alice of risk lists her jobs and risk's, with each filter and sort across pages,
+    and the listing reads only the records of those (the union of her owner index and risk's), not every job's."""
+    settings = settings.model_copy(update={"users_see_team_jobs": True})
+    records = await seed(settings)
+    by_id = {r.job_id: r for r in records}
+
+    def visible(r: JobRecord) -> bool:
+        return r.owner == "alice" or r.team == "risk"
+
+    assert any(not visible(r) for r in records)
+    read: list[str] = []
+    get_many = JobStore.get_many
+
+    async def reading(self: JobStore, job_ids: list[str]) -> list[JobRecord | None]:
+        read.extend(job_ids)
+        return await get_many(self, job_ids)
+
+    monkeypatch.setattr(JobStore, "get_many", reading)  # the API serves from a thread of this process
+    token = await make_token(settings, "alice", Role.USER, "risk")
+    with api_in_thread(settings, port=0) as url:
+        async with httpx.AsyncClient(base_url=url, headers=bearer(token), timeout=30) as http:
+            for sort in ("submitted", "wait", "duration"):
+                for order in ("desc", "asc"):
+                    assert await api_listing(http, {"sort": sort, "order": order}) == \
+                        expected(records, visible, sort, order), (sort, order)
+            for name, (params, keep) in FILTERS.items():
+                assert await api_listing(http, params) == \
+                    expected(records, lambda r, keep=keep: keep(r) and visible(r)), name
+            cancel = await http.post("/v1/jobs/cancel", json={"state": "queued"})
+            assert cancel.status_code == 200, cancel.text
+            queued = [r.job_id for r in records if r.status is JobStatus.QUEUED]
+            assert sorted(cancel.json()["job_ids"]) == sorted(j for j in queued if visible(by_id[j]))
+    assert read and [j for j in read if not visible(by_id[j])] == []
 
 
 def job_ids(page: str) -> list[str]:

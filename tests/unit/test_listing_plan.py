@@ -63,6 +63,39 @@ def test_a_user_is_narrowed_to_their_own_index_and_never_sees_another_owner():
     assert conditions(K, same) == [OWNER]
 
 
+def test_a_user_who_sees_their_teams_jobs_walks_the_union_of_their_two_indexes_or_checks_it():
+    """JOBQUEUE_USERS_SEE_TEAM_JOBS: alice of risk sees her jobs and risk's; the listing reads only those indexes."""
+    scope = {"only_owner": "alice", "also_team": "risk"}
+    everything = ListingQuery(**scope)
+    assert conditions(K, everything) == [] and set(size_reads(K, everything)) == {OWNER, TEAM}
+    plan = make_plan(K, everything, {OWNER: 30, TEAM: 400})
+    assert plan.kind is PlanKind.WALK and plan.walk_any == (OWNER, TEAM) and plan.members_of == ()
+    assert make_plan(K, everything, {OWNER: 30, TEAM: 0}).walk_any == (OWNER,)  # an empty one is not walked
+    assert make_plan(K, everything, {OWNER: 0, TEAM: 0}).kind is PlanKind.EMPTY
+
+    queued = ListingQuery(wanted=JobFilter(state=JobStatus.QUEUED), **scope)
+    few = make_plan(K, queued, {STATE: 12, OWNER: 30, TEAM: 400})  # fewer queued jobs than visible ones
+    assert few.walk == STATE and few.walk_any == () and few.members_of_any == (OWNER, TEAM)
+    many = make_plan(K, queued, {STATE: 90_000, OWNER: 30, TEAM: 400})
+    assert many.walk_any == (OWNER, TEAM) and many.members_of == (STATE,)
+
+    # a filter on her own owner or team is inside what she sees: no union
+    for wanted in (JobFilter(owner="alice"), JobFilter(team="risk"), JobFilter(owner="bob", team="risk")):
+        narrowed = ListingQuery(wanted=wanted, **scope)
+        plan = make_plan(K, narrowed, dict.fromkeys(size_reads(K, narrowed), 10))
+        assert plan.walk_any == () and plan.members_of_any == (), wanted
+    bob = ListingQuery(wanted=JobFilter(owner="bob"), **scope)  # bob's jobs of risk
+    plan = make_plan(K, bob, {K.jobs_by(ListingIndex.OWNER, "bob"): 5, OWNER: 30, TEAM: 400})
+    assert plan.walk == K.jobs_by(ListingIndex.OWNER, "bob") and plan.members_of_any == (OWNER, TEAM)
+    elsewhere = ListingQuery(wanted=JobFilter(owner="bob", team="ml"), **scope)  # neither hers nor risk's
+    assert conditions(K, elsewhere) is None and make_plan(K, elsewhere, {}).kind is PlanKind.EMPTY
+
+    by_wait = make_plan(K, ListingQuery(sort=SortKey.WAIT, **scope), {OWNER: 30, TEAM: 400})
+    assert by_wait.kind is PlanKind.GATHER and by_wait.walk_any == (OWNER, TEAM) and by_wait.order_by == K.jobs_by_wait
+    big = make_plan(K, ListingQuery(sort=SortKey.WAIT, **scope), {OWNER: 30, TEAM: GATHER_MAX})
+    assert big.kind is PlanKind.WALK and big.walk == K.jobs_by_wait and big.members_of_any == (OWNER, TEAM)
+
+
 def test_the_time_window_and_cursor_bound_the_walk():
     query = ListingQuery(submitted_after_ms=1000.0, submitted_before_ms=5000.0, after=Position(4000.0, "j5"))
     plan = make_plan(K, query, {})
