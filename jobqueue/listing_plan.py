@@ -23,8 +23,7 @@ import enum
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from jobqueue.errors import InvalidQueryError
 from jobqueue.job_filter import JobFilter
@@ -155,33 +154,32 @@ def _bounds(low: float, high: float, descending: bool, after: Position | None) -
 def make_plan(keys: Keys, query: ListingQuery, sizes: Mapping[str, int]) -> Plan:
     """The plan for `query`, given the size in the window of each index of `size_reads`."""
     conds = conditions(keys, query)
-    any_of = tuple(k for k in visibility(keys, query) if sizes.get(k, 0) > 0)
+    visible = visibility(keys, query)
+    any_of = tuple(k for k in visible if sizes.get(k, 0) > 0)
     low, high = query.window
-    if conds is None or low > high or any(sizes.get(k, 0) == 0 for k in conds) \
-            or (visibility(keys, query) and not any_of):
+    if conds is None or low > high or any(sizes.get(k, 0) == 0 for k in conds) or (visible and not any_of):
         return Plan(PlanKind.EMPTY, limit=query.limit)
     smallest = min(conds, key=lambda k: (sizes[k], k)) if conds else None
     union = sum(sizes[k] for k in any_of)
-    walk_union = bool(any_of) and (smallest is None or union < sizes[smallest])
-    if walk_union:  # the visible jobs are fewer than any filter's: walk them, check every filter
-        source: dict[str, Any] = {"walk_any": any_of, "members_of": tuple(conds)}
+    base = Plan(PlanKind.WALK, descending=query.descending, after=query.after, not_members_of=exclusions(keys, query),
+                limit=query.limit, batch=max(100, min(500, query.limit * 2)))
+    source_size: int | None
+    if any_of and (smallest is None or union < sizes[smallest]):  # fewer visible jobs than any filter's: walk them
+        source, source_size = replace(base, walk_any=any_of, members_of=tuple(conds)), union
     else:
-        source = {"walk": smallest or keys.jobs_index, "members_of": tuple(k for k in conds if k != smallest),
-                  "members_of_any": any_of}
-    source_size = union if walk_union else sizes[smallest] if smallest is not None else None
-    common: dict[str, Any] = {"descending": query.descending, "after": query.after,
-                              "not_members_of": exclusions(keys, query), "limit": query.limit,
-                              "batch": max(100, min(500, query.limit * 2))}
+        source = replace(base, walk=smallest or keys.jobs_index, members_of=tuple(k for k in conds if k != smallest),
+                         members_of_any=any_of)
+        source_size = sizes[smallest] if smallest is not None else None
     if query.sort is SortKey.SUBMITTED:
         lo, hi = _bounds(low, high, query.descending, query.after)
-        return Plan(PlanKind.WALK, low=lo, high=hi, **source, **common)
+        return replace(source, low=lo, high=hi)
     order = keys.jobs_by_wait if query.sort is SortKey.WAIT else keys.jobs_by_duration
     if source_size is not None and source_size <= GATHER_MAX:
-        return Plan(PlanKind.GATHER, low=low, high=high, order_by=order, **source, **common)
+        return replace(source, kind=PlanKind.GATHER, low=low, high=high, order_by=order)
     lo, hi = _bounds(-math.inf, math.inf, query.descending, query.after)
     windowed = (low, high) != (-math.inf, math.inf)
-    return Plan(PlanKind.WALK, walk=order, low=lo, high=hi, members_of=tuple(conds), members_of_any=any_of,
-                window_of=keys.jobs_index if windowed else None, window=(low, high), **common)
+    return replace(base, walk=order, low=lo, high=hi, members_of=tuple(conds), members_of_any=any_of,
+                   window_of=keys.jobs_index if windowed else None, window=(low, high))
 
 
 def score_text(value: float, exclusive: bool = False) -> str:
