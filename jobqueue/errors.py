@@ -113,7 +113,7 @@ class QuotaExceededError(JobQueueError):
 
     def __init__(self, message: str, *, quota: str, subject: str, limit: int, current: int) -> None:
         super().__init__(message)
-        self.quota = quota  # `max_queued_per_owner`, `max_queued_per_team` or `max_input_rows`
+        self.quota = quota  # `max_queued_per_owner`, `max_queued_per_team`, `max_input_rows` or uploads' (QUOTA)
         self.subject = subject  # the owner or team it applies to
         self.limit = limit
         self.current = current  # the unfinished jobs counted, or the input's rows

@@ -62,6 +62,10 @@ All keys live under `jobqueue:<environment>:` so environments can share one Redi
                                 (`JobStore`, in the same script): the console's live job page follows it
     <p>console-live:<h>         zset: stream id -> expiry ms of each open live stream (SSE) of one console session
                                 (<h> as in console-session): caps the streams per session; entries expire by score
+    <p>upload:<ref>             string: JSON of one staged upload (`jobqueue.upload_store`), taken once by its submit;
+                                TTL JOBQUEUE_API_UPLOAD_TTL_SECONDS
+    <p>uploads-of:<owner>       zset ref -> expiry ms of an owner's upload references not yet taken: caps them at
+                                JOBQUEUE_QUOTA_MAX_PENDING_UPLOADS_PER_OWNER; entries expire by score
 
 arq keeps its own per-job keys (`arq:job:<arq id>`, `arq:in-progress:<arq id>`, `arq:retry:<arq id>`,
 `arq:result:<arq id>`), outside our prefix. So that environments sharing a Redis never share them, arq
@@ -425,6 +429,7 @@ class Keys:
     job_changed = _Named("changed")  # pub/sub channel per job id: its new status, at every transition
     console_live = _Named("console-live")  # per SHA-256 of a console session cookie: its open live streams
     upload = _Named("upload")  # per upload reference: JSON of a staged upload, TTL JOBQUEUE_API_UPLOAD_TTL_SECONDS
+    uploads_of = _Named("uploads-of")  # per owner: zset of their upload references -> expiry ms (their quota)
 
     def jobs_by(self, kind: ListingIndex, value: str) -> str:
         """A listing index: the jobs whose `kind` is `value`, scored by submission ms."""

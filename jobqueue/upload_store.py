@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
+from jobqueue.errors import QuotaExceededError
 from jobqueue.keys import Keys
 from jobqueue.storage import Storage, from_path_component, path_component
 
@@ -66,21 +67,51 @@ class StagedUpload(BaseModel):
     expires_at: datetime
 
 
-class UploadStore:
-    """Upload records in Redis (`Keys.upload`). It writes no job state."""
+# KEYS: the upload's record, its owner's references. ARGV: its JSON, now (ms), TTL (ms), the quota (0: none), its
+# reference. {1, held before}: stored; {0, held}: the owner holds the quota's worth already (nothing written).
+CREATE_UPLOAD = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+local held = redis.call('ZCARD', KEYS[2])
+if tonumber(ARGV[4]) > 0 and held >= tonumber(ARGV[4]) then
+  return {0, held}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {1, held}
+"""
+QUOTA = "max_pending_uploads_per_owner"
 
-    def __init__(self, redis: Redis, keys: Keys, staging: str, environment: str, ttl_seconds: int) -> None:
+
+class UploadStore:
+    """Upload records in Redis (`Keys.upload`), and each owner's references not yet taken (`Keys.uploads_of`), up to
+    `max_per_owner` at once (0: no limit). It writes no job state."""
+
+    def __init__(self, redis: Redis, keys: Keys, staging: str, environment: str, ttl_seconds: int,
+                 max_per_owner: int = 0) -> None:
         self.redis, self.keys = redis, keys
         self.staging, self.environment, self.ttl = staging, environment, ttl_seconds
+        self.max_per_owner = max_per_owner
+        self._create = redis.register_script(CREATE_UPLOAD)
 
     async def create(self, owner: str, team: str | None, size: int, content_type: str,
                      now: datetime | None = None) -> StagedUpload:
+        """A new reference of `owner`; `QuotaExceededError` when they hold `max_per_owner` already."""
         now = now or datetime.now(UTC)
         ref = new_ref()
         upload = StagedUpload(ref=ref, owner=owner, team=team, uri=upload_uri(self.staging, self.environment, owner,
                               ref), content_type=content_type, size=size, created_at=now,
                               expires_at=now + timedelta(seconds=self.ttl))
-        await self.redis.set(self.keys.upload(ref), upload.model_dump_json(), ex=self.ttl, nx=True)
+        stored, held = await self._create(keys=[self.keys.upload(ref), self.keys.uploads_of(owner)],
+                                          args=[upload.model_dump_json(), int(now.timestamp() * 1000),
+                                                self.ttl * 1000, self.max_per_owner, ref])
+        if not stored:
+            raise QuotaExceededError(
+                f"{owner} holds {held} upload references not yet submitted, the most one owner may "
+                f"(JOBQUEUE_QUOTA_MAX_PENDING_UPLOADS_PER_OWNER={self.max_per_owner}); submit them (POST "
+                f"/v1/jobs?upload=<ref>) or let them expire ({self.ttl} s after their creation), or ask an operator "
+                "to raise the quota; nothing was staged", quota=QUOTA, subject=owner, limit=self.max_per_owner,
+                current=int(held))
         return upload
 
     async def take(self, ref: str, owner: str) -> StagedUpload | None:
@@ -94,7 +125,11 @@ class UploadStore:
         upload = StagedUpload.model_validate_json(raw)
         if upload.owner != owner:
             return None
-        if not await self.redis.delete(self.keys.upload(ref)):  # another submit took it first
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.upload(ref))
+            pipe.zrem(self.keys.uploads_of(owner), ref)
+            deleted, _ = await pipe.execute()
+        if not deleted:  # another submit took it first
             return None
         return upload
 
@@ -102,7 +137,11 @@ class UploadStore:
         """Make a taken reference usable again for the rest of its life (a submit refused before its job)."""
         left = (upload.expires_at - (now or datetime.now(UTC))).total_seconds()
         if left >= 0.001:
-            await self.redis.set(self.keys.upload(upload.ref), upload.model_dump_json(), px=int(left * 1000), nx=True)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(self.keys.upload(upload.ref), upload.model_dump_json(), px=int(left * 1000), nx=True)
+                pipe.zadd(self.keys.uploads_of(upload.owner), {upload.ref: upload.expires_at.timestamp() * 1000})
+                pipe.pexpire(self.keys.uploads_of(upload.owner), self.ttl * 1000)  # outlives every member
+                await pipe.execute()
 
     async def exists(self, refs: list[str]) -> list[bool]:
         if not refs:

@@ -41,7 +41,8 @@ results = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
 def upload_store(svc: Services) -> UploadStore:
     s = svc.settings
-    return UploadStore(svc.client.redis, svc.client.keys, s.staging, s.environment, s.api_upload_ttl_seconds)
+    return UploadStore(svc.client.redis, svc.client.keys, s.staging, s.environment, s.api_upload_ttl_seconds,
+                       s.quota_max_pending_uploads_per_owner)
 
 
 def _not_s3(what: str, instead: str) -> ApiError:

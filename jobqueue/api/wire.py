@@ -36,10 +36,12 @@ IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
 class QuotaHit(_Wire):
     """The quota a 429 answers (`jobqueue.quotas`)."""
 
-    quota: str = Field(description="`max_queued_per_owner`, `max_queued_per_team` or `max_input_rows`.")
+    quota: str = Field(description="`max_queued_per_owner`, `max_queued_per_team`, `max_input_rows` or "
+                       "`max_pending_uploads_per_owner`.")
     subject: str = Field(description="The owner or team it applies to.")
     limit: int
-    current: int = Field(description="The unfinished jobs counted now, or the input's rows.")
+    current: int = Field(description="The unfinished jobs counted now, the input's rows, or the upload references "
+                         "held.")
 
 
 class ErrorBody(_Wire):

@@ -41,6 +41,13 @@ class AccessSettings(BaseSettings):
         description="Most input rows of one job (a quota, refused with `QuotaExceededError`; JOBQUEUE_MAX_INPUT_ROWS "
         "stays the hard limit of every input). 0: no limit.",
     )
+    quota_max_pending_uploads_per_owner: int = Field(
+        default=100, ge=0,
+        description="Most upload references (`POST /v1/uploads`, S3 staging) one owner may hold at once, not yet "
+        "submitted or expired; each may stage up to JOBQUEUE_API_MAX_UPLOAD_BYTES in the object store until it "
+        "expires. One more is refused with `QuotaExceededError` (the API: 429, `max_pending_uploads_per_owner`). "
+        "0: no limit.",
+    )
     quota_team_overrides: Annotated[dict[TeamName, TeamQuota], NoDecode] = Field(
         default_factory=dict,
         description="Per-team quotas, JSON: `{\"risk\": {\"max_queued\": 500, \"max_queued_per_owner\": 50, "

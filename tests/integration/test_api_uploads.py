@@ -19,10 +19,11 @@ import structlog.testing
 from jobqueue import AsyncJobQueueClient, JobStatus
 from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
+from jobqueue.errors import QuotaExceededError
 from jobqueue.keys import Keys
 from jobqueue.redis import connect_redis
 from jobqueue.storage import Storage
-from jobqueue.upload_store import upload_uri
+from jobqueue.upload_store import UploadStore, upload_uri
 from manager.gc import GarbageCollector
 from tests.api_support import ARROW, PARQUET, arrow_body, bearer, make_token, parquet_body
 from tests.helpers import eventually, worker_running
@@ -168,6 +169,62 @@ async def test_a_reference_is_its_owners_only_and_bad_references_are_named(s3_se
             # after every refusal, alice's reference still works, once
             r = await http.post("/v1/jobs", headers=alice, params={**submit, "upload": ref})
             assert r.status_code == 201 and r.json()["input_rows"] == 3, r.text
+
+
+async def test_an_owner_holds_at_most_the_quota_of_references_and_a_submit_or_expiry_frees_one(s3_settings):
+    """Each reference may stage up to JOBQUEUE_API_MAX_UPLOAD_BYTES until it expires: past
+    JOBQUEUE_QUOTA_MAX_PENDING_UPLOADS_PER_OWNER held at once, `POST /v1/uploads` is a 429 naming the quota and its
+    numbers, and nothing is stored; a submitted reference frees its place, one given back by a refused submit keeps
+    it, an expired one frees it."""
+    settings = s3_settings.model_copy(update={"quota_max_pending_uploads_per_owner": 2})
+    alice, bob = [bearer(await make_token(settings, who, Role.USER, "risk")) for who in ("alice", "bob")]
+    body = arrow_body(pa.table({"user.id": [1, 2, 3]}))
+    keys = Keys.for_environment(settings.environment)
+    redis = connect_redis(settings)
+    try:
+        with api_in_thread(settings, port=0) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+                first = await _ticket(http, body, ARROW["content-type"], alice)
+                await _ticket(http, body, ARROW["content-type"], alice)
+                records_before = [k async for k in redis.scan_iter(match=keys.upload("*"))]
+                over = await http.post("/v1/uploads", headers=alice,
+                                       json={"size": len(body), "content_type": ARROW["content-type"]})
+                assert over.status_code == 429, over.text
+                assert over.json()["quota"] == {"quota": "max_pending_uploads_per_owner", "subject": "alice",
+                                                "limit": 2, "current": 2}
+                assert "JOBQUEUE_QUOTA_MAX_PENDING_UPLOADS_PER_OWNER=2" in over.json()["detail"]
+                assert [k async for k in redis.scan_iter(match=keys.upload("*"))] == records_before
+                await _ticket(http, body, ARROW["content-type"], bob)  # another owner's are his own
+
+                assert (await _put(first, body)).status_code == 200
+                refused = await http.post("/v1/jobs", headers=alice,
+                                          params={"output": ["user.nope"], "upload": first["upload"]})
+                assert refused.status_code == 422, refused.text  # given back: it still holds its place
+                assert (await http.post("/v1/uploads", headers=alice, json={"size": len(body)})).status_code == 429
+                done = await http.post("/v1/jobs", headers=alice, params={"output": ["user.f0"],
+                                                                          "upload": first["upload"]})
+                assert done.status_code == 201, done.text
+                await _ticket(http, body, ARROW["content-type"], alice)  # the submitted one's place
+                assert (await http.post("/v1/uploads", headers=alice, json={"size": len(body)})).status_code == 429
+
+        # an expired reference frees its place (here after 1 s)
+        store = UploadStore(redis, keys, settings.staging, settings.environment, ttl_seconds=1, max_per_owner=1)
+        await store.create("dora", "risk", 10, PARQUET_TYPE)
+        with pytest.raises(QuotaExceededError) as refused_one:
+            await store.create("dora", "risk", 10, PARQUET_TYPE)
+        assert (refused_one.value.quota, refused_one.value.limit, refused_one.value.current) == \
+            ("max_pending_uploads_per_owner", 1, 1)
+
+        async def creates() -> bool:
+            try:
+                await store.create("dora", "risk", 10, PARQUET_TYPE)
+            except QuotaExceededError:
+                return False
+            return True
+
+        await eventually(creates, timeout=10, what="dora's first reference to expire")
+    finally:
+        await redis.aclose()
 
 
 async def test_an_unused_reference_expires_and_the_gc_removes_its_object(s3_settings):

@@ -45,12 +45,14 @@ NOT_JOB_STATE = {  # `Keys` attribute -> why another module may write it
               "`jobqueue.upload_store.UploadStore`",
     "oidc_login": "an OIDC sign-in under way (PKCE verifier, nonce): `jobqueue.console.oidc_signin`",
     "oidc_logins": "the index that caps the OIDC sign-ins under way: `jobqueue.console.oidc_signin`",
+    "uploads_of": "an owner's upload references (their quota), never job state: `jobqueue.upload_store.UploadStore`",
 }
 ALLOWED = {  # (module, call) whose key the scan cannot name -> why it is not a write of job state
     ("manager/observe.py", "register_script"): "the observation script only reads",
     ("consumer/arq_worker.py", "register_script"): "arq's own take (its in-progress lock), as arq's Worker does it",
     ("jobqueue/registry_store.py", "register_script"): "the apply script writes the registry keys alone",
     ("jobqueue/console/oidc_signin.py", "register_script"): "the start of a sign-in writes the oidc-login keys alone",
+    ("jobqueue/upload_store.py", "register_script"): "the creation of an upload writes its record and quota alone",
     ("consumer/arq_worker.py", "delete"): "arq's in-progress lock of a take cut off by an outage, as arq does it",
 }
 
