@@ -277,6 +277,19 @@ async def submit_rounds(args: argparse.Namespace, settings: Settings, via: dict[
     return sides, api_cpu_ms
 
 
+def file_create_us(directory: Path, files: int = 200) -> float:
+    """Microseconds to create one empty file in a new folder under `directory` (mean of `files`; the files stay, so
+    that measuring frees no inode). Every submission creates a folder and a file where inputs are staged, on either
+    side: on ext4 that costs ~20 us, but ~250-500 us of kernel CPU (`recently_deleted` scanning its inode group)
+    after many files there were deleted (an earlier run's), which moves both sides' figures."""
+    folder = directory / f".create-probe-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    started = time.perf_counter()
+    for i in range(files):
+        os.close(os.open(folder / str(i), os.O_CREAT | os.O_WRONLY, 0o600))
+    return round((time.perf_counter() - started) * 1e6 / files, 1)
+
+
 async def measure(args: argparse.Namespace, settings: Settings, process: subprocess.Popen[bytes],
                   log: Path, api: tuple[str, int]) -> dict[str, Any]:
     api_url, api_pid = api
@@ -290,7 +303,12 @@ async def measure(args: argparse.Namespace, settings: Settings, process: subproc
     small_figures = small.report()
     print(f"download of a 2M-row result ({loads['download_mb']} MB): http {loads['download_http_ms']} ms, "
           f"the file directly {loads['download_direct_ms']} ms: {loads['download_over_direct']}")
+    staging = settings.home / "staging"
+    create_us = {"before": file_create_us(staging)}
     sides, api_cpu_ms = await submit_rounds(args, settings, via, api_pid)
+    create_us["after"] = file_create_us(staging)
+    print(f"creating a file where inputs are staged ({staging}): {create_us['before']} us before the rounds, "
+          f"{create_us['after']} us after (each submission creates a folder and a file, on either side)")
     side = {mode: s.figures() for mode, s in sides.items()}  # http first: the issue's keys carry its figures
 
     def each(figure: str) -> dict[str, float]:
@@ -320,6 +338,7 @@ async def measure(args: argparse.Namespace, settings: Settings, process: subproc
         "runs": args.runs, "clients": args.clients, "client_processes": args.processes,
         "submits": len(sides["http"].latencies), "rounds": args.rounds, "api_workers": args.api_workers,
         "submit_p99_ms_by_round": {mode: s.round_p99_ms for mode, s in sides.items()},
+        "staging_file_create_us": create_us,
     }
 
 
