@@ -250,7 +250,7 @@ class HttpBackend:
 
     def result_location(self, record: JobRecord) -> str:
         """The API's download of the result (`GET`, with the token)."""
-        return f"{self.url.rstrip('/')}/v1/jobs/{quote(record.job_id, safe='')}/result"
+        return str(self._url(f"/v1/jobs/{quote(record.job_id, safe='')}/result", None))
 
     async def result_files(self, records: Sequence[JobRecord]) -> tuple[pafs.FileSystem, list[str]]:
         """The results downloaded, streamed to disk, into a folder of this client (`jobqueue.result_files`)."""
