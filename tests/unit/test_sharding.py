@@ -17,6 +17,7 @@ from jobqueue.sharding import (
     merge_results,
     parent_status,
     shard_numbers,
+    shard_sizes,
     split,
 )
 
@@ -64,6 +65,7 @@ def test_split_keeps_every_row_once_in_input_order_and_duplicates_together():
         for k in p.column("user.id").to_pylist():
             assert homes.setdefault(k, i) == i, "one key, one shard"
     assert homes[None] == 0
+    assert shard_sizes(shard_numbers(table, "user.id", 3), 3) == [p.num_rows for p in parts]  # what is staged
 
 
 def test_merged_results_are_in_input_order_and_nullable():
