@@ -75,7 +75,7 @@ local held = redis.call('ZCARD', KEYS[2])
 if tonumber(ARGV[4]) > 0 and held >= tonumber(ARGV[4]) then
   return {0, held}
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3], 'NX')
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {1, held}
