@@ -25,7 +25,7 @@ OIDC_NAMES = {"JOBQUEUE_OIDC_ISSUER", "JOBQUEUE_OIDC_JWKS_URL", "JOBQUEUE_OIDC_A
               "JOBQUEUE_OIDC_TEAM_CLAIM", "JOBQUEUE_OIDC_ROLE_CLAIM", "JOBQUEUE_OIDC_ALGORITHMS",
               "JOBQUEUE_OIDC_CLIENT_ID", "JOBQUEUE_OIDC_REDIRECT_URL"}
 QUOTA_NAMES = {"JOBQUEUE_QUOTA_MAX_QUEUED_PER_OWNER", "JOBQUEUE_QUOTA_MAX_QUEUED_PER_TEAM",
-               "JOBQUEUE_QUOTA_MAX_INPUT_ROWS"}
+               "JOBQUEUE_QUOTA_MAX_INPUT_ROWS", "JOBQUEUE_QUOTA_MAX_PENDING_UPLOADS_PER_OWNER"}
 INGRESS_AND_OIDC_SECRET = {"api.ingress.enabled": "true", "api.ingress.host": "jq.example.com",
                            "api.ingress.tlsSecret": "jq-tls", "api.ingress.className": "nginx",
                            "api.oidc.existingSecret": "jq-oidc"}
@@ -139,7 +139,8 @@ def test_oidc_from_values_becomes_a_secret_and_quotas_become_env(helm, tmp_path)
     assert len(env) == len(c["env"]) and env["JOBQUEUE_LOG_LEVEL"] == "debug", "api.env overrides, once"
     assert {k: env[k] for k in QUOTA_NAMES} == {"JOBQUEUE_QUOTA_MAX_QUEUED_PER_OWNER": "20",
                                                 "JOBQUEUE_QUOTA_MAX_QUEUED_PER_TEAM": "200",
-                                                "JOBQUEUE_QUOTA_MAX_INPUT_ROWS": "10000000"}
+                                                "JOBQUEUE_QUOTA_MAX_INPUT_ROWS": "10000000",
+                                                "JOBQUEUE_QUOTA_MAX_PENDING_UPLOADS_PER_OWNER": "0"}  # 0: none
     assert env["JOBQUEUE_API_MAX_BODY_BYTES"] == "512MiB"
     values = tmp_path / "big.yaml"  # from a file, YAML numbers reach templates as float64 (--set gives int64)
     values.write_text("api: {maxBodyBytes: 1073741824, quotas: {maxInputRows: 50000000}}\n")
