@@ -12,11 +12,13 @@ from urllib.parse import urlencode
 
 import httpx
 
+from jobqueue.api.listing import find_page
 from jobqueue.api.server import api_in_thread
 from jobqueue.auth.identity import Role
 from jobqueue.console import jobs_list
 from jobqueue.jobstore import JobStore
 from jobqueue.keys import Keys
+from jobqueue.listing_plan import ListingQuery, Position
 from jobqueue.models import JobRecord, JobStatus
 from jobqueue.redis import connect_redis
 from tests.api_support import bearer, make_token
@@ -173,6 +175,41 @@ async def test_a_user_who_sees_their_teams_jobs_lists_them_and_reads_no_other_re
             queued = [r.job_id for r in records if r.status is JobStatus.QUEUED]
             assert sorted(cancel.json()["job_ids"]) == sorted(j for j in queued if visible(by_id[j]))
     assert read and [j for j in read if not visible(by_id[j])] == []
+
+
+async def test_the_union_of_two_indexes_is_walked_in_order_through_ties_longer_than_a_batch(settings):
+    """The walk over a user's owner index and team index, merged: 450 jobs submitted in the same millisecond (a run
+    of ties longer than a batch of 200) and 30 later ones, some in one index, some in both, some in neither; every
+    page size, both ways, gives each visible job once, in (submission, job id) order, and the cursor goes on across
+    the ties."""
+    redis = connect_redis(settings)
+    keys = Keys.for_environment(settings.environment)
+    store = JobStore(redis, keys, 3600)
+    records = []
+    try:
+        for i in range(480):
+            owner, team = [("alice", "risk"), ("alice", "ml"), ("bob", "risk"), ("bob", "ml")][i % 4]
+            at = T0 if i < 450 else T0 + timedelta(seconds=i)
+            rec = JobRecord(job_id=f"t{(i * 37) % 480:03d}", status=JobStatus.QUEUED, resource_group="default",
+                            output=["user.f0"], input_rows=1, submitted_at=at, owner=owner, team=team)
+            assert await store.submit(rec, keys.queue("default"), b"{}", 3_600_000)
+            records.append(rec)
+        visible = [r for r in records if r.owner == "alice" or r.team == "risk"]
+        for descending in (True, False):
+            want = [r.job_id for r in sorted(visible, key=lambda r: (r.submitted_at, r.job_id), reverse=descending)]
+            for limit in (7, 200, 1000):
+                seen: list[str] = []
+                cursor: str | None = None
+                while True:
+                    query = ListingQuery(limit=limit, descending=descending, only_owner="alice", also_team="risk",
+                                         after=Position.decode(cursor) if cursor else None)
+                    page, cursor = await find_page(store, redis, keys, query, lambda r: True, 10_000)
+                    seen += [r.job_id for r in page]
+                    if cursor is None:
+                        break
+                assert seen == want, (descending, limit)
+    finally:
+        await redis.aclose()
 
 
 def job_ids(page: str) -> list[str]:
