@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
+from jobqueue.capped_records import CappedRecords
 from jobqueue.errors import QuotaExceededError
 from jobqueue.keys import Keys
 from jobqueue.storage import Storage, from_path_component, path_component
@@ -67,19 +68,6 @@ class StagedUpload(BaseModel):
     expires_at: datetime
 
 
-# KEYS: the upload's record, its owner's references. ARGV: its JSON, now (ms), TTL (ms), the quota (0: none), its
-# reference. {1, held before}: stored; {0, held}: the owner holds the quota's worth already (nothing written).
-CREATE_UPLOAD = """
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
-local held = redis.call('ZCARD', KEYS[2])
-if tonumber(ARGV[4]) > 0 and held >= tonumber(ARGV[4]) then
-  return {0, held}
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3], 'NX')
-redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return {1, held}
-"""
 QUOTA = "max_pending_uploads_per_owner"
 
 
@@ -92,7 +80,7 @@ class UploadStore:
         self.redis, self.keys = redis, keys
         self.staging, self.environment, self.ttl = staging, environment, ttl_seconds
         self.max_per_owner = max_per_owner
-        self._create = redis.register_script(CREATE_UPLOAD)
+        self._capped = CappedRecords(redis)
 
     async def create(self, owner: str, team: str | None, size: int, content_type: str,
                      now: datetime | None = None) -> StagedUpload:
@@ -102,16 +90,16 @@ class UploadStore:
         upload = StagedUpload(ref=ref, owner=owner, team=team, uri=upload_uri(self.staging, self.environment, owner,
                               ref), content_type=content_type, size=size, created_at=now,
                               expires_at=now + timedelta(seconds=self.ttl))
-        stored, held = await self._create(keys=[self.keys.upload(ref), self.keys.uploads_of(owner)],
-                                          args=[upload.model_dump_json(), int(now.timestamp() * 1000),
-                                                self.ttl * 1000, self.max_per_owner, ref])
+        stored, held = await self._capped.store(self.keys.upload(ref), upload.model_dump_json(),
+                                                self.keys.uploads_of(owner), ref, self.ttl * 1000,
+                                                self.max_per_owner, now_ms=int(now.timestamp() * 1000))
         if not stored:
             raise QuotaExceededError(
                 f"{owner} holds {held} upload references not yet submitted, the most one owner may "
                 f"(JOBQUEUE_QUOTA_MAX_PENDING_UPLOADS_PER_OWNER={self.max_per_owner}); submit them (POST "
                 f"/v1/jobs?upload=<ref>) or let them expire ({self.ttl} s after their creation), or ask an operator "
                 "to raise the quota; nothing was staged", quota=QUOTA, subject=owner, limit=self.max_per_owner,
-                current=int(held))
+                current=held)
         return upload
 
     async def take(self, ref: str, owner: str) -> StagedUpload | None:

@@ -11,8 +11,8 @@ On when JOBQUEUE_OIDC_ISSUER and JOBQUEUE_OIDC_CLIENT_ID are set; the sign-in pa
 What a sign-in under way needs (the PKCE verifier, the nonce, where to go) waits in Redis under the SHA-256 of its
 `state` (`Keys.oidc_login`, 10 minutes, taken once: a replayed callback finds nothing), so any API replica can
 answer the callback. Anyone may start a sign-in without a token, so how many may be under way at once is capped
-(JOBQUEUE_CONSOLE_MAX_PENDING_SIGNINS, counted in `Keys.oidc_logins` by the script that stores one): a flood of
-starts holds at most that many in Redis, which also carries every job, and is answered 503 past it.
+(JOBQUEUE_CONSOLE_MAX_PENDING_SIGNINS, counted in `Keys.oidc_logins` as `jobqueue.capped_records` stores one): a
+flood of starts holds at most that many in Redis, which also carries every job, and is answered 503 past it.
 The browser that started it holds a random binding cookie (HttpOnly, SameSite=Lax: it must
 come back on the issuer's cross-site redirect, and only to `/signin/oidc`); the callback refuses a `state` started
 in another browser, so nobody can sign a victim's browser in with their own account. The console session lasts
@@ -43,6 +43,7 @@ from starlette.responses import Response
 from jobqueue.api.deps import Services, audit_log, services
 from jobqueue.auth.jwks import DISCOVERY_PATH, JwksUnavailable, fetch_json
 from jobqueue.auth.oidc import OidcVerifier, Refusal
+from jobqueue.capped_records import CappedRecords
 from jobqueue.console.web import COOKIE, PageError, redirect, render, safe_next, session_store
 from jobqueue.keys import Keys
 from jobqueue.settings import Settings
@@ -66,35 +67,20 @@ class PendingLogin(BaseModel):
     redirect_uri: str
 
 
-# KEYS: the sign-in's key, the zset of every sign-in under way. ARGV: its JSON, now (ms), TTL (ms), the cap, the
-# sign-in's member (its key's <h>). 1: stored; 0: the cap is reached (nothing written).
-START_LOGIN = """
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
-
-
 class PendingLogins:
     """The sign-ins under way, in Redis: stored under the SHA-256 of their `state` up to a cap on how many at once,
     and taken once."""
 
     def __init__(self, redis: Redis, keys: Keys, cap: int, seconds: int = LOGIN_SECONDS) -> None:
         self.redis, self.keys, self.cap, self.ttl_ms = redis, keys, cap, seconds * 1000
-        self._start = redis.register_script(START_LOGIN)
+        self._capped = CappedRecords(redis)
 
     async def start(self, state: str, pending: PendingLogin) -> bool:
         """Store `pending` for `state`; False (and nothing stored) when `cap` sign-ins are already under way."""
         member = _digest(state)
-        stored = await self._start(keys=[self.keys.oidc_login(member), self.keys.oidc_logins],
-                                   args=[pending.model_dump_json(), int(time.time() * 1000), self.ttl_ms, self.cap,
-                                         member])
-        return bool(stored)
+        stored, _ = await self._capped.store(self.keys.oidc_login(member), pending.model_dump_json(),
+                                             self.keys.oidc_logins, member, self.ttl_ms, self.cap)
+        return stored
 
     async def take(self, state: str) -> PendingLogin | None:
         """The sign-in started with `state`, once (a second take finds nothing); its place under the cap is freed."""

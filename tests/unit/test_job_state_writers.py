@@ -51,8 +51,7 @@ ALLOWED = {  # (module, call) whose key the scan cannot name -> why it is not a 
     ("manager/observe.py", "register_script"): "the observation script only reads",
     ("consumer/arq_worker.py", "register_script"): "arq's own take (its in-progress lock), as arq's Worker does it",
     ("jobqueue/registry_store.py", "register_script"): "the apply script writes the registry keys alone",
-    ("jobqueue/console/oidc_signin.py", "register_script"): "the start of a sign-in writes the oidc-login keys alone",
-    ("jobqueue/upload_store.py", "register_script"): "the creation of an upload writes its record and quota alone",
+    ("jobqueue/capped_records.py", "register_script"): "stores an OIDC sign-in or an upload reference under its cap",
     ("consumer/arq_worker.py", "delete"): "arq's in-progress lock of a take cut off by an outage, as arq does it",
 }
 
