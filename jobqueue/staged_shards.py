@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobqueue.plan import TS_COLUMN
-from jobqueue.sharding import shard_numbers
+from jobqueue.sharding import shard_numbers, shard_rows, shard_sizes
 from jobqueue.staged_input import StagedInput, timed_tables
 from jobqueue.storage import is_local, local_path
 
@@ -31,8 +31,7 @@ def shard_counts(staged: StagedInput, key: str, n: int) -> list[int]:
     """The rows each of the `n` shards gets (a scan of the key column alone)."""
     counts = np.zeros(n, dtype=np.int64)
     for batch in staged.batches([key]):
-        numbers = shard_numbers(pa.Table.from_batches([batch]), key, n).to_numpy()
-        counts += np.bincount(numbers, minlength=n)
+        counts += shard_sizes(shard_numbers(pa.Table.from_batches([batch]), key, n), n)
     return [int(c) for c in counts]
 
 
@@ -48,7 +47,7 @@ def write_shards(staged: StagedInput, key: str, n: int, uris: dict[int, str]) ->
         for table in timed_tables(staged):
             numbers = shard_numbers(table, key, n)
             for i in np.unique(numbers.to_numpy()).tolist():
-                part = table.filter(pc.equal(numbers, i))
+                part = shard_rows(table, numbers, i)
                 if i not in targets:
                     raise RuntimeError(f"shard {i} has rows that shard_counts did not count")
                 if i not in writers:
