@@ -203,7 +203,8 @@ async def _enqueue(
 def arq_payload(job: QueryJob) -> bytes:
     """The arq job of a query job, as consumers take it."""
     body = job.model_dump(mode="json")
-    for optional in ("registry_version", "parent_id"):  # a payload without them stays one older consumers take
+    # a payload without them stays one that older consumers take
+    for optional in ("registry_version", "parent_id", "shard_of"):
         if body[optional] is None:
             del body[optional]
     if body["priority"] == Priority.NORMAL:  # likewise (the priority is the submit script's, not the consumer's)

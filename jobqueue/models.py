@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from jobqueue.attribution import CorrelationId, OwnerName, QueryName, Tags, TeamName
 
@@ -49,6 +49,24 @@ class Priority(enum.StrEnum):
     LOW = "low"
 
 
+class ShardOf(_Strict):
+    """Which rows of its query's input a shard holds (`jobqueue.sharding`): those whose key, the primary key of the
+    `namespace` (the first output namespace), hashes to `index` mod `count`; `key_kind` says which of the two
+    hashes that key took (an integer key's or a text key's). A consumer reads only the matching buckets of a
+    source laid out in key buckets (`jobqueue.engine.buckets`)."""
+
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+    namespace: str
+    key_kind: Literal["integer", "text"]
+
+    @model_validator(mode="after")
+    def _index_within_count(self) -> ShardOf:
+        if self.index >= self.count:
+            raise ValueError(f"shard index {self.index} is not below the shard count {self.count}")
+        return self
+
+
 class QueryJob(_Strict):
     """The payload of one queued offline query: validated on enqueue and again on dequeue.
 
@@ -82,6 +100,7 @@ class QueryJob(_Strict):
     registry_version: str | None = Field(default=None, pattern=REGISTRY_VERSION_PATTERN)
     # a shard of a sharded query (`jobqueue.sharding`): its parent's job id; its result keeps `__row__`
     parent_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
+    shard_of: ShardOf | None = None  # a shard: which of its query's input rows it holds
 
 
 class PerformanceSummary(_Strict):

@@ -15,11 +15,19 @@ from jobqueue.direct_submit import arq_payload
 from jobqueue.fair_share import FairShare
 from jobqueue.inputs import time_range
 from jobqueue.keys import submitted_event
-from jobqueue.models import JobRecord, JobStatus, QueryJob
+from jobqueue.models import JobRecord, JobStatus, QueryJob, ShardOf
 from jobqueue.plan import check_output
 from jobqueue.quotas import check_input_rows, queued_quotas, quotas_for
 from jobqueue.shard_store import ShardSubmission
-from jobqueue.sharding import choose_num_shards, derive_parent, shard_id, shard_numbers, shard_rows, shard_sizes
+from jobqueue.sharding import (
+    choose_num_shards,
+    derive_parent,
+    key_kind,
+    shard_id,
+    shard_numbers,
+    shard_rows,
+    shard_sizes,
+)
 from jobqueue.staged_input import StagedInput
 from jobqueue.staged_shards import shard_counts, write_shards
 from jobqueue.storage import job_uri
@@ -38,7 +46,8 @@ async def submit_sharded(client: AsyncJobQueueClient, query: QueryRequest, attri
     job). A staged upload is split batch by batch (`jobqueue.staged_shards`), never whole in memory."""
     settings, store = client.settings, client.store
     assert query.num_shards is not None
-    key = check_output(query.output, registry)[0].key_feature
+    namespace = check_output(query.output, registry)[0]
+    key = namespace.key_feature
     n = choose_num_shards(query.num_shards, table.num_rows, settings.shard_target_rows, settings.shard_max_auto)
     numbers: pa.Array | None = None
     if isinstance(table, StagedInput):
@@ -47,6 +56,7 @@ async def submit_sharded(client: AsyncJobQueueClient, query: QueryRequest, attri
         numbers = await asyncio.to_thread(shard_numbers, table, key, n)
         counts = shard_sizes(numbers, n)
     shard_of = [i for i, c in enumerate(counts) if c > 0]  # the input's shard number of each shard job
+    kind = key_kind(table.types[key] if isinstance(table, StagedInput) else table.schema.field(key).type)
     rows = [counts[i] for i in shard_of]
     quotas = quotas_for(settings, attribution.owner, attribution.team)
     check_input_rows(quotas, max(rows))
@@ -74,6 +84,7 @@ async def submit_sharded(client: AsyncJobQueueClient, query: QueryRequest, attri
             job = QueryJob(job_id=job_id, environment=settings.environment, input_uri=input_uri,
                            input_columns=columns, input_rows=rows[i],
                            include_input_time=query.include_input_time, parent_id=parent_id,
+                           shard_of=ShardOf(index=shard_of[i], count=n, namespace=namespace.name, key_kind=kind),
                            **ranges[i], **common)
             record = JobRecord(job_id=job_id, status=JobStatus.QUEUED, input_rows=rows[i],
                                parent_id=parent_id, **common)

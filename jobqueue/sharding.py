@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from jobqueue.errors import InvalidQueryError
 from jobqueue.models import JobRecord, JobStatus, PerformanceSummary
@@ -65,6 +65,23 @@ def choose_num_shards(num_shards: int | str, rows: int, target_rows: int, max_au
     return max(1, min(n, rows))
 
 
+def key_kind(key_type: pa.DataType) -> Literal["integer", "text"]:
+    """Which hash a key of this type takes: an integer key's, or any other key's (its text)."""
+    import pyarrow as pa
+
+    return "integer" if pa.types.is_integer(key_type) else "text"
+
+
+def buckets_of_shard(buckets: int, index: int, count: int) -> list[int] | None:
+    """The buckets of a source laid out in `buckets` key buckets (a row in bucket `hash(key) mod buckets`) that
+    hold every row of shard `index` of `count` (its keys hash to `index` mod `count`), or None when the layout
+    does not line up with the shards (`count` does not divide `buckets`): hash mod count == (hash mod buckets) mod
+    count exactly when it does."""
+    if buckets % count:
+        return None
+    return list(range(index, buckets, count))
+
+
 def shard_numbers(table: pa.Table, key_column: str, n: int) -> pa.Array:
     """Each row's shard: the stable hash of its key, mod n (the module's doc); null keys in shard 0."""
     import numpy as np
@@ -76,7 +93,7 @@ def shard_numbers(table: pa.Table, key_column: str, n: int) -> pa.Array:
     if n == 1:
         return pa.array(np.zeros(len(column), dtype=np.int64))
     valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    if pa.types.is_integer(column.type):
+    if key_kind(column.type) == "integer":
         hashed = _splitmix64(np.asarray(column.fill_null(0).cast(pa.int64()).to_numpy(), dtype=np.int64))
     else:
         hashed = _fnv1a(pc.cast(column, pa.string()).fill_null(""))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +47,7 @@ class StagedInput:
     now: datetime | None = None  # the as-of time of every row without `times_column` (`with_time_range`)
     time_min: datetime | None = None
     time_max: datetime | None = None
+    types: dict[str, pa.DataType] = field(default_factory=dict)  # each column's type, as staged
 
     @property
     def kind(self) -> str:
@@ -95,7 +96,8 @@ def open_staged_input(storage: Storage, uri: str, media: str, times_column: str 
         raise InvalidQueryError("input_times_column", f"{times_column!r} is not a column of the input; its columns: "
                                 f"{', '.join(names)}")
     columns = [c for c in names if c != times_column]
-    return StagedInput(storage, uri, media, columns, rows, nbytes, times_column)
+    return StagedInput(storage, uri, media, columns, rows, nbytes, times_column,
+                       types={name: schema.field(name).type for name in columns})
 
 
 def with_time_range(staged: StagedInput, now: datetime) -> StagedInput:

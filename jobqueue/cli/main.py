@@ -17,6 +17,7 @@ from jobqueue.cli.jobs import app as jobs_app
 from jobqueue.cli.jobs import cancel as cancel_job
 from jobqueue.cli.registry import app as registry_app
 from jobqueue.cli.schedules import app as schedules_app
+from jobqueue.cli.sources import app as sources_app
 from jobqueue.cli.tokens import app as tokens_app
 from jobqueue.logs import configure_logging, get_logger
 from jobqueue.preflight import check_config_files, check_port_free, check_redis, single_instance
@@ -31,6 +32,7 @@ app.add_typer(schedules_app, name="schedules")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(registry_app, name="registry")
+app.add_typer(sources_app, name="sources")
 app.command("cancel")(cancel_job)
 app.command("gc")(gc)
 

@@ -6,6 +6,7 @@ so it lives here and not in `consumer/`.
     execute       payload -> staged input -> plan -> run -> result + summary (`PreparedQuery`)
     duckdb_run    one query on its own DuckDB connection, limits and spill directory (blocking)
     sources       registry source -> relation DuckDB scans (Parquet, Iceberg; local or object store)
+    buckets       Parquet sources laid out in key buckets: a shard reads only its share (and their writer)
     schema_check  a source's real columns against the registry, before the query runs
     scan_cache    the table-scan SSD cache (object-store bytes in blocks on local disk)
     cached_fs     a read-only pyarrow filesystem reading through the scan cache

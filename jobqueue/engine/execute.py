@@ -61,7 +61,9 @@ def table_sources(plan: QueryPlan, job: QueryJob, storage: Storage) -> dict[str,
                 join.source.aggregations[f].window_seconds for f in join.aggregations
             )
             bounds = TimeBounds(job.input_time_min, job.input_time_max, lookback)
-        sources[join.relation] = make_source(join.source, storage, bounds)
+        # a shard's keys are those of its first output namespace: a source of it can read only their buckets
+        shard = job.shard_of if job.shard_of and job.shard_of.namespace == join.namespace.name else None
+        sources[join.relation] = make_source(join.source, storage, bounds, shard)
     return sources
 
 

@@ -2,7 +2,8 @@
 
     TableSource (Protocol)  attach(con, relation) -> facts for the performance summary
     ├── ParquetSource       local files: DuckDB's own read_parquet; object stores: a pyarrow
-    │                       dataset DuckDB scans with projection and filter pushdown
+    │                       dataset DuckDB scans with projection and filter pushdown; a shard reads
+    │                       only its buckets of a source laid out in key buckets (`buckets`)
     └── IcebergSource       pyiceberg plans the scan (snapshot, row filter on the input's time
                             range, so files outside it are pruned) and DuckDB reads the data files
 
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 
+from jobqueue.engine.buckets import read_layout
+from jobqueue.models import ShardOf
 from jobqueue.plan import literal, quote, utc_source_time
 from jobqueue.registry import FeatureSource
 from jobqueue.storage import Storage, is_local, local_path
@@ -74,8 +77,11 @@ def read_parquet_sql(paths: list[str]) -> str:
 class ParquetSource:
     source: FeatureSource
     storage: Storage
+    shard: ShardOf | None = None  # a shard of a query sharded by this source's key: the rows it needs
 
     def attach(self, con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, Any]:
+        if self.shard is not None and (facts := self._attach_buckets(con, relation, self.shard)) is not None:
+            return facts
         path = self.source.path
         if is_local(path):
             p = local_path(path)
@@ -87,6 +93,29 @@ class ParquetSource:
         else:
             con.register(relation, self.storage.parquet_dataset(path))
         return {"kind": "parquet", "path": self.source.path}
+
+    def _attach_buckets(self, con: duckdb.DuckDBPyConnection, relation: str, shard: ShardOf) -> dict[str, Any] | None:
+        """The shard's buckets alone, when the source is a directory laid out in key buckets that line up with the
+        shards (`jobqueue.engine.buckets`); None: read it as any other source."""
+        path = self.source.path.rstrip("/")
+        if is_local(path) and not local_path(path).is_dir():
+            return None
+        layout = read_layout(self.storage, path)
+        chosen = layout.shard_files(self.source.key, shard) if layout is not None else None
+        if layout is None or chosen is None:
+            return None
+        buckets, names = chosen
+        files = [f"{path}/{name}" for name in names]
+        if is_local(path):
+            con.execute(f"CREATE VIEW {quote(relation)} AS SELECT * FROM "
+                        f"{read_parquet_sql([str(local_path(f)) for f in files])}")
+        else:
+            import pyarrow.dataset as pads
+
+            fs, _ = self.storage.resolve_source(path)
+            con.register(relation, pads.dataset([self.storage.resolve_source(f)[1] for f in files], filesystem=fs,
+                                                format="parquet"))
+        return {"kind": "parquet", "path": self.source.path, "buckets": layout.buckets, "buckets_read": len(buckets)}
 
 
 @dataclass
@@ -179,7 +208,9 @@ def _catalog_contents(catalog: Any, shown: int = 10) -> str:
             f"{', '.join(tables[:shown]) or '(none)'}")
 
 
-def make_source(source: FeatureSource, storage: Storage, bounds: TimeBounds | None) -> TableSource:
+def make_source(source: FeatureSource, storage: Storage, bounds: TimeBounds | None,
+                shard: ShardOf | None = None) -> TableSource:
+    """The table source of `source`; `shard`: the query is a shard split by this source's key (its namespace's)."""
     if source.kind == "iceberg":
         return IcebergSource(source, storage, bounds)
-    return ParquetSource(source, storage)
+    return ParquetSource(source, storage, shard)
