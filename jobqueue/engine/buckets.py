@@ -23,10 +23,11 @@ slower, never different. Keys are hashed as the shards' are, so a null key lands
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jobqueue.logs import get_logger
 from jobqueue.models import ShardOf
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 log = get_logger("jobqueue.engine.buckets")
 MANIFEST = "_jobqueue_buckets.json"
+_FILE_NAME = re.compile(r"[A-Za-z0-9_=.-]+(/[A-Za-z0-9_=.-]+)*\.parquet")
 MAX_BUCKETS = 256  # one open file per bucket while writing
 FLUSH_ROWS = 128 * 1024  # rows of a bucket gathered before they are written as a row group
 FLUSH_BYTES = 256 << 20  # every bucket is written out once this much is gathered across them
@@ -57,6 +59,15 @@ class BucketLayout(BaseModel):
     buckets: int = Field(ge=2, le=MAX_BUCKETS)
     rows: int = Field(ge=0)
     files: list[list[str]]  # per bucket, its files relative to the layout's directory
+
+    @field_validator("files")
+    @classmethod
+    def _inside_the_layout(cls, files: list[list[str]]) -> list[list[str]]:
+        """Every file is a plain relative path below the layout's directory: a manifest never points elsewhere."""
+        for name in (name for names in files for name in names):
+            if not _FILE_NAME.fullmatch(name) or ".." in name.split("/"):
+                raise ValueError(f"bucket file {name!r} is not a relative path inside the layout")
+        return files
 
     def shard_files(self, source_key: str, shard: ShardOf) -> tuple[list[int], list[str]] | None:
         """The buckets holding every row of `shard` and their files (relative), or None when this layout does not

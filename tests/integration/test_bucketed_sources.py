@@ -60,6 +60,11 @@ def test_a_bucketed_copy_holds_every_row_once_in_the_bucket_of_its_key(store, tm
     by = [("user_id", "ascending"), ("ts", "ascending")]
     assert copied.sort_by(by).equals(source.sort_by(by))
     assert read_layout(Storage(Settings()), str(dest)) == layout
+    manifest = (dest / MANIFEST).read_text()
+    for broken in ("{", manifest.replace("bucket=3/part-0.parquet", "../user_profile/part-0.parquet")):
+        (dest / MANIFEST).write_text(broken)
+        assert read_layout(Storage(Settings()), str(dest)) is None  # read whole: slower, never different
+    assert read_layout(Storage(Settings()), str(store.root / "user_profile")) is None  # no manifest: a plain source
 
 
 def test_bucketing_refuses_what_it_cannot_do_naming_the_fix(store, tmp_path):
@@ -91,6 +96,9 @@ def test_a_layout_that_does_not_line_up_with_the_shards_is_not_used():
     assert layout.shard_files("uid", shard) is None  # another key column
     assert layout.shard_files("user_id", shard.model_copy(update={"key_kind": "text"})) is None
     assert layout.shard_files("user_id", ShardOf(index=1, count=3, namespace="user", key_kind="integer")) is None
+    for outside in ("../features/part-0.parquet", "/etc/part.parquet", "bucket=1/../../x.parquet"):
+        with pytest.raises(ValueError, match="not a relative path inside the layout"):
+            BucketLayout(key="user_id", key_kind="integer", buckets=2, rows=1, files=[[outside], []])
     with pytest.raises(ValueError, match="not below the shard count"):
         ShardOf(index=4, count=4, namespace="user", key_kind="integer")
 
