@@ -26,19 +26,22 @@ from jobqueue.storage import Storage
 from tests.helpers import worker_running
 from tests.reference import assert_same, reference
 
-OUTPUT = ["user.f0", "user.f2", "user.logins"]  # user_profile (bucketed below) and user_activity (as generated)
+# user_profile and transactions (windowed aggregations) bucketed below, user_activity as generated
+OUTPUT = ["user.f0", "user.f2", "user.logins", "user.txn_sum_30d", "user.txn_count_7d"]
+BUCKETED = ("user_profile", "transactions")
 
 
 def _bucketed_registry(store: SampleStore, tmp_path: Path, buckets: int) -> tuple[Path, BucketLayout]:
-    """The store's registry with `user_profile` read from a copy of it in `buckets` key buckets."""
-    dest = tmp_path / f"user_profile-b{buckets}"
-    layout = write_bucketed(Storage(Settings()), str(store.root / "user_profile"), str(dest), "user_id", buckets)
+    """The store's registry with BUCKETED read from copies in `buckets` key buckets; `user_profile`'s layout."""
+    layouts = {name: write_bucketed(Storage(Settings()), str(store.root / name),
+                                    str(tmp_path / f"{name}-b{buckets}"), "user_id", buckets) for name in BUCKETED}
     registry = store.read_registry()
     for source in registry["namespaces"]["user"]["sources"]:
-        source["path"] = str(dest) if source["name"] == "user_profile" else str(store.root / source["path"])
+        bucketed = source["name"] in BUCKETED
+        source["path"] = str(tmp_path / f"{source['name']}-b{buckets}" if bucketed else store.root / source["path"])
     path = tmp_path / f"registry-b{buckets}.yaml"
     path.write_text(yaml.safe_dump(registry))
-    return path, layout
+    return path, layouts["user_profile"]
 
 
 def test_a_bucketed_copy_holds_every_row_once_in_the_bucket_of_its_key(store, tmp_path):
@@ -125,10 +128,11 @@ async def test_each_shard_reads_only_its_buckets_and_the_query_answers_as_unshar
         for shard_id in parent.shard_ids:
             facts = (await client.get_job(shard_id)).summary.sources  # type: ignore[union-attr]
             assert "buckets_read" not in facts["user_activity"]  # not bucketed: read whole
-            if n == 4:  # 4 divides 16: a shard reads its 4 buckets, a quarter of the rows
-                assert facts["user_profile"]["buckets"] == 16 and facts["user_profile"]["buckets_read"] == 4
-            else:  # 3 does not: every bucket
-                assert "buckets_read" not in facts["user_profile"]
+            for name in BUCKETED:
+                if n == 4:  # 4 divides 16: a shard reads its 4 buckets, a quarter of the rows
+                    assert facts[name]["buckets"] == 16 and facts[name]["buckets_read"] == 4
+                else:  # 3 does not: every bucket
+                    assert "buckets_read" not in facts[name]
     assert layout.buckets == 16
 
 
