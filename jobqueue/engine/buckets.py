@@ -81,8 +81,9 @@ class BucketLayout(BaseModel):
 
 
 def read_layout(storage: Storage, uri: str) -> BucketLayout | None:
-    """The manifest of the directory `uri`, or None when it has none (a plain source) or it does not read as one
-    (logged: the source is then read whole, which is slower but the same rows)."""
+    """The manifest of the directory `uri`, or None when it has none (a plain source), or it cannot be read (an
+    object store may answer 403 for a missing key to a reader without list rights) or does not read as one (both
+    logged): the source is then read whole, which is slower but the same rows."""
     try:
         if is_local(uri):  # not through pyarrow's filesystem: its thread pools cost a consumer ~40 MB of RSS
             raw = (local_path(uri) / MANIFEST).read_bytes()
@@ -92,10 +93,11 @@ def read_layout(storage: Storage, uri: str) -> BucketLayout | None:
                 raw = f.read()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
-    except OSError as e:  # an object store says "not found" in its own words
-        if "not found" in str(e).lower() or "does not exist" in str(e).lower():
-            return None
-        raise
+    except OSError as e:  # an object store says "not found" in its own words, or 403 without s3:ListBucket
+        text = str(e).lower()
+        if "not found" not in text and "does not exist" not in text:
+            log.warning("bucket manifest not read: the source is read whole", uri=uri, error=str(e)[:300])
+        return None
     try:
         return BucketLayout.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as e:
