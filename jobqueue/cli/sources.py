@@ -3,7 +3,10 @@ share of it (`jobqueue.engine.buckets`)."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import typer
@@ -12,6 +15,21 @@ from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
 from jobqueue.engine.buckets import MAX_BUCKETS, BucketingError, write_bucketed
 from jobqueue.preflight import PreflightError
 from jobqueue.storage import Storage
+
+
+@contextlib.contextmanager
+def _rows_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A bar of rows written, transient, in a terminal (stderr); None (no bar) when stderr is a file or a pipe."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
 
 app = typer.Typer(help="Feature sources: lay one out for sharded queries.", no_args_is_help=True)
 
@@ -31,9 +49,9 @@ def bucket(
     Object-store credentials are the JOBQUEUE_S3_* settings, as the consumers'."""
     settings = settings_or_exit()
     started = time.perf_counter()
-    with fail_cleanly():
+    with fail_cleanly(), _rows_bar("rows bucketed") as progress:
         try:
-            layout = write_bucketed(Storage(settings), source, dest, key, buckets)
+            layout = write_bucketed(Storage(settings), source, dest, key, buckets, progress)
         except (BucketingError, FileNotFoundError) as e:
             raise PreflightError(str(e)) from None
     console.print(f"{dest}: {layout.rows:,} rows in {layout.buckets} buckets by {key!r} "

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -201,10 +202,12 @@ def _compression_of(dataset: pads.Dataset) -> str:
     return "snappy"
 
 
-def write_bucketed(storage: Storage, source_uri: str, dest_uri: str, key: str, buckets: int) -> BucketLayout:
+def write_bucketed(storage: Storage, source_uri: str, dest_uri: str, key: str, buckets: int,
+                   progress: Callable[[int, int], None] | None = None) -> BucketLayout:
     """Write the Parquet source at `source_uri` (a file, directory or glob, on any store) as `buckets` key buckets
     under `dest_uri`, which must not hold anything yet. The manifest is written last, and a copy cut short by an
-    error is deleted. One source batch, plus at most FLUSH_BYTES gathered for the buckets, is held at a time."""
+    error is deleted. One source batch, plus at most FLUSH_BYTES gathered for the buckets, is held at a time.
+    `progress(rows done, rows in all)` is called after each source batch."""
     import pyarrow.fs as pafs
 
     if not 2 <= buckets <= MAX_BUCKETS:
@@ -222,10 +225,13 @@ def write_bucketed(storage: Storage, source_uri: str, dest_uri: str, key: str, b
         raise BucketingError(f"{dest_uri} already holds files: give a new or empty destination (a bucketed copy "
                              "is written whole, then its manifest)")
     writer = _BucketWriter(fs, root, dataset.schema, key, buckets, _compression_of(dataset))
+    total = dataset.count_rows() if progress is not None else 0  # from the files' footers
     try:
         for batch in dataset.to_batches(batch_size=FLUSH_ROWS * 4):
             if batch.num_rows:
                 writer.add(batch)
+                if progress is not None:
+                    progress(writer.rows, total)
         names = writer.finish()
     except BaseException:  # nothing half-written stays behind to be mistaken for the source
         writer.abort()

@@ -83,6 +83,9 @@ def test_bucketing_refuses_what_it_cannot_do_naming_the_fix(store, tmp_path):
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["x.parquet"]  # nothing of its own is touched
     result = CliRunner().invoke(app, ["sources", "bucket", src, str(tmp_path / "full"), "--key", "user_id"])
     assert result.exit_code == 2 and "already holds files" in result.output
+    told: list[tuple[int, int]] = []
+    write_bucketed(storage, src, str(tmp_path / "told"), "user_id", 2, lambda done, total: told.append((done, total)))
+    assert told and told[-1] == (store.feature_rows, store.feature_rows) and told == sorted(told)
     result = CliRunner().invoke(app, ["sources", "bucket", src, str(tmp_path / "cli"), "--key", "user_id",
                                       "--buckets", "4"])
     assert result.exit_code == 0, result.output
