@@ -219,6 +219,12 @@ def write_bucketed(storage: Storage, source_uri: str, dest_uri: str, key: str, b
                              f"{', '.join(dataset.schema.names)}")
     fs, root = storage.resolve(dest_uri)
     root = root.rstrip("/")
+    source_fs, source_root = storage.resolve(source_uri)
+    source_root = source_root.split("*", 1)[0].rstrip("/")  # a glob's folder
+    if source_fs.type_name == fs.type_name and f"{root}/".startswith(f"{source_root}/"):
+        raise BucketingError(f"{dest_uri} is inside {source_uri}: every query of the source would read the copy "
+                             "too (each row twice); write it beside the source, e.g. "
+                             f"{source_uri.split('*', 1)[0].rstrip('/')}-b{buckets}")
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.File or (
             info.type == pafs.FileType.Directory and fs.get_file_info(pafs.FileSelector(root, recursive=False))):

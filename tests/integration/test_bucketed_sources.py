@@ -76,6 +76,9 @@ def test_bucketing_refuses_what_it_cannot_do_naming_the_fix(store, tmp_path):
         write_bucketed(storage, src, str(tmp_path / "a"), "uid", 8)
     with pytest.raises(BucketingError, match="from 2 to 256"):
         write_bucketed(storage, src, str(tmp_path / "a"), "user_id", 1)
+    with pytest.raises(BucketingError, match=r"is inside .*\(each row twice\).*user_profile-b8"):
+        write_bucketed(storage, src, f"{src}/b8", "user_id", 8)  # unsharded queries would read it twice
+    assert not (store.root / "user_profile" / "b8").exists()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x.parquet").write_bytes(b"")
     with pytest.raises(BucketingError, match="already holds files"):
