@@ -4,7 +4,6 @@ share of it (`jobqueue.engine.buckets`)."""
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Annotated
@@ -14,13 +13,15 @@ import typer
 from jobqueue.cli.console import console, fail_cleanly, settings_or_exit
 from jobqueue.engine.buckets import MAX_BUCKETS, BucketingError, write_bucketed
 from jobqueue.preflight import PreflightError
+from jobqueue.progress import show_by_default
 from jobqueue.storage import Storage
 
 
 @contextlib.contextmanager
 def _rows_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A bar of rows written, transient, in a terminal (stderr); None (no bar) when stderr is a file or a pipe."""
-    if not sys.stderr.isatty():
+    """A bar of rows written, transient, where `wait()` draws its bar (`show_by_default`); None (no bar) when stderr
+    is a file or a pipe."""
+    if not show_by_default():
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
