@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jobqueue.logs import get_logger
 from jobqueue.models import ShardOf
@@ -70,10 +70,16 @@ class BucketLayout(BaseModel):
                 raise ValueError(f"bucket file {name!r} is not a relative path inside the layout")
         return files
 
+    @model_validator(mode="after")
+    def _a_file_list_per_bucket(self) -> BucketLayout:
+        if len(self.files) != self.buckets:
+            raise ValueError(f"the manifest lists files of {len(self.files)} buckets, not of its {self.buckets}")
+        return self
+
     def shard_files(self, source_key: str, shard: ShardOf) -> tuple[list[int], list[str]] | None:
         """The buckets holding every row of `shard` and their files (relative), or None when this layout does not
         line up with the shard (another key column or kind, or N does not divide B)."""
-        if self.key != source_key or self.key_kind != shard.key_kind or len(self.files) != self.buckets:
+        if self.key != source_key or self.key_kind != shard.key_kind:
             return None
         buckets = buckets_of_shard(self.buckets, shard.index, shard.count)
         if buckets is None:

@@ -98,23 +98,19 @@ class ParquetSource:
         """The shard's buckets alone, when the source is a directory laid out in key buckets that line up with the
         shards (`jobqueue.engine.buckets`); None: read it as any other source."""
         path = self.source.path.rstrip("/")
-        if is_local(path) and not local_path(path).is_dir():
-            return None
-        layout = read_layout(self.storage, path)
+        layout = read_layout(self.storage, path)  # None for a file or a glob too: no manifest below it
         chosen = layout.shard_files(self.source.key, shard) if layout is not None else None
         if layout is None or chosen is None:
             return None
         buckets, names = chosen
-        files = [f"{path}/{name}" for name in names]
         if is_local(path):
             con.execute(f"CREATE VIEW {quote(relation)} AS SELECT * FROM "
-                        f"{read_parquet_sql([str(local_path(f)) for f in files])}")
+                        f"{read_parquet_sql([str(local_path(path) / name) for name in names])}")
         else:
             import pyarrow.dataset as pads
 
-            fs, _ = self.storage.resolve_source(path)
-            con.register(relation, pads.dataset([self.storage.resolve_source(f)[1] for f in files], filesystem=fs,
-                                                format="parquet"))
+            fs, root = self.storage.resolve_source(path)
+            con.register(relation, pads.dataset([f"{root}/{name}" for name in names], filesystem=fs, format="parquet"))
         return {"kind": "parquet", "path": self.source.path, "buckets": layout.buckets, "buckets_read": len(buckets)}
 
 

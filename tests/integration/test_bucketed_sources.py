@@ -108,6 +108,8 @@ def test_a_layout_that_does_not_line_up_with_the_shards_is_not_used():
     for outside in ("../features/part-0.parquet", "/etc/part.parquet", "bucket=1/../../x.parquet"):
         with pytest.raises(ValueError, match="not a relative path inside the layout"):
             BucketLayout(key="user_id", key_kind="integer", buckets=2, rows=1, files=[[outside], []])
+    with pytest.raises(ValueError, match="lists files of 3 buckets, not of its 16"):
+        BucketLayout(key="user_id", key_kind="integer", buckets=16, rows=1, files=[["bucket=0/part-0.parquet"]] * 3)
     with pytest.raises(ValueError, match="not below the shard count"):
         ShardOf(index=4, count=4, namespace="user", key_kind="integer")
 
