@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
+from manager.backends.kubernetes import kube_api_client
 from tests.helpers import bindable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ class ControlPlane:
     def client(self, token: str) -> ApiClient:
         cfg = Configuration(host=self.url, api_key={"BearerToken": token}, api_key_prefix={"BearerToken": "Bearer"})
         cfg.verify_ssl = False
-        return ApiClient(cfg)
+        return kube_api_client(cfg)  # as the manager's: closing it closes every TLS socket
 
     def kubectl_run(self, *args: str, token: str = "admin-token", stdin: str | None = None,
                     ) -> subprocess.CompletedProcess[str]:

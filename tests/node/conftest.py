@@ -35,6 +35,7 @@ from pydantic import SecretStr
 
 from jobqueue.sample import SampleStore, write_sample_store
 from jobqueue.settings import Settings
+from manager.backends.kubernetes import kube_api_client
 from tests.node.timings import TIMES, record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +122,7 @@ class Node:
         cfg = Configuration(host=self.url, api_key={"BearerToken": "admin-token"},
                             api_key_prefix={"BearerToken": "Bearer"})
         cfg.verify_ssl = False
-        return ApiClient(cfg)
+        return kube_api_client(cfg)  # as the manager's: closing it closes every TLS socket
 
     def settings(self) -> Settings:
         """The SDK's settings on the host: the same Redis, S3 and registry as the pods."""
