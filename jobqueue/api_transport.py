@@ -30,8 +30,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from aiohttp import ClientSession
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AiohttpResponseStream
+
+from jobqueue.tls_close import close_dropped_tls
 
 MAX_CONNECTIONS = 100  # httpx's default pool size
 READ_CHUNK_BYTES = 1 << 20  # the most a response body's read hands over at once (the library's default: 16 KiB)
@@ -47,6 +50,14 @@ class ApiTransport(AiohttpTransport):
         if isinstance(response.stream, AiohttpResponseStream):
             response.stream.CHUNK_SIZE = READ_CHUNK_BYTES  # the instance's, over the class's constant
         return response
+
+    def get_client(self) -> ClientSession:
+        """The library's session, whose connector closes the TLS sockets of connections dropped mid-response (a read
+        that timed out, a cancelled download) when it closes, instead of leaving them to the garbage collector
+        (`close_dropped_tls`)."""
+        session = super().get_client()
+        close_dropped_tls(session.connector)
+        return session
 
 
 def environment_proxy(url: str) -> str | None:

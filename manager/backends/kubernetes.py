@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import yaml
-from aiohttp.connector import NEEDS_CLEANUP_CLOSED
 from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -40,6 +39,7 @@ from jobqueue.logs import get_logger
 from jobqueue.preflight import PreflightError
 from jobqueue.settings import Settings
 from jobqueue.sizes import byte_count, format_bytes
+from jobqueue.tls_close import close_dropped_tls
 from manager.backends.base import OomKill
 from manager.backends.kube_cache import DeploymentCache
 from manager.backends.kube_objects import (
@@ -81,20 +81,10 @@ async def api_client_from_settings(settings: Settings) -> ApiClient:
 
 
 def kube_api_client(cfg: Configuration) -> ApiClient:
-    """kubernetes_asyncio's client for `cfg`, whose TLS connections are all closed once it is closed.
-
-    Before Python 3.12.8 (the image runs 3.11) asyncio keeps a TLS connection's socket until the peer answers the
-    close handshake (cpython#118960), and aiohttp's close does not wait for a connection it had already dropped:
-    one dropped mid-response (the Deployment watch when the manager stops, a cancelled or timed-out call) was
-    left open, for the garbage collector to close with a ResourceWarning once the event loop had ended (a test
-    that stops a backend mid-watch: 17 times in 20). aiohttp's `enable_cleanup_closed` aborts such sockets every
-    2 s, and when the client closes. kubernetes_asyncio gives no way to pass it, so it is switched on in the
-    connector kubernetes_asyncio made, and its timer started, where aiohttp says it is needed."""
+    """kubernetes_asyncio's client for `cfg`, whose TLS sockets are all closed once it is closed, even those of
+    connections dropped mid-response, such as the Deployment watch when the backend stops (`close_dropped_tls`)."""
     api = ApiClient(cfg)
-    connector = api.rest_client.pool_manager.connector
-    if NEEDS_CLEANUP_CLOSED and isinstance(connector, aiohttp.TCPConnector):
-        connector._cleanup_closed_disabled = False
-        connector._cleanup_closed()
+    close_dropped_tls(api.rest_client.pool_manager.connector)
     return api
 
 

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +21,8 @@ from pydantic import SecretStr
 
 from jobqueue.api_transport import (
     READ_CHUNK_BYTES,
+    ApiClient,
+    ApiTransport,
     api_client,
     api_transport,
     environment_proxy,
@@ -177,3 +184,76 @@ def test_tls_is_loaded_once_per_process_and_an_http_client_loads_no_ca_bundle(
     assert one.presigned._client is None  # the object store's client is made at its first transfer
     no_proxy_environment.setenv("HTTP_PROXY", "https://proxy.corp:3128")  # TLS to the proxy, for an http API
     assert tls_context("http://jobqueue.example.com") is secure
+
+
+@pytest.fixture
+def tls_server_that_stalls(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
+    """An https server, on an event loop of its own in another thread, that answers 64 KiB of a 100 MB body and
+    then nothing; and a client context that trusts its certificate."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    loop = asyncio.new_event_loop()
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]  # never None in a handler
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"x" * 65536)
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # until the client closes
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+    async def shut_down() -> None:  # the server's own sockets closed before its loop stops
+        server.close()
+        await server.wait_closed()
+        await asyncio.wait_for(asyncio.gather(*handlers), timeout=10)
+
+    server = loop.run_until_complete(asyncio.start_server(stall, "127.0.0.1", 0, ssl=server_tls))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}", ssl.create_default_context(
+            cafile=tmp_path / "cert.pem")
+    finally:
+        asyncio.run_coroutine_threadsafe(shut_down(), loop).result(timeout=20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def test_a_download_that_times_out_over_tls_leaves_no_socket_for_the_garbage_collector(
+        tls_server_that_stalls: tuple[str, ssl.SSLContext], no_proxy_environment: pytest.MonkeyPatch) -> None:
+    """A result download over https stalls, the read times out and the client is closed: once the event loop has
+    ended (the sync SDK's ends with the client), no socket is left open. Python 3.11 left it, every time, for the
+    garbage collector to close with a ResourceWarning (`jobqueue.tls_close`)."""
+    url, trusted = tls_server_that_stalls
+    unclosed: list[str] = []
+    no_proxy_environment.setattr(sys, "unraisablehook", lambda u: unclosed.append(repr(u.exc_value)))
+
+    async def download_until_the_read_times_out() -> None:
+        client = ApiClient(base_url=url, transport=ApiTransport(verify=trusted), verify=trusted,
+                           timeout=httpx.Timeout(10.0, read=0.3))
+        received = 0
+        try:
+            with pytest.raises(httpx.ReadTimeout):
+                async with client.stream("GET", "/v1/jobs/j/result") as response:
+                    async for chunk in response.aiter_bytes():
+                        received += len(chunk)
+            assert received == 65536, "the body started: the connection was dropped mid-response"
+        finally:
+            await client.aclose()
+
+    for _ in range(3):
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(download_until_the_read_times_out())
+        finally:
+            loop.close()
+        gc.collect()
+    assert unclosed == []
