@@ -4,13 +4,13 @@ Each query's DuckDB `max_temp_directory_size` used to be "free space minus the r
 own start, so two concurrent queries could each be promised the same free space and both hit ENOSPC.
 Now every reservation on a volume goes through one ledger:
 
-- **The ledger** is a JSON file `<JOBQUEUE_SPILL_LEDGER_DIRECTORY>/volume-<major>-<minor>.json`, keyed by
-  the volume's device number (so spill directories and scan caches of any group on the same volume
-  share it), read and rewritten under an exclusive `flock` on a sibling `.lock` file and replaced
-  atomically. An entry is `{kind, id, pid, started, path, bytes, slots}`: `spill` (one query's spill
-  directory), `cache` (one scan cache directory) or `slots` (a consumer and how many queries it runs at
-  once). Entries whose process is gone (pid and start time, so a reused pid does not count) are dropped
-  whenever the ledger is read: a SIGKILLed consumer's reservations do not leak.
+- **The ledger** is a JSON file `<JOBQUEUE_SPILL_LEDGER_DIRECTORY>/volume-<major>-<minor>.json`, keyed by the
+  volume's device number (so spill directories and scan caches of any group on the same volume share it), read
+  and rewritten under an exclusive `flock` on a sibling `.lock` file and replaced atomically. An entry is
+  `{kind, id, pid, started, path, bytes, slots}`: `spill` (one query's spill directory), `cache` (one scan cache
+  directory), `slots` (a consumer and how many queries it runs at once) or `expected` (the query slots a
+  manager's consumers may have on the volume). Entries whose process is gone (pid and start time, so a reused
+  pid does not count) are dropped whenever the ledger is read: a SIGKILLed consumer's reservations do not leak.
 - **The rule.** Space already written is already missing from the free space, so an entry counts only
   its *unused* part, `bytes - du(path)` (measured before the free space, which makes it conservative).
   For a new query: `available = free - JOBQUEUE_SPILL_RESERVE_BYTES - sum(unused parts of the others)`.
@@ -18,8 +18,12 @@ Now every reservation on a volume goes through one ledger:
   tolerance below, taken from the reserve): the caps never overcommit the volume (DuckDB never writes
   more than its cap, and a cache never holds more than its grant).
 - **Sharing.** A query gets `available` minus `JOBQUEUE_SPILL_MIN_BYTES` for every other query slot on
-  the volume that is idle (the `slots` entries say how many there are), and at least the minimum: a
-  lone big query gets nearly everything, and a query starting next to it still gets its minimum.
+  the volume that is idle, and at least the minimum: a lone big query gets nearly everything, and a query
+  starting next to it still gets its minimum. The slots on a volume are those of its running consumers (their
+  `slots` entries), or those a manager expects there, if more (its `expected` entry: every consumer its groups
+  may start, which `manager.backends.local_spill` records before it starts any). Without the latter, the first
+  query of consumers started together from zero found only its own slot (the others were still importing),
+  was promised the whole disk, and the others waited for it to end with nothing written.
 - **Drift.** Free space also shrinks by what no entry accounts for (result files, directories, other
   processes), so the last of several queries starting together would find a few bytes less than the minimum
   the others held back for it, and wait for a whole query to end. A shortfall of at most
@@ -153,7 +157,7 @@ def sweep_spill(spill_root: Path) -> list[Path]:
 # --- the ledger -------------------------------------------------------------------------------------
 @dataclass
 class Entry:
-    kind: str  # spill | cache | slots
+    kind: str  # spill | cache | slots | expected
     id: str
     pid: int
     started: int
@@ -261,7 +265,9 @@ def _try_reserve_spill(ledger: Ledger, settings: Settings, spill_dir: Path) -> t
         free = shutil.disk_usage(ledger.volume_path).free
         available = free - settings.spill_reserve_bytes - unused
         spilling = sum(e.kind == "spill" for e in entries)
-        slots = max(sum(e.slots for e in entries if e.kind == "slots"), spilling + 1)
+        registered = sum(e.slots for e in entries if e.kind == "slots")
+        expected = sum(e.slots for e in entries if e.kind == "expected")
+        slots = max(registered, expected, spilling + 1)
         grant = spill_grant(available, settings.spill_min_bytes, slots - 1 - spilling, spilling,
                             drift_tolerance(settings.spill_reserve_bytes, settings.spill_min_bytes))
         state = (f"{free} bytes free, {settings.spill_reserve_bytes} kept free (JOBQUEUE_SPILL_RESERVE_BYTES), "
@@ -307,6 +313,12 @@ def spill_reservation(settings: Settings, spill_dir: Path,
 def reserve_slots(settings: Settings, slots: int) -> Reservation:
     """A consumer's presence on its spill volume: how many queries it may run at once."""
     return Ledger.for_settings(settings).add(_entry("slots", slots=slots))
+
+
+def expect_slots(ledger: Ledger, slots: int) -> Reservation:
+    """A manager's `expected` entry: the query slots its consumers may have on the ledger's volume, counted by
+    every spill grant there (when more than the slots registered) while this process lives."""
+    return ledger.add(_entry("expected", slots=slots))
 
 
 def reserve_cache(settings: Settings, directory: Path, capacity: int) -> Reservation:

@@ -12,6 +12,8 @@ machine never contend for one cache, and a restarted consumer finds its slot's w
 exits unexpectedly soon after its start (`QUICK_EXIT_SECONDS`) is not restarted at once: its slot waits
 2 s, doubling per quick exit in a row up to `JOBQUEUE_CONSUMER_RESTART_BACKOFF_MAX_SECONDS`, and the last
 error (exit status and last log line) is reported by `start_trouble()` for `jobqueue status`.
+The query slots every group's consumers may take are recorded in their spill volume's ledger before any of them
+starts (`local_spill`), so the first query does not take the whole disk from the others.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from jobqueue.logs import get_logger
 from jobqueue.settings import Settings
 from manager.backends.base import OomKill
 from manager.backends.local_memory import ConsumerMemory
+from manager.backends.local_spill import ExpectedSlots
 from manager.observe import GroupObservation
 
 log = get_logger("jobqueue.manager.local")
@@ -78,6 +81,7 @@ class LocalBackend:
         self.unexpected_exits = 0  # consumers that exited without being told to (crash, kill -9, OOM)
         self.memory = ConsumerMemory(settings, physical_memory_bytes())  # limits, cgroups, OOM kills
         self.troubles: dict[tuple[str, int], SlotTrouble] = {}  # (group, slot) -> its crash loop
+        self.expected_slots = ExpectedSlots(settings)  # spill slots its consumers may take, on each volume
 
     async def start(self) -> None:
         """Nothing to warm up: the consumers are this process's children."""
@@ -105,6 +109,7 @@ class LocalBackend:
         return {c.group for c in self.consumers.values() if not c.stopping}
 
     async def converge(self, group: ResourceGroup, replicas: int, observed: GroupObservation) -> None:
+        self.expected_slots.note(group)  # before any of its consumers starts
         active = self.active(group.name)
         if replicas > len(active):
             for _ in range(replicas - len(active)):
@@ -114,6 +119,7 @@ class LocalBackend:
             self._stop_idle(active, replicas, observed)
 
     async def retire(self, group: str, replicas: int, observed: GroupObservation) -> None:
+        self.expected_slots.forget(group)
         self._stop_idle(self.active(group), replicas, observed)
 
     def _stop_idle(self, active: list[LocalConsumer], replicas: int, observed: GroupObservation) -> None:
@@ -234,6 +240,7 @@ class LocalBackend:
             c.process.kill()
             c.process.wait()
         self.consumers.clear()
+        self.expected_slots.release()
 
 
 def _exit_status(code: int) -> str:

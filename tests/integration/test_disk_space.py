@@ -27,7 +27,10 @@ from jobqueue.engine.disk_space import (
     reserve_slots,
     spill_reservation,
 )
+from jobqueue.groups import ResourceGroup
 from jobqueue.sample import sample_input
+from manager.backends.local import LocalBackend
+from manager.observe import GroupObservation, QueueStats
 from tests.helpers import consumers_registered, eventually, running_manager, with_groups
 
 OUTPUT = ["user.f0", "user.f1", "user.logins", "user.segment"]
@@ -136,6 +139,35 @@ def test_the_last_of_four_queries_starting_together_is_not_kept_waiting_by_a_few
             _reserve_once(s, tmpfs / "q-late", first)
     finally:
         slots.release()
+
+
+async def test_the_local_backend_records_the_slots_its_groups_may_take_before_it_starts_a_consumer(settings, tmpfs):
+    """Consumers started together from zero register their slots once they have started, a second or two apart:
+    the first query was promised the whole volume and the others waited for it to end with nothing written (4 of
+    `make demo`'s 6 queries). The local backend now records, per volume, every slot its groups may take, before it
+    starts any consumer, so the first query holds back each other slot's minimum."""
+    s = settings.model_copy(update={"spill_reserve_bytes": 20 * MiB, "spill_min_bytes": 16 * MiB,
+                                    "spill_wait_seconds": 0.2})
+    on_tmpfs = s.model_copy(update={"spill_directory": tmpfs})  # what the group's consumers run with
+    group = ResourceGroup(name="wide", max_instances=3, jobs_per_consumer=2, spill_directory=str(tmpfs))
+    elsewhere = ResourceGroup(name="other", max_instances=4)  # spills to the manager's volume: another ledger
+    idle = GroupObservation("wide", QueueStats(0, 0, 0, 0), (), (), (), None)
+    backend = LocalBackend(s)
+    try:
+        await backend.converge(group, 0, idle)  # none to start yet: its slots are expected all the same
+        await backend.converge(elsewhere, 0, idle._replace(group="other"))
+        assert [(e.kind, e.slots) for e in _entries(on_tmpfs, tmpfs)] == [("expected", 6)]
+        free = shutil.disk_usage(tmpfs).free
+        with spill_reservation(on_tmpfs, tmpfs / "q-1") as first:
+            assert first == free - 20 * MiB - 5 * 16 * MiB  # each of the 5 other slots' minimum held back
+            assert _reserve_once(on_tmpfs, tmpfs / "q-2", 16 * MiB) == 16 * MiB  # its minimum, without waiting
+        await backend.converge(group.model_copy(update={"max_instances": 1}), 0, idle)  # the config changed
+        assert [(e.kind, e.slots) for e in _entries(on_tmpfs, tmpfs)] == [("expected", 2)]
+        await backend.retire("wide", 0, idle)  # the group left the config
+        assert _entries(on_tmpfs, tmpfs) == []
+    finally:
+        await backend.aclose()
+    assert _entries(s, s.spill_root) == [], "the manager's entries go when it stops"
 
 
 def _reserve_once(settings, spill_dir: Path, min_bytes: int) -> int:
