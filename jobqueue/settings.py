@@ -93,12 +93,19 @@ class Settings(  # the groups in reverse: pydantic orders fields from the last b
         return self.profiler_directory or self.home / "profiles"
 
 
+def variable_names(name: str) -> tuple[str, ...]:
+    """The environment variables that set the setting `name`, in the order they are looked up."""
+    alias = Settings.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(c) for c in alias.choices)
+    return (ENV_PREFIX + name.upper(),)
+
+
 def known_variables() -> set[str]:
     names = {"JOBQUEUE_ENV_FILE"}
-    for name, field in Settings.model_fields.items():
+    for name in Settings.model_fields:
         names.add(ENV_PREFIX + name.upper())
-        if isinstance(field.validation_alias, AliasChoices):
-            names.update(str(c) for c in field.validation_alias.choices)
+        names.update(variable_names(name))
     return names
 
 
@@ -133,10 +140,7 @@ def settings_reference() -> list[tuple[str, str, str]]:
     """(variable names, default, description) for every setting: the documentation table."""
     rows = []
     for name, field in Settings.model_fields.items():
-        if isinstance(field.validation_alias, AliasChoices):
-            env = " / ".join(str(c) for c in field.validation_alias.choices)
-        else:
-            env = ENV_PREFIX + name.upper()
+        env = " / ".join(variable_names(name))
         default = "~/.jobqueue" if name == "home" else repr(field.default)
         rows.append((env, default, field.description or ""))
     return rows

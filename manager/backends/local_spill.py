@@ -23,23 +23,18 @@ from pathlib import Path
 from jobqueue.engine.disk_space import Ledger, Reservation, expect_slots
 from jobqueue.groups import ResourceGroup
 from jobqueue.logs import get_logger
-from jobqueue.settings import Settings
+from jobqueue.settings import Settings, variable_names
 
 log = get_logger("jobqueue.manager.local")
 
-# the settings that place a consumer's spill volume and ledger, and the variables a group's environment sets them by
-VOLUME_SETTINGS = {
-    "home": ("JOBQUEUE_HOME",),
-    "spill_directory": ("JOBQUEUE_SPILL_DIRECTORY", "CHALK_VELOX_SPILL_DIRECTORY"),
-    "spill_ledger_directory": ("JOBQUEUE_SPILL_LEDGER_DIRECTORY",),
-}
+VOLUME_SETTINGS = ("home", "spill_directory", "spill_ledger_directory")  # what places a spill volume and its ledger
 
 
 def consumer_ledger(settings: Settings, env: Mapping[str, str]) -> Ledger:
     """The ledger of the spill volume of a consumer started with `settings` and then `env` (its group's)."""
     update: dict[str, Path] = {}
-    for field, names in VOLUME_SETTINGS.items():
-        value = next((env[name] for name in names if env.get(name)), None)
+    for field in VOLUME_SETTINGS:
+        value = next((env[name] for name in variable_names(field) if env.get(name)), None)
         if value is not None:
             update[field] = Path(value)
     return Ledger.for_settings(settings.model_copy(update=update))
