@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -67,6 +69,25 @@ async def eventually(check: Callable[[], Any | Awaitable[Any]], timeout: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
         await asyncio.sleep(0.05)
+
+
+def unraisable_after_own_loops(scenario: Callable[[int], Awaitable[None]], rounds: int) -> list[str]:
+    """Run `scenario(round)` `rounds` times, each on an event loop of its own, closed as soon as it returns (as
+    pytest-asyncio's may be), and collect garbage after each: what could not be raised meanwhile (the
+    ResourceWarning of a socket left open), as text."""
+    unraisable: list[str] = []
+    hook, sys.unraisablehook = sys.unraisablehook, lambda u: unraisable.append(repr(u.exc_value))
+    try:
+        for round_ in range(rounds):
+            loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(scenario(round_))
+            finally:
+                loop.close()
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    return unraisable
 
 
 async def consumers_registered(redis: Any, keys: Keys, group: str, count: int, timeout: float = 30.0) -> None:

@@ -9,8 +9,6 @@ rendered against this apiserver (`helm template --validate`: its real API versio
 from __future__ import annotations
 
 import asyncio
-import gc
-import sys
 import time
 import uuid
 
@@ -24,7 +22,7 @@ from manager.backends.kube_objects import DELETION_COST
 from manager.backends.kubernetes import KubernetesBackend
 from manager.leader import LeaseElector
 from manager.reconcile import Reconciler
-from tests.helpers import eventually, mark_busy, queue
+from tests.helpers import eventually, mark_busy, queue, unraisable_after_own_loops
 
 RELEASE = "jq"
 FULLNAME = "jq-jobqueue"  # the chart's fullname for release "jq": the manager's JOBQUEUE_KUBERNETES_RELEASE
@@ -244,15 +242,10 @@ async def test_the_deployment_cache_keeps_its_watch_open_under_the_charts_role(
         "kubernetes_consumer_image": "jobqueue:test"})
     backend = KubernetesBackend(settings, control_plane.client("user-token"))
     apps = AppsV1Api(admin)
-    labels = {"jobqueue.io/release": FULLNAME, "app.kubernetes.io/component": "consumer",
-              "app.kubernetes.io/managed-by": "jobqueue-manager", "jobqueue.io/group": "w"}
-    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "watched", "labels": labels},
-            "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": {
-                "metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
     with capture_logs() as logs:
         try:
             await backend.start()
-            await apps.create_namespaced_deployment(namespace, body)
+            await apps.create_namespaced_deployment(namespace, managed_deployment("watched"))
             await eventually(lambda: backend.cache.get("watched"), timeout=30, what="the cache to see the Deployment")
         finally:
             await backend.aclose()
@@ -260,40 +253,35 @@ async def test_the_deployment_cache_keeps_its_watch_open_under_the_charts_role(
     assert failures == [], failures[:2]
 
 
-def test_a_backend_stopped_mid_watch_leaves_no_socket_for_the_garbage_collector(
-        control_plane, tester_bound, settings, monkeypatch):
+def managed_deployment(name: str) -> dict:
+    """A Deployment with the labels of the manager's consumers (group `w`): what its informer watches."""
+    labels = {"jobqueue.io/release": FULLNAME, "app.kubernetes.io/component": "consumer",
+              "app.kubernetes.io/managed-by": "jobqueue-manager", "jobqueue.io/group": "w"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": {
+                "metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+
+
+def test_a_backend_stopped_mid_watch_leaves_no_socket_for_the_garbage_collector(control_plane, tester_bound, settings):
     """The manager stops while its Deployment watch streams: once `aclose()` returns and the event loop has ended,
     no socket to the apiserver is left open. It was, 17 times in 20, before `kube_api_client` (Python 3.11's TLS
     close, cpython#118960), and pytest's check of unraisable warnings failed CI on it. Each round uses its own
     event loop, closed the moment the backend is, as pytest-asyncio's may be."""
-    unclosed: list[str] = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda u: unclosed.append(repr(u.exc_value)))
     settings = settings.model_copy(update={
         "scaler_backend": "kubernetes", "kubernetes_namespace": tester_bound, "kubernetes_release": FULLNAME,
         "kubernetes_consumer_image": "jobqueue:test"})
-    labels = {"jobqueue.io/release": FULLNAME, "app.kubernetes.io/component": "consumer",
-              "app.kubernetes.io/managed-by": "jobqueue-manager", "jobqueue.io/group": "w"}
 
-    async def stop_mid_watch(name: str) -> None:
+    async def stop_mid_watch(round_: int) -> None:
+        name = f"watched-{round_}"
         backend = KubernetesBackend(settings, control_plane.client("user-token"))
         admin = control_plane.client("admin-token")
-        body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
-                "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": {
-                    "metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
         try:
             await backend.start()
-            await AppsV1Api(admin).create_namespaced_deployment(tester_bound, body)
+            await AppsV1Api(admin).create_namespaced_deployment(tester_bound, managed_deployment(name))
             # seen through the watch: the informer listed before the Deployment existed
             await eventually(lambda: backend.cache.get(name), timeout=30, what="the watch to stream the Deployment")
         finally:
             await admin.close()
             await backend.aclose()
 
-    for round_ in range(3):
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(stop_mid_watch(f"watched-{round_}"))
-        finally:
-            loop.close()
-        gc.collect()
-    assert unclosed == []
+    assert unraisable_after_own_loops(stop_mid_watch, 3) == []

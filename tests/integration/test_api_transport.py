@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import ssl
 import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -31,6 +29,7 @@ from jobqueue.api_transport import (
 )
 from jobqueue.errors import ApiUnavailableError
 from jobqueue.http_backend import HttpBackend
+from tests.helpers import unraisable_after_own_loops
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -233,10 +232,8 @@ def test_a_download_that_times_out_over_tls_leaves_no_socket_for_the_garbage_col
     ended (the sync SDK's ends with the client), no socket is left open. Python 3.11 left it, every time, for the
     garbage collector to close with a ResourceWarning (`jobqueue.tls_close`)."""
     url, trusted = tls_server_that_stalls
-    unclosed: list[str] = []
-    no_proxy_environment.setattr(sys, "unraisablehook", lambda u: unclosed.append(repr(u.exc_value)))
 
-    async def download_until_the_read_times_out() -> None:
+    async def download_until_the_read_times_out(round_: int) -> None:
         client = ApiClient(base_url=url, transport=ApiTransport(verify=trusted), verify=trusted,
                            timeout=httpx.Timeout(10.0, read=0.3))
         received = 0
@@ -249,11 +246,4 @@ def test_a_download_that_times_out_over_tls_leaves_no_socket_for_the_garbage_col
         finally:
             await client.aclose()
 
-    for _ in range(3):
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(download_until_the_read_times_out())
-        finally:
-            loop.close()
-        gc.collect()
-    assert unclosed == []
+    assert unraisable_after_own_loops(download_until_the_read_times_out, 3) == []
