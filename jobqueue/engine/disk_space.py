@@ -50,7 +50,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -225,6 +225,13 @@ class Reservation:
     @property
     def bytes(self) -> int:
         return self.entry.bytes
+
+    def set_slots(self, slots: int) -> None:
+        """Change the slot count of this `slots` or `expected` entry in place: one write, never a moment without
+        the entry (a grant then would count no slots of it)."""
+        self.entry = replace(self.entry, slots=slots)
+        with self.ledger.locked() as entries:
+            entries[:] = [self.entry if e.id == self.entry.id else e for e in entries]
 
     def release(self) -> None:
         if not self.released:

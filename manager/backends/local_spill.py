@@ -82,10 +82,10 @@ class ExpectedSlots:
             self.held.pop(path).release()
         for path, (ledger, slots) in totals.items():
             held = self.held.get(path)
-            if held is not None and held.entry.slots == slots:
-                continue
-            if held is not None:
-                held.release()
-                del self.held[path]
-            if slots > 0:
-                self.held[path] = expect_slots(ledger, slots)
+            if held is None:
+                if slots > 0:
+                    self.held[path] = expect_slots(ledger, slots)
+            elif slots == 0:
+                self.held.pop(path).release()
+            elif held.entry.slots != slots:
+                held.set_slots(slots)  # in place: no moment where the volume expects none

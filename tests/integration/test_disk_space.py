@@ -161,8 +161,10 @@ async def test_the_local_backend_records_the_slots_its_groups_may_take_before_it
         with spill_reservation(on_tmpfs, tmpfs / "q-1") as first:
             assert first == free - 20 * MiB - 5 * 16 * MiB  # each of the 5 other slots' minimum held back
             assert _reserve_once(on_tmpfs, tmpfs / "q-2", 16 * MiB) == 16 * MiB  # its minimum, without waiting
+        (expected,) = _entries(on_tmpfs, tmpfs)
         await backend.converge(group.model_copy(update={"max_instances": 1}), 0, idle)  # the config changed
         assert [(e.kind, e.slots) for e in _entries(on_tmpfs, tmpfs)] == [("expected", 2)]
+        assert _entries(on_tmpfs, tmpfs)[0].id == expected.id, "changed in place, never a moment without it"
         await backend.retire("wide", 0, idle)  # the group left the config
         assert _entries(on_tmpfs, tmpfs) == []
     finally:
