@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +72,7 @@ class Reconciler:
         self.metrics.serve_backend(backend.name)
         self.leader = leader or (lambda: True)
         self.last_tick_at = time.monotonic()
+        self._woken_at = -math.inf  # when a submission last started a tick (`_pause`)
         self.metrics.tick_age.set_function(lambda: time.monotonic() - self.last_tick_at)
         self.states: dict[str, ScaleState] = {}
         self.last: dict[str, GroupStatus] = {}
@@ -305,15 +307,23 @@ class Reconciler:
                     outage.failed(e)
                 except Exception:
                     log.exception("tick failed")
-                delay = max(0.0, self.settings.manager_tick_seconds - (time.monotonic() - started))
-                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-                await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-                for w in waiters:
-                    w.cancel()
+                await self._pause(stop, wake, started + self.settings.manager_tick_seconds)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+    async def _pause(self, stop: asyncio.Event, wake: asyncio.Event, due: float) -> None:
+        """Until the next tick: `due` (monotonic), or sooner when a submission is announced (`wake`), but not within
+        `manager_wake_gap_seconds` of the last tick a submission started. Every submission announces itself: at a
+        few hundred a second, ticks back to back would take a core (and a script call per group each) to learn
+        what the first of them already told."""
+        if not await _first_of(stop, wake, due):
+            return
+        held = self._woken_at + self.settings.manager_wake_gap_seconds
+        if held > time.monotonic():
+            await _first_of(stop, None, min(held, due))
+        self._woken_at = time.monotonic()
 
     async def _listen(self, wake: asyncio.Event) -> None:
         outage = Outage(log, "the submission listener")
@@ -333,3 +343,15 @@ class Reconciler:
             except Exception:
                 log.warning("event subscription lost; retrying", exc_info=True)
                 await asyncio.sleep(1.0)
+
+
+async def _first_of(stop: asyncio.Event, wake: asyncio.Event | None, until: float) -> bool:
+    """Wait for `stop`, `wake` or the monotonic time `until`, whichever comes first; True: `wake` is set (and
+    `stop` is not)."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in (stop, wake) if event is not None]
+    try:
+        await asyncio.wait(waiters, timeout=max(0.0, until - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return wake is not None and wake.is_set() and not stop.is_set()

@@ -35,6 +35,12 @@ class ManagerSettings(BaseSettings):
     manager_tick_seconds: float = Field(
         default=0.5, gt=0, description="Manager reconcile period: observe queues, decide, act."
     )
+    manager_wake_gap_seconds: float = Field(
+        default=0.1, ge=0,
+        description="A submission wakes the manager for a tick at once, but not again within this many seconds of "
+        "the last tick a submission started: a burst of submissions costs one tick per gap, not one per submission "
+        "(back to back, the ticks took a quarter of a core at 380 submissions/s). 0: every submission wakes it.",
+    )
     manager_http_port: int = Field(
         default=9464, ge=-1, le=65535,
         description="Manager port for /metrics, /healthz, /readyz (0: any free port; -1: off).",
