@@ -65,11 +65,20 @@ run_consumer("default", 1)
 
 
 def test_a_drained_consumer_exits_0_at_once_though_the_interpreters_teardown_would_hang(settings):
+    # a drain past JOBQUEUE_CONSUMER_DRAIN_SECONDS + TEARDOWN_SECONDS (12 s) prints every thread's stack: a drain
+    # that hangs (once, in CI, under load) fails with them rather than with a bare timeout
+    settings = settings.model_copy(update={"consumer_drain_seconds": 2})
     proc, _ = start_consumer(settings, ["-c", HANGING_TEARDOWN], "teardown-1", stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0  # the drain has nothing to wait for; the hanging handler is skipped
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"the drained consumer did not exit within 20 s; its output:\n{proc.stdout.read()}") \
+                from None
+        assert code == 0  # the drain has nothing to wait for; the hanging handler is skipped
         log = proc.stdout.read()
         assert "consumer closed; exiting" in log, log
     finally:
