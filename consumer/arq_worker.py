@@ -195,8 +195,7 @@ class JobQueueWorker(Worker):
             await asyncio.sleep(self._outage.failed(e))
             return
         self._outage.recovered()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._idle_poll)
+        await woken_or_timed_out(self._wake, self._idle_poll)
 
     async def _listen_for_work(self, channel: str, message: bytes) -> None:
         """Wake the poll loop on each `message` on `channel`, for as long as the worker runs. (Re)subscribing
@@ -255,3 +254,13 @@ class JobQueueWorker(Worker):
         that already finished)."""
         await until_reachable(lambda: self.pool.delete(in_progress_key_prefix + job_id),
                               Outage(log, f"handing back job {job_id}"), job_id=job_id)
+
+
+async def woken_or_timed_out(wake: asyncio.Event, seconds: float) -> None:
+    """Until `wake` is set or `seconds` pass. Not `asyncio.wait_for`: before Python 3.12 it returns instead of
+    raising when its task is cancelled in the loop iteration in which `wake` is set (cpython gh-86296). The drain
+    cancels the poll loop once; that cancel was lost to a wake-up (a subscription made, a submission announced), and
+    the drained consumer polled on, taking nothing, until SIGKILL."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()
