@@ -148,7 +148,7 @@ async def wait_for_consumer(client: AsyncJobQueueClient, process: subprocess.Pop
     deadline = time.monotonic() + 60
     while not await client.redis.hlen(client.keys.consumers("default")):
         if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the consumer did not start; its log:\n{log.read_text()[-4000:]}")
+            raise SystemExit(f"the consumer did not start; the manager's log:\n{log.read_text()[-4000:]}")
         await asyncio.sleep(0.05)
 
 
@@ -377,7 +377,7 @@ def main() -> None:
                "JOBQUEUE_RESOURCE_GROUPS_PATH": str(groups), "JOBQUEUE_LOG_LEVEL": "warning",
                "JOBQUEUE_LOG_FORMAT": "json"}
         child = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
-        child.update(env, PYTHONPATH=str(ROOT), JOBQUEUE_CONSUMER_EXIT_WITH_PARENT="true")
+        child.update(env, PYTHONPATH=str(ROOT))
         settings = Settings(redis_url=url, environment=env["JOBQUEUE_ENVIRONMENT"], home=home,
                             registry_path=store.registry_path, resource_groups_path=groups, log_level="warning")
         with manager_process(child, home) as process, api_process(child, home, args.api_workers) as api:
